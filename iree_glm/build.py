@@ -1,0 +1,125 @@
+"""Checkpoint -> bundle: load, export, write parameters, lower with IREE, write the manifest.
+
+`build_bundle` is the library entry point behind `python -m iree_glm.compile`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import default_model
+from .bundle import Manifest, ModuleEntry, finish_manifest, writing_bundle
+from .checkpoint import open_checkpoint, load_model
+from .errors import UserError
+from .export import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
+from .lowering import Target, compile_mlir, host_cpu_target
+
+PROFILES = {"host-cpu": host_cpu_target}
+MODULE_FILE = "model.vmfb"
+PARAMETER_FILE = "weights.irpa"
+
+
+@dataclass
+class BuildOptions:
+    max_context: int = 1024
+    profile: str = "host-cpu"
+    decode_batch_sizes: tuple[int, ...] = (1,)
+    extra_flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: Manifest
+    seconds: dict[str, float]
+
+
+def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
+    eps = [EntryPoint("prefill", 1, None, opts.max_context)]
+    for b in opts.decode_batch_sizes:
+        eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, opts.max_context))
+    return eps
+
+
+def _check_options(opts: BuildOptions) -> Target:
+    if opts.profile not in PROFILES:
+        raise UserError(f"unknown profile '{opts.profile}' (available: {', '.join(PROFILES)})")
+    if opts.max_context < 2:
+        raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
+    return PROFILES[opts.profile]()
+
+
+def build_bundle(
+    checkpoint: Path | None,
+    out: Path,
+    opts: BuildOptions | None = None,
+    progress: Callable[[str], None] = lambda stage: None,
+) -> BuildResult:
+    """Compile a checkpoint folder (or, with None, the default model) into a bundle at `out`."""
+    opts = opts or BuildOptions()
+    target = _check_options(opts)
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="iree_glm-") as work:
+        work = Path(work)
+        source = {"checkpoint": Path(checkpoint).name if checkpoint else None}
+        if checkpoint is None:
+            checkpoint = default_model.write_default_checkpoint(work / "default-checkpoint")
+            source = {"checkpoint": None, "default_model": default_model.DESCRIPTION}
+        ckpt = open_checkpoint(Path(checkpoint))
+        if opts.max_context > ckpt.config.max_position_embeddings:
+            raise UserError(
+                f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "
+                f"({ckpt.config.max_position_embeddings})"
+            )
+        with writing_bundle(out) as folder:
+            t = time.perf_counter()
+            progress("load weights")
+            model = load_model(ckpt)
+            seconds["load"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress("export to MLIR")
+            entry_points = _entry_points(opts)
+            module, _ctx = export_mlir(model, entry_points)
+            mlir_path = work / "model.mlirbc"
+            with open(mlir_path, "wb") as f:
+                module.operation.write_bytecode(f)
+            del module, _ctx
+            seconds["export"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress("write parameter archive")
+            write_parameter_archive(model, folder / PARAMETER_FILE)
+            del model
+            seconds["parameters"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress(f"compile with IREE ({target.backend})")
+            flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags)
+            seconds["compile"] = time.perf_counter() - t
+
+            for f in ckpt.tokenizer_files:
+                shutil.copy(f, folder / f.name)
+            shutil.copy(ckpt.path / "config.json", folder / "config.json")
+            manifest = Manifest(
+                model=ckpt.config.to_dict(),
+                max_context=opts.max_context,
+                entry_points=[ep.__dict__ for ep in entry_points],
+                modules=[ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)],
+                parameters=PARAMETER_FILE,
+                parameter_scope=PARAMETER_SCOPE,
+                tokenizer="tokenizer.json" if ckpt.has_tokenizer else None,
+                source=source,
+                profile=opts.profile,
+                options={"max_context": opts.max_context, "dtype": "float32"},
+            )
+            progress("write manifest")
+            finish_manifest(folder, manifest)
+    return BuildResult(Path(out), manifest, seconds)

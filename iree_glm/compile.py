@@ -1,0 +1,58 @@
+"""`python -m iree_glm.compile [CHECKPOINT] -o BUNDLE`: a checkpoint folder -> an IREE bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .cli import run_cli
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
+    p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
+    p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
+    p.add_argument("--max-context", type=int, default=1024, help="KV-cache capacity in tokens (default 1024)")
+    p.add_argument("--profile", default="host-cpu", help="device profile (default host-cpu)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from . import default_model
+    from .build import BuildOptions, build_bundle
+    from .errors import UserError
+
+    out = args.output
+    if out is None:
+        if args.checkpoint is not None:
+            raise UserError("-o BUNDLE is required when a checkpoint is given")
+        out = default_model.DEFAULT_BUNDLE
+    if args.checkpoint is None:
+        print(f"no checkpoint given: building the {default_model.DESCRIPTION}", file=sys.stderr)
+    stages = tqdm(total=5, desc="compile", unit="stage", file=sys.stderr, bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}")
+
+    def progress(stage: str) -> None:
+        stages.set_postfix_str(stage)
+        stages.update(1)
+
+    opts = BuildOptions(max_context=args.max_context, profile=args.profile)
+    try:
+        result = build_bundle(args.checkpoint, out, opts, progress)
+    finally:
+        stages.close()
+    m = result.manifest
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
+    if m.tokenizer is None:
+        print("note: the checkpoint has no tokenizer; run it with --prompt-ids")
+    print(f"run it: python -m iree_glm.run {out} --prompt 'Hello'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

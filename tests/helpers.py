@@ -1,0 +1,49 @@
+"""Tiny Hugging Face checkpoints with seeded random weights, built with transformers itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from iree_glm.tokenizer import byte_level_tokenizer_json
+
+# name -> (transformers config class, model class, config overrides)
+VARIANTS = {
+    # GLM-4, GQA (4 heads over 2 KV heads), head_dim != hidden/heads, partial rotary, qkv bias, untied.
+    "glm4_gqa": ("Glm4Config", "Glm4ForCausalLM", dict(num_key_value_heads=2, head_dim=24, attention_bias=True)),
+    # GLM (v1), tied embeddings, no GQA.
+    "glm_tied": ("GlmConfig", "GlmForCausalLM", dict(num_key_value_heads=4, tie_word_embeddings=True)),
+    # Llama: MQA (1 KV head), attention and MLP bias, rotary over the full head.
+    "llama_mqa": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=1, head_dim=16, attention_bias=True, mlp_bias=True)),
+    # Llama given a partial rotary factor, which transformers' Llama ignores (and so must we).
+    "llama_partial_ignored": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})),
+}
+
+
+def make_hf_model(variant: str, seed: int = 0, vocab: int = 257, layers: int = 2):
+    import transformers
+
+    cfg_name, model_name, extra = VARIANTS[variant]
+    cfg = getattr(transformers, cfg_name)(
+        vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+        num_attention_heads=4, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+        eos_token_id=256, **extra,
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(cfg).eval()
+    # Larger than default-init weights, so that logits are far from uniform and greedy
+    # decoding is not decided by rounding noise.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0.0, 0.08)
+    return model
+
+
+def write_hf_checkpoint(variant: str, path: Path, seed: int = 0, tokenizer: bool = True):
+    model = make_hf_model(variant, seed)
+    model.save_pretrained(path)
+    if tokenizer:
+        (Path(path) / "tokenizer.json").write_text(byte_level_tokenizer_json())
+    return model
