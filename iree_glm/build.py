@@ -102,7 +102,8 @@ def build_bundle(
 
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
-            flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags)
+            log = Path(out).parent / f"{Path(out).name}.compile-error.log"
+            flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log)
             seconds["compile"] = time.perf_counter() - t
 
             for f in ckpt.tokenizer_files:

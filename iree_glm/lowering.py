@@ -39,8 +39,14 @@ def host_cpu_target() -> Target:
     return Target(backend="llvm-cpu", driver="local-task", flags=HOST_CPU_FLAGS)
 
 
-def compile_mlir(mlir_path: Path, vmfb_path: Path, target: Target, extra_flags: tuple[str, ...] = ()) -> list[str]:
-    """Compile an MLIR file (torch input dialect) to a .vmfb; returns the flags used."""
+def compile_mlir(
+    mlir_path: Path, vmfb_path: Path, target: Target, extra_flags: tuple[str, ...] = (), log_path: Path | None = None
+) -> list[str]:
+    """Compile an MLIR file (torch input dialect) to a .vmfb; returns the flags used.
+
+    On failure the compiler's full diagnostics go to `log_path` (if given) and the error
+    names the first diagnostic, so a failure is one readable line.
+    """
     import iree.compiler as ic
 
     args = [*target.compile_args(), *extra_flags]
@@ -48,8 +54,10 @@ def compile_mlir(mlir_path: Path, vmfb_path: Path, target: Target, extra_flags: 
         ic.compile_file(str(mlir_path), output_file=str(vmfb_path), input_type="torch", extra_args=args)
     except ic.CompilerToolError as e:
         errors = [line for line in str(e).splitlines() if "error:" in line]
-        log = vmfb_path.with_suffix(".compile-error.log")
-        log.write_text(str(e))
-        first = errors[0][:300] if errors else "see log"
-        raise RuntimeError(f"iree-compile failed for {mlir_path.name}: {first} (full log: {log})") from None
+        first = errors[0][:300] if errors else str(e)[:300]
+        where = ""
+        if log_path is not None:
+            Path(log_path).write_text(str(e))
+            where = f" (full log: {log_path})"
+        raise RuntimeError(f"iree-compile failed for {mlir_path.name}: {first}{where}") from None
     return args
