@@ -186,6 +186,11 @@ class CausalLM(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.model.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> logits; a quantized `lm_head` (iree_glm.quant) replaces the tied weight."""
+        head = getattr(self, "lm_head", None)
+        return head(x) if head is not None else F.linear(x, self.model.embed_tokens.weight)
+
     def hidden_states(self, tokens, start, k_cache, v_cache):
         s = tokens.shape[1]
         positions = start[:, None] + torch.arange(s, device=tokens.device)[None, :]
@@ -200,13 +205,13 @@ class CausalLM(nn.Module):
 
     def forward(self, tokens, start, k_cache, v_cache):
         x, k_cache, v_cache = self.hidden_states(tokens, start, k_cache, v_cache)
-        logits = F.linear(x[:, -1], self.output_weight())
+        logits = self.project(x[:, -1])
         return logits, k_cache, v_cache
 
     def all_logits(self, tokens, start, k_cache, v_cache):
         """Logits for every position (tests and fidelity tools; not exported)."""
         x, k_cache, v_cache = self.hidden_states(tokens, start, k_cache, v_cache)
-        return F.linear(x, self.output_weight()), k_cache, v_cache
+        return self.project(x), k_cache, v_cache
 
     def empty_cache(self, batch: int, capacity: int, dtype=torch.float32):
         cfg = self.cfg
