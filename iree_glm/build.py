@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +24,12 @@ from .lowering import Target, compile_mlir, host_cpu_target
 PROFILES = {"host-cpu": host_cpu_target}
 MODULE_FILE = "model.vmfb"
 PARAMETER_FILE = "weights.irpa"
+DEFAULT_MAX_CONTEXT = 1024
 
 
 @dataclass
 class BuildOptions:
-    max_context: int = 1024
+    max_context: int | None = None  # None: min(1024, the model's max_position_embeddings)
     profile: str = "host-cpu"
     decode_batch_sizes: tuple[int, ...] = (1,)
     extra_flags: tuple[str, ...] = field(default_factory=tuple)
@@ -51,7 +52,7 @@ def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
 def _check_options(opts: BuildOptions) -> Target:
     if opts.profile not in PROFILES:
         raise UserError(f"unknown profile '{opts.profile}' (available: {', '.join(PROFILES)})")
-    if opts.max_context < 2:
+    if opts.max_context is not None and opts.max_context < 2:
         raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
     return PROFILES[opts.profile]()
 
@@ -73,6 +74,8 @@ def build_bundle(
             checkpoint = default_model.write_default_checkpoint(work / "default-checkpoint")
             source = {"checkpoint": None, "default_model": default_model.DESCRIPTION}
         ckpt = open_checkpoint(Path(checkpoint))
+        if opts.max_context is None:
+            opts = replace(opts, max_context=min(DEFAULT_MAX_CONTEXT, ckpt.config.max_position_embeddings))
         if opts.max_context > ckpt.config.max_position_embeddings:
             raise UserError(
                 f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "

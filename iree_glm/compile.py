@@ -14,7 +14,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
     p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
-    p.add_argument("--max-context", type=int, default=1024, help="KV-cache capacity in tokens (default 1024)")
+    p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
     p.add_argument("--profile", default="host-cpu", help="device profile (default host-cpu)")
     return p.parse_args(argv)
 
@@ -34,17 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = default_model.DEFAULT_BUNDLE
     if args.checkpoint is None:
         print(f"no checkpoint given: building the {default_model.DESCRIPTION}", file=sys.stderr)
-    stages = tqdm(total=5, desc="compile", unit="stage", file=sys.stderr, bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}")
+    bar: list[tqdm] = []  # created at the first stage, so input errors print one clean line
 
     def progress(stage: str) -> None:
-        stages.set_postfix_str(stage)
-        stages.update(1)
+        if not bar:
+            bar.append(tqdm(total=5, desc="compile", file=sys.stderr, bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}"))
+        bar[0].set_postfix_str(stage)
+        bar[0].update(1)
 
     opts = BuildOptions(max_context=args.max_context, profile=args.profile)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:
-        stages.close()
+        if bar:
+            bar[0].close()
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")

@@ -7,6 +7,7 @@ compiled module is code only and the runtime mmaps the weights from the .irpa fi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -88,7 +89,8 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     dynamic = None
     if ep.seq_len is None:
         dynamic = ({1: Dim("seq_len", min=1, max=ep.capacity)}, None, None, None)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 internal deprecation
         prog = torch.export.export(model, (tokens, start, k_cache, v_cache), dynamic_shapes=dynamic, strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
