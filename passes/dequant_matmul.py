@@ -1,0 +1,398 @@
+"""Fuse weight dequantization into the matmul that consumes it: one `linalg.generic` per layer.
+
+Exported as written, a quantized linear layer is a chain of elementwise `linalg.generic`s that
+turn packed integer weights into fp32 (shifts, `sitofp`, scale multiplies), a transpose /
+reshape into the matmul's [K, N] operand, and a `linalg.matmul`. IREE's stock lowering puts
+the dequantization in its own dispatch that writes an fp32 copy of the weight (or hoists it to
+an fp32 global at load time): decode gets slower than fp32.
+
+This pass runs on the input-phase IR (`iree-compile --compile-to=input`). For each
+`linalg.matmul` whose right operand is such a chain ending in integer leaves (parameters or
+constants, possibly reshaped), it builds one `linalg.generic` that iterates over
+(m, <dims of the dequantized weight in its stored order>), reads the packed leaves directly,
+recomputes the dequantization in the inner loop (cloned bodies of the chain) and accumulates
+x * w into an output laid out like the weight's N dims; a `tensor.collapse_shape` gives back
+the [M, N] result. The weight is thus read once, as bytes, inside the matmul's dispatch.
+
+The layout of the dequantized weight decides the loop order: quant.py stores 16 output
+channels innermost ([N/16, K, 16] for int8), which IREE vectorizes well for decode.
+
+Use: `run(module) -> list of rewritten matmul locations`, or
+`python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from iree.compiler import ir
+from iree.compiler.dialects import linalg, tensor
+
+# A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
+# dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
+DimMap = list[Optional[int]]
+
+_RESHAPES = ("tensor.expand_shape", "tensor.collapse_shape")
+_LEAF_ROOTS = ("util.global.load", "arith.constant")
+
+
+@dataclass
+class _Leaf:
+    value: ir.Value
+    dims: DimMap
+
+
+@dataclass
+class _Match:
+    matmul: ir.Operation
+    lhs: ir.Value
+    init: ir.Value
+    generics: list[ir.Operation]  # dequant chain, producers before consumers
+    leaves: list[_Leaf]
+    d_shape: list[int]
+    k_dims: list[int]  # D dims forming the matmul's K, in row-major order
+    n_dims: list[int]  # D dims forming the matmul's N, in row-major order
+    dead: list[ir.Operation] = field(default_factory=list)  # view ops to erase, consumers first
+
+
+def _single_use(value: ir.Value) -> bool:
+    return len(list(value.uses)) == 1
+
+
+def _producer(value: ir.Value) -> Optional[ir.Operation]:
+    owner = value.owner
+    return owner.operation if isinstance(owner, ir.OpView) or isinstance(owner, ir.Operation) else None
+
+
+def _shape(value: ir.Value) -> list[int]:
+    return list(ir.RankedTensorType(value.type).shape)
+
+
+def _dim_map(affine_map: ir.AffineMap) -> Optional[list[Optional[int]]]:
+    """Results of a projected permutation with constant-0 broadcasts as dim indices / None."""
+    out: list[Optional[int]] = []
+    for e in affine_map.results:
+        if isinstance(e, ir.AffineDimExpr):
+            out.append(e.position)
+        elif isinstance(e, ir.AffineConstantExpr) and e.value == 0:
+            out.append(None)
+        else:
+            return None
+    return out
+
+
+def _elementwise(op: ir.Operation) -> bool:
+    """A linalg.generic computing one output elementwise from its inputs (no index, no reads of out)."""
+    if op.name != "linalg.generic" or len(op.results) != 1:
+        return False
+    g = op.opview
+    if len(g.outputs) != 1 or any(str(t) != '#linalg.iterator_type<parallel>' for t in g.iterator_types):
+        return False
+    maps = [ir.AffineMapAttr(a).value for a in g.indexing_maps]
+    if maps[-1] != ir.AffineMap.get_identity(maps[-1].n_dims):
+        return False
+    if any(_dim_map(m) is None for m in maps[:-1]):
+        return False
+    block = g.region.blocks[0]
+    if len(list(block.arguments[-1].uses)):
+        return False
+    return all(o.name not in ("linalg.index", "tensor.extract") for o in block.operations)
+
+
+def _weight_leaf(value: ir.Value) -> bool:
+    """A parameter or constant, possibly reshaped: something known before any input arrives."""
+    while True:
+        op = _producer(value)
+        if op is None:
+            return False
+        if op.name in _LEAF_ROOTS:
+            return True
+        if op.name not in _RESHAPES:
+            return False
+        value = op.operands[0]
+
+
+def _strip_unit_expand(leaf: _Leaf) -> _Leaf:
+    """expand_shape that only adds unit dims: index its source directly (cleaner maps for IREE)."""
+    while True:
+        op = _producer(leaf.value)
+        if op is None or op.name != "tensor.expand_shape":
+            return leaf
+        shape = _shape(op.results[0])
+        groups = _groups_of(op.attributes["reassociation"])
+        dims: DimMap = []
+        for group in groups:
+            big = [r for r in group if shape[r] != 1]
+            if len(big) > 1:
+                return leaf
+            if big:
+                dims.append(leaf.dims[big[0]])
+            else:
+                dims.append(None)
+        leaf = _Leaf(op.operands[0], dims)
+
+
+def _view_groups(rhs: ir.Value) -> Optional[tuple[ir.Value, list[list[int]], list[ir.Operation]]]:
+    """Walk back from the matmul's RHS through transposes and reshapes.
+
+    Returns (D value, for each RHS dim the D dims it is made of in row-major order, the view
+    ops passed), or None if something other than a pure re-view sits in between.
+    """
+    ops: list[ir.Operation] = []
+    value = rhs
+    while True:
+        op = _producer(value)
+        if op is None or op.name not in ("linalg.transpose", *_RESHAPES):
+            break
+        if not _single_use(value):
+            return None
+        ops.append(op)
+        value = op.operands[0]
+    d_shape = _shape(value)
+    groups = [[d] for d in range(len(d_shape))]
+    for op in reversed(ops):  # replay the views forwards on groups of D dims
+        if op.name == "linalg.transpose":
+            groups = [groups[p] for p in ir.DenseI64ArrayAttr(op.attributes["permutation"])]
+            continue
+        reassoc = _groups_of(op.attributes["reassociation"])
+        if op.name == "tensor.collapse_shape":
+            groups = [sum((groups[i] for i in g), []) for g in reassoc]
+            continue
+        out_shape = _shape(op.results[0])
+        split: list[list[int]] = []
+        for src, g in enumerate(reassoc):  # expand: split each group at D-dim boundaries
+            dims = list(groups[src])
+            for r in g:
+                take, size = [], 1
+                while dims and size < out_shape[r]:
+                    take.append(dims.pop(0))
+                    size *= d_shape[take[-1]]
+                if size != out_shape[r]:
+                    return None
+                split.append(take)
+            if dims:
+                return None
+        groups = split
+    return value, groups, ops
+
+
+def _groups_of(attr: ir.Attribute) -> list[list[int]]:
+    return [[ir.IntegerAttr(i).value for i in ir.ArrayAttr(g)] for g in ir.ArrayAttr(attr)]
+
+
+def _dequant_region(root: ir.Operation) -> Optional[tuple[list[ir.Operation], list[_Leaf]]]:
+    """The elementwise generics computing the weight from integer leaves, and those leaves."""
+    generics: list[ir.Operation] = []
+    leaves: list[_Leaf] = []
+
+    def visit(op: ir.Operation, to_d: DimMap) -> bool:
+        g = op.opview
+        maps = [_dim_map(ir.AffineMapAttr(a).value) for a in g.indexing_maps]
+        for operand, m in zip(g.inputs, maps):
+            dims = [to_d[e] if e is not None else None for e in m]
+            prod = _producer(operand)
+            if prod is not None and _elementwise(prod) and _single_use(operand) and prod.name == "linalg.generic":
+                if not visit(prod, dims):
+                    return False
+            elif _weight_leaf(operand):
+                leaves.append(_strip_unit_expand(_Leaf(operand, dims)))
+            else:
+                return False
+        generics.append(op)
+        return True
+
+    rank = len(_shape(root.results[0]))
+    if not visit(root, list(range(rank))):
+        return None
+    has_int_leaf = any(isinstance(ir.RankedTensorType(l.value.type).element_type, ir.IntegerType) for l in leaves)
+    converts = any(o.name in ("arith.sitofp", "arith.uitofp") for g in generics for o in g.opview.region.blocks[0].operations)
+    if not (has_int_leaf and converts):
+        return None
+    return generics, leaves
+
+
+def _plain_matmul_maps(matmul: ir.Operation) -> bool:
+    """linalg.matmul without transposed / broadcast operands (its indexing_maps, if any, are the defaults)."""
+    if "indexing_maps" not in matmul.attributes:
+        return True
+    maps = [str(ir.AffineMapAttr(a).value) for a in ir.ArrayAttr(matmul.attributes["indexing_maps"])]
+    return maps == ["(d0, d1, d2) -> (d0, d2)", "(d0, d1, d2) -> (d2, d1)", "(d0, d1, d2) -> (d0, d1)"]
+
+
+def match(matmul: ir.Operation) -> Optional[_Match]:
+    """Recognise dequantize -> view -> linalg.matmul(x, W[K, N])."""
+    if matmul.name != "linalg.matmul" or not _plain_matmul_maps(matmul):
+        return None
+    mm = matmul.opview
+    lhs, rhs = mm.inputs
+    viewed = _view_groups(rhs)
+    if viewed is None:
+        return None
+    d_value, groups, view_ops = viewed
+    root = _producer(d_value)
+    if root is None or not _elementwise(root) or not _single_use(d_value):
+        return None
+    region = _dequant_region(root)
+    if region is None or len(groups) != 2 or not all(groups):
+        return None
+    generics, leaves = region
+    return _Match(matmul, lhs, mm.outputs[0], generics, leaves, _shape(d_value), groups[0], groups[1], view_ops)
+
+
+def _reassociation(groups: Sequence[Sequence[int]]) -> ir.ArrayAttr:
+    i64 = ir.IntegerType.get_signless(64)
+    return ir.ArrayAttr.get([ir.ArrayAttr.get([ir.IntegerAttr.get(i64, i) for i in g]) for g in groups])
+
+
+def _clone_body(src: ir.Block, args: list[ir.Value]) -> ir.Value:
+    """Clone a generic's body at the current insertion point with its input args replaced."""
+    mapping: list[tuple[ir.Value, ir.Value]] = list(zip(src.arguments, args))
+    result = None
+    for op in src.operations:
+        if op.name == "linalg.yield":
+            result = _lookup(mapping, op.operands[0])
+            break
+        new = op.clone()
+        for i, operand in enumerate(new.operands):
+            hit = _lookup(mapping, operand, None)
+            if hit is not None:
+                new.operands[i] = hit
+        mapping.extend(zip(op.results, new.results))
+    assert result is not None
+    return result
+
+
+_MISSING = object()
+
+
+def _lookup(mapping, value, default=_MISSING):
+    for old, new in mapping:
+        if old == value:
+            return new
+    if default is _MISSING:
+        return value
+    return default
+
+
+def rewrite(m: _Match) -> ir.Operation:
+    """Replace the matched matmul by one fused generic (plus free reshapes); returns the generic."""
+    f32 = ir.RankedTensorType(m.init.type).element_type
+    lhs_t = ir.RankedTensorType(m.lhs.type)
+    m_size = lhs_t.shape[0]
+    dyn = ir.ShapedType.get_dynamic_size()
+    k_sizes = [m.d_shape[d] for d in m.k_dims]
+    n_sizes = [m.d_shape[d] for d in m.n_dims]
+    with ir.InsertionPoint(m.matmul), m.matmul.location:
+        from iree.compiler.dialects import arith
+
+        dyn_sizes = []
+        if m_size == dyn:
+            zero = arith.ConstantOp(ir.IndexType.get(), 0).result
+            dyn_sizes = [tensor.DimOp(m.lhs, zero).result]
+        x = m.lhs
+        if len(k_sizes) > 1:
+            x = tensor.ExpandShapeOp(
+                ir.RankedTensorType.get([m_size, *k_sizes], lhs_t.element_type), m.lhs,
+                _reassociation([[0], list(range(1, 1 + len(k_sizes)))]), dyn_sizes, [m_size, *k_sizes],
+            ).result
+        init = m.init
+        out_t = ir.RankedTensorType.get([m_size, *n_sizes], f32)
+        if len(n_sizes) > 1:
+            init = tensor.ExpandShapeOp(
+                out_t, m.init, _reassociation([[0], list(range(1, 1 + len(n_sizes)))]), dyn_sizes, [m_size, *n_sizes]
+            ).result
+        rank = 1 + len(m.d_shape)
+
+        def amap(dims: Sequence[Optional[int]]) -> ir.AffineMapAttr:
+            exprs = [ir.AffineDimExpr.get(1 + d) if d is not None else ir.AffineConstantExpr.get(0) for d in dims]
+            return ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, exprs))
+
+        def amap_m(dims: Sequence[int]) -> ir.AffineMapAttr:
+            exprs = [ir.AffineDimExpr.get(0)] + [ir.AffineDimExpr.get(1 + d) for d in dims]
+            return ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, exprs))
+
+        maps = [amap_m(m.k_dims)] + [amap(l.dims) for l in m.leaves] + [amap_m(m.n_dims)]
+        par, red = ir.Attribute.parse("#linalg.iterator_type<parallel>"), ir.Attribute.parse("#linalg.iterator_type<reduction>")
+        iters = [par] + [red if d in m.k_dims else par for d in range(len(m.d_shape))]
+        fused = linalg.GenericOp([out_t], [x, *[l.value for l in m.leaves]], [init], ir.ArrayAttr.get(maps), ir.ArrayAttr.get(iters))
+        arg_types = [lhs_t.element_type] + [ir.RankedTensorType(l.value.type).element_type for l in m.leaves] + [f32]
+        block = fused.regions[0].blocks.append(*arg_types)
+        with ir.InsertionPoint(block):
+            w = _inline_chain(m, list(block.arguments[1:-1]))
+            prod = arith.MulFOp(block.arguments[0], w).result
+            acc = arith.AddFOp(block.arguments[-1], prod).result
+            linalg.YieldOp([acc])
+        result = fused.results[0]
+        if len(n_sizes) > 1:
+            result = tensor.CollapseShapeOp(m.matmul.results[0].type, result, _reassociation([[0], list(range(1, 1 + len(n_sizes)))])).result
+    m.matmul.results[0].replace_all_uses_with(result)
+    m.matmul.erase()
+    for op in [*m.dead, *reversed(m.generics)]:
+        if all(not list(r.uses) for r in op.results):
+            op.erase()
+    return fused.operation
+
+
+def _inline_chain(m: _Match, leaf_args: list[ir.Value]) -> ir.Value:
+    """Clone the dequant generics' bodies; leaves are handed out in `_dequant_region`'s visit order."""
+    leaf_iter = iter(leaf_args)
+
+    def emit(op: ir.Operation) -> ir.Value:
+        args = []
+        for operand in op.opview.inputs:
+            prod = _producer(operand)
+            if prod is not None and any(prod == g for g in m.generics):
+                args.append(emit(prod))
+            else:
+                args.append(next(leaf_iter))
+        return _clone_body(op.opview.region.blocks[0], args)
+
+    return emit(m.generics[-1])
+
+
+def run(module: ir.Module) -> list[str]:
+    """Rewrite every matching matmul in `module`; returns their locations."""
+    matmuls: list[ir.Operation] = []
+
+    def collect(op):
+        if op.name == "linalg.matmul":
+            matmuls.append(op.operation if hasattr(op, "operation") else op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    done = []
+    for op in matmuls:
+        m = match(op)
+        if m is not None:
+            done.append(str(op.location))
+            rewrite(m)
+    return done
+
+
+def rewrite_file(src: Path, dst: Path) -> int:
+    """Parse an MLIR file (text or bytecode), run the pass, write text; returns the rewrite count."""
+    with ir.Context() as ctx:
+        ctx.allow_unregistered_dialects = False
+        module = ir.Module.parse(Path(src).read_bytes())
+        done = run(module)
+        module.operation.verify()
+        Path(dst).write_text(str(module))
+    return len(done)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m iree_glm.passes.dequant_matmul", description=__doc__.splitlines()[0])
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    n = rewrite_file(args.input, args.output)
+    print(f"dequant-matmul: fused {n} matmul(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
