@@ -125,6 +125,7 @@ def hf_config_dict(cfg: ModelConfig) -> dict:
         "max_position_embeddings": cfg.max_position_embeddings,
         "hidden_act": "silu",
         "torch_dtype": "float32",
+        "pad_token_id": None,  # transformers' GLM defaults point past a small vocabulary
     }
     if cfg.family == "llama":
         d["mlp_bias"] = cfg.mlp_bias
