@@ -1,0 +1,88 @@
+"""`python -m iree_glm.profile validate FILE | show FILE | calibrate --driver DRIVER -o FILE`.
+
+validate: check a profile (errors name the key; drivers absent on this machine are warnings,
+since profiles describe other machines). show: the profile and the plan it gives the default
+model. calibrate: measure a HAL device present here with small IREE benchmarks and write a
+profile (the benchmarks live in `calibrate.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .cli import run_cli
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m iree_glm.profile", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check a profile file (or shipped profile name)")
+    v.add_argument("profile")
+    s = sub.add_parser("show", help="print a profile and the plan it gives a model")
+    s.add_argument("profile")
+    s.add_argument("--checkpoint", type=Path, help="plan for this checkpoint's config (default: the built-in model)")
+    s.add_argument("--dtype", default="f32", help="weight dtype for the plan (f32, f16, bf16, int8, int4)")
+    s.add_argument("--max-context", type=int, default=1024)
+    c = sub.add_parser("calibrate", help="measure a HAL device here and write a profile")
+    c.add_argument("--driver", required=True, help="HAL driver to measure (local-task, vulkan, ...)")
+    c.add_argument("-o", "--output", type=Path, required=True, help="profile file to write")
+    c.add_argument("--name", help="profile name (default: the output file's stem)")
+    c.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark (median)")
+    return p.parse_args(argv)
+
+
+def _validate(name: str) -> int:
+    from .profiles import availability_warnings, load_profile
+
+    profile = load_profile(name)
+    for w in availability_warnings(profile):
+        print(f"warning: {w}", file=sys.stderr)
+    kinds = ", ".join(f"{d.name} ({d.kind}, {d.hal_driver})" for d in profile.devices)
+    print(f"{profile.source}: ok: profile '{profile.name}', devices {kinds}, objective {profile.policy.objective}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from . import default_model
+    from .config import read_hf_config
+    from .plan_report import text_report
+    from .profiles import availability_warnings, load_profile
+    from .scheduler import plan_partition
+
+    profile = load_profile(args.profile)
+    print(f"profile '{profile.name}' ({profile.source}): {profile.description}")
+    for d in profile.devices:
+        peaks = ", ".join(f"{k} {v:g}" for k, v in d.peak_gflops.items())
+        print(f"  {d.name}: {d.kind}, driver {d.hal_driver}, backend {d.backend}; GFLOP/s {peaks}; "
+              f"{d.memory_bandwidth_gbs:g} GB/s, {d.memory_gb:g} GB, {d.idle_power_w:g}-{d.active_power_w:g} W"
+              + (", stand-in allowed" if d.allow_stand_in else ""))
+    for l in profile.links:
+        print(f"  link {l.a} <-> {l.b}: {l.bandwidth_gbs:g} GB/s, {l.latency_us:g} us" + (", shared memory" if l.shared_memory else ""))
+    pol = profile.policy
+    print(f"  policy: objective {pol.objective}, power budget {pol.power_budget_w or 'none'}, reserve {pol.memory_reserve_gb:g} GB")
+    for w in availability_warnings(profile):
+        print(f"warning: {w}", file=sys.stderr)
+    cfg = read_hf_config(args.checkpoint / "config.json") if args.checkpoint else default_model.CONFIG
+    print(text_report(plan_partition(cfg, profile, args.dtype, capacity=args.max_context)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.profile)
+    if args.command == "show":
+        return _show(args)
+    from .calibrate import calibrate
+
+    text = calibrate(args.driver, args.name or args.output.stem, args.repeats, progress=lambda m: print(m, file=sys.stderr))
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,340 @@
+"""Device profiles: what an integrator declares about a machine's processors, read from TOML.
+
+A profile lists the devices (CPU, GPU, NPU) with their IREE target, what they can run and how
+fast, the links between them, and a policy (what to minimise, under which limits). The
+scheduler (`scheduler.py`) turns a profile plus a model config into a partition plan; the
+compiler uses each device's `Target`. The format is documented in device_profiles/README.md.
+
+Every problem is a `ProfileError` naming the file and the key: `x.toml: devices[1].kind: ...`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+FORMAT_VERSION = 1
+KINDS = ("cpu", "gpu", "npu")
+OBJECTIVES = ("latency", "energy", "balanced")
+DTYPES = ("f32", "f16", "bf16", "int8", "int4")
+OP_CLASSES = ("gather", "matmul", "attention", "rope", "norm", "elementwise")
+# HAL drivers IREE ships (a given runtime build has a subset of them) ...
+IREE_DRIVERS = ("local-task", "local-sync", "vulkan", "cuda", "hip", "metal", "webgpu", "amdgpu", "xrt", "null")
+# ... and NPU driver names profiles may use although no IREE runtime here provides them.
+NPU_DRIVERS = ("qnn-htp", "neuron-apu", "xrt")
+KNOWN_DRIVERS = tuple(dict.fromkeys(IREE_DRIVERS + NPU_DRIVERS))
+BACKENDS = ("llvm-cpu", "vulkan-spirv", "cuda", "rocm", "metal-spirv", "webgpu-spirv", "amd-aie", "qnn", "neuron")
+# A device's flags may contain this entry: it expands to iree_glm's measured defaults for the backend.
+DEFAULT_FLAGS = "@defaults"
+
+
+class ProfileError(UserError):
+    """A device profile that cannot be read or does not make sense."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """One processor and how to compile for it and run on it."""
+
+    name: str
+    kind: str  # cpu | gpu | npu
+    hal_driver: str
+    backend: str
+    flags: tuple[str, ...]
+    dtypes: tuple[str, ...]  # weight dtypes it can compute with
+    op_classes: tuple[str, ...]
+    peak_gflops: dict[str, float]  # per weight dtype, sustained GFLOP/s (or GOP/s)
+    memory_bandwidth_gbs: float
+    memory_gb: float
+    active_power_w: float
+    idle_power_w: float
+    call_overhead_us: float = 50.0  # cost of one module invocation on this device
+    allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
+    description: str = ""
+
+    def supports(self, dtype: str, ops: tuple[str, ...]) -> str | None:
+        """None if the device can run ops on weights of `dtype`; otherwise why not."""
+        if dtype not in self.dtypes:
+            return f"{self.name} has no {dtype}"
+        missing = [o for o in ops if o not in self.op_classes]
+        if missing:
+            return f"{self.name} has no {missing[0]}"
+        return None
+
+    def target(self):
+        """The lowering `Target` for this device's modules."""
+        from .lowering import HOST_CPU_FLAGS, Target
+
+        flags: list[str] = []
+        for f in self.flags:
+            if f == DEFAULT_FLAGS:
+                flags.extend(HOST_CPU_FLAGS if self.backend == "llvm-cpu" else ())
+            else:
+                flags.append(f)
+        return Target(backend=self.backend, driver=self.hal_driver, flags=tuple(flags))
+
+
+@dataclass(frozen=True)
+class Link:
+    """How activations move between two devices (both directions)."""
+
+    a: str
+    b: str
+    bandwidth_gbs: float
+    latency_us: float
+    shared_memory: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    objective: str = "latency"  # latency | energy | balanced
+    power_budget_w: float | None = None  # average power while generating; None = no limit
+    memory_reserve_gb: float = 0.0  # kept free on every device (OS, apps, activations)
+    context_tokens: int | None = None  # context length the per-token costs assume (default: half the bundle's)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    devices: tuple[Device, ...]
+    links: tuple[Link, ...]
+    policy: Policy
+    source: str = ""  # file it was read from (for messages)
+    format_version: int = FORMAT_VERSION
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @property
+    def host(self) -> Device:
+        """The first CPU: where the token loop runs and what unsupported parts fall back to."""
+        return next(d for d in self.devices if d.kind == "cpu")
+
+    def link(self, a: str, b: str) -> Link | None:
+        for l in self.links:
+            if {l.a, l.b} == {a, b}:
+                return l
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+
+# -- reading and checking ---------------------------------------------------------------------
+
+_DEVICE_KEYS = {
+    "name": str, "kind": str, "hal_driver": str, "backend": str, "flags": list, "dtypes": list,
+    "op_classes": list, "peak_gflops": dict, "memory_bandwidth_gbs": float, "memory_gb": float,
+    "active_power_w": float, "idle_power_w": float, "call_overhead_us": float,
+    "allow_stand_in": bool, "description": str,
+}
+_DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
+                    "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
+_LINK_KEYS = {"between": list, "bandwidth_gbs": float, "latency_us": float, "shared_memory": bool}
+_POLICY_KEYS = {"objective": str, "power_budget_w": float, "memory_reserve_gb": float, "context_tokens": int}
+_TOP_KEYS = {"format_version": int, "name": str, "description": str, "devices": list, "links": list, "policy": dict}
+
+
+class _Checker:
+    """Reads one table with a key path for messages (`devices[1].hal_driver`)."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> ProfileError:
+        return ProfileError(f"{self.source}: {where}: {problem}" if where else f"{self.source}: {problem}")
+
+    def table(self, where: str, data: Any, keys: dict[str, type], required: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"expected a table, got {type(data).__name__}")
+        prefix = f"{where}." if where else ""
+        for k in data:
+            if k not in keys:
+                raise self.fail(f"{prefix}{k}", f"unknown field (known: {', '.join(keys)})")
+        for k in required:
+            if k not in data:
+                raise self.fail(f"{prefix}{k}", "missing required key")
+        out = {}
+        for k, v in data.items():
+            want = keys[k]
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise self.fail(f"{prefix}{k}", f"expected {want.__name__}, got {type(v).__name__} {v!r}")
+            if want is float and v < 0:
+                raise self.fail(f"{prefix}{k}", f"must not be negative (got {v})")
+            out[k] = v
+        return out
+
+    def choice(self, where: str, value: str, allowed: tuple[str, ...], what: str) -> str:
+        if value not in allowed:
+            raise self.fail(where, f"unknown {what} '{value}' (known: {', '.join(allowed)})")
+        return value
+
+    def strings(self, where: str, values: list, allowed: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise self.fail(f"{where}[{i}]", f"expected a string, got {v!r}")
+            if allowed is not None:
+                self.choice(f"{where}[{i}]", v, allowed, what)
+        return tuple(values)
+
+
+def _device(c: _Checker, i: int, raw: Any) -> Device:
+    where = f"devices[{i}]"
+    d = c.table(where, raw, _DEVICE_KEYS, _DEVICE_REQUIRED)
+    c.choice(f"{where}.kind", d["kind"], KINDS, "kind")
+    c.choice(f"{where}.hal_driver", d["hal_driver"], KNOWN_DRIVERS, "driver")
+    c.choice(f"{where}.backend", d["backend"], BACKENDS, "backend")
+    dtypes = c.strings(f"{where}.dtypes", d["dtypes"], DTYPES, "dtype")
+    ops = c.strings(f"{where}.op_classes", d["op_classes"], OP_CLASSES, "op class")
+    flags = c.strings(f"{where}.flags", d.get("flags", []), None, "")
+    peaks: dict[str, float] = {}
+    for k, v in d["peak_gflops"].items():
+        key = f"{where}.peak_gflops.{k}"
+        c.choice(key, k, DTYPES, "dtype")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise c.fail(key, f"expected a number, got {v!r}")
+        if v <= 0:
+            raise c.fail(key, f"must be positive (got {v})")
+        peaks[k] = float(v)
+    for dt in dtypes:
+        if dt not in peaks:
+            raise c.fail(f"{where}.peak_gflops", f"no throughput for supported dtype '{dt}'")
+    if d["memory_bandwidth_gbs"] <= 0:
+        raise c.fail(f"{where}.memory_bandwidth_gbs", f"must be positive (got {d['memory_bandwidth_gbs']})")
+    if d.get("allow_stand_in") and d["kind"] != "npu":
+        raise c.fail(f"{where}.allow_stand_in", "only NPUs may have a stand-in")
+    if d["idle_power_w"] > d["active_power_w"]:
+        raise c.fail(f"{where}.idle_power_w", "is larger than active_power_w")
+    return Device(
+        name=d["name"], kind=d["kind"], hal_driver=d["hal_driver"], backend=d["backend"], flags=flags,
+        dtypes=dtypes, op_classes=ops, peak_gflops=peaks, memory_bandwidth_gbs=d["memory_bandwidth_gbs"],
+        memory_gb=d["memory_gb"], active_power_w=d["active_power_w"], idle_power_w=d["idle_power_w"],
+        call_overhead_us=d.get("call_overhead_us", 50.0), allow_stand_in=d.get("allow_stand_in", False),
+        description=d.get("description", ""),
+    )
+
+
+def _link(c: _Checker, i: int, raw: Any, names: set[str]) -> Link:
+    where = f"links[{i}]"
+    d = c.table(where, raw, _LINK_KEYS, ("between", "bandwidth_gbs", "latency_us"))
+    between = c.strings(f"{where}.between", d["between"], None, "")
+    if len(between) != 2 or between[0] == between[1]:
+        raise c.fail(f"{where}.between", f"expected two different device names, got {list(between)}")
+    for j, n in enumerate(between):
+        if n not in names:
+            raise c.fail(f"{where}.between[{j}]", f"unknown device '{n}' (devices: {', '.join(sorted(names))})")
+    if d["bandwidth_gbs"] <= 0:
+        raise c.fail(f"{where}.bandwidth_gbs", f"must be positive (got {d['bandwidth_gbs']})")
+    return Link(between[0], between[1], d["bandwidth_gbs"], d["latency_us"], d.get("shared_memory", False))
+
+
+def parse_profile(data: dict[str, Any], source: str) -> Profile:
+    """Check a profile already read from TOML; `source` names it in error messages."""
+    c = _Checker(source)
+    top = c.table("", data, _TOP_KEYS, ("format_version", "name", "devices"))
+    if top["format_version"] != FORMAT_VERSION:
+        raise c.fail("format_version", f"this iree_glm reads version {FORMAT_VERSION}, got {top['format_version']}")
+    if not top["devices"]:
+        raise c.fail("devices", "at least one device is required")
+    devices = tuple(_device(c, i, raw) for i, raw in enumerate(top["devices"]))
+    names: set[str] = set()
+    for i, d in enumerate(devices):
+        if d.name in names:
+            raise c.fail(f"devices[{i}].name", f"duplicate device name '{d.name}'")
+        names.add(d.name)
+    if not any(d.kind == "cpu" for d in devices):
+        raise c.fail("devices", "a profile needs a cpu device (the host, and the fallback for what others cannot run)")
+    host = next(d for d in devices if d.kind == "cpu")
+    missing = [o for o in OP_CLASSES if o not in host.op_classes]
+    if missing:
+        i = devices.index(host)
+        raise c.fail(f"devices[{i}].op_classes", f"the host cpu must run every op class (missing {', '.join(missing)})")
+    links = tuple(_link(c, i, raw, names) for i, raw in enumerate(top.get("links", [])))
+    seen: set[frozenset[str]] = set()
+    for i, l in enumerate(links):
+        if frozenset((l.a, l.b)) in seen:
+            raise c.fail(f"links[{i}].between", f"a second link between '{l.a}' and '{l.b}'")
+        seen.add(frozenset((l.a, l.b)))
+    for i, d in enumerate(devices):
+        if d is not host and not any(host.name in (l.a, l.b) and d.name in (l.a, l.b) for l in links):
+            raise c.fail(f"devices[{i}]", f"no link between '{d.name}' and the host cpu '{host.name}' (add a [[links]] entry)")
+    p = c.table("policy", top.get("policy", {}), _POLICY_KEYS, ())
+    c.choice("policy.objective", p.get("objective", "latency"), OBJECTIVES, "objective")
+    if "power_budget_w" in p and p["power_budget_w"] <= 0:
+        raise c.fail("policy.power_budget_w", f"must be positive (got {p['power_budget_w']})")
+    if "context_tokens" in p and p["context_tokens"] < 1:
+        raise c.fail("policy.context_tokens", f"must be at least 1 (got {p['context_tokens']})")
+    policy = Policy(
+        objective=p.get("objective", "latency"), power_budget_w=p.get("power_budget_w"),
+        memory_reserve_gb=p.get("memory_reserve_gb", 0.0), context_tokens=p.get("context_tokens"),
+    )
+    if host.memory_gb <= policy.memory_reserve_gb:
+        i = devices.index(host)
+        raise c.fail(f"devices[{i}].memory_gb", f"{host.memory_gb} GB leaves nothing after the policy's reserve of {policy.memory_reserve_gb} GB")
+    return Profile(top["name"], top.get("description", ""), devices, links, policy, source)
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles that come with iree_glm."""
+    files = resources.files("iree_glm.device_profiles")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by name (`host-cpu`) or a TOML file by path."""
+    text_path = str(name_or_path)
+    path = Path(text_path)
+    if text_path.endswith(".toml") or path.exists() or "/" in text_path:
+        source = text_path
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ProfileError(f"{source}: no such profile file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ProfileError(f"{source}: cannot read ({e})") from None
+    else:
+        res = resources.files("iree_glm.device_profiles") / f"{text_path}.toml"
+        if not res.is_file():
+            raise ProfileError(f"unknown profile '{text_path}' (shipped: {', '.join(shipped_profiles())}; or give a .toml file)")
+        source = f"device_profiles/{text_path}.toml"
+        text = res.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{source}: not valid TOML ({e})") from None
+    return parse_profile(data, source)
+
+
+def driver_available(driver: str) -> bool:
+    """Whether this machine's IREE runtime has the driver and it finds a device."""
+    import iree.runtime as rt
+
+    if driver not in rt.query_available_drivers():
+        return False
+    try:
+        return bool(rt.get_driver(driver).query_available_devices())
+    except (RuntimeError, ValueError):
+        return False
+
+
+def availability_warnings(profile: Profile) -> list[str]:
+    """One line per device whose HAL driver is absent here (profiles may describe other machines)."""
+    out = []
+    for d in profile.devices:
+        if not driver_available(d.hal_driver):
+            extra = "; runs need --allow-stand-in (CPU stand-in)" if d.allow_stand_in else ""
+            out.append(f"{profile.source}: device '{d.name}': HAL driver '{d.hal_driver}' is not available on this machine{extra}")
+    return out

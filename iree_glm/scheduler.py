@@ -1,0 +1,418 @@
+"""Split a model across a profile's devices by estimated cost: the partition plan.
+
+The model is a chain of parts (embeddings, each layer's attention and FFN, the output head).
+Each part has a per-token decode cost on each device from a roofline model (FLOPs over the
+device's throughput for the weights' dtype, bytes over its memory bandwidth); moving the
+hidden state between devices costs the link's latency plus bytes over bandwidth plus one
+module invocation. Dynamic programming over the chain picks a device per part that minimises
+the policy's objective under each device's memory and, through a Lagrange multiplier, the
+average power budget. Parts a device cannot run (dtype or op class) go to a device that can
+(the host CPU can run everything), and the plan says why each part landed where it did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+from .config import ModelConfig
+from .errors import UserError
+from .profiles import Device, Profile
+
+GB = 1e9
+# Bytes per weight, scales included (int8 per-channel, int4 with f16 scales per 32 weights).
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5 + 2 / 32}
+ACTIVATION_BYTES = 4  # hidden states travel as f32
+PART_OPS = {
+    "embed": ("gather",),
+    "attn": ("norm", "matmul", "rope", "attention"),
+    "ffn": ("norm", "matmul", "elementwise"),
+    "head": ("norm", "matmul"),
+}
+
+
+class ScheduleError(UserError):
+    """No plan satisfies the profile (the model does not fit, or no device can run a part)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One schedulable piece of the model, with its per-token decode cost inputs."""
+
+    name: str  # "embed", "layers.3.attn", "layers.3.ffn", "head"
+    kind: str  # embed | attn | ffn | head
+    layer: int | None
+    dtype: str  # weight dtype
+    flops: float  # per generated token
+    read_bytes: float  # streamed per token: weights (or one embedding row) + KV cache read
+    resident_bytes: float  # weights + KV cache at full capacity, kept on the device
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return PART_OPS[self.kind]
+
+
+def _dtype_for(weight_dtype: str | Mapping[str, str], name: str, kind: str) -> str:
+    if isinstance(weight_dtype, str):
+        return weight_dtype
+    for key in (name, kind, "default"):
+        if key in weight_dtype:
+            return weight_dtype[key]
+    return "f32"
+
+
+def model_parts(
+    cfg: ModelConfig,
+    weight_dtype: str | Mapping[str, str] = "f32",
+    context: int = 512,
+    capacity: int = 1024,
+    kv_bytes: int = 4,
+) -> list[Part]:
+    """The model's parts in execution order. `weight_dtype` is one dtype or a mapping from part
+    name or kind (embed/attn/ffn/head, or "default") to dtype; `context` is the number of cached
+    tokens a decode step attends to, `capacity` the KV-cache size kept in memory."""
+    h, inter, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+
+    def part(name: str, kind: str, layer: int | None, params: float, flops: float, kv_read: float, kv_keep: float, rows: float | None = None) -> Part:
+        dt = _dtype_for(weight_dtype, name, kind)
+        if dt not in BYTES_PER_WEIGHT:
+            raise ScheduleError(f"weight dtype '{dt}' for {name} is not one of {', '.join(BYTES_PER_WEIGHT)}")
+        wb = params * BYTES_PER_WEIGHT[dt]
+        streamed = wb if rows is None else rows * BYTES_PER_WEIGHT[dt]
+        return Part(name, kind, layer, dt, flops, streamed + kv_read, wb + kv_keep)
+
+    parts = [part("embed", "embed", None, v * h, 0.0, 0.0, 0.0, rows=h)]
+    for i in range(cfg.num_layers):
+        attn_params = h * (q + 2 * kv) + q * h
+        kv_token = 2 * kv * kv_bytes  # K and V of one token
+        attn_flops = 2 * attn_params + 4 * q * context
+        parts.append(part(f"layers.{i}.attn", "attn", i, attn_params, attn_flops, kv_token * context, kv_token * capacity))
+        ffn_params = 3 * h * inter
+        parts.append(part(f"layers.{i}.ffn", "ffn", i, ffn_params, 2 * ffn_params + 4 * inter, 0.0, 0.0))
+    parts.append(part("head", "head", None, v * h, 2.0 * v * h, 0.0, 0.0))
+    return parts
+
+
+def part_seconds(part: Part, device: Device, ignore_support: bool = False) -> float:
+    """Roofline time of one part on one device for one token."""
+    peak = device.peak_gflops.get(part.dtype)
+    if peak is None:
+        if not ignore_support:
+            return math.inf
+        peak = max(device.peak_gflops.values())
+    return max(part.flops / (peak * GB), part.read_bytes / (device.memory_bandwidth_gbs * GB))
+
+
+def transfer_seconds(profile: Profile, a: str, b: str, nbytes: float) -> float:
+    """Moving `nbytes` from device a to b: direct link, else through the host; inf if no route."""
+    if a == b:
+        return 0.0
+    link = profile.link(a, b)
+    if link is not None:
+        return link.latency_us * 1e-6 + nbytes / (link.bandwidth_gbs * GB)
+    host = profile.host.name
+    if host in (a, b):
+        return math.inf
+    return transfer_seconds(profile, a, host, nbytes) + transfer_seconds(profile, host, b, nbytes)
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+@dataclass
+class Placement:
+    part: str
+    kind: str
+    layer: int | None
+    dtype: str
+    device: str
+    reason: str  # cost | constraint | fallback
+    detail: str
+    ms: float  # estimated per-token time of this part on its device
+
+
+@dataclass
+class Segment:
+    """Consecutive parts on one device: one module invocation per token."""
+
+    device: str
+    first: int  # index into parts
+    last: int  # inclusive
+
+
+@dataclass
+class PartitionPlan:
+    profile: str
+    objective: str
+    power_budget_w: float | None
+    context_tokens: int
+    parts: list[Placement]
+    segments: list[Segment]
+    latency_ms: float  # per decoded token
+    energy_mj: float  # per decoded token
+    transfer_ms: float
+    memory_gb: dict[str, float]
+    device_kinds: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    format_version: int = 1
+
+    @property
+    def avg_power_w(self) -> float:
+        return self.energy_mj / self.latency_ms if self.latency_ms else 0.0
+
+    @property
+    def devices_used(self) -> list[str]:
+        return list(dict.fromkeys(s.device for s in self.segments))
+
+    def device_of(self, part: str) -> str:
+        return next(p.device for p in self.parts if p.part == part)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PartitionPlan":
+        d = json.loads(text)
+        d["parts"] = [Placement(**p) for p in d["parts"]]
+        d["segments"] = [Segment(**s) for s in d["segments"]]
+        return cls(**d)
+
+
+# -- dynamic programming ----------------------------------------------------------------------
+
+@dataclass
+class _Weights:
+    """J = alpha * T + beta * E_dynamic (E_dynamic: energy above every device's idle draw)."""
+
+    alpha: float
+    beta: float
+
+
+class _Problem:
+    def __init__(self, profile: Profile, parts: list[Part], hidden: int, vocab: int):
+        self.profile = profile
+        self.parts = parts
+        self.devices = list(profile.devices)
+        self.host = profile.host.name
+        self.act_bytes = hidden * ACTIVATION_BYTES
+        self.logit_bytes = vocab * ACTIVATION_BYTES
+        self.idle_w = sum(d.idle_power_w for d in self.devices)
+        self.caps = {d.name: self._cap(d) for d in self.devices}
+
+    def _cap(self, d: Device) -> float:
+        p = self.profile
+        pool = (p.host.memory_gb - p.policy.memory_reserve_gb) * GB
+        if d.name == p.host.name:
+            return pool
+        link = p.link(d.name, p.host.name)
+        return min(d.memory_gb * GB, pool) if link is not None and link.shared_memory else d.memory_gb * GB
+
+    def can_run(self, part: Part, d: Device) -> bool:
+        return d.supports(part.dtype, part.ops) is None
+
+    def hop(self, a: str, b: str, nbytes: float) -> float:
+        """Transfer plus the invocation that starts a segment on b."""
+        if a == b:
+            return 0.0
+        return transfer_seconds(self.profile, a, b, nbytes) + self.profile.device(b).call_overhead_us * 1e-6
+
+    def solve(self, w: _Weights, ignore_support: bool = False, memory: bool = True) -> list[str] | None:
+        """Device name per part minimising J, or None if nothing fits."""
+        total = sum(p.resident_bytes for p in self.parts)
+        tight = [d.name for d in self.devices if memory and self.caps[d.name] < total]
+        host_call = self.profile.host.call_overhead_us * 1e-6
+        # state: (device, memory used on tight devices) -> (J, back pointer)
+        start_state = (self.host, tuple(0.0 for _ in tight))
+        layers: list[dict] = []
+        frontier = {start_state: (w.alpha * host_call, None)}
+        for part in self.parts:
+            nxt: dict = {}
+            for (prev, mem), (j, _) in frontier.items():
+                for d in self.devices:
+                    if not ignore_support and not self.can_run(part, d):
+                        continue
+                    t = part_seconds(part, d, ignore_support)
+                    x = self.hop(prev, d.name, self.act_bytes)
+                    if math.isinf(t + x):
+                        continue
+                    new_mem = mem
+                    if d.name in tight:
+                        k = tight.index(d.name)
+                        used = mem[k] + part.resident_bytes
+                        if used > self.caps[d.name]:
+                            continue
+                        new_mem = mem[:k] + (used,) + mem[k + 1:]
+                    cost = j + w.alpha * (t + x) + w.beta * t * (d.active_power_w - d.idle_power_w)
+                    key = (d.name, new_mem)
+                    if key not in nxt or cost < nxt[key][0]:
+                        nxt[key] = (cost, (prev, mem))
+            frontier = _pareto(nxt) if tight else nxt
+            layers.append(frontier)
+            if not frontier:
+                return None
+        # the logits go back to the host
+        best, best_key = math.inf, None
+        for key, (j, _) in frontier.items():
+            j += w.alpha * transfer_seconds(self.profile, key[0], self.host, self.logit_bytes)
+            if j < best:
+                best, best_key = j, key
+        if best_key is None:
+            return None
+        out, key = [], best_key
+        for frontier in reversed(layers):
+            out.append(key[0])
+            key = frontier[key][1]
+        return out[::-1]
+
+    def evaluate(self, devices: list[str], ignore_support: bool = False) -> tuple[float, float, float]:
+        """(seconds, joules, transfer seconds) per token of an assignment."""
+        t_total, e_dyn, t_x = self.profile.host.call_overhead_us * 1e-6, 0.0, 0.0
+        prev = self.host
+        for part, name in zip(self.parts, devices):
+            d = self.profile.device(name)
+            t = part_seconds(part, d, ignore_support)
+            x = self.hop(prev, name, self.act_bytes)
+            t_total += t + x
+            t_x += transfer_seconds(self.profile, prev, name, self.act_bytes)
+            e_dyn += t * (d.active_power_w - d.idle_power_w)
+            prev = name
+        back = transfer_seconds(self.profile, prev, self.host, self.logit_bytes)
+        t_total += back
+        t_x += back
+        return t_total, e_dyn + t_total * self.idle_w, t_x
+
+
+def _pareto(states: dict) -> dict:
+    """Drop states that use at least as much memory everywhere and cost at least as much."""
+    by_device: dict[str, list] = {}
+    for key, val in states.items():
+        by_device.setdefault(key[0], []).append((key, val))
+    out = {}
+    for items in by_device.values():
+        items.sort(key=lambda kv: kv[1][0])
+        kept: list = []
+        for key, val in items:
+            if any(all(a <= b for a, b in zip(k[1], key[1])) for k, _ in kept):
+                continue
+            kept.append((key, val))
+        out.update(kept)
+    return out
+
+
+def plan_partition(
+    cfg: ModelConfig,
+    profile: Profile,
+    weight_dtype: str | Mapping[str, str] = "f32",
+    capacity: int = 1024,
+    context: int | None = None,
+) -> PartitionPlan:
+    """The partition plan of `cfg` on `profile` for decoding with a KV cache of `capacity`."""
+    context = context or profile.policy.context_tokens or max(1, capacity // 2)
+    parts = model_parts(cfg, weight_dtype, context=min(context, capacity), capacity=capacity)
+    pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
+    policy = profile.policy
+
+    host_only = [pb.host] * len(parts)
+    t0, e0, _ = pb.evaluate(host_only)
+    w_t = {"latency": 1 / t0, "energy": 0.0, "balanced": 1 / t0}[policy.objective]
+    w_e = {"latency": 0.0, "energy": 1 / e0, "balanced": 1 / e0}[policy.objective]
+
+    def weights(mu: float) -> _Weights:
+        budget = policy.power_budget_w or 0.0
+        return _Weights(w_t + (w_e + mu / e0) * pb.idle_w - mu / e0 * budget, w_e + mu / e0)
+
+    wish = pb.solve(weights(0.0), ignore_support=True, memory=False)
+    free = pb.solve(weights(0.0), memory=False)
+    fitted = pb.solve(weights(0.0))
+    if fitted is None:
+        need = sum(p.resident_bytes for p in parts) / GB
+        have = ", ".join(f"{n} {c / GB:.1f}" for n, c in pb.caps.items())
+        raise ScheduleError(f"{profile.source}: the model needs {need:.2f} GB of weights and KV cache; the devices hold {have} GB (after the policy's reserve)")
+    final, warnings = fitted, []
+    if policy.power_budget_w is not None:
+        final, warnings = _meet_power_budget(pb, fitted, weights, policy.power_budget_w)
+    total_mem = sum(p.resident_bytes for p, d in zip(parts, final))
+    pool = pb.caps[pb.host]
+    if total_mem > pool and all(_shares_memory(profile, d) for d in final):
+        warnings.append(f"the model needs {total_mem / GB:.2f} GB but shared memory holds {pool / GB:.2f} GB")
+
+    placements = []
+    for i, part in enumerate(parts):
+        name = final[i]
+        reason, detail = _reason(profile, part, wish[i], free[i], fitted[i], name)
+        ms = part_seconds(part, profile.device(name)) * 1e3
+        placements.append(Placement(part.name, part.kind, part.layer, part.dtype, name, reason, detail, ms))
+    t, e, tx = pb.evaluate(final)
+    memory = {d.name: 0.0 for d in profile.devices}
+    for part, name in zip(parts, final):
+        memory[name] += part.resident_bytes / GB
+    return PartitionPlan(
+        profile=profile.name, objective=policy.objective, power_budget_w=policy.power_budget_w,
+        context_tokens=context, parts=placements, segments=_segments(final), latency_ms=t * 1e3,
+        energy_mj=e * 1e3, transfer_ms=tx * 1e3, memory_gb=memory,
+        device_kinds={d.name: d.kind for d in profile.devices}, warnings=warnings,
+    )
+
+
+def _shares_memory(profile: Profile, name: str) -> bool:
+    if name == profile.host.name:
+        return True
+    link = profile.link(name, profile.host.name)
+    return link is not None and link.shared_memory
+
+
+def _meet_power_budget(pb: _Problem, plan: list[str], weights, budget: float) -> tuple[list[str], list[str]]:
+    """Raise the price of energy until the average power fits the budget (Lagrangian search)."""
+
+    def power(assign: list[str]) -> float:
+        t, e, _ = pb.evaluate(assign)
+        return e / t
+
+    if power(plan) <= budget:
+        return plan, []
+    lo, hi, best = 0.0, 1e-3, None
+    while hi < 1e6:
+        cand = pb.solve(weights(hi))
+        if cand is not None and power(cand) <= budget:
+            best = cand
+            break
+        lo, hi = hi, hi * 4
+    if best is None:
+        lowest = min((pb.solve(weights(m)) or plan for m in (0.0, 1e2, 1e4, 1e6)), key=power)
+        return lowest, [f"power budget {budget:g} W not met: the lowest-power plan found averages {power(lowest):.2f} W"]
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        cand = pb.solve(weights(mid))
+        if cand is not None and power(cand) <= budget:
+            best, hi = cand, mid
+        else:
+            lo = mid
+    return best, []
+
+
+def _reason(profile: Profile, part: Part, wish: str, free: str, fitted: str, final: str) -> tuple[str, str]:
+    """Why `part` runs on `final` (cost, constraint or fallback) and a short explanation."""
+    if final == wish:
+        return "cost", f"cheapest on {final}"
+    why_not = profile.device(wish).supports(part.dtype, part.ops)
+    if why_not and final == free == fitted:
+        if final == profile.host.name:
+            return "fallback", f"{why_not}; falls back to the host cpu"
+        return "cost", f"cheapest that can run it ({why_not})"
+    if final != fitted:
+        return "constraint", f"power budget {profile.policy.power_budget_w:g} W (cheapest: {fitted})"
+    if fitted != free:
+        return "constraint", f"memory: {free} is full"
+    return "cost", f"cheapest on {final} given transfers around other parts"
+
+
+def _segments(devices: list[str]) -> list[Segment]:
+    out: list[Segment] = []
+    for i, d in enumerate(devices):
+        if out and out[-1].device == d:
+            out[-1].last = i
+        else:
+            out.append(Segment(d, i, i))
+    return out
