@@ -2,59 +2,49 @@
 
 The KV cache stays on the device between calls: `prefill` and `decode` take the cache and
 return the updated one, and the session passes the returned device buffers straight back.
+With a prefix cache, `prefill` starts from the KV of the longest cached prefix of the prompt
+(copied in from the host) and runs on the rest only. Device calls are serialized by one lock
+taken per call, so several threads (and the batching engine) can share a session.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..bundle import Manifest, read_manifest
 from ..config import ModelConfig
 from ..errors import BundleError, RequestError
-from ..tokenizer import StreamDecoder, TextTokenizer
+from ..tokenizer import TextTokenizer
+from .batching import DEFAULT_GATHER_MS
+from .prefix_cache import DEFAULT_BLOCK_SIZE, DEFAULT_BUDGET_BYTES, PrefixCache, bundle_hash
+from .request import GenerationResult, RequestState, StreamEvent
 from .sampling import Sampler, SamplingParams
 
+if TYPE_CHECKING:
+    from .async_api import AsyncGeneration
+    from .batching import BatchEngine
 
-@dataclass
-class GenerationResult:
-    prompt_ids: list[int]
-    generated_ids: list[int]
-    text: str
-    prefill_ms: float
-    decode_tok_s: float
-    stop_reason: str  # "eos", "max_new_tokens" or "context_full"
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class StreamEvent:
-    """One generated token as it arrives."""
-
-    token_id: int
-    text: str
-
-
-@dataclass
-class _Timing:
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    decode_tokens: int = 0
-    stop_reason: str = ""
-    generated: list[int] = field(default_factory=list)
+__all__ = ["Session", "Generation", "GenerationResult", "StreamEvent"]
 
 
 class Session:
-    """A loaded bundle. Thread-safe: one generation runs at a time per session."""
+    """A loaded bundle. Thread-safe: device calls from several threads are serialized."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, driver: str | None = None):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: Manifest,
+        driver: str | None = None,
+        prefix_cache: bool = False,
+        prefix_cache_dir: Path | None = None,
+        prefix_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        prefix_block_size: int = DEFAULT_BLOCK_SIZE,
+    ):
         import iree.runtime as rt
 
         self.bundle = Path(bundle)
@@ -84,11 +74,42 @@ class Session:
         cfg = self.config
         self._cache_shape = (cfg.num_layers, 1, cfg.num_kv_heads, self.max_context, cfg.head_dim)
         self._zero_cache = np.zeros(self._cache_shape, np.float32)
+        self.prefix_cache: PrefixCache | None = None
+        if prefix_cache or prefix_cache_dir is not None:
+            self.prefix_cache = PrefixCache(
+                (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim), bundle_hash(manifest.files),
+                prefix_block_size, prefix_cache_bytes, prefix_cache_dir,
+            )
+        self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
+        self._engine: BatchEngine | None = None
+        self._engine_lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle: str | Path, verify: bool = True, driver: str | None = None) -> "Session":
-        """Open a bundle folder; with `verify`, every file is checked against the manifest's hash."""
-        return cls(Path(bundle), read_manifest(Path(bundle), verify=verify), driver)
+    def load(
+        cls,
+        bundle: str | Path,
+        verify: bool = True,
+        driver: str | None = None,
+        prefix_cache: bool = False,
+        prefix_cache_dir: str | Path | None = None,
+        prefix_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        prefix_block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> "Session":
+        """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
+
+        `prefix_cache` keeps the KV of prompt prefixes in memory for reuse; `prefix_cache_dir`
+        also persists it there (implies `prefix_cache`), under a `prefix_cache_bytes` budget."""
+        return cls(
+            Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
+            Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
+        )
+
+    @property
+    def decode_batch_sizes(self) -> list[int]:
+        """Batch sizes this bundle has decode entry points for (1 is `decode`)."""
+        sizes = [1] if "decode" in self._fns else []
+        sizes += [int(n[len("decode_b"):]) for n in self._fns if n.startswith("decode_b")]
+        return sorted(sizes)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -120,11 +141,32 @@ class Session:
         max_new_tokens: int = 64,
         sampling: SamplingParams = SamplingParams(),
         stop_ids: tuple[int, ...] | None = None,
+        stop: tuple[str, ...] = (),
     ) -> "Generation":
-        """Iterate over generated tokens as they come; `.result` holds the totals afterwards."""
+        """Iterate over generated tokens as they come; `.result` holds the totals afterwards.
+
+        Generation ends at a stop id (default: the model's end-of-sequence ids), a stop string
+        in `stop` (the text is cut before it), `max_new_tokens`, or a full context."""
+        return Generation(self, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop))
+
+    def new_request(
+        self,
+        prompt: str | list[int],
+        max_new_tokens: int = 64,
+        sampling: SamplingParams = SamplingParams(),
+        stop_ids: tuple[int, ...] | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> RequestState:
+        """Check a request and return its state (for `stream` and the batching engine)."""
         ids = self._prompt_ids(prompt)
         self._check_ids(ids, max_new_tokens)
-        return Generation(self, ids, max_new_tokens, Sampler(sampling), stop_ids)
+        if isinstance(stop, str):
+            stop = (stop,)
+        return RequestState(
+            ids, max_new_tokens, Sampler(sampling),
+            set(self.config.eos_token_ids if stop_ids is None else stop_ids),
+            self.max_context, self.tokenizer, tuple(stop),
+        )
 
     def generate(
         self,
@@ -132,58 +174,113 @@ class Session:
         max_new_tokens: int = 64,
         sampling: SamplingParams = SamplingParams(),
         stop_ids: tuple[int, ...] | None = None,
+        stop: tuple[str, ...] = (),
     ) -> GenerationResult:
         """Generate to the end and return ids, text and timings."""
-        gen = self.stream(prompt, max_new_tokens, sampling, stop_ids)
+        gen = self.stream(prompt, max_new_tokens, sampling, stop_ids, stop)
         for _ in gen:
             pass
         return gen.result
 
-    # -- the loop ---------------------------------------------------------------------------
+    def stream_async(
+        self,
+        prompt: str | list[int],
+        max_new_tokens: int = 64,
+        sampling: SamplingParams = SamplingParams(),
+        stop_ids: tuple[int, ...] | None = None,
+        stop: tuple[str, ...] = (),
+        timeout: float | None = None,
+    ) -> "AsyncGeneration":
+        """`async for event in session.stream_async(...)`: served by the batching engine, so
+        concurrent streams share batched decode steps. Leaving the loop early, cancelling the
+        task or `timeout` (seconds, raises TimeoutError) cancels the request."""
+        from .async_api import AsyncGeneration
 
-    def _run(self, ids, max_new_tokens, sampler, stop_ids, timing: _Timing) -> Iterator[StreamEvent]:
-        stops = set(self.config.eos_token_ids if stop_ids is None else stop_ids)
-        decoder = StreamDecoder(self.tokenizer) if self.tokenizer else None
+        return AsyncGeneration(self.engine, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop), timeout)
+
+    @property
+    def engine(self) -> "BatchEngine":
+        """The session's batching engine, started on first use."""
+        with self._engine_lock:
+            if self._engine is None:
+                from .batching import BatchEngine
+
+                self._engine = BatchEngine(self, self.gather_ms)
+            return self._engine
+
+    def close(self) -> None:
+        """Stop the batching engine (if started); cancels what it still runs."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    # -- device calls ------------------------------------------------------------------------
+
+    def prefill(self, state: RequestState):
+        """Run the prompt through `prefill` (after its longest cached prefix, if any); returns
+        the last position's logits (host) and the device caches. Sets `state.pos`."""
+        ids = state.ids
+        start, k_in, v_in = 0, self._zero_cache, self._zero_cache
+        pc = self.prefix_cache
+        if pc is not None:
+            blocks = pc.match(ids)
+            if blocks:
+                k_in, v_in = np.zeros(self._cache_shape, np.float32), np.zeros(self._cache_shape, np.float32)
+                pc.fill(blocks, k_in, v_in)
+                start = len(blocks) * pc.block_size
         with self._lock:
-            if max_new_tokens == 0:
-                timing.stop_reason = "max_new_tokens"
-                return
-            t = time.perf_counter()
             logits, k, v = self._fns["prefill"](
-                np.asarray([ids], np.int64), np.zeros(1, np.int64), self._zero_cache, self._zero_cache
+                np.asarray([ids[start:]], np.int64), np.asarray([start], np.int64), k_in, v_in
             )
-            token = sampler(logits.to_host()[0])
-            timing.prefill_s = time.perf_counter() - t
-            pos = len(ids)
-            decode = self._fns["decode"]
-            t = time.perf_counter()
+            logits = logits.to_host()[0]
+            host = (k.to_host(), v.to_host()) if pc is not None and pc.missing_blocks(ids) else None
+        if host is not None:
+            pc.insert(ids, *host)
+        state.cached_tokens = start
+        state.pos = len(ids)
+        return logits, k, v
+
+    def decode(self, tokens: list[int], positions: list[int], k, v):
+        """One decode step for a batch (its size must be compiled); returns host logits [B, V]."""
+        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        with self._lock:
+            logits, k, v = self._fns[name](
+                np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), k, v
+            )
+            return logits.to_host(), k, v
+
+    # -- the one-at-a-time loop --------------------------------------------------------------
+
+    def _run(self, state: RequestState) -> Iterator[StreamEvent]:
+        if state.done:
+            return
+        t = time.perf_counter()
+        logits, k, v = self.prefill(state)
+        token = state.sampler(logits)
+        state.prefill_s = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
             while True:
-                timing.generated.append(token)
-                yield StreamEvent(token, decoder.push(token) if decoder else "")
-                if token in stops:
-                    timing.stop_reason = "eos"
+                event = state.accept(token)
+                yield event
+                if state.done:
                     break
-                if len(timing.generated) >= max_new_tokens:
-                    timing.stop_reason = "max_new_tokens"
-                    break
-                if pos >= self.max_context:
-                    timing.stop_reason = "context_full"
-                    break
-                logits, k, v = decode(np.asarray([[token]], np.int64), np.asarray([pos], np.int64), k, v)
-                token = sampler(logits.to_host()[0])
-                pos += 1
-                timing.decode_tokens += 1
-            timing.decode_s = time.perf_counter() - t
+                logits, k, v = self.decode([token], [state.pos], k, v)
+                token = state.sampler(logits[0])
+                state.pos += 1
+                state.decode_tokens += 1
+        finally:
+            state.decode_s = time.perf_counter() - t
 
 
 class Generation:
     """A running generation: iterate for `StreamEvent`s; `result` is set once it has ended."""
 
-    def __init__(self, session: Session, ids: list[int], max_new_tokens: int, sampler: Sampler, stop_ids):
-        self.prompt_ids = ids
-        self._timing = _Timing()
-        self._events = session._run(ids, max_new_tokens, sampler, stop_ids, self._timing)
-        self._pieces: list[str] = []
+    def __init__(self, session: Session, state: RequestState):
+        self.prompt_ids = state.ids
+        self._state = state
+        self._events = session._run(state)
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> "Generation":
@@ -191,20 +288,7 @@ class Generation:
 
     def __next__(self) -> StreamEvent:
         try:
-            event = next(self._events)
+            return next(self._events)
         except StopIteration:
-            self._finish()
+            self.result = self._state.result()
             raise
-        self._pieces.append(event.text)
-        return event
-
-    def _finish(self) -> None:
-        t = self._timing
-        self.result = GenerationResult(
-            prompt_ids=self.prompt_ids,
-            generated_ids=t.generated,
-            text="".join(self._pieces),
-            prefill_ms=t.prefill_s * 1e3,
-            decode_tok_s=t.decode_tokens / t.decode_s if t.decode_s > 0 else 0.0,
-            stop_reason=t.stop_reason,
-        )

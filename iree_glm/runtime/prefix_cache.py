@@ -1,0 +1,302 @@
+"""Reusing the KV cache of prompt prefixes seen before (prefix caching).
+
+Phone assistants resend the same system prompt and history on every turn. The KV entries
+of a prefix depend only on the prefix's tokens (attention is causal and each position's
+rotary angle is fixed), so they can be stored once and put back in front of a new prompt:
+`prefill` then runs on the new suffix only, at `start = len(prefix)`.
+
+Storage is paged: KV is cut into blocks of `block_size` tokens, kept on the host as numpy
+arrays `[2 (k|v), layers, kv_heads, block_size, head_dim]`. Blocks form a tree keyed by their
+tokens (a radix tree whose edges are whole blocks): the path from the root spells a
+block-aligned token prefix, so a lookup walks the prompt block by block. Least recently
+used leaves are evicted to stay under a byte budget.
+
+With a folder, every block is also written as a `.npy` file (no pickle) and an
+`index.json` lists the tree with each file's sha256; the folder is a subfolder named after
+the bundle's hash, and `meta.json` repeats the hash and the block layout, so a cache made
+by another model or build is never read. A corrupt or foreign folder or block is reported
+with a warning and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_BUDGET_BYTES = 512 << 20
+
+
+def bundle_hash(files: dict[str, str]) -> str:
+    """One digest for a bundle: the sha256 of its manifest's file-hash table."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _prefix_key(parent_key: str, tokens: tuple[int, ...]) -> str:
+    """A block's name: a hash chained over every token from the start of the sequence."""
+    return hashlib.sha256(f"{parent_key}:{','.join(map(str, tokens))}".encode()).hexdigest()[:32]
+
+
+@dataclass(eq=False)
+class _Block:
+    key: str
+    tokens: tuple[int, ...]
+    kv: np.ndarray | None  # [2, L, Hkv, block, D]; None only for the root
+    parent: "_Block | None"
+    children: dict[tuple[int, ...], "_Block"] = field(default_factory=dict)
+    last_used: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class PrefixCacheStats:
+    lookups: int = 0
+    hits: int = 0
+    reused_tokens: int = 0
+    stored_blocks: int = 0
+    evicted_blocks: int = 0
+
+
+class PrefixCache:
+    """Host-side store of KV blocks for token prefixes, with LRU eviction and optional persistence."""
+
+    def __init__(
+        self,
+        block_shape: tuple[int, int, int],  # (layers, kv_heads, head_dim)
+        bundle_id: str,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        folder: Path | None = None,
+    ):
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (got {block_size})")
+        layers, kv_heads, head_dim = block_shape
+        self.block_size = block_size
+        self.kv_shape = (2, layers, kv_heads, block_size, head_dim)
+        self.block_bytes = int(np.prod(self.kv_shape)) * 4
+        self.budget_bytes = budget_bytes
+        self.bundle_id = bundle_id
+        self.stats = PrefixCacheStats()
+        self._root = _Block("root", (), None, None)
+        self._count = 0
+        self._tick = 0
+        self._lock = threading.Lock()
+        self.folder: Path | None = None
+        if folder is not None:
+            self.folder = self._open_folder(Path(folder))
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    @property
+    def nbytes(self) -> int:
+        return self._count * self.block_bytes
+
+    def __len__(self) -> int:
+        return self._count
+
+    def match(self, ids: list[int]) -> list[_Block]:
+        """The blocks of the longest cached block-aligned prefix of `ids` that leaves at least one
+        token to prefill (the last prompt token's logits are needed)."""
+        bs = self.block_size
+        with self._lock:
+            self.stats.lookups += 1
+            self._tick += 1
+            node, path = self._root, []
+            for i in range(0, len(ids) - 1 - bs + 1, bs):
+                child = node.children.get(tuple(ids[i : i + bs]))
+                if child is None:
+                    break
+                child.last_used = self._tick
+                path.append(child)
+                node = child
+            if path:
+                self.stats.hits += 1
+                self.stats.reused_tokens += len(path) * bs
+            return path
+
+    def fill(self, blocks: list[_Block], k_cache: np.ndarray, v_cache: np.ndarray) -> None:
+        """Copy `blocks` into the first positions of caches shaped [L, 1, Hkv, C, D]."""
+        bs = self.block_size
+        for i, b in enumerate(blocks):
+            k_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[0]
+            v_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[1]
+
+    def missing_blocks(self, ids: list[int]) -> int:
+        """How many full blocks of `ids` are not stored yet (0: nothing to insert)."""
+        bs = self.block_size
+        with self._lock:
+            node, have = self._root, 0
+            for i in range(0, len(ids) - bs + 1, bs):
+                node = node.children.get(tuple(ids[i : i + bs]))
+                if node is None:
+                    break
+                have += 1
+            return len(ids) // bs - have
+
+    # -- insertion and eviction -------------------------------------------------------------
+
+    def insert(self, ids: list[int], k_cache: np.ndarray, v_cache: np.ndarray) -> int:
+        """Store the full blocks of `ids`, whose KV sits at positions 0.. of caches [L, 1, Hkv, C, D].
+        Returns the number of new blocks."""
+        bs = self.block_size
+        new: list[_Block] = []
+        with self._lock:
+            self._tick += 1
+            node = self._root
+            for i in range(0, len(ids) - bs + 1, bs):
+                tokens = tuple(int(t) for t in ids[i : i + bs])
+                child = node.children.get(tokens)
+                if child is None:
+                    kv = np.stack([k_cache[:, 0, :, i : i + bs], v_cache[:, 0, :, i : i + bs]]).astype(np.float32)
+                    child = _Block(_prefix_key(node.key, tokens), tokens, kv, node)
+                    node.children[tokens] = child
+                    self._count += 1
+                    new.append(child)
+                child.last_used = self._tick
+                node = child
+            self.stats.stored_blocks += len(new)
+            evicted = self._evict(protect=node)
+            if self.folder is not None and (new or evicted):
+                self._save(new, evicted)
+        return len(new)
+
+    def _evict(self, protect: _Block) -> list[_Block]:
+        """Drop least recently used leaves until under budget; never the path to `protect`."""
+        keep = set()
+        n = protect
+        while n is not None:
+            keep.add(id(n))
+            n = n.parent
+        evicted = []
+        while self.nbytes > self.budget_bytes:
+            leaves = [b for b in self._walk() if not b.children and id(b) not in keep]
+            if not leaves:
+                break
+            victim = min(leaves, key=lambda b: b.last_used)
+            del victim.parent.children[victim.tokens]
+            self._count -= 1
+            evicted.append(victim)
+        self.stats.evicted_blocks += len(evicted)
+        return evicted
+
+    def _walk(self):
+        stack = list(self._root.children.values())
+        while stack:
+            b = stack.pop()
+            yield b
+            stack.extend(b.children.values())
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _meta(self) -> dict:
+        return {"format": FORMAT, "bundle": self.bundle_id, "block_size": self.block_size,
+                "kv_shape": list(self.kv_shape), "dtype": "float32"}
+
+    def _open_folder(self, root: Path) -> Path | None:
+        """Open (or create) this bundle's subfolder and load what it holds; None if unusable."""
+        folder = root / self.bundle_id[:16]
+        try:
+            (folder / "blocks").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            warnings.warn(f"prefix cache folder {root}: cannot be used ({e.strerror}); caching in memory only", stacklevel=3)
+            return None
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            _write_atomic(meta_path, json.dumps(self._meta()).encode())
+            return folder
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{meta_path}: unreadable ({e}); prefix cache folder ignored, caching in memory only", stacklevel=3)
+            return None
+        if meta != self._meta():
+            warnings.warn(
+                f"{meta_path}: made for another bundle or block layout; prefix cache folder ignored, "
+                "caching in memory only", stacklevel=3)
+            return None
+        self._load(folder)
+        return folder
+
+    def _load(self, folder: Path) -> None:
+        index_path = folder / "index.json"
+        if not index_path.exists():
+            return
+        try:
+            entries = json.loads(index_path.read_text())
+            if not isinstance(entries, list):
+                raise ValueError("not a list")
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{index_path}: unreadable ({e}); starting with an empty prefix cache", stacklevel=4)
+            return
+        by_key = {"root": self._root}
+        bad = 0
+        for e in entries:
+            try:
+                parent = by_key.get(e["parent"])
+                tokens = tuple(int(t) for t in e["tokens"])
+                key = e["key"]
+                if parent is None or len(tokens) != self.block_size or key != _prefix_key(parent.key, tokens):
+                    raise ValueError("does not fit the tree")
+                path = folder / "blocks" / f"{key}.npy"
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != e["sha256"]:
+                    raise ValueError("sha256 mismatch")
+                kv = np.load(path, allow_pickle=False)
+                if kv.shape != self.kv_shape or kv.dtype != np.float32:
+                    raise ValueError(f"shape {kv.shape} {kv.dtype}")
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                bad += 1
+                if bad == 1:
+                    warnings.warn(f"{folder}: skipping a corrupt prefix-cache block ({err})", stacklevel=4)
+                continue
+            if self.nbytes + self.block_bytes > self.budget_bytes:
+                break
+            block = _Block(key, tokens, kv, parent, sha256=e["sha256"])
+            parent.children[tokens] = block
+            by_key[key] = block
+            self._count += 1
+        if bad:
+            warnings.warn(f"{folder}: {bad} prefix-cache block(s) were corrupt or orphaned and are ignored", stacklevel=4)
+
+    def _save(self, new: list[_Block], evicted: list[_Block]) -> None:
+        """Write new blocks, delete evicted ones, rewrite the index (each file replaced atomically)."""
+        blocks = self.folder / "blocks"
+        try:
+            for b in new:
+                buf = io.BytesIO()
+                np.save(buf, b.kv, allow_pickle=False)
+                data = buf.getvalue()
+                b.sha256 = hashlib.sha256(data).hexdigest()
+                _write_atomic(blocks / f"{b.key}.npy", data)
+            for b in evicted:
+                (blocks / f"{b.key}.npy").unlink(missing_ok=True)
+            order, stack = [], list(self._root.children.values())
+            while stack:  # parents before children
+                b = stack.pop()
+                order.append({"key": b.key, "parent": b.parent.key, "tokens": list(b.tokens), "sha256": b.sha256})
+                stack.extend(b.children.values())
+            _write_atomic(self.folder / "index.json", json.dumps(order).encode())
+        except OSError as e:
+            warnings.warn(f"prefix cache folder {self.folder}: write failed ({e.strerror}); caching in memory only", stacklevel=4)
+            self.folder = None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

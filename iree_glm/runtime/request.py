@@ -1,0 +1,135 @@
+"""One generation request's bookkeeping: its tokens, text, stop conditions and timings.
+
+Shared by the one-at-a-time loop in `Session` and the batching engine, so both end requests
+for the same reasons (stop id, stop string, max new tokens, full context) and show the
+same text. Stop strings are found in the decoded text; text that could be the start of a
+stop string is held back until it is known not to be one, so a stream never shows it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import RequestError
+from ..tokenizer import StreamDecoder, TextTokenizer
+from .sampling import Sampler
+
+
+@dataclass
+class GenerationResult:
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    text: str
+    prefill_ms: float
+    decode_tok_s: float
+    stop_reason: str  # "eos", "stop" (a stop string), "max_new_tokens", "context_full" or "cancelled"
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StreamEvent:
+    """One generated token as it arrives (`text` may be empty while a stop string is possible)."""
+
+    token_id: int
+    text: str
+
+
+class StopStrings:
+    """Cuts streamed text at the first stop string, holding back a tail that may begin one."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        if any(not s for s in stops):
+            raise RequestError("stop strings must not be empty")
+        self.stops = stops
+        self.held = ""
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        """Returns (text safe to show, whether a stop string was reached)."""
+        text = self.held + piece
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.held = ""
+            return text[: min(hits)], True
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(text)), keep, -1):
+                if s.startswith(text[-n:]):
+                    keep = n
+                    break
+        self.held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+@dataclass
+class RequestState:
+    ids: list[int]
+    max_new_tokens: int
+    sampler: Sampler
+    stop_ids: set[int]
+    max_context: int
+    tokenizer: TextTokenizer | None = None
+    stop_strings: tuple[str, ...] = ()
+    pos: int = 0  # tokens whose KV is in the cache
+    generated: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    stop_reason: str = ""
+    cached_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_tokens: int = 0
+    created: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self._decoder = StreamDecoder(self.tokenizer) if self.tokenizer else None
+        if self.stop_strings and self._decoder is None:
+            raise RequestError("stop strings need a bundle with a tokenizer")
+        self._stops = StopStrings(self.stop_strings) if self.stop_strings else None
+        if self.max_new_tokens == 0:
+            self.stop_reason = "max_new_tokens"
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stop_reason)
+
+    def accept(self, token: int) -> StreamEvent:
+        """Record a sampled token; sets `stop_reason` when the request has ended."""
+        self.generated.append(token)
+        text = self._decoder.push(token) if self._decoder else ""
+        if self._stops is not None:
+            text, hit = self._stops.push(text)
+            if hit:
+                self.stop_reason = "stop"
+        if not self.stop_reason:
+            if token in self.stop_ids:
+                self.stop_reason = "eos"
+            elif len(self.generated) >= self.max_new_tokens:
+                self.stop_reason = "max_new_tokens"
+            elif self.pos >= self.max_context:
+                self.stop_reason = "context_full"
+        if self.stop_reason and self._stops is not None and self.stop_reason != "stop":
+            text += self._stops.flush()
+        self.pieces.append(text)
+        return StreamEvent(token, text)
+
+    def cancel(self) -> None:
+        if not self.stop_reason:
+            self.stop_reason = "cancelled"
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(
+            prompt_ids=self.ids,
+            generated_ids=self.generated,
+            text="".join(self.pieces),
+            prefill_ms=self.prefill_s * 1e3,
+            decode_tok_s=self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0,
+            stop_reason=self.stop_reason,
+            cached_tokens=self.cached_tokens,
+        )
