@@ -10,12 +10,25 @@ from typing import Sequence
 from .cli import run_cli
 
 
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    from .errors import UserError
+
+    try:
+        sizes = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"--batch-sizes must be comma-separated integers (got '{text}')") from None
+    if not sizes or sizes[0] != 1:
+        raise UserError(f"--batch-sizes must include 1 and only sizes >= 1 (got '{text}')")
+    return tuple(sizes)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
     p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
     p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
     p.add_argument("--profile", default="host-cpu", help="device profile (default host-cpu)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
     return p.parse_args(argv)
 
 
@@ -42,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar[0].set_postfix_str(stage)
         bar[0].update(1)
 
-    opts = BuildOptions(max_context=args.max_context, profile=args.profile)
+    opts = BuildOptions(max_context=args.max_context, profile=args.profile,
+                        decode_batch_sizes=args.batch_sizes)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:

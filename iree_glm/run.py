@@ -32,6 +32,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
+    p.add_argument("--prefix-cache-dir", type=Path, help="reuse (and save) the KV cache of prompt prefixes in this folder")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
     return p.parse_args(argv)
 
 
@@ -39,24 +41,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from .runtime import SamplingParams, Session
 
-    session = Session.load(args.bundle, verify=not args.no_verify)
+    session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")
     if args.json:
-        result = session.generate(prompt, args.max_new_tokens, sampling)
+        result = session.generate(prompt, args.max_new_tokens, sampling, stop=tuple(args.stop))
         print(json.dumps(result.to_dict()))
         return 0
     if source:
         print(f"[{source}]", file=sys.stderr)
-    stream = session.stream(prompt, args.max_new_tokens, sampling)
+    stream = session.stream(prompt, args.max_new_tokens, sampling, stop=tuple(args.stop))
     for event in stream:
         sys.stdout.write(event.text if session.tokenizer else f"{event.token_id} ")
         sys.stdout.flush()
     print()
     r = stream.result
     print(f"prefill {r.prefill_ms:.1f} ms, decode {r.decode_tok_s:.1f} tok/s "
-          f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason})", file=sys.stderr)
+          f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
+          f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''})", file=sys.stderr)
     return 0
 
 
