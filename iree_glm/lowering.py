@@ -6,8 +6,10 @@ is what the host profile uses.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 # Measured on the host CPU (see ../shared/IREE_NOTES.md and tools/bench.py): O3 with data
 # tiling is the fastest stock lowering for fp32 prefill and leaves decode unchanged.
@@ -39,19 +41,36 @@ def host_cpu_target() -> Target:
     return Target(backend="llvm-cpu", driver="local-task", flags=HOST_CPU_FLAGS)
 
 
+# A rewrite of input-phase IR between two compiler phases: (source file, destination file).
+InputPass = Callable[[Path, Path], object]
+
+
 def compile_mlir(
-    mlir_path: Path, vmfb_path: Path, target: Target, extra_flags: tuple[str, ...] = (), log_path: Path | None = None
+    mlir_path: Path, vmfb_path: Path, target: Target, extra_flags: tuple[str, ...] = (), log_path: Path | None = None,
+    input_passes: Sequence[InputPass] = (),
 ) -> list[str]:
     """Compile an MLIR file (torch input dialect) to a .vmfb; returns the flags used.
 
-    On failure the compiler's full diagnostics go to `log_path` (if given) and the error
-    names the first diagnostic, so a failure is one readable line.
+    With `input_passes`, compilation is phased: `--compile-to=input`, each pass rewrites the
+    linalg IR file in turn, then `--compile-from=input` finishes. On failure the compiler's
+    full diagnostics go to `log_path` (if given) and the error names the first diagnostic,
+    so a failure is one readable line.
     """
     import iree.compiler as ic
 
     args = [*target.compile_args(), *extra_flags]
     try:
-        ic.compile_file(str(mlir_path), output_file=str(vmfb_path), input_type="torch", extra_args=args)
+        if not input_passes:
+            ic.compile_file(str(mlir_path), output_file=str(vmfb_path), input_type="torch", extra_args=args)
+        else:
+            with tempfile.TemporaryDirectory(prefix="iree_glm-phases-") as work:
+                current = Path(work) / "input-0.mlirbc"
+                ic.compile_file(str(mlir_path), output_file=str(current), input_type="torch", extra_args=[*args, "--compile-to=input"])
+                for i, rewrite in enumerate(input_passes, 1):
+                    rewritten = Path(work) / f"input-{i}.mlirbc"
+                    rewrite(current, rewritten)
+                    current = rewritten
+                ic.compile_file(str(current), output_file=str(vmfb_path), extra_args=[*args, "--compile-from=input"])
     except ic.CompilerToolError as e:
         errors = [line for line in str(e).splitlines() if "error:" in line]
         first = errors[0][:300] if errors else str(e)[:300]

@@ -38,6 +38,14 @@ class QuantSpec:
     head: str = "int8"  # output head: "none" or "int8"
     embeddings: str = "none"  # token embeddings: "none" or "int8" (per-row)
 
+    def to_dict(self) -> dict:
+        d = {"mode": self.mode}
+        if self.mode != "none":
+            d.update(head=self.head, embeddings=self.embeddings)
+        if self.mode == "int4":
+            d["group_size"] = self.group_size
+        return d
+
     def check(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"--quant: unknown mode '{self.mode}' (choose from {', '.join(MODES)})")
@@ -187,3 +195,8 @@ def _set(root: nn.Module, dotted: str, value: nn.Module) -> None:
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def quantized_layer_count(model: nn.Module) -> int:
+    """How many matmuls read packed weights (one per QuantLinear per exported function)."""
+    return sum(isinstance(m, QuantLinear) for m in model.modules())

@@ -380,7 +380,11 @@ def rewrite_file(src: Path, dst: Path) -> int:
         module = ir.Module.parse(Path(src).read_bytes())
         done = run(module)
         module.operation.verify()
-        Path(dst).write_text(str(module))
+        if Path(dst).suffix == ".mlirbc":
+            with open(dst, "wb") as f:
+                module.operation.write_bytecode(f)
+        else:
+            Path(dst).write_text(str(module))
     return len(done)
 
 
