@@ -23,3 +23,11 @@ def glm4_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "glm4"
     build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=128))
     return out
+
+
+@pytest.fixture(scope="session")
+def batched_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
+    """The tiny GLM-4 with decode entry points for batches of 1, 2 and 4 (serving tests)."""
+    out = tmp_path_factory.mktemp("bundles") / "glm4-batched"
+    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=128, decode_batch_sizes=(1, 2, 4)))
+    return out
