@@ -416,3 +416,11 @@ def _segments(devices: list[str]) -> list[Segment]:
         else:
             out.append(Segment(d, i, i))
     return out
+
+
+def quant_dtypes(mode: str, head: str = "int8", embeddings: str = "none") -> dict[str, str]:
+    """Weight dtypes per part kind for a bundle built with `--quant MODE` (see quant.py)."""
+    if mode == "none":
+        return {"default": "f32"}
+    return {"default": mode, "head": "int8" if head == "int8" else "f32",
+            "embed": "int8" if embeddings == "int8" else "f32"}
