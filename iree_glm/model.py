@@ -104,12 +104,13 @@ class Attention(nn.Module):
         key_pos = torch.arange(capacity, device=x.device)
         visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, S, C]
         mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[:, None]  # [B, 1, S, C]
-        keys, values = k_cache, v_cache
-        if group > 1:  # grouped-query attention: each KV head serves `group` query heads
-            keys = keys[:, :, None].expand(b, hkv, group, capacity, d).reshape(b, cfg.num_heads, capacity, d)
-            values = values[:, :, None].expand(b, hkv, group, capacity, d).reshape(b, cfg.num_heads, capacity, d)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
+        # Grouped-query attention without copying K/V `group` times: the query heads that share
+        # a KV head become extra rows of one attention over that head's cache.
+        # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
+        q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
+        mask = mask[:, :, :, None].expand(b, 1, s, group, capacity).reshape(b, 1, s * group, capacity)
+        out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+        out = out.reshape(b, hkv, s, group, d).permute(0, 2, 1, 3, 4).reshape(b, s, cfg.num_heads * d)
         return self.o_proj(out), k_cache, v_cache
 
 
