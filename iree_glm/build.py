@@ -20,6 +20,7 @@ from .checkpoint import open_checkpoint, load_model
 from .errors import UserError
 from .export import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
 from .lowering import Target, compile_mlir, host_cpu_target
+from . import sparse_attention
 
 PROFILES = {"host-cpu": host_cpu_target}
 MODULE_FILE = "model.vmfb"
@@ -33,6 +34,7 @@ class BuildOptions:
     profile: str = "host-cpu"
     decode_batch_sizes: tuple[int, ...] = (1,)
     extra_flags: tuple[str, ...] = field(default_factory=tuple)
+    sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
 
 
 @dataclass
@@ -81,6 +83,8 @@ def build_bundle(
                 f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "
                 f"({ckpt.config.max_position_embeddings})"
             )
+        if opts.sparse_attention is not None:
+            opts.sparse_attention.check(opts.max_context)
         with writing_bundle(out) as folder:
             t = time.perf_counter()
             progress("load weights")
@@ -90,7 +94,12 @@ def build_bundle(
             t = time.perf_counter()
             progress("export to MLIR")
             entry_points = _entry_points(opts)
+            sparse_attention.enable(model, opts.sparse_attention)
             module, _ctx = export_mlir(model, entry_points)
+            if opts.sparse_attention is not None:
+                from .passes import sparse_attention as sparse_pass
+
+                sparse_pass.run(module)
             mlir_path = work / "model.mlirbc"
             with open(mlir_path, "wb") as f:
                 module.operation.write_bytecode(f)
@@ -122,7 +131,8 @@ def build_bundle(
                 tokenizer="tokenizer.json" if ckpt.has_tokenizer else None,
                 source=source,
                 profile=opts.profile,
-                options={"max_context": opts.max_context, "dtype": "float32"},
+                options={"max_context": opts.max_context, "dtype": "float32",
+                         **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {})},
             )
             progress("write manifest")
             finish_manifest(folder, manifest)

@@ -29,6 +29,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
     p.add_argument("--profile", default="host-cpu", help="device profile (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
+    p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model)")
     return p.parse_args(argv)
 
 
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .build import BuildOptions, build_bundle
     from .errors import UserError
 
+    from .sparse_attention import parse_pattern
+
+    sparse = parse_pattern(args.sparse_attention) if args.sparse_attention is not None else None
     out = args.output
     if out is None:
         if args.checkpoint is not None:
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar[0].update(1)
 
     opts = BuildOptions(max_context=args.max_context, profile=args.profile,
-                        decode_batch_sizes=args.batch_sizes)
+                        decode_batch_sizes=args.batch_sizes, sparse_attention=sparse)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:

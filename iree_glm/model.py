@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import sparse_attention
 from .config import ModelConfig
 
 
@@ -83,6 +84,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_proj_bias)
+        # Block-sparse pattern (local window + globals), or None for dense attention.
+        self.sparse: sparse_attention.SparsePattern | None = None
 
     def forward(self, x, rotary: Rotary, cos, sin, positions, k_cache, v_cache):
         """x [B,S,hidden]; positions [B,S]; caches [B,Hkv,C,D] -> out, new caches."""
@@ -98,6 +101,11 @@ class Attention(nn.Module):
 
         k_cache = _write_cache(k_cache, k, positions)
         v_cache = _write_cache(v_cache, v, positions)
+
+        if self.sparse is not None:  # exported as one marked op; passes/sparse_attention.py lowers it
+            out = sparse_attention.attend(q, k_cache, v_cache, positions, self.sparse)
+            out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
+            return self.o_proj(out), k_cache, v_cache
 
         # Attend over the whole cache; positions not yet written (or in the future) are masked.
         capacity = k_cache.shape[2]

@@ -1,0 +1,169 @@
+"""Block-sparse causal attention: the G first tokens plus a sliding window of W keys.
+
+A query at position p sees key positions k <= p with k < G (globals) or k > p - W (its
+window, W keys including itself). Queries are processed in blocks of B: each block gathers
+only the W + B - 1 keys its window can reach, plus the G globals, so the work and the memory
+grow as S * (W + B + G) instead of S * C.
+
+The model marks its attention with the custom op `iree_glm::block_sparse_attention`
+(`attend`); the MLIR pass in `iree_glm.passes.sparse_attention` replaces each marked op by
+`block_sparse_attention` below, exported through torch. `dense_reference` is the same
+pattern as a dense masked SDPA: the reference for tests, never the implementation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+OP_NAME = "iree_glm::block_sparse_attention"
+# A finite "minus infinity": a fully masked row stays finite (its output is discarded anyway).
+_NEG = -1e30
+
+
+@dataclass(frozen=True)
+class SparsePattern:
+    """Window of `local` keys, `global_` leading tokens, query blocks of `block`."""
+
+    local: int
+    global_: int
+    block: int
+
+    def __str__(self) -> str:
+        return f"local={self.local},global={self.global_},block={self.block}"
+
+    def check(self, max_context: int, option: str = "--sparse-attention") -> None:
+        for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):
+            if value <= 0:
+                raise UserError(f"{option}: {name} must be positive (got {value})")
+        if self.block > max_context:
+            raise UserError(f"{option}: block={self.block} is larger than the context ({max_context})")
+        if self.global_ >= max_context:
+            raise UserError(f"{option}: global={self.global_} must be smaller than the context ({max_context})")
+
+
+def parse_pattern(text: str, option: str = "--sparse-attention") -> SparsePattern:
+    """'local=W,global=G,block=B' -> SparsePattern (one-line UserError if malformed)."""
+    values: dict[str, int] = {}
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(local|global|block)\s*=\s*(-?\d+)\s*", part)
+        if not m:
+            raise UserError(f"{option}: cannot parse '{part.strip()}' in '{text}' (expected local=W,global=G,block=B)")
+        if m.group(1) in values:
+            raise UserError(f"{option}: '{m.group(1)}' given twice in '{text}'")
+        values[m.group(1)] = int(m.group(2))
+    missing = [k for k in ("local", "global", "block") if k not in values]
+    if missing:
+        raise UserError(f"{option}: missing {', '.join(missing)} in '{text}' (expected local=W,global=G,block=B)")
+    return SparsePattern(values["local"], values["global"], values["block"])
+
+
+def block_sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int
+) -> torch.Tensor:
+    """q [b,H,S,D]; k, v [b,Hkv,C,D] (cache indexed by absolute position); positions [b,S]
+    consecutive per row -> [b,H,S,D]. Pads the queries to whole blocks around `blocked_attention`."""
+    s = q.shape[2]
+    rows = -(-s // block) * block
+    out = blocked_attention(F.pad(q, (0, 0, 0, rows - s)), k, v, positions[:, :1], local, global_, block)
+    return out[:, :, :s]
+
+
+def blocked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, local: int, global_: int, block: int
+) -> torch.Tensor:
+    """q [b,H,rows,D] with rows a multiple of `block`, query i at position start + i; k, v
+    [b,Hkv,C,D]; start [b,1] -> [b,H,rows,D].
+
+    Layout: rows are (query block, head group, query in block) so that the local part is one
+    batched matmul per (KV head, query block) against that block's gathered keys, and the
+    global part one matmul against the G leading keys. The two parts share one softmax
+    (common row maximum and denominator), so no concatenation is needed.
+    """
+    b, h, rows, d = q.shape
+    hkv, capacity = k.shape[1], k.shape[2]
+    group = h // hkv
+    nblk = rows // block
+    span = local + block - 1  # keys a query block's windows can reach
+    dev = q.device
+
+    qb = (q * (d**-0.5)).view(b, hkv, group, nblk, block, d).permute(0, 1, 3, 2, 4, 5).contiguous()  # [b,hkv,nblk,group,block,D]
+    qb = qb.view(b, hkv, nblk, group * block, d)
+
+    block_first = start + torch.arange(nblk, device=dev)[None, :] * block  # [b,nblk] first query position
+    key_pos = (block_first - (local - 1))[:, :, None] + torch.arange(span, device=dev)  # [b,nblk,span]
+    index = key_pos.clamp(0, capacity - 1).reshape(b, 1, nblk * span, 1).expand(b, hkv, nblk * span, d)
+    k_loc = k.gather(2, index).view(b, hkv, nblk, span, d)
+    v_loc = v.gather(2, index).view(b, hkv, nblk, span, d)
+
+    # Local bias: the window band is static (key j of the span is visible to query r iff
+    # r <= j < r + W); keys below G belong to the global part, negative positions are padding.
+    r = torch.arange(block, device=dev)[:, None]
+    j = torch.arange(span, device=dev)[None, :]
+    band = (j >= r) & (j < r + local)  # [block, span]
+    ok = band[None, None, None, None] & (key_pos >= global_)[:, None, :, None, None, :]
+    s_loc = qb @ k_loc.transpose(-1, -2)  # [b,hkv,nblk,group*block,span]
+    s_loc = s_loc.view(b, hkv, nblk, group, block, span)
+    s_loc = torch.where(ok, s_loc, _NEG)
+
+    # Global part: every query against the G leading keys, causally.
+    k_glob, v_glob = k[:, :, :global_], v[:, :, :global_]  # [b,hkv,G,D]
+    s_glob = qb.view(b, hkv, rows * group, d) @ k_glob.transpose(-1, -2)
+    s_glob = s_glob.view(b, hkv, nblk, group, block, global_)
+    query_pos = block_first[:, :, None] + torch.arange(block, device=dev)  # [b,nblk,block]
+    seen = torch.arange(global_, device=dev) <= query_pos[..., None]  # [b,nblk,block,G]
+    s_glob = torch.where(seen[:, None, :, None], s_glob, _NEG)
+
+    top = torch.maximum(s_loc.amax(-1, keepdim=True), s_glob.amax(-1, keepdim=True))
+    p_loc = torch.exp(s_loc - top)
+    p_glob = torch.exp(s_glob - top)
+    denom = p_loc.sum(-1, keepdim=True) + p_glob.sum(-1, keepdim=True)
+    o_loc = p_loc.view(b, hkv, nblk, group * block, span) @ v_loc
+    o_glob = p_glob.view(b, hkv, rows * group, global_) @ v_glob
+    out = (o_loc.view(b, hkv, nblk, group, block, d) + o_glob.view(b, hkv, nblk, group, block, d)) / denom
+    return out.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, rows, d)
+
+
+def sparse_mask(positions: torch.Tensor, capacity: int, local: int, global_: int) -> torch.Tensor:
+    """The pattern as a boolean [b,1,S,C] mask over absolute key positions."""
+    key = torch.arange(capacity, device=positions.device)[None, None, :]
+    query = positions[:, :, None]
+    return ((key <= query) & ((key < global_) | (key > query - local)))[:, None]
+
+
+def dense_reference(q, k, v, positions, local: int, global_: int, block: int) -> torch.Tensor:
+    """The same attention as a dense masked SDPA over the whole cache (reference only)."""
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=sparse_mask(positions, k.shape[2], local, global_))
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def _marked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int) -> torch.Tensor:
+    return block_sparse_attention(q, k, v, positions, local, global_, block)
+
+
+@_marked.register_fake
+def _(q, k, v, positions, local, global_, block):
+    return torch.empty_like(q)
+
+
+def attend(q, k, v, positions, pattern: SparsePattern) -> torch.Tensor:
+    """The model's attention under `pattern`: exported as one marked op for the MLIR pass.
+
+    A single-token call (decode) uses query blocks of 1, so it reads only W + G keys.
+    """
+    block = 1 if isinstance(q.shape[2], int) and q.shape[2] == 1 else pattern.block
+    return torch.ops.iree_glm.block_sparse_attention(q, k, v, positions, pattern.local, pattern.global_, block)
+
+
+def enable(model: torch.nn.Module, pattern: SparsePattern | None) -> None:
+    """Switch every attention layer of a `CausalLM` to `pattern` (None: dense)."""
+    for layer in model.model.layers:
+        layer.self_attn.sparse = pattern

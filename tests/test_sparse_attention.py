@@ -1,0 +1,219 @@
+"""Block-sparse attention: the kernel, the MLIR pass, the compiled model and the bad-input errors.
+
+The reference is always dense attention with the equivalent mask (first G tokens plus the
+last W positions, causal); the block-sparse form must match it to fp32 rounding, and the
+compiled dispatches must not contain a dense S x C attention.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iree_glm import sparse_attention as sa
+from iree_glm.build import BuildOptions, build_bundle
+from iree_glm.checkpoint import load_model, open_checkpoint
+from iree_glm.cli import run_cli
+from iree_glm.errors import UserError
+from iree_glm.lowering import compile_mlir, host_cpu_target
+from iree_glm.passes import sparse_attention as sparse_pass
+
+TESTDATA = Path(sparse_pass.__file__).parent / "testdata"
+PATTERN = sa.SparsePattern(local=16, global_=4, block=8)
+CAPACITY = 128  # unlike every other size of the tiny model, so S x C scores are recognisable
+
+
+# -- the kernel --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "s, start, local, global_, block, heads, kv_heads",
+    [
+        (37, 0, 8, 3, 8, 4, 2),  # not a multiple of the block, GQA
+        (64, 0, 16, 4, 16, 4, 4),  # a multiple of the block
+        (5, 10, 8, 3, 4, 4, 1),  # a chunk after a cached prefix, MQA
+        (1, 30, 8, 3, 1, 4, 2),  # decode: one query
+        (100, 0, 300, 2, 32, 2, 2),  # window longer than the sequence
+    ],
+)
+def test_kernel_matches_dense_masked_attention(s, start, local, global_, block, heads, kv_heads):
+    g = torch.Generator().manual_seed(s)
+    q = torch.randn(1, heads, s, 8, generator=g)
+    k = torch.randn(1, kv_heads, 128, 8, generator=g)
+    v = torch.randn(1, kv_heads, 128, 8, generator=g)
+    pos = (start + torch.arange(s))[None]
+    got = sa.block_sparse_attention(q, k, v, pos, local, global_, block)
+    ref = sa.dense_reference(q, k, v, pos, local, global_, block)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_pattern_differs_from_causal_attention():
+    """The mask really drops keys (otherwise the tests above would prove little)."""
+    mask = sa.sparse_mask(torch.arange(40)[None], 64, local=8, global_=4)[0, 0]
+    assert mask[39].sum() == 12 and mask[39, :4].all() and mask[39, 32:40].all() and not mask[39, 4:32].any()
+    assert mask[5].sum() == 6 and not mask[5, 6:].any()
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("local=0,global=4,block=8", "local must be positive"),
+        ("local=16,global=-1,block=8", "global must be positive"),
+        ("local=16,global=4,block=0", "block must be positive"),
+        ("local=16,global=4", "missing block"),
+        ("local=16,glob=4,block=8", "cannot parse 'glob=4'"),
+        ("local=16,local=4,block=8", "given twice"),
+    ],
+)
+def test_bad_pattern_is_one_line_error(text, message):
+    with pytest.raises(UserError, match=message):
+        sa.parse_pattern(text).check(128)
+
+
+def test_compile_cli_rejects_bad_patterns(glm4_checkpoint, tmp_path, capsys):
+    from iree_glm.compile import main
+
+    ckpt = str(glm4_checkpoint[0])
+    for args, message in [
+        (["--sparse-attention", "local=16,global=0,block=8"], "global must be positive"),
+        (["--sparse-attention", "local=16,global=4,block=256", "--max-context", "128"], "block=256 is larger than the context (128)"),
+        (["--sparse-attention", "window=16"], "cannot parse"),
+    ]:
+        assert run_cli(main, [ckpt, "-o", str(tmp_path / "b"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --sparse-attention") and message in err[0]
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("sparse_attention_dense.mlir", "dense attention op"),
+        ("sparse_attention_bad_block.mlir", "'block' is not a constant integer"),
+    ],
+)
+def test_pass_refuses_attention_it_cannot_match(name, message, tmp_path):
+    with pytest.raises(sparse_pass.SparseAttentionError, match=message):
+        sparse_pass.rewrite_file(TESTDATA / name, tmp_path / "out.mlir")
+
+
+def test_pass_refuses_a_module_without_attention(tmp_path):
+    src = tmp_path / "none.mlir"
+    src.write_text("func.func @f(%a: !torch.vtensor<[2],f32>) -> !torch.vtensor<[2],f32> {\n  return %a : !torch.vtensor<[2],f32>\n}\n")
+    with pytest.raises(sparse_pass.SparseAttentionError, match="no attention to rewrite"):
+        sparse_pass.rewrite_file(src, tmp_path / "out.mlir")
+
+
+# -- the pass on small MLIR ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_modules(tmp_path_factory):
+    """testdata rewritten by the pass and compiled; the dense file compiled as a control."""
+    work = tmp_path_factory.mktemp("sparse_small")
+    rewritten = work / "marked.mlir"
+    assert sparse_pass.rewrite_file(TESTDATA / "sparse_attention_marked.mlir", rewritten) == 2
+    out = {"text": rewritten.read_text()}
+    for name, src in [("sparse", rewritten), ("dense", TESTDATA / "sparse_attention_dense.mlir")]:
+        dump = work / f"{name}-dispatches"
+        compile_mlir(src, work / f"{name}.vmfb", host_cpu_target(), (f"--iree-hal-dump-executable-sources-to={dump}",))
+        out[name] = (work / f"{name}.vmfb", dump)
+    return out
+
+
+def test_pass_replaces_marked_ops_with_gathers_and_matmuls(small_modules):
+    text = small_modules["text"]
+    assert "torch.operator" not in text and "scaled_dot_product_attention" not in text
+    assert len(re.findall(r"call @iree_glm_block_sparse_attention_\d+\(", text)) == 2  # one kernel per signature
+    assert text.count("torch.aten.gather") == 4 and text.count("torch.aten.bmm") == 8  # K and V; 2 per part
+
+
+@pytest.mark.parametrize("s, start", [(24, 0), (21, 0), (3, 0), (13, 40)])
+def test_compiled_pass_output_matches_dense(small_modules, s, start):
+    import iree.runtime as rt
+
+    module = rt.load_vm_flatbuffer_file(str(small_modules["sparse"][0]), driver="local-task")
+    g = torch.Generator().manual_seed(s)
+    q = torch.randn(1, 4, s, 8, generator=g)
+    k, v = torch.randn(1, 2, 96, 8, generator=g), torch.randn(1, 2, 96, 8, generator=g)
+    pos = (start + torch.arange(s))[None]
+    got = module.prefill_attention(q.numpy(), k.numpy(), v.numpy(), pos.numpy()).to_host()
+    ref = sa.dense_reference(q, k, v, pos, 16, 4, 8).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    one = module.decode_attention(q[:, :, -1:].numpy(), k.numpy(), v.numpy(), pos[:, -1:].numpy()).to_host()
+    np.testing.assert_allclose(one, ref[:, :, -1:], atol=1e-5, rtol=0)
+
+
+def test_dispatch_check_sees_dense_attention_and_not_block_sparse(small_modules):
+    # The testdata's cache holds 96 positions, a size no other dimension there has.
+    assert sparse_pass.dense_scores_in_dispatches(small_modules["dense"][1], 96)  # the check works
+    assert sparse_pass.dense_scores_in_dispatches(small_modules["sparse"][1], 96) == []
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+def _dense_attend(q, k, v, positions, pattern):
+    return sa.dense_reference(q, k, v, positions, pattern.local, pattern.global_, pattern.block)
+
+
+@pytest.mark.parametrize("s", [48, 45])  # a multiple of the block and not
+def test_model_logits_match_dense_with_equivalent_mask(glm4_checkpoint, monkeypatch, s):
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    sa.enable(model, PATTERN)
+    tokens = torch.randint(0, 257, (1, s), generator=torch.Generator().manual_seed(s))
+    k, v = model.empty_cache(1, CAPACITY)
+    with torch.no_grad():
+        got, gk, _ = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)
+        monkeypatch.setattr(sa, "attend", _dense_attend)
+        ref, rk, _ = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)
+        sa.enable(model, None)
+        causal, _, _ = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gk, rk, atol=1e-5, rtol=0)
+    assert (got[0, :PATTERN.local] - causal[0, :PATTERN.local]).abs().max() < 1e-5  # window covers all
+    assert (got[0, -1] - causal[0, -1]).abs().max() > 1e-3  # beyond the window the pattern matters
+
+
+@pytest.fixture(scope="module")
+def sparse_bundle(glm4_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sparse_bundle") / "glm4-sparse"
+    dump = out.parent / "dispatches"
+    opts = BuildOptions(max_context=CAPACITY, sparse_attention=PATTERN, extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
+    build_bundle(glm4_checkpoint[0], out, opts)
+    return out, dump
+
+
+def test_bundle_has_no_dense_attention(sparse_bundle):
+    out, dump = sparse_bundle
+    assert any(dump.glob("*prefill*.mlir")) and any(dump.glob("*decode*.mlir"))
+    assert sparse_pass.dense_scores_in_dispatches(dump, CAPACITY) == []
+    from iree_glm.bundle import read_manifest
+
+    assert read_manifest(out).options["sparse_attention"] == "local=16,global=4,block=8"
+
+
+@pytest.mark.parametrize("s", [40, 53])
+def test_compiled_model_matches_dense_with_equivalent_mask(sparse_bundle, glm4_checkpoint, monkeypatch, s):
+    from iree_glm.runtime import Session
+
+    session = Session.load(sparse_bundle[0])
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    sa.enable(model, PATTERN)
+    monkeypatch.setattr(sa, "attend", _dense_attend)
+    ids = torch.randint(0, 257, (1, s + 1), generator=torch.Generator().manual_seed(s))
+    k, v = model.empty_cache(1, CAPACITY)
+    with torch.no_grad():
+        ref, _, _ = model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)
+    zero = np.zeros(session._cache_shape, np.float32)
+    logits, kc, vc = session._fns["prefill"](ids[:, :s].numpy(), np.zeros(1, np.int64), zero, zero)
+    np.testing.assert_allclose(logits.to_host()[0], ref[0, s - 1].numpy(), atol=1e-4, rtol=0)
+    step, _, _ = session._fns["decode"](ids[:, s:].numpy(), np.asarray([s], np.int64), kc, vc)
+    np.testing.assert_allclose(step.to_host()[0], ref[0, s].numpy(), atol=1e-4, rtol=0)
