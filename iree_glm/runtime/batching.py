@@ -52,6 +52,7 @@ class Job:
 class EngineStats:
     steps: int = 0
     rows_decoded: int = 0
+    step_s: float = 0.0  # time in decode calls (device + logits to host)
     rebuilds: int = 0
     rebuild_s: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
@@ -232,7 +233,9 @@ class BatchEngine:
         rows = self._slots
         tokens = [j.token if j is not None else 0 for j in rows]
         positions = [j.state.pos if j is not None else 0 for j in rows]
+        t = time.perf_counter()
         logits, self._k, self._v = self.session.decode(tokens, positions, self._k, self._v)
+        self.stats.step_s += time.perf_counter() - t
         self.stats.steps += 1
         self.stats.rows_decoded += self.active
         self.stats.batch_sizes[len(rows)] = self.stats.batch_sizes.get(len(rows), 0) + 1
