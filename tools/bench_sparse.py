@@ -1,0 +1,242 @@
+"""Block-sparse vs dense attention: prefill time and peak memory, in one run.
+
+Two measurements, every engine in its own process, medians of several runs:
+- whole-model prefill of the default model, compiled dense and with
+  `--sparse-attention local=W,global=G,block=B`, both with a 4096-token KV cache;
+- attention alone (one layer's attention, H=16 heads over 4 KV heads, head size 64, cache = S),
+  dense masked SDPA vs the block-sparse rewrite.
+Peak memory: the IREE allocator's peak (buffers and transients of the call) and the worker's
+peak RSS.
+
+    python tools/bench_sparse.py                         # 1k/2k/4k, W=256, G=16, B=64
+    python tools/bench_sparse.py --lengths 1024 --runs 3
+    python tools/bench_sparse.py --fidelity --lengths 1024,4096   # logits vs dense, no timing
+
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONTEXT = 4096
+HEADS, KV_HEADS, HEAD_DIM = 16, 4, 64
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- builds (cached in the work folder) ----------------------------------------------------
+
+
+def build_model(work: Path, pattern: str | None) -> Path:
+    from iree_glm.build import BuildOptions, build_bundle
+    from iree_glm.sparse_attention import parse_pattern
+
+    out = work / ("model-dense" if pattern is None else "model-sparse")
+    if not (out / "manifest.json").exists():
+        sparse = parse_pattern(pattern) if pattern else None
+        build_bundle(None, out, BuildOptions(max_context=CONTEXT, sparse_attention=sparse))
+    return out
+
+
+def build_attention(work: Path, length: int, pattern: str | None) -> Path:
+    """One attention (q over a cache of `length` positions) as its own module."""
+    import torch
+    import torch.nn.functional as F
+
+    from iree_glm import sparse_attention as sa
+    from iree_glm.lowering import compile_mlir, host_cpu_target
+    from iree_glm.passes import sparse_attention as sparse_pass
+
+    out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}.vmfb"
+    if out.exists():
+        return out
+    sparse = sa.parse_pattern(pattern) if pattern else None
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v, positions):
+            if sparse is not None:
+                return sa.attend(q, k, v, positions, sparse)
+            # The model's dense attention: query groups folded into rows, causal mask over the cache.
+            b, h, s, d = q.shape
+            group = h // k.shape[1]
+            visible = torch.arange(k.shape[2])[None, None, :] <= positions[:, :, None]
+            mask = torch.where(visible, 0.0, float("-inf"))[:, None, None].expand(b, 1, group, s, k.shape[2])
+            out = F.scaled_dot_product_attention(q.reshape(b, k.shape[1], group * s, d), k, v, attn_mask=mask.reshape(b, 1, group * s, k.shape[2]))
+            return out.reshape(b, h, s, d)
+
+    from iree.compiler import ir
+    from iree.compiler.extras.fx_importer import FxImporter
+
+    args = (torch.zeros(1, HEADS, length, HEAD_DIM), torch.zeros(1, KV_HEADS, length, HEAD_DIM),
+            torch.zeros(1, KV_HEADS, length, HEAD_DIM), torch.arange(length)[None])
+    with torch.no_grad():
+        prog = torch.export.export(Attention(), args, strict=False)
+        table = torch.export.default_decompositions()
+        table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+        prog = prog.run_decompositions(table)
+    importer = FxImporter(context=ir.Context())
+    importer.import_frozen_program(prog, func_name="attention")
+    if sparse is not None:
+        sparse_pass.run(importer.module)
+    src = work / f"{out.stem}.mlir"
+    src.write_text(str(importer.module))
+    compile_mlir(src, out, host_cpu_target())
+    return out
+
+
+# -- measurements, each in a child process -------------------------------------------------
+
+
+def _measure_model(bundle: str, length: int, runs: int) -> dict:
+    import numpy as np
+
+    from iree_glm.runtime import Session
+
+    session = Session.load(bundle, verify=False)
+    ids = np.asarray([[(i * 7919) % session.config.vocab_size for i in range(1, length + 1)]], np.int64)
+    zero = np.zeros(session._cache_shape, np.float32)
+    prefill = session._fns["prefill"]
+    base = _rss_mb()
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        logits, _, _ = prefill(ids, np.zeros(1, np.int64), zero, zero)
+        logits.to_host()
+        if i:  # the first call is a warm-up
+            times.append((time.perf_counter() - t) * 1e3)
+    return _result(times, session._device, base)
+
+
+def _result(times: list[float], device, base_rss: float) -> dict:
+    """Median time; IREE's allocator peak (inputs, outputs, transients) and the process's peak RSS."""
+    stats = device.allocator.statistics
+    return {"ms": statistics.median(times), "iree_peak_mb": stats["device_bytes_peak"] / 2**20,
+            "peak_mb": _peak_mb(), "growth_mb": _peak_mb() - base_rss}
+
+
+def _measure_attention(vmfb: str, length: int, runs: int) -> dict:
+    import iree.runtime as rt
+    import numpy as np
+
+    module = rt.load_vm_flatbuffer_file(vmfb, driver="local-task")
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, HEADS, length, HEAD_DIM), dtype=np.float32)
+    k = rng.standard_normal((1, KV_HEADS, length, HEAD_DIM), dtype=np.float32)
+    v = rng.standard_normal((1, KV_HEADS, length, HEAD_DIM), dtype=np.float32)
+    pos = np.arange(length, dtype=np.int64)[None]
+    base = _rss_mb()
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        module.attention(q, k, v, pos).to_host()
+        if i:
+            times.append((time.perf_counter() - t) * 1e3)
+    return _result(times, rt.get_device("local-task"), base)
+
+
+def _child(kind: str, path: Path, length: int, runs: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, str(path), str(length), str(runs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fidelity(lengths: list[int], pattern: str) -> None:
+    """Logits of the default model with the sparse pattern vs dense attention (torch eager; the
+    compiled kernel matches eager to fp32 rounding, see tests/test_sparse_attention.py), on the
+    shipped held-out text."""
+    import torch
+
+    from iree_glm import default_model
+    from iree_glm import sparse_attention as sa
+    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.tokenizer import TextTokenizer
+
+    ckpt = open_checkpoint(default_model.FILES)
+    model = load_model(ckpt)
+    ids = TextTokenizer(default_model.FILES / "tokenizer.json").encode(default_model.HELDOUT_TEXT.read_text())
+    print(f"\nfidelity: {default_model.DESCRIPTION}; held-out text; sparse = {pattern}\n")
+    print("| tokens | max abs logit error | mean abs logit error | top-1 agreement | agreement beyond the window | perplexity dense / sparse |")
+    print("|---|---|---|---|---|---|")
+    pat = sa.parse_pattern(pattern)
+    for n in lengths:
+        if len(ids) < n + 1:
+            ids = ids * (n // len(ids) + 2)  # repeat the text to reach long contexts
+        tokens = torch.tensor([ids[:n]])
+        target = torch.tensor(ids[1 : n + 1])
+        out = {}
+        for name, p in (("dense", None), ("sparse", pat)):
+            sa.enable(model, p)
+            k, v = model.empty_cache(1, n)
+            with torch.no_grad():
+                out[name] = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)[0][0]
+        d, s = out["dense"], out["sparse"]
+        err = (d - s).abs()
+        agree = d.argmax(-1) == s.argmax(-1)
+        far = agree[pat.local + pat.global_ :]
+        ppl = [torch.exp(torch.nn.functional.cross_entropy(x, target)).item() for x in (d, s)]
+        print(f"| {n} | {err.max():.3g} | {err.mean():.3g} | {agree.float().mean():.4f} | {far.float().mean():.4f} | {ppl[0]:.1f} / {ppl[1]:.1f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", default="1024,2048,4096")
+    p.add_argument("--pattern", default="local=256,global=16,block=64")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention")
+    p.add_argument("--fidelity", action="store_true", help="compare logits with dense attention instead of timing")
+    p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.fidelity:
+        fidelity([int(n) for n in args.lengths.split(",")], args.pattern)
+        return
+    if args.worker:
+        kind, path, length, runs = args.worker
+        fn = _measure_model if kind == "model" else _measure_attention
+        print(json.dumps(fn(path, int(length), int(runs))))
+        return
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    lengths = [int(n) for n in args.lengths.split(",")]
+    rows = []
+    if "model" not in args.skip:
+        bundles = {name: build_model(args.work, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
+        for n in lengths:
+            r = {name: _child("model", b, n, args.runs) for name, b in bundles.items()}
+            rows.append(("whole model (default model, cache 4096)", n, r))
+            print(f"model {n}: {r}", file=sys.stderr)
+    if "attention" not in args.skip:
+        for n in lengths:
+            mods = {name: build_attention(args.work, n, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
+            r = {name: _child("attention", m, n, args.runs) for name, m in mods.items()}
+            rows.append((f"attention alone (H={HEADS}, Hkv={KV_HEADS}, D={HEAD_DIM}, cache = S)", n, r))
+            print(f"attention {n}: {r}", file=sys.stderr)
+
+    print(f"\nsparse = {args.pattern}; medians of {args.runs} runs; each engine in its own process\n")
+    print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
+    print("|---|---|---|---|---|---|---|")
+    for what, n, r in rows:
+        d, s = r["dense"], r["sparse"]
+        print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | "
+              f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
