@@ -19,12 +19,16 @@ from .bundle import Manifest, ModuleEntry, finish_manifest, writing_bundle
 from .checkpoint import open_checkpoint, load_model
 from .errors import UserError
 from .export import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
-from .lowering import Target, compile_mlir, host_cpu_target
+from .lowering import Target, compile_mlir
+from .plan_report import svg_picture
+from .profiles import load_profile
+from .scheduler import PartitionPlan, plan_partition
+from .partitioned import compile_stages, export_stages, stages_of
 from . import sparse_attention
 
-PROFILES = {"host-cpu": host_cpu_target}
 MODULE_FILE = "model.vmfb"
 PARAMETER_FILE = "weights.irpa"
+PLAN_FILE, PLAN_PICTURE = "plan.json", "plan.svg"
 DEFAULT_MAX_CONTEXT = 1024
 
 
@@ -42,6 +46,7 @@ class BuildResult:
     bundle: Path
     manifest: Manifest
     seconds: dict[str, float]
+    plan: PartitionPlan | None = None
 
 
 def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
@@ -52,11 +57,9 @@ def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
 
 
 def _check_options(opts: BuildOptions) -> Target:
-    if opts.profile not in PROFILES:
-        raise UserError(f"unknown profile '{opts.profile}' (available: {', '.join(PROFILES)})")
     if opts.max_context is not None and opts.max_context < 2:
         raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
-    return PROFILES[opts.profile]()
+    return load_profile(opts.profile).host.target()
 
 
 def build_bundle(
@@ -68,6 +71,7 @@ def build_bundle(
     """Compile a checkpoint folder (or, with None, the default model) into a bundle at `out`."""
     opts = opts or BuildOptions()
     target = _check_options(opts)
+    profile = load_profile(opts.profile)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="iree_glm-") as work:
         work = Path(work)
@@ -90,20 +94,27 @@ def build_bundle(
             progress("load weights")
             model = load_model(ckpt)
             seconds["load"] = time.perf_counter() - t
+            plan = plan_partition(model.cfg, profile, "f32", capacity=opts.max_context)
+            stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            if stages and opts.sparse_attention is not None:
+                raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
 
             t = time.perf_counter()
             progress("export to MLIR")
             entry_points = _entry_points(opts)
             sparse_attention.enable(model, opts.sparse_attention)
-            module, _ctx = export_mlir(model, entry_points)
-            if opts.sparse_attention is not None:
-                from .passes import sparse_attention as sparse_pass
+            if stages:
+                exported = export_stages(model, stages, entry_points, work)
+            else:
+                module, _ctx = export_mlir(model, entry_points)
+                if opts.sparse_attention is not None:
+                    from .passes import sparse_attention as sparse_pass
 
-                sparse_pass.run(module)
-            mlir_path = work / "model.mlirbc"
-            with open(mlir_path, "wb") as f:
-                module.operation.write_bytecode(f)
-            del module, _ctx
+                    sparse_pass.run(module)
+                mlir_path = work / "model.mlirbc"
+                with open(mlir_path, "wb") as f:
+                    module.operation.write_bytecode(f)
+                del module, _ctx
             seconds["export"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -115,7 +126,12 @@ def build_bundle(
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log)
+            stage_info = None
+            if stages:
+                modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log, lambda n: [])
+            else:
+                flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log)
+                modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)]
             seconds["compile"] = time.perf_counter() - t
 
             for f in ckpt.tokenizer_files:
@@ -125,15 +141,18 @@ def build_bundle(
                 model=ckpt.config.to_dict(),
                 max_context=opts.max_context,
                 entry_points=[ep.__dict__ for ep in entry_points],
-                modules=[ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)],
+                modules=modules,
                 parameters=PARAMETER_FILE,
                 parameter_scope=PARAMETER_SCOPE,
                 tokenizer="tokenizer.json" if ckpt.has_tokenizer else None,
                 source=source,
-                profile=opts.profile,
+                profile=profile.name,
                 options={"max_context": opts.max_context, "dtype": "float32",
-                         **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {})},
+                         **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
+                         "plan": PLAN_FILE, **({"stages": stage_info} if stage_info else {})},
             )
             progress("write manifest")
+            (folder / PLAN_FILE).write_text(plan.to_json())
+            (folder / PLAN_PICTURE).write_text(svg_picture(plan))
             finish_manifest(folder, manifest)
-    return BuildResult(Path(out), manifest, seconds)
+    return BuildResult(Path(out), manifest, seconds, plan)

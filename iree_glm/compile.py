@@ -27,8 +27,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
     p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
-    p.add_argument("--profile", default="host-cpu", help="device profile (default host-cpu)")
+    p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
+    p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model)")
     return p.parse_args(argv)
 
@@ -69,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
+    if args.report and result.plan is not None:
+        from .plan_report import text_report
+
+        print(text_report(result.plan))
+        print(f"plan picture: {out / 'plan.svg'}")
     if m.tokenizer is None:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")
     print(f"run it: python -m iree_glm.run {out} --prompt 'Hello'")

@@ -34,6 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
     p.add_argument("--prefix-cache-dir", type=Path, help="reuse (and save) the KV cache of prompt prefixes in this folder")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
+    p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
     return p.parse_args(argv)
 
 
@@ -41,23 +42,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from .runtime import SamplingParams, Session
 
-    session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir)
+    from .bundle import read_manifest
+    from .runtime.pipeline import PipelineSession, is_multi_device
+
+    stand_in = ""
+    if is_multi_device(read_manifest(args.bundle, verify=False)):  # one module per device (plan stages)
+        if args.prefix_cache_dir is not None:
+            raise UserError("--prefix-cache-dir is not supported for multi-device bundles")
+        session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in)
+        stand_in = "".join(f"[STAND-IN: {d} runs on {drv}] " for d, drv in session.stand_ins.items())
+    else:
+        session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")
     if args.json:
         result = session.generate(prompt, args.max_new_tokens, sampling, stop=tuple(args.stop))
-        print(json.dumps(result.to_dict()))
+        out = result.to_dict()
+        if isinstance(session, PipelineSession):
+            out["stand_in"] = session.stand_ins
+        print(json.dumps(out))
         return 0
     if source:
-        print(f"[{source}]", file=sys.stderr)
+        print(f"{stand_in}[{source}]", file=sys.stderr)
+    elif stand_in:
+        print(stand_in.strip(), file=sys.stderr)
     stream = session.stream(prompt, args.max_new_tokens, sampling, stop=tuple(args.stop))
     for event in stream:
         sys.stdout.write(event.text if session.tokenizer else f"{event.token_id} ")
         sys.stdout.flush()
     print()
     r = stream.result
-    print(f"prefill {r.prefill_ms:.1f} ms, decode {r.decode_tok_s:.1f} tok/s "
+    print(f"{stand_in}prefill {r.prefill_ms:.1f} ms, decode {r.decode_tok_s:.1f} tok/s "
           f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
           f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''})", file=sys.stderr)
     return 0

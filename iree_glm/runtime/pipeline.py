@@ -1,0 +1,150 @@
+"""Run a multi-device bundle: one module per plan stage, each loaded on its own HAL device.
+
+A token step runs the stages in order. Each stage keeps the KV cache of its own layers on its
+device (the returned device buffers go straight back in on the next call); only the hidden
+state ([B, S, hidden]) and the final logits cross devices, through the host: the producing
+device's output is mapped (Vulkan modules are compiled with mappable outputs) and the next
+device uploads it. IREE 3.13 cannot run Vulkan and CPU inside one module (see the IREE
+notes), which is why each device gets a module and a context of its own.
+
+A stage meant for a device whose driver is absent here (an NPU) was compiled as a CPU
+stand-in. It runs only with `allow_stand_in`, and `stand_ins` says which ran where.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Manifest, read_manifest
+from ..config import ModelConfig
+from ..errors import BundleError, RequestError
+from ..tokenizer import TextTokenizer
+from .batching import DEFAULT_GATHER_MS
+from .request import RequestState
+from .session import Session
+
+
+@dataclass
+class _Stage:
+    index: int
+    device: str  # device name in the profile
+    driver: str  # driver it runs on here
+    cache_layers: int
+    fns: dict
+    zero_cache: np.ndarray | None
+    seconds: float = 0.0  # time in this stage's calls (for reports)
+
+
+@dataclass
+class PipelineStats:
+    """Where the time of the calls so far went."""
+
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    handoff_seconds: float = 0.0
+
+
+def is_multi_device(manifest: Manifest) -> bool:
+    return "stages" in manifest.options
+
+
+class PipelineSession(Session):
+    """A `Session` over several devices; same request API (generate, stream), no batching engine."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, allow_stand_in: bool = False):
+        import iree.runtime as rt
+
+        from ..profiles import driver_available
+
+        # What Session's request code reads (Session.__init__ loads one module on one device).
+        self.bundle = Path(bundle)
+        self.manifest = manifest
+        self.config = cfg = ModelConfig.from_dict(manifest.model)
+        self.max_context = manifest.max_context
+        self._lock = threading.Lock()
+        self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
+        self.prefix_cache = None
+        self.gather_ms = DEFAULT_GATHER_MS
+        self._engine = None
+        self._engine_lock = threading.Lock()
+        self._fns = {ep["name"]: None for ep in manifest.entry_points}
+        self.stand_ins: dict[str, str] = {}  # device -> driver it runs on instead
+        self.stats = PipelineStats()
+
+        modules = {m.file: m for m in manifest.modules}
+        self._instance = rt.VmInstance()
+        self._index = rt.ParameterIndex()
+        self._index.load(str(self.bundle / manifest.parameters))
+        devices: dict[str, object] = {}
+        self._stages: list[_Stage] = []
+        for info in manifest.options["stages"]:
+            module = modules[info["file"]]
+            name, wanted = info["device"], info["device_driver"]
+            if info["stand_in"]:
+                if driver_available(wanted):
+                    raise BundleError(f"{self.bundle}: device '{name}' has driver '{wanted}' here but the bundle holds a CPU stand-in for it; recompile")
+                if not info["allow_stand_in"]:
+                    raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{wanted}', which this machine does not have, and its profile does not allow a stand-in")
+                if not allow_stand_in:
+                    raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{wanted}', which this machine does not have; "
+                                      f"rerun with --allow-stand-in to run its partition on the CPU (marked stand-in)")
+                self.stand_ins[name] = module.driver
+            if module.driver not in devices:
+                try:
+                    devices[module.driver] = rt.get_device(module.driver)
+                except (ValueError, RuntimeError) as e:
+                    raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{module.driver}', not available here ({e})") from None
+            device = devices[module.driver]
+            params = rt.create_io_parameters_module(self._instance, self._index.create_provider(scope=manifest.parameter_scope))
+            hal = rt.create_hal_module(self._instance, device)
+            main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
+            context = rt.VmContext(self._instance, modules=[hal, params, main])
+            fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in manifest.entry_points}
+            n = len(info["cache_layers"])
+            zero = np.zeros((n, 1, cfg.num_kv_heads, self.max_context, cfg.head_dim), np.float32) if n else None
+            self._stages.append(_Stage(info["index"], name, module.driver, n, fns, zero))
+            self.stats.stage_seconds[name] = 0.0
+
+    @classmethod
+    def load(cls, bundle: str | Path, verify: bool = True, allow_stand_in: bool = False) -> "PipelineSession":
+        return cls(Path(bundle), read_manifest(Path(bundle), verify=verify), allow_stand_in)
+
+    @property
+    def engine(self):
+        raise RequestError(f"{self.bundle}: batched serving is not supported for multi-device bundles")
+
+    def _step(self, name: str, x: np.ndarray, start: np.ndarray, ks: list, vs: list) -> tuple[np.ndarray, list, list]:
+        """Run every stage once; x is token ids, the result host logits."""
+        new_k, new_v = [], []
+        for stage, k, v in zip(self._stages, ks, vs):
+            t = time.perf_counter()
+            args = (x, start, k, v) if stage.cache_layers else (x, start)
+            out = stage.fns[name](*args)
+            out = out if isinstance(out, tuple) else (out,)
+            t2 = time.perf_counter()
+            x = out[0].to_host()  # the hand-off: mapped from the producing device, uploaded by the next
+            self.stats.handoff_seconds += time.perf_counter() - t2
+            self.stats.stage_seconds[stage.device] += t2 - t
+            new_k.append(out[1] if stage.cache_layers else None)
+            new_v.append(out[2] if stage.cache_layers else None)
+        return x, new_k, new_v
+
+    def prefill(self, state: RequestState):
+        ids = state.ids
+        zeros = [s.zero_cache for s in self._stages]
+        with self._lock:
+            logits, k, v = self._step("prefill", np.asarray([ids], np.int64), np.zeros(1, np.int64), zeros, zeros)
+            logits = np.array(logits[0])
+        state.cached_tokens = 0
+        state.pos = len(ids)
+        return logits, k, v
+
+    def decode(self, tokens: list[int], positions: list[int], k, v):
+        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        with self._lock:
+            logits, k, v = self._step(name, np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), k, v)
+            return np.array(logits), k, v
