@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -16,9 +17,10 @@ import torch
 
 from . import default_model
 from .bundle import Manifest, ModuleEntry, finish_manifest, writing_bundle
-from .checkpoint import open_checkpoint, load_model
+from .checkpoint import hf_config_dict, open_checkpoint, load_model
 from .errors import UserError
 from .export import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
+from .prune import PruneSpec, calibration_ids, check_spec, prune_model
 from .lowering import Target, compile_mlir
 from .plan_report import svg_picture
 from .profiles import load_profile
@@ -38,6 +40,8 @@ class BuildOptions:
     profile: str = "host-cpu"
     decode_batch_sizes: tuple[int, ...] = (1,)
     extra_flags: tuple[str, ...] = field(default_factory=tuple)
+    prune: PruneSpec | None = None  # structured pruning (iree_glm/prune.py)
+    calibration: Path | None = None  # pruning calibration text (default: shipped stdlib sample)
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
 
 
@@ -87,6 +91,8 @@ def build_bundle(
                 f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "
                 f"({ckpt.config.max_position_embeddings})"
             )
+        if opts.prune is not None:
+            check_spec(opts.prune, ckpt.config)
         if opts.sparse_attention is not None:
             opts.sparse_attention.check(opts.max_context)
         with writing_bundle(out) as folder:
@@ -94,7 +100,13 @@ def build_bundle(
             progress("load weights")
             model = load_model(ckpt)
             seconds["load"] = time.perf_counter() - t
-            plan = plan_partition(model.cfg, profile, "f32", capacity=opts.max_context)
+            if opts.prune is not None:
+                t = time.perf_counter()
+                tok = ckpt.path / "tokenizer.json" if ckpt.has_tokenizer else None
+                model, _plan = prune_model(model, opts.prune, calibration_ids(tok, opts.calibration))
+                seconds["prune"] = time.perf_counter() - t
+            config = model.cfg
+            plan = plan_partition(config, profile, "f32", capacity=opts.max_context)
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
@@ -136,9 +148,12 @@ def build_bundle(
 
             for f in ckpt.tokenizer_files:
                 shutil.copy(f, folder / f.name)
-            shutil.copy(ckpt.path / "config.json", folder / "config.json")
+            if opts.prune is None:
+                shutil.copy(ckpt.path / "config.json", folder / "config.json")
+            else:  # the pruned model is a smaller config
+                (folder / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2))
             manifest = Manifest(
-                model=ckpt.config.to_dict(),
+                model=config.to_dict(),
                 max_context=opts.max_context,
                 entry_points=[ep.__dict__ for ep in entry_points],
                 modules=modules,
@@ -148,6 +163,7 @@ def build_bundle(
                 source=source,
                 profile=profile.name,
                 options={"max_context": opts.max_context, "dtype": "float32",
+                         **({"prune": str(opts.prune)} if opts.prune else {}),
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
                          "plan": PLAN_FILE, **({"stages": stage_info} if stage_info else {})},
             )

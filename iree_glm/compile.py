@@ -30,6 +30,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
     p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
+    p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
+    p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model)")
     return p.parse_args(argv)
 
@@ -41,10 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import default_model
     from .build import BuildOptions, build_bundle
     from .errors import UserError
-
+    from .prune import parse_prune_spec
     from .sparse_attention import parse_pattern
 
     sparse = parse_pattern(args.sparse_attention) if args.sparse_attention is not None else None
+    prune = parse_prune_spec(args.prune) if args.prune is not None else None
+    if args.calibration is not None and prune is None:
+        raise UserError("--calibration is only used with --prune")
     out = args.output
     if out is None:
         if args.checkpoint is not None:
@@ -60,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar[0].set_postfix_str(stage)
         bar[0].update(1)
 
-    opts = BuildOptions(max_context=args.max_context, profile=args.profile,
+    opts = BuildOptions(max_context=args.max_context, profile=args.profile, prune=prune, calibration=args.calibration,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)

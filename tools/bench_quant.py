@@ -1,0 +1,92 @@
+"""Decode and prefill speed of quantized bundles (none / int8 / int4) against torch eager fp32.
+
+Uses tools/bench.py's seeded random GLM-4 checkpoints and its per-process measurements
+(each engine in its own Python process, same thread count, medians of several runs), and
+adds one bundle per quantization mode.
+
+    python tools/bench_quant.py --config 330m                 # the issue's ~330M GLM-4
+    python tools/bench_quant.py --config 330m --layers 4      # same shapes, fewer layers (quick)
+
+Prints a Markdown table: weight bytes, prefill ms, decode tok/s, and ratios to our fp32 bundle
+and to torch eager fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (tools/bench.py: checkpoints and per-process measurements)
+
+
+def make_checkpoint(name: str, layers: int | None, folder: Path) -> Path:
+    if layers is None:
+        return bench.make_checkpoint(name, folder)
+    from iree_glm.checkpoint import random_model, write_checkpoint
+    from iree_glm.config import ModelConfig
+
+    path = folder / f"glm4-{name}-{layers}l"
+    if not (path / "model.safetensors").exists():
+        shape = dict(bench.CONFIGS[name], num_layers=layers)
+        cfg = ModelConfig(family="glm4", attention_bias=True, partial_rotary_factor=0.5, max_position_embeddings=4096, **shape)
+        write_checkpoint(random_model(cfg, seed=0), path)
+    return path
+
+
+def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: int) -> tuple[Path, dict]:
+    import json
+
+    from iree_glm.build import BuildOptions, build_bundle
+    from iree_glm.quant import QuantSpec
+
+    tag = mode if mode != "int4" else f"int4g{group}"
+    out = folder / f"{checkpoint.name}-{tag}-bundle-{context}"
+    if not (out / "manifest.json").exists():
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, quant=QuantSpec(mode, group)))
+    return out, json.loads((out / "manifest.json").read_text())["options"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="330m", choices=sorted(bench.CONFIGS), help="seeded random GLM-4 size (tools/bench.py)")
+    p.add_argument("--layers", type=int, help="override the number of layers (quick runs)")
+    p.add_argument("--modes", default="none,int8,int4", help="comma-separated quantization modes")
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size")
+    p.add_argument("--work", type=Path, default=Path("bench-work"), help="where checkpoints and bundles are kept")
+    p.add_argument("--context", type=int, default=256, help="bundle KV capacity")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-torch", action="store_true", help="skip the torch eager baseline")
+    args = p.parse_args()
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    ckpt = make_checkpoint(args.config, args.layers, args.work)
+    rows = []
+    for mode in args.modes.split(","):
+        bundle, options = make_bundle(ckpt, args.work, args.context, mode, args.group_size)
+        print(f"measuring {bundle.name}", file=sys.stderr)
+        rows.append((mode, options, bench._child("iree", str(bundle), args)))
+    torch_ = None if args.no_torch else bench._child("torch", str(ckpt), args)
+
+    fp32 = next((r for m, _, r in rows if m == "none"), None)
+    print(f"\n{ckpt.name}: prefill {args.prompt_len} tokens, decode {args.decode_tokens} tokens after it "
+          f"(bundle context {args.context}); {args.threads} threads; median of {args.runs} runs\n")
+    print("| engine | weights MiB | of fp32 | prefill ms | decode tok/s | decode vs our fp32 | decode vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, o, r in rows:
+        vs_ours = f"{r['decode_tok_s'] / fp32['decode_tok_s']:.2f}x" if fp32 else "-"
+        vs_torch = f"{r['decode_tok_s'] / torch_['decode_tok_s']:.2f}x" if torch_ else "-"
+        name = f"IREE {mode}" + (f" g{args.group_size}" if mode == "int4" else "")
+        print(f"| {name} | {o['parameter_bytes'] / 2**20:.0f} | {o['compression_vs_fp32']:.3f} | {r['prefill_ms']:.1f} "
+              f"| {r['decode_tok_s']:.1f} | {vs_ours} | {vs_torch} |")
+    if torch_:
+        print(f"| torch eager fp32 | - | - | {torch_['prefill_ms']:.1f} | {torch_['decode_tok_s']:.1f} | - | 1.00x |")
+
+
+if __name__ == "__main__":
+    main()
