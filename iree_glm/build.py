@@ -24,8 +24,9 @@ from .prune import PruneSpec, calibration_ids, check_spec, prune_model
 from .lowering import Target, compile_mlir
 from .plan_report import svg_picture
 from .profiles import load_profile
-from .scheduler import PartitionPlan, plan_partition
+from .scheduler import PartitionPlan, plan_partition, quant_dtypes
 from .partitioned import compile_stages, export_stages, stages_of
+from .quant import QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from . import sparse_attention
 
 MODULE_FILE = "model.vmfb"
@@ -42,6 +43,7 @@ class BuildOptions:
     extra_flags: tuple[str, ...] = field(default_factory=tuple)
     prune: PruneSpec | None = None  # structured pruning (iree_glm/prune.py)
     calibration: Path | None = None  # pruning calibration text (default: shipped stdlib sample)
+    quant: QuantSpec = field(default_factory=QuantSpec)  # weight quantization (iree_glm/quant.py)
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
 
 
@@ -63,6 +65,7 @@ def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
 def _check_options(opts: BuildOptions) -> Target:
     if opts.max_context is not None and opts.max_context < 2:
         raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
+    opts.quant.check()
     return load_profile(opts.profile).host.target()
 
 
@@ -106,7 +109,11 @@ def build_bundle(
                 model, _plan = prune_model(model, opts.prune, calibration_ids(tok, opts.calibration))
                 seconds["prune"] = time.perf_counter() - t
             config = model.cfg
-            plan = plan_partition(config, profile, "f32", capacity=opts.max_context)
+            fp32_bytes = state_bytes(model.state_dict())
+            if opts.quant.mode != "none":
+                model = quantize_model(model, opts.quant)
+            fused_expected = quantized_layer_count(model) * len(_entry_points(opts))
+            plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=opts.max_context)
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
@@ -131,18 +138,21 @@ def build_bundle(
 
             t = time.perf_counter()
             progress("write parameter archive")
-            write_parameter_archive(model, folder / PARAMETER_FILE)
+            parameter_bytes = write_parameter_archive(model, folder / PARAMETER_FILE)
+            compression = parameter_bytes / fp32_bytes
             del model
             seconds["parameters"] = time.perf_counter() - t
 
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
+            passes = [_dequant_matmul_pass(fused_expected)] if fused_expected else []
             stage_info = None
             if stages:
-                modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log, lambda n: [])
+                modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
+                                                     lambda n: [_dequant_matmul_pass(n)] if n else [])
             else:
-                flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log)
+                flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, input_passes=passes)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)]
             seconds["compile"] = time.perf_counter() - t
 
@@ -165,10 +175,25 @@ def build_bundle(
                 options={"max_context": opts.max_context, "dtype": "float32",
                          **({"prune": str(opts.prune)} if opts.prune else {}),
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
-                         "plan": PLAN_FILE, **({"stages": stage_info} if stage_info else {})},
+                         "quant": opts.quant.to_dict(), "parameter_bytes": parameter_bytes,
+                         "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
+                         **({"stages": stage_info} if stage_info else {})},
             )
             progress("write manifest")
             (folder / PLAN_FILE).write_text(plan.to_json())
             (folder / PLAN_PICTURE).write_text(svg_picture(plan))
             finish_manifest(folder, manifest)
     return BuildResult(Path(out), manifest, seconds, plan)
+
+
+def _dequant_matmul_pass(expected: int):
+    """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused."""
+
+    def run(src: Path, dst: Path) -> None:
+        from .passes.dequant_matmul import rewrite_file
+
+        fused = rewrite_file(src, dst)
+        if fused != expected:
+            raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
+
+    return run

@@ -30,6 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
     p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
+    p.add_argument("--quant", default="none", help="weight quantization: none, int8 (per channel) or int4 (per group) (default none)")
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
+    p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
+    p.add_argument("--quant-embeddings", default="none", help="token embeddings with --quant: none or int8 (default none)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
     p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model)")
@@ -44,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .build import BuildOptions, build_bundle
     from .errors import UserError
     from .prune import parse_prune_spec
+    from .quant import QuantSpec
     from .sparse_attention import parse_pattern
 
     sparse = parse_pattern(args.sparse_attention) if args.sparse_attention is not None else None
@@ -65,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar[0].set_postfix_str(stage)
         bar[0].update(1)
 
-    opts = BuildOptions(max_context=args.max_context, profile=args.profile, prune=prune, calibration=args.calibration,
+    quant = QuantSpec(args.quant, args.group_size, args.quant_head, args.quant_embeddings)
+    opts = BuildOptions(max_context=args.max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
+    o = m.options
+    print(f"weights: {o['parameter_bytes'] / 2**20:.1f} MiB, {o['compression_vs_fp32']:.3f} of fp32 (quant {quant.mode})")
     if args.report and result.plan is not None:
         from .plan_report import text_report
 
