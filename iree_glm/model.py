@@ -99,13 +99,13 @@ class Attention(nn.Module):
         q = rotary.apply(q, cos, sin)
         k = rotary.apply(k, cos, sin)
 
-        k_cache = _write_cache(k_cache, k, positions)
-        v_cache = _write_cache(v_cache, v, positions)
-
         if self.sparse is not None:  # exported as one marked op; passes/sparse_attention.py lowers it
-            out = sparse_attention.attend(q, k_cache, v_cache, positions, self.sparse)
+            out, k_cache, v_cache = sparse_attention.attention(q, k, v, positions, k_cache, v_cache, self.sparse, _write_cache)
             out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
             return self.o_proj(out), k_cache, v_cache
+
+        k_cache = _write_cache(k_cache, k, positions)
+        v_cache = _write_cache(v_cache, v, positions)
 
         # Attend over the whole cache; positions not yet written (or in the future) are masked.
         capacity = k_cache.shape[2]

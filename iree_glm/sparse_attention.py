@@ -33,9 +33,15 @@ class SparsePattern:
     local: int
     global_: int
     block: int
+    ring: bool = False  # KV cache of G + W slots (globals + a ring of the last W), see `attention`
 
     def __str__(self) -> str:
-        return f"local={self.local},global={self.global_},block={self.block}"
+        return f"local={self.local},global={self.global_},block={self.block}" + (",ring" if self.ring else "")
+
+    @property
+    def ring_slots(self) -> int:
+        """KV-cache positions a sliding-window cache needs: the G globals plus the last W."""
+        return self.global_ + self.local
 
     def check(self, max_context: int, option: str = "--sparse-attention") -> None:
         for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):
@@ -64,21 +70,22 @@ def parse_pattern(text: str, option: str = "--sparse-attention") -> SparsePatter
 
 
 def block_sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int, ring: int = 0
 ) -> torch.Tensor:
     """q [b,H,S,D]; k, v [b,Hkv,C,D] (cache indexed by absolute position); positions [b,S]
     consecutive per row -> [b,H,S,D]. Pads the queries to whole blocks around `blocked_attention`."""
     s = q.shape[2]
     rows = -(-s // block) * block
-    out = blocked_attention(F.pad(q, (0, 0, 0, rows - s)), k, v, positions[:, :1], local, global_, block)
+    out = blocked_attention(F.pad(q, (0, 0, 0, rows - s)), k, v, positions[:, :1], local, global_, block, ring)
     return out[:, :, :s]
 
 
 def blocked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, local: int, global_: int, block: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, local: int, global_: int, block: int, ring: int = 0
 ) -> torch.Tensor:
     """q [b,H,rows,D] with rows a multiple of `block`, query i at position start + i; k, v
-    [b,Hkv,C,D]; start [b,1] -> [b,H,rows,D].
+    [b,Hkv,C,D]; start [b,1] -> [b,H,rows,D]. With `ring` = W the cache is a sliding window
+    (`ring_slot`); a block's span must then fit in the ring (decode: block 1).
 
     Layout: rows are (query block, head group, query in block) so that the local part is one
     batched matmul per (KV head, query block) against that block's gathered keys, and the
@@ -97,7 +104,8 @@ def blocked_attention(
 
     block_first = start + torch.arange(nblk, device=dev)[None, :] * block  # [b,nblk] first query position
     key_pos = (block_first - (local - 1))[:, :, None] + torch.arange(span, device=dev)  # [b,nblk,span]
-    index = key_pos.clamp(0, capacity - 1).reshape(b, 1, nblk * span, 1).expand(b, hkv, nblk * span, d)
+    slot = ring_slot(key_pos, global_, ring) if ring else key_pos
+    index = slot.clamp(0, capacity - 1).reshape(b, 1, nblk * span, 1).expand(b, hkv, nblk * span, d)
     k_loc = k.gather(2, index).view(b, hkv, nblk, span, d)
     v_loc = v.gather(2, index).view(b, hkv, nblk, span, d)
 
@@ -112,7 +120,9 @@ def blocked_attention(
     s_loc = torch.where(ok, s_loc, _NEG)
 
     # Global part: every query against the G leading keys, causally.
-    k_glob, v_glob = k[:, :, :global_], v[:, :, :global_]  # [b,hkv,G,D]
+    # Gathered rather than sliced: a cache shorter than G (a short fresh prompt) still gives G rows.
+    first = torch.arange(global_, device=dev).clamp(max=capacity - 1)[None, None, :, None].expand(b, hkv, global_, d)
+    k_glob, v_glob = k.gather(2, first), v.gather(2, first)  # [b,hkv,G,D]
     s_glob = qb.view(b, hkv, rows * group, d) @ k_glob.transpose(-1, -2)
     s_glob = s_glob.view(b, hkv, nblk, group, block, global_)
     query_pos = block_first[:, :, None] + torch.arange(block, device=dev)  # [b,nblk,block]
@@ -127,6 +137,26 @@ def blocked_attention(
     o_glob = p_glob.view(b, hkv, rows * group, global_) @ v_glob
     out = (o_loc.view(b, hkv, nblk, group, block, d) + o_glob.view(b, hkv, nblk, group, block, d)) / denom
     return out.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, rows, d)
+
+
+def ring_slot(position: torch.Tensor, global_: int, local: int) -> torch.Tensor:
+    """Slot of an absolute position in a sliding-window cache: globals stay at their position,
+    later tokens cycle through W slots after them (a token overwrites the one W before it)."""
+    return torch.where(position < global_, position, global_ + (position - global_) % local)
+
+
+def write_ring(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor, global_: int, local: int) -> torch.Tensor:
+    """cache [b,Hkv,G+W,D] with new [b,Hkv,S,D] (positions [b,S], consecutive) written: each
+    slot takes the newest position that maps to it; slots no new position maps to keep theirs.
+    An elementwise select over the cache, like the model's dense cache write."""
+    b, hkv, slots, d = cache.shape
+    s = new.shape[2]
+    first, last = positions[:, :1], positions[:, -1:]  # [b,1]
+    c = torch.arange(slots, device=cache.device)[None, :]  # [1,slots]
+    source = torch.where(c < global_, c, last - (last - c) % local)  # newest position of each slot
+    inside = (source >= first) & (source <= last) & ((c < global_) | (source >= global_))
+    index = (source - first).clamp(0, s - 1)[:, None, :, None].expand(b, hkv, slots, d)
+    return torch.where(inside[:, None, :, None], new.gather(2, index), cache)
 
 
 def sparse_mask(positions: torch.Tensor, capacity: int, local: int, global_: int) -> torch.Tensor:
@@ -145,22 +175,47 @@ def dense_reference(q, k, v, positions, local: int, global_: int, block: int) ->
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
-def _marked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int) -> torch.Tensor:
-    return block_sparse_attention(q, k, v, positions, local, global_, block)
+def _marked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, local: int, global_: int, block: int, ring: int
+) -> torch.Tensor:
+    return block_sparse_attention(q, k, v, positions, local, global_, block, ring)
 
 
 @_marked.register_fake
-def _(q, k, v, positions, local, global_, block):
+def _(q, k, v, positions, local, global_, block, ring):
     return torch.empty_like(q)
 
 
-def attend(q, k, v, positions, pattern: SparsePattern) -> torch.Tensor:
+def attend(q, k, v, positions, pattern: SparsePattern, ring: bool = False) -> torch.Tensor:
     """The model's attention under `pattern`: exported as one marked op for the MLIR pass.
+    `ring`: k, v are a sliding-window cache of `pattern.ring_slots` positions.
 
     A single-token call (decode) uses query blocks of 1, so it reads only W + G keys.
     """
     block = 1 if isinstance(q.shape[2], int) and q.shape[2] == 1 else pattern.block
-    return torch.ops.iree_glm.block_sparse_attention(q, k, v, positions, pattern.local, pattern.global_, block)
+    return torch.ops.iree_glm.block_sparse_attention(
+        q, k, v, positions, pattern.local, pattern.global_, block, pattern.local if ring else 0
+    )
+
+
+def attention(q, k, v, positions, k_cache, v_cache, pattern: SparsePattern, write_cache):
+    """The model's attention layer under `pattern`: cache update + attention -> out, caches.
+
+    Without `pattern.ring` the cache is indexed by position (written by the model's
+    `write_cache`). With it, the cache holds G + W slots (`write_ring`): decode attends over
+    the ring, so memory and per-token work stay constant however long the conversation; a
+    prefill attends over its own keys, so it must start at position 0 (a fresh prompt).
+    """
+    if not pattern.ring:
+        k_cache, v_cache = write_cache(k_cache, k, positions), write_cache(v_cache, v, positions)
+        return attend(q, k_cache, v_cache, positions, pattern), k_cache, v_cache
+    if k_cache.shape[2] != pattern.ring_slots:
+        raise ValueError(f"a sliding-window cache has {pattern.ring_slots} slots (got {k_cache.shape[2]})")
+    k_cache = write_ring(k_cache, k, positions, pattern.global_, pattern.local)
+    v_cache = write_ring(v_cache, v, positions, pattern.global_, pattern.local)
+    if isinstance(q.shape[2], int) and q.shape[2] == 1:  # decode: over the ring
+        return attend(q, k_cache, v_cache, positions, pattern, ring=True), k_cache, v_cache
+    return attend(q, k, v, positions, pattern), k_cache, v_cache  # fresh prefill: over its own keys
 
 
 def enable(model: torch.nn.Module, pattern: SparsePattern | None) -> None:

@@ -7,7 +7,7 @@ G global keys and attends over them (`iree_glm.sparse_attention.block_sparse_att
 
 Design: the model exports its attention as one recognisable op,
 `torch.operator "torch.iree_glm.block_sparse_attention"(q, k_cache, v_cache, positions,
-local, global, block)`. For every operand signature the pass instantiates the block-sparse
+local, global, block, ring)` (ring = W when the cache is a sliding window, else 0). For every operand signature the pass instantiates the block-sparse
 kernel (the torch function, exported and imported into the same MLIR context), adds it as a
 private function and replaces the op by a call, which IREE inlines. Anything the pass cannot
 match — no marked op, a dense `aten.scaled_dot_product_attention` left beside the marked
@@ -43,6 +43,7 @@ class Signature:
     local: int
     global_: int
     block: int
+    ring: int
 
 
 @dataclass
@@ -76,20 +77,27 @@ def _constant_int(value, what: str) -> int:
 
 def match(op) -> Match:
     """Check one marked op and read its signature (SparseAttentionError if unusable)."""
-    q, k, v, positions, local, global_, block = op.operands
+    if len(op.operands) != 8:
+        raise SparseAttentionError(f"block-sparse attention at {op.location}: expected 8 operands (got {len(op.operands)})")
+    q, k, v, positions, local, global_, block, ring = op.operands
     qs, ks, vs, ps = (_shape(x.type) for x in (q, k, v, positions))
     where = f"block-sparse attention at {op.location}"
     if qs is None or ks is None or len(qs) != 4 or len(ks) != 4 or ks != vs:
         raise SparseAttentionError(f"{where}: expected q [b,H,S,D] and k, v [b,Hkv,C,D] (got {q.type}, {k.type}, {v.type})")
     if any(_dtype(x.type) != "f32" for x in (q, k, v)):
         raise SparseAttentionError(f"{where}: only f32 attention is supported (got {_dtype(q.type)})")
-    if None in ks or qs[1] is None or qs[3] is None or qs[1] % ks[1] or qs[3] != ks[3]:
+    if None in (ks[0], ks[1], ks[3], qs[1], qs[3]) or qs[1] % ks[1] or qs[3] != ks[3]:
         raise SparseAttentionError(f"{where}: heads or head size do not match (q {q.type}, k {k.type})")
-    sig = Signature(qs, ks, ps, _constant_int(local, "local"), _constant_int(global_, "global"), _constant_int(block, "block"))
+    sig = Signature(qs, ks, ps, _constant_int(local, "local"), _constant_int(global_, "global"),
+                    _constant_int(block, "block"), _constant_int(ring, "ring"))
     if min(sig.local, sig.global_, sig.block) <= 0:
         raise SparseAttentionError(f"{where}: local, global and block must be positive (got {sig.local}, {sig.global_}, {sig.block})")
-    if sig.global_ > ks[2] or sig.block > ks[2]:
-        raise SparseAttentionError(f"{where}: global={sig.global_} or block={sig.block} exceeds the cache ({ks[2]} positions)")
+    if sig.ring not in (0, sig.local):
+        raise SparseAttentionError(f"{where}: ring must be 0 or local={sig.local} (got {sig.ring})")
+    if sig.ring and (ks[2] != sig.global_ + sig.local or sig.block + sig.local - 1 > sig.local):
+        raise SparseAttentionError(f"{where}: a sliding-window cache needs {sig.global_ + sig.local} slots and blocks of 1")
+    if ks[2] is not None and sig.block > ks[2]:
+        raise SparseAttentionError(f"{where}: block={sig.block} exceeds the cache ({ks[2]} positions)")
     return Match(op, sig)
 
 
@@ -138,17 +146,19 @@ def _kernel_program(sig: Signature):
 
     class Kernel(torch.nn.Module):
         def forward(self, q, k, v, start):
-            return blocked_attention(q, k, v, start, sig.local, sig.global_, sig.block)
+            return blocked_attention(q, k, v, start, sig.local, sig.global_, sig.block, sig.ring)
 
     b, h, _, d = sig.q
     rows = _padded_rows(sig)
     q = torch.zeros(b, h, rows or 2 * sig.block, d)
-    k = torch.zeros(sig.kv)
+    keys = sig.kv[2]
+    k = torch.zeros(*sig.kv[:2], keys or 2 * sig.block, sig.kv[3])
     start = torch.zeros(b, 1, dtype=torch.int64)
+    kv_dynamic = None if keys is not None else {2: Dim("keys", min=1)}
     dynamic = None
-    if rows is None:
-        blocks = Dim("blocks", min=2, max=-(-sig.kv[2] // sig.block) + 1)
-        dynamic = ({2: sig.block * blocks}, None, None, None)
+    if rows is None or kv_dynamic:
+        q_dynamic = None if rows is not None else {2: sig.block * Dim("blocks", min=2)}
+        dynamic = (q_dynamic, kv_dynamic, kv_dynamic, None)
     with torch.no_grad():
         prog = torch.export.export(Kernel(), (q, k, k.clone(), start), dynamic_shapes=dynamic, strict=False)
         return prog.run_decompositions(torch.export.default_decompositions())

@@ -119,7 +119,7 @@ def small_modules(tmp_path_factory):
     """testdata rewritten by the pass and compiled; the dense file compiled as a control."""
     work = tmp_path_factory.mktemp("sparse_small")
     rewritten = work / "marked.mlir"
-    assert sparse_pass.rewrite_file(TESTDATA / "sparse_attention_marked.mlir", rewritten) == 2
+    assert sparse_pass.rewrite_file(TESTDATA / "sparse_attention_marked.mlir", rewritten) == 4
     out = {"text": rewritten.read_text()}
     for name, src in [("sparse", rewritten), ("dense", TESTDATA / "sparse_attention_dense.mlir")]:
         dump = work / f"{name}-dispatches"
@@ -131,8 +131,9 @@ def small_modules(tmp_path_factory):
 def test_pass_replaces_marked_ops_with_gathers_and_matmuls(small_modules):
     text = small_modules["text"]
     assert "torch.operator" not in text and "scaled_dot_product_attention" not in text
-    assert len(re.findall(r"call @iree_glm_block_sparse_attention_\d+\(", text)) == 2  # one kernel per signature
-    assert text.count("torch.aten.gather") == 4 and text.count("torch.aten.bmm") == 8  # K and V; 2 per part
+    assert len(re.findall(r"call @iree_glm_block_sparse_attention_\d+\(", text)) == 4  # one kernel per signature
+    # Per kernel: K and V gathered for the window and for the globals; 2 matmuls per part.
+    assert text.count("torch.aten.gather") == 16 and text.count("torch.aten.bmm") == 16
 
 
 @pytest.mark.parametrize("s, start", [(24, 0), (21, 0), (3, 0), (13, 40)])
@@ -149,6 +150,59 @@ def test_compiled_pass_output_matches_dense(small_modules, s, start):
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     one = module.decode_attention(q[:, :, -1:].numpy(), k.numpy(), v.numpy(), pos[:, -1:].numpy()).to_host()
     np.testing.assert_allclose(one, ref[:, :, -1:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("s", [3, 21])
+def test_compiled_pass_output_over_own_keys(small_modules, s):
+    """A fresh prefill with a sliding-window cache attends over its own keys (k as long as q),
+    also when the prompt is shorter than the G globals."""
+    import iree.runtime as rt
+
+    module = rt.load_vm_flatbuffer_file(str(small_modules["sparse"][0]), driver="local-task")
+    g = torch.Generator().manual_seed(s)
+    q, k, v = (torch.randn(1, h, s, 8, generator=g) for h in (4, 2, 2))
+    pos = torch.arange(s)[None]
+    got = module.own_keys_attention(q.numpy(), k.numpy(), v.numpy(), pos.numpy()).to_host()
+    np.testing.assert_allclose(got, sa.dense_reference(q, k, v, pos, 16, 4, 8).numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pos", [2, 19, 20, 57])
+def test_compiled_ring_decode_matches_dense(small_modules, pos):
+    """Decode over a sliding-window cache (4 globals + a ring of 16) equals dense attention with
+    the pattern's mask over the full history."""
+    import iree.runtime as rt
+
+    module = rt.load_vm_flatbuffer_file(str(small_modules["sparse"][0]), driver="local-task")
+    g = torch.Generator().manual_seed(pos)
+    q = torch.randn(1, 4, 1, 8, generator=g)
+    k, v = torch.randn(1, 2, pos + 1, 8, generator=g), torch.randn(1, 2, pos + 1, 8, generator=g)
+    history = torch.arange(pos + 1)[None]
+    ring_k = sa.write_ring(torch.zeros(1, 2, 20, 8), k, history, 4, 16)
+    ring_v = sa.write_ring(torch.zeros(1, 2, 20, 8), v, history, 4, 16)
+    here = torch.tensor([[pos]])
+    got = module.ring_decode_attention(q.numpy(), ring_k.numpy(), ring_v.numpy(), here.numpy()).to_host()
+    np.testing.assert_allclose(got, sa.dense_reference(q, k, v, here, 16, 4, 1).numpy(), atol=1e-5, rtol=0)
+
+
+def test_ring_cache_model_matches_full_cache(glm4_checkpoint):
+    """Prefill + 40 decode steps with a G + W slot cache give the logits of the full cache."""
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    ids = torch.randint(0, 257, (1, 61), generator=torch.Generator().manual_seed(1))
+    logits = {}
+    for ring in (False, True):
+        pattern = sa.SparsePattern(16, 4, 8, ring=ring)
+        sa.enable(model, pattern)
+        k, v = model.empty_cache(1, pattern.ring_slots if ring else CAPACITY)
+        steps = []
+        with torch.no_grad():
+            out, k, v = model(ids[:, :21], torch.zeros(1, dtype=torch.int64), k, v)
+            steps.append(out)
+            for i in range(21, 61):
+                out, k, v = model(ids[:, i : i + 1], torch.tensor([i]), k, v)
+                steps.append(out)
+        logits[ring] = torch.stack(steps)
+        assert k.shape[3] == (20 if ring else CAPACITY)
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=0)
 
 
 def test_dispatch_check_sees_dense_attention_and_not_block_sparse(small_modules):

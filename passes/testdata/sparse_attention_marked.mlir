@@ -4,15 +4,37 @@
 func.func @prefill_attention(%q: !torch.vtensor<[1,4,?,8],f32>, %k: !torch.vtensor<[1,2,96,8],f32>, %v: !torch.vtensor<[1,2,96,8],f32>, %pos: !torch.vtensor<[1,?],si64>) -> !torch.vtensor<[1,4,?,8],f32> {
   %local = torch.constant.int 16
   %global = torch.constant.int 4
+  %ring = torch.constant.int 0
   %block = torch.constant.int 8
-  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block) : (!torch.vtensor<[1,4,?,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,?],si64>, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,?,8],f32>
+  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block, %ring) : (!torch.vtensor<[1,4,?,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,?],si64>, !torch.int, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,?,8],f32>
   return %0 : !torch.vtensor<[1,4,?,8],f32>
 }
 
 func.func @decode_attention(%q: !torch.vtensor<[1,4,1,8],f32>, %k: !torch.vtensor<[1,2,96,8],f32>, %v: !torch.vtensor<[1,2,96,8],f32>, %pos: !torch.vtensor<[1,1],si64>) -> !torch.vtensor<[1,4,1,8],f32> {
   %local = torch.constant.int 16
   %global = torch.constant.int 4
+  %ring = torch.constant.int 0
   %block = torch.constant.int 1
-  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block) : (!torch.vtensor<[1,4,1,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,1],si64>, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,1,8],f32>
+  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block, %ring) : (!torch.vtensor<[1,4,1,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,2,96,8],f32>, !torch.vtensor<[1,1],si64>, !torch.int, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,1,8],f32>
   return %0 : !torch.vtensor<[1,4,1,8],f32>
+}
+
+// Sliding-window cache (ring = W): 4 globals + 16 ring slots; decode reads it with blocks of 1.
+func.func @ring_decode_attention(%q: !torch.vtensor<[1,4,1,8],f32>, %k: !torch.vtensor<[1,2,20,8],f32>, %v: !torch.vtensor<[1,2,20,8],f32>, %pos: !torch.vtensor<[1,1],si64>) -> !torch.vtensor<[1,4,1,8],f32> {
+  %local = torch.constant.int 16
+  %global = torch.constant.int 4
+  %block = torch.constant.int 1
+  %ring = torch.constant.int 16
+  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block, %ring) : (!torch.vtensor<[1,4,1,8],f32>, !torch.vtensor<[1,2,20,8],f32>, !torch.vtensor<[1,2,20,8],f32>, !torch.vtensor<[1,1],si64>, !torch.int, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,1,8],f32>
+  return %0 : !torch.vtensor<[1,4,1,8],f32>
+}
+
+// A fresh prefill with a sliding-window cache attends over its own keys: k, v as long as q.
+func.func @own_keys_attention(%q: !torch.vtensor<[1,4,?,8],f32>, %k: !torch.vtensor<[1,2,?,8],f32>, %v: !torch.vtensor<[1,2,?,8],f32>, %pos: !torch.vtensor<[1,?],si64>) -> !torch.vtensor<[1,4,?,8],f32> {
+  %local = torch.constant.int 16
+  %global = torch.constant.int 4
+  %block = torch.constant.int 8
+  %ring = torch.constant.int 0
+  %0 = torch.operator "torch.iree_glm.block_sparse_attention"(%q, %k, %v, %pos, %local, %global, %block, %ring) : (!torch.vtensor<[1,4,?,8],f32>, !torch.vtensor<[1,2,?,8],f32>, !torch.vtensor<[1,2,?,8],f32>, !torch.vtensor<[1,?],si64>, !torch.int, !torch.int, !torch.int, !torch.int) -> !torch.vtensor<[1,4,?,8],f32>
+  return %0 : !torch.vtensor<[1,4,?,8],f32>
 }
