@@ -278,17 +278,63 @@ def _lookup(mapping, value, default=_MISSING):
     return default
 
 
+_UNROLL_MAX = 4  # reduction dims up to this size that only pick constants are unrolled
+
+
+def _constant(value: ir.Value) -> Optional[ir.Attribute]:
+    op = _producer(value)
+    if op is None or op.name != "arith.constant":
+        return None
+    attr = op.attributes["value"]
+    return attr if isinstance(attr, (ir.DenseIntElementsAttr, ir.DenseFPElementsAttr)) else None
+
+
+def _unrolled_dims(m: _Match) -> list[int]:
+    """Small reduction dims that only select elements of 1-d constant leaves.
+
+    The int4 nibble index is one: it picks the shift amount from a [4, 0] constant. Indexing a
+    constant by a loop dim (or with a constant map) makes IREE emit scalar code, so the dim is
+    unrolled instead: one copy of the dequant body per value, with the constants as scalars.
+    """
+    out = []
+    for d in m.k_dims:
+        users = [l for l in m.leaves if d in l.dims]
+        if m.d_shape[d] <= _UNROLL_MAX and users and all(_constant(l.value) is not None and len(l.dims) == 1 for l in users):
+            out.append(d)
+    return out
+
+
+def _scalar(leaf: _Leaf, at: dict[int, int]) -> Optional[ir.Attribute]:
+    """The leaf's element for unrolled-dim values `at`, if the leaf is a constant that reduces to one."""
+    attr = _constant(leaf.value)
+    if attr is None:
+        return None
+    if attr.is_splat:
+        return attr.get_splat_value()
+    if len(leaf.dims) == 1 and leaf.dims[0] in at:
+        elem = ir.RankedTensorType(leaf.value.type).element_type
+        v = attr[at[leaf.dims[0]]]
+        return ir.IntegerAttr.get(elem, int(v)) if isinstance(elem, ir.IntegerType) else ir.FloatAttr.get(elem, float(v))
+    return None
+
+
 def rewrite(m: _Match) -> ir.Operation:
     """Replace the matched matmul by one fused generic (plus free reshapes); returns the generic."""
+    from iree.compiler.dialects import arith
+
     f32 = ir.RankedTensorType(m.init.type).element_type
     lhs_t = ir.RankedTensorType(m.lhs.type)
     m_size = lhs_t.shape[0]
     dyn = ir.ShapedType.get_dynamic_size()
     k_sizes = [m.d_shape[d] for d in m.k_dims]
     n_sizes = [m.d_shape[d] for d in m.n_dims]
+    unrolled = _unrolled_dims(m)
+    kept = [d for d in range(len(m.d_shape)) if d not in unrolled]  # D dims left as loop dims
+    combos: list[dict[int, int]] = [{}]
+    for d in unrolled:
+        combos = [{**c, d: v} for c in combos for v in range(m.d_shape[d])]
+    tensor_leaves = [l for l in m.leaves if _scalar(l, combos[0]) is None]
     with ir.InsertionPoint(m.matmul), m.matmul.location:
-        from iree.compiler.dialects import arith
-
         dyn_sizes = []
         if m_size == dyn:
             zero = arith.ConstantOp(ir.IndexType.get(), 0).result
@@ -299,33 +345,38 @@ def rewrite(m: _Match) -> ir.Operation:
                 ir.RankedTensorType.get([m_size, *k_sizes], lhs_t.element_type), m.lhs,
                 _reassociation([[0], list(range(1, 1 + len(k_sizes)))]), dyn_sizes, [m_size, *k_sizes],
             ).result
+        xs = [x] if not unrolled else [_slice(x, m.k_dims, c, dyn_sizes) for c in combos]
         init = m.init
         out_t = ir.RankedTensorType.get([m_size, *n_sizes], f32)
         if len(n_sizes) > 1:
             init = tensor.ExpandShapeOp(
                 out_t, m.init, _reassociation([[0], list(range(1, 1 + len(n_sizes)))]), dyn_sizes, [m_size, *n_sizes]
             ).result
-        rank = 1 + len(m.d_shape)
+        rank = 1 + len(kept)
 
-        def amap(dims: Sequence[Optional[int]]) -> ir.AffineMapAttr:
-            exprs = [ir.AffineDimExpr.get(1 + d) if d is not None else ir.AffineConstantExpr.get(0) for d in dims]
+        def amap(dims: Sequence[Optional[int]], with_m: bool = False) -> ir.AffineMapAttr:
+            exprs = [ir.AffineDimExpr.get(0)] if with_m else []
+            exprs += [ir.AffineDimExpr.get(1 + kept.index(d)) if d is not None else ir.AffineConstantExpr.get(0) for d in dims]
             return ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, exprs))
 
-        def amap_m(dims: Sequence[int]) -> ir.AffineMapAttr:
-            exprs = [ir.AffineDimExpr.get(0)] + [ir.AffineDimExpr.get(1 + d) for d in dims]
-            return ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, exprs))
-
-        maps = [amap_m(m.k_dims)] + [amap(l.dims) for l in m.leaves] + [amap_m(m.n_dims)]
+        x_dims = [d for d in m.k_dims if d in kept]
+        maps = [amap(x_dims, True)] * len(xs) + [amap(l.dims) for l in tensor_leaves] + [amap(m.n_dims, True)]
         par, red = ir.Attribute.parse("#linalg.iterator_type<parallel>"), ir.Attribute.parse("#linalg.iterator_type<reduction>")
-        iters = [par] + [red if d in m.k_dims else par for d in range(len(m.d_shape))]
-        fused = linalg.GenericOp([out_t], [x, *[l.value for l in m.leaves]], [init], ir.ArrayAttr.get(maps), ir.ArrayAttr.get(iters))
-        arg_types = [lhs_t.element_type] + [ir.RankedTensorType(l.value.type).element_type for l in m.leaves] + [f32]
+        iters = [par] + [red if d in m.k_dims else par for d in kept]
+        fused = linalg.GenericOp([out_t], [*xs, *[l.value for l in tensor_leaves]], [init], ir.ArrayAttr.get(maps), ir.ArrayAttr.get(iters))
+        arg_types = [lhs_t.element_type] * len(xs) + [ir.RankedTensorType(l.value.type).element_type for l in tensor_leaves] + [f32]
         block = fused.regions[0].blocks.append(*arg_types)
         with ir.InsertionPoint(block):
-            w = _inline_chain(m, list(block.arguments[1:-1]))
-            prod = arith.MulFOp(block.arguments[0], w).result
-            acc = arith.AddFOp(block.arguments[-1], prod).result
-            linalg.YieldOp([acc])
+            leaf_args = dict(zip(map(id, tensor_leaves), block.arguments[len(xs):-1]))
+            total = None
+            for x_arg, at in zip(block.arguments[: len(xs)], combos):
+                leaves = []
+                for l in m.leaves:
+                    value = _scalar(l, at)
+                    leaves.append(leaf_args[id(l)] if value is None else arith.ConstantOp(value.type, value).result)
+                prod = arith.MulFOp(x_arg, _inline_chain(m, leaves)).result
+                total = prod if total is None else arith.AddFOp(total, prod).result
+            linalg.YieldOp([arith.AddFOp(block.arguments[-1], total).result])
         result = fused.results[0]
         if len(n_sizes) > 1:
             result = tensor.CollapseShapeOp(m.matmul.results[0].type, result, _reassociation([[0], list(range(1, 1 + len(n_sizes)))])).result
@@ -335,6 +386,16 @@ def rewrite(m: _Match) -> ir.Operation:
         if all(not list(r.uses) for r in op.results):
             op.erase()
     return fused.operation
+
+
+def _slice(x: ir.Value, k_dims: list[int], at: dict[int, int], dyn_sizes: list[ir.Value]) -> ir.Value:
+    """x [M, *K dims] at the unrolled dims' values `at`, those dims dropped (rank-reducing slice)."""
+    t = ir.RankedTensorType(x.type)
+    shape = list(t.shape)
+    offsets = [0] + [at.get(d, 0) for d in k_dims]
+    sizes = [shape[0]] + [1 if d in at else shape[1 + i] for i, d in enumerate(k_dims)]
+    result_t = ir.RankedTensorType.get([shape[0]] + [s for i, s in enumerate(shape[1:]) if k_dims[i] not in at], t.element_type)
+    return tensor.ExtractSliceOp(result_t, x, [], dyn_sizes, [], offsets, sizes, [1] * len(shape)).result
 
 
 def _inline_chain(m: _Match, leaf_args: list[ir.Value]) -> ir.Value:
