@@ -44,6 +44,10 @@ class SparsePattern:
         return self.global_ + self.local
 
     def check(self, max_context: int, option: str = "--sparse-attention") -> None:
+        """Validate for a bundle of `max_context` positions (bundles do not serve the ring cache yet)."""
+        if self.ring:
+            raise UserError(f"{option}: 'ring' (sliding-window KV cache) is not supported in bundles yet; "
+                            "the runtime session indexes its cache by position")
         for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):
             if value <= 0:
                 raise UserError(f"{option}: {name} must be positive (got {value})")
@@ -54,9 +58,13 @@ class SparsePattern:
 
 
 def parse_pattern(text: str, option: str = "--sparse-attention") -> SparsePattern:
-    """'local=W,global=G,block=B' -> SparsePattern (one-line UserError if malformed)."""
+    """'local=W,global=G,block=B[,ring]' -> SparsePattern (one-line UserError if malformed)."""
     values: dict[str, int] = {}
+    ring = False
     for part in text.split(","):
+        if part.strip() == "ring":
+            ring = True
+            continue
         m = re.fullmatch(r"\s*(local|global|block)\s*=\s*(-?\d+)\s*", part)
         if not m:
             raise UserError(f"{option}: cannot parse '{part.strip()}' in '{text}' (expected local=W,global=G,block=B)")
@@ -66,7 +74,7 @@ def parse_pattern(text: str, option: str = "--sparse-attention") -> SparsePatter
     missing = [k for k in ("local", "global", "block") if k not in values]
     if missing:
         raise UserError(f"{option}: missing {', '.join(missing)} in '{text}' (expected local=W,global=G,block=B)")
-    return SparsePattern(values["local"], values["global"], values["block"])
+    return SparsePattern(values["local"], values["global"], values["block"], ring)
 
 
 def block_sparse_attention(

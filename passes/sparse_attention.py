@@ -7,11 +7,17 @@ G global keys and attends over them (`iree_glm.sparse_attention.block_sparse_att
 
 Design: the model exports its attention as one recognisable op,
 `torch.operator "torch.iree_glm.block_sparse_attention"(q, k_cache, v_cache, positions,
-local, global, block, ring)` (ring = W when the cache is a sliding window, else 0). For every operand signature the pass instantiates the block-sparse
-kernel (the torch function, exported and imported into the same MLIR context), adds it as a
-private function and replaces the op by a call, which IREE inlines. Anything the pass cannot
-match — no marked op, a dense `aten.scaled_dot_product_attention` left beside the marked
-ones, a pattern or shape it cannot serve — is an error, never a silent dense fallback.
+local, global, block, ring)` (ring = W when the cache is a sliding window, else 0). For every
+operand signature the pass instantiates the kernel (`blocked_attention`, written in torch,
+exported with the query rows as `block * blocks` and imported into the same MLIR context),
+wraps it in a function written here in torch-dialect MLIR that pads the queries to whole
+blocks and cuts the padding off again, and replaces the op by a call, which IREE inlines.
+Anything the pass cannot match — no marked op, a dense `aten.scaled_dot_product_attention`
+left beside the marked ones, a pattern or shape it cannot serve — is an error, never a silent
+dense fallback.
+
+Use: `run(module) -> number rewritten` (build.py runs it on the exported module), or
+`python -m iree_glm.passes.sparse_attention IN.mlir -o OUT.mlir`.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ def test_compile_cli_rejects_bad_patterns(glm4_checkpoint, tmp_path, capsys):
         (["--sparse-attention", "local=16,global=0,block=8"], "global must be positive"),
         (["--sparse-attention", "local=16,global=4,block=256", "--max-context", "128"], "block=256 is larger than the context (128)"),
         (["--sparse-attention", "window=16"], "cannot parse"),
+        (["--sparse-attention", "local=16,global=4,block=8,ring"], "not supported in bundles yet"),
     ]:
         assert run_cli(main, [ckpt, "-o", str(tmp_path / "b"), *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -101,6 +101,33 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     return out
 
 
+def build_decode(work: Path, capacity: int, pattern: str | None) -> Path:
+    """The default model's decode step alone: dense over a cache of `capacity` positions, or
+    block-sparse over a sliding-window cache of G + W slots (`capacity` ignored)."""
+    from iree_glm import default_model
+    from iree_glm import sparse_attention as sa
+    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.export import EntryPoint, export_mlir, write_parameter_archive
+    from iree_glm.lowering import compile_mlir, host_cpu_target
+    from iree_glm.passes import sparse_attention as sparse_pass
+
+    ring = sa.parse_pattern(pattern + ",ring") if pattern else None
+    name = f"decode-dense-{capacity}" if ring is None else f"decode-ring-{ring.ring_slots}"
+    out = work / name
+    if (out / "model.vmfb").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(open_checkpoint(default_model.FILES))
+    sa.enable(model, ring)
+    module, _ctx = export_mlir(model, [EntryPoint("decode", 1, 1, ring.ring_slots if ring else capacity)])
+    if ring is not None:
+        sparse_pass.run(module)
+    (out / "model.mlir").write_text(str(module))
+    write_parameter_archive(model, out / "weights.irpa")
+    compile_mlir(out / "model.mlir", out / "model.vmfb", host_cpu_target())
+    return out
+
+
 # -- measurements, each in a child process -------------------------------------------------
 
 
@@ -149,6 +176,40 @@ def _measure_attention(vmfb: str, length: int, runs: int) -> dict:
         if i:
             times.append((time.perf_counter() - t) * 1e3)
     return _result(times, rt.get_device("local-task"), base)
+
+
+def _measure_decode(folder: str, position: int, runs: int) -> dict:
+    """Decode steps at `position` (a long conversation's end) from a cache of the module's shape."""
+    import iree.runtime as rt
+    import numpy as np
+
+    from iree_glm import default_model
+    from iree_glm.export import PARAMETER_SCOPE
+
+    folder = Path(folder)
+    cfg = default_model.CONFIG
+    device = rt.get_device("local-task")
+    instance = rt.VmInstance()
+    index = rt.ParameterIndex()
+    index.load(str(folder / "weights.irpa"))
+    params = rt.create_io_parameters_module(instance, index.create_provider(scope=PARAMETER_SCOPE))
+    main = rt.VmModule.mmap(instance, str(folder / "model.vmfb"))
+    context = rt.VmContext(instance, modules=[rt.create_hal_module(instance, device), params, main])
+    decode = rt.FunctionInvoker(context, device, main.lookup_function("decode"))
+    slots = int(folder.name.rsplit("-", 1)[1])
+    cache = np.random.default_rng(0).standard_normal((cfg.num_layers, 1, cfg.num_kv_heads, slots, cfg.head_dim), dtype=np.float32)
+    base = _rss_mb()
+    k, v = cache, cache.copy()
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        logits, k, v = decode(np.asarray([[7]], np.int64), np.asarray([position + i], np.int64), k, v)
+        logits.to_host()
+        if i:
+            times.append((time.perf_counter() - t) * 1e3)
+    out = _result(times, device, base)
+    out["cache_mb"] = 2 * cache.nbytes / 2**20
+    return out
 
 
 def _child(kind: str, path: Path, length: int, runs: int) -> dict:
@@ -200,7 +261,8 @@ def main() -> None:
     p.add_argument("--pattern", default="local=256,global=16,block=64")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention, decode")
+    p.add_argument("--decode-contexts", default="4096,16384")
     p.add_argument("--fidelity", action="store_true", help="compare logits with dense attention instead of timing")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -209,7 +271,7 @@ def main() -> None:
         return
     if args.worker:
         kind, path, length, runs = args.worker
-        fn = _measure_model if kind == "model" else _measure_attention
+        fn = {"model": _measure_model, "attention": _measure_attention, "decode": _measure_decode}[kind]
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
@@ -229,6 +291,15 @@ def main() -> None:
             rows.append((f"attention alone (H={HEADS}, Hkv={KV_HEADS}, D={HEAD_DIM}, cache = S)", n, r))
             print(f"attention {n}: {r}", file=sys.stderr)
 
+    decode_rows = []
+    if "decode" not in args.skip:
+        ring = build_decode(args.work, 0, args.pattern)
+        for n in [int(c) for c in args.decode_contexts.split(",")]:
+            r = {"dense": _child("decode", build_decode(args.work, n, None), n - 64, 4 * args.runs),
+                 "sparse": _child("decode", ring, n - 64, 4 * args.runs)}
+            decode_rows.append((n, r))
+            print(f"decode {n}: {r}", file=sys.stderr)
+
     print(f"\nsparse = {args.pattern}; medians of {args.runs} runs; each engine in its own process\n")
     print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
     print("|---|---|---|---|---|---|---|")
@@ -236,6 +307,14 @@ def main() -> None:
         d, s = r["dense"], r["sparse"]
         print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | "
               f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+
+    if decode_rows:
+        print("\n| decode step at context | dense KV cache MB | sliding-window KV cache MB | saved | dense ms/token | sparse ms/token | dense / sparse peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        for n, r in decode_rows:
+            d, s = r["dense"], r["sparse"]
+            print(f"| {n} | {d['cache_mb']:.1f} | {s['cache_mb']:.2f} | {1 - s['cache_mb'] / d['cache_mb']:.1%} | "
+                  f"{d['ms']:.2f} | {s['ms']:.2f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
 
 
 if __name__ == "__main__":
