@@ -51,6 +51,16 @@ def test_kernel_matches_dense_masked_attention(s, start, local, global_, block, 
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("s, block", [(1, 1), (7, 4)])
+def test_kernel_batch_rows_at_different_positions(s, block):
+    """Batched decode (decode_bN): every row has its own position."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = torch.randn(2, 4, s, 8, generator=g), torch.randn(2, 2, 64, 8, generator=g), torch.randn(2, 2, 64, 8, generator=g)
+    pos = torch.stack([torch.arange(s) + 3, torch.arange(s) + 40])
+    got = sa.block_sparse_attention(q, k, v, pos, 16, 4, block)
+    torch.testing.assert_close(got, sa.dense_reference(q, k, v, pos, 16, 4, block), atol=1e-5, rtol=0)
+
+
 def test_pattern_differs_from_causal_attention():
     """The mask really drops keys (otherwise the tests above would prove little)."""
     mask = sa.sparse_mask(torch.arange(40)[None], 64, local=8, global_=4)[0, 0]
