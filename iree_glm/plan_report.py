@@ -50,7 +50,8 @@ def text_report(plan: PartitionPlan, stand_in: dict[str, str] | None = None) -> 
     mem = ", ".join(f"{d} {gb:.2f} GB" for d, gb in plan.memory_gb.items() if gb)
     share = 100 * plan.transfer_ms / plan.latency_ms if plan.latency_ms else 0.0
     lines.append(f"  estimate: {plan.latency_ms:.2f} ms/token, {plan.energy_mj:.1f} mJ/token "
-                 f"({plan.avg_power_w:.2f} W average), transfers {plan.transfer_ms:.3f} ms ({share:.1f}%); memory: {mem}")
+                 f"({plan.avg_power_w:.2f} W average), transfers {plan.transfer_ms:.3f} ms ({share:.1f}%); "
+                 f"prefill of {plan.prefill_tokens} tokens {plan.prefill_ms:.1f} ms; memory: {mem}")
     for w in plan.warnings:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)

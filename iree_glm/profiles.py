@@ -95,7 +95,7 @@ class Policy:
     objective: str = "latency"  # latency | energy | balanced
     power_budget_w: float | None = None  # average power while generating; None = no limit
     memory_reserve_gb: float = 0.0  # kept free on every device (OS, apps, activations)
-    context_tokens: int | None = None  # context length the per-token costs assume (default: half the bundle's)
+    context_tokens: int | None = None  # cached tokens a decode step reads (default: the bundle's capacity)
 
 
 @dataclass(frozen=True)

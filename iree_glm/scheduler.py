@@ -25,6 +25,7 @@ GB = 1e9
 # Bytes per weight, scales included (int8 per-channel, int4 with f16 scales per 32 weights).
 BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5 + 2 / 32}
 ACTIVATION_BYTES = 4  # hidden states travel as f32
+PREFILL_TOKENS = 128  # prompt length of the plan's prefill estimate
 PART_OPS = {
     "embed": ("gather",),
     "attn": ("norm", "matmul", "rope", "attention"),
@@ -96,14 +97,14 @@ def model_parts(
     return parts
 
 
-def part_seconds(part: Part, device: Device, ignore_support: bool = False) -> float:
-    """Roofline time of one part on one device for one token."""
+def part_seconds(part: Part, device: Device, ignore_support: bool = False, tokens: int = 1) -> float:
+    """Roofline time of one part on one device for `tokens` tokens in one call (weights read once)."""
     peak = device.peak_gflops.get(part.dtype)
     if peak is None:
         if not ignore_support:
             return math.inf
         peak = max(device.peak_gflops.values())
-    return max(part.flops / (peak * GB), part.read_bytes / (device.memory_bandwidth_gbs * GB))
+    return max(tokens * part.flops / (peak * GB), part.read_bytes / (device.memory_bandwidth_gbs * GB))
 
 
 def transfer_seconds(profile: Profile, a: str, b: str, nbytes: float) -> float:
@@ -157,6 +158,8 @@ class PartitionPlan:
     device_kinds: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     format_version: int = 1
+    prefill_tokens: int = PREFILL_TOKENS
+    prefill_ms: float = 0.0  # estimated time to prefill `prefill_tokens` prompt tokens with this placement
 
     @property
     def avg_power_w(self) -> float:
@@ -266,16 +269,16 @@ class _Problem:
             key = frontier[key][1]
         return out[::-1]
 
-    def evaluate(self, devices: list[str], ignore_support: bool = False) -> tuple[float, float, float]:
-        """(seconds, joules, transfer seconds) per token of an assignment."""
+    def evaluate(self, devices: list[str], ignore_support: bool = False, tokens: int = 1) -> tuple[float, float, float]:
+        """(seconds, joules, transfer seconds) of one call over `tokens` tokens (decode: 1)."""
         t_total, e_dyn, t_x = self.profile.host.call_overhead_us * 1e-6, 0.0, 0.0
         prev = self.host
         for part, name in zip(self.parts, devices):
             d = self.profile.device(name)
-            t = part_seconds(part, d, ignore_support)
-            x = self.hop(prev, name, self.act_bytes)
+            t = part_seconds(part, d, ignore_support, tokens)
+            x = self.hop(prev, name, self.act_bytes * tokens)
             t_total += t + x
-            t_x += transfer_seconds(self.profile, prev, name, self.act_bytes)
+            t_x += transfer_seconds(self.profile, prev, name, self.act_bytes * tokens)
             e_dyn += t * (d.active_power_w - d.idle_power_w)
             prev = name
         back = transfer_seconds(self.profile, prev, self.host, self.logit_bytes)
@@ -309,7 +312,8 @@ def plan_partition(
     context: int | None = None,
 ) -> PartitionPlan:
     """The partition plan of `cfg` on `profile` for decoding with a KV cache of `capacity`."""
-    context = context or profile.policy.context_tokens or max(1, capacity // 2)
+    # The exported attention reads the whole cache every step, so the default is its capacity.
+    context = context or profile.policy.context_tokens or capacity
     parts = model_parts(cfg, weight_dtype, context=min(context, capacity), capacity=capacity)
     pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
     policy = profile.policy
@@ -353,6 +357,7 @@ def plan_partition(
         context_tokens=context, parts=placements, segments=_segments(final), latency_ms=t * 1e3,
         energy_mj=e * 1e3, transfer_ms=tx * 1e3, memory_gb=memory,
         device_kinds={d.name: d.kind for d in profile.devices}, warnings=warnings,
+        prefill_ms=pb.evaluate(final, tokens=PREFILL_TOKENS)[0] * 1e3,
     )
 
 

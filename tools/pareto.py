@@ -112,15 +112,15 @@ def main() -> None:
     cfg = read_hf_config(args.checkpoint / "config.json") if args.checkpoint else GLM_EDGE_1_5B_CLASS
     dtypes = quant_dtypes(args.dtype) if args.dtype in ("int8", "int4") else {"default": args.dtype}
     results = {}
-    print(f"| profile | plan | ms/token | mJ/token | W | devices | on the front |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| profile | plan | ms/token | mJ/token | W | prefill 128 ms | devices | on the front |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.profiles:
         rows = sweep(cfg, name, dtypes, args.context)
         results[name] = rows
         front = {id(r) for r in pareto(rows)}
         for r in rows:
             p = r["plan"]
-            print(f"| {name} | {r['label']} | {p.latency_ms:.1f} | {p.energy_mj:.0f} | {p.avg_power_w:.2f} | "
+            print(f"| {name} | {r['label']} | {p.latency_ms:.1f} | {p.energy_mj:.0f} | {p.avg_power_w:.2f} | {p.prefill_ms:.0f} | "
                   f"{'+'.join(p.devices_used)} | {'yes' if id(r) in front else ''} |")
     args.output.write_text(svg(results, f"latency-energy estimates, {cfg.num_layers}-layer {cfg.hidden_size}-wide model, {args.dtype}"))
     print(f"wrote {args.output}")
