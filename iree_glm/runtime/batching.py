@@ -17,9 +17,11 @@ meanwhile) so that requests arriving together start decoding together.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -73,6 +75,8 @@ class BatchEngine:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="iree_glm-batching", daemon=True)
         self._thread.start()
+        ref = weakref.ref(self)
+        atexit.register(lambda: (engine := ref()) is not None and engine.close())  # no thread left at exit
 
     # -- client side ------------------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class BatchEngine:
                 self.cancel(job)
 
     def close(self) -> None:
+        """Stop the engine thread; requests still pending or running end as 'cancelled'."""
         with self._cond:
             self._closed = True
             self._cond.notify()
