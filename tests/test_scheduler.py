@@ -69,7 +69,7 @@ def test_gpu_without_int4_leaves_int4_layers_on_the_cpu():
 
 
 def test_memory_cap_splits_the_model():
-    parts = model_parts(CFG, "f32", context=512, capacity=1024)
+    parts = model_parts(CFG, "f32", context=1024, capacity=1024)
     layer = sum(p.resident_bytes for p in parts if p.layer == 0)
     cap_gb = 2.5 * layer / GB  # two layers fit, not three
     plan = plan_partition(CFG, _profile(_gpu(memory_gb=cap_gb)), "f32")
@@ -138,7 +138,7 @@ def test_dynamic_programming_finds_the_best_assignment():
                       num_layers=2, num_heads=4, num_kv_heads=4, head_dim=64)
     prof = _profile(_gpu(call_overhead_us=200.0), _npu(op_classes=["matmul", "norm", "elementwise"]))
     plan = plan_partition(cfg, prof, "int8")
-    pb = _Problem(prof, model_parts(cfg, "int8", context=512, capacity=1024), cfg.hidden_size, cfg.vocab_size)
+    pb = _Problem(prof, model_parts(cfg, "int8", context=1024, capacity=1024), cfg.hidden_size, cfg.vocab_size)
     names = [d.name for d in prof.devices]
     best = min(
         pb.evaluate(list(a))[0]
