@@ -120,3 +120,15 @@ def test_calibrate_writes_a_valid_profile(tmp_path):
     assert cpu.hal_driver == "local-task" and "f32" in cpu.dtypes
     assert cpu.peak_gflops["f32"] > 0.1 and cpu.memory_bandwidth_gbs > 0.01 and cpu.call_overhead_us > 0
     assert _cli("calibrate", "--driver", "qnn-htp", "-o", str(tmp_path / "npu.toml")).returncode == 2
+
+
+def test_compile_rejects_a_bad_profile_before_building(tmp_path, capsys):
+    from iree_glm.cli import run_cli
+    from iree_glm.compile import main
+
+    bad = tmp_path / "x.toml"
+    bad.write_text((REPO / "device_profiles" / "host-cpu.toml").read_text().replace('kind = "cpu"', 'kind = "tpu"'))
+    for profile, message in (("nope", "unknown profile 'nope'"), (str(bad), "devices[0].kind: unknown kind 'tpu'")):
+        assert run_cli(main, ["-o", str(tmp_path / "b"), "--profile", profile]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "b").exists()
