@@ -25,7 +25,7 @@ from .lowering import Target, compile_mlir
 from .plan_report import svg_picture
 from .profiles import load_profile
 from .scheduler import PartitionPlan, plan_partition, quant_dtypes
-from .partitioned import compile_stages, export_stages, stages_of
+from .partitioned import compile_stages, export_stages, stages_of, stand_ins
 from .quant import QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from . import sparse_attention
 
@@ -181,7 +181,7 @@ def build_bundle(
             )
             progress("write manifest")
             (folder / PLAN_FILE).write_text(plan.to_json())
-            (folder / PLAN_PICTURE).write_text(svg_picture(plan))
+            (folder / PLAN_PICTURE).write_text(svg_picture(plan, stand_ins(stage_info)))
             finish_manifest(folder, manifest)
     return BuildResult(Path(out), manifest, seconds, plan)
 

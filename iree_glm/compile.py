@@ -84,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     o = m.options
     print(f"weights: {o['parameter_bytes'] / 2**20:.1f} MiB, {o['compression_vs_fp32']:.3f} of fp32 (quant {quant.mode})")
     if args.report and result.plan is not None:
+        from .partitioned import stand_ins
         from .plan_report import text_report
 
-        print(text_report(result.plan))
+        print(text_report(result.plan, stand_ins(m.options.get("stages"))))
         print(f"plan picture: {out / 'plan.svg'}")
     if m.tokenizer is None:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")

@@ -211,3 +211,8 @@ def compile_stages(exported: list, stages: list[StageSpec], profile, folder, ext
                           "stand_in": stand_in, "allow_stand_in": device.allow_stand_in,
                           "cache_layers": spec.attn_layers})
     return modules, described
+
+
+def stand_ins(stage_info: list[dict] | None) -> dict[str, str]:
+    """Device -> driver its CPU stand-in runs on, for the stages of a bundle's manifest."""
+    return {s["device"]: "local-task" for s in stage_info or [] if s["stand_in"]}

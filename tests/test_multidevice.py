@@ -99,6 +99,7 @@ def test_plan_splits_across_three_devices(split_bundle):
     npu = next(s for s in stages if s["device"] == "npu")
     assert npu["stand_in"] and drivers["npu"] == "local-task"  # no NPU compiler or driver: CPU stand-in
     assert npu["cache_layers"], "the NPU stage keeps the KV cache of its own layers"
+    assert "npu (npu) stand-in" in (split_bundle / "plan.svg").read_text()
 
 
 def test_missing_npu_driver_stops_in_one_line(split_bundle):
