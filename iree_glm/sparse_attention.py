@@ -104,7 +104,9 @@ def blocked_attention(
     hkv, capacity = k.shape[1], k.shape[2]
     group = h // hkv
     nblk = rows // block
-    span = local + block - 1  # keys a query block's windows can reach
+    # Keys a query block's windows can reach (W + B - 1), rounded up to a multiple of 16 so the
+    # matmuls get vector-friendly sizes; the extra keys are masked by the band below.
+    span = -(-(local + block - 1) // 16) * 16
     dev = q.device
 
     qb = (q * (d**-0.5)).view(b, hkv, group, nblk, block, d).permute(0, 1, 3, 2, 4, 5).contiguous()  # [b,hkv,nblk,group,block,D]
@@ -113,9 +115,9 @@ def blocked_attention(
     block_first = start + torch.arange(nblk, device=dev)[None, :] * block  # [b,nblk] first query position
     key_pos = (block_first - (local - 1))[:, :, None] + torch.arange(span, device=dev)  # [b,nblk,span]
     slot = ring_slot(key_pos, global_, ring) if ring else key_pos
-    index = slot.clamp(0, capacity - 1).reshape(b, 1, nblk * span, 1).expand(b, hkv, nblk * span, d)
-    k_loc = k.gather(2, index).view(b, hkv, nblk, span, d)
-    v_loc = v.gather(2, index).view(b, hkv, nblk, span, d)
+    slot = slot.clamp(0, capacity - 1)
+    k_loc = _take(k, slot).view(b, hkv, nblk, span, d)
+    v_loc = _take(v, slot).view(b, hkv, nblk, span, d)
 
     # Local bias: the window band is static (key j of the span is visible to query r iff
     # r <= j < r + W); keys below G belong to the global part, negative positions are padding.
@@ -129,8 +131,8 @@ def blocked_attention(
 
     # Global part: every query against the G leading keys, causally.
     # Gathered rather than sliced: a cache shorter than G (a short fresh prompt) still gives G rows.
-    first = torch.arange(global_, device=dev).clamp(max=capacity - 1)[None, None, :, None].expand(b, hkv, global_, d)
-    k_glob, v_glob = k.gather(2, first), v.gather(2, first)  # [b,hkv,G,D]
+    first = torch.arange(global_, device=dev).clamp(max=capacity - 1)[None].expand(b, global_)
+    k_glob, v_glob = _take(k, first), _take(v, first)  # [b,hkv,G,D]
     s_glob = qb.view(b, hkv, rows * group, d) @ k_glob.transpose(-1, -2)
     s_glob = s_glob.view(b, hkv, nblk, group, block, global_)
     query_pos = block_first[:, :, None] + torch.arange(block, device=dev)  # [b,nblk,block]
@@ -145,6 +147,16 @@ def blocked_attention(
     o_glob = p_glob.view(b, hkv, rows * group, global_) @ v_glob
     out = (o_loc.view(b, hkv, nblk, group, block, d) + o_glob.view(b, hkv, nblk, group, block, d)) / denom
     return out.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, rows, d)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [b,Hkv,C,D] at positions index [b,...] -> [b,Hkv,n,D]. One row: `index_select` with
+    a flat index (no index tensor the size of the result); several rows: `gather`."""
+    b, hkv, _, d = x.shape
+    flat = index.reshape(b, -1)
+    if b == 1:
+        return x.index_select(2, flat[0])
+    return x.gather(2, flat[:, None, :, None].expand(b, hkv, flat.shape[1], d))
 
 
 def ring_slot(position: torch.Tensor, global_: int, local: int) -> torch.Tensor:

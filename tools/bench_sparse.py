@@ -154,7 +154,7 @@ def _measure_model(bundle: str, length: int, runs: int) -> dict:
 def _result(times: list[float], device, base_rss: float) -> dict:
     """Median time; IREE's allocator peak (inputs, outputs, transients) and the process's peak RSS."""
     stats = device.allocator.statistics
-    return {"ms": statistics.median(times), "iree_peak_mb": stats["device_bytes_peak"] / 2**20,
+    return {"ms": statistics.median(times), "times": times, "iree_peak_mb": stats["device_bytes_peak"] / 2**20,
             "peak_mb": _peak_mb(), "growth_mb": _peak_mb() - base_rss}
 
 
@@ -218,6 +218,20 @@ def _child(kind: str, path: Path, length: int, runs: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _compare(kind: str, paths: dict[str, Path], length: int, runs: int, rounds: int) -> dict[str, dict]:
+    """Alternate the engines' processes (dense, sparse, dense, ...) so that a change in machine
+    load hits both; the median is over every run of every round, peaks are the maxima."""
+    results: dict[str, list[dict]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            results[name].append(_child(kind, path, length, runs))
+    merged = {}
+    for name, rs in results.items():
+        merged[name] = {**rs[0], "ms": statistics.median([t for r in rs for t in r["times"]]),
+                        "peak_mb": max(r["peak_mb"] for r in rs), "iree_peak_mb": max(r["iree_peak_mb"] for r in rs)}
+    return merged
+
+
 def fidelity(lengths: list[int], pattern: str) -> None:
     """Logits of the default model with the sparse pattern vs dense attention (torch eager; the
     compiled kernel matches eager to fp32 rounding, see tests/test_sparse_attention.py), on the
@@ -259,7 +273,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", default="1024,2048,4096")
     p.add_argument("--pattern", default="local=256,global=16,block=64")
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per process (after a warm-up)")
+    p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
     p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention, decode")
     p.add_argument("--decode-contexts", default="4096,16384")
@@ -281,13 +296,13 @@ def main() -> None:
     if "model" not in args.skip:
         bundles = {name: build_model(args.work, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
         for n in lengths:
-            r = {name: _child("model", b, n, args.runs) for name, b in bundles.items()}
+            r = _compare("model", bundles, n, args.runs, args.rounds)
             rows.append(("whole model (default model, cache 4096)", n, r))
             print(f"model {n}: {r}", file=sys.stderr)
     if "attention" not in args.skip:
         for n in lengths:
             mods = {name: build_attention(args.work, n, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
-            r = {name: _child("attention", m, n, args.runs) for name, m in mods.items()}
+            r = _compare("attention", mods, n, args.runs, args.rounds)
             rows.append((f"attention alone (H={HEADS}, Hkv={KV_HEADS}, D={HEAD_DIM}, cache = S)", n, r))
             print(f"attention {n}: {r}", file=sys.stderr)
 
@@ -295,12 +310,12 @@ def main() -> None:
     if "decode" not in args.skip:
         ring = build_decode(args.work, 0, args.pattern)
         for n in [int(c) for c in args.decode_contexts.split(",")]:
-            r = {"dense": _child("decode", build_decode(args.work, n, None), n - 64, 4 * args.runs),
-                 "sparse": _child("decode", ring, n - 64, 4 * args.runs)}
+            r = _compare("decode", {"dense": build_decode(args.work, n, None), "sparse": ring}, n - 64, 4 * args.runs, args.rounds)
             decode_rows.append((n, r))
             print(f"decode {n}: {r}", file=sys.stderr)
 
-    print(f"\nsparse = {args.pattern}; medians of {args.runs} runs; each engine in its own process\n")
+    print(f"\nsparse = {args.pattern}; medians of {args.rounds} x {args.runs} runs; each engine in its own "
+          "processes, alternated\n")
     print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
     print("|---|---|---|---|---|---|---|")
     for what, n, r in rows:
