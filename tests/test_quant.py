@@ -128,9 +128,10 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
 
 
 def test_int4_bundle_runs_fused_and_matches_eager(glm4_checkpoint, fp32_model, tmp_path):
-    spec = QuantSpec("int4", group_size=32)
+    """int4 layers (every matmul fused, or build_bundle raises) plus int8 embeddings (a gather)."""
+    spec = QuantSpec("int4", group_size=32, embeddings="int8")
     result = build_bundle(glm4_checkpoint[0], tmp_path / "b4", BuildOptions(max_context=64, quant=spec))
-    assert result.manifest.options["quant"]["group_size"] == 32
+    assert result.manifest.options["quant"] == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32}
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 3)
     want = _eager_logits(quantize_model(copy.deepcopy(fp32_model), spec), PROMPT, tokens)
