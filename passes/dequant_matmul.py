@@ -15,7 +15,14 @@ x * w into an output laid out like the weight's N dims; a `tensor.collapse_shape
 the [M, N] result. The weight is thus read once, as bytes, inside the matmul's dispatch.
 
 The layout of the dequantized weight decides the loop order: quant.py stores 16 output
-channels innermost ([N/16, K, 16] for int8), which IREE vectorizes well for decode.
+channels innermost ([N/16, K, 16] for int8), loops (m, n/16, k, 16). In a decode microbenchmark
+(12 matmuls 1024x2816 / 2816x1024, 2 threads) this order beat (m, n/16, 16, k) by ~1.7x.
+Small reduction dims that only pick elements of constants (int4's low/high nibble) are
+unrolled so the shift amounts are scalars (IREE emits scalar code for constant-indexed reads).
+
+Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
+and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
+linear layers.
 
 Use: `run(module) -> list of rewritten matmul locations`, or
 `python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir`.
