@@ -1,41 +1,43 @@
 """The small model a new user gets when `compile` is given no checkpoint.
 
-Until a trained model ships, it is a small GLM-4 with seeded random weights and a
-byte-level tokenizer, generated into a checkpoint folder on demand. Its text is noise,
-and every tool that uses it says so.
+A 5 M-parameter GLM-4 trained on the Python standard library's docstrings, with a byte-level
+BPE tokenizer trained on the same text, both shipped in `default_model_files/` (made by
+`tools/train_default_model.py`, reproducible from its seed). It writes docstring-like English:
+small, but readable, so a first run shows a model that learned something. The folder also holds
+held-out text (modules the model never saw) for perplexity, and a sample of the training text
+(the default calibration text of `--prune`).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
-from .checkpoint import random_model, write_checkpoint
-from .config import ModelConfig
-from .tokenizer import byte_level_tokenizer_json
+from .config import ModelConfig, read_hf_config
 
-SEED = 1234
+FILES = Path(__file__).resolve().parent / "default_model_files"
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+HELDOUT_TEXT = FILES / "heldout.txt"
 DEFAULT_BUNDLE = Path("bundles") / "default"
-DESCRIPTION = "default model: small GLM-4, seeded random weights (untrained, its text is noise)"
 
-CONFIG = ModelConfig(
-    family="glm4",
-    vocab_size=257,  # 256 bytes + <|endoftext|>
-    hidden_size=256,
-    intermediate_size=768,
-    num_layers=4,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=64,
-    attention_bias=True,
-    partial_rotary_factor=0.5,
-    rms_norm_eps=1e-5,
-    max_position_embeddings=4096,
-    eos_token_ids=(256,),
-)
+
+def _description() -> str:
+    info = json.loads((FILES / "training.json").read_text())
+    return (
+        f"default model: GLM-4 trained on Python stdlib docs, {info['parameters'] / 1e6:.1f} M params "
+        f"(held-out perplexity {info['heldout_perplexity']:.0f})"
+    )
+
+
+DESCRIPTION = _description()
+CONFIG: ModelConfig = read_hf_config(FILES / "config.json")
 
 
 def write_default_checkpoint(path: Path) -> Path:
-    """Write the default model as a Hugging Face checkpoint folder; returns the folder."""
-    write_checkpoint(random_model(CONFIG, SEED), path)
-    (Path(path) / "tokenizer.json").write_text(byte_level_tokenizer_json())
-    return Path(path)
+    """Copy the shipped default model into a Hugging Face checkpoint folder; returns the folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in CHECKPOINT_FILES:
+        shutil.copy(FILES / name, path / name)
+    return path
