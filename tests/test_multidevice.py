@@ -131,3 +131,17 @@ def test_run_cli_marks_the_stand_in(split_bundle):
     assert r.returncode == 0, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert lines and all("[STAND-IN: npu runs on local-task]" in l for l in lines)
+
+
+def test_a_device_failing_mid_run_stops_with_one_line(split_bundle):
+    from iree_glm.runtime.pipeline import DeviceFailure, PipelineSession
+
+    split = PipelineSession.load(split_bundle, allow_stand_in=True)
+    stage = next(s for s in split._stages if s.device == "lavapipe")
+
+    def broken(*args):
+        raise RuntimeError("VK_ERROR_DEVICE_LOST: simulated\nmore detail")
+
+    stage.fns["decode"] = broken
+    with pytest.raises(DeviceFailure, match=r"device 'lavapipe' \(vulkan\) failed in decode: VK_ERROR_DEVICE_LOST: simulated$"):
+        split.generate(PROMPT, max_new_tokens=4)

@@ -29,6 +29,10 @@ from .request import RequestState
 from .session import Session
 
 
+class DeviceFailure(RequestError):
+    """A stage's device failed during a call; the generation stops (no silent change of device)."""
+
+
 @dataclass
 class _Stage:
     index: int
@@ -123,10 +127,14 @@ class PipelineSession(Session):
         for stage, k, v in zip(self._stages, ks, vs):
             t = time.perf_counter()
             args = (x, start, k, v) if stage.cache_layers else (x, start)
-            out = stage.fns[name](*args)
-            out = out if isinstance(out, tuple) else (out,)
-            t2 = time.perf_counter()
-            x = out[0].to_host()  # the hand-off: mapped from the producing device, uploaded by the next
+            try:
+                out = stage.fns[name](*args)
+                out = out if isinstance(out, tuple) else (out,)
+                t2 = time.perf_counter()
+                x = out[0].to_host()  # the hand-off: mapped from the producing device, uploaded by the next
+            except (RuntimeError, ValueError) as e:  # a device failing mid-run: stop, never switch devices
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise DeviceFailure(f"{self.bundle}: device '{stage.device}' ({stage.driver}) failed in {name}: {first}") from None
             self.stats.handoff_seconds += time.perf_counter() - t2
             self.stats.stage_seconds[stage.device] += t2 - t
             new_k.append(out[1] if stage.cache_layers else None)
