@@ -233,8 +233,9 @@ class Session:
             logits, k, v = self._fns["prefill"](
                 np.asarray([ids[start:]], np.int64), np.asarray([start], np.int64), k_in, v_in
             )
-            logits = logits.to_host()[0]
-            host = (k.to_host(), v.to_host()) if pc is not None and pc.missing_blocks(ids) else None
+            # to_host() may map device memory that later calls reuse: keep owned copies.
+            logits = np.array(logits.to_host()[0])
+            host = (np.array(k.to_host()), np.array(v.to_host())) if pc is not None and pc.missing_blocks(ids) else None
         if host is not None:
             pc.insert(ids, *host)
         state.cached_tokens = start
@@ -248,7 +249,7 @@ class Session:
             logits, k, v = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), k, v
             )
-            return logits.to_host(), k, v
+            return np.array(logits.to_host()), k, v
 
     # -- the one-at-a-time loop --------------------------------------------------------------
 
