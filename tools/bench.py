@@ -38,10 +38,23 @@ def make_checkpoint(name: str, folder: Path) -> Path:
     return path
 
 
+def _source_hash() -> str:
+    """A digest of iree_glm's code, so a bundle built by older code is never reused."""
+    import hashlib
+
+    import iree_glm
+
+    root = Path(iree_glm.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def make_bundle(checkpoint: Path, folder: Path, context: int) -> Path:
     from iree_glm.build import BuildOptions, build_bundle
 
-    out = folder / f"{checkpoint.name}-bundle-{context}"
+    out = folder / f"{checkpoint.name}-bundle-{context}-{_source_hash()}"
     if not (out / "manifest.json").exists():
         build_bundle(checkpoint, out, BuildOptions(max_context=context))
     return out
