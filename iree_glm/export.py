@@ -97,27 +97,35 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
         return prog.run_decompositions(table)
 
 
-def export_mlir(model: torch.nn.Module, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):
-    """Export each entry point of `model` into one MLIR module; returns (module, context)."""
+def import_programs(owner: torch.nn.Module, programs: Iterable[tuple[str, Any]]):
+    """Import (function name, ExportedProgram) pairs into one MLIR module; every tensor in
+    `owner.state_dict()` becomes a named parameter. Returns (module, context, declared names)."""
     from iree.compiler import ir
     from iree.compiler.extras.fx_importer import FxImporter
 
-    names = {id(t): n for n, t in model.state_dict(keep_vars=True).items()}
-    names.update({id(t.data): n for n, t in model.state_dict(keep_vars=True).items()})
+    state = owner.state_dict(keep_vars=True)
+    names = {id(t): n for n, t in state.items()}
+    names.update({id(t.data): n for n, t in state.items()})
     context = ir.Context()
     hooks = _parameter_hooks(names)
     importer = FxImporter(context=context, hooks=hooks)
-    for ep in entry_points:
-        prog = _export(model, ep, cache_dtype)
+    for func_name, prog in programs:
         # Non-persistent buffers (rotary inv_freq) live in ep.constants, not ep.state_dict.
         for name, value in prog.constants.items():
             prog.state_dict.setdefault(name, value)
         _rename_state(prog, names)
-        importer.import_frozen_program(prog, func_name=ep.name)
-    missing = set(model.state_dict()) - set(hooks.declared)
+        importer.import_frozen_program(prog, func_name=func_name)
+    return importer.module, context, set(hooks.declared)
+
+
+def export_mlir(model: torch.nn.Module, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):
+    """Export each entry point of `model` into one MLIR module; returns (module, context)."""
+    programs = ((ep.name, _export(model, ep, cache_dtype)) for ep in entry_points)
+    module, context, declared = import_programs(model, programs)
+    missing = set(model.state_dict()) - declared
     if missing:
         raise RuntimeError(f"weights were not turned into parameters: {sorted(missing)[:3]}")
-    return importer.module, context
+    return module, context
 
 
 def _rename_state(prog, names: dict[int, str]) -> None:

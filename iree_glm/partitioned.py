@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from .export import EntryPoint, _parameter_hooks, _rename_state
+from .export import EntryPoint, import_programs
 from .scheduler import PartitionPlan
 
 
@@ -148,22 +148,9 @@ def _export_stage(stage: Stage, ep: EntryPoint, cache_dtype: torch.dtype):
 
 def export_stage_mlir(stage: Stage, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):
     """Export a stage's entry points into one MLIR module with parameters by name (as export.py)."""
-    from iree.compiler import ir
-    from iree.compiler.extras.fx_importer import FxImporter
-
-    state = stage.state_dict(keep_vars=True)
-    names = {id(t): n for n, t in state.items()}
-    names.update({id(t.data): n for n, t in state.items()})
-    context = ir.Context()
-    hooks = _parameter_hooks(names)
-    importer = FxImporter(context=context, hooks=hooks)
-    for ep in entry_points:
-        prog = _export_stage(stage, ep, cache_dtype)
-        for name, value in prog.constants.items():
-            prog.state_dict.setdefault(name, value)
-        _rename_state(prog, names)
-        importer.import_frozen_program(prog, func_name=ep.name)
-    return importer.module, context
+    programs = ((ep.name, _export_stage(stage, ep, cache_dtype)) for ep in entry_points)
+    module, context, _ = import_programs(stage, programs)
+    return module, context
 
 
 # -- building a bundle's stage modules -------------------------------------------------------
