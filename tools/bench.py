@@ -27,18 +27,20 @@ CONFIGS = {
 }
 
 
-def make_checkpoint(name: str, folder: Path) -> Path:
+def make_checkpoint(name: str, folder: Path, layers: int | None = None) -> Path:
+    """A seeded random GLM-4 checkpoint of a named size (optionally with fewer layers)."""
     from iree_glm.checkpoint import random_model, write_checkpoint
     from iree_glm.config import ModelConfig
 
-    path = folder / f"glm4-{name}"
+    path = folder / (f"glm4-{name}" if layers is None else f"glm4-{name}-{layers}l")
     if not (path / "model.safetensors").exists():
-        cfg = ModelConfig(family="glm4", attention_bias=True, partial_rotary_factor=0.5, max_position_embeddings=4096, **CONFIGS[name])
+        shape = dict(CONFIGS[name], **({} if layers is None else {"num_layers": layers}))
+        cfg = ModelConfig(family="glm4", attention_bias=True, partial_rotary_factor=0.5, max_position_embeddings=4096, **shape)
         write_checkpoint(random_model(cfg, seed=0), path)
     return path
 
 
-def _source_hash() -> str:
+def source_hash() -> str:
     """A digest of iree_glm's code, so a bundle built by older code is never reused."""
     import hashlib
 
@@ -54,7 +56,7 @@ def _source_hash() -> str:
 def make_bundle(checkpoint: Path, folder: Path, context: int) -> Path:
     from iree_glm.build import BuildOptions, build_bundle
 
-    out = folder / f"{checkpoint.name}-bundle-{context}-{_source_hash()}"
+    out = folder / f"{checkpoint.name}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
         build_bundle(checkpoint, out, BuildOptions(max_context=context))
     return out

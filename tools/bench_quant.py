@@ -22,20 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (tools/bench.py: checkpoints and per-process measurements)
 
 
-def make_checkpoint(name: str, layers: int | None, folder: Path) -> Path:
-    if layers is None:
-        return bench.make_checkpoint(name, folder)
-    from iree_glm.checkpoint import random_model, write_checkpoint
-    from iree_glm.config import ModelConfig
-
-    path = folder / f"glm4-{name}-{layers}l"
-    if not (path / "model.safetensors").exists():
-        shape = dict(bench.CONFIGS[name], num_layers=layers)
-        cfg = ModelConfig(family="glm4", attention_bias=True, partial_rotary_factor=0.5, max_position_embeddings=4096, **shape)
-        write_checkpoint(random_model(cfg, seed=0), path)
-    return path
-
-
 def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: int) -> tuple[Path, dict]:
     import json
 
@@ -43,7 +29,7 @@ def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: 
     from iree_glm.quant import QuantSpec
 
     tag = mode if mode != "int4" else f"int4g{group}"
-    out = folder / f"{checkpoint.name}-{tag}-bundle-{context}"
+    out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{bench.source_hash()}"
     if not (out / "manifest.json").exists():
         build_bundle(checkpoint, out, BuildOptions(max_context=context, quant=QuantSpec(mode, group)))
     return out, json.loads((out / "manifest.json").read_text())["options"]
@@ -65,7 +51,7 @@ def main() -> None:
     args = p.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    ckpt = make_checkpoint(args.config, args.layers, args.work)
+    ckpt = bench.make_checkpoint(args.config, args.work, args.layers)
     rows = []
     for mode in args.modes.split(","):
         bundle, options = make_bundle(ckpt, args.work, args.context, mode, args.group_size)
