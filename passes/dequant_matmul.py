@@ -467,4 +467,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from iree_glm.cli import run_cli
+
+    sys.exit(run_cli(main))
