@@ -21,9 +21,9 @@ from .checkpoint import hf_config_dict, open_checkpoint, load_model
 from .errors import UserError
 from .export import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
 from .prune import PruneSpec, calibration_ids, check_spec, prune_model
-from .lowering import Target, compile_mlir
+from .lowering import compile_mlir
 from .plan_report import svg_picture
-from .profiles import load_profile
+from .profiles import Profile, load_profile
 from .scheduler import PartitionPlan, plan_partition, quant_dtypes
 from .partitioned import compile_stages, export_stages, stages_of, stand_ins
 from .quant import QuantSpec, quantize_model, quantized_layer_count, state_bytes
@@ -62,11 +62,12 @@ def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
     return eps
 
 
-def _check_options(opts: BuildOptions) -> Target:
+def _check_options(opts: BuildOptions) -> Profile:
+    """Check the options that need no checkpoint; returns the loaded profile."""
     if opts.max_context is not None and opts.max_context < 2:
         raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
     opts.quant.check()
-    return load_profile(opts.profile).host.target()
+    return load_profile(opts.profile)
 
 
 def build_bundle(
@@ -77,8 +78,8 @@ def build_bundle(
 ) -> BuildResult:
     """Compile a checkpoint folder (or, with None, the default model) into a bundle at `out`."""
     opts = opts or BuildOptions()
-    target = _check_options(opts)
-    profile = load_profile(opts.profile)
+    profile = _check_options(opts)
+    target = profile.host.target()
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="iree_glm-") as work:
         work = Path(work)
