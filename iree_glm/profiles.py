@@ -96,6 +96,8 @@ class Policy:
     power_budget_w: float | None = None  # average power while generating; None = no limit
     memory_reserve_gb: float = 0.0  # kept free on every device (OS, apps, activations)
     context_tokens: int | None = None  # cached tokens a decode step reads (default: the bundle's capacity)
+    prefix_cache_mb: float | None = None  # runtime prefix-cache budget in MiB (0: off); recorded in bundles
+    sparse_attention: str | None = None  # compile's default --sparse-attention pattern ("none": off)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ _DEVICE_KEYS = {
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
 _LINK_KEYS = {"between": list, "bandwidth_gbs": float, "latency_us": float, "shared_memory": bool}
-_POLICY_KEYS = {"objective": str, "power_budget_w": float, "memory_reserve_gb": float, "context_tokens": int}
+_POLICY_KEYS = {"objective": str, "power_budget_w": float, "memory_reserve_gb": float, "context_tokens": int,
+                "prefix_cache_mb": float, "sparse_attention": str}
 _TOP_KEYS = {"format_version": int, "name": str, "description": str, "devices": list, "links": list, "policy": dict}
 
 
@@ -277,9 +280,24 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         raise c.fail("policy.power_budget_w", f"must be positive (got {p['power_budget_w']})")
     if "context_tokens" in p and p["context_tokens"] < 1:
         raise c.fail("policy.context_tokens", f"must be at least 1 (got {p['context_tokens']})")
+    sparse = p.get("sparse_attention")
+    if sparse is not None and sparse.strip() != "none":
+        from .sparse_attention import parse_pattern
+
+        try:
+            pattern = parse_pattern(sparse, f"{source}: policy.sparse_attention")
+        except UserError as e:
+            raise ProfileError(str(e)) from None
+        for name, value in (("local", pattern.local), ("global", pattern.global_), ("block", pattern.block)):
+            if value <= 0:
+                raise c.fail("policy.sparse_attention", f"{name} must be positive (got {value})")
+        if pattern.ring:
+            raise c.fail("policy.sparse_attention", "'ring' is not supported in bundles yet")
     policy = Policy(
         objective=p.get("objective", "latency"), power_budget_w=p.get("power_budget_w"),
         memory_reserve_gb=p.get("memory_reserve_gb", 0.0), context_tokens=p.get("context_tokens"),
+        prefix_cache_mb=p.get("prefix_cache_mb"),
+        sparse_attention=None if sparse is None or sparse.strip() == "none" else sparse,
     )
     if host.memory_gb <= policy.memory_reserve_gb:
         i = devices.index(host)
