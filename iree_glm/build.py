@@ -176,6 +176,7 @@ def build_bundle(
                 options={"max_context": opts.max_context, "dtype": "float32",
                          **({"prune": str(opts.prune)} if opts.prune else {}),
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
+                         **({"prefix_cache_mb": profile.policy.prefix_cache_mb} if profile.policy.prefix_cache_mb is not None else {}),
                          "quant": opts.quant.to_dict(), "parameter_bytes": parameter_bytes,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},

@@ -33,6 +33,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
     p.add_argument("--prefix-cache-dir", type=Path, help="reuse (and save) the KV cache of prompt prefixes in this folder")
+    p.add_argument("--prefix-cache-mb", type=float, help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512)")
+    p.add_argument("--normalize", nargs="?", const="default", metavar="STEPS",
+                   help="rewrite the prompt text before tokenization so prompts differing only in form share cached prefixes: "
+                        "steps from whitespace,nfkc,case (alone: whitespace,nfkc); changes what the model reads")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
     p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
     return p.parse_args(argv)
@@ -43,22 +47,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runtime import SamplingParams, Session
 
     from .bundle import read_manifest
+    from .runtime.normalize import parse_normalize
     from .runtime.pipeline import PipelineSession, is_multi_device
 
+    normalizer = parse_normalize(args.normalize)
+    if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
+        raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
+    if args.prefix_cache_mb is not None and args.prefix_cache_dir is None:
+        raise UserError("--prefix-cache-mb is only used with --prefix-cache-dir")
+    if normalizer is not None and args.prompt is None:
+        raise UserError("--normalize rewrites text: use it with --prompt, not --prompt-ids")
     stand_in = ""
     if is_multi_device(read_manifest(args.bundle, verify=False)):  # one module per device (plan stages)
-        if args.prefix_cache_dir is not None:
-            raise UserError("--prefix-cache-dir is not supported for multi-device bundles")
+        for option, value in (("--prefix-cache-dir", args.prefix_cache_dir), ("--prefix-cache-mb", args.prefix_cache_mb),
+                              ("--normalize", normalizer)):
+            if value is not None:
+                raise UserError(f"{option} is not supported for multi-device bundles")
         session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in)
         stand_in = "".join(f"[STAND-IN: {d} runs on {drv}] " for d, drv in session.stand_ins.items())
     else:
-        session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir)
+        session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir,
+                               prefix_cache_bytes=None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
+                               normalize=normalizer)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")
     if args.json:
         result = session.generate(prompt, args.max_new_tokens, sampling, stop=tuple(args.stop))
         out = result.to_dict()
+        if normalizer is not None:
+            out["normalized"] = str(normalizer)
         if isinstance(session, PipelineSession):
             out["stand_in"] = session.stand_ins
         print(json.dumps(out))
@@ -75,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = stream.result
     print(f"{stand_in}prefill {r.prefill_ms:.1f} ms, decode {r.decode_tok_s:.1f} tok/s "
           f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
-          f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''})", file=sys.stderr)
+          f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''}"
+          f"{f', prompt normalized ({normalizer})' if normalizer else ''})", file=sys.stderr)
     return 0
 
 

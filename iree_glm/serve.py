@@ -4,6 +4,9 @@ Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (both with `"stre
 for server-sent events), `GET /v1/models`, `GET /health`. Requests are served by the
 session's batching engine, so concurrent clients share decode steps; a client that
 disconnects has its request cancelled. Bad requests get HTTP 400 with a JSON error message.
+With `--normalize` (or a request's `"normalize"`: "whitespace,nfkc", true or false), prompt
+text and chat message contents are normalized before tokenization (runtime/normalize.py),
+so prompts that differ only in form share the prefix cache.
 
 Standard library only (asyncio streams, one request per connection: `Connection: close`).
 Chat prompts use the bundle's `chat_template` (tokenizer_config.json, rendered with jinja2
@@ -68,9 +71,10 @@ def glm4_chat_prompt(messages: list[dict]) -> str:
 
 
 class Server:
-    def __init__(self, session, model_name: str):
+    def __init__(self, session, model_name: str, normalizer=None):
         self.session = session
         self.model_name = model_name
+        self.normalizer = normalizer  # the launch default; a request's "normalize" overrides it
         self.render_chat = _chat_template(session.bundle) or glm4_chat_prompt
         self.requests_served = 0
         self.requests_cancelled = 0
@@ -164,6 +168,14 @@ class Server:
 
     def _start(self, req: dict, chat: bool):
         from .runtime import SamplingParams
+        from .runtime.normalize import parse_normalize
+
+        normalize = self.normalizer
+        if "normalize" in req:
+            try:
+                normalize = parse_normalize(req["normalize"], "'normalize'")
+            except UserError as e:
+                raise HttpError(400, str(e)) from None
 
         if chat:
             messages = req.get("messages")
@@ -172,6 +184,8 @@ class Server:
             for m in messages:
                 if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                     raise HttpError(400, "each message needs a string 'role' and 'content'")
+            if normalize is not None:  # the contents only: the template's layout stays as it is
+                messages = [{**m, "content": normalize(m["content"])} for m in messages]
             prompt: Any = self.render_chat(messages)
         else:
             prompt = req.get("prompt")
@@ -184,6 +198,8 @@ class Server:
                 raise HttpError(400, "'prompt' must be a string or a list of token ids")
             if isinstance(prompt, str) and not prompt:
                 raise HttpError(400, "the prompt is empty")
+            if isinstance(prompt, str) and normalize is not None:
+                prompt = normalize(prompt)
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         if max_tokens is None:
             max_tokens = CHAT_DEFAULT_MAX_TOKENS if chat else COMPLETION_DEFAULT_MAX_TOKENS
@@ -274,8 +290,8 @@ async def serve(server: Server, host: str, port: int, ready=None) -> None:
 class BackgroundServer:
     """The server on its own thread and event loop (for embedding and tests); `port` is bound."""
 
-    def __init__(self, session, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None):
-        self.server = Server(session, model_name or session.bundle.name)
+    def __init__(self, session, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None, normalizer=None):
+        self.server = Server(session, model_name or session.bundle.name, normalizer)
         self._loop = asyncio.new_event_loop()
         bound = threading.Event()
         self.port = 0
@@ -311,7 +327,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start)")
     p.add_argument("--prefix-cache-dir", type=Path, help="persist the prefix KV cache in this folder")
-    p.add_argument("--prefix-cache-mb", type=int, default=512, help="prefix cache budget in MiB (default 512; 0 disables it)")
+    p.add_argument("--prefix-cache-mb", type=float, default=None, help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512; 0 disables it)")
+    p.add_argument("--normalize", nargs="?", const="default", metavar="STEPS",
+                   help="normalize prompt text before tokenization (steps from whitespace,nfkc,case; alone: whitespace,nfkc) "
+                        "so prompts differing only in form share cached prefixes; requests may override it")
     p.add_argument("--gather-ms", type=float, default=10.0, help="batching window when the engine was idle (default 10)")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
     return p.parse_args(argv)
@@ -319,23 +338,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from .bundle import read_manifest
     from .runtime import Session
+    from .runtime.normalize import parse_normalize
+    from .runtime.prefix_cache import budget_bytes
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (got {args.port})")
-    if args.prefix_cache_mb < 0:
+    if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
+    normalizer = parse_normalize(args.normalize)
+    budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
+                          read_manifest(args.bundle, verify=False))
     session = Session.load(
-        args.bundle, verify=not args.no_verify, prefix_cache=args.prefix_cache_mb > 0,
-        prefix_cache_dir=args.prefix_cache_dir if args.prefix_cache_mb > 0 else None,
-        prefix_cache_bytes=args.prefix_cache_mb << 20,
+        args.bundle, verify=not args.no_verify, prefix_cache=budget > 0,
+        prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
     )
     session.gather_ms = args.gather_ms
-    server = Server(session, args.bundle.name)
+    server = Server(session, args.bundle.name, normalizer)
 
     def ready(port: int) -> None:
         sizes = ",".join(map(str, session.decode_batch_sizes))
-        print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes})", file=sys.stderr, flush=True)
+        cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
+        norm = f", prompts normalized ({normalizer})" if normalizer else ""
+        print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm})", file=sys.stderr, flush=True)
 
     try:
         asyncio.run(serve(server, args.host, args.port, ready))

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from iree_glm.runtime import Session
+from iree_glm.runtime.normalize import parse_normalize
 from iree_glm.serve import BackgroundServer, glm4_chat_prompt
 
 
@@ -193,3 +194,39 @@ def test_serve_cli_listens_and_answers(batched_bundle):
 def test_serve_cli_bad_option():
     r = subprocess.run([sys.executable, "-m", "iree_glm.serve", "no-such-bundle", "--port", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error:") and "no-such-bundle" in r.stderr
+
+
+def test_normalize_per_request_shares_the_cache(served):
+    """Prompts differing only in whitespace / Unicode form share cached blocks when a request asks
+    for normalization (the launch default here is off)."""
+    _, server = served
+    a = "Shared  system\tprompt,\u00a0typed ＯＮＥ way and then another; long enough. "
+    b = "Shared system prompt, typed ONE way and then another; long enough. "
+    cached = []
+    for prompt, normalize in ((a, None), (b, None), (a, "whitespace,nfkc"), (b, True)):
+        body = {"prompt": prompt + "Q?", "max_tokens": 2}
+        if normalize is not None:
+            body["normalize"] = normalize
+        status, _, data = _post(server.port, "/v1/completions", body)
+        assert status == 200
+        cached.append(json.loads(data)["usage"]["prompt_tokens_details"]["cached_tokens"])
+    assert cached[1] == 0  # not normalized: the two forms share nothing past "Shared "
+    assert cached[3] == 64  # normalized: b's 67 bytes + "Q?" reuse a's four full blocks
+    status, _, data = _post(server.port, "/v1/completions", {"prompt": "hi", "normalize": "tabs"})
+    assert status == 400 and "'normalize': unknown step 'tabs'" in json.loads(data)["error"]["message"]
+
+
+def test_chat_normalizes_message_contents_only(batched_bundle):
+    session = Session.load(batched_bundle)
+    server = BackgroundServer(session, normalizer=parse_normalize("whitespace,nfkc"))
+    try:
+        messages = [{"role": "system", "content": "Be\u00a0\u00a0brief."}, {"role": "user", "content": "Ｈｉ"}]
+        want = session.generate(glm4_chat_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]), 6)
+        status, _, data = _post(server.port, "/v1/chat/completions", {"messages": messages, "max_tokens": 6, "temperature": 0})
+        assert status == 200 and json.loads(data)["choices"][0]["message"]["content"] == want.text
+        assert json.loads(data)["usage"]["prompt_tokens"] == len(want.prompt_ids)
+        status, _, data = _post(server.port, "/v1/chat/completions", {"messages": messages, "max_tokens": 6, "temperature": 0, "normalize": False})
+        assert json.loads(data)["usage"]["prompt_tokens"] > len(want.prompt_ids)  # raw NBSPs and full-width bytes
+    finally:
+        server.close()
+        session.close()

@@ -37,6 +37,15 @@ DEFAULT_BLOCK_SIZE = 16
 DEFAULT_BUDGET_BYTES = 512 << 20
 
 
+def budget_bytes(explicit: int | None, manifest) -> int:
+    """The prefix cache's byte budget: an explicit one wins, else the `prefix_cache_mb` of the
+    profile the bundle was compiled for (recorded in its manifest), else 512 MiB."""
+    if explicit is not None:
+        return int(explicit)
+    mb = manifest.options.get("prefix_cache_mb")
+    return int(mb * 2**20) if mb is not None else DEFAULT_BUDGET_BYTES
+
+
 def bundle_hash(files: dict[str, str]) -> str:
     """One digest for a bundle: the sha256 of its manifest's file-hash table."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

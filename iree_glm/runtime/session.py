@@ -21,7 +21,8 @@ from ..config import ModelConfig
 from ..errors import BundleError, RequestError
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
-from .prefix_cache import DEFAULT_BLOCK_SIZE, DEFAULT_BUDGET_BYTES, PrefixCache, bundle_hash
+from .normalize import Normalizer, parse_normalize
+from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, bundle_hash, budget_bytes
 from .request import GenerationResult, RequestState, StreamEvent
 from .sampling import Sampler, SamplingParams
 
@@ -42,8 +43,9 @@ class Session:
         driver: str | None = None,
         prefix_cache: bool = False,
         prefix_cache_dir: Path | None = None,
-        prefix_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        prefix_cache_bytes: int | None = None,
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
+        normalize: Normalizer | str | None = None,
     ):
         import iree.runtime as rt
 
@@ -51,6 +53,7 @@ class Session:
         self.manifest = manifest
         self.config = ModelConfig.from_dict(manifest.model)
         self.max_context = manifest.max_context
+        self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self._lock = threading.Lock()
         module = manifest.modules[0]
         self.driver = driver or module.driver
@@ -78,7 +81,7 @@ class Session:
         if prefix_cache or prefix_cache_dir is not None:
             self.prefix_cache = PrefixCache(
                 (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim), bundle_hash(manifest.files),
-                prefix_block_size, prefix_cache_bytes, prefix_cache_dir,
+                prefix_block_size, budget_bytes(prefix_cache_bytes, manifest), prefix_cache_dir,
             )
         self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
         self._engine: BatchEngine | None = None
@@ -92,16 +95,21 @@ class Session:
         driver: str | None = None,
         prefix_cache: bool = False,
         prefix_cache_dir: str | Path | None = None,
-        prefix_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        prefix_cache_bytes: int | None = None,
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
+        normalize: Normalizer | str | None = None,
     ) -> "Session":
         """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
 
         `prefix_cache` keeps the KV of prompt prefixes in memory for reuse; `prefix_cache_dir`
-        also persists it there (implies `prefix_cache`), under a `prefix_cache_bytes` budget."""
+        also persists it there (implies `prefix_cache`), under a `prefix_cache_bytes` budget
+        (default: the bundle's profile `prefix_cache_mb`, else 512 MiB). `normalize` (e.g.
+        "whitespace,nfkc", see normalize.py) rewrites text prompts before tokenization, so
+        prompts differing only in form share cached prefixes."""
         return cls(
             Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
             Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
+            normalize,
         )
 
     @property
@@ -116,7 +124,7 @@ class Session:
     def encode(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
             raise RequestError(f"{self.bundle}: this bundle has no tokenizer; pass token ids instead of text")
-        return self.tokenizer.encode(prompt)
+        return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:
         if not ids:
