@@ -30,13 +30,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
     p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
-    p.add_argument("--quant", default="none", help="weight quantization: none, int8 (per channel) or int4 (per group) (default none)")
+    p.add_argument("--quant", default=None, help="weight quantization: none, int8 (per channel) or int4 (per group) (default none; with --fit-memory: chosen)")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
     p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
     p.add_argument("--quant-embeddings", default="none", help="token embeddings with --quant: none or int8 (default none)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
     p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
-    p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model)")
+    p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model; default: the profile's policy.sparse_attention; 'none' turns it off)")
+    p.add_argument("--fit-memory", action="store_true", help="choose --quant and --max-context to fit the profile's memory (device memory minus reserve): the most exact weights with a useful context; --quant or --max-context, if given, fix or cap the choice")
+    p.add_argument("--min-context", type=int, default=None, help="with --fit-memory: the smallest context worth having (default 512, or --max-context if smaller)")
     return p.parse_args(argv)
 
 
@@ -49,9 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import UserError
     from .prune import parse_prune_spec
     from .quant import QuantSpec
-    from .sparse_attention import parse_pattern
+    from .profiles import load_profile
 
-    sparse = parse_pattern(args.sparse_attention) if args.sparse_attention is not None else None
+    profile = load_profile(args.profile)
+    sparse = _sparse_pattern(args.sparse_attention, profile)
+    if args.min_context is not None and not args.fit_memory:
+        raise UserError("--min-context is only used with --fit-memory")
     prune = parse_prune_spec(args.prune) if args.prune is not None else None
     if args.calibration is not None and prune is None:
         raise UserError("--calibration is only used with --prune")
@@ -70,8 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar[0].set_postfix_str(stage)
         bar[0].update(1)
 
-    quant = QuantSpec(args.quant, args.group_size, args.quant_head, args.quant_embeddings)
-    opts = BuildOptions(max_context=args.max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
+    quant_mode, max_context = args.quant or "none", args.max_context
+    if args.fit_memory:
+        quant_mode, max_context = _fit_memory(args, profile, sparse)
+    quant = QuantSpec(quant_mode, args.group_size, args.quant_head, args.quant_embeddings)
+    opts = BuildOptions(max_context=max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
@@ -93,6 +101,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")
     print(f"run it: python -m iree_glm.run {out} --prompt 'Hello'")
     return 0
+
+
+def _sparse_pattern(option: str | None, profile):
+    """--sparse-attention, else the profile's default; 'none' turns either off."""
+    from .sparse_attention import parse_pattern
+
+    if option is not None:
+        return None if option.strip() == "none" else parse_pattern(option)
+    if profile.policy.sparse_attention is None:
+        return None
+    pattern = parse_pattern(profile.policy.sparse_attention, f"{profile.source}: policy.sparse_attention")
+    print(f"sparse attention {pattern}: the default of profile {profile.name} (--sparse-attention none turns it off)", file=sys.stderr)
+    return pattern
+
+
+def _fit_memory(args: argparse.Namespace, profile, sparse) -> tuple[str, int]:
+    """Pick (quant mode, context) for --fit-memory and print what was chosen and why."""
+    from . import default_model, fit_memory
+    from .build import DEFAULT_MAX_CONTEXT
+    from .checkpoint import open_checkpoint
+    from .errors import UserError
+    from .quant import QuantSpec
+
+    if args.quant is not None:
+        QuantSpec(args.quant, args.group_size).check()
+    cfg = default_model.CONFIG if args.checkpoint is None else open_checkpoint(args.checkpoint).config
+    target = args.max_context or min(DEFAULT_MAX_CONTEXT, cfg.max_position_embeddings)
+    if target < 2:
+        raise UserError(f"--max-context must be at least 2 (got {target})")
+    if args.min_context is not None and args.min_context < 2:
+        raise UserError(f"--min-context must be at least 2 (got {args.min_context})")
+    choice = fit_memory.choose(
+        cfg, profile, target, (args.quant,) if args.quant else fit_memory.QUANT_ORDER, args.group_size,
+        streams=max(args.batch_sizes), min_context=args.min_context or fit_memory.MIN_USEFUL_CONTEXT,
+        attended=fit_memory.attended_keys(sparse),
+    )
+    print(f"fit-memory: profile {profile.name} leaves {choice.budget / fit_memory.MiB:.0f} MiB (memory minus reserve)"
+          f"{'; estimate for the unpruned model' if args.prune else ''}")
+    print("\n".join(choice.report))
+    return choice.quant, choice.context
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""`compile --fit-memory`: exact weight sizes, the choice under small memory caps, the refusal."""
+
+from pathlib import Path
+
+import pytest
+
+from iree_glm import fit_memory
+from iree_glm.cli import run_cli
+from iree_glm.compile import main as compile_main
+from iree_glm.default_model import CONFIG
+from iree_glm.errors import UserError
+from iree_glm.profiles import load_profile
+from iree_glm.quant import QuantSpec
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 2**20
+# The default model's parameter bytes, as written by real builds (README fidelity table).
+WEIGHTS = {"none": 20997120, "int8": 8471552, "int4": 7250944}
+
+
+def _profile(tmp_path: Path, budget_bytes: float, extra_policy: str = "") -> Path:
+    """host-cpu with its memory cut to `budget_bytes` (no reserve)."""
+    text = (REPO / "device_profiles" / "host-cpu.toml").read_text()
+    text = text.replace("memory_gb = 24.0", f"memory_gb = {budget_bytes / 1e9!r}").replace("memory_reserve_gb = 2.0", f"memory_reserve_gb = 0.0{extra_policy}")
+    path = tmp_path / f"small-{int(budget_bytes)}.toml"
+    path.write_text(text)
+    return path
+
+
+def _need(mode: str, context: int, streams: int = 1, prefix: int = 0) -> int:
+    """The documented estimate, written out independently of fit_memory.need."""
+    kv = 2 * CONFIG.num_layers * CONFIG.num_kv_heads * CONFIG.head_dim * 4 * context
+    act = fit_memory.ACTIVATION_FACTOR * 4 * (CONFIG.hidden_size + CONFIG.intermediate_size + CONFIG.vocab_size) * context
+    scores = fit_memory.SCORE_BUFFERS * 4 * CONFIG.num_heads * context * context
+    runtime = fit_memory.RUNTIME_BASE_BYTES + fit_memory.KV_EXTRA_COPIES * kv + act + scores
+    return int(WEIGHTS[mode] + kv * streams + runtime + prefix)
+
+
+def test_weight_bytes_are_exact(glm4_checkpoint):
+    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.quant import quantize_model, state_bytes
+
+    ckpt = open_checkpoint(glm4_checkpoint[0])
+    for spec in (QuantSpec("none"), QuantSpec("int8"), QuantSpec("int4", 32), QuantSpec("int4", 32, "none", "int8")):
+        real = state_bytes(quantize_model(load_model(ckpt), spec).state_dict())
+        assert fit_memory.weight_bytes(ckpt.config, spec) == real
+    for mode, size in WEIGHTS.items():
+        assert fit_memory.weight_bytes(CONFIG, QuantSpec(mode)) == size
+
+
+def test_budget_is_memory_minus_reserve_plus_unshared_devices():
+    p = load_profile("host-cpu")
+    assert fit_memory.budget_bytes(p) == int((24.0 - 2.0) * 1e9)
+    p = load_profile("host-cpu-vulkan")  # lavapipe shares the host's memory
+    assert fit_memory.budget_bytes(p) == int((p.host.memory_gb - p.policy.memory_reserve_gb) * 1e9)
+
+
+@pytest.mark.parametrize(
+    "budget, want",
+    [
+        (_need("none", 1024) + 1, ("none", 1024)),  # everything fits: exact weights, full context
+        (_need("none", 512) + 1, ("none", 512)),  # exact weights at a useful context beat int8 at 1024
+        # fp32 fits nowhere >= 512: the next most exact, at the largest context that fits
+        (_need("none", 512) - 1, ("int8", 1024 if _need("int8", 1024) < _need("none", 512) else 512)),
+        (_need("int8", 512) - 1, ("int4", 512)),
+    ],
+)
+def test_choice_under_small_memory(tmp_path, budget, want):
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024)
+    assert (c.quant, c.context) == want
+    assert c.need.total <= budget and c.need.total == _need(*want)
+    assert c.report[-1].startswith(f"chose --quant {want[0]} --max-context {want[1]}")
+
+
+def test_streams_prefix_cache_and_fixed_quant_count(tmp_path):
+    budget = _need("none", 1024) + 1
+    assert fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, streams=1).context == 1024
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, streams=8)
+    assert (c.quant, c.context) == ("none", 512)  # eight KV caches no longer fit at 1024
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget, "\nprefix_cache_mb = 16")), 1024)
+    assert c.need.prefix_cache == 16 * MiB and c.context == 512
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, quant_modes=("int4",))
+    assert (c.quant, c.context) == ("int4", 1024)
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, _need("none", 300) + 1)), 300)
+    assert (c.quant, c.context) == ("none", 300)  # a target below the useful minimum is the floor
+
+
+def test_nothing_fits_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"--fit-memory: nothing fits .*small-.*\.toml's \d+ MiB .* int4 g32 at context 512, needs \d+ MiB"):
+        fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, _need("int4", 512) - 1)), 1024)
+
+
+def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, capsys):
+    profile = _profile(tmp_path, 50e6)
+    out = tmp_path / "b"
+    assert run_cli(compile_main, ["-o", str(out), "--profile", str(profile), "--fit-memory"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --fit-memory: nothing fits") and not out.exists()
+    assert run_cli(compile_main, ["-o", str(out), "--min-context", "64"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --min-context is only used with --fit-memory"
+    assert run_cli(compile_main, ["-o", str(out), "--fit-memory", "--quant", "int3"]) == 2
+    assert "error: --quant: unknown mode 'int3'" in capsys.readouterr().err

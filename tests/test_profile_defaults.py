@@ -1,0 +1,76 @@
+"""Profile policy defaults: the prefix-cache budget and the sparse-attention pattern, through compile."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from iree_glm import fit_memory
+from iree_glm.cli import run_cli
+from iree_glm.compile import _sparse_pattern, main as compile_main
+from iree_glm.checkpoint import open_checkpoint
+from iree_glm.errors import UserError
+from iree_glm.profiles import ProfileError, load_profile
+from iree_glm.quant import QuantSpec
+from iree_glm.runtime import Session
+from iree_glm.sparse_attention import parse_pattern
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = (REPO / "device_profiles" / "host-cpu.toml").read_text()
+
+
+def _write(tmp_path: Path, policy: str, memory_gb: float = 24.0, name: str = "p.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(HOST.replace("memory_reserve_gb = 2.0", f"memory_reserve_gb = 0.0\n{policy}")
+                    .replace("memory_gb = 24.0", f"memory_gb = {memory_gb!r}"))
+    return path
+
+
+def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
+    p = load_profile(_write(tmp_path, 'prefix_cache_mb = 64\nsparse_attention = "local=256,global=16,block=64"'))
+    assert p.policy.prefix_cache_mb == 64.0 and p.policy.sparse_attention == "local=256,global=16,block=64"
+    assert load_profile(_write(tmp_path, 'sparse_attention = "none"')).policy.sparse_attention is None
+    assert load_profile("host-cpu").policy.sparse_attention is None and load_profile("host-cpu").policy.prefix_cache_mb is None
+    for policy, message in (
+        ("prefix_cache_mb = -1", "policy.prefix_cache_mb: must not be negative"),
+        ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected float"),
+        ('sparse_attention = "local=0,global=16,block=64"', "policy.sparse_attention: local must be positive"),
+        ('sparse_attention = "window=3"', "policy.sparse_attention: cannot parse 'window=3'"),
+        ('sparse_attention = "local=8,global=4,block=4,ring"', "policy.sparse_attention: 'ring' is not supported"),
+    ):
+        with pytest.raises(ProfileError, match=message):
+            load_profile(_write(tmp_path, policy))
+
+
+def test_sparse_option_wins_over_the_profile_and_none_turns_it_off(tmp_path):
+    p = load_profile(_write(tmp_path, 'sparse_attention = "local=256,global=16,block=64"'))
+    assert str(_sparse_pattern(None, p)) == "local=256,global=16,block=64"
+    assert _sparse_pattern("none", p) is None
+    assert str(_sparse_pattern("local=32,global=4,block=16", p)) == "local=32,global=4,block=16"
+    assert _sparse_pattern(None, load_profile("host-cpu")) is None
+    with pytest.raises(UserError, match="--sparse-attention: missing block"):
+        _sparse_pattern("local=3,global=4", p)
+
+
+def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, tmp_path, capsys):
+    """One build under a tight profile: --fit-memory picks int8 (fp32 does not fit), the profile's
+    sparse pattern is applied, and its prefix-cache budget lands in the bundle."""
+    ckpt = glm4_checkpoint[0]
+    cfg = open_checkpoint(ckpt).config
+    policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"'
+    attended = fit_memory.attended_keys(parse_pattern("local=16,global=4,block=8"))
+    need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 1, 2**19, attended).total for m in ("none", "int8")}
+    assert need["int8"] < need["none"]
+    profile = _write(tmp_path, policy, (need["int8"] + 1) / 1e9, "tight.toml")
+    out = tmp_path / "b"
+    assert run_cli(compile_main, [str(ckpt), "-o", str(out), "--profile", str(profile), "--fit-memory", "--max-context", "64"]) == 0
+    captured = capsys.readouterr()
+    assert "chose --quant int8 --max-context 64" in captured.out and "fp32 does not fit at context 64" in captured.out
+    assert "sparse attention local=16,global=4,block=8: the default of profile host-cpu" in captured.err
+    options = json.loads((out / "manifest.json").read_text())["options"]
+    assert options["quant"]["mode"] == "int8" and options["max_context"] == 64
+    assert options["sparse_attention"] == "local=16,global=4,block=8" and options["prefix_cache_mb"] == 0.5
+    s = Session.load(out, prefix_cache=True)
+    assert s.prefix_cache.budget_bytes == 2**19
+    assert len(s.generate("Hello there", 4, stop_ids=()).generated_ids) == 4
+    assert Session.load(out, prefix_cache=True, prefix_cache_bytes=4096).prefix_cache.budget_bytes == 4096  # explicit wins
