@@ -12,7 +12,7 @@ The budget is the profile's memory minus its reserve: the host CPU's `memory_gb`
     activations per prompt token, and the attention scores (IREE materializes them per query
     head: context x keys, twice; keys = the context, or the sparse pattern's window). The
     constants come from peak RSS measured on the default model at contexts 1k and 4k
-    (`python tools/fit_memory_check.py`); the estimate is 7-13% above those measurements;
+    (`python tools/fit_memory_check.py`); the estimate is 7-15% above those measurements;
   - the prefix cache's budget (the profile's `prefix_cache_mb`; none if unset).
 Choice: the most exact weights (none, then int8, then int4) that fit with a useful context,
 i.e. the largest of target, target/2, ... down to `min_context`; nothing fits -> UserError.

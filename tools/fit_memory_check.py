@@ -8,7 +8,8 @@ estimate should be at or above the measurement.
 
     python -m iree_glm.compile -o bundles/default
     python -m iree_glm.compile -o bundles/default-4k --max-context 4096
-    python tools/fit_memory_check.py bundles/default bundles/default-4k
+    python -m iree_glm.compile -o bundles/default-4k-sparse --max-context 4096 --sparse-attention local=256,global=16,block=64
+    python tools/fit_memory_check.py bundles/default bundles/default-4k bundles/default-4k-sparse
 """
 
 from __future__ import annotations
