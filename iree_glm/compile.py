@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fit_memory:
         quant_mode, max_context = _fit_memory(args, profile, sparse)
     quant = QuantSpec(quant_mode, args.group_size, args.quant_head, args.quant_embeddings)
+    if sparse is not None and args.sparse_attention is None and max_context is not None:
+        sparse.check(max_context, f"{profile.source}: policy.sparse_attention")  # name where it came from
     opts = BuildOptions(max_context=max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse)
     try:
@@ -124,16 +126,16 @@ def _fit_memory(args: argparse.Namespace, profile, sparse) -> tuple[str, int]:
     from .errors import UserError
     from .quant import QuantSpec
 
-    if args.quant is not None:
-        QuantSpec(args.quant, args.group_size).check()
+    template = QuantSpec(args.quant or "none", args.group_size, args.quant_head, args.quant_embeddings)
+    template.check()
     cfg = default_model.CONFIG if args.checkpoint is None else open_checkpoint(args.checkpoint).config
-    target = args.max_context or min(DEFAULT_MAX_CONTEXT, cfg.max_position_embeddings)
+    target = args.max_context if args.max_context is not None else min(DEFAULT_MAX_CONTEXT, cfg.max_position_embeddings)
     if target < 2:
         raise UserError(f"--max-context must be at least 2 (got {target})")
     if args.min_context is not None and args.min_context < 2:
         raise UserError(f"--min-context must be at least 2 (got {args.min_context})")
     choice = fit_memory.choose(
-        cfg, profile, target, (args.quant,) if args.quant else fit_memory.QUANT_ORDER, args.group_size,
+        cfg, profile, target, (args.quant,) if args.quant else fit_memory.QUANT_ORDER, template,
         streams=max(args.batch_sizes), min_context=args.min_context or fit_memory.MIN_USEFUL_CONTEXT,
         attended=fit_memory.attended_keys(sparse),
     )

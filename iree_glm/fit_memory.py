@@ -13,19 +13,21 @@ The budget is the profile's memory minus its reserve: the host CPU's `memory_gb`
     head: context x keys, twice; keys = the context, or the sparse pattern's window). The
     constants come from peak RSS measured on the default model at contexts 1k and 4k
     (`python tools/fit_memory_check.py`); the estimate is 7-15% above those measurements;
-  - the prefix cache's budget (the profile's `prefix_cache_mb`; none if unset).
+  - the prefix cache's budget: the profile's `prefix_cache_mb`, else the runtime's default
+    (512 MiB, what `serve` uses for a bundle whose profile sets none).
 Choice: the most exact weights (none, then int8, then int4) that fit with a useful context,
 i.e. the largest of target, target/2, ... down to `min_context`; nothing fits -> UserError.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import ModelConfig
 from .errors import UserError
 from .profiles import Profile
 from .quant import QuantSpec
+from .runtime.prefix_cache import DEFAULT_BUDGET_BYTES
 
 QUANT_ORDER = ("none", "int8", "int4")  # most exact first
 MIN_USEFUL_CONTEXT = 512
@@ -123,20 +125,22 @@ def choose(
     profile: Profile,
     target_context: int,
     quant_modes: tuple[str, ...] = QUANT_ORDER,
-    group_size: int = 32,
+    template: QuantSpec = QuantSpec(),
     streams: int = 1,
     min_context: int = MIN_USEFUL_CONTEXT,
     attended: int | None = None,
 ) -> Choice:
     """The most exact weights in `quant_modes` that fit with the largest context in
-    `contexts(target_context, min(min_context, target_context))`; UserError if nothing fits."""
+    `contexts(target_context, min(min_context, target_context))`; UserError if nothing fits.
+    `template` gives the other quantization options (group size, head, embeddings)."""
+    group_size = template.group_size
     budget = budget_bytes(profile)
     mb = profile.policy.prefix_cache_mb
-    prefix = int(mb * MiB) if mb else 0
+    prefix = DEFAULT_BUDGET_BYTES if mb is None else int(mb * MiB)
     floor = min(min_context, target_context)
     lines, chosen, smallest = [], None, None
     for mode in quant_modes:
-        w = weight_bytes(cfg, QuantSpec(mode, group_size))
+        w = weight_bytes(cfg, replace(template, mode=mode))
         fit = next(((c, n) for c in contexts(target_context, floor) if (n := need(cfg, w, c, streams, prefix, attended)).total <= budget), None)
         if fit is None:
             n = need(cfg, w, floor, streams, prefix, attended)

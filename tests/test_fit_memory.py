@@ -18,10 +18,11 @@ MiB = 2**20
 WEIGHTS = {"none": 20997120, "int8": 8471552, "int4": 7250944}
 
 
-def _profile(tmp_path: Path, budget_bytes: float, extra_policy: str = "") -> Path:
-    """host-cpu with its memory cut to `budget_bytes` (no reserve)."""
+def _profile(tmp_path: Path, budget_bytes: float, prefix_cache_mb: float | None = 0) -> Path:
+    """host-cpu with its memory cut to `budget_bytes` (no reserve, no prefix cache unless given)."""
     text = (REPO / "device_profiles" / "host-cpu.toml").read_text()
-    text = text.replace("memory_gb = 24.0", f"memory_gb = {budget_bytes / 1e9!r}").replace("memory_reserve_gb = 2.0", f"memory_reserve_gb = 0.0{extra_policy}")
+    policy = "memory_reserve_gb = 0.0" + (f"\nprefix_cache_mb = {prefix_cache_mb}" if prefix_cache_mb is not None else "")
+    text = text.replace("memory_gb = 24.0", f"memory_gb = {budget_bytes / 1e9!r}").replace("memory_reserve_gb = 2.0", policy)
     path = tmp_path / f"small-{int(budget_bytes)}.toml"
     path.write_text(text)
     return path
@@ -77,8 +78,10 @@ def test_streams_prefix_cache_and_fixed_quant_count(tmp_path):
     assert fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, streams=1).context == 1024
     c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, streams=8)
     assert (c.quant, c.context) == ("none", 512)  # eight KV caches no longer fit at 1024
-    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget, "\nprefix_cache_mb = 16")), 1024)
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget, 16)), 1024)
     assert c.need.prefix_cache == 16 * MiB and c.context == 512
+    c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget + 512 * MiB, None)), 1024)
+    assert c.need.prefix_cache == 512 * MiB and c.context == 1024  # unset: the runtime's default budget
     c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, budget)), 1024, quant_modes=("int4",))
     assert (c.quant, c.context) == ("int4", 1024)
     c = fit_memory.choose(CONFIG, load_profile(_profile(tmp_path, _need("none", 300) + 1)), 300)
@@ -100,3 +103,9 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --min-context is only used with --fit-memory"
     assert run_cli(compile_main, ["-o", str(out), "--fit-memory", "--quant", "int3"]) == 2
     assert "error: --quant: unknown mode 'int3'" in capsys.readouterr().err
+
+
+def test_the_estimate_follows_the_other_quant_options(tmp_path):
+    spec = QuantSpec("none", 32, "int8", "int8")  # int8 embeddings too
+    c = fit_memory.choose(CONFIG, load_profile("host-cpu"), 1024, ("int8",), spec)
+    assert c.need.weights == fit_memory.weight_bytes(CONFIG, QuantSpec("int8", 32, "int8", "int8")) < WEIGHTS["int8"]

@@ -74,3 +74,11 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     assert s.prefix_cache.budget_bytes == 2**19
     assert len(s.generate("Hello there", 4, stop_ids=()).generated_ids) == 4
     assert Session.load(out, prefix_cache=True, prefix_cache_bytes=4096).prefix_cache.budget_bytes == 4096  # explicit wins
+
+
+def test_a_profile_pattern_that_does_not_fit_the_context_names_the_profile_key(tmp_path, capsys):
+    profile = _write(tmp_path, 'sparse_attention = "local=256,global=16,block=64"')
+    assert run_cli(compile_main, ["-o", str(tmp_path / "b"), "--profile", str(profile), "--max-context", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: {profile}: policy.sparse_attention: block=64 is larger than the context (32)"
+    assert not (tmp_path / "b").exists()
