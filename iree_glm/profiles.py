@@ -29,7 +29,8 @@ IREE_DRIVERS = ("local-task", "local-sync", "vulkan", "cuda", "hip", "metal", "w
 NPU_DRIVERS = ("qnn-htp", "neuron-apu", "xrt")
 KNOWN_DRIVERS = tuple(dict.fromkeys(IREE_DRIVERS + NPU_DRIVERS))
 BACKENDS = ("llvm-cpu", "vulkan-spirv", "cuda", "rocm", "metal-spirv", "webgpu-spirv", "amd-aie", "qnn", "neuron")
-# A device's flags may contain this entry: it expands to iree_glm's measured defaults for the backend.
+# A device's flags may contain this entry: it expands to iree_glm's defaults for the backend
+# (lowering.HOST_CPU_FLAGS for llvm-cpu, lowering.VULKAN_FLAGS for vulkan-spirv).
 DEFAULT_FLAGS = "@defaults"
 
 
@@ -54,6 +55,11 @@ class Device:
     active_power_w: float
     idle_power_w: float
     call_overhead_us: float = 50.0  # cost of one module invocation on this device
+    dispatch_overhead_us: float = 0.0  # cost of each dispatch inside an invocation
+    cache_mb: float = 0.0  # last-level cache: a working set this small streams at cache_bandwidth_gbs
+    cache_bandwidth_gbs: float | None = None
+    fresh_memory_gbs: float | None = None  # writing memory a call allocates (page faults included); default: bandwidth
+    attention_gflops: float | None = None  # achieved by the attention op (default: peak f32)
     allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
     description: str = ""
 
@@ -66,14 +72,21 @@ class Device:
             return f"{self.name} has no {missing[0]}"
         return None
 
+    def bandwidth_gbs(self, working_set_bytes: float) -> float:
+        """Streaming bandwidth for a working set read once per token: cache-resident if it fits."""
+        if self.cache_mb and self.cache_bandwidth_gbs and working_set_bytes <= self.cache_mb * 2**20:
+            return self.cache_bandwidth_gbs
+        return self.memory_bandwidth_gbs
+
     def target(self):
         """The lowering `Target` for this device's modules."""
-        from .lowering import HOST_CPU_FLAGS, Target
+        from .lowering import HOST_CPU_FLAGS, VULKAN_FLAGS, Target
 
+        defaults = {"llvm-cpu": HOST_CPU_FLAGS, "vulkan-spirv": VULKAN_FLAGS}.get(self.backend, ())
         flags: list[str] = []
         for f in self.flags:
             if f == DEFAULT_FLAGS:
-                flags.extend(HOST_CPU_FLAGS if self.backend == "llvm-cpu" else ())
+                flags.extend(defaults)
             else:
                 flags.append(f)
         return Target(backend=self.backend, driver=self.hal_driver, flags=tuple(flags))
@@ -139,7 +152,8 @@ _DEVICE_KEYS = {
     "name": str, "kind": str, "hal_driver": str, "backend": str, "flags": list, "dtypes": list,
     "op_classes": list, "peak_gflops": dict, "memory_bandwidth_gbs": float, "memory_gb": float,
     "active_power_w": float, "idle_power_w": float, "call_overhead_us": float,
-    "allow_stand_in": bool, "description": str,
+    "allow_stand_in": bool, "description": str, "dispatch_overhead_us": float, "cache_mb": float,
+    "cache_bandwidth_gbs": float, "attention_gflops": float, "fresh_memory_gbs": float,
 }
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
@@ -217,6 +231,11 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
             raise c.fail(f"{where}.peak_gflops", f"no throughput for supported dtype '{dt}'")
     if d["memory_bandwidth_gbs"] <= 0:
         raise c.fail(f"{where}.memory_bandwidth_gbs", f"must be positive (got {d['memory_bandwidth_gbs']})")
+    if d.get("cache_mb") and "cache_bandwidth_gbs" not in d:
+        raise c.fail(f"{where}.cache_mb", "needs cache_bandwidth_gbs too")
+    for key in ("cache_bandwidth_gbs", "attention_gflops", "fresh_memory_gbs"):
+        if key in d and d[key] <= 0:
+            raise c.fail(f"{where}.{key}", f"must be positive (got {d[key]})")
     if d.get("allow_stand_in") and d["kind"] != "npu":
         raise c.fail(f"{where}.allow_stand_in", "only NPUs may have a stand-in")
     if d["idle_power_w"] > d["active_power_w"]:
@@ -225,7 +244,9 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         name=d["name"], kind=d["kind"], hal_driver=d["hal_driver"], backend=d["backend"], flags=flags,
         dtypes=dtypes, op_classes=ops, peak_gflops=peaks, memory_bandwidth_gbs=d["memory_bandwidth_gbs"],
         memory_gb=d["memory_gb"], active_power_w=d["active_power_w"], idle_power_w=d["idle_power_w"],
-        call_overhead_us=d.get("call_overhead_us", 50.0), allow_stand_in=d.get("allow_stand_in", False),
+        call_overhead_us=d.get("call_overhead_us", 50.0), dispatch_overhead_us=d.get("dispatch_overhead_us", 0.0),
+        cache_mb=d.get("cache_mb", 0.0), cache_bandwidth_gbs=d.get("cache_bandwidth_gbs"),
+        attention_gflops=d.get("attention_gflops"), fresh_memory_gbs=d.get("fresh_memory_gbs"), allow_stand_in=d.get("allow_stand_in", False),
         description=d.get("description", ""),
     )
 

@@ -1,11 +1,16 @@
 """Split a model across a profile's devices by estimated cost: the partition plan.
 
 The model is a chain of parts (embeddings, each layer's attention and FFN, the output head).
-Each part has a per-token decode cost on each device from a roofline model (FLOPs over the
-device's throughput for the weights' dtype, bytes over its memory bandwidth); moving the
-hidden state between devices costs the link's latency plus bytes over bandwidth plus one
-module invocation. Dynamic programming over the chain picks a device per part that minimises
-the policy's objective under each device's memory and, through a Lagrange multiplier, the
+Each part has a cost on each device from what decides latency on IREE (see device_profiles/
+README.md, "Cost model"): the dispatches it runs times the device's per-dispatch overhead,
+plus its work: a decode step reads every weight once (matrix-vector products are bound by
+memory bandwidth, or by cache bandwidth when the whole model fits the last-level cache) and
+the KV cache as many times as the exported code passes over it; a prefill multiplies prompt
+rows by weights (compute-bound, at the device's measured matmul rate) and attends over the
+cache at the measured attention rate. Every module invocation costs the device's call
+overhead; moving the hidden state between devices costs the link's latency plus bytes over
+bandwidth. Dynamic programming over the chain picks a device per part that minimises the
+policy's objective under each device's memory and, through a Lagrange multiplier, the
 average power budget. Parts a device cannot run (dtype or op class) go to a device that can
 (the host CPU can run everything), and the plan says why each part landed where it did.
 """
@@ -32,6 +37,20 @@ PART_OPS = {
     "ffn": ("norm", "matmul", "elementwise"),
     "head": ("norm", "matmul"),
 }
+# Commands (dispatches and copies) one call executes per part, counted in the stream IR of
+# the exported GLM-4 model (iree-compile --compile-to=stream, 1 vs 2 layers, host flags):
+# decode runs 32 per layer and 3 outside the layers, the dynamic-length prefill 39 and 5.
+# Attention is most of them (projections, rotary pieces, cache writes, softmax, copies).
+DISPATCHES = {
+    "decode": {"embed": 2, "attn": 27, "ffn": 5, "head": 1},
+    "prefill": {"embed": 4, "attn": 34, "ffn": 5, "head": 1},
+}
+# Passes over the whole KV cache (capacity, K and V) per call besides attention's read of
+# the cached context: model.py writes the cache as a select over all of it (read + write) and
+# the call returns the stacked cache (one more read + write). Both writes go to memory the
+# call allocates, which costs page faults on top of bandwidth (the profile's fresh_memory_gbs).
+KV_READ_PASSES = 2
+KV_WRITE_PASSES = 2
 
 
 class ScheduleError(UserError):
@@ -40,15 +59,21 @@ class ScheduleError(UserError):
 
 @dataclass(frozen=True)
 class Part:
-    """One schedulable piece of the model, with its per-token decode cost inputs."""
+    """One schedulable piece of the model, with the inputs of its cost on any device."""
 
     name: str  # "embed", "layers.3.attn", "layers.3.ffn", "head"
     kind: str  # embed | attn | ffn | head
     layer: int | None
     dtype: str  # weight dtype
-    flops: float  # per generated token
-    read_bytes: float  # streamed per token: weights (or one embedding row) + KV cache read
+    flops: float  # per generated token (weights' matrix-vector products and attention)
+    read_bytes: float  # streamed per generated token: weights (or one embedding row) + KV-cache passes
     resident_bytes: float  # weights + KV cache at full capacity, kept on the device
+    weight_bytes: float = 0.0  # the part's weights (read once per call, decode or prefill)
+    matmul_flops: float = 0.0  # per prompt row in a prefill (2 x weights; the head runs on the last row only)
+    attn_flops: float = 0.0  # per prompt row in a prefill (scores and values over the cache capacity)
+    prefill_bytes: float = 0.0  # per prefill call besides weights: KV-cache passes
+    write_bytes: float = 0.0  # per call (decode or prefill): written to memory the call allocates (new KV cache)
+    row_bytes: float = 0.0  # per prompt row: activations read and written by norms, rotary, residuals
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -76,35 +101,61 @@ def model_parts(
     tokens a decode step attends to, `capacity` the KV-cache size kept in memory."""
     h, inter, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    kv_token = 2 * kv * kv_bytes  # K and V of one token
+    f = ACTIVATION_BYTES
 
-    def part(name: str, kind: str, layer: int | None, params: float, flops: float, kv_read: float, kv_keep: float, rows: float | None = None) -> Part:
+    def part(name: str, kind: str, layer: int | None, params: float, **cost) -> Part:
         dt = _dtype_for(weight_dtype, name, kind)
         if dt not in BYTES_PER_WEIGHT:
             raise ScheduleError(f"weight dtype '{dt}' for {name} is not one of {', '.join(BYTES_PER_WEIGHT)}")
         wb = params * BYTES_PER_WEIGHT[dt]
+        rows = cost.pop("rows", None)  # the embeddings read one row per token, not the table
         streamed = wb if rows is None else rows * BYTES_PER_WEIGHT[dt]
-        return Part(name, kind, layer, dt, flops, streamed + kv_read, wb + kv_keep)
+        kv_read, kv_keep = cost.pop("kv_read", 0.0), cost.pop("kv_keep", 0.0)
+        return Part(name, kind, layer, dt, resident_bytes=wb + kv_keep, read_bytes=streamed + kv_read,
+                    weight_bytes=streamed, **cost)
 
-    parts = [part("embed", "embed", None, v * h, 0.0, 0.0, 0.0, rows=h)]
+    parts = [part("embed", "embed", None, v * h, flops=0.0, rows=h, row_bytes=2 * h * f)]
     for i in range(cfg.num_layers):
         attn_params = h * (q + 2 * kv) + q * h
-        kv_token = 2 * kv * kv_bytes  # K and V of one token
-        attn_flops = 2 * attn_params + 4 * q * context
-        parts.append(part(f"layers.{i}.attn", "attn", i, attn_params, attn_flops, kv_token * context, kv_token * capacity))
+        parts.append(part(
+            f"layers.{i}.attn", "attn", i, attn_params, flops=2 * attn_params + 4 * q * context,
+            kv_read=kv_token * (KV_READ_PASSES * capacity + context), kv_keep=kv_token * capacity,
+            matmul_flops=2 * attn_params, attn_flops=4 * q * capacity, prefill_bytes=kv_token * KV_READ_PASSES * capacity,
+            write_bytes=kv_token * KV_WRITE_PASSES * capacity, row_bytes=(6 * h + 4 * (q + 2 * kv)) * f))
         ffn_params = 3 * h * inter
-        parts.append(part(f"layers.{i}.ffn", "ffn", i, ffn_params, 2 * ffn_params + 4 * inter, 0.0, 0.0))
-    parts.append(part("head", "head", None, v * h, 2.0 * v * h, 0.0, 0.0))
+        parts.append(part(f"layers.{i}.ffn", "ffn", i, ffn_params, flops=2 * ffn_params + 4 * inter,
+                          matmul_flops=2 * ffn_params, row_bytes=(6 * h + 6 * inter) * f))
+    parts.append(part("head", "head", None, v * h, flops=2.0 * v * h))
     return parts
 
 
-def part_seconds(part: Part, device: Device, ignore_support: bool = False, tokens: int = 1) -> float:
-    """Roofline time of one part on one device for `tokens` tokens in one call (weights read once)."""
+def working_set(parts: list[Part]) -> float:
+    """Bytes a decode step streams: whether they fit a device's cache decides its bandwidth."""
+    return sum(p.read_bytes for p in parts)
+
+
+def part_seconds(part: Part, device: Device, ignore_support: bool = False, tokens: int = 1,
+                 working_set_bytes: float = math.inf) -> float:
+    """Time of one part on one device in one call: a decode step (`tokens` = 1) or a prefill of
+    `tokens` prompt rows. `working_set_bytes` (what the whole step streams) picks cache or
+    memory bandwidth."""
     peak = device.peak_gflops.get(part.dtype)
     if peak is None:
         if not ignore_support:
             return math.inf
         peak = max(device.peak_gflops.values())
-    return max(tokens * part.flops / (peak * GB), part.read_bytes / (device.memory_bandwidth_gbs * GB))
+    bw = device.bandwidth_gbs(working_set_bytes) * GB
+    overhead = DISPATCHES["decode" if tokens == 1 else "prefill"][part.kind] * device.dispatch_overhead_us * 1e-6
+    fresh = part.write_bytes / ((device.fresh_memory_gbs or device.memory_bandwidth_gbs) * GB)
+    if tokens == 1:
+        return overhead + max(part.flops / (peak * GB), part.read_bytes / bw + fresh)
+    attention = device.attention_gflops or device.peak_gflops.get("f32", peak)
+    weights = max(tokens * part.matmul_flops / (peak * GB), part.weight_bytes / bw)
+    if part.kind == "head":  # logits of the last prompt row only
+        weights = max(part.flops / (peak * GB), part.weight_bytes / bw)
+    return (overhead + weights + tokens * part.attn_flops / (attention * GB)
+            + (part.prefill_bytes + tokens * part.row_bytes) / bw + fresh)
 
 
 def transfer_seconds(profile: Profile, a: str, b: str, nbytes: float) -> float:
@@ -203,6 +254,10 @@ class _Problem:
         self.logit_bytes = vocab * ACTIVATION_BYTES
         self.idle_w = sum(d.idle_power_w for d in self.devices)
         self.caps = {d.name: self._cap(d) for d in self.devices}
+        self.working_set = working_set(parts)
+
+    def seconds(self, part: Part, d: Device, ignore_support: bool = False, tokens: int = 1) -> float:
+        return part_seconds(part, d, ignore_support, tokens, self.working_set)
 
     def _cap(self, d: Device) -> float:
         p = self.profile
@@ -236,7 +291,7 @@ class _Problem:
                 for d in self.devices:
                     if not ignore_support and not self.can_run(part, d):
                         continue
-                    t = part_seconds(part, d, ignore_support)
+                    t = self.seconds(part, d, ignore_support)
                     x = self.hop(prev, d.name, self.act_bytes)
                     if math.isinf(t + x):
                         continue
@@ -275,7 +330,7 @@ class _Problem:
         prev = self.host
         for part, name in zip(self.parts, devices):
             d = self.profile.device(name)
-            t = part_seconds(part, d, ignore_support, tokens)
+            t = self.seconds(part, d, ignore_support, tokens)
             x = self.hop(prev, name, self.act_bytes * tokens)
             t_total += t + x
             t_x += transfer_seconds(self.profile, prev, name, self.act_bytes * tokens)
@@ -346,7 +401,7 @@ def plan_partition(
     for i, part in enumerate(parts):
         name = final[i]
         reason, detail = _reason(profile, part, wish[i], free[i], fitted[i], name)
-        ms = part_seconds(part, profile.device(name)) * 1e3
+        ms = pb.seconds(part, profile.device(name)) * 1e3
         placements.append(Placement(part.name, part.kind, part.layer, part.dtype, name, reason, detail, ms))
     t, e, tx = pb.evaluate(final)
     memory = {d.name: 0.0 for d in profile.devices}
@@ -359,6 +414,21 @@ def plan_partition(
         device_kinds={d.name: d.kind for d in profile.devices}, warnings=warnings,
         prefill_ms=pb.evaluate(final, tokens=PREFILL_TOKENS)[0] * 1e3,
     )
+
+
+def estimate_placement(
+    cfg: ModelConfig, profile: Profile, devices: list[str], weight_dtype: str | Mapping[str, str] = "f32",
+    capacity: int = 1024, context: int | None = None, prefill_tokens: int = PREFILL_TOKENS,
+) -> dict[str, float]:
+    """Estimates for a given placement (device name per part, e.g. a built bundle's plan) on
+    `profile`'s numbers: decode ms per token, its transfer ms, prefill ms of `prefill_tokens`."""
+    context = context or profile.policy.context_tokens or capacity
+    parts = model_parts(cfg, weight_dtype, context=min(context, capacity), capacity=capacity)
+    if len(devices) != len(parts):
+        raise ScheduleError(f"the placement has {len(devices)} parts, the model {len(parts)}")
+    pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
+    t, _, tx = pb.evaluate(devices)
+    return {"decode_ms": t * 1e3, "transfer_ms": tx * 1e3, "prefill_ms": pb.evaluate(devices, tokens=prefill_tokens)[0] * 1e3}
 
 
 def _shares_memory(profile: Profile, name: str) -> bool:

@@ -11,7 +11,8 @@ import pytest
 from iree_glm.config import ModelConfig
 from iree_glm.plan_report import svg_picture, text_report
 from iree_glm.profiles import OP_CLASSES, load_profile, parse_profile
-from iree_glm.scheduler import GB, PartitionPlan, ScheduleError, _Problem, model_parts, plan_partition
+from iree_glm.scheduler import (DISPATCHES, GB, PartitionPlan, ScheduleError, _Problem, estimate_placement,
+                                model_parts, plan_partition)
 
 CFG = ModelConfig(family="glm4", vocab_size=4096, hidden_size=1024, intermediate_size=4096,
                   num_layers=4, num_heads=8, num_kv_heads=2, head_dim=128)
@@ -166,3 +167,46 @@ def test_phone_profiles_plan_a_1_5b_model():
         plan = plan_partition(cfg, load_profile(name), "int4", capacity=2048)
         assert set(plan.devices_used) - {load_profile(name).host.name}, name
         assert 1.0 < plan.latency_ms < 1000.0
+
+
+def _cpu_only(**kw):
+    return parse_profile({"format_version": 1, "name": "cpu", "policy": {},
+                          "devices": [_device("cpu", "cpu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0, **kw)]}, "cpu.toml")
+
+
+def test_cost_model_counts_call_and_dispatch_overheads():
+    base = plan_partition(CFG, _cpu_only(call_overhead_us=0.0), "f32", capacity=256)
+    slow = plan_partition(CFG, _cpu_only(call_overhead_us=100.0, dispatch_overhead_us=10.0), "f32", capacity=256)
+    d = DISPATCHES["decode"]
+    per_token = d["embed"] + CFG.num_layers * (d["attn"] + d["ffn"]) + d["head"]
+    assert slow.latency_ms - base.latency_ms == pytest.approx((100.0 + 10.0 * per_token) / 1e3)
+    p = DISPATCHES["prefill"]
+    per_prompt = p["embed"] + CFG.num_layers * (p["attn"] + p["ffn"]) + p["head"]
+    assert slow.prefill_ms - base.prefill_ms == pytest.approx((100.0 + 10.0 * per_prompt) / 1e3)
+
+
+def test_decode_is_bandwidth_bound_and_prefill_compute_bound():
+    base = plan_partition(CFG, _cpu_only(), "f32", capacity=256)
+    more_bw = plan_partition(CFG, _cpu_only(memory_bandwidth_gbs=40.0), "f32", capacity=256)
+    more_flops = plan_partition(CFG, _cpu_only(peak_gflops={k: 200.0 for k in ("f32", "f16", "int8", "int4")}), "f32", capacity=256)
+    assert more_bw.latency_ms < 0.6 * base.latency_ms and more_bw.prefill_ms > 0.9 * base.prefill_ms
+    assert more_flops.latency_ms == pytest.approx(base.latency_ms) and more_flops.prefill_ms < 0.6 * base.prefill_ms
+    # int8 weights read a quarter of the bytes: decode gets faster, by less than 4x (KV cache, head).
+    int8 = plan_partition(CFG, _cpu_only(), "int8", capacity=256)
+    assert 0.25 * base.latency_ms < int8.latency_ms < 0.5 * base.latency_ms
+
+
+def test_a_model_that_fits_the_cache_streams_at_cache_bandwidth():
+    streamed = sum(p.read_bytes for p in model_parts(CFG, "f32", context=256, capacity=256)) / 2**20
+    fits = plan_partition(CFG, _cpu_only(cache_mb=2 * streamed, cache_bandwidth_gbs=80.0), "f32", capacity=256)
+    too_small = plan_partition(CFG, _cpu_only(cache_mb=streamed / 2, cache_bandwidth_gbs=80.0), "f32", capacity=256)
+    base = plan_partition(CFG, _cpu_only(), "f32", capacity=256)
+    assert too_small.latency_ms == pytest.approx(base.latency_ms)
+    assert fits.latency_ms < 0.4 * base.latency_ms
+
+
+def test_estimate_of_a_placement_is_the_plans_own():
+    plan = plan_partition(CFG, _profile(_gpu(memory_gb=0.1)), "f32", capacity=512)
+    est = estimate_placement(CFG, _profile(_gpu(memory_gb=0.1)), [p.device for p in plan.parts], "f32", 512)
+    assert est["decode_ms"] == pytest.approx(plan.latency_ms) and est["prefill_ms"] == pytest.approx(plan.prefill_ms)
+    assert est["transfer_ms"] == pytest.approx(plan.transfer_ms) and plan.transfer_ms > 0
