@@ -69,6 +69,10 @@ def _broken(edit) -> str:
         (lambda d: d["policy"].update(objective="speed"), "policy.objective: unknown objective 'speed'"),
         (lambda d: d.pop("links"), "devices[1]: no link between 'lavapipe' and the host cpu 'cpu'"),
         (lambda d: d["devices"].pop(0), "a profile needs a cpu device"),
+        (lambda d: d["devices"][0].update(dispatch_overhead_us=-2.0), "devices[0].dispatch_overhead_us: must not be negative"),
+        (lambda d: d["devices"][0].update(cache_mb=32.0) or d["devices"][0].pop("cache_bandwidth_gbs", None),
+         "devices[0].cache_mb: needs cache_bandwidth_gbs too"),
+        (lambda d: d["devices"][0].update(attention_gflops=0.0), "devices[0].attention_gflops: must be positive"),
     ],
 )
 def test_broken_profiles_name_the_key(edit, message):
@@ -86,8 +90,8 @@ def test_profile_error_is_a_user_error(tmp_path):
         load_profile(tmp_path / "missing.toml")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "iree_glm.profile", *args], capture_output=True, text=True, timeout=120)
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "iree_glm.profile", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_cli_validate_show_and_exit_codes(tmp_path):
@@ -113,12 +117,16 @@ def test_cli_validate_show_and_exit_codes(tmp_path):
 
 def test_calibrate_writes_a_valid_profile(tmp_path):
     out = tmp_path / "measured.toml"
-    r = _cli("calibrate", "--driver", "local-task", "-o", str(out), "--repeats", "2")
+    r = _cli("calibrate", "--driver", "local-task", "-o", str(out), "--repeats", "2", timeout=900)  # compiles 3 modules
     assert r.returncode == 0, r.stderr
     p = load_profile(out)
     cpu = p.host
     assert cpu.hal_driver == "local-task" and "f32" in cpu.dtypes
     assert cpu.peak_gflops["f32"] > 0.1 and cpu.memory_bandwidth_gbs > 0.01 and cpu.call_overhead_us > 0
+    # Every number the cost model uses was measured (the host compiles attention).
+    assert cpu.dispatch_overhead_us >= 0 and cpu.fresh_memory_gbs > 0 and cpu.attention_gflops > 0
+    assert "attention" in cpu.op_classes and cpu.cache_bandwidth_gbs > 0
+    assert "AMD" in out.read_text() or "cores, load average" in out.read_text()  # says where it was measured
     assert _cli("calibrate", "--driver", "qnn-htp", "-o", str(tmp_path / "npu.toml")).returncode == 2
 
 
