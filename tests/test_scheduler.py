@@ -210,3 +210,11 @@ def test_estimate_of_a_placement_is_the_plans_own():
     est = estimate_placement(CFG, _profile(_gpu(memory_gb=0.1)), [p.device for p in plan.parts], "f32", 512)
     assert est["decode_ms"] == pytest.approx(plan.latency_ms) and est["prefill_ms"] == pytest.approx(plan.prefill_ms)
     assert est["transfer_ms"] == pytest.approx(plan.transfer_ms) and plan.transfer_ms > 0
+
+
+def test_report_marks_a_stand_in_npu_on_its_lines():
+    plan = plan_partition(CFG, _profile(_npu(), objective="energy"), "int8")
+    npu_rows = [l for l in text_report(plan, {"npu": "local-task"}).splitlines()[1:] if l.split()[1] == "npu"]
+    assert npu_rows and all("[STAND-IN on local-task]" in l for l in npu_rows)
+    assert "npu (npu) stand-in" in svg_picture(plan, {"npu": "local-task"})
+    assert "STAND-IN" not in text_report(plan)
