@@ -1,9 +1,8 @@
 """One model across devices: CPU + Vulkan (lavapipe) + an NPU with no driver here (CPU stand-in).
 
 One bundle is built from a test profile whose memory caps force a split: the NPU holds one
-layer, lavapipe the last layer (its attention too: vulkan-spirv compiles the decomposed
-attention) and the head, the rest stays on the CPU. Its greedy tokens must equal the CPU-only
-bundle's.
+layer, lavapipe the last FFN and the head, the rest (and every attention lavapipe cannot
+compile) stays on the CPU. Its greedy tokens must equal the CPU-only bundle's.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def split_profile(glm4_checkpoint, tmp_path_factory) -> Path:
     data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, memory_bandwidth_gbs=0.1)
     gpu = data["devices"][1]
     gpu.update(peak_gflops={"f32": 1000.0, "f16": 1000.0}, memory_bandwidth_gbs=100.0, call_overhead_us=5.0,
-               memory_gb=1.05 * (parts[f"layers.{last}.attn"] + parts[f"layers.{last}.ffn"] + parts["head"]) / GB)
+               memory_gb=1.05 * (parts[f"layers.{last}.ffn"] + parts["head"]) / GB)
     npu = dict(name="npu", kind="npu", hal_driver="qnn-htp", backend="qnn", flags=[], dtypes=["f32"],
                op_classes=["matmul", "attention", "rope", "norm", "elementwise"], peak_gflops={"f32": 500.0},
                memory_bandwidth_gbs=80.0, memory_gb=1.05 * (parts["layers.0.attn"] + parts["layers.0.ffn"]) / GB,
@@ -90,15 +89,13 @@ def test_plan_splits_across_three_devices(split_bundle):
     assert m.options["plan"] == "plan.json" and m.profile == "split-test"
     assert set(plan.devices_used) == {"cpu", "lavapipe", "npu"}
     assert plan.device_of("head") == "lavapipe"
-    # lavapipe runs attention (decomposed before codegen) and keeps its layer's KV cache.
-    last = max(p.layer for p in plan.parts if p.layer is not None)
-    assert plan.device_of(f"layers.{last}.attn") == plan.device_of(f"layers.{last}.ffn") == "lavapipe"
+    # lavapipe cannot compile attention: every attention part it would take stays on the CPU.
+    assert all(p.device != "lavapipe" for p in plan.parts if p.kind == "attn")
     stages = m.options["stages"]
     assert [s["device"] for s in stages] == [s.device for s in plan.segments]
     assert len(m.modules) == len(stages) >= 3
     drivers = {mod.partition: mod.driver for mod in m.modules}
     assert drivers["lavapipe"] == "vulkan" and drivers["cpu"] == "local-task"
-    assert next(s for s in stages if s["device"] == "lavapipe")["cache_layers"] == [last]
     npu = next(s for s in stages if s["device"] == "npu")
     assert npu["stand_in"] and drivers["npu"] == "local-task"  # no NPU compiler or driver: CPU stand-in
     assert npu["cache_layers"], "the NPU stage keeps the KV cache of its own layers"
