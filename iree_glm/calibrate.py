@@ -36,9 +36,10 @@ from .profiles import OP_CLASSES
 
 MATMUL_M, MATMUL_K, MATMUL_N = 128, 1024, 1024  # prefill: 128 prompt rows times a 1024x1024 weight
 # Bandwidth as a decode step sees it: a chain of square matrix-vector products over distinct
-# f32 weights, each its own dispatch. STREAM: 16 x 4 MiB, far beyond a CPU cache; CACHED:
+# f32 weights, each its own dispatch. STREAM: 16 x 16 MiB, 8x a 32 MiB cache (a smaller set
+# still hits a victim cache and overstates bandwidth); CACHED:
 # 8 x 1 MiB, cache-resident (read over and over).
-STREAM = (16, 1024)
+STREAM = (16, 2048)
 CACHED = (8, 512)
 CHAIN = 33  # dependent dispatches in the dispatch-overhead benchmark
 CHAIN_WIDTH = 128  # each a 1x128 @ 128x128 product: small, like most of a decode step's dispatches
