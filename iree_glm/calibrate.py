@@ -36,8 +36,8 @@ from .profiles import OP_CLASSES
 
 MATMUL_M, MATMUL_K, MATMUL_N = 128, 1024, 1024  # prefill: 128 prompt rows times a 1024x1024 weight
 # Bandwidth as a decode step sees it: a chain of square matrix-vector products over distinct
-# f32 weights, each its own dispatch. STREAM: 16 x 16 MiB, 8x a 32 MiB cache (a smaller set
-# still hits a victim cache and overstates bandwidth); CACHED:
+# f32 weights, each its own dispatch. STREAM: 16 x 16 MiB, 8x a 32 MiB cache (a set only 2x the
+# cache may still partly hit it); CACHED:
 # 8 x 1 MiB, cache-resident (read over and over).
 STREAM = (16, 2048)
 CACHED = (8, 512)

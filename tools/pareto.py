@@ -122,6 +122,20 @@ def main() -> None:
             p = r["plan"]
             print(f"| {name} | {r['label']} | {p.latency_ms:.1f} | {p.energy_mj:.0f} | {p.avg_power_w:.2f} | {p.prefill_ms:.0f} | "
                   f"{'+'.join(p.devices_used)} | {'yes' if id(r) in front else ''} |")
+    print()
+    print("| profile | plan | decode ms/token | prefill 128 ms | average W | mJ/token | devices |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        cpu = rows[0]["plan"]
+        fastest = min(rows, key=lambda r: (r["plan"].latency_ms, r["plan"].energy_mj))
+        frugal = min(rows, key=lambda r: (r["plan"].energy_mj, r["plan"].latency_ms))
+        for label, p in (("cpu only", cpu), (f"fastest ({fastest['label']})", fastest["plan"]),
+                         (f"least energy ({frugal['label']})", frugal["plan"])):
+            print(f"| {name} | {label} | {p.latency_ms:.1f} | {p.prefill_ms:.0f} | {p.avg_power_w:.2f} | {p.energy_mj:.0f} | "
+                  f"{'+'.join(p.devices_used)} |")
+        best = fastest["plan"]
+        print(f"| {name} | fastest vs cpu only | {cpu.latency_ms / best.latency_ms:.2f}x | {cpu.prefill_ms / best.prefill_ms:.1f}x | "
+              f"{100 * (1 - best.avg_power_w / cpu.avg_power_w):.0f}% less power | | |")
     args.output.write_text(svg(results, f"latency-energy estimates, {cfg.num_layers}-layer {cfg.hidden_size}-wide model, {args.dtype}"))
     print(f"wrote {args.output}")
 
