@@ -175,3 +175,25 @@ def test_cli_bad_quant_is_one_line_exit_2(glm4_checkpoint, tmp_path, args, messa
     lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l and "warn" not in l]
     assert lines[-1].startswith("error: ") and message in lines[-1]
     assert not (tmp_path / "b").exists()
+
+
+def _llamacpp_tool():
+    """tools/llamacpp.py (the llama.cpp benchmark peer), imported without needing llama-cpp-python."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "llamacpp.py"
+    spec = importlib.util.spec_from_file_location("llamacpp_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_llamacpp_tool_rejects_bad_input(tmp_path):
+    tool, path = _llamacpp_tool()
+    with pytest.raises(UserError, match="no convert_hf_to_gguf.py and gguf-py found"):
+        tool.find_source(tmp_path, tmp_path)
+    with pytest.raises(UserError, match="unknown GGUF type 'q3_k'"):
+        tool.convert(tmp_path, "q3_k", tmp_path / "work", tmp_path)
+    proc = subprocess.run([sys.executable, str(path), str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint:")
