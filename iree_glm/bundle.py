@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from .errors import BundleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-layer KV caches updated in place (prefill/decode take slots and key positions)
 MANIFEST = "manifest.json"
 
 

@@ -3,6 +3,15 @@
 The FX importer would inline each weight as a literal; our hook instead declares a
 `util.global` initialised from `#stream.parameter.named<"model"::NAME>` and loads it, so the
 compiled module is code only and the runtime mmaps the weights from the .irpa file.
+
+KV caches are updated in place. torch.export records the model's `index_put_` on a cache
+argument as an input mutation, which the importer writes as `torch.copy.to_vtensor` +
+`torch.overwrite.tensor.contents`; IREE 3.13 lowers that overwrite to a copy of the WHOLE
+cache into the argument's buffer after the call. `_drop_overwrites` removes the pair instead:
+the cache becomes a plain argument whose only use is the scatter of the new entries, which
+IREE then performs in the caller's buffer (no clone: nothing reads the old value after the
+write). The runtime relies on that: it passes the same device buffers again on every call
+(tests/test_kv_cache.py checks that a later call sees the entries of an earlier one).
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch.export import Dim
+
+from .runtime.kv_cache import STORE_KV
 
 PARAMETER_SCOPE = "model"
 
@@ -78,23 +89,77 @@ def _parameter_hooks(names: dict[int, str]):
     return ParameterHooks()
 
 
-def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
-    cfg = model.cfg
-    seq = 2 if ep.seq_len is None else ep.seq_len
-    tokens = torch.zeros(ep.batch, seq, dtype=torch.int64)
+
+
+def example_inputs(ep: EntryPoint, first_input: torch.Tensor, layers: int, cfg, cache_dtype: torch.dtype):
+    """(args, dynamic_shapes) for a step `f(x, start, slots, key_positions, *caches)`.
+
+    Dynamic: the sequence length (prefill), the attended keys n (0..n-1) and the cache rows.
+    Example sizes differ from each other so that export never takes two of them for one.
+    """
+    rows, keys = ep.batch + 2, ep.capacity if ep.capacity not in (2, ep.batch + 2) else ep.capacity - 1
     start = torch.zeros(ep.batch, dtype=torch.int64)
-    shape = (cfg.num_layers, ep.batch, cfg.num_kv_heads, ep.capacity, cfg.head_dim)
-    k_cache = torch.zeros(shape, dtype=cache_dtype)
-    v_cache = torch.zeros(shape, dtype=cache_dtype)
-    dynamic = None
-    if ep.seq_len is None:
-        dynamic = ({1: Dim("seq_len", min=1, max=ep.capacity)}, None, None, None)
+    slots = torch.arange(ep.batch, dtype=torch.int64)
+    key_positions = torch.arange(keys, dtype=torch.int64)
+    shape = (rows, cfg.num_kv_heads, ep.capacity, cfg.head_dim)
+    caches = tuple(torch.zeros(shape, dtype=cache_dtype) for _ in range(2 * layers))
+    row_dim = Dim("rows", min=1)
+    x_dynamic = None if ep.seq_len is not None else {1: Dim("seq_len", min=1, max=ep.capacity)}
+    dynamic = (x_dynamic, None, None, {0: Dim("keys", min=1, max=ep.capacity)})
+    if caches:  # a stage without attention has none
+        dynamic += (tuple({0: row_dim} for _ in caches),)
+    return (first_input, start, slots, key_positions, *caches), dynamic
+
+
+def export_program(module: torch.nn.Module, args: tuple, dynamic):
+    """torch.export + the decompositions IREE needs (SDPA kept whole: IREE fuses it)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 internal deprecation
-        prog = torch.export.export(model, (tokens, start, k_cache, v_cache), dynamic_shapes=dynamic, strict=False)
+        prog = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         return prog.run_decompositions(table)
+
+
+def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
+    cfg = model.cfg
+    tokens = torch.zeros(ep.batch, 2 if ep.seq_len is None else ep.seq_len, dtype=torch.int64)
+    args, dynamic = example_inputs(ep, tokens, cfg.num_layers, cfg, cache_dtype)
+    return export_program(model, args, dynamic)
+
+
+class KVStore(torch.nn.Module):
+    """forward(slot [1], start [1], kv [2, L, Hkv, P, D], k_0, v_0, ...): cache row `slot` takes
+    kv at positions start..start+P-1, in place. Puts prefix-cache blocks back on the device."""
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, slot, start, kv, *caches):
+        from .model import read_cache, write_cache_
+
+        positions = start[:, None] + torch.arange(kv.shape[3], device=kv.device)[None, :]
+        first = []
+        for i in range(self.layers):
+            for j in (0, 1):
+                cache = caches[2 * i + j]
+                write_cache_(cache, kv[j, i][None], slot, positions)
+                first.append(read_cache(cache, slot, start).reshape(-1)[:1])
+        # The result reads each written cache: a write nothing reads would be dropped as dead
+        # code once the overwrites are gone (see the module docstring).
+        return torch.cat(first)
+
+
+def _export_store(cfg, capacity: int, cache_dtype: torch.dtype):
+    rows = 3
+    shape = (rows, cfg.num_kv_heads, capacity, cfg.head_dim)
+    caches = tuple(torch.zeros(shape, dtype=cache_dtype) for _ in range(2 * cfg.num_layers))
+    kv = torch.zeros(2, cfg.num_layers, cfg.num_kv_heads, 2, cfg.head_dim, dtype=cache_dtype)
+    args = (torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), kv, *caches)
+    row_dim = Dim("rows", min=1)
+    dynamic = (None, None, {3: Dim("entries", min=1, max=capacity)}, tuple({0: row_dim} for _ in caches))
+    return export_program(KVStore(cfg.num_layers), args, dynamic)
 
 
 def import_programs(owner: torch.nn.Module, programs: Iterable[tuple[str, Any]]):
@@ -114,13 +179,37 @@ def import_programs(owner: torch.nn.Module, programs: Iterable[tuple[str, Any]])
         for name, value in prog.constants.items():
             prog.state_dict.setdefault(name, value)
         _rename_state(prog, names)
-        importer.import_frozen_program(prog, func_name=func_name)
+        func = importer.import_program(prog, func_name=func_name)
+        _drop_overwrites(func)
     return importer.module, context, set(hooks.declared)
 
 
+def _drop_overwrites(func) -> None:
+    """Turn mutated (`!torch.tensor`) arguments back into plain value arguments: remove their
+    `torch.copy.to_vtensor` and `torch.overwrite.tensor.contents` (see the module docstring)."""
+    from iree.compiler import ir
+
+    block = func.regions[0].blocks[0]
+    for op in list(block.operations):
+        name = op.operation.name
+        if name == "torch.overwrite.tensor.contents":
+            op.operation.erase()
+        elif name == "torch.copy.to_vtensor" and isinstance(op.operands[0], ir.BlockArgument):
+            arg = ir.BlockArgument(op.operands[0])
+            arg.set_type(op.results[0].type)
+            op.results[0].replace_all_uses_with(arg)
+            op.operation.erase()
+    ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    with func.context:
+        func.attributes["function_type"] = ir.TypeAttr.get(
+            ir.FunctionType.get([a.type for a in block.arguments], ftype.results))
+
+
 def export_mlir(model: torch.nn.Module, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):
-    """Export each entry point of `model` into one MLIR module; returns (module, context)."""
-    programs = ((ep.name, _export(model, ep, cache_dtype)) for ep in entry_points)
+    """Export each entry point of `model`, plus `store_kv`, into one MLIR module; returns (module, context)."""
+    entry_points = list(entry_points)
+    programs = [(ep.name, _export(model, ep, cache_dtype)) for ep in entry_points]
+    programs.append((STORE_KV, _export_store(model.cfg, entry_points[0].capacity, cache_dtype)))
     module, context, declared = import_programs(model, programs)
     missing = set(model.state_dict()) - declared
     if missing:

@@ -1,10 +1,12 @@
 """An export-friendly decoder for GLM, GLM-4 and Llama checkpoints.
 
 Same math and parameter names as transformers' eager implementation, written for
-torch.export and IREE: the KV cache is a fixed-capacity tensor passed in and returned
-([layers, batch, kv_heads, capacity, head_dim]), written with `scatter`, and attention is
-spelled out as matmul + softmax + matmul over the whole cache with a position mask, so one
-compiled function serves every position without dynamic cache shapes.
+torch.export and IREE. The KV cache is one pair of tensors per layer, [rows, kv_heads,
+capacity, head_dim], that the model updates IN PLACE: a request owns one row (its slot), and
+a step writes its new keys/values at (slot, position) with `index_put_` and attends over the
+first n positions only, n being the length of the `key_positions` input (0..n-1). Exported,
+the write is a scatter into the caller's buffer and the attention reads n keys, so a step
+costs what the context in use costs, not the capacity.
 """
 
 from __future__ import annotations
@@ -61,18 +63,23 @@ class Rotary(nn.Module):
         return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
-def _write_cache(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """cache [B,Hkv,C,D] with new [B,Hkv,S,D] written at positions [B,S] (consecutive per row).
+def write_cache_(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor) -> None:
+    """In place: cache [R,Hkv,C,D] row slots[b] takes new [B,Hkv,S,D] at positions [B,S].
 
-    Written as an elementwise select over the cache (a gather from `new` by offset), which
-    IREE fuses into one dispatch; `scatter` and `index_copy` lower badly for large caches.
+    One `index_put_` over the new entries only; exported, it becomes a scatter that IREE
+    performs in the caller's buffer (see export.py), so nothing else of the cache is touched.
     """
-    b, hkv, capacity, d = cache.shape
-    s = new.shape[2]
-    offset = torch.arange(capacity, device=cache.device)[None, :] - positions[:, :1]  # [B, C]
-    inside = (offset >= 0) & (offset < s)
-    index = offset.clamp(0, s - 1)[:, None, :, None].expand(b, hkv, capacity, d)
-    return torch.where(inside[:, None, :, None], new.gather(2, index), cache)
+    hkv = cache.shape[1]
+    heads = torch.arange(hkv, device=cache.device)[None, :, None]
+    cache.index_put_((slots[:, None, None], heads, positions[:, None, :]), new)
+
+
+def read_cache(cache: torch.Tensor, slots: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+    """The rows `slots` of cache [R,Hkv,C,D] at `key_positions` [n] -> [B,Hkv,n,D].
+
+    One gather over (row, head, position): two `index_select`s would copy whole rows first."""
+    heads = torch.arange(cache.shape[1], device=cache.device)[None, :, None]
+    return cache[slots[:, None, None], heads, key_positions[None, None, :]]
 
 
 class Attention(nn.Module):
@@ -87,8 +94,9 @@ class Attention(nn.Module):
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
 
-    def forward(self, x, rotary: Rotary, cos, sin, positions, k_cache, v_cache):
-        """x [B,S,hidden]; positions [B,S]; caches [B,Hkv,C,D] -> out, new caches."""
+    def forward(self, x, rotary: Rotary, cos, sin, positions, slots, key_positions, k_cache, v_cache):
+        """x [B,S,hidden]; positions [B,S]; slots [B]; key_positions [n]; caches [R,Hkv,C,D]
+        (updated in place) -> out [B,S,hidden]."""
         cfg = self.cfg
         b, s, _ = x.shape
         d, hkv = cfg.head_dim, cfg.num_kv_heads
@@ -100,26 +108,26 @@ class Attention(nn.Module):
         k = rotary.apply(k, cos, sin)
 
         if self.sparse is not None:  # exported as one marked op; passes/sparse_attention.py lowers it
-            out, k_cache, v_cache = sparse_attention.attention(q, k, v, positions, k_cache, v_cache, self.sparse, _write_cache)
+            out = sparse_attention.attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, self.sparse)
             out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
-            return self.o_proj(out), k_cache, v_cache
+            return self.o_proj(out)
 
-        k_cache = _write_cache(k_cache, k, positions)
-        v_cache = _write_cache(v_cache, v, positions)
+        write_cache_(k_cache, k, slots, positions)
+        write_cache_(v_cache, v, slots, positions)
+        keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
 
-        # Attend over the whole cache; positions not yet written (or in the future) are masked.
-        capacity = k_cache.shape[2]
-        key_pos = torch.arange(capacity, device=x.device)
-        visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, S, C]
-        mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[:, None]  # [B, 1, S, C]
+        # Attend over the n keys asked for; positions not yet written (or in the future) are masked.
+        n = key_positions.shape[0]
+        visible = key_positions[None, None, :] <= positions[:, :, None]  # [B, S, n]
+        mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[:, None]  # [B, 1, S, n]
         # Grouped-query attention without copying K/V `group` times: the query heads that share
         # a KV head become extra rows of one attention over that head's cache.
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
-        mask = mask[:, :, :, None].expand(b, 1, s, group, capacity).reshape(b, 1, s * group, capacity)
-        out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+        mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.reshape(b, hkv, s, group, d).permute(0, 2, 1, 3, 4).reshape(b, s, cfg.num_heads * d)
-        return self.o_proj(out), k_cache, v_cache
+        return self.o_proj(out)
 
 
 class MLP(nn.Module):
@@ -153,17 +161,15 @@ class DecoderLayer(nn.Module):
             self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
             self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, rotary, cos, sin, positions, k_cache, v_cache):
-        h, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), rotary, cos, sin, positions, k_cache, v_cache
-        )
+    def forward(self, x, rotary, cos, sin, positions, slots, key_positions, k_cache, v_cache):
+        h = self.self_attn(self.input_layernorm(x), rotary, cos, sin, positions, slots, key_positions, k_cache, v_cache)
         if self.post_norms:
             h = self.post_self_attn_layernorm(h)
         x = x + h
         h = self.mlp(self.post_attention_layernorm(x))
         if self.post_norms:
             h = self.post_mlp_layernorm(h)
-        return x + h, k_cache, v_cache
+        return x + h
 
 
 class Body(nn.Module):
@@ -178,11 +184,12 @@ class Body(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """Decoder with a fixed-capacity KV cache.
+    """Decoder with a fixed-capacity KV cache, one (k, v) pair of [R,Hkv,C,D] per layer.
 
-    forward(tokens [B,S] int64, start [B] int64, k_cache, v_cache [L,B,Hkv,C,D])
-      -> (logits of the last position [B,V], k_cache, v_cache)
-    Token i of row b is written at cache position start[b] + i and sees positions <= it.
+    forward(tokens [B,S] int64, start [B] int64, slots [B] int64, key_positions [n] int64,
+            k_0, v_0, k_1, v_1, ...) -> logits of the last position [B,V]
+    Token i of row b is written at position start[b] + i of cache row slots[b] (in place) and
+    sees the positions <= it among key_positions (0..n-1, n covering every position in use).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -200,29 +207,31 @@ class CausalLM(nn.Module):
         head = getattr(self, "lm_head", None)
         return head(x) if head is not None else F.linear(x, self.model.embed_tokens.weight)
 
-    def hidden_states(self, tokens, start, k_cache, v_cache):
+    def hidden_states(self, tokens, start, slots, key_positions, caches):
         s = tokens.shape[1]
         positions = start[:, None] + torch.arange(s, device=tokens.device)[None, :]
         x = self.model.embed_tokens(tokens)
         cos, sin = self.model.rotary.cos_sin(positions)
-        new_k, new_v = [], []
         for i, layer in enumerate(self.model.layers):
-            x, k, v = layer(x, self.model.rotary, cos, sin, positions, k_cache[i], v_cache[i])
-            new_k.append(k)
-            new_v.append(v)
-        return self.model.norm(x), torch.stack(new_k), torch.stack(new_v)
+            x = layer(x, self.model.rotary, cos, sin, positions, slots, key_positions, caches[2 * i], caches[2 * i + 1])
+        return self.model.norm(x)
 
-    def forward(self, tokens, start, k_cache, v_cache):
-        x, k_cache, v_cache = self.hidden_states(tokens, start, k_cache, v_cache)
-        logits = self.project(x[:, -1])
-        return logits, k_cache, v_cache
+    def forward(self, tokens, start, slots, key_positions, *caches):
+        x = self.hidden_states(tokens, start, slots, key_positions, caches)
+        return self.project(x[:, -1])
 
     def all_logits(self, tokens, start, k_cache, v_cache):
-        """Logits for every position (tests and fidelity tools; not exported)."""
-        x, k_cache, v_cache = self.hidden_states(tokens, start, k_cache, v_cache)
+        """Logits for every position (tests and tools; not exported). Caches are stacked
+        [L,B,Hkv,C,D] (row b of the batch is cache row b), updated in place and returned."""
+        b, capacity = tokens.shape[0], k_cache.shape[3]
+        slots = torch.arange(b, device=tokens.device)
+        keys = torch.arange(capacity, device=tokens.device)
+        caches = [c for i in range(self.cfg.num_layers) for c in (k_cache[i], v_cache[i])]
+        x = self.hidden_states(tokens, start, slots, keys, caches)
         return self.project(x), k_cache, v_cache
 
     def empty_cache(self, batch: int, capacity: int, dtype=torch.float32):
+        """Stacked caches [L,B,Hkv,C,D] for `all_logits`."""
         cfg = self.cfg
         shape = (cfg.num_layers, batch, cfg.num_kv_heads, capacity, cfg.head_dim)
         return torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)

@@ -15,9 +15,8 @@ from typing import Iterable
 
 import torch
 from torch import nn
-from torch.export import Dim
 
-from .export import EntryPoint, import_programs
+from .export import EntryPoint, example_inputs, export_program, import_programs
 from .scheduler import PartitionPlan
 
 
@@ -58,7 +57,8 @@ def stages_of(plan: PartitionPlan) -> list[StageSpec]:
 
 
 class Stage(nn.Module):
-    """Parts of a CausalLM; forward(x, start[, k_cache, v_cache]) -> (out[, k_cache, v_cache])."""
+    """Parts of a CausalLM; forward(x, start, slots, key_positions, k_0, v_0, ...) -> out
+    (caches of its attention parts, updated in place; see CausalLM)."""
 
     def __init__(self, full: nn.Module, spec: StageSpec):
         super().__init__()
@@ -88,14 +88,14 @@ class Stage(nn.Module):
                 self.lm_head = full.lm_head
         self.model = body
 
-    def forward(self, x, start, k_cache=None, v_cache=None):
+    def forward(self, x, start, slots, key_positions, *caches):
         m = self.model
         s = x.shape[1]
         torch._check(s >= 1)  # tells export's shape solver what Dim(min=1) means for a float input
         positions = start[:, None] + torch.arange(s, device=x.device)[None, :]
         if self.spec.attn_layers:
             cos, sin = m.rotary.cos_sin(positions)
-        new_k, new_v = [], []
+        j = 0  # attention parts seen so far: their caches are caches[2j], caches[2j + 1]
         for part in self.spec.parts:
             if part == "embed":
                 x = m.embed_tokens(x)
@@ -107,21 +107,18 @@ class Stage(nn.Module):
                 i, kind = part.split(".")[1:]
                 layer = m.layers[i]
                 if kind == "attn":  # DecoderLayer.forward, first half
-                    j = len(new_k)
-                    h, k, v = layer.self_attn(layer.input_layernorm(x), m.rotary, cos, sin, positions, k_cache[j], v_cache[j])
+                    h = layer.self_attn(layer.input_layernorm(x), m.rotary, cos, sin, positions, slots, key_positions,
+                                        caches[2 * j], caches[2 * j + 1])
+                    j += 1
                     if hasattr(layer, "post_self_attn_layernorm"):
                         h = layer.post_self_attn_layernorm(h)
                     x = x + h
-                    new_k.append(k)
-                    new_v.append(v)
                 else:  # second half
                     h = layer.mlp(layer.post_attention_layernorm(x))
                     if hasattr(layer, "post_mlp_layernorm"):
                         h = layer.post_mlp_layernorm(h)
                     x = x + h
-        if not new_k:
-            return (x,)
-        return x, torch.stack(new_k), torch.stack(new_v)
+        return x
 
 
 def _export_stage(stage: Stage, ep: EntryPoint, cache_dtype: torch.dtype):
@@ -131,19 +128,8 @@ def _export_stage(stage: Stage, ep: EntryPoint, cache_dtype: torch.dtype):
         x = torch.zeros(ep.batch, seq, dtype=torch.int64)
     else:
         x = torch.zeros(ep.batch, seq, cfg.hidden_size, dtype=torch.float32)
-    args: tuple = (x, torch.zeros(ep.batch, dtype=torch.int64))
-    n = len(stage.spec.attn_layers)
-    if n:
-        shape = (n, ep.batch, cfg.num_kv_heads, ep.capacity, cfg.head_dim)
-        args += (torch.zeros(shape, dtype=cache_dtype), torch.zeros(shape, dtype=cache_dtype))
-    dynamic = None
-    if ep.seq_len is None:
-        dynamic = ({1: Dim("seq_len", min=1, max=ep.capacity)},) + (None,) * (len(args) - 1)
-    with torch.no_grad():
-        prog = torch.export.export(stage, args, dynamic_shapes=dynamic, strict=False)
-        table = torch.export.default_decompositions()
-        table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
-        return prog.run_decompositions(table)
+    args, dynamic = example_inputs(ep, x, len(stage.spec.attn_layers), cfg, cache_dtype)
+    return export_program(stage, args, dynamic)
 
 
 def export_stage_mlir(stage: Stage, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):

@@ -218,24 +218,31 @@ def attend(q, k, v, positions, pattern: SparsePattern, ring: bool = False) -> to
     )
 
 
-def attention(q, k, v, positions, k_cache, v_cache, pattern: SparsePattern, write_cache):
-    """The model's attention layer under `pattern`: cache update + attention -> out, caches.
+def attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, pattern: SparsePattern):
+    """The model's attention layer under `pattern`: cache update (in place) + attention -> out.
 
-    Without `pattern.ring` the cache is indexed by position (written by the model's
-    `write_cache`). With it, the cache holds G + W slots (`write_ring`): decode attends over
-    the ring, so memory and per-token work stay constant however long the conversation; a
-    prefill attends over its own keys, so it must start at position 0 (a fresh prompt).
+    Without `pattern.ring` the cache [R,Hkv,C,D] is indexed by position and written like the
+    model's dense cache (`model.write_cache_`); the attention reads the first n positions
+    (`key_positions` = 0..n-1). With it, the cache holds G + W slots (`write_ring`): decode
+    attends over the ring, so memory and per-token work stay constant however long the
+    conversation; a prefill attends over its own keys, so it must start at position 0.
     """
+    from .model import read_cache, write_cache_
+
     if not pattern.ring:
-        k_cache, v_cache = write_cache(k_cache, k, positions), write_cache(v_cache, v, positions)
-        return attend(q, k_cache, v_cache, positions, pattern), k_cache, v_cache
+        write_cache_(k_cache, k, slots, positions)
+        write_cache_(v_cache, v, slots, positions)
+        keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
+        return attend(q, keys, values, positions, pattern)
     if k_cache.shape[2] != pattern.ring_slots:
         raise ValueError(f"a sliding-window cache has {pattern.ring_slots} slots (got {k_cache.shape[2]})")
-    k_cache = write_ring(k_cache, k, positions, pattern.global_, pattern.local)
-    v_cache = write_ring(v_cache, v, positions, pattern.global_, pattern.local)
+    ring_k = write_ring(k_cache.index_select(0, slots), k, positions, pattern.global_, pattern.local)
+    ring_v = write_ring(v_cache.index_select(0, slots), v, positions, pattern.global_, pattern.local)
+    k_cache.index_copy_(0, slots, ring_k)
+    v_cache.index_copy_(0, slots, ring_v)
     if isinstance(q.shape[2], int) and q.shape[2] == 1:  # decode: over the ring
-        return attend(q, k_cache, v_cache, positions, pattern, ring=True), k_cache, v_cache
-    return attend(q, k, v, positions, pattern), k_cache, v_cache  # fresh prefill: over its own keys
+        return attend(q, ring_k, ring_v, positions, pattern, ring=True)
+    return attend(q, k, v, positions, pattern)  # fresh prefill: over its own keys
 
 
 def enable(model: torch.nn.Module, pattern: SparsePattern | None) -> None:

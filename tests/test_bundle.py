@@ -17,7 +17,7 @@ def session(glm4_bundle):
 
 def test_manifest_lists_everything(glm4_bundle):
     m = read_manifest(glm4_bundle)
-    assert m.format_version == 1
+    assert m.format_version == 2
     assert {"model.vmfb", "weights.irpa", "tokenizer.json", "config.json"} <= set(m.files)
     assert [e["name"] for e in m.entry_points] == ["prefill", "decode"]
     assert m.modules[0].flags and m.versions["iree-base-compiler"] == "3.13.0"
@@ -42,10 +42,8 @@ def test_prefill_logits_match_transformers(session, glm4_checkpoint):
     prompt = list(range(3, 60))
     with torch.no_grad():
         ref = hf(torch.tensor([prompt])).logits[0, -1].numpy()
-    logits, _, _ = session._fns["prefill"](
-        np.asarray([prompt], np.int64), np.zeros(1, np.int64), session._zero_cache, session._zero_cache
-    )
-    assert np.abs(logits.to_host()[0] - ref).max() < 1e-4
+    logits = session.run_prefill(prompt, 0, session.new_cache())
+    assert np.abs(logits - ref).max() < 1e-4
 
 
 def test_stream_yields_text_pieces_that_add_up(session):

@@ -79,10 +79,10 @@ def test_greedy_output_is_identical_with_and_without_the_cache(plain, glm4_bundl
 def test_warm_prefill_logits_match_cold(plain, glm4_bundle):
     cached = Session.load(glm4_bundle, prefix_cache=True)
     p = _prompts(1, prefix_len=70, seed=3)[0]
-    cold = plain.prefill(plain.new_request(p))[0]
-    cached.prefill(cached.new_request(p))
+    cold = plain.prefill(plain.new_request(p), plain.new_cache())
+    cached.prefill(cached.new_request(p), cached.new_cache())
     state = cached.new_request(p)
-    warm = cached.prefill(state)[0]
+    warm = cached.prefill(state, cached.new_cache())
     assert state.cached_tokens == (len(p) - 1) // 16 * 16 >= 64
     np.testing.assert_allclose(warm, cold, atol=1e-5)
 

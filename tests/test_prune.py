@@ -107,10 +107,8 @@ def test_pruned_bundle_runs_and_matches_torch(glm4_checkpoint, tmp_path):
     session = Session.load(out)
     model, _ = _pruned(path, "heads=0.5,ffn=0.5")
     prompt = [5, 17, 99, 3, 250, 42, 7]
-    logits, _, _ = session._fns["prefill"](
-        np.asarray([prompt], np.int64), np.zeros(1, np.int64), session._zero_cache, session._zero_cache
-    )
-    assert np.abs(logits.to_host()[0] - _our_logits(model, prompt)[-1].numpy()).max() < 1e-4
+    logits = session.run_prefill(prompt, 0, session.new_cache())
+    assert np.abs(logits - _our_logits(model, prompt)[-1].numpy()).max() < 1e-4
     assert len(session.generate(prompt, max_new_tokens=5, stop_ids=()).generated_ids) == 5
 
 

@@ -59,13 +59,11 @@ def dispatch_violations(dump: Path, shapes: list[tuple[str, list[str]]]) -> list
 
 def _logits(session: Session, ids: list[int], steps: int) -> tuple[np.ndarray, list[int]]:
     """Greedy: prefill then `steps` decode calls; returns logits [steps + 1, V] and the tokens."""
-    zero = session._zero_cache
-    logits, k, v = session._fns["prefill"](np.asarray([ids], np.int64), np.asarray([0], np.int64), zero, zero)
-    rows, tokens = [np.array(logits.to_host()[0])], []
+    cache = session.new_cache()
+    rows, tokens = [session.run_prefill(ids, 0, cache)], []
     for i in range(steps):
         tokens.append(int(rows[-1].argmax()))
-        logits, k, v = session._fns["decode"](np.asarray([[tokens[-1]]], np.int64), np.asarray([len(ids) + i], np.int64), k, v)
-        rows.append(np.array(logits.to_host()[0]))  # copy: the device buffer is reused
+        rows.append(session.decode([tokens[-1]], [len(ids) + i], cache)[0])
     return np.stack(rows), tokens
 
 

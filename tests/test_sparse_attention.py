@@ -206,11 +206,11 @@ def test_ring_cache_model_matches_full_cache(glm4_checkpoint):
         k, v = model.empty_cache(1, pattern.ring_slots if ring else CAPACITY)
         steps = []
         with torch.no_grad():
-            out, k, v = model(ids[:, :21], torch.zeros(1, dtype=torch.int64), k, v)
-            steps.append(out)
+            out, k, v = model.all_logits(ids[:, :21], torch.zeros(1, dtype=torch.int64), k, v)
+            steps.append(out[:, -1])
             for i in range(21, 61):
-                out, k, v = model(ids[:, i : i + 1], torch.tensor([i]), k, v)
-                steps.append(out)
+                out, k, v = model.all_logits(ids[:, i : i + 1], torch.tensor([i]), k, v)
+                steps.append(out[:, -1])
         logits[ring] = torch.stack(steps)
         assert k.shape[3] == (20 if ring else CAPACITY)
     torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=0)
@@ -277,8 +277,8 @@ def test_compiled_model_matches_dense_with_equivalent_mask(sparse_bundle, glm4_c
     k, v = model.empty_cache(1, CAPACITY)
     with torch.no_grad():
         ref, _, _ = model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)
-    zero = np.zeros(session._cache_shape, np.float32)
-    logits, kc, vc = session._fns["prefill"](ids[:, :s].numpy(), np.zeros(1, np.int64), zero, zero)
-    np.testing.assert_allclose(logits.to_host()[0], ref[0, s - 1].numpy(), atol=1e-4, rtol=0)
-    step, _, _ = session._fns["decode"](ids[:, s:].numpy(), np.asarray([s], np.int64), kc, vc)
-    np.testing.assert_allclose(step.to_host()[0], ref[0, s].numpy(), atol=1e-4, rtol=0)
+    cache = session.new_cache()
+    logits = session.run_prefill(ids[0, :s].tolist(), 0, cache)
+    np.testing.assert_allclose(logits, ref[0, s - 1].numpy(), atol=1e-4, rtol=0)
+    step = session.decode([int(ids[0, s])], [s], cache)
+    np.testing.assert_allclose(step[0], ref[0, s].numpy(), atol=1e-4, rtol=0)

@@ -100,7 +100,6 @@ def bench_batching(session, rng, reps: int, new_tokens: int = 64) -> dict:
             runs = [run_streams(engine, session, n, 64, new_tokens, rng) for _ in range(reps)]
             out[n] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         out["throughput_ratio_8_vs_1"] = out[8]["decode_tok_s"] / out[1]["decode_tok_s"]
-        out["rebuild_ms_mean"] = engine.stats.rebuild_s / max(1, engine.stats.rebuilds) * 1e3
         # A lone request: direct vs through the engine (same prompt and length).
         prompt = [int(t) for t in rng.integers(0, session.config.vocab_size - 1, 64)]
         direct, batched = [], []
@@ -146,8 +145,7 @@ def main() -> int:
 | decode, 8 streams (aggregate) | {b8['decode_tok_s']:.1f} tok/s ({b8['ms_per_step']:.1f} ms/step) | |
 | aggregate decode 8 vs 1 | {batching['throughput_ratio_8_vs_1']:.2f}x | >= 4x |
 | lone request, direct / through the engine | {lone['direct_ms']:.0f} / {lone['engine_ms']:.0f} ms | |
-| batching overhead for a lone request | {lone['overhead_pct']:+.1f}% | < 5% |
-| batch-cache rebuild on join (mean) | {batching['rebuild_ms_mean']:.1f} ms | |""")
+| batching overhead for a lone request | {lone['overhead_pct']:+.1f}% | < 5% |""")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     session.close()

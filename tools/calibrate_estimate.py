@@ -40,8 +40,9 @@ def measure_bundle(session, prompt_len: int, steps: int) -> dict:
     prompt = [(i * 7919) % session.config.vocab_size for i in range(1, prompt_len + 1)]
     state = RequestState(prompt, steps + 1, Sampler(SamplingParams()), set(), session.max_context, None, ())
     pipeline = isinstance(session, PipelineSession)
+    cache = session.new_cache()
     t = time.perf_counter()
-    logits, k, v = session.prefill(state)
+    logits = session.prefill(state, cache)
     prefill = time.perf_counter() - t
     if pipeline:
         session.stats.handoff_seconds = 0.0
@@ -49,7 +50,7 @@ def measure_bundle(session, prompt_len: int, steps: int) -> dict:
     for _ in range(min(steps, session.max_context - pos - 1)):
         token = int(logits.argmax())
         t = time.perf_counter()
-        out, k, v = session.decode([token], [pos], k, v)
+        out = session.decode([token], [pos], cache)
         times.append(time.perf_counter() - t)
         logits, pos = out[0], pos + 1
     out = {"prefill_ms": prefill * 1e3, "decode_ms": statistics.median(times) * 1e3}

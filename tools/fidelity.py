@@ -136,13 +136,11 @@ def measure_bundle(bundle: Path, data: Path, repeats: int) -> dict[str, Any]:
     d = np.load(data)
     windows, ref_top1 = d["windows"], d["top1"]
     s = Session.load(bundle)
-    decode = s._fns["decode"]
     nll, agree, count = 0.0, 0, 0
     for w, ref in zip(windows, ref_top1):
-        k = v = s._zero_cache
+        cache = s.new_cache()
         for t in range(len(w) - 1):
-            logits, k, v = decode(w[None, t : t + 1], np.asarray([t], np.int64), k, v)
-            row = logits.to_host()[0].astype(np.float64)
+            row = s.decode([int(w[t])], [t], cache)[0].astype(np.float64)
             m = row.max()
             nll += m + math.log(np.exp(row - m).sum()) - row[w[t + 1]]
             agree += int(row.argmax() == ref[t])

@@ -5,11 +5,10 @@ N requests costs little more than one for a single request (decode streams the w
 memory once either way), so the engine runs every active request in one call of the
 smallest compiled `decode_b{N}` that holds them; requests join and leave between steps.
 
-The batch KV cache [L, N, Hkv, C, D] stays on the device between steps, one row (slot) per
-request; rows of requests that leave are left in place as padding. Only when requests join
-(or the batch can shrink to a smaller compiled size) is it rebuilt on the host: the live rows
-and each newcomer's prefilled cache are copied into a fresh array that the next step takes.
-A lone request uses its prefill cache directly, with no copy.
+The engine owns one device KV cache with a row (slot) per request it can hold plus a
+scratch row. A request is prefilled straight into a free slot and decoded there; a step
+passes the slots of the rows it decodes, so joining and leaving copy nothing. Rows that pad a
+step up to a compiled size write into the scratch row (at distinct positions) and are ignored.
 
 When the engine goes from idle to busy it waits up to `gather_ms` (prefilling what arrives
 meanwhile) so that requests arriving together start decoding together.
@@ -25,8 +24,6 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
-
-import numpy as np
 
 from .request import RequestState, StreamEvent
 
@@ -45,8 +42,7 @@ class Job:
     sink: Callable[[object], None]
     cancelled: bool = False
     token: int = -1  # the next token to feed
-    k: object = None  # prefill caches until the job is placed in the batch
-    v: object = None
+    slot: int | None = None  # its row of the engine's KV cache
     decode_start: float = 0.0
 
 
@@ -55,8 +51,6 @@ class EngineStats:
     steps: int = 0
     rows_decoded: int = 0
     step_s: float = 0.0  # time in decode calls (device + logits to host)
-    rebuilds: int = 0
-    rebuild_s: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
@@ -70,8 +64,10 @@ class BatchEngine:
         self.stats = EngineStats()
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
-        self._slots: list[Job | None] = []
-        self._k = self._v = None
+        self._active: list[Job] = []
+        self._cache = session.new_cache(self.sizes[-1] + 1)
+        self._scratch = self.sizes[-1]  # the row padding rows write into
+        self._free = list(range(self.sizes[-1]))
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="iree_glm-batching", daemon=True)
         self._thread.start()
@@ -122,7 +118,7 @@ class BatchEngine:
 
     @property
     def active(self) -> int:
-        return sum(j is not None for j in self._slots)
+        return len(self._active)
 
     # -- engine thread ----------------------------------------------------------------------
 
@@ -136,20 +132,18 @@ class BatchEngine:
                         break
                     idle = not self.active
                 deadline = time.perf_counter() + (self.gather_s if idle else 0.0)
-                joiners = self._admit(deadline)
+                self._active += self._admit(deadline)
                 self._drop_cancelled()
                 try:
-                    self._place(joiners)
                     if self.active:
                         self._step()
                 except Exception as e:  # a device error ends the requests it touched, not the engine
-                    for job in [j for j in self._slots if j is not None] + joiners:
+                    for job in list(self._active):
                         self._finish(job, e)
-                    self._slots, self._k, self._v = [], None, None
         finally:
             with self._cond:
                 self._closed = True
-                left = list(self._pending) + [j for j in self._slots if j is not None]
+                left = list(self._pending) + self._active
                 self._pending.clear()
             for job in left:
                 job.state.cancel()
@@ -188,65 +182,33 @@ class BatchEngine:
         if state.done:  # max_new_tokens == 0
             return
         t = time.perf_counter()
-        logits, job.k, job.v = self.session.prefill(state)
+        job.slot = self._free.pop()
+        logits = self.session.prefill(state, self._cache, job.slot)
         job.token = state.sampler(logits)
         state.prefill_s = time.perf_counter() - t
         job.decode_start = time.perf_counter()
         self._emit(job, state.accept(job.token))
 
     def _drop_cancelled(self) -> None:
-        for i, job in enumerate(self._slots):
-            if job is not None and job.cancelled:
-                job.state.cancel()
-                self._finish(job)
-                self._slots[i] = None
-
-    def _place(self, joiners: list[Job]) -> None:
-        """Give each joiner a batch row; rebuild the batch cache when the rows change."""
-        keep = [j for j in self._slots if j is not None]
-        n = len(keep) + len(joiners)
-        if n == 0:
-            self._slots, self._k, self._v = [], None, None
-            return
-        size = next(s for s in self.sizes if s >= n)
-        if not joiners and size == len(self._slots):
-            return
-        if size == 1 and joiners:  # a lone request keeps its own prefill cache: no copy
-            job = joiners[0]
-            self._slots, self._k, self._v = [job], job.k, job.v
-            job.k = job.v = None
-            return
-        t = time.perf_counter()
-        shape = list(self.session._cache_shape)
-        shape[1] = size
-        k, v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        if keep:
-            old_k, old_v = _host(self._k), _host(self._v)
-            rows = [self._slots.index(j) for j in keep]
-            k[:, : len(keep)] = old_k[:, rows]
-            v[:, : len(keep)] = old_v[:, rows]
-        for i, job in enumerate(joiners, start=len(keep)):
-            k[:, i] = _host(job.k)[:, 0]
-            v[:, i] = _host(job.v)[:, 0]
-            job.k = job.v = None
-        self._slots = keep + joiners + [None] * (size - n)
-        self._k, self._v = k, v
-        self.stats.rebuilds += 1
-        self.stats.rebuild_s += time.perf_counter() - t
+        for job in [j for j in self._active if j.cancelled]:
+            job.state.cancel()
+            self._finish(job)
 
     def _step(self) -> None:
-        rows = self._slots
-        tokens = [j.token if j is not None else 0 for j in rows]
-        positions = [j.state.pos if j is not None else 0 for j in rows]
+        """One decode call of the smallest compiled size that holds every active request."""
+        rows = list(self._active)
+        size = next(s for s in self.sizes if s >= len(rows))
+        pad = size - len(rows)
+        tokens = [j.token for j in rows] + [0] * pad
+        positions = [j.state.pos for j in rows] + list(range(pad))
+        slots = [j.slot for j in rows] + [self._scratch] * pad
         t = time.perf_counter()
-        logits, self._k, self._v = self.session.decode(tokens, positions, self._k, self._v)
+        logits = self.session.decode(tokens, positions, self._cache, slots)
         self.stats.step_s += time.perf_counter() - t
         self.stats.steps += 1
-        self.stats.rows_decoded += self.active
-        self.stats.batch_sizes[len(rows)] = self.stats.batch_sizes.get(len(rows), 0) + 1
+        self.stats.rows_decoded += len(rows)
+        self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
         for i, job in enumerate(rows):
-            if job is None:
-                continue
             state = job.state
             state.pos += 1
             state.decode_tokens += 1
@@ -254,7 +216,6 @@ class BatchEngine:
             self._emit(job, state.accept(job.token))
             if state.done:
                 self._finish(job)
-                rows[i] = None
 
     def _emit(self, job: Job, item: object) -> None:
         try:
@@ -266,9 +227,9 @@ class BatchEngine:
         state = job.state
         if job.decode_start:
             state.decode_s = time.perf_counter() - job.decode_start
-        job.k = job.v = None
+        if job in self._active:
+            self._active.remove(job)
+        if job.slot is not None:
+            self._free.append(job.slot)
+            job.slot = None
         self._emit(job, error if error is not None else state.result())
-
-
-def _host(x) -> np.ndarray:
-    return x if isinstance(x, np.ndarray) else x.to_host()

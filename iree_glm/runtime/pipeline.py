@@ -1,7 +1,7 @@
 """Run a multi-device bundle: one module per plan stage, each loaded on its own HAL device.
 
 A token step runs the stages in order. Each stage keeps the KV cache of its own layers on its
-device (the returned device buffers go straight back in on the next call); only the hidden
+device (a `KVCache` per stage, updated in place by the stage's functions); only the hidden
 state ([B, S, hidden]) and the final logits cross devices, through the host: the producing
 device's output is mapped (Vulkan modules are compiled with mappable outputs) and the next
 device uploads it. IREE 3.13 cannot run Vulkan and CPU inside one module (see the IREE
@@ -25,6 +25,7 @@ from ..config import ModelConfig
 from ..errors import BundleError, RequestError
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
+from .kv_cache import KVCache, attended_keys, key_positions
 from .request import RequestState
 from .session import Session
 
@@ -40,7 +41,7 @@ class _Stage:
     driver: str  # driver it runs on here
     cache_layers: int
     fns: dict
-    zero_cache: np.ndarray | None
+    device_handle: object  # the HAL device its caches live on
     seconds: float = 0.0  # time in this stage's calls (for reports)
 
 
@@ -108,9 +109,7 @@ class PipelineSession(Session):
             main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
             context = rt.VmContext(self._instance, modules=[hal, params, main])
             fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in manifest.entry_points}
-            n = len(info["cache_layers"])
-            zero = np.zeros((n, 1, cfg.num_kv_heads, self.max_context, cfg.head_dim), np.float32) if n else None
-            self._stages.append(_Stage(info["index"], name, module.driver, n, fns, zero))
+            self._stages.append(_Stage(info["index"], name, module.driver, len(info["cache_layers"]), fns, device))
             self.stats.stage_seconds[name] = 0.0
 
     @classmethod
@@ -121,38 +120,44 @@ class PipelineSession(Session):
     def engine(self):
         raise RequestError(f"{self.bundle}: batched serving is not supported for multi-device bundles")
 
-    def _step(self, name: str, x: np.ndarray, start: np.ndarray, ks: list, vs: list) -> tuple[np.ndarray, list, list]:
+    def new_cache(self, rows: int = 1) -> list[KVCache]:
+        """One zeroed KV cache per stage, on its device (no buffers for a stage without attention)."""
+        cfg = self.config
+        return [KVCache.zeros(st.device_handle, st.cache_layers, rows, cfg.num_kv_heads, self.max_context, cfg.head_dim)
+                for st in self._stages]
+
+    def _step(self, name: str, x: np.ndarray, start: np.ndarray, slots: np.ndarray, cache: list[KVCache]) -> np.ndarray:
         """Run every stage once; x is token ids, the result host logits."""
-        new_k, new_v = [], []
-        for stage, k, v in zip(self._stages, ks, vs):
+        keys = key_positions(attended_keys(int((start + x.shape[1] - 1).max()), self.max_context))
+        for stage, stage_cache in zip(self._stages, cache):
             t = time.perf_counter()
-            args = (x, start, k, v) if stage.cache_layers else (x, start)
             try:
-                out = stage.fns[name](*args)
-                out = out if isinstance(out, tuple) else (out,)
+                out = stage.fns[name](x, start, slots, keys, *stage_cache.buffers)
                 t2 = time.perf_counter()
-                x = out[0].to_host()  # the hand-off: mapped from the producing device, uploaded by the next
+                x = out.to_host()  # the hand-off: mapped from the producing device, uploaded by the next
             except (RuntimeError, ValueError) as e:  # a device failing mid-run: stop, never switch devices
                 first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 raise DeviceFailure(f"{self.bundle}: device '{stage.device}' ({stage.driver}) failed in {name}: {first}") from None
             self.stats.handoff_seconds += time.perf_counter() - t2
             self.stats.stage_seconds[stage.device] += t2 - t
-            new_k.append(out[1] if stage.cache_layers else None)
-            new_v.append(out[2] if stage.cache_layers else None)
-        return x, new_k, new_v
+        return x
 
-    def prefill(self, state: RequestState):
-        ids = state.ids
-        zeros = [s.zero_cache for s in self._stages]
+    def run_prefill(self, ids: list[int], start: int, cache: list[KVCache], slot: int = 0) -> np.ndarray:
         with self._lock:
-            logits, k, v = self._step("prefill", np.asarray([ids], np.int64), np.zeros(1, np.int64), zeros, zeros)
-            logits = np.array(logits[0])
+            logits = self._step("prefill", np.asarray([ids], np.int64), np.asarray([start], np.int64),
+                                np.asarray([slot], np.int64), cache)
+            return np.array(logits[0])
+
+    def prefill(self, state: RequestState, cache: list[KVCache], slot: int = 0) -> np.ndarray:
+        logits = self.run_prefill(state.ids, 0, cache, slot)
         state.cached_tokens = 0
-        state.pos = len(ids)
-        return logits, k, v
+        state.pos = len(state.ids)
+        return logits
 
-    def decode(self, tokens: list[int], positions: list[int], k, v):
+    def decode(self, tokens: list[int], positions: list[int], cache: list[KVCache], slots: list[int] | None = None) -> np.ndarray:
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        slots = list(range(len(tokens))) if slots is None else slots
         with self._lock:
-            logits, k, v = self._step(name, np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), k, v)
-            return np.array(logits), k, v
+            logits = self._step(name, np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64),
+                                np.asarray(slots, np.int64), cache)
+            return np.array(logits)

@@ -1,10 +1,11 @@
 """Load a bundle and generate text from it on an IREE HAL device.
 
-The KV cache stays on the device between calls: `prefill` and `decode` take the cache and
-return the updated one, and the session passes the returned device buffers straight back.
-With a prefix cache, `prefill` starts from the KV of the longest cached prefix of the prompt
-(copied in from the host) and runs on the rest only. Device calls are serialized by one lock
-taken per call, so several threads (and the batching engine) can share a session.
+The KV cache lives on the device (`KVCache`: per layer, [rows, Hkv, C, D]) and the compiled
+functions update it in place: a request owns a row (slot); `prefill` and `decode` write their
+new entries there and attend over the positions in use only. With a prefix cache, `prefill`
+first stores the KV of the longest cached prefix of the prompt into the row (`store_kv`)
+and runs on the rest only. Device calls are serialized by one lock taken per call, so
+several threads (and the batching engine) can share a session.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..config import ModelConfig
 from ..errors import BundleError, RequestError
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
+from .kv_cache import STORE_KV, KVCache, attended_keys, key_positions
 from .normalize import Normalizer, parse_normalize
 from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, bundle_hash, budget_bytes
 from .request import GenerationResult, RequestState, StreamEvent
@@ -69,14 +71,12 @@ class Session:
         main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
         self._context = rt.VmContext(self._instance, modules=[hal, params, main])
         self._fns = {
-            ep["name"]: rt.FunctionInvoker(self._context, self._device, main.lookup_function(ep["name"]))
-            for ep in manifest.entry_points
+            name: rt.FunctionInvoker(self._context, self._device, main.lookup_function(name))
+            for name in [ep["name"] for ep in manifest.entry_points] + [STORE_KV]
         }
         self._index = index  # keeps the mmapped archive alive
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
-        self._cache_shape = (cfg.num_layers, 1, cfg.num_kv_heads, self.max_context, cfg.head_dim)
-        self._zero_cache = np.zeros(self._cache_shape, np.float32)
         self.prefix_cache: PrefixCache | None = None
         if prefix_cache or prefix_cache_dir is not None:
             self.prefix_cache = PrefixCache(
@@ -225,39 +225,56 @@ class Session:
 
     # -- device calls ------------------------------------------------------------------------
 
-    def prefill(self, state: RequestState):
-        """Run the prompt through `prefill` (after its longest cached prefix, if any); returns
-        the last position's logits (host) and the device caches. Sets `state.pos`."""
+    def new_cache(self, rows: int = 1) -> KVCache:
+        """A zeroed device KV cache with `rows` slots."""
+        cfg = self.config
+        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.max_context, cfg.head_dim)
+
+    def run_prefill(self, ids: list[int], start: int, cache: KVCache, slot: int = 0) -> np.ndarray:
+        """`prefill` of `ids` at positions start.. of row `slot` (in place); last position's logits."""
+        n = attended_keys(start + len(ids) - 1, self.max_context)
+        with self._lock:
+            logits = self._fns["prefill"](
+                np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
+                key_positions(n), *cache.buffers,
+            )
+            # to_host() may map device memory that later calls reuse: keep an owned copy.
+            return np.array(logits.to_host()[0])
+
+    def prefill(self, state: RequestState, cache: KVCache, slot: int = 0) -> np.ndarray:
+        """Run the prompt into row `slot` of `cache` (after its longest cached prefix, if any);
+        returns the last position's logits. Sets `state.pos`."""
         ids = state.ids
-        start, k_in, v_in = 0, self._zero_cache, self._zero_cache
+        start = 0
         pc = self.prefix_cache
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                k_in, v_in = np.zeros(self._cache_shape, np.float32), np.zeros(self._cache_shape, np.float32)
-                pc.fill(blocks, k_in, v_in)
+                kv = np.concatenate([b.kv for b in blocks], axis=3)  # [2, L, Hkv, P, D]
+                with self._lock:
+                    self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
                 start = len(blocks) * pc.block_size
-        with self._lock:
-            logits, k, v = self._fns["prefill"](
-                np.asarray([ids[start:]], np.int64), np.asarray([start], np.int64), k_in, v_in
-            )
-            # to_host() may map device memory that later calls reuse: keep owned copies.
-            logits = np.array(logits.to_host()[0])
-            host = (np.array(k.to_host()), np.array(v.to_host())) if pc is not None and pc.missing_blocks(ids) else None
-        if host is not None:
+        logits = self.run_prefill(ids[start:], start, cache, slot)
+        if pc is not None and pc.missing_blocks(ids):
+            with self._lock:
+                host = cache.read(slot, len(ids))
             pc.insert(ids, *host)
         state.cached_tokens = start
         state.pos = len(ids)
-        return logits, k, v
+        return logits
 
-    def decode(self, tokens: list[int], positions: list[int], k, v):
-        """One decode step for a batch (its size must be compiled); returns host logits [B, V]."""
+    def decode(self, tokens: list[int], positions: list[int], cache: KVCache, slots: list[int] | None = None) -> np.ndarray:
+        """One decode step for a batch (its size must be compiled): token i at positions[i] of
+        row slots[i] (default 0, 1, ...); returns host logits [B, V]."""
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        slots = list(range(len(tokens))) if slots is None else slots
+        n = attended_keys(max(positions), self.max_context)
         with self._lock:
-            logits, k, v = self._fns[name](
-                np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), k, v
+            logits = self._fns[name](
+                np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
+                key_positions(n), *cache.buffers,
             )
-            return np.array(logits.to_host()), k, v
+            return np.array(logits.to_host())
 
     # -- the one-at-a-time loop --------------------------------------------------------------
 
@@ -265,7 +282,8 @@ class Session:
         if state.done:
             return
         t = time.perf_counter()
-        logits, k, v = self.prefill(state)
+        cache = self.new_cache(1)
+        logits = self.prefill(state, cache)
         token = state.sampler(logits)
         state.prefill_s = time.perf_counter() - t
         t = time.perf_counter()
@@ -275,7 +293,7 @@ class Session:
                 yield event
                 if state.done:
                     break
-                logits, k, v = self.decode([token], [state.pos], k, v)
+                logits = self.decode([token], [state.pos], cache)
                 token = state.sampler(logits[0])
                 state.pos += 1
                 state.decode_tokens += 1
