@@ -11,16 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-# Measured on the host CPU (see ../shared/IREE_NOTES.md and tools/bench.py): O3 with data
-# tiling is the fastest stock lowering for fp32 prefill and leaves decode unchanged.
 # Attention decomposed before codegen into online-softmax linalg ops: ~10x faster on CPU than
 # IREE's default lowering, and the only form vulkan-spirv compiles (its own lowering fails on
 # `iree_linalg_ext.online_attention`).
 ATTENTION_DECOMPOSITION = "--iree-preprocessing-pass-pipeline=builtin.module(util.func(iree-linalg-ext-convert-attention-to-online-attention,iree-linalg-ext-decompose-attention))"
+# Measured on the host CPU with tools/bench.py --breakdown and side-by-side runs (README,
+# "Prefill"); each flag kept because it won there:
 HOST_CPU_FLAGS = (
+    # Resolves to the build machine's CPU name and features (znver3 + AVX2/FMA/F16C on the
+    # development host); a profile for another CPU names it instead.
     "--iree-llvmcpu-target-cpu=host",
     "--iree-opt-level=O3",
     ATTENTION_DECOMPOSITION,
+    # Data tiling from global optimization: matmuls become mmt4d on packed operands and the
+    # weights' packing is hoisted to load time (~1.3x prefill). The dispatch-creation path
+    # (`--iree-opt-data-tiling`) fails to compile the decomposed attention's transposes.
+    "--iree-global-opt-data-tiling=true",
+    # mmt4d as IREE's hand-written ukernels rather than generated code (a further ~5%).
+    "--iree-llvmcpu-enable-ukernels=all",
 )
 VULKAN_FLAGS = (ATTENTION_DECOMPOSITION,)
 

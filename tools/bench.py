@@ -1,12 +1,16 @@
-"""Prefill and decode speed of an iree_glm bundle against torch eager on the same checkpoint.
+"""Prefill and decode speed of an iree_glm bundle against torch eager (fp32 and bf16) and
+llama.cpp (F32 GGUF, where llama-cpp-python and tools/llamacpp.py are usable) on one checkpoint.
 
 Each engine runs in its own process (torch's OpenMP threads slow IREE down when they share
-one), with the same thread count; every number is the median of several runs.
+one), with the same thread count; every number is the median of several runs. With
+`--breakdown`, our prefill is also timed per dispatch by IREE's own tools
+(`iree-benchmark-module --device_profiling_mode=host-execution`, then `iree-profile`), so the
+slowest dispatches are visible.
 
-    python tools/bench.py --config 85m --config 330m        # seeded random GLM-4 checkpoints
+    python tools/bench.py --config 330m --prompt-lens 128,512,2048 --breakdown 512
     python tools/bench.py --checkpoint path/to/hf_folder
 
-Prints a Markdown table with IREE / torch ratios.
+Prints Markdown tables with ratios measured side by side in this run, and the machine load.
 """
 
 from __future__ import annotations
@@ -53,16 +57,23 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def make_bundle(checkpoint: Path, folder: Path, context: int) -> Path:
+def make_bundle(checkpoint: Path, folder: Path, context: int, activation_dtype: str | None = None,
+                profile: str = "host-cpu") -> Path:
+    """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`."""
     from iree_glm.build import BuildOptions, build_bundle
 
-    out = folder / f"{checkpoint.name}-bundle-{context}-{source_hash()}"
+    tag = "" if activation_dtype is None else f"-{activation_dtype}"
+    out = folder / f"{checkpoint.name}{tag}-{profile}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context))
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, activation_dtype=activation_dtype))
     return out
 
 
 # -- the measurements, each run in a child process --------------------------------------------
+
+
+def _prompt(prompt_len: int, vocab: int) -> list[int]:
+    return [(i * 7919) % vocab for i in range(1, prompt_len + 1)]
 
 
 def _measure_iree(bundle: str, prompt_len: int, decode_tokens: int, runs: int, threads: int) -> dict:
@@ -72,7 +83,7 @@ def _measure_iree(bundle: str, prompt_len: int, decode_tokens: int, runs: int, t
     from iree_glm.runtime import Session
 
     session = Session.load(bundle, verify=False)
-    prompt = [(i * 7919) % session.config.vocab_size for i in range(1, prompt_len + 1)]
+    prompt = _prompt(prompt_len, session.config.vocab_size)
     prefill, decode = [], []
     session.generate(prompt, max_new_tokens=4, stop_ids=())  # warm-up
     for _ in range(runs):
@@ -82,14 +93,14 @@ def _measure_iree(bundle: str, prompt_len: int, decode_tokens: int, runs: int, t
     return {"prefill_ms": statistics.median(prefill), "decode_tok_s": statistics.median(decode)}
 
 
-def _measure_torch(checkpoint: str, prompt_len: int, decode_tokens: int, runs: int, threads: int) -> dict:
+def _measure_torch(checkpoint: str, prompt_len: int, decode_tokens: int, runs: int, threads: int,
+                   dtype: str = "float32") -> dict:
     import torch
     import transformers
 
     torch.set_num_threads(threads)
-    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32).eval()
-    vocab = model.config.vocab_size
-    ids = torch.tensor([[(i * 7919) % vocab for i in range(1, prompt_len + 1)]])
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=getattr(torch, dtype)).eval()
+    ids = torch.tensor([_prompt(prompt_len, model.config.vocab_size)])
     prefill, decode = [], []
 
     def once():
@@ -114,9 +125,17 @@ def _measure_torch(checkpoint: str, prompt_len: int, decode_tokens: int, runs: i
     return {"prefill_ms": statistics.median(prefill), "decode_tok_s": statistics.median(decode)}
 
 
-def _child(engine: str, target: str, args) -> dict:
+CHILDREN = {
+    "iree": _measure_iree,
+    "torch": _measure_torch,
+    "torch-bf16": lambda *a: _measure_torch(*a, dtype="bfloat16"),
+}
+
+
+def _child(engine: str, target: str, args, prompt_len: int | None = None) -> dict:
     """Run one engine's measurement in a fresh Python process and return its JSON result."""
-    cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(args.prompt_len),
+    prompt_len = args.prompt_len if prompt_len is None else prompt_len
+    cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(prompt_len),
            "--decode-tokens", str(args.decode_tokens), "--runs", str(args.runs), "--threads", str(args.threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -125,42 +144,163 @@ def _child(engine: str, target: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _llama_cpp():
+    """tools/llamacpp.py (convert + measure), or None where it or llama-cpp-python is missing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import llamacpp
+    except ImportError:
+        return None
+    return llamacpp if llamacpp.available() else None
+
+
+# -- per-dispatch breakdown with IREE's own tools -------------------------------------------
+
+
+def _iree_tool(name: str) -> str:
+    """An IREE runtime tool shipped by the iree-base-runtime wheel (or found on PATH)."""
+    import shutil
+
+    import iree.runtime
+
+    shipped = Path(iree.runtime.__file__).resolve().parent.parent / "_runtime_libs" / name
+    found = str(shipped) if shipped.exists() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"error: {name} not found (it ships with iree-base-runtime)")
+    return found
+
+
+def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, top: int) -> tuple[list[dict], float]:
+    """Time our prefill of `prompt_len` tokens per dispatch: rows sorted by total time (ms per
+    prefill), and the whole prefill's median wall time as iree-benchmark-module measured it."""
+    import re
+    import tempfile
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cfg, capacity = manifest["model"], manifest["max_context"]
+    module = next(m for m in manifest["modules"] if m["name"] == "all")
+    dtype = manifest["options"].get("cache_dtype", "f32")
+    cache = f"{cfg['num_layers']}x1x{cfg['num_kv_heads']}x{capacity}x{cfg['head_dim']}x{dtype}=0"
+    with tempfile.TemporaryDirectory(prefix="iree_glm-profile-") as work:
+        profile = Path(work) / "prefill.ireeprof"
+        cmd = [_iree_tool("iree-benchmark-module"), f"--module={bundle / module['file']}",
+               f"--parameters={manifest['parameter_scope']}={bundle / manifest['parameters']}",
+               "--device=local-task", f"--task_topology_group_count={threads}", "--function=prefill",
+               f"--input=1x{prompt_len}xi64=1", "--input=1xi64=0", f"--input={cache}", f"--input={cache}",
+               f"--benchmark_repetitions={runs}", "--benchmark_min_time=1x",
+               "--device_profiling_mode=host-execution", f"--device_profiling_output={profile}"]
+        bench = subprocess.run(cmd, capture_output=True, text=True)
+        if bench.returncode != 0:
+            raise SystemExit(f"iree-benchmark-module failed:\n{bench.stderr[-2000:]}")
+        wall = re.search(r"real_time_median\s+([\d.]+) ms", bench.stdout)
+        report = subprocess.run([_iree_tool("iree-profile"), "dispatch", "--format=jsonl", str(profile)],
+                                capture_output=True, text=True, check=True).stdout
+    groups = [json.loads(line) for line in report.splitlines()]
+    groups = [g for g in groups if g.get("type") == "host_dispatch_group"]
+    calls = runs + 1  # the benchmark's warm-up call is profiled too
+    total = sum(g["total_ns"] for g in groups)
+    rows = [{"dispatch": g["key"].split("$", 1)[-1], "ms": g["total_ns"] / 1e6 / calls,
+             "share": g["total_ns"] / total, "per_call": round(g["count"] / calls)}
+            for g in sorted(groups, key=lambda g: -g["total_ns"])[:top]]
+    return rows, float(wall.group(1)) if wall else float("nan")
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", choices=sorted(CONFIGS), help="seeded random GLM-4 size")
+    p.add_argument("--layers", type=int, help="override the number of layers of --config (quick runs)")
     p.add_argument("--checkpoint", type=Path, action="append", help="a Hugging Face checkpoint folder")
     p.add_argument("--work", type=Path, default=Path("bench-work"), help="where checkpoints and bundles are kept")
-    p.add_argument("--context", type=int, default=256, help="bundle KV capacity")
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--prompt-lens", default="128,512,2048", help="comma-separated prompt lengths to prefill")
+    p.add_argument("--context", type=int, help="bundle KV capacity (default: longest prompt + decode tokens)")
+    p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile", default="host-cpu", help="device profile the bundle is compiled for")
+    p.add_argument("--activation-dtype", action="append", choices=("f32", "f16", "bf16"),
+                   help="our bundle's activation dtype (repeat to compare; default: the profile's)")
+    p.add_argument("--engines", default="iree,torch,torch-bf16,llama.cpp",
+                   help="comma-separated: iree, torch, torch-bf16, llama.cpp (skipped where not installed)")
+    p.add_argument("--llama-src", help="llama-cpp-python source for its GGUF converter (see tools/llamacpp.py)")
+    p.add_argument("--breakdown", type=int, metavar="TOKENS", help="also time our prefill of TOKENS tokens per dispatch")
+    p.add_argument("--top", type=int, default=12, help="dispatches shown by --breakdown")
+    p.add_argument("--prompt-len", type=int, default=128, help=argparse.SUPPRESS)  # child processes
     p.add_argument("--child", nargs=2, metavar=("ENGINE", "TARGET"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
         engine, target = args.child
-        fn = _measure_iree if engine == "iree" else _measure_torch
-        print(json.dumps(fn(target, args.prompt_len, args.decode_tokens, args.runs, args.threads)))
+        print(json.dumps(CHILDREN[engine](target, args.prompt_len, args.decode_tokens, args.runs, args.threads)))
         return
 
+    lens = [int(x) for x in args.prompt_lens.split(",") if x.strip()]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    context = args.context or max(lens) + args.decode_tokens
     args.work.mkdir(parents=True, exist_ok=True)
-    checkpoints = [make_checkpoint(c, args.work) for c in (args.config or [])] + list(args.checkpoint or [])
+    checkpoints = [make_checkpoint(c, args.work, args.layers) for c in (args.config or [])] + list(args.checkpoint or [])
     if not checkpoints:
-        checkpoints = [make_checkpoint("85m", args.work)]
-    rows = []
+        checkpoints = [make_checkpoint("85m", args.work, args.layers)]
+    llama = _llama_cpp() if "llama.cpp" in engines else None
+    if "llama.cpp" in engines and llama is None:
+        print("llama.cpp: skipped (tools/llamacpp.py or llama-cpp-python not available)", file=sys.stderr)
+    loads = [_load()]
     for ckpt in checkpoints:
-        bundle = make_bundle(ckpt, args.work, args.context)
-        iree = _child("iree", str(bundle), args)
-        torch_ = _child("torch", str(ckpt), args)
-        rows.append((ckpt.name, iree, torch_))
-    print(f"\nprefill {args.prompt_len} tokens, decode {args.decode_tokens} tokens after it; "
-          f"{args.threads} threads; median of {args.runs} runs; fp32\n")
-    print("| model | IREE prefill ms | torch prefill ms | prefill torch/IREE | IREE decode tok/s | torch decode tok/s | decode IREE/torch |")
-    print("|---|---|---|---|---|---|---|")
-    for name, i, t in rows:
-        print(f"| {name} | {i['prefill_ms']:.1f} | {t['prefill_ms']:.1f} | {t['prefill_ms'] / i['prefill_ms']:.2f}x "
-              f"| {i['decode_tok_s']:.1f} | {t['decode_tok_s']:.1f} | {i['decode_tok_s'] / t['decode_tok_s']:.2f}x |")
+        columns: dict[str, dict[int, dict]] = {}  # engine label -> prompt length -> result
+        bundles = {}
+        if "iree" in engines:
+            for dt in args.activation_dtype or [None]:
+                label = "IREE" + ("" if dt is None else f" {dt}")
+                bundles[label] = make_bundle(ckpt, args.work, context, dt, args.profile)
+        gguf = None
+        if llama is not None:
+            gguf = llama.convert(ckpt, "f32", args.work, args.llama_src)
+        for n in lens:  # engines interleaved per length, so each ratio comes from one stretch of time
+            print(f"measuring {ckpt.name} at {n} tokens", file=sys.stderr)
+            for label, bundle in bundles.items():
+                columns.setdefault(label, {})[n] = _child("iree", str(bundle), args, n)
+            for engine, label in (("torch", "torch fp32"), ("torch-bf16", "torch bf16")):
+                if engine in engines:
+                    columns.setdefault(label, {})[n] = _child(engine, str(ckpt), args, n)
+            if gguf is not None:
+                columns.setdefault("llama.cpp F32", {})[n] = llama.measure(gguf, n, args.decode_tokens, args.runs, args.threads)
+            loads.append(_load())
+        _print_table(ckpt.name, columns, lens, context, args)
+        if args.breakdown and bundles:
+            label, bundle = next(iter(bundles.items()))
+            rows, wall = dispatch_breakdown(bundle, args.breakdown, args.threads, args.runs, args.top)
+            print(f"\n{label} prefill of {args.breakdown} tokens per dispatch (iree-benchmark-module "
+                  f"--device_profiling_mode=host-execution + iree-profile; whole call {wall:.1f} ms median):\n")
+            print("| dispatch | ms per prefill | share | calls |")
+            print("|---|---|---|---|")
+            for r in rows:
+                print(f"| `{r['dispatch']}` | {r['ms']:.1f} | {100 * r['share']:.1f}% | {r['per_call']} |")
+    print(f"\nmachine load while measuring: {loads[0]} at start, {loads[-1]} at the end")
+
+
+def _print_table(name: str, columns: dict, lens: list[int], context: int, args) -> None:
+    labels = list(columns)
+    ours = next((l for l in labels if l.startswith("IREE")), None)
+    print(f"\n{name}: prefill ms (median of {args.runs}), {args.threads} threads, our bundle's context {context}\n")
+    print("| tokens | " + " | ".join(labels) + (" | " + " | ".join(f"{l} / {ours}" for l in labels if l != ours) if ours else "") + " |")
+    print("|---" * (1 + len(labels) + (len(labels) - 1 if ours else 0)) + "|")
+    for n in lens:
+        cells = [f"{columns[l][n]['prefill_ms']:.1f}" for l in labels]
+        if ours:
+            cells += [f"{columns[l][n]['prefill_ms'] / columns[ours][n]['prefill_ms']:.2f}x" for l in labels if l != ours]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print(f"\ndecode tok/s after the prompt ({args.decode_tokens} tokens):\n")
+    print("| tokens | " + " | ".join(labels) + " |")
+    print("|---" * (1 + len(labels)) + "|")
+    for n in lens:
+        print(f"| {n} | " + " | ".join(f"{columns[l][n]['decode_tok_s']:.1f}" for l in labels) + " |")
 
 
 if __name__ == "__main__":
