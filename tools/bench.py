@@ -178,8 +178,8 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     cfg, capacity = manifest["model"], manifest["max_context"]
-    module = next(m for m in manifest["modules"] if m["name"] == "all")
-    dtype = manifest["options"].get("cache_dtype", "f32")
+    module = next(m for m in manifest["modules"] if m["partition"] == "all")
+    dtype = manifest["options"].get("activation_dtype", "f32")
     cache = f"{cfg['num_layers']}x1x{cfg['num_kv_heads']}x{capacity}x{cfg['head_dim']}x{dtype}=0"
     with tempfile.TemporaryDirectory(prefix="iree_glm-profile-") as work:
         profile = Path(work) / "prefill.ireeprof"
@@ -197,7 +197,7 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
                                 capture_output=True, text=True, check=True).stdout
     groups = [json.loads(line) for line in report.splitlines()]
     groups = [g for g in groups if g.get("type") == "host_dispatch_group"]
-    calls = runs + 1  # the benchmark's warm-up call is profiled too
+    calls = min(g["count"] for g in groups)  # prefills profiled (warm-up included): every dispatch runs at least once each
     total = sum(g["total_ns"] for g in groups)
     rows = [{"dispatch": g["key"].split("$", 1)[-1], "ms": g["total_ns"] / 1e6 / calls,
              "share": g["total_ns"] / total, "per_call": round(g["count"] / calls)}
