@@ -57,15 +57,13 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def make_bundle(checkpoint: Path, folder: Path, context: int, activation_dtype: str | None = None,
-                profile: str = "host-cpu") -> Path:
+def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu") -> Path:
     """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`."""
     from iree_glm.build import BuildOptions, build_bundle
 
-    tag = "" if activation_dtype is None else f"-{activation_dtype}"
-    out = folder / f"{checkpoint.name}{tag}-{profile}-bundle-{context}-{source_hash()}"
+    out = folder / f"{checkpoint.name}-{profile}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, activation_dtype=activation_dtype))
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile))
     return out
 
 
@@ -179,14 +177,18 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
     manifest = json.loads((bundle / "manifest.json").read_text())
     cfg, capacity = manifest["model"], manifest["max_context"]
     module = next(m for m in manifest["modules"] if m["partition"] == "all")
-    dtype = manifest["options"].get("activation_dtype", "f32")
-    cache = f"{cfg['num_layers']}x1x{cfg['num_kv_heads']}x{capacity}x{cfg['head_dim']}x{dtype}=0"
+    cache = f"--input=1x{cfg['num_kv_heads']}x{capacity}x{cfg['head_dim']}xf32=0"
     with tempfile.TemporaryDirectory(prefix="iree_glm-profile-") as work:
+        import numpy as np
+
         profile = Path(work) / "prefill.ireeprof"
+        key_positions = Path(work) / "key_positions.npy"  # prefill from 0 attends to positions 0..n-1
+        np.save(key_positions, np.arange(prompt_len, dtype=np.int64))
         cmd = [_iree_tool("iree-benchmark-module"), f"--module={bundle / module['file']}",
                f"--parameters={manifest['parameter_scope']}={bundle / manifest['parameters']}",
                "--device=local-task", f"--task_topology_group_count={threads}", "--function=prefill",
-               f"--input=1x{prompt_len}xi64=1", "--input=1xi64=0", f"--input={cache}", f"--input={cache}",
+               f"--input=1x{prompt_len}xi64=1", "--input=1xi64=0", "--input=1xi64=0", f"--input=@{key_positions}",
+               *[cache] * (2 * cfg["num_layers"]),
                f"--benchmark_repetitions={runs}", "--benchmark_min_time=1x",
                "--device_profiling_mode=host-execution", f"--device_profiling_output={profile}"]
         bench = subprocess.run(cmd, capture_output=True, text=True)
@@ -225,8 +227,6 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", default="host-cpu", help="device profile the bundle is compiled for")
-    p.add_argument("--activation-dtype", action="append", choices=("f32", "f16", "bf16"),
-                   help="our bundle's activation dtype (repeat to compare; default: the profile's)")
     p.add_argument("--engines", default="iree,torch,torch-bf16,llama.cpp",
                    help="comma-separated: iree, torch, torch-bf16, llama.cpp (skipped where not installed)")
     p.add_argument("--llama-src", help="llama-cpp-python source for its GGUF converter (see tools/llamacpp.py)")
@@ -256,9 +256,7 @@ def main() -> None:
         columns: dict[str, dict[int, dict]] = {}  # engine label -> prompt length -> result
         bundles = {}
         if "iree" in engines:
-            for dt in args.activation_dtype or [None]:
-                label = "IREE" + ("" if dt is None else f" {dt}")
-                bundles[label] = make_bundle(ckpt, args.work, context, dt, args.profile)
+            bundles["IREE"] = make_bundle(ckpt, args.work, context, args.profile)
         gguf = None
         if llama is not None:
             gguf = llama.convert(ckpt, "f32", args.work, args.llama_src)
