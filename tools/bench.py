@@ -194,7 +194,7 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
         bench = subprocess.run(cmd, capture_output=True, text=True)
         if bench.returncode != 0:
             raise SystemExit(f"iree-benchmark-module failed:\n{bench.stderr[-2000:]}")
-        wall = re.search(r"real_time_median\s+([\d.]+) ms", bench.stdout)
+        wall = re.search(r"real_time_median\s+([\d.]+) (ms|us|s)\b", bench.stdout)
         report = subprocess.run([_iree_tool("iree-profile"), "dispatch", "--format=jsonl", str(profile)],
                                 capture_output=True, text=True, check=True).stdout
     groups = [json.loads(line) for line in report.splitlines()]
@@ -204,7 +204,8 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
     rows = [{"dispatch": g["key"].split("$", 1)[-1], "ms": g["total_ns"] / 1e6 / calls,
              "share": g["total_ns"] / total, "per_call": round(g["count"] / calls)}
             for g in sorted(groups, key=lambda g: -g["total_ns"])[:top]]
-    return rows, float(wall.group(1)) if wall else float("nan")
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return rows, float(wall.group(1)) * scale[wall.group(2)] if wall else float("nan")
 
 
 # -- the report -------------------------------------------------------------------------------
