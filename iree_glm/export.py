@@ -89,8 +89,6 @@ def _parameter_hooks(names: dict[int, str]):
     return ParameterHooks()
 
 
-
-
 def example_inputs(ep: EntryPoint, first_input: torch.Tensor, layers: int, cfg, cache_dtype: torch.dtype):
     """(args, dynamic_shapes) for a step `f(x, start, slots, key_positions, *caches)`.
 
