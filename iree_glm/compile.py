@@ -28,7 +28,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
     p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
     p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=(1,), help="decode batch sizes to compile, e.g. 1,2,4,8 (default 1); the server batches concurrent requests up to the largest")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="decode batch sizes to compile, e.g. 1,2,4,8 (default: the profile's policy.decode_batch_sizes, else 1); the server batches concurrent requests up to the largest")
     p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
     p.add_argument("--quant", default=None, help="weight quantization: none, int8 (per channel) or int4 (per group) (default none; with --fit-memory: chosen)")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     profile = load_profile(args.profile)
     sparse = _sparse_pattern(args.sparse_attention, profile)
+    args.batch_sizes = args.batch_sizes or profile.policy.decode_batch_sizes or (1,)
     if args.min_context is not None and not args.fit_memory:
         raise UserError("--min-context is only used with --fit-memory")
     prune = parse_prune_spec(args.prune) if args.prune is not None else None

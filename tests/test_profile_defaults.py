@@ -37,6 +37,9 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
         ('sparse_attention = "local=0,global=16,block=64"', "policy.sparse_attention: local must be positive"),
         ('sparse_attention = "window=3"', "policy.sparse_attention: cannot parse 'window=3'"),
         ('sparse_attention = "local=8,global=4,block=4,ring"', "policy.sparse_attention: 'ring' is not supported"),
+        ("decode_batch_sizes = [2, 4]", "policy.decode_batch_sizes: must include 1"),
+        ("decode_batch_sizes = [1, 0]", "policy.decode_batch_sizes: expected a list of integers >= 1"),
+        ('decode_batch_sizes = "1,2"', "policy.decode_batch_sizes: expected list"),
     ):
         with pytest.raises(ProfileError, match=message):
             load_profile(_write(tmp_path, policy))
@@ -57,9 +60,9 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     sparse pattern is applied, and its prefix-cache budget lands in the bundle."""
     ckpt = glm4_checkpoint[0]
     cfg = open_checkpoint(ckpt).config
-    policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"'
+    policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"\ndecode_batch_sizes = [2, 1]'
     attended = fit_memory.attended_keys(parse_pattern("local=16,global=4,block=8"))
-    need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 1, 2**19, attended).total for m in ("none", "int8")}
+    need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 2, 2**19, attended).total for m in ("none", "int8")}
     assert need["int8"] < need["none"]
     profile = _write(tmp_path, policy, (need["int8"] + 1) / 1e9, "tight.toml")
     out = tmp_path / "b"
@@ -71,6 +74,7 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     assert options["quant"]["mode"] == "int8" and options["max_context"] == 64
     assert options["sparse_attention"] == "local=16,global=4,block=8" and options["prefix_cache_mb"] == 0.5
     s = Session.load(out, prefix_cache=True)
+    assert s.decode_batch_sizes == [1, 2]  # the profile's decode_batch_sizes
     assert s.prefix_cache.budget_bytes == 2**19
     assert len(s.generate("Hello there", 4, stop_ids=()).generated_ids) == 4
     assert Session.load(out, prefix_cache=True, prefix_cache_bytes=4096).prefix_cache.budget_bytes == 4096  # explicit wins
