@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (tools/bench.py: code digest for cached builds)
+
 CONTEXT = 4096
 HEADS, KV_HEADS, HEAD_DIM = 16, 4, 64
 
@@ -291,6 +294,8 @@ def main() -> None:
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
+    # Builds are cached under a digest of iree_glm's code: a bundle of older code is never reused.
+    args.work = args.work / bench.source_hash()
     args.work.mkdir(parents=True, exist_ok=True)
     lengths = [int(n) for n in args.lengths.split(",")]
     rows = []
