@@ -57,13 +57,17 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu") -> Path:
-    """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`."""
+def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu", quant=None) -> Path:
+    """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`;
+    `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights)."""
     from iree_glm.build import BuildOptions, build_bundle
+    from iree_glm.quant import QuantSpec
 
-    out = folder / f"{checkpoint.name}-{profile}-bundle-{context}-{source_hash()}"
+    quant = quant or QuantSpec()
+    tag = profile if quant.mode == "none" else f"{profile}-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else "")
+    out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile))
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, quant=quant))
     return out
 
 

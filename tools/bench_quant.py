@@ -31,13 +31,9 @@ LLAMA_TYPES = {"int8": "q8_0", "int4": "q4_0"}  # our mode -> the llama.cpp type
 def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: int) -> tuple[Path, dict]:
     import json
 
-    from iree_glm.build import BuildOptions, build_bundle
     from iree_glm.quant import QuantSpec
 
-    tag = mode if mode != "int4" else f"int4g{group}"
-    out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{bench.source_hash()}"
-    if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, quant=QuantSpec(mode, group)))
+    out = bench.make_bundle(checkpoint, folder, context, quant=QuantSpec(mode, group))
     return out, json.loads((out / "manifest.json").read_text())["options"]
 
 
