@@ -55,10 +55,17 @@ class BuildResult:
     plan: PartitionPlan | None = None
 
 
+def cache_slots(opts: BuildOptions) -> int:
+    """KV-cache positions per row: the context, or G + ring for a sliding-window cache."""
+    sparse = opts.sparse_attention
+    return sparse.ring_slots if sparse is not None and sparse.ring else opts.max_context
+
+
 def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
-    eps = [EntryPoint("prefill", 1, None, opts.max_context)]
+    slots = cache_slots(opts)
+    eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
-        eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, opts.max_context))
+        eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
     return eps
 
 
@@ -88,8 +95,10 @@ def build_bundle(
             checkpoint = default_model.write_default_checkpoint(work / "default-checkpoint")
             source = {"checkpoint": None, "default_model": default_model.DESCRIPTION}
         ckpt = open_checkpoint(Path(checkpoint))
-        if opts.max_context is None:
-            opts = replace(opts, max_context=min(DEFAULT_MAX_CONTEXT, ckpt.config.max_position_embeddings))
+        if opts.max_context is None:  # a sliding-window cache costs the same at any context
+            ring = opts.sparse_attention is not None and opts.sparse_attention.ring
+            limit = ckpt.config.max_position_embeddings
+            opts = replace(opts, max_context=limit if ring else min(DEFAULT_MAX_CONTEXT, limit))
         if opts.max_context > ckpt.config.max_position_embeddings:
             raise UserError(
                 f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "
@@ -114,7 +123,7 @@ def build_bundle(
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
             fused_expected = quantized_layer_count(model) * len(_entry_points(opts))
-            plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=opts.max_context)
+            plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
@@ -176,6 +185,7 @@ def build_bundle(
                 options={"max_context": opts.max_context, "dtype": "float32",
                          **({"prune": str(opts.prune)} if opts.prune else {}),
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
+                         "kv_cache_slots": cache_slots(opts),
                          **({"prefix_cache_mb": profile.policy.prefix_cache_mb} if profile.policy.prefix_cache_mb is not None else {}),
                          "quant": opts.quant.to_dict(), "parameter_bytes": parameter_bytes,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,

@@ -94,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
     o = m.options
     print(f"weights: {o['parameter_bytes'] / 2**20:.1f} MiB, {o['compression_vs_fp32']:.3f} of fp32 (quant {quant.mode})")
+    if o["kv_cache_slots"] != m.max_context:
+        from .fit_memory import kv_cache_bytes
+        from .config import ModelConfig
+
+        cfg, mib = ModelConfig.from_dict(m.model), 2**20
+        print(f"KV cache: sliding window of {o['kv_cache_slots']} slots per sequence ({o['sparse_attention']}), "
+              f"{kv_cache_bytes(cfg, o['kv_cache_slots']) / mib:.2f} MiB instead of {kv_cache_bytes(cfg, m.max_context) / mib:.2f} MiB "
+              f"for the context of {m.max_context}")
     if args.report and result.plan is not None:
         from .partitioned import stand_ins
         from .plan_report import text_report

@@ -304,7 +304,7 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         raise c.fail("policy.context_tokens", f"must be at least 1 (got {p['context_tokens']})")
     sparse = p.get("sparse_attention")
     if sparse is not None and sparse.strip() != "none":
-        from .sparse_attention import parse_pattern
+        from .sparse_pattern import parse_pattern
 
         try:
             pattern = parse_pattern(sparse, f"{source}: policy.sparse_attention")
@@ -313,8 +313,8 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         for name, value in (("local", pattern.local), ("global", pattern.global_), ("block", pattern.block)):
             if value <= 0:
                 raise c.fail("policy.sparse_attention", f"{name} must be positive (got {value})")
-        if pattern.ring:
-            raise c.fail("policy.sparse_attention", "'ring' is not supported in bundles yet")
+        if pattern.ring and pattern.ring < pattern.local + pattern.block:
+            raise c.fail("policy.sparse_attention", f"ring={pattern.ring} is smaller than local+block={pattern.local + pattern.block}")
     sizes = p.get("decode_batch_sizes")
     if sizes is not None:
         if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):

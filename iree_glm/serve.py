@@ -342,14 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runtime import Session
     from .runtime.normalize import parse_normalize
     from .runtime.prefix_cache import budget_bytes
+    from .runtime.session import sliding_window
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (got {args.port})")
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
     normalizer = parse_normalize(args.normalize)
-    budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
-                          read_manifest(args.bundle, verify=False))
+    manifest = read_manifest(args.bundle, verify=False)
+    budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
+    window = sliding_window(manifest)
+    if window is not None and args.prefix_cache_mb is None and args.prefix_cache_dir is None:
+        budget = 0  # the default prefix cache needs a cache indexed by position; asked for, Session refuses
     session = Session.load(
         args.bundle, verify=not args.no_verify, prefix_cache=budget > 0,
         prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
@@ -360,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ready(port: int) -> None:
         sizes = ",".join(map(str, session.decode_batch_sizes))
         cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
+        if window is not None:
+            cache += f", sliding-window KV cache of {session.cache_slots} slots"
         norm = f", prompts normalized ({normalizer})" if normalizer else ""
         print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm})", file=sys.stderr, flush=True)
 

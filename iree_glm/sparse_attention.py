@@ -9,72 +9,23 @@ The model marks its attention with the custom op `iree_glm::block_sparse_attenti
 (`attend`); the MLIR pass in `iree_glm.passes.sparse_attention` replaces each marked op by
 `block_sparse_attention` below, exported through torch. `dense_reference` is the same
 pattern as a dense masked SDPA: the reference for tests, never the implementation.
+
+Sliding-window KV cache (`ring`): since no query sees a key more than W positions back
+(globals aside), the cache only needs the G globals plus a ring of the last W' >= W + B
+positions: slot = p for p < G, else G + (p - G) mod W'. Rotary uses the absolute position,
+so a conversation can run past the cache size; memory and per-token work stay constant.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .sparse_pattern import SparsePattern, parse_pattern  # noqa: F401  (re-exported)
 
 OP_NAME = "iree_glm::block_sparse_attention"
 # A finite "minus infinity": a fully masked row stays finite (its output is discarded anyway).
 _NEG = -1e30
-
-
-@dataclass(frozen=True)
-class SparsePattern:
-    """Window of `local` keys, `global_` leading tokens, query blocks of `block`."""
-
-    local: int
-    global_: int
-    block: int
-    ring: bool = False  # KV cache of G + W slots (globals + a ring of the last W), see `attention`
-
-    def __str__(self) -> str:
-        return f"local={self.local},global={self.global_},block={self.block}" + (",ring" if self.ring else "")
-
-    @property
-    def ring_slots(self) -> int:
-        """KV-cache positions a sliding-window cache needs: the G globals plus the last W."""
-        return self.global_ + self.local
-
-    def check(self, max_context: int, option: str = "--sparse-attention") -> None:
-        """Validate for a bundle of `max_context` positions (bundles do not serve the ring cache yet)."""
-        if self.ring:
-            raise UserError(f"{option}: 'ring' (sliding-window KV cache) is not supported in bundles yet; "
-                            "the runtime session indexes its cache by position")
-        for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):
-            if value <= 0:
-                raise UserError(f"{option}: {name} must be positive (got {value})")
-        if self.block > max_context:
-            raise UserError(f"{option}: block={self.block} is larger than the context ({max_context})")
-        if self.global_ >= max_context:
-            raise UserError(f"{option}: global={self.global_} must be smaller than the context ({max_context})")
-
-
-def parse_pattern(text: str, option: str = "--sparse-attention") -> SparsePattern:
-    """'local=W,global=G,block=B[,ring]' -> SparsePattern (one-line UserError if malformed)."""
-    values: dict[str, int] = {}
-    ring = False
-    for part in text.split(","):
-        if part.strip() == "ring":
-            ring = True
-            continue
-        m = re.fullmatch(r"\s*(local|global|block)\s*=\s*(-?\d+)\s*", part)
-        if not m:
-            raise UserError(f"{option}: cannot parse '{part.strip()}' in '{text}' (expected local=W,global=G,block=B)")
-        if m.group(1) in values:
-            raise UserError(f"{option}: '{m.group(1)}' given twice in '{text}'")
-        values[m.group(1)] = int(m.group(2))
-    missing = [k for k in ("local", "global", "block") if k not in values]
-    if missing:
-        raise UserError(f"{option}: missing {', '.join(missing)} in '{text}' (expected local=W,global=G,block=B)")
-    return SparsePattern(values["local"], values["global"], values["block"], ring)
 
 
 def block_sparse_attention(
@@ -92,8 +43,8 @@ def blocked_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, local: int, global_: int, block: int, ring: int = 0
 ) -> torch.Tensor:
     """q [b,H,rows,D] with rows a multiple of `block`, query i at position start + i; k, v
-    [b,Hkv,C,D]; start [b,1] -> [b,H,rows,D]. With `ring` = W the cache is a sliding window
-    (`ring_slot`); a block's span must then fit in the ring (decode: block 1).
+    [b,Hkv,C,D]; start [b,1] -> [b,H,rows,D]. With `ring` > 0 the cache is a sliding window
+    of G + ring slots (`ring_slot`) holding at least every key the queries' windows reach.
 
     Layout: rows are (query block, head group, query in block) so that the local part is one
     batched matmul per (KV head, query block) against that block's gathered keys, and the
@@ -159,24 +110,10 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(2, flat[:, None, :, None].expand(b, hkv, flat.shape[1], d))
 
 
-def ring_slot(position: torch.Tensor, global_: int, local: int) -> torch.Tensor:
+def ring_slot(position: torch.Tensor, global_: int, ring: int) -> torch.Tensor:
     """Slot of an absolute position in a sliding-window cache: globals stay at their position,
-    later tokens cycle through W slots after them (a token overwrites the one W before it)."""
-    return torch.where(position < global_, position, global_ + (position - global_) % local)
-
-
-def write_ring(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor, global_: int, local: int) -> torch.Tensor:
-    """cache [b,Hkv,G+W,D] with new [b,Hkv,S,D] (positions [b,S], consecutive) written: each
-    slot takes the newest position that maps to it; slots no new position maps to keep theirs.
-    An elementwise select over the cache, like the model's dense cache write."""
-    b, hkv, slots, d = cache.shape
-    s = new.shape[2]
-    first, last = positions[:, :1], positions[:, -1:]  # [b,1]
-    c = torch.arange(slots, device=cache.device)[None, :]  # [1,slots]
-    source = torch.where(c < global_, c, last - (last - c) % local)  # newest position of each slot
-    inside = (source >= first) & (source <= last) & ((c < global_) | (source >= global_))
-    index = (source - first).clamp(0, s - 1)[:, None, :, None].expand(b, hkv, slots, d)
-    return torch.where(inside[:, None, :, None], new.gather(2, index), cache)
+    later tokens cycle through `ring` slots after them (a token overwrites the one `ring` before it)."""
+    return torch.where(position < global_, position, global_ + (position - global_) % ring)
 
 
 def sparse_mask(positions: torch.Tensor, capacity: int, local: int, global_: int) -> torch.Tensor:
@@ -206,43 +143,43 @@ def _(q, k, v, positions, local, global_, block, ring):
     return torch.empty_like(q)
 
 
-def attend(q, k, v, positions, pattern: SparsePattern, ring: bool = False) -> torch.Tensor:
+def attend(q, k, v, positions, pattern: SparsePattern) -> torch.Tensor:
     """The model's attention under `pattern`: exported as one marked op for the MLIR pass.
-    `ring`: k, v are a sliding-window cache of `pattern.ring_slots` positions.
+    With `pattern.ring`, k, v are a sliding-window cache of `pattern.ring_slots` slots.
 
     A single-token call (decode) uses query blocks of 1, so it reads only W + G keys.
     """
     block = 1 if isinstance(q.shape[2], int) and q.shape[2] == 1 else pattern.block
     return torch.ops.iree_glm.block_sparse_attention(
-        q, k, v, positions, pattern.local, pattern.global_, block, pattern.local if ring else 0
+        q, k, v, positions, pattern.local, pattern.global_, block, pattern.ring
     )
 
 
 def attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, pattern: SparsePattern):
     """The model's attention layer under `pattern`: cache update (in place) + attention -> out.
 
-    Without `pattern.ring` the cache [R,Hkv,C,D] is indexed by position and written like the
-    model's dense cache (`model.write_cache_`); the attention reads the first n positions
-    (`key_positions` = 0..n-1). With it, the cache holds G + W slots (`write_ring`): decode
-    attends over the ring, so memory and per-token work stay constant however long the
-    conversation; a prefill attends over its own keys, so it must start at position 0.
+    Without `pattern.ring` the cache [R,Hkv,C,D] is indexed by position: the new entries go
+    to their positions (`model.write_cache_`) and the attention reads the first n
+    (`key_positions` = 0..n-1). With it, the cache holds G + ring slots: position p goes to
+    `ring_slot(p)` and the attention reads the whole (small) row, so memory and per-token work
+    stay constant however long the conversation; `key_positions` is then unused. A call may
+    write at most `pattern.chunk` tokens (the runtime splits longer prompts).
     """
     from .model import read_cache, write_cache_
 
-    if not pattern.ring:
-        write_cache_(k_cache, k, slots, positions)
-        write_cache_(v_cache, v, slots, positions)
-        keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
-        return attend(q, keys, values, positions, pattern)
-    if k_cache.shape[2] != pattern.ring_slots:
-        raise ValueError(f"a sliding-window cache has {pattern.ring_slots} slots (got {k_cache.shape[2]})")
-    ring_k = write_ring(k_cache.index_select(0, slots), k, positions, pattern.global_, pattern.local)
-    ring_v = write_ring(v_cache.index_select(0, slots), v, positions, pattern.global_, pattern.local)
-    k_cache.index_copy_(0, slots, ring_k)
-    v_cache.index_copy_(0, slots, ring_v)
-    if isinstance(q.shape[2], int) and q.shape[2] == 1:  # decode: over the ring
-        return attend(q, ring_k, ring_v, positions, pattern, ring=True)
-    return attend(q, k, v, positions, pattern)  # fresh prefill: over its own keys
+    if pattern.ring:
+        if k_cache.shape[2] != pattern.ring_slots:
+            raise ValueError(f"a sliding-window cache has {pattern.ring_slots} slots (got {k_cache.shape[2]})")
+        if isinstance(q.shape[2], int) and q.shape[2] > pattern.chunk:
+            raise ValueError(f"a sliding-window cache takes at most {pattern.chunk} tokens per call (got {q.shape[2]})")
+        where = ring_slot(positions, pattern.global_, pattern.ring)
+        write_cache_(k_cache, k, slots, where)
+        write_cache_(v_cache, v, slots, where)
+        return attend(q, k_cache.index_select(0, slots), v_cache.index_select(0, slots), positions, pattern)
+    write_cache_(k_cache, k, slots, positions)
+    write_cache_(v_cache, v, slots, positions)
+    keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
+    return attend(q, keys, values, positions, pattern)
 
 
 def enable(model: torch.nn.Module, pattern: SparsePattern | None) -> None:

@@ -7,7 +7,8 @@ G global keys and attends over them (`iree_glm.sparse_attention.block_sparse_att
 
 Design: the model exports its attention as one recognisable op,
 `torch.operator "torch.iree_glm.block_sparse_attention"(q, k_cache, v_cache, positions,
-local, global, block, ring)` (ring = W when the cache is a sliding window, else 0). For every
+local, global, block, ring)` (ring = the slots of a sliding-window cache after the G
+globals, else 0). For every
 operand signature the pass instantiates the kernel (`blocked_attention`, written in torch,
 exported with the query rows as `block * blocks` and imported into the same MLIR context),
 wraps it in a function written here in torch-dialect MLIR that pads the queries to whole
@@ -98,10 +99,10 @@ def match(op) -> Match:
                     _constant_int(block, "block"), _constant_int(ring, "ring"))
     if min(sig.local, sig.global_, sig.block) <= 0:
         raise SparseAttentionError(f"{where}: local, global and block must be positive (got {sig.local}, {sig.global_}, {sig.block})")
-    if sig.ring not in (0, sig.local):
-        raise SparseAttentionError(f"{where}: ring must be 0 or local={sig.local} (got {sig.ring})")
-    if sig.ring and (ks[2] != sig.global_ + sig.local or sig.block + sig.local - 1 > sig.local):
-        raise SparseAttentionError(f"{where}: a sliding-window cache needs {sig.global_ + sig.local} slots and blocks of 1")
+    if sig.ring < 0 or (sig.ring and sig.ring < sig.local + sig.block):
+        raise SparseAttentionError(f"{where}: ring must be 0 or at least local+block={sig.local + sig.block} (got {sig.ring})")
+    if sig.ring and ks[2] != sig.global_ + sig.ring:
+        raise SparseAttentionError(f"{where}: a sliding-window cache of ring={sig.ring} has {sig.global_ + sig.ring} slots (got {ks[2]})")
     if ks[2] is not None and sig.block > ks[2]:
         raise SparseAttentionError(f"{where}: block={sig.block} exceeds the cache ({ks[2]} positions)")
     return Match(op, sig)

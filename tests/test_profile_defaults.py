@@ -30,13 +30,15 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
     p = load_profile(_write(tmp_path, 'prefix_cache_mb = 64\nsparse_attention = "local=256,global=16,block=64"'))
     assert p.policy.prefix_cache_mb == 64.0 and p.policy.sparse_attention == "local=256,global=16,block=64"
     assert load_profile(_write(tmp_path, 'sparse_attention = "none"')).policy.sparse_attention is None
+    ring = load_profile(_write(tmp_path, 'sparse_attention = "local=8,global=4,block=4,ring"'))
+    assert ring.policy.sparse_attention == "local=8,global=4,block=4,ring"
     assert load_profile("host-cpu").policy.sparse_attention is None and load_profile("host-cpu").policy.prefix_cache_mb is None
     for policy, message in (
         ("prefix_cache_mb = -1", "policy.prefix_cache_mb: must not be negative"),
         ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected float"),
         ('sparse_attention = "local=0,global=16,block=64"', "policy.sparse_attention: local must be positive"),
         ('sparse_attention = "window=3"', "policy.sparse_attention: cannot parse 'window=3'"),
-        ('sparse_attention = "local=8,global=4,block=4,ring"', "policy.sparse_attention: 'ring' is not supported"),
+        ('sparse_attention = "local=8,global=4,block=4,ring=10"', "policy.sparse_attention: ring=10 is smaller than local\\+block=12"),
         ("decode_batch_sizes = [2, 4]", "policy.decode_batch_sizes: must include 1"),
         ("decode_batch_sizes = [1, 0]", "policy.decode_batch_sizes: expected a list of integers >= 1"),
         ('decode_batch_sizes = "1,2"', "policy.decode_batch_sizes: expected list"),

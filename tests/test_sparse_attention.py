@@ -95,7 +95,9 @@ def test_compile_cli_rejects_bad_patterns(glm4_checkpoint, tmp_path, capsys):
         (["--sparse-attention", "local=16,global=0,block=8"], "global must be positive"),
         (["--sparse-attention", "local=16,global=4,block=256", "--max-context", "128"], "block=256 is larger than the context (128)"),
         (["--sparse-attention", "window=16"], "cannot parse"),
-        (["--sparse-attention", "local=16,global=4,block=8,ring"], "not supported in bundles yet"),
+        (["--sparse-attention", "local=16,global=4,block=8,ring=20"], "ring=20 is smaller than local+block=24"),
+        (["--sparse-attention", "local=16,global=4,block=8,ring=0"], "ring must be a positive slot count"),
+        (["--sparse-attention", "local=16,global=4,block=8,ring", "--max-context", "28"], "28 slots (global+ring) saves nothing at context 28"),
     ]:
         assert run_cli(main, [ckpt, "-o", str(tmp_path / "b"), *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -130,7 +132,7 @@ def small_modules(tmp_path_factory):
     """testdata rewritten by the pass and compiled; the dense file compiled as a control."""
     work = tmp_path_factory.mktemp("sparse_small")
     rewritten = work / "marked.mlir"
-    assert sparse_pass.rewrite_file(TESTDATA / "sparse_attention_marked.mlir", rewritten) == 4
+    assert sparse_pass.rewrite_file(TESTDATA / "sparse_attention_marked.mlir", rewritten) == 5
     out = {"text": rewritten.read_text()}
     for name, src in [("sparse", rewritten), ("dense", TESTDATA / "sparse_attention_dense.mlir")]:
         dump = work / f"{name}-dispatches"
@@ -142,9 +144,9 @@ def small_modules(tmp_path_factory):
 def test_pass_replaces_marked_ops_with_gathers_and_matmuls(small_modules):
     text = small_modules["text"]
     assert "torch.operator" not in text and "scaled_dot_product_attention" not in text
-    assert len(re.findall(r"call @iree_glm_block_sparse_attention_\d+\(", text)) == 4  # one kernel per signature
+    assert len(re.findall(r"call @iree_glm_block_sparse_attention_\d+\(", text)) == 5  # one kernel per signature
     # Per kernel: K and V gathered for the window and for the globals; 2 matmuls per part.
-    assert text.count("torch.aten.index_select") == 16 and text.count("torch.aten.bmm") == 16
+    assert text.count("torch.aten.index_select") == 20 and text.count("torch.aten.bmm") == 20
 
 
 @pytest.mark.parametrize("s, start", [(24, 0), (21, 0), (3, 0), (13, 40)])
@@ -177,9 +179,17 @@ def test_compiled_pass_output_over_own_keys(small_modules, s):
     np.testing.assert_allclose(got, sa.dense_reference(q, k, v, pos, 16, 4, 8).numpy(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("pos", [2, 19, 20, 57])
+def _ring_cache(k: torch.Tensor, global_: int, ring: int) -> torch.Tensor:
+    """k [1,Hkv,P,D] (positions 0..P-1) as a sliding-window cache of G + ring slots."""
+    cache = torch.zeros(1, k.shape[1], global_ + ring, k.shape[3])
+    for p, slot in enumerate(sa.ring_slot(torch.arange(k.shape[2]), global_, ring).tolist()):  # later positions win
+        cache[:, :, slot] = k[:, :, p]
+    return cache
+
+
+@pytest.mark.parametrize("pos", [2, 19, 27, 28, 57])
 def test_compiled_ring_decode_matches_dense(small_modules, pos):
-    """Decode over a sliding-window cache (4 globals + a ring of 16) equals dense attention with
+    """Decode over a sliding-window cache (4 globals + a ring of 24) equals dense attention with
     the pattern's mask over the full history."""
     import iree.runtime as rt
 
@@ -187,33 +197,47 @@ def test_compiled_ring_decode_matches_dense(small_modules, pos):
     g = torch.Generator().manual_seed(pos)
     q = torch.randn(1, 4, 1, 8, generator=g)
     k, v = torch.randn(1, 2, pos + 1, 8, generator=g), torch.randn(1, 2, pos + 1, 8, generator=g)
-    history = torch.arange(pos + 1)[None]
-    ring_k = sa.write_ring(torch.zeros(1, 2, 20, 8), k, history, 4, 16)
-    ring_v = sa.write_ring(torch.zeros(1, 2, 20, 8), v, history, 4, 16)
     here = torch.tensor([[pos]])
-    got = module.ring_decode_attention(q.numpy(), ring_k.numpy(), ring_v.numpy(), here.numpy()).to_host()
+    got = module.ring_decode_attention(q.numpy(), _ring_cache(k, 4, 24).numpy(), _ring_cache(v, 4, 24).numpy(), here.numpy()).to_host()
     np.testing.assert_allclose(got, sa.dense_reference(q, k, v, here, 16, 4, 1).numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("s, start", [(8, 0), (5, 3), (8, 37), (3, 61)])
+def test_compiled_ring_chunk_matches_dense(small_modules, s, start):
+    """A prefill chunk (at most ring - W = 8 tokens, at any start) written into the ring and
+    attended there equals dense attention over the full history."""
+    import iree.runtime as rt
+
+    module = rt.load_vm_flatbuffer_file(str(small_modules["sparse"][0]), driver="local-task")
+    g = torch.Generator().manual_seed(s + start)
+    q = torch.randn(1, 4, s, 8, generator=g)
+    k, v = torch.randn(1, 2, start + s, 8, generator=g), torch.randn(1, 2, start + s, 8, generator=g)
+    pos = (start + torch.arange(s))[None]
+    got = module.ring_chunk_attention(q.numpy(), _ring_cache(k, 4, 24).numpy(), _ring_cache(v, 4, 24).numpy(), pos.numpy()).to_host()
+    np.testing.assert_allclose(got, sa.dense_reference(q, k, v, pos, 16, 4, 8).numpy(), atol=1e-5, rtol=0)
+
+
 def test_ring_cache_model_matches_full_cache(glm4_checkpoint):
-    """Prefill + 40 decode steps with a G + W slot cache give the logits of the full cache."""
+    """A prompt longer than the ring, fed in chunks, then 30 decode steps: a cache of G + ring
+    slots gives the logits of the cache indexed by position."""
     model = load_model(open_checkpoint(glm4_checkpoint[0]))
-    ids = torch.randint(0, 257, (1, 61), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 257, (1, 75), generator=torch.Generator().manual_seed(1))
+    ring_pattern = sa.parse_pattern("local=16,global=4,block=8,ring")
     logits = {}
-    for ring in (False, True):
-        pattern = sa.SparsePattern(16, 4, 8, ring=ring)
+    for pattern in (PATTERN, ring_pattern):
         sa.enable(model, pattern)
-        k, v = model.empty_cache(1, pattern.ring_slots if ring else CAPACITY)
+        k, v = model.empty_cache(1, pattern.ring_slots if pattern.ring else CAPACITY)
         steps = []
         with torch.no_grad():
-            out, k, v = model.all_logits(ids[:, :21], torch.zeros(1, dtype=torch.int64), k, v)
-            steps.append(out[:, -1])
-            for i in range(21, 61):
+            for i in range(0, 45, 8):  # the prompt, in chunks the ring takes (8, ..., 5)
+                out, k, v = model.all_logits(ids[:, i : min(i + 8, 45)], torch.tensor([i]), k, v)
+                steps.append(out[0])
+            for i in range(45, 75):
                 out, k, v = model.all_logits(ids[:, i : i + 1], torch.tensor([i]), k, v)
-                steps.append(out[:, -1])
-        logits[ring] = torch.stack(steps)
-        assert k.shape[3] == (20 if ring else CAPACITY)
-    torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=0)
+                steps.append(out[0])
+        logits[pattern.ring] = torch.cat(steps)
+        assert k.shape[3] == (28 if pattern.ring else CAPACITY)
+    torch.testing.assert_close(logits[24], logits[0], atol=1e-5, rtol=0)
 
 
 def test_dispatch_check_sees_dense_attention_and_not_block_sparse(small_modules):

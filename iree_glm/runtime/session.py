@@ -2,7 +2,9 @@
 
 The KV cache lives on the device (`KVCache`: per layer, [rows, Hkv, C, D]) and the compiled
 functions update it in place: a request owns a row (slot); `prefill` and `decode` write their
-new entries there and attend over the positions in use only. With a prefix cache, `prefill`
+new entries there and attend over the positions in use only. A bundle compiled with a
+sliding-window cache (`--sparse-attention ...,ring`) has C = G + ring slots whatever the
+context: the prompt goes in in chunks, and a conversation may run past C. With a prefix cache, `prefill`
 first stores the KV of the longest cached prefix of the prompt into the row (`store_kv`)
 and runs on the rest only. Device calls are serialized by one lock taken per call, so
 several threads (and the batching engine) can share a session.
@@ -20,6 +22,7 @@ import numpy as np
 from ..bundle import Manifest, read_manifest
 from ..config import ModelConfig
 from ..errors import BundleError, RequestError
+from ..sparse_pattern import SparsePattern, parse_pattern
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
 from .kv_cache import STORE_KV, KVCache, attended_keys, key_positions
@@ -33,6 +36,13 @@ if TYPE_CHECKING:
     from .batching import BatchEngine
 
 __all__ = ["Session", "Generation", "GenerationResult", "StreamEvent"]
+
+
+def sliding_window(manifest: Manifest) -> SparsePattern | None:
+    """The bundle's block-sparse pattern if its KV cache is a sliding window (ring), else None."""
+    text = manifest.options.get("sparse_attention")
+    pattern = parse_pattern(text, "manifest sparse_attention") if text else None
+    return pattern if pattern is not None and pattern.ring else None
 
 
 class Session:
@@ -54,7 +64,9 @@ class Session:
         self.bundle = Path(bundle)
         self.manifest = manifest
         self.config = ModelConfig.from_dict(manifest.model)
-        self.max_context = manifest.max_context
+        self.max_context = manifest.max_context  # longest conversation (positions)
+        self.sliding_window = sliding_window(manifest)
+        self.cache_slots = manifest.options.get("kv_cache_slots", manifest.max_context)  # KV positions per row
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self._lock = threading.Lock()
         module = manifest.modules[0]
@@ -78,6 +90,9 @@ class Session:
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
         self.prefix_cache: PrefixCache | None = None
+        if (prefix_cache or prefix_cache_dir is not None) and self.sliding_window is not None:
+            raise BundleError(f"{self.bundle}: the prefix cache needs a KV cache indexed by position; this bundle "
+                              f"keeps a sliding window ({self.sliding_window}): run it without a prefix cache")
         if prefix_cache or prefix_cache_dir is not None:
             self.prefix_cache = PrefixCache(
                 (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim), bundle_hash(manifest.files),
@@ -228,18 +243,28 @@ class Session:
     def new_cache(self, rows: int = 1) -> KVCache:
         """A zeroed device KV cache with `rows` slots."""
         cfg = self.config
-        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.max_context, cfg.head_dim)
+        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.cache_slots, cfg.head_dim)
+
+    def _attended(self, last_position: int) -> np.ndarray:
+        """The `key_positions` input of a step ending at `last_position` (a sliding-window
+        cache reads its whole row and ignores it)."""
+        if self.sliding_window is not None:
+            return key_positions(self.cache_slots)
+        return key_positions(attended_keys(last_position, self.max_context))
 
     def run_prefill(self, ids: list[int], start: int, cache: KVCache, slot: int = 0) -> np.ndarray:
-        """`prefill` of `ids` at positions start.. of row `slot` (in place); last position's logits."""
-        n = attended_keys(start + len(ids) - 1, self.max_context)
-        with self._lock:
-            logits = self._fns["prefill"](
-                np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
-                key_positions(n), *cache.buffers,
-            )
-            # to_host() may map device memory that later calls reuse: keep an owned copy.
-            return np.array(logits.to_host()[0])
+        """`prefill` of `ids` at positions start.. of row `slot` (in place); last position's logits.
+        A sliding-window cache takes the prompt in chunks of `SparsePattern.chunk` tokens."""
+        step = self.sliding_window.chunk if self.sliding_window is not None else len(ids)
+        for i in range(0, len(ids), step):
+            part = ids[i : i + step]
+            with self._lock:
+                logits = self._fns["prefill"](
+                    np.asarray([part], np.int64), np.asarray([start + i], np.int64), np.asarray([slot], np.int64),
+                    self._attended(start + i + len(part) - 1), *cache.buffers,
+                )
+        # to_host() may map device memory that later calls reuse: keep an owned copy.
+        return np.array(logits.to_host()[0])
 
     def prefill(self, state: RequestState, cache: KVCache, slot: int = 0) -> np.ndarray:
         """Run the prompt into row `slot` of `cache` (after its longest cached prefix, if any);
@@ -268,11 +293,10 @@ class Session:
         row slots[i] (default 0, 1, ...); returns host logits [B, V]."""
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         slots = list(range(len(tokens))) if slots is None else slots
-        n = attended_keys(max(positions), self.max_context)
         with self._lock:
             logits = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
-                key_positions(n), *cache.buffers,
+                self._attended(max(positions)), *cache.buffers,
             )
             return np.array(logits.to_host())
 
