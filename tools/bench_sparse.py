@@ -1,15 +1,19 @@
 """Block-sparse vs dense attention: prefill time and peak memory, in one run.
 
-Two measurements, every engine in its own process, medians of several runs:
+Three measurements, every engine in its own process, medians of several runs:
 - whole-model prefill of the default model, compiled dense and with
   `--sparse-attention local=W,global=G,block=B`, both with a 4096-token KV cache;
 - attention alone (one layer's attention, H=16 heads over 4 KV heads, head size 64, cache = S),
-  dense masked SDPA vs the block-sparse rewrite.
+  dense masked SDPA vs the block-sparse rewrite;
+- decode (`--decode`): the sparse model with a KV cache indexed by position (one slot per
+  position of the context) vs a sliding-window cache (`,ring`: G + W + B slots), a conversation
+  reaching each context: KV-cache size, ms per token, peak RSS while decoding.
 Peak memory: the IREE allocator's peak (buffers and transients of the call) and the worker's
 peak RSS.
 
     python tools/bench_sparse.py                         # 1k/2k/4k, W=256, G=16, B=64
     python tools/bench_sparse.py --lengths 1024 --runs 3
+    python tools/bench_sparse.py --decode                # decode at 1k/4k/16k tokens of context
     python tools/bench_sparse.py --fidelity --lengths 1024,4096   # logits vs dense, no timing
 
 Prints a Markdown table.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -107,30 +112,33 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     return out
 
 
-def build_decode(work: Path, capacity: int, pattern: str | None) -> Path:
-    """The default model's decode step alone: dense over a cache of `capacity` positions, or
-    block-sparse over a sliding-window cache of G + W slots (`capacity` ignored)."""
-    from iree_glm import default_model
-    from iree_glm import sparse_attention as sa
-    from iree_glm.checkpoint import load_model, open_checkpoint
-    from iree_glm.export import EntryPoint, export_mlir, write_parameter_archive
-    from iree_glm.lowering import compile_mlir, host_cpu_target
-    from iree_glm.passes import sparse_attention as sparse_pass
+LONG_CONTEXT = 32768  # positions the decode benchmark's checkpoint allows
 
-    ring = sa.parse_pattern(pattern + ",ring") if pattern else None
-    name = f"decode-dense-{capacity}" if ring is None else f"decode-ring-{ring.ring_slots}"
-    out = work / name
-    if (out / "model.vmfb").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(open_checkpoint(default_model.FILES))
-    sa.enable(model, ring)
-    module, _ctx = export_mlir(model, [EntryPoint("decode", 1, 1, ring.ring_slots if ring else capacity)])
-    if ring is not None:
-        sparse_pass.run(module)
-    (out / "model.mlir").write_text(str(module))
-    write_parameter_archive(model, out / "weights.irpa")
-    compile_mlir(out / "model.mlir", out / "model.vmfb", host_cpu_target())
+
+def long_checkpoint(work: Path) -> Path:
+    """The default model with max_position_embeddings raised to LONG_CONTEXT: no weight depends
+    on it (rotary is computed), and contexts past the shipped 4096 must compile."""
+    from iree_glm import default_model
+
+    path = work / "default-model-long"
+    if not (path / "model.safetensors").exists():
+        default_model.write_default_checkpoint(path)
+        config = json.loads((path / "config.json").read_text())
+        config["max_position_embeddings"] = LONG_CONTEXT
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def build_decode_bundle(work: Path, pattern: str, context: int | None) -> Path:
+    """The default model with `pattern`: a KV cache indexed by position of `context` slots, or
+    (None) a sliding-window cache (`pattern` + ',ring') serving up to LONG_CONTEXT positions."""
+    from iree_glm.build import BuildOptions, build_bundle
+    from iree_glm.sparse_attention import parse_pattern
+
+    out = work / (f"decode-position-{context}" if context else "decode-ring")
+    if not (out / "manifest.json").exists():
+        sparse = parse_pattern(pattern if context else pattern + ",ring")
+        build_bundle(long_checkpoint(work), out, BuildOptions(max_context=context or LONG_CONTEXT, sparse_attention=sparse))
     return out
 
 
@@ -182,37 +190,31 @@ def _measure_attention(vmfb: str, length: int, runs: int) -> dict:
     return _result(times, rt.get_device("local-task"), base)
 
 
-def _measure_decode(folder: str, position: int, runs: int) -> dict:
-    """Decode steps at `position` (a long conversation's end) from a cache of the module's shape."""
-    import iree.runtime as rt
+def _measure_decode(bundle: str, context: int, tokens: int) -> dict:
+    """A conversation reaching `context`: a prompt of context - `tokens` tokens, then `tokens`
+    greedy decode steps timed one by one. The peak RSS is reset after the prefill
+    (/proc/self/clear_refs), so `peak_mb` is the decode's own peak."""
     import numpy as np
 
-    from iree_glm import default_model
-    from iree_glm.export import PARAMETER_SCOPE
+    from iree_glm.fit_memory import kv_cache_bytes
+    from iree_glm.runtime import Session
 
-    folder = Path(folder)
-    cfg = default_model.CONFIG
-    device = rt.get_device("local-task")
-    instance = rt.VmInstance()
-    index = rt.ParameterIndex()
-    index.load(str(folder / "weights.irpa"))
-    params = rt.create_io_parameters_module(instance, index.create_provider(scope=PARAMETER_SCOPE))
-    main = rt.VmModule.mmap(instance, str(folder / "model.vmfb"))
-    context = rt.VmContext(instance, modules=[rt.create_hal_module(instance, device), params, main])
-    decode = rt.FunctionInvoker(context, device, main.lookup_function("decode"))
-    slots = int(folder.name.rsplit("-", 1)[1])
-    cache = np.random.default_rng(0).standard_normal((cfg.num_layers, 1, cfg.num_kv_heads, slots, cfg.head_dim), dtype=np.float32)
+    session = Session.load(bundle, verify=False)
+    ids = [(i * 7919) % session.config.vocab_size for i in range(1, context - tokens + 1)]
+    cache = session.new_cache()
+    t = time.perf_counter()
+    logits = session.run_prefill(ids, 0, cache)
+    prefill_ms, prefill_peak = (time.perf_counter() - t) * 1e3, _peak_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _rss_mb()
-    k, v = cache, cache.copy()
     times = []
-    for i in range(runs + 1):
+    for i in range(tokens):
         t = time.perf_counter()
-        logits, k, v = decode(np.asarray([[7]], np.int64), np.asarray([position + i], np.int64), k, v)
-        logits.to_host()
-        if i:
-            times.append((time.perf_counter() - t) * 1e3)
-    out = _result(times, device, base)
-    out["cache_mb"] = 2 * cache.nbytes / 2**20
+        logits = session.decode([int(np.argmax(logits))], [len(ids) + i], cache)[0]
+        times.append((time.perf_counter() - t) * 1e3)
+    out = _result(times[1:], session._device, base)  # the first step is a warm-up
+    out.update(kv_mb=kv_cache_bytes(session.config, session.cache_slots) / 2**20, prefill_ms=prefill_ms,
+               prefill_peak_mb=prefill_peak, slots=session.cache_slots)
     return out
 
 
@@ -233,6 +235,9 @@ def _compare(kind: str, paths: dict[str, Path], length: int, runs: int, rounds: 
     for name, rs in results.items():
         merged[name] = {**rs[0], "ms": statistics.median([t for r in rs for t in r["times"]]),
                         "peak_mb": max(r["peak_mb"] for r in rs), "iree_peak_mb": max(r["iree_peak_mb"] for r in rs)}
+        if "prefill_ms" in rs[0]:  # decode runs
+            merged[name].update(prefill_ms=statistics.median(r["prefill_ms"] for r in rs),
+                                prefill_peak_mb=max(r["prefill_peak_mb"] for r in rs))
     return merged
 
 
@@ -281,7 +286,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
     p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention, decode")
-    p.add_argument("--decode-contexts", default="4096,16384")
+    p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
+    p.add_argument("--decode-contexts", default="1024,4096,16384")
+    p.add_argument("--decode-tokens", type=int, default=128, help="decode steps timed per process (the last reach the context)")
     p.add_argument("--fidelity", action="store_true", help="compare logits with dense attention instead of timing")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -294,6 +301,8 @@ def main() -> None:
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
+    if args.decode:
+        args.skip += ",model,attention"
     # Builds are cached under a digest of iree_glm's code: a bundle of older code is never reused.
     args.work = args.work / bench.source_hash()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -314,28 +323,36 @@ def main() -> None:
 
     decode_rows = []
     if "decode" not in args.skip:
-        ring = build_decode(args.work, 0, args.pattern)
+        ring = build_decode_bundle(args.work, args.pattern, None)
         for n in [int(c) for c in args.decode_contexts.split(",")]:
-            r = _compare("decode", {"dense": build_decode(args.work, n, None), "sparse": ring}, n - 64, 4 * args.runs, args.rounds)
+            paths = {"dense": build_decode_bundle(args.work, args.pattern, n), "sparse": ring}
+            r = _compare("decode", paths, n, args.decode_tokens, args.rounds)
             decode_rows.append((n, r))
             print(f"decode {n}: {r}", file=sys.stderr)
 
     print(f"\nsparse = {args.pattern}; medians of {args.rounds} x {args.runs} runs; each engine in its own "
           "processes, alternated\n")
-    print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
-    print("|---|---|---|---|---|---|---|")
+    if rows:
+        print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
+        print("|---|---|---|---|---|---|---|")
     for what, n, r in rows:
         d, s = r["dense"], r["sparse"]
         print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | "
               f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
 
     if decode_rows:
-        print("\n| decode step at context | dense KV cache MB | sliding-window KV cache MB | saved | dense ms/token | sparse ms/token | dense / sparse peak RSS MB |")
+        print(f"\ndecode: {args.pattern}; KV cache indexed by position (as many slots as the context) vs sliding window "
+              f"(globals + ring); a prompt of context - {args.decode_tokens} tokens, then {args.decode_tokens} decode steps; "
+              "decode peak RSS measured after the prefill\n")
+        print("| context | KV cache MB position / ring | saved | ms/token position / ring | decode peak RSS MB position / ring "
+              "| prefill ms position / ring | peak RSS with prefill MB position / ring |")
         print("|---|---|---|---|---|---|---|")
         for n, r in decode_rows:
             d, s = r["dense"], r["sparse"]
-            print(f"| {n} | {d['cache_mb']:.1f} | {s['cache_mb']:.2f} | {1 - s['cache_mb'] / d['cache_mb']:.1%} | "
-                  f"{d['ms']:.2f} | {s['ms']:.2f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+            print(f"| {n} | {d['kv_mb']:.1f} / {s['kv_mb']:.2f} | {1 - s['kv_mb'] / d['kv_mb']:.1%} | {d['ms']:.2f} / {s['ms']:.2f} | "
+                  f"{d['peak_mb']:.0f} / {s['peak_mb']:.0f} | {d['prefill_ms']:.0f} / {s['prefill_ms']:.0f} | "
+                  f"{d['prefill_peak_mb']:.0f} / {s['prefill_peak_mb']:.0f} |")
+    print(f"\nmachine load: {os.getloadavg()[0]:.1f} (1 min) at the end")
 
 
 if __name__ == "__main__":
