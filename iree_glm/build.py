@@ -156,7 +156,7 @@ def build_bundle(
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            passes = [_dequant_matmul_pass(fused_expected)] if fused_expected else []
+            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu")] if fused_expected else []
             stage_info = None
             if stages:
                 modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
@@ -198,13 +198,15 @@ def build_bundle(
     return BuildResult(Path(out), manifest, seconds, plan)
 
 
-def _dequant_matmul_pass(expected: int):
-    """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused."""
+def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False):
+    """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
+
+    `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
 
-        fused = rewrite_file(src, dst)
+        fused = rewrite_file(src, dst, cpu_tiles)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

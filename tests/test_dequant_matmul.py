@@ -18,10 +18,10 @@ TESTDATA = Path(__file__).resolve().parent.parent / "passes" / "testdata"
 FLAGS = ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 
 
-def _rewrite(name: str) -> tuple[str, int]:
+def _rewrite(name: str, cpu_tiles: bool = False) -> tuple[str, int]:
     with ir.Context():
         module = ir.Module.parse((TESTDATA / name).read_text())
-        done = dequant_matmul.run(module)
+        done = dequant_matmul.run(module, cpu_tiles)
         module.operation.verify()
         return str(module), len(done)
 
@@ -38,7 +38,7 @@ def _compile_and_run(text: str, fn: str, x: np.ndarray) -> np.ndarray:
     return np.asarray(out.to_host() if hasattr(out, "to_host") else out)
 
 
-@pytest.mark.parametrize("name,fns", [("int8_channel.mlir", ["prefill", "decode"]), ("int4_group.mlir", ["prefill"])])
+@pytest.mark.parametrize("name,fns", [("int8_channel.mlir", ["prefill", "decode"]), ("int4_group.mlir", ["prefill", "decode"])])
 def test_rewritten_ir(name, fns):
     text, n = _rewrite(name)
     assert n == len(fns)
@@ -85,15 +85,33 @@ def test_leaves_other_matmuls_alone():
     assert text.count("linalg.matmul") == 2
 
 
-@pytest.mark.parametrize("name,fn,m", [
-    ("int8_channel.mlir", "prefill", 5),
-    ("int8_channel.mlir", "decode", 1),
-    ("int4_group.mlir", "prefill", 3),
+def test_decode_form_has_no_m_loop_and_carries_cpu_tiles():
+    """M=1: the generic iterates (tile, channel, K) and, for llvm-cpu, names its tile sizes."""
+    text, _ = _rewrite("int8_channel.mlir", cpu_tiles=True)
+    decode = text[text.index("@decode"):]
+    generic = decode[decode.index("linalg.generic"):]
+    generic = generic[: generic.index("^bb0")]
+    assert 'iterator_types = ["parallel", "parallel", "reduction"]' in generic
+    assert "tensor<64xf32>" in generic and "tensor<2x64x16xi8>" in generic
+    assert "compilation_info" in generic
+    assert "vector_reduction = [0, 0, 1]" in text
+    prefill = text[text.index("@prefill"): text.index("@decode")]
+    assert "compilation_info" not in prefill  # only the decode form is tuned
+    plain, _ = _rewrite("int8_channel.mlir")
+    assert "compilation_info" not in plain  # other backends get IREE's own choice
+
+
+@pytest.mark.parametrize("name,fn,m,cpu_tiles", [
+    ("int8_channel.mlir", "prefill", 5, False),
+    ("int8_channel.mlir", "decode", 1, False),
+    ("int8_channel.mlir", "decode", 1, True),
+    ("int4_group.mlir", "prefill", 3, False),
+    ("int4_group.mlir", "decode", 1, True),
 ])
-def test_fused_matches_unfused(name, fn, m):
+def test_fused_matches_unfused(name, fn, m, cpu_tiles):
     x = np.random.default_rng(1).standard_normal((m, 64)).astype(np.float32)
     original = (TESTDATA / name).read_text()
-    fused, n = _rewrite(name)
+    fused, n = _rewrite(name, cpu_tiles)
     assert n >= 1
     want = _compile_and_run(original, fn, x)
     got = _compile_and_run(fused, fn, x)

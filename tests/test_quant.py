@@ -100,6 +100,16 @@ def test_int8_dispatches_read_packed_bytes(int8_bundle, fp32_model):
     assert dispatch_violations(dump, shapes) == []
 
 
+def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
+    """Every decode dispatch reading a packed [N/16, K, 16] weight has the pass's tile sizes."""
+    _, dump = int8_bundle
+    packed = [f for f in dump.glob("*decode*dispatch*.mlir")
+              if any(t == "i8" and s.count("x") == 2 for _, s, t in BINDING.findall(f.read_text()))]
+    assert len(packed) >= 4  # q/o, k/v, gate_up, down (the head may be shared with prefill)
+    for f in packed:
+        assert "vector_common_parallel = [" in f.read_text() and "vector_reduction = [0, 0, 1]" in f.read_text(), f.name
+
+
 def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
