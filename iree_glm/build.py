@@ -187,6 +187,7 @@ def build_bundle(
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
                          "kv_cache_slots": cache_slots(opts),
                          **({"prefix_cache_mb": profile.policy.prefix_cache_mb} if profile.policy.prefix_cache_mb is not None else {}),
+                         **({"prefill_chunk": profile.policy.prefill_chunk} if profile.policy.prefill_chunk is not None else {}),
                          "quant": opts.quant.to_dict(), "parameter_bytes": parameter_bytes,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},

@@ -65,7 +65,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  policy: objective {pol.objective}, power budget {pol.power_budget_w or 'none'}, reserve {pol.memory_reserve_gb:g} GB"
           + (f", prefix cache {pol.prefix_cache_mb:g} MiB" if pol.prefix_cache_mb is not None else "")
           + (f", sparse attention {pol.sparse_attention}" if pol.sparse_attention else "")
-          + (f", decode batch sizes {','.join(map(str, pol.decode_batch_sizes))}" if pol.decode_batch_sizes else ""))
+          + (f", decode batch sizes {','.join(map(str, pol.decode_batch_sizes))}" if pol.decode_batch_sizes else "")
+          + (f", prefill chunk {pol.prefill_chunk or 'off (whole prompt)'}" if pol.prefill_chunk is not None else ""))
     for w in availability_warnings(profile):
         print(f"warning: {w}", file=sys.stderr)
     cfg = read_hf_config(args.checkpoint / "config.json") if args.checkpoint else default_model.CONFIG

@@ -112,6 +112,7 @@ class Policy:
     prefix_cache_mb: float | None = None  # runtime prefix-cache budget in MiB (0: off); recorded in bundles
     sparse_attention: str | None = None  # compile's default --sparse-attention pattern ("none": off)
     decode_batch_sizes: tuple[int, ...] | None = None  # compile's default --batch-sizes (decode entry points)
+    prefill_chunk: int | None = None  # prompts prefilled in calls of at most this many tokens (0: one call); recorded in bundles
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,8 @@ _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_class
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
 _LINK_KEYS = {"between": list, "bandwidth_gbs": float, "latency_us": float, "shared_memory": bool}
 _POLICY_KEYS = {"objective": str, "power_budget_w": float, "memory_reserve_gb": float, "context_tokens": int,
-                "prefix_cache_mb": float, "sparse_attention": str, "decode_batch_sizes": list}
+                "prefix_cache_mb": float, "sparse_attention": str, "decode_batch_sizes": list,
+                "prefill_chunk": int}
 _TOP_KEYS = {"format_version": int, "name": str, "description": str, "devices": list, "links": list, "policy": dict}
 
 
@@ -321,12 +323,15 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
             raise c.fail("policy.decode_batch_sizes", f"expected a list of integers >= 1 (got {sizes!r})")
         if 1 not in sizes or len(set(sizes)) != len(sizes):
             raise c.fail("policy.decode_batch_sizes", f"must include 1 and no size twice (got {sizes!r})")
+    if "prefill_chunk" in p and p["prefill_chunk"] < 0:
+        raise c.fail("policy.prefill_chunk", f"must be 0 (whole prompt in one call) or a positive number of tokens (got {p['prefill_chunk']})")
     policy = Policy(
         objective=p.get("objective", "latency"), power_budget_w=p.get("power_budget_w"),
         memory_reserve_gb=p.get("memory_reserve_gb", 0.0), context_tokens=p.get("context_tokens"),
         prefix_cache_mb=p.get("prefix_cache_mb"),
         sparse_attention=None if sparse is None or sparse.strip() == "none" else sparse,
         decode_batch_sizes=tuple(sorted(sizes)) if sizes is not None else None,
+        prefill_chunk=p.get("prefill_chunk"),
     )
     if host.memory_gb <= policy.memory_reserve_gb:
         i = devices.index(host)

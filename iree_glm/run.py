@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="rewrite the prompt text before tokenization so prompts differing only in form share cached prefixes: "
                         "steps from whitespace,nfkc,case (alone: whitespace,nfkc); changes what the model reads")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
+    p.add_argument("--prefill-chunk", type=int, metavar="TOKENS",
+                   help="prefill the prompt in calls of at most TOKENS tokens (0: one call; default: the bundle's profile prefill_chunk)")
     p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
     return p.parse_args(argv)
 
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
     if args.prefix_cache_mb is not None and args.prefix_cache_dir is None:
         raise UserError("--prefix-cache-mb is only used with --prefix-cache-dir")
+    if args.prefill_chunk is not None and args.prefill_chunk < 0:
+        raise UserError(f"--prefill-chunk must be 0 (whole prompt) or a positive number of tokens (got {args.prefill_chunk})")
     if normalizer is not None and args.prompt is None:
         raise UserError("--normalize rewrites text: use it with --prompt, not --prompt-ids")
     stand_in = ""
@@ -63,12 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                               ("--normalize", normalizer)):
             if value is not None:
                 raise UserError(f"{option} is not supported for multi-device bundles")
-        session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in)
+        session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in,
+                                         prefill_chunk=args.prefill_chunk)
         stand_in = "".join(f"[STAND-IN: {d} runs on {drv}] " for d, drv in session.stand_ins.items())
     else:
         session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir,
                                prefix_cache_bytes=None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
-                               normalize=normalizer)
+                               normalize=normalizer, prefill_chunk=args.prefill_chunk)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")

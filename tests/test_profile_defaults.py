@@ -33,6 +33,7 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
     ring = load_profile(_write(tmp_path, 'sparse_attention = "local=8,global=4,block=4,ring"'))
     assert ring.policy.sparse_attention == "local=8,global=4,block=4,ring"
     assert load_profile("host-cpu").policy.sparse_attention is None and load_profile("host-cpu").policy.prefix_cache_mb is None
+    assert load_profile(_write(tmp_path, "prefill_chunk = 0")).policy.prefill_chunk == 0
     for policy, message in (
         ("prefix_cache_mb = -1", "policy.prefix_cache_mb: must not be negative"),
         ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected float"),
@@ -42,6 +43,8 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
         ("decode_batch_sizes = [2, 4]", "policy.decode_batch_sizes: must include 1"),
         ("decode_batch_sizes = [1, 0]", "policy.decode_batch_sizes: expected a list of integers >= 1"),
         ('decode_batch_sizes = "1,2"', "policy.decode_batch_sizes: expected list"),
+        ("prefill_chunk = -32", "policy.prefill_chunk: must be 0 .whole prompt in one call. or a positive number"),
+        ("prefill_chunk = 12.5", "policy.prefill_chunk: expected int"),
     ):
         with pytest.raises(ProfileError, match=message):
             load_profile(_write(tmp_path, policy))
@@ -62,7 +65,7 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     sparse pattern is applied, and its prefix-cache budget lands in the bundle."""
     ckpt = glm4_checkpoint[0]
     cfg = open_checkpoint(ckpt).config
-    policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"\ndecode_batch_sizes = [2, 1]'
+    policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"\ndecode_batch_sizes = [2, 1]\nprefill_chunk = 5'
     attended = fit_memory.attended_keys(parse_pattern("local=16,global=4,block=8"))
     need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 2, 2**19, attended).total for m in ("none", "int8")}
     assert need["int8"] < need["none"]
@@ -75,8 +78,10 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     options = json.loads((out / "manifest.json").read_text())["options"]
     assert options["quant"]["mode"] == "int8" and options["max_context"] == 64
     assert options["sparse_attention"] == "local=16,global=4,block=8" and options["prefix_cache_mb"] == 0.5
+    assert options["prefill_chunk"] == 5
     s = Session.load(out, prefix_cache=True)
     assert s.decode_batch_sizes == [1, 2]  # the profile's decode_batch_sizes
+    assert s.prefill_chunk == 5 and Session.load(out, prefill_chunk=0).prefill_chunk == 0
     assert s.prefix_cache.budget_bytes == 2**19
     assert len(s.generate("Hello there", 4, stop_ids=()).generated_ids) == 4
     assert Session.load(out, prefix_cache=True, prefix_cache_bytes=4096).prefix_cache.budget_bytes == 4096  # explicit wins

@@ -27,7 +27,7 @@ from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
 from .kv_cache import KVCache, attended_keys, key_positions
 from .request import RequestState
-from .session import Session
+from .session import Session, chunk_size
 
 
 class DeviceFailure(RequestError):
@@ -60,7 +60,7 @@ def is_multi_device(manifest: Manifest) -> bool:
 class PipelineSession(Session):
     """A `Session` over several devices; same request API (generate, stream), no batching engine."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, allow_stand_in: bool = False):
+    def __init__(self, bundle: Path, manifest: Manifest, allow_stand_in: bool = False, prefill_chunk: int | None = None):
         import iree.runtime as rt
 
         from ..profiles import driver_available
@@ -70,6 +70,7 @@ class PipelineSession(Session):
         self.manifest = manifest
         self.config = cfg = ModelConfig.from_dict(manifest.model)
         self.max_context = manifest.max_context
+        self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self._lock = threading.Lock()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         self.prefix_cache = None
@@ -113,8 +114,9 @@ class PipelineSession(Session):
             self.stats.stage_seconds[name] = 0.0
 
     @classmethod
-    def load(cls, bundle: str | Path, verify: bool = True, allow_stand_in: bool = False) -> "PipelineSession":
-        return cls(Path(bundle), read_manifest(Path(bundle), verify=verify), allow_stand_in)
+    def load(cls, bundle: str | Path, verify: bool = True, allow_stand_in: bool = False,
+             prefill_chunk: int | None = None) -> "PipelineSession":
+        return cls(Path(bundle), read_manifest(Path(bundle), verify=verify), allow_stand_in, prefill_chunk)
 
     @property
     def engine(self):
@@ -142,7 +144,7 @@ class PipelineSession(Session):
             self.stats.stage_seconds[stage.device] += t2 - t
         return x
 
-    def run_prefill(self, ids: list[int], start: int, cache: list[KVCache], slot: int = 0) -> np.ndarray:
+    def _prefill_call(self, ids: list[int], start: int, cache: list[KVCache], slot: int) -> np.ndarray:
         with self._lock:
             logits = self._step("prefill", np.asarray([ids], np.int64), np.asarray([start], np.int64),
                                 np.asarray([slot], np.int64), cache)

@@ -45,6 +45,25 @@ def sliding_window(manifest: Manifest) -> SparsePattern | None:
     return pattern if pattern is not None and pattern.ring else None
 
 
+def chunk_size(requested: int | None, manifest: Manifest) -> int:
+    """Tokens per prefill call: `requested` if given, else the bundle's profile `prefill_chunk`
+    (recorded in its manifest), else 0 (the whole prompt in one call)."""
+    chunk = requested if requested is not None else manifest.options.get("prefill_chunk", 0)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+        raise RequestError(f"prefill_chunk must be 0 (whole prompt) or a positive number of tokens (got {chunk!r})")
+    return chunk
+
+
+def chunks(length: int, size: int) -> list[tuple[int, int]]:
+    """[first, end) ranges covering `length` tokens in pieces of `size` (0: one piece).
+
+    Chunked prefill bounds a call's activations and attention scores (chunk x keys in use
+    instead of prompt x prompt) and keeps the matmuls at the row count they run fastest at;
+    each chunk is an ordinary prefill that extends the cached prefix."""
+    size = size or length
+    return [(first, min(first + size, length)) for first in range(0, length, size)]
+
+
 class Session:
     """A loaded bundle. Thread-safe: device calls from several threads are serialized."""
 
@@ -58,6 +77,7 @@ class Session:
         prefix_cache_bytes: int | None = None,
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
         normalize: Normalizer | str | None = None,
+        prefill_chunk: int | None = None,
     ):
         import iree.runtime as rt
 
@@ -68,6 +88,7 @@ class Session:
         self.sliding_window = sliding_window(manifest)
         self.cache_slots = manifest.options.get("kv_cache_slots", manifest.max_context)  # KV positions per row
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
+        self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self._lock = threading.Lock()
         module = manifest.modules[0]
         self.driver = driver or module.driver
@@ -113,6 +134,7 @@ class Session:
         prefix_cache_bytes: int | None = None,
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
         normalize: Normalizer | str | None = None,
+        prefill_chunk: int | None = None,
     ) -> "Session":
         """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
 
@@ -120,11 +142,12 @@ class Session:
         also persists it there (implies `prefix_cache`), under a `prefix_cache_bytes` budget
         (default: the bundle's profile `prefix_cache_mb`, else 512 MiB). `normalize` (e.g.
         "whitespace,nfkc", see normalize.py) rewrites text prompts before tokenization, so
-        prompts differing only in form share cached prefixes."""
+        prompts differing only in form share cached prefixes. `prefill_chunk` (tokens per
+        prefill call, 0: the whole prompt at once) overrides the bundle's profile setting."""
         return cls(
             Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
             Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
-            normalize,
+            normalize, prefill_chunk,
         )
 
     @property
@@ -253,18 +276,24 @@ class Session:
         return key_positions(attended_keys(last_position, self.max_context))
 
     def run_prefill(self, ids: list[int], start: int, cache: KVCache, slot: int = 0) -> np.ndarray:
-        """`prefill` of `ids` at positions start.. of row `slot` (in place); last position's logits.
-        A sliding-window cache takes the prompt in chunks of `SparsePattern.chunk` tokens."""
-        step = self.sliding_window.chunk if self.sliding_window is not None else len(ids)
-        for i in range(0, len(ids), step):
-            part = ids[i : i + step]
-            with self._lock:
-                logits = self._fns["prefill"](
-                    np.asarray([part], np.int64), np.asarray([start + i], np.int64), np.asarray([slot], np.int64),
-                    self._attended(start + i + len(part) - 1), *cache.buffers,
-                )
-        # to_host() may map device memory that later calls reuse: keep an owned copy.
-        return np.array(logits.to_host()[0])
+        """`prefill` of `ids` at positions start.. of row `slot` (in place), in calls of at most
+        `prefill_chunk` tokens (a sliding-window cache: at most `SparsePattern.chunk`), each
+        extending what the previous ones wrote; last position's logits."""
+        size = self.prefill_chunk
+        if self.sliding_window is not None:
+            size = min(size or self.sliding_window.chunk, self.sliding_window.chunk)
+        for first, end in chunks(len(ids), size):
+            logits = self._prefill_call(ids[first:end], start + first, cache, slot)
+        return logits
+
+    def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
+        with self._lock:
+            logits = self._fns["prefill"](
+                np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
+                self._attended(start + len(ids) - 1), *cache.buffers,
+            )
+            # to_host() may map device memory that later calls reuse: keep an owned copy.
+            return np.array(logits.to_host()[0])
 
     def prefill(self, state: RequestState, cache: KVCache, slot: int = 0) -> np.ndarray:
         """Run the prompt into row `slot` of `cache` (after its longest cached prefix, if any);
