@@ -27,7 +27,7 @@ from .profiles import Profile, load_profile
 from .scheduler import PartitionPlan, plan_partition, quant_dtypes
 from .partitioned import compile_stages, export_stages, stages_of, stand_ins
 from .quant import QuantSpec, quantize_model, quantized_layer_count, state_bytes
-from . import sparse_attention
+from . import activation_dtype, sparse_attention
 
 MODULE_FILE = "model.vmfb"
 PARAMETER_FILE = "weights.irpa"
@@ -45,6 +45,7 @@ class BuildOptions:
     calibration: Path | None = None  # pruning calibration text (default: shipped stdlib sample)
     quant: QuantSpec = field(default_factory=QuantSpec)  # weight quantization (iree_glm/quant.py)
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
+    activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
 
 
 @dataclass
@@ -74,6 +75,8 @@ def _check_options(opts: BuildOptions) -> Profile:
     if opts.max_context is not None and opts.max_context < 2:
         raise UserError(f"--max-context must be at least 2 (got {opts.max_context})")
     opts.quant.check()
+    if opts.activation_dtype is not None:
+        activation_dtype.check(opts.activation_dtype)
     return load_profile(opts.profile)
 
 
@@ -108,6 +111,9 @@ def build_bundle(
             check_spec(opts.prune, ckpt.config)
         if opts.sparse_attention is not None:
             opts.sparse_attention.check(opts.max_context)
+        dtype = opts.activation_dtype or profile.host.activation_dtype
+        if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
+            raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
         with writing_bundle(out) as folder:
             t = time.perf_counter()
             progress("load weights")
@@ -125,6 +131,9 @@ def build_bundle(
             fused_expected = quantized_layer_count(model) * len(_entry_points(opts))
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            if stages and dtype != "f32":
+                raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
+            model = activation_dtype.convert(model, dtype)
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
 
@@ -135,7 +144,7 @@ def build_bundle(
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                module, _ctx = export_mlir(model, entry_points)
+                module, _ctx = export_mlir(model, entry_points, cache_dtype=activation_dtype.check(dtype))
                 if opts.sparse_attention is not None:
                     from .passes import sparse_attention as sparse_pass
 
@@ -182,7 +191,7 @@ def build_bundle(
                 tokenizer="tokenizer.json" if ckpt.has_tokenizer else None,
                 source=source,
                 profile=profile.name,
-                options={"max_context": opts.max_context, "dtype": "float32",
+                options={"max_context": opts.max_context, "dtype": activation_dtype.DTYPES[dtype], "activation_dtype": dtype,
                          **({"prune": str(opts.prune)} if opts.prune else {}),
                          **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
                          "kv_cache_slots": cache_slots(opts),

@@ -58,7 +58,8 @@ def _show(args: argparse.Namespace) -> int:
         peaks = ", ".join(f"{k} {v:g}" for k, v in d.peak_gflops.items())
         print(f"  {d.name}: {d.kind}, driver {d.hal_driver}, backend {d.backend}; GFLOP/s {peaks}; "
               f"{d.memory_bandwidth_gbs:g} GB/s, {d.memory_gb:g} GB, {d.idle_power_w:g}-{d.active_power_w:g} W"
-              + (", stand-in allowed" if d.allow_stand_in else ""))
+              + (", stand-in allowed" if d.allow_stand_in else "")
+              + (f"; activations {d.activation_dtype}" if d.kind == "cpu" else ""))
     for l in profile.links:
         print(f"  link {l.a} <-> {l.b}: {l.bandwidth_gbs:g} GB/s, {l.latency_us:g} us" + (", shared memory" if l.shared_memory else ""))
     pol = profile.policy

@@ -60,6 +60,7 @@ class Device:
     cache_bandwidth_gbs: float | None = None
     fresh_memory_gbs: float | None = None  # writing memory a call allocates (page faults included); default: bandwidth
     attention_gflops: float | None = None  # achieved by the attention op (default: peak f32)
+    activation_dtype: str = "f32"  # what bundles compute in by default (iree_glm/activation_dtype.py)
     allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
     description: str = ""
 
@@ -156,6 +157,7 @@ _DEVICE_KEYS = {
     "active_power_w": float, "idle_power_w": float, "call_overhead_us": float,
     "allow_stand_in": bool, "description": str, "dispatch_overhead_us": float, "cache_mb": float,
     "cache_bandwidth_gbs": float, "attention_gflops": float, "fresh_memory_gbs": float,
+    "activation_dtype": str,
 }
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
@@ -220,6 +222,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
     dtypes = c.strings(f"{where}.dtypes", d["dtypes"], DTYPES, "dtype")
     ops = c.strings(f"{where}.op_classes", d["op_classes"], OP_CLASSES, "op class")
     flags = c.strings(f"{where}.flags", d.get("flags", []), None, "")
+    act = c.choice(f"{where}.activation_dtype", d.get("activation_dtype", "f32"), ("f32", "f16", "bf16"), "activation dtype")
     peaks: dict[str, float] = {}
     for k, v in d["peak_gflops"].items():
         key = f"{where}.peak_gflops.{k}"
@@ -250,7 +253,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         call_overhead_us=d.get("call_overhead_us", 50.0), dispatch_overhead_us=d.get("dispatch_overhead_us", 0.0),
         cache_mb=d.get("cache_mb", 0.0), cache_bandwidth_gbs=d.get("cache_bandwidth_gbs"),
         attention_gflops=d.get("attention_gflops"), fresh_memory_gbs=d.get("fresh_memory_gbs"), allow_stand_in=d.get("allow_stand_in", False),
-        description=d.get("description", ""),
+        description=d.get("description", ""), activation_dtype=act,
     )
 
 

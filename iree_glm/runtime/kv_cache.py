@@ -42,10 +42,10 @@ class KVCache:
     rows: int
 
     @classmethod
-    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int) -> "KVCache":
+    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32) -> "KVCache":
         import iree.runtime as rt
 
-        zeros = np.zeros((rows, kv_heads, capacity, head_dim), np.float32)
+        zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
         return cls([rt.asdevicearray(device, zeros) for _ in range(2 * layers)], rows)
 
     def read(self, slot: int, length: int) -> tuple[np.ndarray, np.ndarray]:

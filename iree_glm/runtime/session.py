@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from ..activation_dtype import numpy_dtype
 from ..bundle import Manifest, read_manifest
 from ..config import ModelConfig
 from ..errors import BundleError, RequestError
@@ -89,6 +90,7 @@ class Session:
         self.cache_slots = manifest.options.get("kv_cache_slots", manifest.max_context)  # KV positions per row
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
+        self.cache_dtype = numpy_dtype(manifest.options.get("activation_dtype", "f32"))  # the KV cache's element type
         self._lock = threading.Lock()
         module = manifest.modules[0]
         self.driver = driver or module.driver
@@ -266,7 +268,7 @@ class Session:
     def new_cache(self, rows: int = 1) -> KVCache:
         """A zeroed device KV cache with `rows` slots."""
         cfg = self.config
-        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.cache_slots, cfg.head_dim)
+        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.cache_slots, cfg.head_dim, self.cache_dtype)
 
     def _attended(self, last_position: int) -> np.ndarray:
         """The `key_positions` input of a step ending at `last_position` (a sliding-window
@@ -304,7 +306,7 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                kv = np.concatenate([b.kv for b in blocks], axis=3)  # [2, L, Hkv, P, D]
+                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype)  # [2, L, Hkv, P, D]
                 with self._lock:
                     self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
                 start = len(blocks) * pc.block_size
