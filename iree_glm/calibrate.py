@@ -307,11 +307,14 @@ def _toml_list(items) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def _device_toml(name: str, kind: str, driver: str, backend: str, m: dict, memory_gb: float, cache_mb: float | None) -> str:
+def _device_toml(name: str, kind: str, driver: str, backend: str, m: dict, memory_gb: float, cache_mb: float | None,
+                 lowering=None) -> str:
     peaks = ", ".join(f"{k} = {v}" for k, v in m["peak_gflops"].items())
-    flags = '["@defaults"]'
-    lines = [
-        "", "[[devices]]", f'name = "{name}"', f'kind = "{kind}"', f'hal_driver = "{driver}"', f'backend = "{backend}"',
+    flags = _toml_list(["@defaults", *(lowering.flags if lowering else ())])
+    lines = ["", "[[devices]]", f'name = "{name}"', f'kind = "{kind}"', f'hal_driver = "{driver}"', f'backend = "{backend}"']
+    if lowering:
+        lines.append(f"# flags measured (calibrate --lowering): {lowering.variant} won; {lowering.summary()}")
+    lines += [
         f"flags = {flags}", f"dtypes = {_toml_list(m['dtypes'])}", f"op_classes = {_toml_list(m['op_classes'])}",
     ]
     if "attention" in m["notes"]:
@@ -371,9 +374,20 @@ def machine_summary() -> str:
     return f"{model}, {os.cpu_count()} cores, load average {load}"
 
 
-def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str], None] = lambda m: None) -> str:
-    """Measure `driver` (and the host CPU when it is another device) and return profile TOML."""
+def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str], None] = lambda m: None,
+              lowering: dict | None = None) -> str:
+    """Measure `driver` (and the host CPU when it is another device) and return profile TOML.
+
+    `lowering` (keyword arguments of `lowering_choice.choose`) also chooses the host's flags and
+    prefill chunk size by timing prefill (llvm-cpu only)."""
     target = _target(driver)
+    if lowering is not None and target.backend != "llvm-cpu":
+        raise UserError(f"--lowering chooses llvm-cpu flags; driver '{driver}' compiles for {target.backend}")
+    choice = None
+    if lowering is not None:
+        from .lowering_choice import choose
+
+        choice = choose(**lowering, progress=progress)
     mem, llc = _memory_gb(), last_level_cache_mb()
     main = measure(driver, repeats, progress)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -382,8 +396,10 @@ def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str]
             "# Re-run on the target machine rather than editing throughput by hand.",
             "format_version = 1", f'name = "{name}"', f'description = "calibrated: {driver} on this machine"',
             "", "[policy]", 'objective = "latency"', "memory_reserve_gb = 1.0"]
+    if choice is not None:
+        text += [f"# measured (calibrate --lowering): {choice.summary()}", f"prefill_chunk = {choice.prefill_chunk}"]
     if target.backend == "llvm-cpu":
-        text.append(_device_toml("cpu", "cpu", driver, "llvm-cpu", main, mem, llc))
+        text.append(_device_toml("cpu", "cpu", driver, "llvm-cpu", main, mem, llc, choice))
     else:
         host = measure("local-task", repeats, progress)
         text.append(_device_toml("cpu", "cpu", "local-task", "llvm-cpu", host, mem, llc))

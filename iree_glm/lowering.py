@@ -53,6 +53,13 @@ class Target:
         return [*device, *self.flags]
 
 
+def merge_flags(base: Sequence[str], overrides: Sequence[str]) -> tuple[str, ...]:
+    """`base` with each `--option=value` of `overrides` replacing base's value of that option
+    (iree-compile refuses an option given twice); other overrides are appended."""
+    names = {f.split("=", 1)[0] for f in overrides}
+    return (*[f for f in base if f.split("=", 1)[0] not in names], *overrides)
+
+
 def host_cpu_target() -> Target:
     return Target(backend="llvm-cpu", driver="local-task", flags=HOST_CPU_FLAGS)
 
@@ -74,7 +81,7 @@ def compile_mlir(
     """
     import iree.compiler as ic
 
-    args = [*target.compile_args(), *extra_flags]
+    args = list(merge_flags(target.compile_args(), extra_flags))
     try:
         if not input_passes:
             ic.compile_file(str(mlir_path), output_file=str(vmfb_path), input_type="torch", extra_args=args)

@@ -31,6 +31,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     c.add_argument("-o", "--output", type=Path, required=True, help="profile file to write")
     c.add_argument("--name", help="profile name (default: the output file's stem)")
     c.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark (median)")
+    c.add_argument("--lowering", action="store_true",
+                   help="llvm-cpu: also choose the lowering flags (data tiling, ukernels) and policy.prefill_chunk by timing prefill here")
+    c.add_argument("--lowering-checkpoint", type=Path, help="with --lowering: time a model of this checkpoint's shape (default: the built-in model)")
+    c.add_argument("--lowering-layers", type=int, default=2, help="with --lowering: layers of that model to build (default 2)")
+    c.add_argument("--lowering-prompt", type=int, default=512, help="with --lowering: prompt tokens to prefill (default 512)")
     return p.parse_args(argv)
 
 
@@ -83,7 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _show(args)
     from .calibrate import calibrate
 
-    text = calibrate(args.driver, args.name or args.output.stem, args.repeats, progress=lambda m: print(m, file=sys.stderr))
+    from .errors import UserError
+
+    if args.lowering and (args.lowering_layers < 1 or args.lowering_prompt < 2):
+        raise UserError("--lowering-layers must be >= 1 and --lowering-prompt >= 2")
+    if args.lowering_checkpoint is not None and not (args.lowering_checkpoint / "config.json").is_file():
+        raise UserError(f"--lowering-checkpoint {args.lowering_checkpoint}: no config.json there")
+    lowering = None
+    if args.lowering:
+        lowering = dict(checkpoint=args.lowering_checkpoint, layers=args.lowering_layers, prompt_len=args.lowering_prompt)
+    text = calibrate(args.driver, args.name or args.output.stem, args.repeats, progress=lambda m: print(m, file=sys.stderr),
+                     lowering=lowering)
     args.output.write_text(text)
     print(f"wrote {args.output}")
     return 0

@@ -81,16 +81,13 @@ class Device:
 
     def target(self):
         """The lowering `Target` for this device's modules."""
-        from .lowering import HOST_CPU_FLAGS, VULKAN_FLAGS, Target
+        from .lowering import HOST_CPU_FLAGS, VULKAN_FLAGS, Target, merge_flags
 
         defaults = {"llvm-cpu": HOST_CPU_FLAGS, "vulkan-spirv": VULKAN_FLAGS}.get(self.backend, ())
-        flags: list[str] = []
-        for f in self.flags:
-            if f == DEFAULT_FLAGS:
-                flags.extend(defaults)
-            else:
-                flags.append(f)
-        return Target(backend=self.backend, driver=self.hal_driver, flags=tuple(flags))
+        flags: tuple[str, ...] = ()
+        for f in self.flags:  # a flag after "@defaults" overrides the default of the same option
+            flags = merge_flags(flags, defaults if f == DEFAULT_FLAGS else (f,))
+        return Target(backend=self.backend, driver=self.hal_driver, flags=flags)
 
 
 @dataclass(frozen=True)

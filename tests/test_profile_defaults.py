@@ -1,6 +1,7 @@
 """Profile policy defaults: the prefix-cache budget and the sparse-attention pattern, through compile."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from iree_glm.runtime import Session
 from iree_glm.sparse_attention import parse_pattern
 
 REPO = Path(__file__).resolve().parent.parent
-HOST = (REPO / "device_profiles" / "host-cpu.toml").read_text()
+# host-cpu.toml without its prefill_chunk, so tests can set their own policy
+HOST = re.sub(r"(?m)^prefill_chunk = .*\n", "", (REPO / "device_profiles" / "host-cpu.toml").read_text())
 
 
 def _write(tmp_path: Path, policy: str, memory_gb: float = 24.0, name: str = "p.toml") -> Path:
@@ -34,6 +36,7 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
     assert ring.policy.sparse_attention == "local=8,global=4,block=4,ring"
     assert load_profile("host-cpu").policy.sparse_attention is None and load_profile("host-cpu").policy.prefix_cache_mb is None
     assert load_profile(_write(tmp_path, "prefill_chunk = 0")).policy.prefill_chunk == 0
+    assert load_profile("host-cpu").policy.prefill_chunk == 256  # measured (host-cpu.toml)
     for policy, message in (
         ("prefix_cache_mb = -1", "policy.prefix_cache_mb: must not be negative"),
         ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected float"),

@@ -78,18 +78,20 @@ def _prompt(prompt_len: int, vocab: int) -> list[int]:
     return [(i * 7919) % vocab for i in range(1, prompt_len + 1)]
 
 
-def _measure_iree(bundle: str, prompt_len: int, decode_tokens: int, runs: int, threads: int) -> dict:
+def _measure_iree(bundle: str, prompt_len: int, decode_tokens: int, runs: int, threads: int, chunk: int | None = None) -> dict:
     import iree.runtime as rt
 
     rt.flags.parse_flags(f"--task_topology_group_count={threads}")
     from iree_glm.runtime import Session
 
-    session = Session.load(bundle, verify=False)
+    session = Session.load(bundle, verify=False, prefill_chunk=chunk)
     prompt = _prompt(prompt_len, session.config.vocab_size)
     prefill, decode = [], []
     session.generate(prompt, max_new_tokens=4, stop_ids=())  # warm-up
     for _ in range(runs):
         r = session.generate(prompt, max_new_tokens=decode_tokens + 1, stop_ids=())
+        if r.stop_reason != "max_new_tokens":  # e.g. a full context: the decode speed would be of fewer tokens
+            raise SystemExit(f"error: {bundle}: generation after {prompt_len} tokens stopped early ({r.stop_reason})")
         prefill.append(r.prefill_ms)
         decode.append(r.decode_tok_s)
     return {"prefill_ms": statistics.median(prefill), "decode_tok_s": statistics.median(decode)}
@@ -134,10 +136,10 @@ CHILDREN = {
 }
 
 
-def _child(engine: str, target: str, args, prompt_len: int | None = None) -> dict:
+def _child(engine: str, target: str, args, prompt_len: int | None = None, extra: tuple[str, ...] = ()) -> dict:
     """Run one engine's measurement in a fresh Python process and return its JSON result."""
     prompt_len = args.prompt_len if prompt_len is None else prompt_len
-    cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(prompt_len),
+    cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(prompt_len), *extra,
            "--decode-tokens", str(args.decode_tokens), "--runs", str(args.runs), "--threads", str(args.threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -235,20 +237,29 @@ def main() -> None:
     p.add_argument("--engines", default="iree,torch,torch-bf16,llama.cpp",
                    help="comma-separated: iree, torch, torch-bf16, llama.cpp (skipped where not installed)")
     p.add_argument("--llama-src", help="llama-cpp-python source for its GGUF converter (see tools/llamacpp.py)")
+    p.add_argument("--prefill-chunks", default="",
+                   help="also time our prefill with these chunk sizes (comma-separated tokens per call, 0: the whole prompt "
+                        "in one call); the plain IREE column uses the profile's policy.prefill_chunk")
     p.add_argument("--breakdown", type=int, metavar="TOKENS", help="also time our prefill of TOKENS tokens per dispatch")
     p.add_argument("--top", type=int, default=12, help="dispatches shown by --breakdown")
     p.add_argument("--prompt-len", type=int, default=128, help=argparse.SUPPRESS)  # child processes
+    p.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("ENGINE", "TARGET"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
         engine, target = args.child
-        print(json.dumps(CHILDREN[engine](target, args.prompt_len, args.decode_tokens, args.runs, args.threads)))
+        extra = (args.chunk,) if engine == "iree" else ()
+        print(json.dumps(CHILDREN[engine](target, args.prompt_len, args.decode_tokens, args.runs, args.threads, *extra)))
         return
 
     lens = [int(x) for x in args.prompt_lens.split(",") if x.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    chunk_sizes = [int(x) for x in args.prefill_chunks.split(",") if x.strip()]
     context = args.context or max(lens) + args.decode_tokens
+    if context < max(lens) + args.decode_tokens:  # every prompt and decode position must fit the bundle's KV cache
+        raise SystemExit(f"error: --context {context} cannot hold a {max(lens)}-token prompt and {args.decode_tokens} decode tokens "
+                         f"(needs {max(lens) + args.decode_tokens})")
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoints = [make_checkpoint(c, args.work, args.layers) for c in (args.config or [])] + list(args.checkpoint or [])
     if not checkpoints:
@@ -269,6 +280,8 @@ def main() -> None:
             print(f"measuring {ckpt.name} at {n} tokens", file=sys.stderr)
             for label, bundle in bundles.items():
                 columns.setdefault(label, {})[n] = _child("iree", str(bundle), args, n)
+                for c in chunk_sizes:
+                    columns.setdefault(f"{label} chunk {c or 'off'}", {})[n] = _child("iree", str(bundle), args, n, ("--chunk", str(c)))
             for engine, label in (("torch", "torch fp32"), ("torch-bf16", "torch bf16")):
                 if engine in engines:
                     columns.setdefault(label, {})[n] = _child(engine, str(ckpt), args, n)
