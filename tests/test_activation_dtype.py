@@ -86,6 +86,7 @@ def test_profile_key_is_checked(tmp_path):
 
     assert load_profile("host-cpu").host.activation_dtype == "f32"
     path = tmp_path / "p.toml"
-    path.write_text(HOST.replace('flags = ["@defaults"]', 'flags = ["@defaults"]\nactivation_dtype = "f8"'))
+    assert 'activation_dtype = "f32"' in HOST
+    path.write_text(HOST.replace('activation_dtype = "f32"', 'activation_dtype = "f8"'))
     with pytest.raises(ProfileError, match=r"devices\[0\].activation_dtype: unknown activation dtype 'f8'"):
         load_profile(path)
