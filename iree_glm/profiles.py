@@ -32,6 +32,18 @@ BACKENDS = ("llvm-cpu", "vulkan-spirv", "cuda", "rocm", "metal-spirv", "webgpu-s
 # A device's flags may contain this entry: it expands to iree_glm's defaults for the backend
 # (lowering.HOST_CPU_FLAGS for llvm-cpu, lowering.VULKAN_FLAGS for vulkan-spirv).
 DEFAULT_FLAGS = "@defaults"
+# "@tuning-spec:NAME" expands to --iree-codegen-tuning-spec-path of our spec passes/tuning/NAME.mlir.
+TUNING_SPEC = "@tuning-spec:"
+
+
+def tuning_spec_path(name: str) -> Path | None:
+    """The shipped transform-dialect tuning spec `name` (passes/tuning/NAME.mlir), or None."""
+    spec = resources.files("iree_glm.passes") / "tuning" / f"{name}.mlir"
+    return Path(str(spec)) if spec.is_file() else None
+
+
+def tuning_specs() -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("iree_glm.passes") / "tuning").iterdir() if p.name.endswith(".mlir"))
 
 
 class ProfileError(UserError):
@@ -86,6 +98,8 @@ class Device:
         defaults = {"llvm-cpu": HOST_CPU_FLAGS, "vulkan-spirv": VULKAN_FLAGS}.get(self.backend, ())
         flags: tuple[str, ...] = ()
         for f in self.flags:  # a flag after "@defaults" overrides the default of the same option
+            if f.startswith(TUNING_SPEC):
+                f = f"--iree-codegen-tuning-spec-path={tuning_spec_path(f[len(TUNING_SPEC):])}"
             flags = merge_flags(flags, defaults if f == DEFAULT_FLAGS else (f,))
         return Target(backend=self.backend, driver=self.hal_driver, flags=flags)
 
@@ -219,6 +233,9 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
     dtypes = c.strings(f"{where}.dtypes", d["dtypes"], DTYPES, "dtype")
     ops = c.strings(f"{where}.op_classes", d["op_classes"], OP_CLASSES, "op class")
     flags = c.strings(f"{where}.flags", d.get("flags", []), None, "")
+    for j, f in enumerate(flags):
+        if f.startswith(TUNING_SPEC) and tuning_spec_path(f[len(TUNING_SPEC):]) is None:
+            raise c.fail(f"{where}.flags[{j}]", f"unknown tuning spec '{f[len(TUNING_SPEC):]}' (shipped: {', '.join(tuning_specs())})")
     act = c.choice(f"{where}.activation_dtype", d.get("activation_dtype", "f32"), ("f32", "f16", "bf16"), "activation dtype")
     peaks: dict[str, float] = {}
     for k, v in d["peak_gflops"].items():
