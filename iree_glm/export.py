@@ -51,6 +51,24 @@ def _mlir_element_type(ir, dtype: torch.dtype):
     }[dtype]()
 
 
+_INLINE_MAX = 16  # elements
+
+
+def _inline_literal(literal: Any) -> bool:
+    """A tiny 1-d int8 constant (int4's nibble shifts): imported inline, not as a dense_resource
+    blob, so passes can read its values (the dequant-matmul pass unrolls the nibble dim on them)."""
+    return isinstance(literal, torch.Tensor) and literal.dtype == torch.int8 and literal.dim() == 1 and literal.numel() <= _INLINE_MAX
+
+
+def _inline_constant(gni, literal: torch.Tensor):
+    from iree.compiler import ir
+
+    values = ", ".join(str(int(v)) for v in literal.tolist())
+    attr = ir.Attribute.parse(f"dense<[{values}]> : tensor<{literal.numel()}xi8>")
+    const = ir.Operation.create("arith.constant", results=[ir.DenseElementsAttr(attr).type], attributes={"value": attr}).result
+    return ir.Operation.create("torch_c.from_builtin_tensor", results=[gni._cc.tensor_to_vtensor_type(literal)], operands=[const]).result
+
+
 def _parameter_hooks(names: dict[int, str]):
     """Build the FxImporterHooks subclass that turns named weights into parameter globals."""
     from iree.compiler import ir
@@ -65,6 +83,8 @@ def _parameter_hooks(names: dict[int, str]):
             self.module_op = module_op
 
         def resolve_literal(self, gni, literal: Any, info) -> Any:
+            if _inline_literal(literal):
+                return _inline_constant(gni, literal)
             if not isinstance(literal, torch.Tensor) or id(literal) not in names:
                 return None
             name = names[id(literal)]

@@ -310,9 +310,16 @@ def _unrolled_dims(m: _Match) -> list[int]:
     out = []
     for d in m.k_dims:
         users = [l for l in m.leaves if d in l.dims]
-        if m.d_shape[d] <= _UNROLL_MAX and users and all(_constant(l.value) is not None and len(l.dims) == 1 for l in users):
+        if m.d_shape[d] <= _UNROLL_MAX and users and all(_constant(l.value) is not None and _only_dim(l) == d for l in users):
             out.append(d)
     return out
+
+
+def _only_dim(leaf: _Leaf) -> Optional[int]:
+    """The one loop dim indexing `leaf` when its other dims are unit broadcasts (a 1-d table)."""
+    dims = [d for d in leaf.dims if d is not None]
+    units = all(size == 1 for size, d in zip(_shape(leaf.value), leaf.dims) if d is None)
+    return dims[0] if len(dims) == 1 and units else None
 
 
 def _scalar(leaf: _Leaf, at: dict[int, int]) -> Optional[ir.Attribute]:
@@ -322,9 +329,10 @@ def _scalar(leaf: _Leaf, at: dict[int, int]) -> Optional[ir.Attribute]:
         return None
     if attr.is_splat:
         return attr.get_splat_value()
-    if len(leaf.dims) == 1 and leaf.dims[0] in at:
+    d = _only_dim(leaf)
+    if d in at:  # other dims are units: the flat index is the value of d
         elem = ir.RankedTensorType(leaf.value.type).element_type
-        v = attr[at[leaf.dims[0]]]
+        v = attr[at[d]]
         return ir.IntegerAttr.get(elem, int(v)) if isinstance(elem, ir.IntegerType) else ir.FloatAttr.get(elem, float(v))
     return None
 

@@ -118,3 +118,21 @@ def test_fused_matches_unfused(name, fn, m, cpu_tiles):
     assert want.shape == got.shape == (m, 32)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.abs(want).max() > 0.1  # the case is not trivially zero
+
+
+def test_int4_nibble_dim_unrolled_on_a_folded_shift_constant():
+    """IREE folds the exporter's [4, 0] shifts and their unit reshape into one 5-d constant; the
+    nibble dim is still unrolled (no shift tensor read in the loop) and the numbers match."""
+    original = (TESTDATA / "int4_group.mlir").read_text()
+    folded = original.replace(
+        "%sh = tensor.expand_shape %shifts [[0, 1, 2, 3, 4]] output_shape [1, 1, 2, 1, 1] : tensor<2xi8> into tensor<1x1x2x1x1xi8>",
+        "%sh = arith.constant dense<[[[[[4]], [[0]]]]]> : tensor<1x1x2x1x1xi8>")
+    assert folded != original
+    with ir.Context():
+        module = ir.Module.parse(folded)
+        assert len(dequant_matmul.run(module, cpu_tiles=True)) == 2
+        text = str(module)
+    generics = [g for g in text.split("linalg.generic")[1:] if "reduction" in g[: g.index("{", g.index("iterator_types"))]]
+    assert generics and all("1x1x2x1x1xi8" not in g[: g.index("^bb0")] for g in generics)
+    x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+    np.testing.assert_allclose(_compile_and_run(text, "decode", x), _compile_and_run(folded, "decode", x), rtol=1e-5, atol=1e-5)
