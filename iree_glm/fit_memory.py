@@ -108,8 +108,12 @@ def attended_keys(sparse) -> int | None:
     return None if sparse is None else sparse.global_ + sparse.local + sparse.block
 
 
-def need(cfg: ModelConfig, weights: int, context: int, streams: int, prefix_cache: int, attended: int | None = None) -> Need:
-    return Need(weights, kv_cache_bytes(cfg, context) * streams, working_set_bytes(cfg, context, attended), prefix_cache)
+def need(cfg: ModelConfig, weights: int, context: int, streams: int, prefix_cache: int, attended: int | None = None,
+         cache_slots: int | None = None) -> Need:
+    """`cache_slots`: a sliding-window KV cache's size (it does not grow with the context; the
+    working set is still estimated for a whole-context prefill, an upper bound for its chunks)."""
+    kv = kv_cache_bytes(cfg, cache_slots or context) * streams
+    return Need(weights, kv, working_set_bytes(cfg, context, attended), prefix_cache)
 
 
 def contexts(target: int, min_context: int) -> list[int]:
@@ -129,6 +133,7 @@ def choose(
     streams: int = 1,
     min_context: int = MIN_USEFUL_CONTEXT,
     attended: int | None = None,
+    cache_slots: int | None = None,
 ) -> Choice:
     """The most exact weights in `quant_modes` that fit with the largest context in
     `contexts(target_context, min(min_context, target_context))`; UserError if nothing fits.
@@ -141,9 +146,9 @@ def choose(
     lines, chosen, smallest = [], None, None
     for mode in quant_modes:
         w = weight_bytes(cfg, replace(template, mode=mode))
-        fit = next(((c, n) for c in contexts(target_context, floor) if (n := need(cfg, w, c, streams, prefix, attended)).total <= budget), None)
+        fit = next(((c, n) for c in contexts(target_context, floor) if (n := need(cfg, w, c, streams, prefix, attended, cache_slots)).total <= budget), None)
         if fit is None:
-            n = need(cfg, w, floor, streams, prefix, attended)
+            n = need(cfg, w, floor, streams, prefix, attended, cache_slots)
             if smallest is None or n.total < smallest[1].total:
                 smallest = (mode, n)
             lines.append(f"  {_label(mode, group_size):>9}: does not fit even at context {floor} ({n})")

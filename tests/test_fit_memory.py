@@ -109,3 +109,13 @@ def test_the_estimate_follows_the_other_quant_options(tmp_path):
     spec = QuantSpec("none", 32, "int8", "int8")  # int8 embeddings too
     c = fit_memory.choose(CONFIG, load_profile("host-cpu"), 1024, ("int8",), spec)
     assert c.need.weights == fit_memory.weight_bytes(CONFIG, QuantSpec("int8", 32, "int8", "int8")) < WEIGHTS["int8"]
+
+
+def test_sliding_window_cache_is_counted_at_its_slots():
+    """A ring cache of 336 slots costs the same KV memory at any context; the rest of the
+    estimate is unchanged (an upper bound for its chunked prefill)."""
+    full, ring = (fit_memory.need(CONFIG, WEIGHTS["none"], 4096, 2, 0, None, slots) for slots in (None, 336))
+    assert full.kv_cache == 2 * 2 * CONFIG.num_layers * CONFIG.num_kv_heads * CONFIG.head_dim * 4 * 4096
+    assert ring.kv_cache * 4096 == full.kv_cache * 336
+    assert fit_memory.need(CONFIG, WEIGHTS["none"], 16384, 2, 0, None, 336).kv_cache == ring.kv_cache
+    assert ring.working_set == full.working_set and ring.weights == full.weights
