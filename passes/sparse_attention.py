@@ -8,9 +8,9 @@ G global keys and attends over them (`iree_glm.sparse_attention.block_sparse_att
 Design: the model exports its attention as one recognisable op,
 `torch.operator "torch.iree_glm.block_sparse_attention"(q, k_cache, v_cache, positions,
 local, global, block, ring)` (ring = the slots of a sliding-window cache after the G
-globals, else 0). For every
-operand signature the pass instantiates the kernel (`blocked_attention`, written in torch,
-exported with the query rows as `block * blocks` and imported into the same MLIR context),
+globals, else 0). For every operand signature the pass instantiates the kernel
+(`blocked_attention`, written in torch, exported with the query rows as `block * blocks`
+and imported into the same MLIR context),
 wraps it in a function written here in torch-dialect MLIR that pads the queries to whole
 blocks and cuts the padding off again, and replaces the op by a call, which IREE inlines.
 Anything the pass cannot match — no marked op, a dense `aten.scaled_dot_product_attention`
