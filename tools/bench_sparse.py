@@ -129,15 +129,15 @@ def long_checkpoint(work: Path) -> Path:
     return path
 
 
-def build_decode_bundle(work: Path, pattern: str, context: int | None) -> Path:
+def build_decode_bundle(work: Path, pattern: str, context: int | None, ring: str = "ring") -> Path:
     """The default model with `pattern`: a KV cache indexed by position of `context` slots, or
-    (None) a sliding-window cache (`pattern` + ',ring') serving up to LONG_CONTEXT positions."""
+    (None) a sliding-window cache (`pattern` + ',' + `ring`) serving up to LONG_CONTEXT positions."""
     from iree_glm.build import BuildOptions, build_bundle
     from iree_glm.sparse_attention import parse_pattern
 
-    out = work / (f"decode-position-{context}" if context else "decode-ring")
+    sparse = parse_pattern(pattern if context else f"{pattern},{ring}")
+    out = work / (f"decode-position-{context}" if context else f"decode-ring-{sparse.ring}")
     if not (out / "manifest.json").exists():
-        sparse = parse_pattern(pattern if context else pattern + ",ring")
         build_bundle(long_checkpoint(work), out, BuildOptions(max_context=context or LONG_CONTEXT, sparse_attention=sparse))
     return out
 
@@ -288,6 +288,7 @@ def main() -> None:
     p.add_argument("--skip", default="", help="comma list of parts to skip: model, attention, decode")
     p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
     p.add_argument("--decode-contexts", default="1024,4096,16384")
+    p.add_argument("--ring", default="ring", help="the sliding-window option: ring (W + B slots) or ring=N")
     p.add_argument("--decode-tokens", type=int, default=128, help="decode steps timed per process (the last reach the context)")
     p.add_argument("--fidelity", action="store_true", help="compare logits with dense attention instead of timing")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
@@ -301,6 +302,7 @@ def main() -> None:
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
+    load_at_start = os.getloadavg()[0]
     if args.decode:
         args.skip += ",model,attention"
     # Builds are cached under a digest of iree_glm's code: a bundle of older code is never reused.
@@ -323,16 +325,16 @@ def main() -> None:
 
     decode_rows = []
     if "decode" not in args.skip:
-        ring = build_decode_bundle(args.work, args.pattern, None)
+        ring = build_decode_bundle(args.work, args.pattern, None, args.ring)
         for n in [int(c) for c in args.decode_contexts.split(",")]:
             paths = {"dense": build_decode_bundle(args.work, args.pattern, n), "sparse": ring}
             r = _compare("decode", paths, n, args.decode_tokens, args.rounds)
             decode_rows.append((n, r))
             print(f"decode {n}: {r}", file=sys.stderr)
 
-    print(f"\nsparse = {args.pattern}; medians of {args.rounds} x {args.runs} runs; each engine in its own "
-          "processes, alternated\n")
     if rows:
+        print(f"\nsparse = {args.pattern}; medians of {args.rounds} x {args.runs} runs; each engine in its own "
+              "processes, alternated\n")
         print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
         print("|---|---|---|---|---|---|---|")
     for what, n, r in rows:
@@ -352,7 +354,7 @@ def main() -> None:
             print(f"| {n} | {d['kv_mb']:.1f} / {s['kv_mb']:.2f} | {1 - s['kv_mb'] / d['kv_mb']:.1%} | {d['ms']:.2f} / {s['ms']:.2f} | "
                   f"{d['peak_mb']:.0f} / {s['peak_mb']:.0f} | {d['prefill_ms']:.0f} / {s['prefill_ms']:.0f} | "
                   f"{d['prefill_peak_mb']:.0f} / {s['prefill_peak_mb']:.0f} |")
-    print(f"\nmachine load: {os.getloadavg()[0]:.1f} (1 min) at the end")
+    print(f"\nmachine load (1 min): {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
