@@ -71,6 +71,7 @@ class PipelineSession(Session):
         self.config = cfg = ModelConfig.from_dict(manifest.model)
         self.max_context = manifest.max_context
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
+        self.sliding_window = None  # multi-device bundles have no sparse attention
         self._lock = threading.Lock()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         self.prefix_cache = None
