@@ -120,7 +120,7 @@ class Policy:
     objective: str = "latency"  # latency | energy | balanced
     power_budget_w: float | None = None  # average power while generating; None = no limit
     memory_reserve_gb: float = 0.0  # kept free on every device (OS, apps, activations)
-    context_tokens: int | None = None  # cached tokens a decode step reads (default: the bundle's capacity)
+    context_tokens: int | None = None  # cached positions a decode step attends to (default: the bundle's capacity)
     prefix_cache_mb: float | None = None  # runtime prefix-cache budget in MiB (0: off); recorded in bundles
     sparse_attention: str | None = None  # compile's default --sparse-attention pattern ("none": off)
     decode_batch_sizes: tuple[int, ...] | None = None  # compile's default --batch-sizes (decode entry points)

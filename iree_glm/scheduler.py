@@ -5,9 +5,9 @@ Each part has a cost on each device from what decides latency on IREE (see devic
 README.md, "Cost model"): the dispatches it runs times the device's per-dispatch overhead,
 plus its work: a decode step reads every weight once (matrix-vector products are bound by
 memory bandwidth, or by cache bandwidth when the whole model fits the last-level cache) and
-the KV cache as many times as the exported code passes over it; a prefill multiplies prompt
-rows by weights (compute-bound, at the device's measured matmul rate) and attends over the
-cache at the measured attention rate. Every module invocation costs the device's call
+the positions of the KV cache in use as many times as the compiled code passes over them; a
+prefill multiplies prompt rows by weights (compute-bound, at the device's measured matmul
+rate) and attends over the positions it fills at the measured attention rate. Every module invocation costs the device's call
 overhead; moving the hidden state between devices costs the link's latency plus bytes over
 bandwidth. Dynamic programming over the chain picks a device per part that minimises the
 policy's objective under each device's memory and, through a Lagrange multiplier, the
@@ -25,6 +25,7 @@ from typing import Mapping
 from .config import ModelConfig
 from .errors import UserError
 from .profiles import Device, Profile
+from .runtime.kv_cache import attended_keys
 
 GB = 1e9
 # Bytes per weight, scales included (int8 per-channel, int4 with f16 scales per 32 weights).
@@ -37,20 +38,29 @@ PART_OPS = {
     "ffn": ("norm", "matmul", "elementwise"),
     "head": ("norm", "matmul"),
 }
-# Commands (dispatches and copies) one call executes per part, counted in the stream IR of
-# the exported GLM-4 model (iree-compile --compile-to=stream, 1 vs 2 layers, host flags):
-# decode runs 32 per layer and 3 outside the layers, the dynamic-length prefill 39 and 5.
-# Attention is most of them (projections, rotary pieces, cache writes, softmax, copies).
+# Commands (dispatches and copies) one call executes per part and backend, counted in the stream
+# IR of the exported model (`python tools/count_dispatches.py`: stage modules of the default
+# model, embed / + attention / + FFN / + a second layer / + head, decode and prefill). "embed"
+# includes the positions and rotary tables that the first attention of a call computes once.
+# Backends without a count of their own (NPUs) use the CPU's.
 DISPATCHES = {
-    "decode": {"embed": 2, "attn": 27, "ffn": 5, "head": 1},
-    "prefill": {"embed": 4, "attn": 34, "ffn": 5, "head": 1},
+    "llvm-cpu": {"decode": {"embed": 8, "attn": 33, "ffn": 6, "head": 2},
+                 "prefill": {"embed": 12, "attn": 41, "ffn": 6, "head": 2}},
+    "vulkan-spirv": {"decode": {"embed": 10, "attn": 34, "ffn": 7, "head": 3},
+                     "prefill": {"embed": 15, "attn": 35, "ffn": 5, "head": 3}},
 }
-# Passes over the whole KV cache (capacity, K and V) per call besides attention's read of
-# the cached context: model.py writes the cache as a select over all of it (read + write) and
-# the call returns the stacked cache (one more read + write). Both writes go to memory the
-# call allocates, which costs page faults on top of bandwidth (the profile's fresh_memory_gbs).
+# The KV cache is updated in place (model.py): a call scatters its new entries and gathers the
+# n positions in use (rounded up, kv_cache.attended_keys) into a packed copy that the two
+# attention products read. Per attention part and call, over the n attended positions of K
+# and V: the gather reads them once and the products read the copy once (2 reads); the copy
+# is one write to memory the call allocates. Nothing touches the rest of the capacity.
 KV_READ_PASSES = 2
-KV_WRITE_PASSES = 2
+KV_WRITE_PASSES = 1
+
+
+def dispatches(device: Device, phase: str, kind: str) -> int:
+    """Commands `kind` runs per `phase` call (decode or prefill) on `device`'s backend."""
+    return DISPATCHES.get(device.backend, DISPATCHES["llvm-cpu"])[phase][kind]
 
 
 class ScheduleError(UserError):
@@ -70,10 +80,11 @@ class Part:
     resident_bytes: float  # weights + KV cache at full capacity, kept on the device
     weight_bytes: float = 0.0  # the part's weights (read once per call, decode or prefill)
     matmul_flops: float = 0.0  # per prompt row in a prefill (2 x weights; the head runs on the last row only)
-    attn_flops: float = 0.0  # per prompt row in a prefill (scores and values over the cache capacity)
-    prefill_bytes: float = 0.0  # per prefill call besides weights: KV-cache passes
-    write_bytes: float = 0.0  # per call (decode or prefill): written to memory the call allocates (new KV cache)
+    attn_flops: float = 0.0  # per prompt row and attended key in a prefill (scores and values)
+    write_bytes: float = 0.0  # per decode step: written to memory the call allocates (gathered K/V)
     row_bytes: float = 0.0  # per prompt row: activations read and written by norms, rotary, residuals
+    kv_token_bytes: float = 0.0  # K and V of one position (attention parts)
+    capacity: int = 0  # KV-cache positions per row (a prefill attends at most this many)
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -98,7 +109,8 @@ def model_parts(
 ) -> list[Part]:
     """The model's parts in execution order. `weight_dtype` is one dtype or a mapping from part
     name or kind (embed/attn/ffn/head, or "default") to dtype; `context` is the number of cached
-    tokens a decode step attends to, `capacity` the KV-cache size kept in memory."""
+    positions a decode step attends to (see kv_cache.attended_keys), `capacity` the KV-cache
+    size kept in memory."""
     h, inter, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     kv_token = 2 * kv * kv_bytes  # K and V of one token
@@ -120,9 +132,9 @@ def model_parts(
         attn_params = h * (q + 2 * kv) + q * h
         parts.append(part(
             f"layers.{i}.attn", "attn", i, attn_params, flops=2 * attn_params + 4 * q * context,
-            kv_read=kv_token * (KV_READ_PASSES * capacity + context), kv_keep=kv_token * capacity,
-            matmul_flops=2 * attn_params, attn_flops=4 * q * capacity, prefill_bytes=kv_token * KV_READ_PASSES * capacity,
-            write_bytes=kv_token * KV_WRITE_PASSES * capacity, row_bytes=(6 * h + 4 * (q + 2 * kv)) * f))
+            kv_read=kv_token * KV_READ_PASSES * context, kv_keep=kv_token * capacity,
+            matmul_flops=2 * attn_params, attn_flops=4 * q, write_bytes=kv_token * (KV_WRITE_PASSES * context + 1),
+            row_bytes=(6 * h + 4 * (q + 2 * kv)) * f, kv_token_bytes=kv_token, capacity=capacity))
         ffn_params = 3 * h * inter
         parts.append(part(f"layers.{i}.ffn", "ffn", i, ffn_params, flops=2 * ffn_params + 4 * inter,
                           matmul_flops=2 * ffn_params, row_bytes=(6 * h + 6 * inter) * f))
@@ -146,16 +158,18 @@ def part_seconds(part: Part, device: Device, ignore_support: bool = False, token
             return math.inf
         peak = max(device.peak_gflops.values())
     bw = device.bandwidth_gbs(working_set_bytes) * GB
-    overhead = DISPATCHES["decode" if tokens == 1 else "prefill"][part.kind] * device.dispatch_overhead_us * 1e-6
-    fresh = part.write_bytes / ((device.fresh_memory_gbs or device.memory_bandwidth_gbs) * GB)
+    fresh_bw = (device.fresh_memory_gbs or device.memory_bandwidth_gbs) * GB
+    overhead = dispatches(device, "decode" if tokens == 1 else "prefill", part.kind) * device.dispatch_overhead_us * 1e-6
     if tokens == 1:
-        return overhead + max(part.flops / (peak * GB), part.read_bytes / bw + fresh)
+        return overhead + max(part.flops / (peak * GB), part.read_bytes / bw + part.write_bytes / fresh_bw)
+    # A prefill of `tokens` rows into an empty row attends to the positions it fills (rounded up).
+    keys = attended_keys(tokens - 1, part.capacity) if part.kv_token_bytes else 0
     attention = device.attention_gflops or device.peak_gflops.get("f32", peak)
     weights = max(tokens * part.matmul_flops / (peak * GB), part.weight_bytes / bw)
     if part.kind == "head":  # logits of the last prompt row only
         weights = max(part.flops / (peak * GB), part.weight_bytes / bw)
-    return (overhead + weights + tokens * part.attn_flops / (attention * GB)
-            + (part.prefill_bytes + tokens * part.row_bytes) / bw + fresh)
+    kv = part.kv_token_bytes * (KV_READ_PASSES * keys / bw + (KV_WRITE_PASSES * keys + tokens) / fresh_bw)
+    return overhead + weights + tokens * keys * part.attn_flops / (attention * GB) + tokens * part.row_bytes / bw + kv
 
 
 def transfer_seconds(profile: Profile, a: str, b: str, nbytes: float) -> float:
@@ -366,10 +380,11 @@ def plan_partition(
     capacity: int = 1024,
     context: int | None = None,
 ) -> PartitionPlan:
-    """The partition plan of `cfg` on `profile` for decoding with a KV cache of `capacity`."""
-    # The exported attention reads the whole cache every step, so the default is its capacity.
-    context = context or profile.policy.context_tokens or capacity
-    parts = model_parts(cfg, weight_dtype, context=min(context, capacity), capacity=capacity)
+    """The partition plan of `cfg` on `profile` for decoding with a KV cache of `capacity`.
+    A decode step costs what the positions in use cost: `context` (default: the profile's
+    context_tokens, else a full cache: the slowest step), rounded up as the runtime does."""
+    context = attended_keys((context or profile.policy.context_tokens or capacity) - 1, capacity)
+    parts = model_parts(cfg, weight_dtype, context=context, capacity=capacity)
     pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
     policy = profile.policy
 
@@ -422,8 +437,8 @@ def estimate_placement(
 ) -> dict[str, float]:
     """Estimates for a given placement (device name per part, e.g. a built bundle's plan) on
     `profile`'s numbers: decode ms per token, its transfer ms, prefill ms of `prefill_tokens`."""
-    context = context or profile.policy.context_tokens or capacity
-    parts = model_parts(cfg, weight_dtype, context=min(context, capacity), capacity=capacity)
+    context = attended_keys((context or profile.policy.context_tokens or capacity) - 1, capacity)
+    parts = model_parts(cfg, weight_dtype, context=context, capacity=capacity)
     if len(devices) != len(parts):
         raise ScheduleError(f"the placement has {len(devices)} parts, the model {len(parts)}")
     pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)

@@ -177,10 +177,10 @@ def _cpu_only(**kw):
 def test_cost_model_counts_call_and_dispatch_overheads():
     base = plan_partition(CFG, _cpu_only(call_overhead_us=0.0), "f32", capacity=256)
     slow = plan_partition(CFG, _cpu_only(call_overhead_us=100.0, dispatch_overhead_us=10.0), "f32", capacity=256)
-    d = DISPATCHES["decode"]
+    d = DISPATCHES["llvm-cpu"]["decode"]
     per_token = d["embed"] + CFG.num_layers * (d["attn"] + d["ffn"]) + d["head"]
     assert slow.latency_ms - base.latency_ms == pytest.approx((100.0 + 10.0 * per_token) / 1e3)
-    p = DISPATCHES["prefill"]
+    p = DISPATCHES["llvm-cpu"]["prefill"]
     per_prompt = p["embed"] + CFG.num_layers * (p["attn"] + p["ffn"]) + p["head"]
     assert slow.prefill_ms - base.prefill_ms == pytest.approx((100.0 + 10.0 * per_prompt) / 1e3)
 
@@ -218,3 +218,15 @@ def test_report_marks_a_stand_in_npu_on_its_lines():
     assert npu_rows and all("[STAND-IN on local-task]" in l for l in npu_rows)
     assert "npu (npu) stand-in" in svg_picture(plan, {"npu": "local-task"})
     assert "STAND-IN" not in text_report(plan)
+
+
+def test_decode_and_prefill_cost_the_positions_in_use_not_the_capacity():
+    """The KV cache is updated in place and attention reads the positions in use (rounded up
+    as the runtime does), so the capacity costs memory, not time."""
+    small = plan_partition(CFG, _cpu_only(), "f32", capacity=256, context=100)
+    big = plan_partition(CFG, _cpu_only(), "f32", capacity=4096, context=100)
+    assert small.context_tokens == big.context_tokens == 128
+    assert big.latency_ms == pytest.approx(small.latency_ms) and big.prefill_ms == pytest.approx(small.prefill_ms)
+    assert big.memory_gb["cpu"] > small.memory_gb["cpu"]
+    full = plan_partition(CFG, _cpu_only(), "f32", capacity=4096)  # default: a full cache
+    assert full.context_tokens == 4096 and full.latency_ms > small.latency_ms
