@@ -8,13 +8,18 @@ each, for what the scheduler's cost model needs (see scheduler.py):
 - memory bandwidth: a matrix-vector product over weights larger than the last-level cache
   (decode streams every weight once per token), and over weights that fit in it (small
   models decode from cache);
-- matmul throughput per dtype at a prefill shape (M = 128 rows: prompt tokens);
+- matmul throughput per dtype at a prefill shape (M = 128 rows: prompt tokens).
+  Weights are parameters (`util.global` from a parameter index), as in a bundle, so the
+  host's data tiling packs them once at load time; passed as arguments, they were repacked
+  on every call and the benchmarks measured the packing (3-4x under the model's bandwidth);
 - attention throughput: the model's own attention op (torch SDPA with an additive cache mask,
-  lowered with the device's flags) at a prefill shape; a backend that cannot compile it gets
-  no `attention` op class. (On vulkan-spirv the op compiles once decomposed, but the model's
-  attention part does not, so a calibrated Vulkan device is written without attention.)
+  lowered with the device's flags) at a prefill shape; a backend that cannot compile it, or
+  cannot compile a tiny model's whole attention part (positions, cache scatter and gather,
+  mask), gets no `attention` op class;
 - host upload (link bandwidth and latency) for a device other than the host CPU.
-Medians of `repeats` runs after a warm-up. Power cannot be measured from here: the profile
+Each quantity is the median of `repeats` timed samples after a warm-up; `calibrate` repeats
+the whole set `rounds` times and keeps each quantity's median, so a burst of load from other
+processes spoils one round's number, not the profile. Power cannot be measured from here: the profile
 carries marked estimates. Nothing here is fitted to a whole model: whole models are what
 `tools/calibrate_estimate.py` checks the estimates against.
 """
@@ -48,19 +53,26 @@ ATTN = dict(heads=8, rows=128, context=512, head_dim=64)  # prefill attention be
 _NP = {"f32": np.float32, "f16": np.float16}
 
 
+PARAMETER_SCOPE = "bench"
+
+
+def _weights(dtype: str) -> dict[str, tuple[int, int]]:
+    """Name -> shape [N, K] of the weight parameters the benchmarks of `dtype` read."""
+    shapes = {"matmul_w": (MATMUL_N, MATMUL_K)}
+    if dtype == "f32":
+        shapes.update({f"stream_w{i}": (STREAM[1], STREAM[1]) for i in range(STREAM[0])})
+        shapes.update({f"cached_w{i}": (CACHED[1], CACHED[1]) for i in range(CACHED[0])})
+    return shapes
+
+
 def _module(dtype: str) -> str:
     t = dtype
+    params = "".join(f'\n  util.global private @{name} = #stream.parameter.named<"{PARAMETER_SCOPE}"::"{name}"> : tensor<{n}x{k}x{t}>'
+                     for name, (n, k) in _weights(dtype).items())
 
-    def mm(name: str, rows: int, k: int, n: int) -> str:
-        # Weights [N, K] as in torch's Linear (what the exported model multiplies by).
-        return f"""
-  func.func @{name}(%a: tensor<{rows}x{k}x{t}>, %b: tensor<{n}x{k}x{t}>) -> tensor<{rows}x{n}x{t}> {{
-    %zero = arith.constant 0.0 : {t}
-    %e = tensor.empty() : tensor<{rows}x{n}x{t}>
-    %f = linalg.fill ins(%zero : {t}) outs(%e : tensor<{rows}x{n}x{t}>) -> tensor<{rows}x{n}x{t}>
-    %r = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>] ins(%a, %b : tensor<{rows}x{k}x{t}>, tensor<{n}x{k}x{t}>) outs(%f : tensor<{rows}x{n}x{t}>) -> tensor<{rows}x{n}x{t}>
-    return %r : tensor<{rows}x{n}x{t}>
-  }}"""
+    def load(name: str) -> str:
+        n, k = _weights(dtype)[name]
+        return f"util.global.load @{name} : tensor<{n}x{k}x{t}>"
 
     def chain(name: str, length: int) -> str:
         w = CHAIN_WIDTH
@@ -79,15 +91,15 @@ def _module(dtype: str) -> str:
   }}"""
 
     def matvecs(name: str, count: int, n: int) -> str:
-        # x -> x @ W0^T -> ... -> x @ W{count-1}^T over `count` distinct [n, n] weights.
-        ws = ", ".join(f"%w{i}: tensor<{n}x{n}x{t}>" for i in range(count))
+        # x -> x @ W0^T -> ... -> x @ W{count-1}^T over `count` distinct [n, n] weight parameters.
         body, x = [], "%x"
         for i in range(count):
-            body.append(f"""    %f{i} = linalg.fill ins(%zero : {t}) outs(%e : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>
+            body.append(f"""    %w{i} = {load(f"{name}_w{i}")}
+    %f{i} = linalg.fill ins(%zero : {t}) outs(%e : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>
     %y{i} = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>] ins({x}, %w{i} : tensor<1x{n}x{t}>, tensor<{n}x{n}x{t}>) outs(%f{i} : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>""")
             x = f"%y{i}"
         return f"""
-  func.func @{name}(%x: tensor<1x{n}x{t}>, {ws}) -> tensor<1x{n}x{t}> {{
+  func.func @{name}(%x: tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}> {{
     %zero = arith.constant 0.0 : {t}
     %e = tensor.empty() : tensor<1x{n}x{t}>
 {chr(10).join(body)}
@@ -97,7 +109,8 @@ def _module(dtype: str) -> str:
     def dynamic_mm(name: str, k: int, n: int) -> str:
         # Rows unknown at compile time, as in the exported prefill (any prompt length).
         return f"""
-  func.func @{name}(%a: tensor<?x{k}x{t}>, %b: tensor<{n}x{k}x{t}>) -> tensor<?x{n}x{t}> {{
+  func.func @{name}(%a: tensor<?x{k}x{t}>) -> tensor<?x{n}x{t}> {{
+    %b = {load(f"{name}_w")}
     %zero = arith.constant 0.0 : {t}
     %c0 = arith.constant 0 : index
     %m = tensor.dim %a, %c0 : tensor<?x{k}x{t}>
@@ -122,7 +135,7 @@ def _module(dtype: str) -> str:
     %r = arith.mulf %x, %x : tensor<16x{t}>
     return %r : tensor<16x{t}>
   }}"""]
-    return "module {" + "".join(funcs) + "\n}\n"
+    return "module {" + params + "".join(funcs) + "\n}\n"
 
 
 def _target(driver: str) -> Target:
@@ -156,20 +169,32 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 class _Bench:
-    """One compiled benchmark module loaded on a device."""
+    """One compiled benchmark module loaded on a device, with its weight parameters if any."""
 
-    def __init__(self, driver: str, vmfb: bytes):
+    def __init__(self, driver: str, vmfb: bytes, parameters: dict[str, np.ndarray] | None = None):
         import iree.runtime as rt
 
+        self.driver = driver
         self.config = rt.Config(driver)
         self.ctx = rt.SystemContext(config=self.config)
+        if parameters:
+            self.parameters = parameters  # the index refers to these arrays
+            index = rt.ParameterIndex()
+            for name, array in parameters.items():
+                index.add_buffer(name, array)
+            self.ctx.add_vm_module(rt.create_io_parameters_module(self.ctx.instance, index.create_provider(scope=PARAMETER_SCOPE)))
         self.ctx.add_vm_module(rt.VmModule.copy_buffer(self.ctx.instance, vmfb))
         self.fns = self.ctx.modules.module
 
     def upload(self, arr: np.ndarray):
+        """Host -> device as the multi-device runtime hands activations over (pipeline.py)."""
         import iree.runtime as rt
 
-        return rt.asdevicearray(self.config.device, arr)
+        from .runtime.pipeline import host_visible_upload
+
+        if self.driver.startswith("local-"):
+            return rt.asdevicearray(self.config.device, arr)
+        return host_visible_upload(self.config.device)(arr)
 
 
 def _compile_mlir(text: str, target: Target, work: Path, name: str) -> bytes:
@@ -207,6 +232,29 @@ def _attention_vmfb(target: Target, work: Path) -> bytes:
     return ic.compile_file(str(src), input_type="torch", extra_args=target.compile_args())
 
 
+def _attention_part_error(target: Target, work: Path) -> str | None:
+    """Why a tiny model's attention part (as a plan stage exports it: positions, rotary, the
+    in-place cache scatter and gather, the mask, attention) does not compile for `target`,
+    or None when it does: whether the device gets the `attention` op class."""
+    from .checkpoint import random_model
+    from .config import ModelConfig
+    from .export import EntryPoint
+    from .lowering import compile_mlir
+    from .partitioned import Stage, StageSpec, export_stage_mlir
+
+    cfg = ModelConfig(family="glm4", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=1, num_heads=4,
+                      num_kv_heads=2, head_dim=8, attention_bias=True, partial_rotary_factor=0.5, max_position_embeddings=64)
+    stage = Stage(random_model(cfg, seed=0), StageSpec(0, "probe", ("layers.0.attn",)))
+    module, _ctx = export_stage_mlir(stage, [EntryPoint("prefill", 1, None, 64), EntryPoint("decode", 1, 1, 64)])
+    src = work / "attention_part.mlir"
+    src.write_text(str(module))
+    try:
+        compile_mlir(src, work / "attention_part.vmfb", target)
+    except RuntimeError as e:
+        return _first_line(e)
+    return None
+
+
 def _first_line(e: Exception) -> str:
     lines = [l for l in str(e).splitlines() if "error:" in l] or str(e).splitlines() or [type(e).__name__]
     return lines[0].strip()[:160]
@@ -225,32 +273,33 @@ class Benchmarks:
         target = _target(driver)
         self.benches: dict[str, _Bench] = {}
         self.attention_error: str | None = None
+        rng = np.random.default_rng(0)
         with tempfile.TemporaryDirectory(prefix="iree_glm-calibrate-") as tmp:
             work = Path(tmp)
             for dtype in ("f32", "f16"):
                 progress(f"{driver}: compiling {dtype} benchmarks")
+                weights = {name: rng.standard_normal(shape).astype(_NP[dtype]) for name, shape in _weights(dtype).items()}
                 try:
-                    self.benches[dtype] = _Bench(driver, _compile_mlir(_module(dtype), target, work, f"bench_{dtype}"))
+                    self.benches[dtype] = _Bench(driver, _compile_mlir(_module(dtype), target, work, f"bench_{dtype}"), weights)
                 except Exception as e:  # a dtype the target cannot compile: not in the profile
                     progress(f"{driver}: {dtype} not supported ({_first_line(e)})")
             if "f32" not in self.benches:
                 raise UserError(f"--driver {driver}: the f32 benchmarks do not compile for it")
-            progress(f"{driver}: compiling the attention benchmark")
+            progress(f"{driver}: compiling the attention benchmark and a model's attention part")
             try:
                 self.attention = _Bench(driver, _attention_vmfb(target, work))
+                self.attention_error = _attention_part_error(target, work)
             except Exception as e:  # the backend cannot lower the model's attention
-                progress(f"{driver}: attention does not compile ({_first_line(e)})")
                 self.attention, self.attention_error = None, _first_line(e)
-        rng = np.random.default_rng(0)
+            if self.attention_error:
+                progress(f"{driver}: attention does not compile ({self.attention_error})")
         self.inputs: dict[str, tuple] = {}
         for dtype, b in self.benches.items():
-            up = lambda *shape: b.upload(rng.standard_normal(shape).astype(_NP[dtype]))
-            self.inputs[f"matmul_{dtype}"] = (up(MATMUL_M, MATMUL_K), up(MATMUL_N, MATMUL_K))
+            self.inputs[f"matmul_{dtype}"] = (b.upload(rng.standard_normal((MATMUL_M, MATMUL_K)).astype(_NP[dtype])),)
         b = self.benches["f32"]
         up = lambda *shape: b.upload(rng.standard_normal(shape).astype(np.float32))
         self.inputs.update(tiny=(b.upload(np.ones(16, np.float32)),), chain=(up(1, CHAIN_WIDTH), up(CHAIN_WIDTH, CHAIN_WIDTH)),
-                           stream=(up(1, STREAM[1]), *(up(STREAM[1], STREAM[1]) for _ in range(STREAM[0]))),
-                           cached=(up(1, CACHED[1]), *(up(CACHED[1], CACHED[1]) for _ in range(CACHED[0]))))
+                           stream=(up(1, STREAM[1]),), cached=(up(1, CACHED[1]),))
         if self.attention is not None:
             h, s, c, d = ATTN["heads"], ATTN["rows"], ATTN["context"], ATTN["head_dim"]
             self.inputs["attention"] = (*(self.attention.upload(rng.standard_normal((1, h, n, d)).astype(np.float32)) for n in (s, c, c)),
@@ -276,7 +325,7 @@ class Benchmarks:
         for dtype, bench in self.benches.items():
             t = _median_seconds(lambda: bench.fns.matmul(*inp[f"matmul_{dtype}"]), repeats) - call
             out["peak_gflops"][dtype] = _sig(2 * MATMUL_M * MATMUL_K * MATMUL_N / max(t, 1e-9) / 1e9)
-        if self.attention is None:
+        if self.attention_error:
             out["op_classes"].remove("attention")
             out["notes"]["attention"] = self.attention_error
         else:
@@ -291,11 +340,25 @@ class Benchmarks:
         return out
 
 
-def measure(driver: str, repeats: int = 5, progress: Callable[[str], None] = lambda m: None) -> dict:
-    """Benchmark one driver once; returns the numbers a profile needs."""
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """Each number's median over rounds of `Benchmarks.run` results."""
+    out = dict(rounds[0])
+    for key, value in rounds[0].items():
+        if isinstance(value, (int, float)):
+            out[key] = _sig(statistics.median(r[key] for r in rounds))
+        elif key == "peak_gflops":
+            out[key] = {dt: _sig(statistics.median(r[key][dt] for r in rounds)) for dt in value}
+    return out
+
+
+def measure(driver: str, repeats: int = 5, rounds: int = 3, progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Benchmark one driver `rounds` times; returns the numbers a profile needs (medians)."""
     benches = Benchmarks(driver, progress)
-    progress(f"{driver}: measuring")
-    return benches.run(repeats)
+    results = []
+    for r in range(rounds):
+        progress(f"{driver}: measuring (round {r + 1} of {rounds})")
+        results.append(benches.run(repeats))
+    return median_of_rounds(results)
 
 
 def _sig(x: float, digits: int = 3) -> float:
@@ -375,7 +438,7 @@ def machine_summary() -> str:
 
 
 def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str], None] = lambda m: None,
-              lowering: dict | None = None) -> str:
+              lowering: dict | None = None, rounds: int = 3) -> str:
     """Measure `driver` (and the host CPU when it is another device) and return profile TOML.
 
     `lowering` (keyword arguments of `lowering_choice.choose`) also chooses the host's flags and
@@ -389,10 +452,13 @@ def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str]
 
         choice = choose(**lowering, progress=progress)
     mem, llc = _memory_gb(), last_level_cache_mb()
-    main = measure(driver, repeats, progress)
+    before = machine_summary()
+    main = measure(driver, repeats, rounds, progress)
+    host = measure("local-task", repeats, rounds, progress) if target.backend != "llvm-cpu" else None
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = [f"# Written by `python -m iree_glm.profile calibrate --driver {driver}` on {when}",
-            f"# ({machine_summary()}); numbers measured there except power.",
+            f"# ({before}; at the end: {machine_summary().rsplit('load average ', 1)[-1]}); medians of {rounds} rounds",
+            "# of every benchmark; numbers measured there except power.",
             "# Re-run on the target machine rather than editing throughput by hand.",
             "format_version = 1", f'name = "{name}"', f'description = "calibrated: {driver} on this machine"',
             "", "[policy]", 'objective = "latency"', "memory_reserve_gb = 1.0"]
@@ -401,19 +467,13 @@ def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str]
     if target.backend == "llvm-cpu":
         text.append(_device_toml("cpu", "cpu", driver, "llvm-cpu", main, mem, llc, choice))
     else:
-        host = measure("local-task", repeats, progress)
         text.append(_device_toml("cpu", "cpu", "local-task", "llvm-cpu", host, mem, llc))
-        if target.backend == "vulkan-spirv" and "attention" in main["op_classes"]:
-            # IREE 3.13: the model's i64 position/mask arithmetic around attention does not
-            # legalize for vulkan-spirv, although the attention op itself compiles.
-            main["op_classes"].remove("attention")
-            main["notes"]["attention"] = "the op compiles, the model's i64 mask arithmetic does not (IREE 3.13 vulkan-spirv)"
         text.append(_device_toml("gpu", "gpu", driver, target.backend, main, mem, None))
         text.append(f"""
 [[links]]
 between = ["cpu", "gpu"]
-bandwidth_gbs = {main["link_bandwidth_gbs"]}   # measured: host -> device upload of 8 MiB
-latency_us = {main["link_latency_us"]}   # measured: upload of 64 bytes
+bandwidth_gbs = {main["link_bandwidth_gbs"]}   # measured: 8 MiB written to host-visible device memory (as the runtime hands over)
+latency_us = {main["link_latency_us"]}   # measured: 64 bytes the same way
 shared_memory = false
 """)
     return "\n".join(text)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli import run_cli
+from .errors import UserError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,6 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     c.add_argument("--lowering-checkpoint", type=Path, help="with --lowering: time a model of this checkpoint's shape (default: the built-in model)")
     c.add_argument("--lowering-layers", type=int, default=2, help="with --lowering: layers of that model to build (default 2)")
     c.add_argument("--lowering-prompt", type=int, default=512, help="with --lowering: prompt tokens to prefill (default 512)")
+    c.add_argument("--rounds", type=int, default=3, help="measure every benchmark this many times; the profile keeps the medians")
     return p.parse_args(argv)
 
 
@@ -88,8 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _show(args)
     from .calibrate import calibrate
 
-    from .errors import UserError
-
     if args.lowering and (args.lowering_layers < 1 or args.lowering_prompt < 2):
         raise UserError("--lowering-layers must be >= 1 and --lowering-prompt >= 2")
     if args.lowering_checkpoint is not None and not (args.lowering_checkpoint / "config.json").is_file():
@@ -97,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lowering = None
     if args.lowering:
         lowering = dict(checkpoint=args.lowering_checkpoint, layers=args.lowering_layers, prompt_len=args.lowering_prompt)
+    if args.repeats < 1 or args.rounds < 1:
+        raise UserError(f"--repeats and --rounds must be at least 1 (got {args.repeats}, {args.rounds})")
     text = calibrate(args.driver, args.name or args.output.stem, args.repeats, progress=lambda m: print(m, file=sys.stderr),
-                     lowering=lowering)
+                     lowering=lowering, rounds=args.rounds)
     args.output.write_text(text)
     print(f"wrote {args.output}")
     return 0

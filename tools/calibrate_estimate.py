@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from iree_glm.bundle import read_manifest
-from iree_glm.calibrate import Benchmarks
+from iree_glm.calibrate import Benchmarks, median_of_rounds
 from iree_glm.config import ModelConfig
 from iree_glm.profiles import Link, Profile, load_profile
 from iree_glm.runtime import Session
@@ -77,17 +77,6 @@ def calibrated(profile: Profile, measured: dict[str, dict]) -> Profile:
     return replace(profile, devices=tuple(devices), links=tuple(links))
 
 
-def _median_measure(rounds: list[dict]) -> dict:
-    """Median over rounds of every number in the micro-benchmark results."""
-    out = dict(rounds[0])
-    for key, value in rounds[0].items():
-        if isinstance(value, (int, float)):
-            out[key] = statistics.median(r[key] for r in rounds)
-        elif key == "peak_gflops":
-            out[key] = {dt: statistics.median(r[key][dt] for r in rounds) for dt in value}
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundles", type=Path, nargs="+")
@@ -118,7 +107,7 @@ def main() -> None:
         for b in bundles:
             b["runs"].append(measure_bundle(b["session"], args.prompt, args.steps))
     load_end = os.getloadavg()
-    measured = {drv: _median_measure(rows) for drv, rows in micro.items()}
+    measured = {drv: median_of_rounds(rows) for drv, rows in micro.items()}
 
     print(f"load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end ({os.cpu_count()} cores); "
           f"{args.rounds} interleaved rounds")
@@ -138,8 +127,10 @@ def main() -> None:
         placement = [p.device for p in b["plan"].parts]
         capacity = b["manifest"].max_context
         profile = b["profile"]
-        est = estimate_placement(cfg, calibrated(profile, measured), placement, dtypes, capacity, capacity, args.prompt)
-        shipped = estimate_placement(cfg, profile, placement, dtypes, capacity, capacity, args.prompt)
+        # The median decode step has the prompt and half the steps in its cache (attended rounded up).
+        in_use = min(capacity, args.prompt + args.steps // 2 + 1)
+        est = estimate_placement(cfg, calibrated(profile, measured), placement, dtypes, capacity, in_use, args.prompt)
+        shipped = estimate_placement(cfg, profile, placement, dtypes, capacity, in_use, args.prompt)
         pre = statistics.median(r["prefill_ms"] for r in b["runs"])
         dec = statistics.median(r["decode_ms"] for r in b["runs"])
         share = "-"
