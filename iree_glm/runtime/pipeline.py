@@ -4,7 +4,8 @@ A token step runs the stages in order. Each stage keeps the KV cache of its own 
 device (a `KVCache` per stage, updated in place by the stage's functions); only the hidden
 state ([B, S, hidden]) and the final logits cross devices, through the host: the producing
 device's output is mapped (Vulkan modules are compiled with mappable outputs) and the next
-device uploads it. IREE 3.13 cannot run Vulkan and CPU inside one module (see the IREE
+device reads it from host-visible memory written without a queue operation (see
+`host_visible_upload`). IREE 3.13 cannot run Vulkan and CPU inside one module (see the IREE
 notes), which is why each device gets a module and a context of its own.
 
 A stage meant for a device whose driver is absent here (an NPU) was compiled as a CPU
@@ -42,6 +43,7 @@ class _Stage:
     cache_layers: int
     fns: dict
     device_handle: object  # the HAL device its caches live on
+    upload: object = None  # host array -> device array for the call (None: the call imports host arrays)
     seconds: float = 0.0  # time in this stage's calls (for reports)
 
 
@@ -55,6 +57,18 @@ class PipelineStats:
 
 def is_multi_device(manifest: Manifest) -> bool:
     return "stages" in manifest.options
+
+
+def host_visible_upload(device):
+    """Host array -> device array in host-visible memory the device reads directly. A plain
+    upload to a Vulkan device is a queue transfer and a wait per input (one round trip to the
+    driver's queue: ~20 ms for lavapipe on a loaded machine, measured); a mappable buffer is
+    written with a memcpy. Local (CPU) devices import host arrays already."""
+    import iree.runtime as rt
+
+    memory = rt.MemoryType.HOST_LOCAL | rt.MemoryType.DEVICE_VISIBLE
+    usage = rt.BufferUsage.DEFAULT | rt.BufferUsage.MAPPING
+    return lambda a: rt.asdevicearray(device, a, memory_type=memory, allowed_usage=usage)
 
 
 class PipelineSession(Session):
@@ -111,7 +125,8 @@ class PipelineSession(Session):
             main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
             context = rt.VmContext(self._instance, modules=[hal, params, main])
             fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in manifest.entry_points}
-            self._stages.append(_Stage(info["index"], name, module.driver, len(info["cache_layers"]), fns, device))
+            upload = None if module.driver.startswith("local-") else host_visible_upload(device)
+            self._stages.append(_Stage(info["index"], name, module.driver, len(info["cache_layers"]), fns, device, upload))
             self.stats.stage_seconds[name] = 0.0
 
     @classmethod
@@ -135,14 +150,16 @@ class PipelineSession(Session):
         for stage, stage_cache in zip(self._stages, cache):
             t = time.perf_counter()
             try:
-                out = stage.fns[name](x, start, slots, keys, *stage_cache.buffers)
+                inputs = (x, start, slots, keys) if stage.upload is None else tuple(stage.upload(a) for a in (x, start, slots, keys))
+                t1 = time.perf_counter()
+                out = stage.fns[name](*inputs, *stage_cache.buffers)
                 t2 = time.perf_counter()
-                x = out.to_host()  # the hand-off: mapped from the producing device, uploaded by the next
+                x = out.to_host()  # the hand-off: mapped from the producing device
             except (RuntimeError, ValueError) as e:  # a device failing mid-run: stop, never switch devices
                 first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 raise DeviceFailure(f"{self.bundle}: device '{stage.device}' ({stage.driver}) failed in {name}: {first}") from None
-            self.stats.handoff_seconds += time.perf_counter() - t2
-            self.stats.stage_seconds[stage.device] += t2 - t
+            self.stats.handoff_seconds += (t1 - t) + time.perf_counter() - t2
+            self.stats.stage_seconds[stage.device] += t2 - t1
         return x
 
     def _prefill_call(self, ids: list[int], start: int, cache: list[KVCache], slot: int) -> np.ndarray:
