@@ -161,7 +161,11 @@ def part_seconds(part: Part, device: Device, ignore_support: bool = False, token
     fresh_bw = (device.fresh_memory_gbs or device.memory_bandwidth_gbs) * GB
     overhead = dispatches(device, "decode" if tokens == 1 else "prefill", part.kind) * device.dispatch_overhead_us * 1e-6
     if tokens == 1:
-        return overhead + max(part.flops / (peak * GB), part.read_bytes / bw + part.write_bytes / fresh_bw)
+        # Matrix-vector products: never slower per FLOP than the f32 matvec chain that measured
+        # the bandwidth (2 FLOPs per 4-byte weight). lavapipe's 128-row matmul, which sets its
+        # peak, runs at half its matvec rate and would otherwise bound its decode (measured).
+        rate = max(peak, device.memory_bandwidth_gbs / 2)
+        return overhead + max(part.flops / (rate * GB), part.read_bytes / bw + part.write_bytes / fresh_bw)
     # A prefill of `tokens` rows into an empty row attends to the positions it fills (rounded up).
     keys = attended_keys(tokens - 1, part.capacity) if part.kv_token_bytes else 0
     attention = device.attention_gflops or device.peak_gflops.get("f32", peak)
