@@ -64,6 +64,7 @@ def split_profile(glm4_checkpoint, tmp_path_factory) -> Path:
     data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, memory_bandwidth_gbs=0.1)
     gpu = data["devices"][1]
     gpu.update(peak_gflops={"f32": 1000.0, "f16": 1000.0}, memory_bandwidth_gbs=100.0, call_overhead_us=5.0,
+               dispatch_overhead_us=1.0, fresh_memory_gbs=100.0,
                memory_gb=1.05 * (parts[f"layers.{last}.attn"] + parts[f"layers.{last}.ffn"] + parts["head"]) / GB)
     npu = dict(name="npu", kind="npu", hal_driver="qnn-htp", backend="qnn", flags=[], dtypes=["f32"],
                op_classes=["matmul", "attention", "rope", "norm", "elementwise"], peak_gflops={"f32": 500.0},
