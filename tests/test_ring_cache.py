@@ -122,3 +122,19 @@ def test_prefix_cache_is_refused_in_one_line(ring_bundle, tmp_path, capsys):
     assert run_cli(main, [str(ring_bundle), "--prompt-ids", "1,2,3", "--prefix-cache-dir", str(tmp_path / "pc")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "sliding window (local=16,global=4,block=8,ring=24)" in err[0]
+
+
+def test_serve_runs_a_ring_bundle_without_its_default_prefix_cache(ring_bundle):
+    """serve's default prefix cache would be refused (above): for a ring bundle it is left off, and said."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "iree_glm.serve", str(ring_bundle), "--port", "0", "--no-verify"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready = next((line for line in proc.stderr if re.search(r"http://127\.0\.0\.1:\d+", line) or line.startswith("error:")), "")
+        assert "no prefix cache, sliding-window KV cache of 28 slots" in ready, ready
+    finally:
+        proc.terminate()
+        proc.wait(10)
