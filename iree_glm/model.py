@@ -6,7 +6,9 @@ capacity, head_dim], that the model updates IN PLACE: a request owns one row (it
 a step writes its new keys/values at (slot, position) with `index_put_` and attends over the
 first n positions only, n being the length of the `key_positions` input (0..n-1). Exported,
 the write is a scatter into the caller's buffer and the attention reads n keys, so a step
-costs what the context in use costs, not the capacity.
+costs what the context in use costs, not the capacity. A sliding-window cache
+(`--sparse-attention ...,ring`, sparse_attention.py) writes at ring slots instead and reads
+its whole small row: it ignores `key_positions`.
 """
 
 from __future__ import annotations
