@@ -326,14 +326,9 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
         from .sparse_pattern import parse_pattern
 
         try:
-            pattern = parse_pattern(sparse, f"{source}: policy.sparse_attention")
+            parse_pattern(sparse, f"{source}: policy.sparse_attention").check_shape(f"{source}: policy.sparse_attention")
         except UserError as e:
             raise ProfileError(str(e)) from None
-        for name, value in (("local", pattern.local), ("global", pattern.global_), ("block", pattern.block)):
-            if value <= 0:
-                raise c.fail("policy.sparse_attention", f"{name} must be positive (got {value})")
-        if pattern.ring and pattern.ring < pattern.local + pattern.block:
-            raise c.fail("policy.sparse_attention", f"ring={pattern.ring} is smaller than local+block={pattern.local + pattern.block}")
     sizes = p.get("decode_batch_sizes")
     if sizes is not None:
         if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):

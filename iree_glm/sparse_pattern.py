@@ -34,18 +34,22 @@ class SparsePattern:
         writes of the tokens after it in the same call."""
         return self.ring - self.local
 
-    def check(self, max_context: int, option: str = "--sparse-attention") -> None:
-        """Validate for a bundle of `max_context` positions."""
+    def check_shape(self, option: str = "--sparse-attention") -> None:
+        """Validate what does not depend on the context (a profile's default pattern has none)."""
         for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):
             if value <= 0:
                 raise UserError(f"{option}: {name} must be positive (got {value})")
+        if self.ring and self.ring < self.local + self.block:
+            raise UserError(f"{option}: ring={self.ring} is smaller than local+block={self.local + self.block} "
+                            "(the ring keeps the window of a whole query block)")
+
+    def check(self, max_context: int, option: str = "--sparse-attention") -> None:
+        """Validate for a bundle of `max_context` positions."""
+        self.check_shape(option)
         if self.block > max_context:
             raise UserError(f"{option}: block={self.block} is larger than the context ({max_context})")
         if self.global_ >= max_context:
             raise UserError(f"{option}: global={self.global_} must be smaller than the context ({max_context})")
-        if self.ring and self.ring < self.local + self.block:
-            raise UserError(f"{option}: ring={self.ring} is smaller than local+block={self.local + self.block} "
-                            "(the ring keeps the window of a whole query block)")
         if self.ring and self.ring_slots >= max_context:
             raise UserError(f"{option}: a ring cache of {self.ring_slots} slots (global+ring) saves nothing at "
                             f"context {max_context}; drop 'ring' or raise --max-context")
