@@ -200,7 +200,9 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
         bench = subprocess.run(cmd, capture_output=True, text=True)
         if bench.returncode != 0:
             raise SystemExit(f"iree-benchmark-module failed:\n{bench.stderr[-2000:]}")
-        wall = re.search(r"real_time_median\s+([\d.]+) (ms|us|s)\b", bench.stdout)
+        # One repetition prints no aggregates: then the single run's line is the median.
+        wall = (re.search(r"real_time_median\s+([\d.]+) (ms|us|s)\b", bench.stdout)
+                or re.search(r"/real_time\s+([\d.]+) (ms|us|s)\b", bench.stdout))
         report = subprocess.run([_iree_tool("iree-profile"), "dispatch", "--format=jsonl", str(profile)],
                                 capture_output=True, text=True, check=True).stdout
     groups = [json.loads(line) for line in report.splitlines()]
