@@ -149,6 +149,7 @@ def _fit_memory(args: argparse.Namespace, profile, sparse) -> tuple[str, int]:
         cfg, profile, target, (args.quant,) if args.quant else fit_memory.QUANT_ORDER, template,
         streams=max(args.batch_sizes), min_context=args.min_context or fit_memory.MIN_USEFUL_CONTEXT,
         attended=fit_memory.attended_keys(sparse), cache_slots=sparse.ring_slots if sparse is not None and sparse.ring else None,
+        chunk=sparse.call_tokens(profile.policy.prefill_chunk or 0) if sparse is not None else None,
     )
     print(f"fit-memory: profile {profile.name} leaves {choice.budget / fit_memory.MiB:.0f} MiB (memory minus reserve)"
           f"{'; estimate for the unpruned model' if args.prune else ''}")

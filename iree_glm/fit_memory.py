@@ -7,12 +7,14 @@ The budget is the profile's memory minus its reserve: the host CPU's `memory_gb`
     quantized as `compile --quant` would, and the packed tensors' bytes are summed;
   - the KV cache at that context (f32 K and V of every layer), once per decode stream (the
     largest `--batch-sizes` entry);
-  - the runtime's working set while a prompt that fills the context is prefilled: a fixed base
-    (Python, the IREE runtime, the tokenizer), the runtime's extra copies of the KV cache, the
-    activations per prompt token, and the attention scores (IREE materializes them per query
-    head: context x keys, twice; keys = the context, or the sparse pattern's window). The
-    constants come from peak RSS measured on the default model at contexts 1k and 4k
-    (`python tools/fit_memory_check.py`); the estimate is 7-15% above those measurements;
+  - the runtime's working set while a prompt that fills the context is prefilled in calls of
+    the profile's `prefill_chunk` tokens: a fixed base (Python, the IREE runtime, the
+    tokenizer), extra copies of the KV cache (the attended keys gathered per call), the
+    activations of one call, and the attention scores (IREE materializes them per query head:
+    rows x keys, several buffers of the last, largest call; the runtime's allocator also keeps
+    a share of the smaller calls' buffers). The constants come from peak RSS measured on the
+    default model at contexts 1k and 4k, chunks 256 / 1024 / whole prompt and a sparse pattern
+    (`python tools/fit_memory_check.py`); the estimate is at or above every measurement;
   - the prefix cache's budget: the profile's `prefix_cache_mb`, else the runtime's default
     (512 MiB, what `serve` uses for a bundle whose profile sets none).
 Choice: the most exact weights (none, then int8, then int4) that fit with a useful context,
@@ -32,14 +34,15 @@ from .runtime.prefix_cache import DEFAULT_BUDGET_BYTES
 QUANT_ORDER = ("none", "int8", "int4")  # most exact first
 MIN_USEFUL_CONTEXT = 512
 MiB = 2**20
-# Fitted to peak RSS of the default model's bundles (tools/fit_memory_check.py): loaded session
-# ~48 MiB with its 20 MiB of weights; a prefill of S tokens into a cache of C adds
-# ~S x (39 KB + 31 bytes x C) and ~4.4 extra copies of the KV cache.
-RUNTIME_BASE_BYTES = 40 * MiB
-KV_EXTRA_COPIES = 4  # host staging and device in/out caches around a prefill
-ACTIVATION_FACTOR = 2.0  # x 4 bytes x (hidden + intermediate + vocab) per prompt token
-SCORE_BUFFERS = 2  # f32 score-sized buffers per query head
-
+# Fitted to peak RSS of the default model's bundles (tools/fit_memory_check.py, 2026-11-22): a
+# loaded session is ~80 MiB with its 20 MiB of weights; a 4k prompt in calls of 256 tokens adds
+# ~1.5 KV caches beyond the cache itself, ~5 score-sized buffers of the last call and ~70% of
+# the score buffers of all calls (kept by the allocator as the key count grows per call).
+RUNTIME_BASE_BYTES = 60 * MiB
+KV_EXTRA_COPIES = 1.5  # the attended keys gathered into a packed copy per call, and staging
+ACTIVATION_FACTOR = 2.0  # x 4 bytes x (hidden + intermediate + vocab) per token of a call
+SCORE_BUFFERS = 5  # f32 score-sized buffers per query head of the last (largest) call
+KEPT_SCORE_SHARE = 0.7  # share of every call's score buffers still held at the peak
 
 @dataclass(frozen=True)
 class Need:
@@ -83,13 +86,21 @@ def kv_cache_bytes(cfg: ModelConfig, context: int) -> int:
     return 2 * cfg.num_layers * cfg.num_kv_heads * context * cfg.head_dim * 4
 
 
-def working_set_bytes(cfg: ModelConfig, context: int, attended: int | None = None) -> int:
-    """Runtime memory beyond weights and one KV cache while a full-context prompt is prefilled;
-    `attended`: keys each query sees (default: the whole context; less with sparse attention)."""
-    keys = min(context, attended or context)
-    activations = ACTIVATION_FACTOR * 4 * (cfg.hidden_size + cfg.intermediate_size + cfg.vocab_size) * context
-    scores = SCORE_BUFFERS * 4 * cfg.num_heads * context * keys
-    return int(RUNTIME_BASE_BYTES + KV_EXTRA_COPIES * kv_cache_bytes(cfg, context) + activations + scores)
+def working_set_bytes(cfg: ModelConfig, context: int, attended: int | None = None, chunk: int | None = None) -> int:
+    """Runtime memory beyond weights and one KV cache while a full-context prompt is prefilled
+    in calls of `chunk` tokens (None or 0: one call); `attended`: keys each query sees (default:
+    every earlier position; fewer with sparse attention)."""
+    chunk = min(chunk or context, context)
+
+    def scores(first: int) -> int:  # score bytes of the call prefilling first..first+chunk
+        rows = min(chunk, context - first)
+        keys = min(first + rows, attended or context)
+        return 4 * cfg.num_heads * rows * keys
+
+    calls = [scores(first) for first in range(0, context, chunk)]
+    activations = ACTIVATION_FACTOR * 4 * (cfg.hidden_size + cfg.intermediate_size + cfg.vocab_size) * chunk
+    return int(RUNTIME_BASE_BYTES + KV_EXTRA_COPIES * kv_cache_bytes(cfg, context) + activations
+               + SCORE_BUFFERS * calls[-1] + KEPT_SCORE_SHARE * sum(calls))
 
 
 def budget_bytes(profile: Profile) -> int:
@@ -109,11 +120,11 @@ def attended_keys(sparse) -> int | None:
 
 
 def need(cfg: ModelConfig, weights: int, context: int, streams: int, prefix_cache: int, attended: int | None = None,
-         cache_slots: int | None = None) -> Need:
-    """`cache_slots`: a sliding-window KV cache's size (it does not grow with the context; the
-    working set is still estimated for a whole-context prefill, an upper bound for its chunks)."""
+         cache_slots: int | None = None, chunk: int | None = None) -> Need:
+    """`cache_slots`: a sliding-window KV cache's size (it does not grow with the context);
+    `chunk`: tokens per prefill call (None: the whole prompt in one)."""
     kv = kv_cache_bytes(cfg, cache_slots or context) * streams
-    return Need(weights, kv, working_set_bytes(cfg, context, attended), prefix_cache)
+    return Need(weights, kv, working_set_bytes(cfg, context, attended, chunk), prefix_cache)
 
 
 def contexts(target: int, min_context: int) -> list[int]:
@@ -134,10 +145,13 @@ def choose(
     min_context: int = MIN_USEFUL_CONTEXT,
     attended: int | None = None,
     cache_slots: int | None = None,
+    chunk: int | None = None,
 ) -> Choice:
     """The most exact weights in `quant_modes` that fit with the largest context in
     `contexts(target_context, min(min_context, target_context))`; UserError if nothing fits.
-    `template` gives the other quantization options (group size, head, embeddings)."""
+    `template` gives the other quantization options (group size, head, embeddings); `chunk`:
+    tokens per prefill call (default: the profile's `prefill_chunk`)."""
+    chunk = profile.policy.prefill_chunk if chunk is None else chunk
     group_size = template.group_size
     budget = budget_bytes(profile)
     mb = profile.policy.prefix_cache_mb
@@ -146,9 +160,9 @@ def choose(
     lines, chosen, smallest = [], None, None
     for mode in quant_modes:
         w = weight_bytes(cfg, replace(template, mode=mode))
-        fit = next(((c, n) for c in contexts(target_context, floor) if (n := need(cfg, w, c, streams, prefix, attended, cache_slots)).total <= budget), None)
+        fit = next(((c, n) for c in contexts(target_context, floor) if (n := need(cfg, w, c, streams, prefix, attended, cache_slots, chunk)).total <= budget), None)
         if fit is None:
-            n = need(cfg, w, floor, streams, prefix, attended, cache_slots)
+            n = need(cfg, w, floor, streams, prefix, attended, cache_slots, chunk)
             if smallest is None or n.total < smallest[1].total:
                 smallest = (mode, n)
             lines.append(f"  {_label(mode, group_size):>9}: does not fit even at context {floor} ({n})")

@@ -34,6 +34,11 @@ class SparsePattern:
         writes of the tokens after it in the same call."""
         return self.ring - self.local
 
+    def call_tokens(self, chunk: int) -> int:
+        """Tokens per prefill call given the profile's `chunk` (0: whole prompt): a ring cache
+        takes at most `self.chunk` per call; a position-indexed cache takes `chunk` as it is."""
+        return min(chunk or self.chunk, self.chunk) if self.ring else chunk
+
     def check_shape(self, option: str = "--sparse-attention") -> None:
         """Validate what does not depend on the context (a profile's default pattern has none)."""
         for name, value in (("local", self.local), ("global", self.global_), ("block", self.block)):

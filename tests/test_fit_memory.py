@@ -29,10 +29,13 @@ def _profile(tmp_path: Path, budget_bytes: float, prefix_cache_mb: float | None 
 
 
 def _need(mode: str, context: int, streams: int = 1, prefix: int = 0) -> int:
-    """The documented estimate, written out independently of fit_memory.need."""
+    """The documented estimate, written out independently of fit_memory.need: the prompt goes
+    in calls of host-cpu's `prefill_chunk` tokens, each attending to every earlier position."""
+    chunk = load_profile("host-cpu").policy.prefill_chunk
     kv = 2 * CONFIG.num_layers * CONFIG.num_kv_heads * CONFIG.head_dim * 4 * context
-    act = fit_memory.ACTIVATION_FACTOR * 4 * (CONFIG.hidden_size + CONFIG.intermediate_size + CONFIG.vocab_size) * context
-    scores = fit_memory.SCORE_BUFFERS * 4 * CONFIG.num_heads * context * context
+    act = fit_memory.ACTIVATION_FACTOR * 4 * (CONFIG.hidden_size + CONFIG.intermediate_size + CONFIG.vocab_size) * chunk
+    calls = [4 * CONFIG.num_heads * min(chunk, context - first) * min(first + chunk, context) for first in range(0, context, chunk)]
+    scores = fit_memory.SCORE_BUFFERS * calls[-1] + fit_memory.KEPT_SCORE_SHARE * sum(calls)
     runtime = fit_memory.RUNTIME_BASE_BYTES + fit_memory.KV_EXTRA_COPIES * kv + act + scores
     return int(WEIGHTS[mode] + kv * streams + runtime + prefix)
 
@@ -113,9 +116,21 @@ def test_the_estimate_follows_the_other_quant_options(tmp_path):
 
 def test_sliding_window_cache_is_counted_at_its_slots():
     """A ring cache of 336 slots costs the same KV memory at any context; the rest of the
-    estimate is unchanged (an upper bound for its chunked prefill)."""
+    estimate is unchanged (the same prefill calls)."""
     full, ring = (fit_memory.need(CONFIG, WEIGHTS["none"], 4096, 2, 0, None, slots) for slots in (None, 336))
     assert full.kv_cache == 2 * 2 * CONFIG.num_layers * CONFIG.num_kv_heads * CONFIG.head_dim * 4 * 4096
     assert ring.kv_cache * 4096 == full.kv_cache * 336
     assert fit_memory.need(CONFIG, WEIGHTS["none"], 16384, 2, 0, None, 336).kv_cache == ring.kv_cache
     assert ring.working_set == full.working_set and ring.weights == full.weights
+
+
+def test_the_prefill_chunk_sizes_the_working_set(tmp_path):
+    """Prompts go in calls of the profile's `prefill_chunk`: smaller calls, smaller score buffers
+    (peak RSS at 4k, tools/fit_memory_check.py: 295 / 434 / 1428 MiB for 256 / 1024 / whole)."""
+    ws = [fit_memory.working_set_bytes(CONFIG, 4096, None, chunk) for chunk in (256, 1024, None)]
+    assert ws[0] < ws[1] < ws[2]
+    whole = _profile(tmp_path, 99e9)  # its own file
+    whole.write_text(whole.read_text().replace("prefill_chunk = 256", "prefill_chunk = 0"))
+    for profile, chunk in ((_profile(tmp_path, 100e9), 256), (whole, None)):
+        c = fit_memory.choose(CONFIG, load_profile(profile), 4096)
+        assert c.need.working_set == fit_memory.working_set_bytes(CONFIG, 4096, None, chunk)

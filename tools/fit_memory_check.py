@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         idle = in_child(bundle, 0)
         full = in_child(bundle, m.max_context - 9)
         weights = (bundle / m.parameters).stat().st_size
-        sparse = m.options.get("sparse_attention")
-        est = fit_memory.need(cfg, weights, m.max_context, 1, 0, fit_memory.attended_keys(parse_pattern(sparse) if sparse else None))
+        sparse = parse_pattern(m.options["sparse_attention"]) if m.options.get("sparse_attention") else None
+        chunk = m.options.get("prefill_chunk", 0)  # what the session prefills in
+        chunk = sparse.call_tokens(chunk) if sparse is not None else chunk
+        est = fit_memory.need(cfg, weights, m.max_context, 1, 0, fit_memory.attended_keys(sparse),
+                              sparse.ring_slots if sparse is not None and sparse.ring else None, chunk)
         print(f"| {bundle.name} | {m.max_context} | {weights / MiB:.1f} | {est.kv_cache / MiB:.1f} | {idle['loaded'] / MiB:.0f} "
               f"| {full['peak'] / MiB:.0f} | {est.total / MiB:.0f} | {est.total / full['peak']:.2f} |")
     return 0

@@ -281,9 +281,7 @@ class Session:
         """`prefill` of `ids` at positions start.. of row `slot` (in place), in calls of at most
         `prefill_chunk` tokens (a sliding-window cache: at most `SparsePattern.chunk`), each
         extending what the previous ones wrote; last position's logits."""
-        size = self.prefill_chunk
-        if self.sliding_window is not None:
-            size = min(size or self.sliding_window.chunk, self.sliding_window.chunk)
+        size = self.prefill_chunk if self.sliding_window is None else self.sliding_window.call_tokens(self.prefill_chunk)
         for first, end in chunks(len(ids), size):
             logits = self._prefill_call(ids[first:end], start + first, cache, slot)
         return logits
