@@ -27,6 +27,7 @@ from .profiles import Profile, load_profile
 from .scheduler import PartitionPlan, plan_partition, quant_dtypes
 from .partitioned import compile_stages, export_stages, stages_of, stand_ins
 from .quant import QuantSpec, quantize_model, quantized_layer_count, state_bytes
+from .passes.dequant_matmul import INT8_ACTIVATIONS
 from . import activation_dtype, sparse_attention
 
 MODULE_FILE = "model.vmfb"
@@ -46,6 +47,7 @@ class BuildOptions:
     quant: QuantSpec = field(default_factory=QuantSpec)  # weight quantization (iree_glm/quant.py)
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
+    int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
 
 
 @dataclass
@@ -77,6 +79,8 @@ def _check_options(opts: BuildOptions) -> Profile:
     opts.quant.check()
     if opts.activation_dtype is not None:
         activation_dtype.check(opts.activation_dtype)
+    if opts.int8_activations is not None and opts.int8_activations not in INT8_ACTIVATIONS:
+        raise UserError(f"--int8-activations: unknown mode '{opts.int8_activations}' (choose from {', '.join(INT8_ACTIVATIONS)})")
     return load_profile(opts.profile)
 
 
@@ -165,7 +169,8 @@ def build_bundle(
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu")] if fused_expected else []
+            int8_activations = _int8_activations(opts, profile)
+            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations)] if fused_expected else []
             stage_info = None
             if stages:
                 modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
@@ -197,7 +202,8 @@ def build_bundle(
                          "kv_cache_slots": cache_slots(opts),
                          **({"prefix_cache_mb": profile.policy.prefix_cache_mb} if profile.policy.prefix_cache_mb is not None else {}),
                          **({"prefill_chunk": profile.policy.prefill_chunk} if profile.policy.prefill_chunk is not None else {}),
-                         "quant": opts.quant.to_dict(), "parameter_bytes": parameter_bytes,
+                         "quant": {**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not stages else {})},
+                         "parameter_bytes": parameter_bytes,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},
             )
@@ -208,15 +214,21 @@ def build_bundle(
     return BuildResult(Path(out), manifest, seconds, plan)
 
 
-def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False):
+def _int8_activations(opts: BuildOptions, profile: Profile) -> str:
+    """Which int8 matmuls quantize activations: the option, else the host device's profile entry."""
+    return opts.int8_activations or profile.host.int8_activations
+
+
+def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none"):
     """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
 
-    `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes."""
+    `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
+    `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py)."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
 
-        fused = rewrite_file(src, dst, cpu_tiles)
+        fused = rewrite_file(src, dst, cpu_tiles, int8_activations)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

@@ -34,6 +34,9 @@ BACKENDS = ("llvm-cpu", "vulkan-spirv", "cuda", "rocm", "metal-spirv", "webgpu-s
 DEFAULT_FLAGS = "@defaults"
 # "@tuning-spec:NAME" expands to --iree-codegen-tuning-spec-path of our spec passes/tuning/NAME.mlir.
 TUNING_SPEC = "@tuning-spec:"
+# Which matmuls on int8 weights also quantize their activations per row and multiply in integers
+# (none, prefill: calls with a dynamic row count, all): defined by the pass that does it.
+from .passes.dequant_matmul import INT8_ACTIVATIONS  # noqa: E402
 
 
 def tuning_spec_path(name: str) -> Path | None:
@@ -73,6 +76,7 @@ class Device:
     fresh_memory_gbs: float | None = None  # writing memory a call allocates (page faults included); default: bandwidth
     attention_gflops: float | None = None  # achieved by the attention op (default: peak f32)
     activation_dtype: str = "f32"  # what bundles compute in by default (iree_glm/activation_dtype.py)
+    int8_activations: str = "none"  # which int8-weight matmuls quantize activations to int8 (none, prefill, all; passes/dequant_matmul.py)
     allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
     description: str = ""
 
@@ -168,7 +172,7 @@ _DEVICE_KEYS = {
     "active_power_w": float, "idle_power_w": float, "call_overhead_us": float,
     "allow_stand_in": bool, "description": str, "dispatch_overhead_us": float, "cache_mb": float,
     "cache_bandwidth_gbs": float, "attention_gflops": float, "fresh_memory_gbs": float,
-    "activation_dtype": str,
+    "activation_dtype": str, "int8_activations": str,
 }
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
@@ -237,6 +241,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         if f.startswith(TUNING_SPEC) and tuning_spec_path(f[len(TUNING_SPEC):]) is None:
             raise c.fail(f"{where}.flags[{j}]", f"unknown tuning spec '{f[len(TUNING_SPEC):]}' (shipped: {', '.join(tuning_specs())})")
     act = c.choice(f"{where}.activation_dtype", d.get("activation_dtype", "f32"), ("f32", "f16", "bf16"), "activation dtype")
+    int8_act = c.choice(f"{where}.int8_activations", d.get("int8_activations", "none"), INT8_ACTIVATIONS, "int8_activations mode")
     peaks: dict[str, float] = {}
     for k, v in d["peak_gflops"].items():
         key = f"{where}.peak_gflops.{k}"
@@ -267,7 +272,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         call_overhead_us=d.get("call_overhead_us", 50.0), dispatch_overhead_us=d.get("dispatch_overhead_us", 0.0),
         cache_mb=d.get("cache_mb", 0.0), cache_bandwidth_gbs=d.get("cache_bandwidth_gbs"),
         attention_gflops=d.get("attention_gflops"), fresh_memory_gbs=d.get("fresh_memory_gbs"), allow_stand_in=d.get("allow_stand_in", False),
-        description=d.get("description", ""), activation_dtype=act,
+        description=d.get("description", ""), activation_dtype=act, int8_activations=int8_act,
     )
 
 

@@ -103,8 +103,22 @@ def dequantize_int4(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return w.permute(0, 4, 1, 2, 3).reshape(a * t, gn * 2 * half)
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations to int8 per row, as the integer matmul does it at run time (passes/dequant_matmul.py):
+    (q as float holding integers, the row scale max|x| / 127)."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    q = torch.round(x * (127.0 / amax.clamp(min=1e-30)))  # round half to even, like math.roundeven
+    return q, amax / 127.0
+
+
 class QuantLinear(nn.Module):
-    """A Linear layer with packed int8 / int4 weights (buffers, so they export as i8 parameters)."""
+    """A Linear layer with packed int8 / int4 weights (buffers, so they export as i8 parameters).
+
+    `integer_rows` (eager only, never set while exporting: the pass makes that choice in the
+    graph): an int8 layer quantizes its input rows too and multiplies integers, the reference
+    for bundles whose prefill runs i8 x i8 matmuls."""
+
+    integer_rows = False
 
     def __init__(self, linear: nn.Linear, mode: str, group: int = 32):
         super().__init__()
@@ -123,7 +137,11 @@ class QuantLinear(nn.Module):
             a, _, t = self.qweight.shape
             # [A, K, 16] -> [K, A*16]: the weight as a [K, N'] matmul operand, dequantized.
             w = self.qweight.to(x.dtype).permute(1, 0, 2).reshape(k, a * t)
-            y = torch.matmul(x, w) * self.scale.to(x.dtype)
+            if self.integer_rows:  # exact integer sums in float64, then the two scales
+                q, row_scale = quantize_rows(x)
+                y = (torch.matmul(q.double(), w.double()) * row_scale.double()).to(x.dtype) * self.scale.to(x.dtype)
+            else:
+                y = torch.matmul(x, w) * self.scale.to(x.dtype)
         else:
             a, gn, half, t = self.qweight.shape
             w = _unpack_int4(self.qweight).to(x.dtype) * self.scale.to(x.dtype)[:, :, None, None, :]

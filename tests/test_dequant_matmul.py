@@ -136,3 +136,52 @@ def test_int4_nibble_dim_unrolled_on_a_folded_shift_constant():
     assert generics and all("1x1x2x1x1xi8" not in g[: g.index("^bb0")] for g in generics)
     x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
     np.testing.assert_allclose(_compile_and_run(text, "decode", x), _compile_and_run(folded, "decode", x), rtol=1e-5, atol=1e-5)
+
+
+def _rewrite_mode(name: str, int8_activations: str) -> str:
+    with ir.Context():
+        module = ir.Module.parse((TESTDATA / name).read_text())
+        assert len(dequant_matmul.run(module, True, int8_activations)) == 2
+        module.operation.verify()
+        return str(module)
+
+
+def _function(text: str, name: str) -> str:
+    start = text.index(f"@{name}(")
+    end = text.find("util.func", start)
+    return text[start: end if end > 0 else None]
+
+
+def test_integer_form_ir():
+    """prefill (dynamic rows): activations quantized per row, one i8 x i8 -> i32 matmul on the
+    stored bytes, no fp32 weight; decode keeps the fused generic unless asked for "all"."""
+    text = _rewrite_mode("int8_channel.mlir", "prefill")
+    prefill, decode = _function(text, "prefill"), _function(text, "decode")
+    assert "linalg.matmul ins(%" in prefill and "tensor<64x32xi8>) outs(" in prefill and "-> tensor<?x32xi32>" in prefill
+    assert "math.roundeven" in prefill and "arith.fptosi" in prefill and "to i8" in prefill
+    assert "tensor<2x64x16xf32>" not in prefill.split("linalg.generic", 1)[1]  # no dequantized weight is computed
+    assert "tensor<64x32xf32>" not in prefill
+    assert "linalg.matmul" not in decode and "compilation_info" in decode
+    everywhere = _rewrite_mode("int8_channel.mlir", "all")
+    assert "-> tensor<1x32xi32>" in _function(everywhere, "decode")
+    assert "linalg.matmul" not in _function(_rewrite_mode("int4_group.mlir", "all"), "prefill")  # int4 stays weight-only
+    with pytest.raises(ValueError, match="unknown mode 'some'"):
+        _rewrite_mode("int8_channel.mlir", "some")
+
+
+def test_integer_form_matches_unfused_within_the_rounding_bound():
+    """|y_int - y| <= sum_k |x - s_x q|_k |W_kn| <= s_x / 2 * sum_k |W_kn| per row m and column n
+    (the weight is exact in both); W comes from the unfused module run on the identity."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6, 64)) * np.array([[1], [0.01], [100], [1], [1], [0]])).astype(np.float32)  # a zero row too
+    original = (TESTDATA / "int8_channel.mlir").read_text()
+    want = _compile_and_run(original, "prefill", x)
+    w = _compile_and_run(original, "prefill", np.eye(64, dtype=np.float32))  # [K, N] with the scales applied
+    got = _compile_and_run(_rewrite_mode("int8_channel.mlir", "prefill"), "prefill", x)
+    s_x = np.abs(x).max(1, keepdims=True) / 127
+    bound = s_x / 2 * np.abs(w).sum(0, keepdims=True) + 1e-5 * np.abs(want) + 1e-6
+    assert np.all(np.abs(got - want) <= bound), np.abs(got - want).max()
+    assert np.all(got[5] == 0)
+    assert not np.allclose(got, want, rtol=1e-6, atol=1e-7)  # it is the integer path, not the f32 one
+    q = np.round(x / np.maximum(s_x, 1e-38))  # the same numbers from numpy: integer product, then scales
+    np.testing.assert_allclose(got, (q.astype(np.float64) @ w) * s_x, rtol=2e-5, atol=1e-5)

@@ -2,7 +2,9 @@
 
 The dispatch check reads the executable sources IREE dumps: every quantized weight must be
 read as i8 by some dispatch, and no dispatch may read or write an fp32 tensor shaped like a
-dequantized weight, so a silent fallback to dequantize-then-matmul fails here.
+dequantized weight, so a silent fallback to dequantize-then-matmul fails here. The int8 bundle
+is built with `int8_activations="prefill"`: its prefill must run i8 x i8 -> i32 mmt4d dispatches
+and none of them may read a layer's stored [N/16, K, 16] bytes (the per-row dequant form).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def _eager_logits(model, ids: list[int], tokens: list[int]) -> np.ndarray:
 def int8_bundle(glm4_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("quant8")
     dump = root / "sources"
-    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
+    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill",
+                        extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
     result = build_bundle(glm4_checkpoint[0], root / "bundle", opts)
     return result, dump
 
@@ -113,11 +116,44 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
 def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
-    assert o["quant"] == {"mode": "int8", "head": "int8", "embeddings": "none"}
+    assert o["quant"] == {"mode": "int8", "head": "int8", "embeddings": "none", "int8_activations": "prefill"}
     irpa = result.bundle / "weights.irpa"
     assert abs(irpa.stat().st_size - o["parameter_bytes"]) < 0.05 * o["parameter_bytes"] + 65536
     # Tiny test model: embeddings (fp32) are a large share, so well above 1/4 but well below 1.
     assert 0.25 < o["compression_vs_fp32"] < 0.6
+
+
+def _integer_prefill_logits(model, ids: list[int], tokens: list[int]) -> np.ndarray:
+    """Eager reference of an `int8_activations="prefill"` bundle: the prompt's layers multiply
+    per-row int8 activations (QuantLinear.integer_rows), decode steps and the one-row head do not."""
+    layers = [m for m in model.model.layers.modules() if isinstance(m, QuantLinear)]
+    k, v = model.empty_cache(1, len(ids) + len(tokens))
+    with torch.no_grad():
+        for m in layers:
+            m.integer_rows = True
+        rows = [model.all_logits(torch.tensor([ids]), torch.zeros(1, dtype=torch.int64), k, v)[0][0, -1]]
+        for m in layers:
+            m.integer_rows = False
+        for i, t in enumerate(tokens):
+            rows.append(model.all_logits(torch.tensor([[t]]), torch.tensor([len(ids) + i]), k, v)[0][0, -1])
+    return torch.stack(rows).numpy()
+
+
+def test_int8_prefill_runs_integer_mmt4d(int8_bundle, fp32_model):
+    """Prefill multiplies i8 x i8 -> i32 (IREE's mmt4d); no prefill dispatch reads a layer's
+    stored weight bytes, which only the per-row dequant fallback would do."""
+    _, dump = int8_bundle
+    qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
+    head = _dims(qmodel.lm_head.qweight.shape)
+    layer_shapes = {packed for packed, _ in weight_shapes(qmodel)} - {head}
+    assert layer_shapes
+    prefill = sorted(dump.glob("*prefill*dispatch*.mlir"))
+    integer = [f for f in prefill if any("linalg.mmt4d" in line and line.count("xi8>") == 2 and "xi32>" in line
+                                         for line in f.read_text().splitlines())]
+    assert integer, "no i8 x i8 -> i32 mmt4d dispatch in prefill"
+    for f in prefill:
+        for access, s, t in BINDING.findall(f.read_text()):
+            assert not (t == "i8" and s in layer_shapes), f"{f.name} reads stored weight bytes {s} (per-row dequant form)"
 
 
 def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model):
@@ -125,9 +161,9 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 6)
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
-    want_q = _eager_logits(qmodel, PROMPT, tokens)
+    want_q = _integer_prefill_logits(qmodel, PROMPT, tokens)
     want_fp = _eager_logits(fp32_model, PROMPT, tokens)
-    # The fused IREE kernels compute the same int8 model as torch eager.
+    # The bundle computes the same model as torch eager (integer prompt, weight-only decode).
     np.testing.assert_allclose(got, want_q, atol=2e-4, rtol=1e-4)
     # int8 vs fp32: measured max |diff| ~1e-2 on logits of magnitude ~1 (tiny random model).
     scale = np.abs(want_fp).max()
@@ -135,11 +171,24 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
     assert (got.argmax(-1) == want_fp.argmax(-1)).mean() >= 0.85
 
 
+def test_int8_decode_is_weight_only_and_matches_eager(int8_bundle, fp32_model):
+    """Decode calls (one row) keep f32 activations: fed the prompt token by token, the bundle
+    matches the weight-only eager model."""
+    result, _ = int8_bundle
+    session = Session.load(result.bundle)
+    cache = session.new_cache()
+    got = np.stack([session.decode([t], [i], cache)[0] for i, t in enumerate(PROMPT)])
+    qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
+    want = _eager_logits(qmodel, PROMPT[:1], PROMPT[1:])
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
+
+
 def test_int4_bundle_runs_fused_and_matches_eager(glm4_checkpoint, fp32_model, tmp_path):
     """int4 layers (every matmul fused, or build_bundle raises) plus int8 embeddings (a gather)."""
     spec = QuantSpec("int4", group_size=32, embeddings="int8")
     result = build_bundle(glm4_checkpoint[0], tmp_path / "b4", BuildOptions(max_context=64, quant=spec))
-    assert result.manifest.options["quant"] == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32}
+    assert result.manifest.options["quant"] == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32,
+                                                "int8_activations": "prefill"}  # the profile's, for the int8 head
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 3)
     want = _eager_logits(quantize_model(copy.deepcopy(fp32_model), spec), PROMPT, tokens)

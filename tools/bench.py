@@ -9,6 +9,7 @@ slowest dispatches are visible.
 
     python tools/bench.py --config 330m --prompt-lens 128,512,2048 --breakdown 512
     python tools/bench.py --checkpoint path/to/hf_folder
+    python tools/bench.py --config 330m --quant none,int8@none,int8@prefill   # quantized bundles, llama.cpp Q8_0
 
 Prints Markdown tables with ratios measured side by side in this run, and the machine load.
 """
@@ -57,18 +58,36 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu", quant=None) -> Path:
+def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu", quant=None,
+                int8_activations: str | None = None) -> Path:
     """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`;
-    `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights)."""
+    `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights), `int8_activations` the
+    compile option of that name (None: the profile's)."""
     from iree_glm.build import BuildOptions, build_bundle
     from iree_glm.quant import QuantSpec
 
     quant = quant or QuantSpec()
     tag = profile if quant.mode == "none" else f"{profile}-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else "")
+    tag += f"-act{int8_activations}" if int8_activations else ""
     out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, quant=quant))
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, quant=quant, int8_activations=int8_activations))
     return out
+
+
+LLAMA_TYPES = {"none": "f32", "int8": "q8_0", "int4": "q4_0"}  # our weight format -> llama.cpp's of the same width
+
+
+def parse_quant(text: str) -> tuple[str, str | None]:
+    """A benchmark's quantization mode: `none`, `int8`, `int4`, or `int8@none|prefill|all` for
+    int8 with that `--int8-activations` (plain `int8`: the profile's). Returns (mode, activations)."""
+    mode, _, act = text.partition("@")
+    return mode, act or None
+
+
+def quant_label(text: str, group_size: int = 32) -> str:
+    mode, act = parse_quant(text)
+    return f"IREE {mode}" + (f" g{group_size}" if mode == "int4" else "") + (f" act {act}" if act else "")
 
 
 # -- the measurements, each run in a child process --------------------------------------------
@@ -236,6 +255,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", default="host-cpu", help="device profile the bundle is compiled for")
+    p.add_argument("--quant", default="none",
+                   help="comma-separated weight formats of our bundles: none, int8, int4, int8@none|prefill|all (int8 with that "
+                        "--int8-activations); llama.cpp runs the GGUF type of the same width (F32, Q8_0, Q4_0)")
     p.add_argument("--engines", default="iree,torch,torch-bf16,llama.cpp",
                    help="comma-separated: iree, torch, torch-bf16, llama.cpp (skipped where not installed)")
     p.add_argument("--llama-src", help="llama-cpp-python source for its GGUF converter (see tools/llamacpp.py)")
@@ -273,11 +295,18 @@ def main() -> None:
     for ckpt in checkpoints:
         columns: dict[str, dict[int, dict]] = {}  # engine label -> prompt length -> result
         bundles = {}
+        quants = [q.strip() for q in args.quant.split(",") if q.strip()]
         if "iree" in engines:
-            bundles["IREE"] = make_bundle(ckpt, args.work, context, args.profile)
-        gguf = None
+            from iree_glm.quant import QuantSpec
+
+            for q in quants:
+                mode, act = parse_quant(q)
+                label = "IREE" if quants == ["none"] else quant_label(q)
+                bundles[label] = make_bundle(ckpt, args.work, context, args.profile, QuantSpec(mode), act)
+        ggufs = {}
         if llama is not None:
-            gguf = llama.convert(ckpt, "f32", args.work, args.llama_src)
+            for kind in dict.fromkeys(LLAMA_TYPES[parse_quant(q)[0]] for q in quants):
+                ggufs[kind] = llama.convert(ckpt, kind, args.work, args.llama_src)
         for n in lens:  # engines interleaved per length, so each ratio comes from one stretch of time
             print(f"measuring {ckpt.name} at {n} tokens", file=sys.stderr)
             for label, bundle in bundles.items():
@@ -287,8 +316,8 @@ def main() -> None:
             for engine, label in (("torch", "torch fp32"), ("torch-bf16", "torch bf16")):
                 if engine in engines:
                     columns.setdefault(label, {})[n] = _child(engine, str(ckpt), args, n)
-            if gguf is not None:
-                columns.setdefault("llama.cpp F32", {})[n] = llama.measure(gguf, n, args.decode_tokens, args.runs, args.threads)
+            for kind, gguf in ggufs.items():
+                columns.setdefault(f"llama.cpp {kind.upper()}", {})[n] = llama.measure(gguf, n, args.decode_tokens, args.runs, args.threads)
             loads.append(_load())
         _print_table(ckpt.name, columns, lens, context, args)
         if args.breakdown and bundles:

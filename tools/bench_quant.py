@@ -25,15 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (tools/bench.py: checkpoints and per-process measurements)
 import llamacpp  # noqa: E402  (tools/llamacpp.py: GGUF conversion and llama.cpp measurements)
 
-LLAMA_TYPES = {"int8": "q8_0", "int4": "q4_0"}  # our mode -> the llama.cpp type with the same bit width
+LLAMA_TYPES = {k: v for k, v in bench.LLAMA_TYPES.items() if k != "none"}  # our mode -> llama.cpp's type of that width
 
 
 def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: int) -> tuple[Path, dict]:
+    """`mode` as `bench.parse_quant` reads it (`int8@prefill`: int8 with that --int8-activations)."""
     import json
 
     from iree_glm.quant import QuantSpec
 
-    out = bench.make_bundle(checkpoint, folder, context, quant=QuantSpec(mode, group))
+    quant, act = bench.parse_quant(mode)
+    out = bench.make_bundle(checkpoint, folder, context, quant=QuantSpec(quant, group), int8_activations=act)
     return out, json.loads((out / "manifest.json").read_text())["options"]
 
 
@@ -41,7 +43,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="330m", choices=sorted(bench.CONFIGS), help="seeded random GLM-4 size (tools/bench.py)")
     p.add_argument("--layers", type=int, help="override the number of layers (quick runs)")
-    p.add_argument("--modes", default="none,int8,int4", help="comma-separated quantization modes")
+    p.add_argument("--modes", default="none,int8,int4",
+                   help="comma-separated quantization modes; int8@none|prefill|all: int8 with that --int8-activations")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size")
     p.add_argument("--work", type=Path, default=Path("bench-work"), help="where checkpoints and bundles are kept")
     p.add_argument("--context", type=int, default=256, help="bundle KV capacity")
@@ -72,7 +75,7 @@ def main() -> None:
     elif not args.llama_src:
         llama_note = "llama.cpp rows skipped: no --llama-src (llama-cpp-python's sdist, for llama.cpp's converter)"
     else:
-        for mode in args.modes.split(","):
+        for mode in dict.fromkeys(bench.parse_quant(m)[0] for m in args.modes.split(",")):
             if mode in LLAMA_TYPES:
                 gguf = llamacpp.convert(ckpt, LLAMA_TYPES[mode], args.work, args.llama_src)
                 print(f"measuring {gguf.name}", file=sys.stderr)
@@ -88,7 +91,7 @@ def main() -> None:
     for mode, o, r in rows:
         vs_ours = f"{r['decode_tok_s'] / fp32['decode_tok_s']:.2f}x" if fp32 else "-"
         vs_torch = f"{r['decode_tok_s'] / torch_['decode_tok_s']:.2f}x" if torch_ else "-"
-        name = f"IREE {mode}" + (f" g{args.group_size}" if mode == "int4" else "")
+        name = bench.quant_label(mode, args.group_size)
         print(f"| {name} | {o['parameter_bytes'] / 2**20:.0f} | {o['compression_vs_fp32']:.3f} | {r['prefill_ms']:.1f} "
               f"| {r['decode_tok_s']:.1f} | {vs_ours} | {vs_torch} |")
     if torch_:
@@ -100,12 +103,11 @@ def main() -> None:
         print(f"| llama.cpp {kind.upper()} | {r['gguf_mib']:.0f} | - | {r['prefill_ms']:.1f} | {r['decode_tok_s']:.1f} | {vs_ours} | {vs_torch} |")
     if llama_note:
         print(f"\n{llama_note}")
-    ours = {mode: r for mode, _, r in rows}
-    for mode, kind, r in llama_rows:
-        if mode in ours:
-            o = ours[mode]
-            print(f"\nIREE {mode} vs llama.cpp {kind.upper()}: decode {o['decode_tok_s'] / r['decode_tok_s']:.2f}x, "
-                  f"prefill {r['prefill_ms'] / o['prefill_ms']:.2f}x (above 1: IREE faster)")
+    for mode, _, o in rows:
+        for base, kind, r in llama_rows:
+            if bench.parse_quant(mode)[0] == base:
+                print(f"\n{bench.quant_label(mode, args.group_size)} vs llama.cpp {kind.upper()}: decode {o['decode_tok_s'] / r['decode_tok_s']:.2f}x, "
+                      f"prefill {r['prefill_ms'] / o['prefill_ms']:.2f}x (above 1: IREE faster)")
 
 
 if __name__ == "__main__":

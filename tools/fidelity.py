@@ -5,7 +5,10 @@ compiled into a bundle and measured through the IREE runtime, each bundle in its
   - perplexity on held-out text (stdlib modules the default model never saw), teacher-forced
     through the bundle's `decode` entry point, one token at a time, in windows of --window;
   - top-1 agreement: how often the row's most likely next token equals the fp32 torch
-    reference's, on the same positions;
+    reference's, on the same positions, and the max and mean |logit - reference logit|;
+  - rows whose option changes only multi-token calls (int8 with integer prefill matmuls) are
+    teacher-forced through the `prefill` entry point instead, one token per call, so every
+    position goes through the path a prompt takes;
   - weight bytes (the parameter archive), median prefill time of a --window token prompt and
     median decode tokens/s.
 Rows whose option is not in this build of iree_glm are listed as skipped, not faked.
@@ -13,6 +16,10 @@ Rows whose option is not in this build of iree_glm are listed as skipped, not fa
     python tools/fidelity.py                          # all rows available in this build
     python tools/fidelity.py --rows fp32,prune-h50    # a selection
     python tools/fidelity.py --checkpoint path/to/hf_folder --text held_out.txt
+
+A checkpoint without tokenizer.json (tools/bench.py's seeded random ones) is fed a fixed
+pseudo-random token stream instead of text: its perplexity means nothing, the agreement and
+logit errors still do.
 
 Prints a Markdown table.
 """
@@ -42,6 +49,7 @@ class Row:
     name: str
     describe: str
     options: Callable[[], dict[str, Any]]  # BuildOptions fields; raises ImportError if absent
+    entry: str = "decode"  # the entry point positions are teacher-forced through (see the module doc)
 
 
 def _prune(heads: float, ffn: float) -> Callable[[], dict[str, Any]]:
@@ -70,7 +78,9 @@ def _sparse(pattern: str) -> Callable[[], dict[str, Any]]:
 
 ROWS = [
     Row("fp32", "fp32 reference build", lambda: {}),
-    Row("int8", "int8 weights, per channel", _quant("int8")),
+    Row("int8", "int8 weights, per channel (weight-only matmuls)", lambda: {**_quant("int8")(), "int8_activations": "none"}),
+    Row("int8-act", "int8 weights + int8 activations per row (prefill's i8 x i8 matmuls)",
+        lambda: {**_quant("int8")(), "int8_activations": "prefill"}, entry="prefill"),
     Row("int4-g32", "int4 weights, group 32", _quant("int4", 32)),
     Row("int4-g64", "int4 weights, group 64", _quant("int4", 64)),
     Row("int4-g128", "int4 weights, group 128", _quant("int4", 128)),
@@ -100,6 +110,11 @@ def row_options(row: Row) -> dict[str, Any] | None:
 
 
 def held_out_windows(tokenizer_json: Path, text: Path, window: int, tokens: int) -> np.ndarray:
+    """Token windows of the held-out text, or of a fixed pseudo-random stream without a tokenizer."""
+    if not tokenizer_json.exists():
+        vocab = json.loads((tokenizer_json.parent / "config.json").read_text())["vocab_size"]
+        ids = np.random.default_rng(0).integers(0, vocab, max(tokens, window)).tolist()
+        return np.asarray(ids[: max(1, tokens // window) * window], np.int64).reshape(-1, window)
     from iree_glm.tokenizer import TextTokenizer
 
     ids = TextTokenizer(tokenizer_json).encode(text.read_text(encoding="utf-8"))
@@ -115,7 +130,7 @@ def reference(checkpoint: Path, windows: np.ndarray) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     model = load_model(open_checkpoint(checkpoint))
-    top1, nll = [], []
+    top1, nll, logits_all = [], [], []
     with torch.no_grad():
         for w in windows:
             x = torch.from_numpy(w)[None]
@@ -124,26 +139,32 @@ def reference(checkpoint: Path, windows: np.ndarray) -> dict[str, Any]:
             logp = torch.log_softmax(logits[:-1].double(), -1)
             nll.append(-logp.gather(1, x[0, 1:, None]).mean().item())
             top1.append(logits[:-1].argmax(-1).numpy())
-    return {"top1": np.stack(top1), "perplexity": math.exp(float(np.mean(nll)))}
+            logits_all.append(logits[:-1].numpy())
+    return {"top1": np.stack(top1), "logits": np.stack(logits_all), "perplexity": math.exp(float(np.mean(nll)))}
 
 
 # -- one bundle, measured in a child process (no torch loaded) -------------------------------
 
 
-def measure_bundle(bundle: Path, data: Path, repeats: int) -> dict[str, Any]:
+def measure_bundle(bundle: Path, data: Path, repeats: int, entry: str = "decode") -> dict[str, Any]:
     from iree_glm.runtime import Session
 
     d = np.load(data)
-    windows, ref_top1 = d["windows"], d["top1"]
+    windows, ref_top1, ref_logits = d["windows"], d["top1"], d["logits"]
     s = Session.load(bundle)
-    nll, agree, count = 0.0, 0, 0
-    for w, ref in zip(windows, ref_top1):
+    nll, agree, count, err_max, err_sum = 0.0, 0, 0, 0.0, 0.0
+    for w, ref, ref_rows in zip(windows, ref_top1, ref_logits):
         cache = s.new_cache()
         for t in range(len(w) - 1):
-            row = s.decode([int(w[t])], [t], cache)[0].astype(np.float64)
+            if entry == "prefill":  # a one-token prompt extending the cache: the prompt's code path
+                row = s.run_prefill([int(w[t])], t, cache).astype(np.float64)
+            else:
+                row = s.decode([int(w[t])], [t], cache)[0].astype(np.float64)
             m = row.max()
             nll += m + math.log(np.exp(row - m).sum()) - row[w[t + 1]]
             agree += int(row.argmax() == ref[t])
+            diff = np.abs(row - ref_rows[t])
+            err_max, err_sum = max(err_max, float(diff.max())), err_sum + float(diff.mean())
             count += 1
     prompt = [int(i) for i in windows[0]]
     prefill_ms, tok_s = [], []
@@ -154,6 +175,8 @@ def measure_bundle(bundle: Path, data: Path, repeats: int) -> dict[str, Any]:
     return {
         "perplexity": math.exp(nll / count),
         "top1_agreement": agree / count,
+        "logit_err_max": err_max,
+        "logit_err_mean": err_sum / count,
         "positions": count,
         "weight_bytes": (bundle / s.manifest.parameters).stat().st_size,
         "prefill_ms": statistics.median(prefill_ms),
@@ -161,9 +184,9 @@ def measure_bundle(bundle: Path, data: Path, repeats: int) -> dict[str, Any]:
     }
 
 
-def measure_in_child(bundle: Path, data: Path, repeats: int) -> dict[str, Any]:
+def measure_in_child(bundle: Path, data: Path, repeats: int, entry: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", str(bundle), "--data", str(data), "--repeats", str(repeats)],
+        [sys.executable, __file__, "--measure", str(bundle), "--data", str(data), "--repeats", str(repeats), "--entry", entry],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -177,14 +200,15 @@ def table(results: list[tuple[Row, dict[str, Any]]], ref_ppl: float) -> str:
     lines = [
         f"torch fp32 reference perplexity: {ref_ppl:.3f}",
         "",
-        "| option | weights MB | size ratio | perplexity | ppl vs fp32 | top-1 agree | prefill ms | decode tok/s | decode speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| option | weights MB | size ratio | perplexity | ppl vs fp32 | top-1 agree | max / mean logit err | prefill ms | decode tok/s | decode speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, r in results:
         lines.append(
             f"| {row.describe} | {r['weight_bytes'] / 1e6:.2f} | {base['weight_bytes'] / r['weight_bytes']:.2f}x "
             f"| {r['perplexity']:.3f} | {100 * (r['perplexity'] / base['perplexity'] - 1):+.2f}% "
-            f"| {100 * r['top1_agreement']:.2f}% | {r['prefill_ms']:.1f} | {r['decode_tok_s']:.0f} "
+            f"| {100 * r['top1_agreement']:.2f}% | {r['logit_err_max']:.4f} / {r['logit_err_mean']:.5f} "
+            f"| {r['prefill_ms']:.1f} | {r['decode_tok_s']:.0f} "
             f"| {r['decode_tok_s'] / base['decode_tok_s']:.2f}x |"
         )
     return "\n".join(lines)
@@ -201,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep the compiled bundles in this folder and reuse them on the next run (empty it when the model or the rows change)")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child-process mode
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--entry", default="decode", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.measure:
-        print(json.dumps(measure_bundle(args.measure, args.data, args.repeats)))
+        print(json.dumps(measure_bundle(args.measure, args.data, args.repeats, args.entry)))
         return 0
 
     from iree_glm import default_model
@@ -226,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
         folder = args.keep or Path(tmp)
         data = Path(tmp) / "reference.npz"
-        np.savez(data, windows=windows, top1=ref["top1"])
+        np.savez(data, windows=windows, top1=ref["top1"], logits=ref["logits"])
         for row in rows:
             opts = row_options(row)
             if opts is None:
@@ -237,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.keep and (bundle / "manifest.json").exists()):
                 build_bundle(checkpoint, bundle, BuildOptions(max_context=2 * args.window, **opts))
             compile_s = time.perf_counter() - t
-            r = measure_in_child(bundle, data, args.repeats)
+            r = measure_in_child(bundle, data, args.repeats, row.entry)
             print(f"{row.name}: compiled in {compile_s:.0f}s, perplexity {r['perplexity']:.3f}", file=sys.stderr)
             results.append((row, r))
     print(f"{len(windows)} held-out windows of {args.window} tokens; bundles with context {2 * args.window}")
