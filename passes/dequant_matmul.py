@@ -30,11 +30,15 @@ instead be multiplied in integers. The pass then quantizes the activations per r
 i8 weight viewed as [K, N] (a transpose of the stored bytes, no fp32 anywhere) and rescales
 y = acc * s_x (the per-channel weight scale is applied after the matmul, as exported). On
 llvm-cpu with data tiling this becomes IREE's s8s8s32 mmt4d ukernel (`vpmaddwd` on AVX2); the
-weight is repacked i8 -> i8 once at load time. A 128 x 1024 x 2816 probe ran it 1.1-1.2x
-faster than f32 and ~1.7x faster than the fused dequant generic (2.4x / 2.7x at 512 rows);
-at one row it was no faster than the tuned decode generic and adds two dispatches, so
-"prefill" (the default of host-cpu) applies it to calls with a dynamic row count only. Per-row
-activation rounding adds error (relative ~1e-2 of a layer's output): the profile chooses.
+weight is repacked i8 -> i8 once at load time. In a 128 x 1024 x 2816 probe (2 threads,
+loaded, medians of 15) it ran 0.8-1.2x the f32 time and 1.3-1.7x faster than the fused
+dequant generic; at 512 rows 2.4x f32 and 2.7x the fused generic. At one row it was no faster
+than the tuned decode generic and adds dispatches, so "prefill" (host-cpu's default) applies it
+to calls with a dynamic row count only. Per-row activation rounding adds error (~1e-2 of a
+layer's output, relative to its largest value): the profile chooses. The row quantization sits
+behind an `iree_tensor_ext.compute_barrier.start`: fused into the dispatch of the norm that
+produces x (two reductions and the data-tiling pack), the 330M model's dispatch needed 190 KB
+of stack and failed to compile (limit 32 KB).
 
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
@@ -492,9 +496,7 @@ def rewrite_integer(m: _Match) -> None:
         def const(t, v):
             return arith.ConstantOp(t, v).result
 
-        # The row quantization gets a dispatch of its own: fused behind the norm that produces x
-        # (a second reduction and the data-tiling pack in one dispatch), the 330M model's
-        # dispatch needed 190 KB of stack and failed to compile (limit 32 KB).
+        # The row quantization gets a dispatch of its own (see the module doc: stack limit).
         x = ir.Operation.create("iree_tensor_ext.compute_barrier.start", results=[m.lhs.type], operands=[m.lhs, *row_sizes]).result
         zero = linalg.fill(const(f32, 0.0), outs=[empty([rows], f32)])
         amax = _generic(ir.RankedTensorType.get([rows], f32), [x], zero, ["(m, k) -> (m, k)", "(m, k) -> (m)"], [_PAR, _RED],

@@ -254,3 +254,22 @@ def test_llamacpp_tool_rejects_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, str(path), str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint:")
+
+
+def test_int8_activations_option_and_profile_key_are_checked(glm4_checkpoint, tmp_path, capsys):
+    from iree_glm import compile as compile_cli
+    from iree_glm.cli import run_cli
+    from iree_glm.profiles import ProfileError, load_profile
+
+    from .test_profile_defaults import HOST
+
+    code = run_cli(compile_cli.main, [str(glm4_checkpoint[0]), "-o", str(tmp_path / "b"), "--quant", "int8", "--int8-activations", "most"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "--int8-activations: unknown mode 'most'" in errors[0]
+    assert not (tmp_path / "b").exists()
+    assert load_profile("host-cpu").host.int8_activations == "prefill"
+    path = tmp_path / "p.toml"
+    assert 'int8_activations = "prefill"' in HOST
+    path.write_text(HOST.replace('int8_activations = "prefill"', 'int8_activations = "most"'))
+    with pytest.raises(ProfileError, match=r"devices\[0\].int8_activations: unknown int8_activations mode 'most'"):
+        load_profile(path)
