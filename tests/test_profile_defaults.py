@@ -70,7 +70,8 @@ def test_compile_fits_memory_and_records_the_profile_defaults(glm4_checkpoint, t
     cfg = open_checkpoint(ckpt).config
     policy = 'prefix_cache_mb = 0.5\nsparse_attention = "local=16,global=4,block=8"\ndecode_batch_sizes = [2, 1]\nprefill_chunk = 5'
     attended = fit_memory.attended_keys(parse_pattern("local=16,global=4,block=8"))
-    need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 2, 2**19, attended).total for m in ("none", "int8")}
+    need = {m: fit_memory.need(cfg, fit_memory.weight_bytes(cfg, QuantSpec(m)), 64, 2, 2**19, attended, chunk=5).total
+            for m in ("none", "int8")}  # prompts in the profile's calls of 5 tokens
     assert need["int8"] < need["none"]
     profile = _write(tmp_path, policy, (need["int8"] + 1) / 1e9, "tight.toml")
     out = tmp_path / "b"
