@@ -170,7 +170,10 @@ def build_bundle(
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
             int8_activations = _int8_activations(opts, profile)
-            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations)] if fused_expected else []
+            kernel = _int4_kernel_choice(opts.quant, target, opts.extra_flags)
+            if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
+                progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
+            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2")] if fused_expected else []
             stage_info = None
             if stages:
                 modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
@@ -204,6 +207,7 @@ def build_bundle(
                          **({"prefill_chunk": profile.policy.prefill_chunk} if profile.policy.prefill_chunk is not None else {}),
                          "quant": {**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not stages else {})},
                          "parameter_bytes": parameter_bytes,
+                         **({"int4_kernel": kernel} if opts.quant.mode == "int4" and not stages else {}),
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},
             )
@@ -219,16 +223,39 @@ def _int8_activations(opts: BuildOptions, profile: Profile) -> str:
     return opts.int8_activations or profile.host.int8_activations
 
 
-def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none"):
+def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
+    """Whether int4 layers call the AVX2 kernels (passes/int4_kernel.py): llvm-cpu for this
+    x86-64 host only ({"kernel": "avx2"}), else the generic fused form and why."""
+    if quant.mode != "int4":
+        return {"kernel": "none", "reason": "not int4"}
+    if target.backend != "llvm-cpu":
+        return {"kernel": "generic", "reason": f"backend {target.backend}"}
+    flags = [*target.flags, *extra_flags]
+    cross = [f for f in flags if f.startswith("--iree-llvmcpu-target-triple=") and not f.split("=", 1)[1].startswith("x86_64")]
+    if cross:
+        return {"kernel": "generic", "reason": f"target {cross[-1].split('=', 1)[1]}"}
+    from .passes import int4_kernel
+
+    reason = int4_kernel.unavailable_reason()
+    return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
+
+
+def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False):
     """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
 
     `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
-    `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py)."""
+    `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py).
+    `int4_kernel`: int4 matmuls call the AVX2 kernels, compiled beside the rewritten IR."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
 
-        fused = rewrite_file(src, dst, cpu_tiles, int8_activations)
+        kernel = None
+        if int4_kernel:
+            from .passes import int4_kernel as k
+
+            kernel = k.build_object(Path(dst).parent)
+        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

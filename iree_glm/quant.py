@@ -5,11 +5,13 @@ The layouts are chosen for the CPU decode kernel our dequant-matmul pass builds
 dimension, so one vector load brings 16 output channels of one input channel.
 
 - int8: `qweight` i8 [N/16, K, 16], `scale` f32 [N]; y = (x @ q) * scale.
-- int4: `qweight` i8 [N/16, K/G, G/2, 16] holding two signed nibbles per byte ("halves":
-  the low nibble is element kk of the group, the high nibble element kk + G/2), `scale`
-  f32 [N/16, K/G, 16]; the group scale multiplies inside the inner loop.
+- int4: `qweight` i8 [N, K/G, G/2] holding two nibbles per byte, each the value + 8 (0..15,
+  as llama.cpp's Q4_0; "halves": the low nibble of byte j of a group is its element j, the
+  high nibble element j + G/2), `scale` f16 [N, K/G]. Rows are contiguous so the CPU decode kernel
+  (passes/kernels/int4_matvec_avx2.c) streams whole rows; the generic fused form (other
+  targets, prefill) reads the same layout.
 
-N is padded to a multiple of 16 with zero rows; the padded outputs are sliced off.
+int8's N is padded to a multiple of 16 with zero rows; the padded outputs are sliced off.
 The modules' forward is plain torch (it runs eagerly for fidelity checks) and, exported,
 becomes the dequantize-then-matmul graph that the pass fuses.
 """
@@ -77,30 +79,44 @@ def dequantize_int8(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """w [N, K] -> (qweight i8 [N'/16, K/G, G/2, 16] two nibbles a byte, scale f32 [N'/16, K/G, 16])."""
-    w = _pad_rows(w.detach().float())
+    """w [N, K] -> (qweight i8 [N, K/G, G/2] two nibbles (value + 8) a byte, scale f16 [N, K/G])."""
+    w = w.detach().float()
     n, k = w.shape
     g = w.view(n, k // group, group)
-    scale = g.abs().amax(dim=2).clamp(min=1e-12) / 7.0  # [N, K/G]
-    q = torch.round(g / scale[:, :, None]).clamp(-8, 7).to(torch.int8)  # [N, K/G, G]
+    scale = (g.abs().amax(dim=2).clamp(min=1e-12) / 7.0).half().clamp(min=2**-24)  # [N, K/G]
+    q = torch.round(g / scale.float()[:, :, None]).clamp(-8, 7).to(torch.int8) + 8  # [N, K/G, G], 0..15
     low, high = q[:, :, : group // 2], q[:, :, group // 2 :]
-    packed = (low & 0x0F) | (high << 4)  # int8 arithmetic wraps: high nibble is the sign-carrying one
-    packed = packed.view(n // TILE, TILE, k // group, group // 2).permute(0, 2, 3, 1).contiguous()
-    scale = scale.view(n // TILE, TILE, k // group).permute(0, 2, 1).contiguous()
-    return packed, scale
+    packed = low | (high << 4)  # int8 arithmetic wraps: high nibbles >= 8 make the byte negative
+    return packed.contiguous(), scale.contiguous()
 
 
 def _unpack_int4(qweight: torch.Tensor) -> torch.Tensor:
-    """i8 [A, Gn, G/2, 16] -> signed values i8 [A, Gn, 2, G/2, 16] (low nibbles, then high)."""
-    shifts = torch.tensor([4, 0], dtype=torch.int8).view(1, 1, 2, 1, 1)
-    four = torch.tensor([4], dtype=torch.int8)  # a tensor: IREE cannot lower the scalar shift
-    return torch.bitwise_right_shift(torch.bitwise_left_shift(qweight[:, :, None], shifts), four)
+    """i8 [N, Gn, G/2] -> signed values i8 [N, Gn, 2, G/2] (low nibbles, then high)."""
+    shifts = torch.tensor([0, 4], dtype=torch.int8).view(1, 1, 2, 1)
+    # tensors, not Python scalars: IREE cannot lower some scalar i8 ops the exporter emits
+    mask, offset = torch.tensor([15], dtype=torch.int8), torch.tensor([8], dtype=torch.int8)
+    return torch.bitwise_and(torch.bitwise_right_shift(qweight[:, :, None], shifts), mask) - offset
 
 
 def dequantize_int4(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    a, gn, half, t = qweight.shape
-    w = _unpack_int4(qweight).float() * scale[:, :, None, None, :]  # [A, Gn, 2, G/2, 16]
-    return w.permute(0, 4, 1, 2, 3).reshape(a * t, gn * 2 * half)
+    n, gn, half = qweight.shape
+    return (_unpack_int4(qweight).float() * scale.float()[:, :, None, None]).reshape(n, gn * 2 * half)
+
+
+ACT_BLOCK = 32  # activations quantized to int8 per block of this many inputs by the CPU int4 kernels
+
+
+def quantize_activations(x: torch.Tensor, group: int) -> torch.Tensor:
+    """What the CPU int4 kernels do to x [..., K]: int8 per block of 32 (scale = max|x| / 127,
+    round half to even), returned dequantized. Blocks follow the packed bytes: block j of a group
+    holds its elements j*16..j*16+15 and G/2 + j*16..G/2 + j*16+15 (for G = 32: the whole group)."""
+    *lead, k = x.shape
+    half = group // 2
+    v = x.float().reshape(*lead, k // group, 2, half // 16, 16).transpose(-3, -2)  # [..., Gn, parts, 2, 16]
+    d = v.abs().amax(dim=(-2, -1), keepdim=True) / 127.0
+    inv = torch.where(d > 0, 1.0 / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
+    q = torch.round(v * inv)  # the kernel multiplies by the inverse too
+    return (q * d).transpose(-3, -2).reshape(*lead, k).to(x.dtype)
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +139,10 @@ class QuantLinear(nn.Module):
     def __init__(self, linear: nn.Linear, mode: str, group: int = 32):
         super().__init__()
         self.mode, self.out_features, self.in_features = mode, linear.out_features, linear.in_features
+        self.group = group
+        # Eager reference of the CPU int4 kernels: x quantized like they do. Never set for
+        # export; see quantize_activations.
+        self.quantized_activations = False
         if mode == "int8":
             q, s = quantize_int8(linear.weight)
         else:
@@ -143,10 +163,12 @@ class QuantLinear(nn.Module):
             else:
                 y = torch.matmul(x, w) * self.scale.to(x.dtype)
         else:
-            a, gn, half, t = self.qweight.shape
-            w = _unpack_int4(self.qweight).to(x.dtype) * self.scale.to(x.dtype)[:, :, None, None, :]
-            # [A, Gn, 2, G/2, 16] -> [K, A*16]
-            w = w.permute(1, 2, 3, 0, 4).reshape(k, a * t)
+            if self.quantized_activations:
+                x = quantize_activations(x, self.group)
+            n, gn, half = self.qweight.shape
+            w = _unpack_int4(self.qweight).to(x.dtype) * self.scale[:, :, None, None].to(x.dtype)  # convert after the reshape: one elementwise chain
+            # [N, Gn, 2, G/2] -> [K, N]
+            w = w.permute(1, 2, 3, 0).reshape(k, n)
             y = torch.matmul(x, w)
         y = y[..., : self.out_features]
         return y if self.bias is None else y + self.bias

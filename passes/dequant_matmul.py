@@ -40,12 +40,18 @@ behind an `iree_tensor_ext.compute_barrier.start`: fused into the dispatch of th
 produces x (two reductions and the data-tiling pack), the 330M model's dispatch needed 190 KB
 of stack and failed to compile (limit 32 KB).
 
+int4 (fp32 activations) on x86-64 with AVX2 (`kernel`: the compiled object of
+passes/int4_kernel.py): the matmul becomes a call of a hand-written kernel's dispatch instead
+(a matrix-vector kernel for M=1, a matrix kernel for prefill and batched decode), one dispatch
+per layer reading the packed bytes; code generation of the int4 form stayed below fp32 speed
+here (see int4_kernel.py). Elsewhere int4 keeps the generic fused form.
+
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
 linear layers.
 
 Use: `run(module) -> list of rewritten matmul locations`, or
-`python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir`.
+`python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir [--cpu-tiles] [--int4-kernel]`.
 """
 
 from __future__ import annotations
@@ -319,7 +325,7 @@ def _constant(value: ir.Value) -> Optional[ir.Attribute]:
 def _unrolled_dims(m: _Match) -> list[int]:
     """Small reduction dims that only select elements of 1-d constant leaves.
 
-    The int4 nibble index is one: it picks the shift amount from a [4, 0] constant. Indexing a
+    The int4 nibble index is one: it picks the shift amount from a [0, 4] constant. Indexing a
     constant by a loop dim (or with a constant map) makes IREE emit scalar code, so the dim is
     unrolled instead: one copy of the dequant body per value, with the constants as scalars.
     """
@@ -436,12 +442,17 @@ def rewrite(m: _Match, cpu_tiles: bool = False) -> ir.Operation:
             ).result
         if len(n_sizes) > 1:
             result = tensor.CollapseShapeOp(m.matmul.results[0].type, result, _reassociation([[0], list(range(1, 1 + len(n_sizes)))])).result
+    _replace_matched(m, result)
+    return fused.operation
+
+
+def _replace_matched(m: _Match, result: ir.Value) -> None:
+    """Uses of the matmul take `result`; the matmul and its now unused dequant chain go."""
     m.matmul.results[0].replace_all_uses_with(result)
     m.matmul.erase()
     for op in [*m.dead, *reversed(m.generics)]:
         if all(not list(r.uses) for r in op.results):
             op.erase()
-    return fused.operation
 
 
 def _integer_weight(m: _Match) -> Optional[ir.Value]:
@@ -523,11 +534,7 @@ def rewrite_integer(m: _Match) -> None:
 
         result = _generic(m.matmul.results[0].type, [acc, amax, m.init], empty([rows, n], f32),
                           ["(m, n) -> (m, n)", "(m, n) -> (m)", "(m, n) -> (m, n)", "(m, n) -> (m, n)"], [_PAR, _PAR], rescale)
-    m.matmul.results[0].replace_all_uses_with(result)
-    m.matmul.erase()
-    for op in [*m.dead, *reversed(m.generics)]:
-        if all(not list(r.uses) for r in op.results):
-            op.erase()
+    _replace_matched(m, result)
 
 
 def _drop_unit_lead(value: ir.Value) -> ir.Value:
@@ -584,16 +591,91 @@ def _inline_chain(m: _Match, leaf_args: list[ir.Value]) -> ir.Value:
     return emit(m.generics[-1])
 
 
+_INT4_BODY = {"arith.shrsi", "arith.andi", "arith.subi", "arith.sitofp", "arith.extf", "arith.mulf"}
+
+
+def _zero_fill(value: ir.Value) -> bool:
+    op = _producer(value)
+    if op is None or op.name != "linalg.fill":
+        return False
+    const = _producer(op.operands[0])
+    return const is not None and const.name == "arith.constant" and str(const.attributes["value"]).startswith("0.0")
+
+
+def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.Value, ir.Value]]:
+    """(M or None if dynamic, K, N, G, qweight, scale) if `m` is quant.py's int4 layout.
+
+    x [M, K] f32 into a zero-filled [M, N] f32. The weight: D = [N, K/G, 2, G/2] from
+    qweight i8 [N, K/G, G/2] shifted right by [0, 4] along the nibble dim, masked with 15,
+    minus 8, converted and multiplied by scale f16 [N, K/G] widened to f32 (nothing else).
+    """
+    f32 = ir.F32Type.get()
+    lhs_t = ir.RankedTensorType(m.lhs.type)
+    if lhs_t.element_type != f32 or ir.RankedTensorType(m.init.type).element_type != f32:
+        return None
+    if len(m.d_shape) != 4 or m.n_dims != [0] or m.k_dims != [1, 2, 3] or m.d_shape[2] != 2 or _unrolled_dims(m) != [2]:
+        return None
+    if not _zero_fill(m.init):
+        return None
+    ops = {o.name for g in m.generics for o in g.opview.region.blocks[0].operations} - {"linalg.yield"}
+    if ops != _INT4_BODY:
+        return None
+    tables = [l for l in m.leaves if _scalar(l, {2: 0}) is not None]
+    if sorted(int(str(_scalar(l, {2: 0})).split(":")[0]) for l in tables) != [0, 8, 15] or \
+            sorted(int(str(_scalar(l, {2: 1})).split(":")[0]) for l in tables) != [4, 8, 15]:
+        return None
+    tensors = [l for l in m.leaves if l not in tables]
+    n, gn, _, half = m.d_shape
+    q = [l for l in tensors if l.dims == [0, 1, 3] and _shape(l.value) == [n, gn, half]
+         and ir.RankedTensorType(l.value.type).element_type == ir.IntegerType.get_signless(8)]
+    s = [l for l in tensors if l.dims == [0, 1] and _shape(l.value) == [n, gn] and ir.RankedTensorType(l.value.type).element_type == ir.F16Type.get()]
+    if len(tensors) != 2 or len(q) != 1 or len(s) != 1:
+        return None
+    rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
+    return rows, gn * 2 * half, n, 2 * half, q[0].value, s[0].value
+
+
+def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir.Operation]:
+    """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py)."""
+    from . import int4_kernel
+
+    found = _int4_layout(m)
+    if found is None:
+        return None
+    rows, k, n, group, qweight, scale = found
+    if not int4_kernel.fits(k, group, rows):
+        return None
+    name = int4_kernel.function_name(k, n, group, rows)
+    module = m.matmul.parent
+    while module.name != "builtin.module":
+        module = module.parent
+    if name not in defined:
+        defs = ir.Module.parse(int4_kernel.definitions(k, n, group, kernel, rows))
+        body = module.regions[0].blocks[0]
+        for op in list(defs.body.operations):
+            op.detach_from_parent()
+            body.append(op)
+        defined.add(name)
+    with ir.InsertionPoint(m.matmul), m.matmul.location:
+        call = ir.Operation.create(
+            "util.call", results=[m.matmul.results[0].type], operands=[m.lhs, qweight, scale],
+            attributes={"callee": ir.FlatSymbolRefAttr.get(name),
+                        "tied_operands": ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IndexType.get(), -1)])})
+    _replace_matched(m, call.results[0])
+    return call
+
+
 INT8_ACTIVATIONS = ("none", "prefill", "all")  # which int8 matmuls quantize activations (see the module doc)
 
 
-def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none") -> list[str]:
+def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
     measured tile sizes (see `_decode_cpu_config`). `int8_activations`: "prefill" makes int8
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
-    matmul, "none" none.
+    matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
+    int4 matmuls call them instead of a generated loop.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -605,7 +687,7 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         return ir.WalkResult.ADVANCE
 
     module.operation.walk(collect)
-    done = []
+    done, defined = [], set()
     for op in matmuls:
         m = match(op)
         if m is None:
@@ -615,17 +697,17 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         if _integer_weight(m) is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
             rewrite_integer(m)
-        else:
+        elif kernel is None or _call_int4_kernel(m, kernel, defined) is None:
             rewrite(m, cpu_tiles)
     return done
 
 
-def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none") -> int:
+def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None) -> int:
     """Parse an MLIR file (text or bytecode), run the pass, write text; returns the rewrite count."""
     with ir.Context() as ctx:
         ctx.allow_unregistered_dialects = False
         module = ir.Module.parse(Path(src).read_bytes())
-        done = run(module, cpu_tiles, int8_activations)
+        done = run(module, cpu_tiles, int8_activations, kernel)
         module.operation.verify()
         if Path(dst).suffix == ".mlirbc":
             with open(dst, "wb") as f:
@@ -642,8 +724,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cpu-tiles", action="store_true", help="add our decode tile sizes for IREE's llvm-cpu backend")
     p.add_argument("--int8-activations", choices=INT8_ACTIVATIONS, default="none",
                    help="int8 matmuls to run as i8 x i8 -> i32 with activations quantized per row")
+    p.add_argument("--int4-kernel", action="store_true",
+                   help="int4 matmuls call the AVX2 kernels (their object is written beside OUT; x86-64 llvm-cpu only)")
     args = p.parse_args(argv)
-    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations)
+    kernel = None
+    if args.int4_kernel:
+        from . import int4_kernel
+
+        try:
+            kernel = int4_kernel.build_object(args.output.resolve().parent)
+        except int4_kernel.KernelUnavailable as e:
+            from iree_glm.errors import UserError
+
+            raise UserError(f"--int4-kernel: {e}") from None
+    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations, kernel)
     print(f"dequant-matmul: fused {n} matmul(s)")
     return 0
 

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from iree.compiler import ir
-from iree_glm.passes import dequant_matmul
+from iree_glm.passes import dequant_matmul, int4_kernel
 
 TESTDATA = Path(__file__).resolve().parent.parent / "passes" / "testdata"
 FLAGS = ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 
 
-def _rewrite(name: str, cpu_tiles: bool = False) -> tuple[str, int]:
+def _rewrite(name: str, cpu_tiles: bool = False, kernel: Path | None = None) -> tuple[str, int]:
     with ir.Context():
         module = ir.Module.parse((TESTDATA / name).read_text())
-        done = dequant_matmul.run(module, cpu_tiles)
+        done = dequant_matmul.run(module, cpu_tiles, kernel=kernel)
         module.operation.verify()
         return str(module), len(done)
 
@@ -75,7 +75,7 @@ def test_int4_unpack_stays_in_the_inner_loop():
     text, _ = _rewrite("int4_group.mlir")
     fused = text[text.index("linalg.generic"):]
     body = fused[: fused.index("} ->")]
-    for op in ("arith.shli", "arith.shrsi", "arith.sitofp", "arith.mulf", "arith.addf"):
+    for op in ("arith.shrsi", "arith.andi", "arith.subi", "arith.sitofp", "arith.extf", "arith.mulf", "arith.addf"):
         assert op in body
 
 
@@ -121,19 +121,19 @@ def test_fused_matches_unfused(name, fn, m, cpu_tiles):
 
 
 def test_int4_nibble_dim_unrolled_on_a_folded_shift_constant():
-    """IREE folds the exporter's [4, 0] shifts and their unit reshape into one 5-d constant; the
+    """IREE folds the exporter's [0, 4] shifts and their unit reshape into one 5-d constant; the
     nibble dim is still unrolled (no shift tensor read in the loop) and the numbers match."""
     original = (TESTDATA / "int4_group.mlir").read_text()
     folded = original.replace(
-        "%sh = tensor.expand_shape %shifts [[0, 1, 2, 3, 4]] output_shape [1, 1, 2, 1, 1] : tensor<2xi8> into tensor<1x1x2x1x1xi8>",
-        "%sh = arith.constant dense<[[[[[4]], [[0]]]]]> : tensor<1x1x2x1x1xi8>")
+        "%sh = tensor.expand_shape %shifts [[0, 1, 2, 3]] output_shape [1, 1, 2, 1] : tensor<2xi8> into tensor<1x1x2x1xi8>",
+        "%sh = arith.constant dense<[[[[0], [4]]]]> : tensor<1x1x2x1xi8>")
     assert folded != original
     with ir.Context():
         module = ir.Module.parse(folded)
         assert len(dequant_matmul.run(module, cpu_tiles=True)) == 2
         text = str(module)
     generics = [g for g in text.split("linalg.generic")[1:] if "reduction" in g[: g.index("{", g.index("iterator_types"))]]
-    assert generics and all("1x1x2x1x1xi8" not in g[: g.index("^bb0")] for g in generics)
+    assert generics and all("1x1x2x1xi8" not in g[: g.index("^bb0")] for g in generics)
     x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
     np.testing.assert_allclose(_compile_and_run(text, "decode", x), _compile_and_run(folded, "decode", x), rtol=1e-5, atol=1e-5)
 
@@ -185,3 +185,60 @@ def test_integer_form_matches_unfused_within_the_rounding_bound():
     assert not np.allclose(got, want, rtol=1e-6, atol=1e-7)  # it is the integer path, not the f32 one
     q = np.round(x / np.maximum(s_x, 1e-38))  # the same numbers from numpy: integer product, then scales
     np.testing.assert_allclose(got, (q.astype(np.float64) @ w) * s_x, rtol=2e-5, atol=1e-5)
+
+@pytest.fixture(scope="module")
+def int4_kernel_object(tmp_path_factory):
+    reason = int4_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
+    return int4_kernel.build_object(tmp_path_factory.mktemp("int4_kernel"))
+
+
+def _kernel_reference(x: np.ndarray, text: str) -> np.ndarray:
+    """What the kernel computes on int4_group.mlir's weights: torch's model of it (quant.py)."""
+    import re
+
+    import torch
+    from iree_glm.quant import dequantize_int4, quantize_activations
+
+    q = np.frombuffer(bytes.fromhex(re.search(r'@qweight = dense<"0x([0-9A-F]+)">', text).group(1)), np.int8).reshape(32, 2, 16)
+    s = np.frombuffer(bytes.fromhex(re.search(r'@scale = dense<"0x([0-9A-F]+)">', text).group(1)), np.float16).reshape(32, 2)
+    w = dequantize_int4(torch.from_numpy(q.copy()), torch.from_numpy(s.copy()))
+    return (quantize_activations(torch.from_numpy(x), 32) @ w.T).numpy()
+
+
+def test_int4_calls_the_kernels(int4_kernel_object):
+    """With the kernel object, the int4 matmuls become calls of dispatches that link it
+    (hal.import.static): the matrix-vector kernel for M=1, the matrix kernel for dynamic M."""
+    text, n = _rewrite("int4_group.mlir", cpu_tiles=True, kernel=int4_kernel_object)
+    assert n == 2
+    for fn, callee in (("decode", "iree_glm_int4_matvec_64x32g32"), ("prefill", "iree_glm_int4_matvec_64x32g32_mdyn")):
+        body = text[text.index(f"util.func public @{fn}"):]
+        body = body[: body.index("util.return")]
+        assert f"util.call @{callee}(" in body
+        assert "linalg.generic" not in body and "linalg.matmul" not in body
+    assert f'hal.executable.object<{{path = "{int4_kernel_object}"}}>' in text
+    for symbol in (int4_kernel.SYMBOL, int4_kernel.MATMUL_SYMBOL):
+        assert f"func.func private @{symbol}(" in text
+    assert text.count("hal.import.static") == 2
+
+
+@pytest.mark.parametrize("fn,m", [("decode", 1), ("prefill", 1), ("prefill", 3), ("prefill", 13)])
+def test_int4_kernels_match_their_torch_model_and_the_unfused_form(int4_kernel_object, fn, m):
+    original = (TESTDATA / "int4_group.mlir").read_text()
+    fused, _ = _rewrite("int4_group.mlir", cpu_tiles=True, kernel=int4_kernel_object)
+    for seed in range(2):
+        x = np.random.default_rng(seed).standard_normal((m, 64)).astype(np.float32)
+        got = _compile_and_run(fused, fn, x)
+        # Exact model: x quantized per block of 32 like the kernels (quant.quantize_activations).
+        np.testing.assert_allclose(got, _kernel_reference(x, original), rtol=1e-5, atol=1e-5)
+        # Against fp32 activations (the unfused form): the int8 rounding of x, < 1% of the outputs' range.
+        want = _compile_and_run(original, fn, x)
+        assert np.abs(got - want).max() < 0.01 * np.abs(want).max()
+        assert np.abs(got - want).max() > 0  # activations really were quantized
+
+
+def test_int4_kernel_not_used_for_other_layouts(int4_kernel_object):
+    """int8 weights keep their generated forms even when the int4 kernel is offered."""
+    text, n = _rewrite("int8_channel.mlir", cpu_tiles=True, kernel=int4_kernel_object)
+    assert n == 2 and "util.call" not in text and "stream.executable" not in text

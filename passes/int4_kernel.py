@@ -1,0 +1,196 @@
+"""The CPU int4 kernels: hand-written AVX2 matrix products linked into IREE dispatches.
+
+IREE's code generation of the fused int4 dequant-matmul (passes/dequant_matmul.py) stayed
+below fp32 speed on this AVX2 CPU in every form tried (the nibble unpacking and the two-level
+group reduction came out as transposes or scalar code; README, "Quantized weights"). For int4
+layers with fp32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead replaces the
+matmul by a dispatch that calls `kernels/int4_matvec_avx2.c`: a matrix-vector kernel for
+decode (M=1) and a matrix kernel for prefill and batched decode (8 rows of x per call), both
+with integer dot products in the manner of llama.cpp's Q4_0 x Q8_0 (x quantized to int8 per
+block of 32 at run time).
+
+IREE links the object into the dispatch's executable (a `stream.executable` whose function
+declaration is `hal.import.static`, see IREE's samples/custom_dispatch/cpu/embedded). The
+object is compiled at build time with the system C compiler; other targets keep the generic
+fused form. What the kernels compute is modelled in torch by `quant.quantize_activations`
+(tests compare the two).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+SOURCE = Path(__file__).resolve().parent / "kernels" / "int4_matvec_avx2.c"
+SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
+MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # ROWS rows of x per call (prefill, batched decode)
+MAX_K = 8192  # the kernels keep x's int8 copy on the stack: K bytes (decode), ROWS * K (matmul)
+MAX_K_ROWS = 4096
+ROWS = 8
+BLOCK = 32  # activation block; group sizes must be multiples
+WORKGROUPS = 16  # row ranges per dispatch: several per core balance shared cores
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
+          "-fno-asynchronous-unwind-tables", "-fno-exceptions"]
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernel cannot be used for this build (the reason is the message)."""
+
+
+def host_reason() -> Optional[str]:
+    """Why this machine cannot run the kernel (None if it can): x86-64 with AVX2, FMA and F16C."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the host is {platform.machine()}, the kernel is x86-64 only"
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return "cannot read /proc/cpuinfo to check for AVX2"
+    missing = [f for f in ("avx2", "fma", "f16c") if f not in flags]
+    return f"the CPU lacks {', '.join(missing)}" if missing else None
+
+
+def _compiler() -> Optional[str]:
+    return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the kernel cannot be built and run here (None if it can)."""
+    return host_reason() or (None if _compiler() else "no C compiler (cc, gcc or clang) on PATH")
+
+
+def build_object(folder: Path) -> Path:
+    """Compile the kernel to an ELF object in `folder` (kept until IREE has linked it)."""
+    reason = unavailable_reason()
+    if reason:
+        raise KernelUnavailable(reason)
+    cc = _compiler()
+    obj = Path(folder) / "int4_matvec_avx2.o"
+    proc = subprocess.run([cc, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KernelUnavailable(f"{cc} failed on {SOURCE.name}: {proc.stderr.strip().splitlines()[-1:]}")
+    return obj
+
+
+def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
+    """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
+    return group % BLOCK == 0 and k % group == 0 and k <= (MAX_K if m == 1 else MAX_K_ROWS)
+
+
+def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
+    rows = "" if m == 1 else f"_m{m if m is not None else 'dyn'}"
+    return f"iree_glm_int4_matvec_{k}x{n}g{group}{rows}"
+
+
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> str:
+    """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
+
+    The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
+    [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (times
+    ceil(M / ROWS) for M != 1: the matmul kernel). M is static or None (dynamic).
+    """
+    if m != 1:
+        return _matmul_definitions(k, n, group, obj, m)
+    name, gn, half = function_name(k, n, group), k // group, group // 2
+    rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
+    count = -(-n // rows)
+    qn, sn = n * gn * half, n * gn
+    sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index"
+    return f"""
+stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
+  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    stream.return %count, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %g = arith.constant {group} : index
+      %qn = arith.constant {qn} : index
+      %sn = arith.constant {sn} : index
+      %rows = arith.constant {rows} : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %rows : index
+      %r1 = arith.addi %r0, %rows : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
+      func.call @{SYMBOL}(%x, %q, %s, %y, %n, %k, %g, %r0, %r1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
+  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
+  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf, %sf) : (tensor<{k}xf32>, tensor<{qn}xi8>, tensor<{sn}xf16>) -> tensor<{n}xf32>
+  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
+  util.return %y2 : tensor<1x{n}xf32>
+}}
+"""
+
+
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int]) -> str:
+    name, gn, half = function_name(k, n, group, m), k // group, group // 2
+    rows = -(-n // WORKGROUPS)
+    count = -(-n // rows)
+    qn, sn = n * gn * half, n * gn
+    mt = "?" if m is None else str(m)
+    dims = "{%m}" if m is None else ""
+    sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index"
+    get_m = "%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>".format(k=k) if m is None else f"%m = arith.constant {m} : index"
+    return f"""
+stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
+  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {ROWS})>()[%m]
+    stream.return %count, %chunks, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %g = arith.constant {group} : index
+      %qn = arith.constant {qn} : index
+      %sn = arith.constant {sn} : index
+      %rows = arith.constant {rows} : index
+      %chunk = arith.constant {ROWS} : index
+      %xn = arith.muli %m, %k : index
+      %yn = arith.muli %m, %n : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+      %r0 = arith.muli %wx, %rows : index
+      %r1 = arith.addi %r0, %rows : index
+      %m0 = arith.muli %wy, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{MATMUL_SYMBOL}(%x, %q, %s, %y, %m, %n, %k, %g, %r0, %r1, %m0) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  {get_m}
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%x, %qf, %sf, %m) : (tensor<{mt}x{k}xf32>{dims}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<{mt}x{n}xf32>{dims}
+  util.return %y : tensor<{mt}x{n}xf32>
+}}
+"""
