@@ -437,6 +437,21 @@ def machine_summary() -> str:
     return f"{model}, {os.cpu_count()} cores, load average {load}"
 
 
+BUSY_LOAD_PER_CORE = 0.5  # load average per core above which other work shares the cores
+
+
+def load_warning() -> str | None:
+    """A warning if other work is running: every calibration of this project's host taken under
+    load (average 6-9 on 2 cores) came out 5-12x slower than a quiet one."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= BUSY_LOAD_PER_CORE * cores:
+        return None
+    return (f"load average {load:.1f} on {cores} cores before measuring: other work shares the cores, "
+            "so every number will be too slow; calibrate on an idle machine")
+
+
 def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str], None] = lambda m: None,
               lowering: dict | None = None, rounds: int = 3) -> str:
     """Measure `driver` (and the host CPU when it is another device) and return profile TOML.
@@ -452,6 +467,9 @@ def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str]
 
         choice = choose(**lowering, progress=progress)
     mem, llc = _memory_gb(), last_level_cache_mb()
+    busy = load_warning()
+    if busy:
+        progress(f"warning: {busy}")
     before = machine_summary()
     main = measure(driver, repeats, rounds, progress)
     host = measure("local-task", repeats, rounds, progress) if target.backend != "llvm-cpu" else None
@@ -460,6 +478,7 @@ def calibrate(driver: str, name: str, repeats: int = 5, progress: Callable[[str]
             f"# ({before}; at the end: {machine_summary().rsplit('load average ', 1)[-1]}); medians of {rounds} rounds",
             "# of every benchmark; numbers measured there except power.",
             "# Re-run on the target machine rather than editing throughput by hand.",
+            *([f"# WARNING: {busy}."] if busy else []),
             "format_version = 1", f'name = "{name}"', f'description = "calibrated: {driver} on this machine"',
             "", "[policy]", 'objective = "latency"', "memory_reserve_gb = 1.0"]
     if choice is not None:

@@ -140,3 +140,15 @@ def test_compile_rejects_a_bad_profile_before_building(tmp_path, capsys):
         assert run_cli(main, ["-o", str(tmp_path / "b"), "--profile", profile]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+
+
+def test_calibrate_warns_when_other_work_shares_the_cores(monkeypatch):
+    """Calibrations taken under load were 5-12x slow: `load_warning` is what calibrate prints
+    and writes into the profile's header then."""
+    from iree_glm import calibrate
+
+    cores = calibrate.os.cpu_count() or 1
+    monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (0.4 * cores, 0.0, 0.0))
+    assert calibrate.load_warning() is None
+    monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (3.0 * cores, 0.0, 0.0))
+    assert calibrate.load_warning().startswith(f"load average {3.0 * cores:.1f} on {cores} cores before measuring")
