@@ -34,9 +34,6 @@ BACKENDS = ("llvm-cpu", "vulkan-spirv", "cuda", "rocm", "metal-spirv", "webgpu-s
 DEFAULT_FLAGS = "@defaults"
 # "@tuning-spec:NAME" expands to --iree-codegen-tuning-spec-path of our spec passes/tuning/NAME.mlir.
 TUNING_SPEC = "@tuning-spec:"
-# Which matmuls on int8 weights also quantize their activations per row and multiply in integers
-# (none, prefill: calls with a dynamic row count, all): defined by the pass that does it.
-from .passes.dequant_matmul import INT8_ACTIVATIONS  # noqa: E402
 
 
 def tuning_spec_path(name: str) -> Path | None:
@@ -241,6 +238,10 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         if f.startswith(TUNING_SPEC) and tuning_spec_path(f[len(TUNING_SPEC):]) is None:
             raise c.fail(f"{where}.flags[{j}]", f"unknown tuning spec '{f[len(TUNING_SPEC):]}' (shipped: {', '.join(tuning_specs())})")
     act = c.choice(f"{where}.activation_dtype", d.get("activation_dtype", "f32"), ("f32", "f16", "bf16"), "activation dtype")
+    # Which int8-weight matmuls quantize activations: defined by the pass that does it, imported
+    # here only (it loads the compiler's MLIR bindings, which the runtime must not need).
+    from .passes.dequant_matmul import INT8_ACTIVATIONS
+
     int8_act = c.choice(f"{where}.int8_activations", d.get("int8_activations", "none"), INT8_ACTIVATIONS, "int8_activations mode")
     peaks: dict[str, float] = {}
     for k, v in d["peak_gflops"].items():
