@@ -483,15 +483,15 @@ def _generic(out_type: ir.Type, ins: list[ir.Value], init: ir.Value, maps: list[
     return op.results[0]
 
 
-def rewrite_integer(m: _Match) -> None:
+def rewrite_integer(m: _Match, q_weight: ir.Value) -> None:
     """Replace the matched matmul by: per-row int8 activations, i8 x i8 -> i32 matmul, rescale.
 
     y[m, n] = init[m, n] + acc[m, n] * max|x[m, :]| / 127, with acc the integer product of
-    q[m, k] = round(x[m, k] * 127 / max|x[m, :]|) and the stored i8 weight viewed as [K, N].
+    q[m, k] = round(x[m, k] * 127 / max|x[m, :]|) and `q_weight` (the stored i8 leaf,
+    `_integer_weight`) viewed as [K, N].
     """
     from iree.compiler.dialects import arith, math
 
-    q_weight = _integer_weight(m)
     f32 = ir.F32Type.get()
     i8, i32 = ir.IntegerType.get_signless(8), ir.IntegerType.get_signless(32)
     lhs_t = ir.RankedTensorType(m.lhs.type)
@@ -695,8 +695,9 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         done.append(str(op.location))
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
-        if _integer_weight(m) is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
-            rewrite_integer(m)
+        q_weight = _integer_weight(m)
+        if q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
+            rewrite_integer(m, q_weight)
         elif kernel is None or _call_int4_kernel(m, kernel, defined) is None:
             rewrite(m, cpu_tiles)
     return done
