@@ -652,10 +652,12 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir
     if name not in defined:
         defs = ir.Module.parse(int4_kernel.definitions(k, n, group, kernel, rows))
         body = module.regions[0].blocks[0]
-        for op in list(defs.body.operations):
-            op.detach_from_parent()
-            body.append(op)
-        defined.add(name)
+        for op in list(defs.body.operations):  # layers with the same K share the quantization dispatch
+            symbol = ir.StringAttr(op.attributes["sym_name"]).value
+            if symbol not in defined:
+                op.detach_from_parent()
+                body.append(op)
+                defined.add(symbol)
     with ir.InsertionPoint(m.matmul), m.matmul.location:
         call = ir.Operation.create(
             "util.call", results=[m.matmul.results[0].type], operands=[m.lhs, qweight, scale],

@@ -26,14 +26,19 @@ from typing import Optional
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "int4_matvec_avx2.c"
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
-MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # ROWS rows of x per call (prefill, batched decode)
-MAX_K = 8192  # the kernels keep x's int8 copy on the stack: K bytes (decode), ROWS * K (matmul)
-MAX_K_ROWS = 4096
-ROWS = 8
+QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
+MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
+MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
-WORKGROUPS = 16  # row ranges per dispatch: several per core balance shared cores
+PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
+WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
+QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
+N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
+M_CHUNK = 64  # ... times ranges of this many rows of x
+# -fno-tree-ter: without it GCC 12 moves the matrix kernel's vpmaddubsw ahead of their adds and
+# spills them (1.35x slower; clang ignores the flag with a warning).
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
-          "-fno-asynchronous-unwind-tables", "-fno-exceptions"]
+          "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-fno-tree-ter"]
 
 
 class KernelUnavailable(RuntimeError):
@@ -77,7 +82,7 @@ def build_object(folder: Path) -> Path:
 
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
     """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
-    return group % BLOCK == 0 and k % group == 0 and k <= (MAX_K if m == 1 else MAX_K_ROWS)
+    return group % BLOCK == 0 and k % group == 0 and (m != 1 or k <= MAX_K)
 
 
 def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
@@ -85,12 +90,18 @@ def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
     return f"iree_glm_int4_matvec_{k}x{n}g{group}{rows}"
 
 
+def quantize_name(k: int, group: int, m: Optional[int]) -> str:
+    """The quantization dispatch's name: one per K, G and M, shared by the layers with that input."""
+    return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
+
+
 def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> str:
-    """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
+    """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
-    [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (times
-    ceil(M / ROWS) for M != 1: the matmul kernel). M is static or None (dynamic).
+    [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (M = 1: the
+    matrix-vector kernel), or for M != 1 the quantization and matrix dispatches
+    (`_matmul_definitions`). M is static or None (dynamic).
     """
     if m != 1:
         return _matmul_definitions(k, n, group, obj, m)
@@ -141,21 +152,53 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 
 
 def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int]) -> str:
+    """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
+    kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
-    rows = -(-n // WORKGROUPS)
+    qname = quantize_name(k, group, m)
+    rows = -(-n // N_CHUNKS // PANEL) * PANEL
     count = -(-n // rows)
-    qn, sn = n * gn * half, n * gn
+    qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
-    sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index"
+    qsig = "memref<?xf32>, memref<?xi8>, index, index, index, index, index"
+    sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
     get_m = "%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>".format(k=k) if m is None else f"%m = arith.constant {m} : index"
+    target = '#hal.executable.target<"llvm-cpu", "embedded-elf-x86_64">'
     return f"""
+stream.executable private @{qname}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
+  {target} = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+  stream.executable.export public @{qname} workgroups(%m: index) -> (index, index, index) {{
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
+    stream.return %chunks, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{QUANTIZE_SYMBOL}({qsig}) attributes {{hal.import.static}}
+    func.func @{qname}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %g = arith.constant {group} : index
+      %row = arith.constant {xq_row} : index
+      %chunk = arith.constant {QUANT_ROWS} : index
+      %xn = arith.muli %m, %k : index
+      %on = arith.muli %m, %row : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %chunk : index
+      %r1 = arith.addi %r0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
+      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
+      func.call @{QUANTIZE_SYMBOL}(%x, %o, %m, %k, %g, %r0, %r1) : ({qsig}) -> ()
+      return
+    }}
+  }}
+}}
 stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
-  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+  {target} = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index
     %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {ROWS})>()[%m]
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
     stream.return %count, %chunks, %c1 : index, index, index
   }}
   builtin.module {{
@@ -167,30 +210,41 @@ stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal
       %g = arith.constant {group} : index
       %qn = arith.constant {qn} : index
       %sn = arith.constant {sn} : index
+      %row = arith.constant {xq_row} : index
       %rows = arith.constant {rows} : index
-      %chunk = arith.constant {ROWS} : index
-      %xn = arith.muli %m, %k : index
+      %chunk = arith.constant {M_CHUNK} : index
+      %xn = arith.muli %m, %row : index
       %yn = arith.muli %m, %n : index
       %wx = stream.dispatch.workgroup.id[0] : index
       %wy = stream.dispatch.workgroup.id[1] : index
       %r0 = arith.muli %wx, %rows : index
       %r1 = arith.addi %r0, %rows : index
       %m0 = arith.muli %wy, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
+      %m1 = arith.addi %m0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
       %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
       %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
       %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{MATMUL_SYMBOL}(%x, %q, %s, %y, %m, %n, %k, %g, %r0, %r1, %m0) : ({sig}) -> ()
+      func.call @{MATMUL_SYMBOL}(%x, %q, %s, %y, %m, %n, %k, %g, %r0, %r1, %m0, %m1) : ({sig}) -> ()
       return
     }}
   }}
 }}
 util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
+  %row = arith.constant {xq_row} : index
   {get_m}
+  %on = arith.muli %m, %row : index
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
   %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
-  %y = flow.dispatch @{name}_exe::@{name}[%m](%x, %qf, %sf, %m) : (tensor<{mt}x{k}xf32>{dims}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<{mt}x{n}xf32>{dims}
+  %xq = flow.dispatch @{qname}_exe::@{qname}[%m](%x, %m) : (tensor<{mt}x{k}xf32>{dims}, index) -> tensor<?xi8>{{%on}}
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %sf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<{mt}x{n}xf32>{dims}
   util.return %y : tensor<{mt}x{n}xf32>
 }}
 """
+
+
+def xq_row_bytes(k: int) -> int:
+    """Bytes of one quantized row of x (the C kernel's xq_row_bytes): K int8, K/32 f32 scales
+    and K/32 i32 sums, padded to 32."""
+    return k + -(-(k // BLOCK * 8) // 32) * 32

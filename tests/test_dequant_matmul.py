@@ -209,7 +209,8 @@ def _kernel_reference(x: np.ndarray, text: str) -> np.ndarray:
 
 def test_int4_calls_the_kernels(int4_kernel_object):
     """With the kernel object, the int4 matmuls become calls of dispatches that link it
-    (hal.import.static): the matrix-vector kernel for M=1, the matrix kernel for dynamic M."""
+    (hal.import.static): the matrix-vector kernel for M=1; for dynamic M the quantization of x
+    and the matrix kernel."""
     text, n = _rewrite("int4_group.mlir", cpu_tiles=True, kernel=int4_kernel_object)
     assert n == 2
     for fn, callee in (("decode", "iree_glm_int4_matvec_64x32g32"), ("prefill", "iree_glm_int4_matvec_64x32g32_mdyn")):
@@ -218,12 +219,12 @@ def test_int4_calls_the_kernels(int4_kernel_object):
         assert f"util.call @{callee}(" in body
         assert "linalg.generic" not in body and "linalg.matmul" not in body
     assert f'hal.executable.object<{{path = "{int4_kernel_object}"}}>' in text
-    for symbol in (int4_kernel.SYMBOL, int4_kernel.MATMUL_SYMBOL):
+    for symbol in (int4_kernel.SYMBOL, int4_kernel.QUANTIZE_SYMBOL, int4_kernel.MATMUL_SYMBOL):
         assert f"func.func private @{symbol}(" in text
-    assert text.count("hal.import.static") == 2
+    assert text.count("hal.import.static") == 3
 
 
-@pytest.mark.parametrize("fn,m", [("decode", 1), ("prefill", 1), ("prefill", 3), ("prefill", 13)])
+@pytest.mark.parametrize("fn,m", [("decode", 1), ("prefill", 1), ("prefill", 3), ("prefill", 13), ("prefill", 70)])
 def test_int4_kernels_match_their_torch_model_and_the_unfused_form(int4_kernel_object, fn, m):
     original = (TESTDATA / "int4_group.mlir").read_text()
     fused, _ = _rewrite("int4_group.mlir", cpu_tiles=True, kernel=int4_kernel_object)

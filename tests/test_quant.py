@@ -217,8 +217,9 @@ def test_int4_dispatches_read_packed_bytes(int4_bundle, fp32_model):
 
 def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     """On an AVX2 host every int4 matmul is a kernel dispatch: per layer shape one executable
-    for decode (M=1) and one for prefill (dynamic M) link the object, and no generated
-    dispatch reads a packed int4 weight (a silent fallback to the generic form fails here)."""
+    for decode (M=1) and one for prefill (dynamic M, after a quantization dispatch per input
+    size) link the object, and no generated dispatch reads a packed int4 weight (a silent
+    fallback to the generic form fails here)."""
     result, dump = int4_bundle
     if not _int4_kernel_expected():
         assert result.manifest.options["int4_kernel"]["kernel"] == "generic"
@@ -229,6 +230,8 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     kernels = sorted(dump.glob("*iree_glm_int4_matvec_*.mlir"))
     assert sorted(f.name for f in kernels) == sorted(
         f"module_iree_glm_int4_matvec_{k}x{n}g32{rows}_exe.mlir" for k, n in layers for rows in ("", "_mdyn"))
+    quantize = sorted(f.name for f in dump.glob("*iree_glm_int4_quantize_*.mlir"))  # x's rows, once per input size
+    assert quantize == sorted(f"module_iree_glm_int4_quantize_{k}g32_mdyn_exe.mlir" for k in {k for k, _ in layers})
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
