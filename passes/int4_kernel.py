@@ -4,10 +4,10 @@ IREE's code generation of the fused int4 dequant-matmul (passes/dequant_matmul.p
 below fp32 speed on this AVX2 CPU in every form tried (the nibble unpacking and the two-level
 group reduction came out as transposes or scalar code; README, "Quantized weights"). For int4
 layers with fp32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead replaces the
-matmul by a dispatch that calls `kernels/int4_matvec_avx2.c`: a matrix-vector kernel for
-decode (M=1) and a matrix kernel for prefill and batched decode (8 rows of x per call), both
-with integer dot products in the manner of llama.cpp's Q4_0 x Q8_0 (x quantized to int8 per
-block of 32 at run time).
+matmul by dispatches that call `kernels/int4_matvec_avx2.c`: a matrix-vector kernel for
+decode (M=1); for prefill and batched decode a dispatch quantizing x's rows, then a matrix
+kernel on tiles of 4 rows of x x 16 weight rows; all with integer dot products in the manner
+of llama.cpp's Q4_0 x Q8_0 (x quantized to int8 per block of 32 at run time).
 
 IREE links the object into the dispatch's executable (a `stream.executable` whose function
 declaration is `hal.import.static`, see IREE's samples/custom_dispatch/cpu/embedded). The

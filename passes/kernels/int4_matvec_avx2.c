@@ -1,5 +1,6 @@
 // int4 x f32 matrix products, AVX2 + FMA + F16C, linked into IREE dispatches: a matrix-vector
-// kernel for decode (M = 1) and a matrix kernel for prefill / batched decode (8 rows of x per call).
+// kernel for decode (M = 1) and, for prefill / batched decode, a quantization of x's rows and a
+// register-blocked matrix kernel (4 rows of x x 16 weight rows per tile).
 //
 // y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
 //
@@ -7,12 +8,12 @@
 // the weight's integer + 8: the low nibble of byte j of a group is its element j, the high
 // nibble element j + G/2; scale f16 [N, K/G]. Like llama.cpp's Q4_0 x Q8_0, x is quantized to
 // int8 per block of 32 at run time, so the inner loop is integer: nibble x int8 products summed
-// in pairs (vpmaddubsw, vpmaddwd), then per block of 32 one conversion and two float FMAs (the
-// block's x scale minus its 8 * sum(x) offset, then the weight's group scale).
+// in pairs (vpmaddubsw, vpmaddwd), then per block of 32 one conversion and float scaling (x's
+// block scale, the weight's group scale, the 8 * sum(x) offset of the nibbles' + 8).
 //
-// Called once per workgroup by the dispatches passes/int4_kernel.py builds; each workgroup
-// quantizes its rows of x itself (K values a row, cheap next to its rows of weights) and writes
-// its own outputs.
+// Called once per workgroup by the dispatches passes/int4_kernel.py builds; each writes its own
+// outputs. A decode workgroup quantizes its one row of x itself (K values, cheap next to its
+// rows of weights).
 // Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
 // (base, aligned base, offset, size, stride).
 
