@@ -174,6 +174,9 @@ def build_bundle(
             if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
                 progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
             passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2")] if fused_expected else []
+            attention = _attention_kernel_choice(target, opts, dtype, bool(stages))
+            if attention["kernel"] == "avx2":
+                passes.append(_attention_kernel_pass)
             stage_info = None
             if stages:
                 modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
@@ -208,6 +211,7 @@ def build_bundle(
                          "quant": {**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not stages else {})},
                          "parameter_bytes": parameter_bytes,
                          **({"int4_kernel": kernel} if opts.quant.mode == "int4" and not stages else {}),
+                         "attention_kernel": attention,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},
             )
@@ -223,21 +227,49 @@ def _int8_activations(opts: BuildOptions, profile: Profile) -> str:
     return opts.int8_activations or profile.host.int8_activations
 
 
-def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
-    """Whether int4 layers call the AVX2 kernels (passes/int4_kernel.py): llvm-cpu for this
-    x86-64 host only ({"kernel": "avx2"}), else the generic fused form and why."""
-    if quant.mode != "int4":
-        return {"kernel": "none", "reason": "not int4"}
+def _avx2_kernel_reason(target, extra_flags: tuple[str, ...]) -> str | None:
+    """Why our AVX2 kernels cannot be linked into this build (None if they can): llvm-cpu for
+    this x86-64 host only."""
     if target.backend != "llvm-cpu":
-        return {"kernel": "generic", "reason": f"backend {target.backend}"}
+        return f"backend {target.backend}"
     flags = [*target.flags, *extra_flags]
     cross = [f for f in flags if f.startswith("--iree-llvmcpu-target-triple=") and not f.split("=", 1)[1].startswith("x86_64")]
     if cross:
-        return {"kernel": "generic", "reason": f"target {cross[-1].split('=', 1)[1]}"}
+        return f"target {cross[-1].split('=', 1)[1]}"
     from .passes import int4_kernel
 
-    reason = int4_kernel.unavailable_reason()
+    return int4_kernel.unavailable_reason()
+
+
+def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
+    """Whether int4 layers call the AVX2 kernels (passes/int4_kernel.py): {"kernel": "avx2"},
+    else the generic fused form and why."""
+    if quant.mode != "int4":
+        return {"kernel": "none", "reason": "not int4"}
+    reason = _avx2_kernel_reason(target, extra_flags)
     return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
+
+
+def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool) -> dict:
+    """Whether attention calls the AVX2 flash-attention kernel (passes/attention_kernel.py):
+    {"kernel": "avx2"}, else IREE's own lowering ("iree") and why."""
+    if dtype != "f32":
+        return {"kernel": "iree", "reason": f"activation dtype {dtype} (the kernel is f32)"}
+    if opts.sparse_attention is not None:
+        return {"kernel": "iree", "reason": "block-sparse attention"}
+    if staged:
+        return {"kernel": "iree", "reason": "multi-device plan"}
+    reason = _avx2_kernel_reason(target, opts.extra_flags)
+    return {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2"}
+
+
+def _attention_kernel_pass(src: Path, dst: Path) -> None:
+    """The input-phase pass making every attention op a call of the AVX2 kernel; fails if one is left."""
+    from .passes import attention_kernel
+
+    rewritten, left = attention_kernel.rewrite_file(src, dst, attention_kernel.build_object(Path(dst).parent))
+    if left or not rewritten:
+        raise RuntimeError(f"attention-kernel pass rewrote {rewritten} attention op(s) and could not rewrite {left}")
 
 
 def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False):

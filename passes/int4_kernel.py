@@ -67,16 +67,16 @@ def unavailable_reason() -> Optional[str]:
     return host_reason() or (None if _compiler() else "no C compiler (cc, gcc or clang) on PATH")
 
 
-def build_object(folder: Path) -> Path:
-    """Compile the kernel to an ELF object in `folder` (kept until IREE has linked it)."""
+def build_object(folder: Path, source: Path = SOURCE) -> Path:
+    """Compile the kernel (or another AVX2 kernel `source`) to an ELF object in `folder` (kept until IREE has linked it)."""
     reason = unavailable_reason()
     if reason:
         raise KernelUnavailable(reason)
     cc = _compiler()
-    obj = Path(folder) / "int4_matvec_avx2.o"
-    proc = subprocess.run([cc, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)], capture_output=True, text=True)
+    obj = Path(folder) / f"{source.stem}.o"
+    proc = subprocess.run([cc, *CFLAGS, "-c", str(source), "-o", str(obj)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise KernelUnavailable(f"{cc} failed on {SOURCE.name}: {proc.stderr.strip().splitlines()[-1:]}")
+        raise KernelUnavailable(f"{cc} failed on {source.name}: {proc.stderr.strip().splitlines()[-1:]}")
     return obj
 
 

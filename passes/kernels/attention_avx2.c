@@ -1,0 +1,203 @@
+// Flash attention (fp32), AVX2 + FMA, linked into IREE dispatches (passes/attention_kernel.py).
+//
+// out[h, r, :] = softmax_j(scale * q[h, r, :] . k[h, j, :] + mask[h, r, j]) @ v[h, :, :]
+//
+// q [H, M, D], k [H, N, D], v [H, N, E], out [H, M, E] (H: batch x KV heads, M: query rows, N:
+// keys), row-major and contiguous. The additive mask is read at
+// mask[h * mask_head_stride + (r / mask_row_div) * N + j]: a stride of 0 reads one mask for all
+// heads, a divisor of `group` one mask row for the `group` query heads of a position (the
+// pass strips the broadcasts that would otherwise materialize it H * group times).
+//
+// One call computes ROWS query rows of one head: an online softmax over blocks of BLOCK keys,
+// with the rows' running max / sum and output accumulators kept on the stack. Per block:
+// the block's mask is scanned first and a block that is -inf for all the tile's rows is
+// skipped (causal prefill: about half of them); K is transposed once into kt [D][BLOCK] so
+// that scores are 4 rows x 16 keys of FMAs on broadcast q elements; P @ V is 4 rows x 16
+// output columns of FMAs on broadcast probabilities.
+//
+// A row whose keys are all masked has no softmax (0 / 0); it gives NaN like the decomposed
+// form IREE generates for the op (tests compare both).
+// Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
+// (base, aligned base, offset, size, stride).
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+#define UNUSED_MEMREF(name) (void)name##_base, (void)name##_size, (void)name##_stride
+
+enum { ROWS = 32, VECS = ROWS / 8, BLOCK = 64, MAX_D = 128 };
+
+// e^x, relative error ~2e-7 (Cephes' expf polynomial); exactly 0 below -87.3 (and for -inf).
+static inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+
+// The one FMA loop of both products, on nk x nv accumulators of 8 lanes (nk, nv constants
+// after inlining): out[i][8v..8v+8) (+)= sum_t x[t * xs + i * xi] * y[t * ROWS + 8v..].
+// Scores: x = keys (xi = d), y = q^T, t over d. Outputs: x = v (xs = e), y = p^T, t over keys.
+static inline __attribute__((always_inline)) void fma_tile(const float *x, size_t xs, size_t xi, const float *y, size_t len,
+                                                           float *out, int accumulate, const int nk, const int nv) {
+  __m256 a[3][VECS];
+  for (int i = 0; i < nk; ++i)
+    for (int v = 0; v < nv; ++v) a[i][v] = accumulate ? _mm256_load_ps(out + i * ROWS + 8 * v) : _mm256_setzero_ps();
+  for (size_t t = 0; t < len; ++t) {
+    for (int i = 0; i < nk; ++i) {  // one broadcast live at a time: 12 accumulators fit the 16 registers
+      const __m256 b = _mm256_broadcast_ss(x + t * xs + i * xi);
+      for (int v = 0; v < nv; ++v) a[i][v] = _mm256_fmadd_ps(b, _mm256_load_ps(y + t * ROWS + 8 * v), a[i][v]);
+    }
+  }
+  for (int i = 0; i < nk; ++i)
+    for (int v = 0; v < nv; ++v) _mm256_store_ps(out + i * ROWS + 8 * v, a[i][v]);
+}
+
+// fma_tile over `count` outputs (3 at a time, then 1) for nv vectors of rows.
+#define FMA_TILES(NV)                                                                   \
+  do {                                                                                  \
+    size_t i = 0;                                                                       \
+    for (; i + 3 <= count; i += 3) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, 3, NV); \
+    for (; i < count; ++i) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, 1, NV);        \
+  } while (0)
+
+static void fma_tiles(const float *x, size_t xs, size_t xi, const float *y, size_t len, float *out, int accumulate,
+                      size_t count, int nv) {
+  switch (nv) {
+    case 1: FMA_TILES(1); break;
+    case 2: FMA_TILES(2); break;
+    case 3: FMA_TILES(3); break;
+    default: FMA_TILES(4); break;
+  }
+}
+
+// st[j][0..8) += the mask of 8 rows (own mask rows mr[0..8)) at keys j0 + j, j < keys: 8 x 8
+// blocks transposed in registers, the last keys % 8 one at a time.
+static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float *st) {
+  size_t j = 0;
+  for (; j + 8 <= keys; j += 8) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(mr[i] + j0 + j);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; ++i) _mm256_store_ps(st + (j + i) * ROWS, _mm256_add_ps(_mm256_load_ps(st + (j + i) * ROWS), t[i]));
+  }
+  for (; j < keys; ++j) {
+    const __m256 mv = _mm256_setr_ps(mr[0][j0 + j], mr[1][j0 + j], mr[2][j0 + j], mr[3][j0 + j],
+                                     mr[4][j0 + j], mr[5][j0 + j], mr[6][j0 + j], mr[7][j0 + j]);
+    _mm256_store_ps(st + j * ROWS, _mm256_add_ps(_mm256_load_ps(st + j * ROWS), mv));
+  }
+}
+
+// Rows row_begin .. row_begin + ROWS (clipped to m) of head `head`. d: q/k width, e: v/out
+// width, both multiples of 8 and <= MAX_D (the pass checks). Layouts on the stack are
+// row-minor (q^T, scores^T, out^T: [.][ROWS]) so that a vector holds 8 query rows: the
+// running max / sum and the rescaling of the outputs are lane-wise, and both products are
+// FMAs of broadcast k / v elements with vectors of rows.
+void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
+                                  MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
+                                  size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
+                                  size_t row_begin) {
+  UNUSED_MEMREF(q); UNUSED_MEMREF(k); UNUSED_MEMREF(v); UNUSED_MEMREF(mask); UNUSED_MEMREF(out);
+  q += q_offset; k += k_offset; v += v_offset; mask += mask_offset; out += out_offset;
+  if (row_begin >= m) return;
+  const size_t rows = m - row_begin < ROWS ? m - row_begin : ROWS;
+  const int nv = (int)((rows + 7) / 8);
+  const size_t lanes = 8 * (size_t)nv;
+  const float *qh = q + (head * m + row_begin) * d, *kh = k + head * n * d, *vh = v + head * n * e;
+  const float *mh = mask + head * mask_head_stride;
+  float qt[MAX_D * ROWS] __attribute__((aligned(32)));   // q^T * scale (zero lanes past `rows`)
+  float st[BLOCK * ROWS] __attribute__((aligned(32)));   // scores^T, then probabilities^T
+  float acc[MAX_D * ROWS] __attribute__((aligned(32)));  // unnormalized outputs^T
+  const float *mrow[ROWS];
+  __m256 run_max[VECS], run_sum[VECS];
+  int uniform[VECS];     // a vector's 8 rows share one mask row (the query heads of a position)
+  const __m256 ninf = _mm256_set1_ps(-__builtin_inff()), zero = _mm256_setzero_ps();
+  for (size_t r = 0; r < lanes; ++r) {
+    for (size_t c = 0; c < d; ++c) qt[c * ROWS + r] = r < rows ? qh[r * d + c] * scale : 0.0f;
+    for (size_t c = 0; c < e; ++c) acc[c * ROWS + r] = 0.0f;
+    mrow[r] = mh + ((row_begin + (r < rows ? r : rows - 1)) / mask_row_div) * n;  // padding lanes: the last row's
+  }
+  for (int w = 0; w < nv; ++w) {
+    run_max[w] = ninf;
+    run_sum[w] = zero;
+    uniform[w] = mrow[8 * w] == mrow[8 * w + 7];
+  }
+  for (size_t j0 = 0; j0 < n; j0 += BLOCK) {
+    const size_t keys = n - j0 < BLOCK ? n - j0 : BLOCK;
+    // Skip the block if every row's mask is -inf on it (each distinct mask row once).
+    int live = 0;
+    for (size_t r = 0; r < rows && !live; ++r) {
+      if (r > 0 && mrow[r] == mrow[r - 1]) continue;
+      const float *mr = mrow[r] + j0;
+      size_t j = 0;
+      for (; j + 8 <= keys; j += 8)
+        if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(mr + j), ninf, _CMP_NEQ_OQ))) { live = 1; break; }
+      for (; !live && j < keys; ++j) live = mr[j] != -__builtin_inff();
+    }
+    if (!live) continue;
+    fma_tiles(kh + j0 * d, 1, d, qt, d, st, 0, keys, nv);  // st[j][r] = q[r] . k[j0 + j]
+    for (int w = 0; w < nv; ++w) {
+      float *sw = st + 8 * w;
+      if (!uniform[w]) add_mask_rows(mrow + 8 * w, j0, keys, sw);
+      __m256 top = ninf;
+      for (size_t j = 0; j < keys; ++j) {
+        __m256 x = _mm256_load_ps(sw + j * ROWS);
+        if (uniform[w]) {
+          x = _mm256_add_ps(x, _mm256_broadcast_ss(mrow[8 * w] + j0 + j));
+          _mm256_store_ps(sw + j * ROWS, x);
+        }
+        top = _mm256_max_ps(top, x);
+      }
+      const __m256 new_max = _mm256_max_ps(run_max[w], top);
+      // Rows with nothing visible yet subtract 0: their p = exp(-inf) = 0 and alpha = 0 on zeros.
+      const __m256 safe = _mm256_andnot_ps(_mm256_cmp_ps(new_max, ninf, _CMP_EQ_OQ), new_max);
+      __m256 sum = zero;
+      for (size_t j = 0; j < keys; ++j) {
+        const __m256 p = exp256(_mm256_sub_ps(_mm256_load_ps(st + j * ROWS + 8 * w), safe));
+        _mm256_store_ps(st + j * ROWS + 8 * w, p);
+        sum = _mm256_add_ps(sum, p);
+      }
+      if (_mm256_movemask_ps(_mm256_cmp_ps(new_max, run_max[w], _CMP_NEQ_UQ))) {  // a row's max grew: rescale
+        const __m256 alpha = exp256(_mm256_sub_ps(run_max[w], safe));
+        for (size_t c = 0; c < e; ++c) _mm256_store_ps(acc + c * ROWS + 8 * w, _mm256_mul_ps(_mm256_load_ps(acc + c * ROWS + 8 * w), alpha));
+        run_sum[w] = _mm256_mul_ps(run_sum[w], alpha);
+        run_max[w] = new_max;
+      }
+      run_sum[w] = _mm256_add_ps(run_sum[w], sum);
+    }
+    fma_tiles(vh + j0 * e, e, 1, st, keys, acc, 1, e, nv);  // acc[c][r] += sum_j p[r][j] v[j0 + j][c]
+  }
+  float inv[ROWS];
+  for (int w = 0; w < nv; ++w) _mm256_storeu_ps(inv + 8 * w, _mm256_div_ps(_mm256_set1_ps(1.0f), run_sum[w]));
+  float *oh = out + (head * m + row_begin) * e;
+  for (size_t r = 0; r < rows; ++r)  // 0 visible keys: 0 * (1 / 0) = NaN
+    for (size_t c = 0; c < e; ++c) oh[r * e + c] = acc[c * ROWS + r] * inv[r];
+}
