@@ -174,7 +174,7 @@ def build_bundle(
             if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
                 progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
             passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2")] if fused_expected else []
-            attention = _attention_kernel_choice(target, opts, dtype, bool(stages))
+            attention = _attention_kernel_choice(target, opts, dtype, bool(stages), profile.host.attention_kernel)
             if attention["kernel"] == "avx2":
                 passes.append(_attention_kernel_pass)
             stage_info = None
@@ -250,9 +250,12 @@ def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) 
     return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
 
 
-def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool) -> dict:
+def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool, wanted: bool) -> dict:
     """Whether attention calls the AVX2 flash-attention kernel (passes/attention_kernel.py):
-    {"kernel": "avx2"}, else IREE's own lowering ("iree") and why."""
+    {"kernel": "avx2"}, else IREE's own lowering ("iree") and why. `wanted`: the host profile's
+    `attention_kernel`."""
+    if not wanted:
+        return {"kernel": "iree", "reason": "profile: attention_kernel = false"}
     if dtype != "f32":
         return {"kernel": "iree", "reason": f"activation dtype {dtype} (the kernel is f32)"}
     if opts.sparse_attention is not None:
