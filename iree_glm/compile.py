@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
     o = m.options
     print(f"weights: {o['parameter_bytes'] / 2**20:.1f} MiB, {o['compression_vs_fp32']:.3f} of fp32 (quant {quant.mode})")
+    attention = o.get("attention_kernel", {})
+    if attention.get("kernel") == "avx2":
+        print(f"attention: AVX2 flash-attention kernel ({attention['rewritten']} op(s); {attention['left_to_iree']} left to IREE)")
+    elif attention:
+        print(f"attention: IREE's lowering ({attention['reason']})")
     if o["kv_cache_slots"] != m.max_context:
         from .fit_memory import kv_cache_bytes
         from .config import ModelConfig
