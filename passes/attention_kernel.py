@@ -252,7 +252,6 @@ util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}) -> {ot} {{
   %c1 = arith.constant 1 : index
   %c2 = arith.constant 2 : index
   %c3 = arith.constant 3 : index
-  %c4 = arith.constant 4 : index
   %m = tensor.dim %q, %c1 : {qt}
   %n = tensor.dim %k, %c1 : {kt}
   {dims["q"][0]}
