@@ -130,6 +130,7 @@ def build_bundle(
                 seconds["prune"] = time.perf_counter() - t
             config = model.cfg
             fp32_bytes = state_bytes(model.state_dict())
+            model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
             fused_expected = quantized_layer_count(model) * len(_entry_points(opts))

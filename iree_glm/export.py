@@ -113,9 +113,11 @@ def example_inputs(ep: EntryPoint, first_input: torch.Tensor, layers: int, cfg, 
     """(args, dynamic_shapes) for a step `f(x, start, slots, key_positions, *caches)`.
 
     Dynamic: the sequence length (prefill), the attended keys n (0..n-1) and the cache rows.
-    Example sizes differ from each other so that export never takes two of them for one.
+    Example sizes differ from each other so that export never takes two of them for one, and
+    n stays below the capacity: a slice of all C positions would fix n to C.
     """
-    rows, keys = ep.batch + 2, ep.capacity if ep.capacity not in (2, ep.batch + 2) else ep.capacity - 1
+    rows = ep.batch + 2
+    keys = next((k for k in range(ep.capacity - 1, 2, -1) if k != rows), ep.capacity)
     start = torch.zeros(ep.batch, dtype=torch.int64)
     slots = torch.arange(ep.batch, dtype=torch.int64)
     key_positions = torch.arange(keys, dtype=torch.int64)

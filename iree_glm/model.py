@@ -84,6 +84,38 @@ def read_cache(cache: torch.Tensor, slots: torch.Tensor, key_positions: torch.Te
     return cache[slots[:, None, None], heads, key_positions[None, None, :]]
 
 
+def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions 0..n-1 of the rows `slots` of cache [R,Hkv,C,D], as a view [n,B,Hkv,D].
+
+    Slices rather than gathers, so that IREE reads the cache buffer in place: one row is a
+    slice at a run-time offset; several rows are one gather over rows only. Positions come
+    first because torch.export checks every view's contiguity: a [B,Hkv,n,D] view of the
+    cache would compare n with C and fix n to one of them."""
+    if slots.shape[0] == 1:
+        row = slots[0].item()
+        torch._check(row >= 0)
+        torch._check(row < cache.shape[0])
+        rows = cache.narrow(0, row, 1)
+    else:
+        rows = cache.index_select(0, slots)
+    return rows.permute(2, 0, 1, 3).narrow(0, 0, n)
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of one query position: q [B,Hkv,G,D] (G query heads per KV head), keys and
+    values [n,B,Hkv,D] (`read_cache_prefix`), additive mask [B,1,G,n] -> [B,Hkv,G,D].
+
+    Written as broadcast products summed over D (scores) and over n (output) rather than as
+    SDPA: IREE makes each one reduction that reads the cache where it lies, whereas the
+    matmul form is data-tiled and re-packs every attended key and value of every layer at
+    every step. Scores and softmax are computed in f32 whatever the cache dtype."""
+    scale = q.shape[-1] ** -0.5
+    scores = (q.float()[None] * keys.float()[:, :, :, None, :]).sum(-1) * scale  # [n,B,Hkv,G]
+    scores = scores + mask.float().permute(3, 0, 1, 2)
+    weights = torch.softmax(scores, dim=0)
+    return (weights[..., None] * values.float()[:, :, :, None, :]).sum(0).to(q.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -95,6 +127,30 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_proj_bias)
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
+        self.fused_qkv = False  # see fuse_qkv
+
+    def fuse_qkv(self) -> None:
+        """Replace q_proj, k_proj and v_proj by one `qkv_proj` whose rows are [q; k; v] (biases
+        too): compiled, one matmul reads one weight per layer instead of three. Per-row
+        quantization (quant.py) of the fused weight equals that of the three parts."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        fused = nn.Linear(self.cfg.hidden_size, sum(p.out_features for p in parts), bias=parts[0].bias is not None)
+        fused = fused.to(dtype=parts[0].weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([p.weight for p in parts]))
+            if fused.bias is not None:
+                fused.bias.copy_(torch.cat([p.bias for p in parts]))
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj = fused
+        self.fused_qkv = True
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B,S,hidden] -> q [B,S,H*D], k and v [B,S,Hkv*D]."""
+        if not self.fused_qkv:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        cfg = self.cfg
+        kv = cfg.num_kv_heads * cfg.head_dim
+        return self.qkv_proj(x).split([cfg.num_heads * cfg.head_dim, kv, kv], dim=-1)
 
     def forward(self, x, rotary: Rotary, cos, sin, positions, slots, key_positions, k_cache, v_cache):
         """x [B,S,hidden]; positions [B,S]; slots [B]; key_positions [n]; caches [R,Hkv,C,D]
@@ -103,9 +159,10 @@ class Attention(nn.Module):
         b, s, _ = x.shape
         d, hkv = cfg.head_dim, cfg.num_kv_heads
         group = cfg.num_heads // hkv
-        q = self.q_proj(x).view(b, s, cfg.num_heads, d).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, hkv, d).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, hkv, d).transpose(1, 2)
+        q, k, v = self.project_qkv(x)
+        q = q.view(b, s, cfg.num_heads, d).transpose(1, 2)
+        k = k.view(b, s, hkv, d).transpose(1, 2)
+        v = v.view(b, s, hkv, d).transpose(1, 2)
         q = rotary.apply(q, cos, sin)
         k = rotary.apply(k, cos, sin)
 
@@ -116,7 +173,6 @@ class Attention(nn.Module):
 
         write_cache_(k_cache, k, slots, positions)
         write_cache_(v_cache, v, slots, positions)
-        keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
 
         # Attend over the n keys asked for; positions not yet written (or in the future) are masked.
         n = key_positions.shape[0]
@@ -127,7 +183,11 @@ class Attention(nn.Module):
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
         mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        if type(s) is int and s == 1:  # a decode step (its query length is static when exported)
+            out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
+        else:
+            keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.reshape(b, hkv, s, group, d).permute(0, 2, 1, 3, 4).reshape(b, s, cfg.num_heads * d)
         return self.o_proj(out)
 
@@ -200,6 +260,13 @@ class CausalLM(nn.Module):
         self.model = Body(cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def fuse_qkv(self) -> "CausalLM":
+        """Every layer's q/k/v projections as one (`Attention.fuse_qkv`), in place; returns self.
+        Done after loading (and pruning), so the checkpoint's names are unchanged."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse_qkv()
+        return self
 
     def output_weight(self) -> torch.Tensor:
         return self.model.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight

@@ -114,3 +114,27 @@ def test_compiled_step_copies_no_cache(glm4_checkpoint, tmp_path):
     row = cfg.num_kv_heads * capacity * cfg.head_dim
     dispatches = re.findall(r"stream\.cmd\.dispatch @\S+", body)
     assert not [d for d in dispatches if re.search(rf"[_x]({capacity}|{row})[x_]", d) and "_scatter_" not in d]
+
+
+def test_decode_reads_the_cache_without_packing_it(glm4_checkpoint, tmp_path):
+    """Decode steps (one row, and a batch of rows) attend with reductions that read the cache
+    where it lies: no dispatch over the dynamic key count packs it or runs a data-tiled
+    (mmt4d) matmul, which would copy every attended key and value at every step."""
+    import iree.compiler as ic
+
+    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.export import EntryPoint, export_mlir
+    from iree_glm.lowering import host_cpu_target
+
+    model = load_model(open_checkpoint(glm4_checkpoint[0])).fuse_qkv()
+    module, _ctx = export_mlir(model, [EntryPoint("decode", 1, 1, 80), EntryPoint("decode_b2", 2, 1, 80)])
+    src, out = tmp_path / "m.mlir", tmp_path / "m.stream.mlir"
+    src.write_text(str(module))
+    ic.compile_file(str(src), output_file=str(out), input_type="torch",
+                    extra_args=[*host_cpu_target().compile_args(), "--compile-to=stream"])
+    text = out.read_text()
+    for fn in ("decode", "decode_b2"):
+        body = re.search(rf"util\.func public @{fn}\$async\(.*?\n  \}}", text, re.S).group(0)
+        over_keys = [d for d in re.findall(r"stream\.cmd\.dispatch @(\S+)", body) if re.search(r"[_x]D[x_]", d)]
+        assert len(over_keys) >= 2 * model.cfg.num_layers, (fn, over_keys)  # scores and output per layer
+        assert not [d for d in over_keys if "pack" in d or "mmt4d" in d], (fn, over_keys)

@@ -94,7 +94,7 @@ def int8_bundle(glm4_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp32_model(glm4_checkpoint):
-    return load_model(open_checkpoint(glm4_checkpoint[0]))
+    return load_model(open_checkpoint(glm4_checkpoint[0])).fuse_qkv()  # as build_bundle does
 
 
 PROMPT = [5, 17, 99, 3, 42, 8, 230, 61]
@@ -104,7 +104,7 @@ def test_int8_dispatches_read_packed_bytes(int8_bundle, fp32_model):
     _, dump = int8_bundle
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shapes = weight_shapes(qmodel)
-    assert len(shapes) == 2 * 6 + 1  # q, k, v, o, gate_up, down per layer + head
+    assert len(shapes) == 2 * 4 + 1  # qkv, o, gate_up, down per layer + head
     assert dispatch_violations(dump, shapes) == []
 
 
