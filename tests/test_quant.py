@@ -113,7 +113,9 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
     _, dump = int8_bundle
     packed = [f for f in dump.glob("*decode*dispatch*.mlir")
               if any(t == "i8" and s.count("x") == 2 for _, s, t in BINDING.findall(f.read_text()))]
-    assert len(packed) >= 4  # q/o, k/v, gate_up, down (the head may be shared with prefill)
+    # qkv and gate_up are both [12, 64, 16], o and down both [4, 96, 16] (one executable per shape;
+    # the head may be shared with prefill)
+    assert len(packed) >= 2
     for f in packed:
         assert "vector_common_parallel = [" in f.read_text() and "vector_reduction = [0, 0, 1]" in f.read_text(), f.name
 
