@@ -34,7 +34,13 @@ class RMSNorm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding on the first `rotary_dim` channels of each head."""
+    """Rotary position embedding on the first `rotary_dim` channels of each head.
+
+    Where it can, `apply` is one elementwise expression over the whole head, x * cos +
+    swap(x) * sin, with cos 1 and sin 0 on the channels past rotary_dim: compiled, one fused
+    dispatch per projection instead of slices, a stack and a concatenation (each its own small
+    dispatch in a decode step). Only a partial rotary over halves (no such model family here)
+    keeps the sliced form."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -43,26 +49,36 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.interleaved = cfg.interleaved_rotary
         self.dim = dim
+        self.head_dim = cfg.head_dim
+        self.whole_head = self.interleaved or dim == cfg.head_dim
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [B, S] -> cos, sin [B, 1, S, rotary_dim] in the layout `apply` expects."""
+        """positions [B, S] -> cos, sin [B, 1, S, head_dim] (rotary_dim without `whole_head`)
+        in the layout `apply` expects."""
         freqs = positions[..., None].float() * self.inv_freq
         if self.interleaved:
             freqs = torch.stack((freqs, freqs), dim=-1).flatten(-2)
         else:
             freqs = torch.cat((freqs, freqs), dim=-1)
-        return freqs.cos()[:, None], freqs.sin()[:, None]
+        cos, sin = freqs.cos(), freqs.sin()
+        if self.whole_head and self.dim < self.head_dim:  # channels past rotary_dim pass through
+            cos = F.pad(cos, (0, self.head_dim - self.dim), value=1.0)
+            sin = F.pad(sin, (0, self.head_dim - self.dim), value=0.0)
+        return cos[:, None], sin[:, None]
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if self.whole_head:
+            if self.interleaved:  # pairs (x0, x1) -> (-x1, x0)
+                pairs = x.unflatten(-1, (-1, 2))
+                swapped = pairs.flip(-1) * pairs.new_tensor([-1.0, 1.0])
+            else:  # halves (x1, x2) -> (-x2, x1)
+                halves = x.unflatten(-1, (2, -1))
+                swapped = halves.flip(-2) * halves.new_tensor([[-1.0], [1.0]])
+            return x * cos + swapped.flatten(-2) * sin
         rot, rest = x[..., : self.dim], x[..., self.dim :]
-        if self.interleaved:
-            x1, x2 = rot[..., 0::2], rot[..., 1::2]
-            rotated = torch.stack((-x2, x1), dim=-1).flatten(-2)
-        else:
-            x1, x2 = rot[..., : self.dim // 2], rot[..., self.dim // 2 :]
-            rotated = torch.cat((-x2, x1), dim=-1)
-        out = rot * cos + rotated * sin
-        return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+        x1, x2 = rot[..., : self.dim // 2], rot[..., self.dim // 2 :]
+        out = rot * cos + torch.cat((-x2, x1), dim=-1) * sin
+        return torch.cat((out, rest), dim=-1)
 
 
 def write_cache_(cache: torch.Tensor, new: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor) -> None:
