@@ -101,12 +101,13 @@ def read_cache(cache: torch.Tensor, slots: torch.Tensor, key_positions: torch.Te
 
 
 def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch.Tensor:
-    """Positions 0..n-1 of the rows `slots` of cache [R,Hkv,C,D], as a view [n,B,Hkv,D].
+    """Positions 0..n-1 of the rows `slots` of cache [R,Hkv,C,D], as [n,B,Hkv,D] in f32.
 
     Slices rather than gathers, so that IREE reads the cache buffer in place: one row is a
     slice at a run-time offset; several rows are one gather over rows only. Positions come
     first because torch.export checks every view's contiguity: a [B,Hkv,n,D] view of the
-    cache would compare n with C and fix n to one of them."""
+    cache would compare n with C and fix n to one of them (so would converting the view: the
+    rows are converted before slicing; compiled, the conversion fuses into the reads)."""
     if slots.shape[0] == 1:
         row = slots[0].item()
         torch._check(row >= 0)
@@ -114,22 +115,22 @@ def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch
         rows = cache.narrow(0, row, 1)
     else:
         rows = cache.index_select(0, slots)
-    return rows.permute(2, 0, 1, 3).narrow(0, 0, n)
+    return rows.float().permute(2, 0, 1, 3).narrow(0, 0, n)
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention of one query position: q [B,Hkv,G,D] (G query heads per KV head), keys and
-    values [n,B,Hkv,D] (`read_cache_prefix`), additive mask [B,1,G,n] -> [B,Hkv,G,D].
+    values [n,B,Hkv,D] in f32 (`read_cache_prefix`), additive mask [B,1,G,n] -> [B,Hkv,G,D].
 
     Written as broadcast products summed over D (scores) and over n (output) rather than as
     SDPA: IREE makes each one reduction that reads the cache where it lies, whereas the
     matmul form is data-tiled and re-packs every attended key and value of every layer at
     every step. Scores and softmax are computed in f32 whatever the cache dtype."""
     scale = q.shape[-1] ** -0.5
-    scores = (q.float()[None] * keys.float()[:, :, :, None, :]).sum(-1) * scale  # [n,B,Hkv,G]
+    scores = (q.float()[None] * keys[:, :, :, None, :]).sum(-1) * scale  # [n,B,Hkv,G]
     scores = scores + mask.float().permute(3, 0, 1, 2)
     weights = torch.softmax(scores, dim=0)
-    return (weights[..., None] * values.float()[:, :, :, None, :]).sum(0).to(q.dtype)
+    return (weights[..., None] * values[:, :, :, None, :]).sum(0).to(q.dtype)
 
 
 class Attention(nn.Module):
