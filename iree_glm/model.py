@@ -68,12 +68,12 @@ class Rotary(nn.Module):
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.whole_head:
+            # signs (-1, 1) computed, not a literal: IREE's CPU backend rejects a bf16 constant here
+            sign = torch.arange(2, device=x.device).to(x.dtype) * 2 - 1
             if self.interleaved:  # pairs (x0, x1) -> (-x1, x0)
-                pairs = x.unflatten(-1, (-1, 2))
-                swapped = pairs.flip(-1) * pairs.new_tensor([-1.0, 1.0])
+                swapped = x.unflatten(-1, (-1, 2)).flip(-1) * sign
             else:  # halves (x1, x2) -> (-x2, x1)
-                halves = x.unflatten(-1, (2, -1))
-                swapped = halves.flip(-2) * halves.new_tensor([[-1.0], [1.0]])
+                swapped = x.unflatten(-1, (2, -1)).flip(-2) * sign[:, None]
             return x * cos + swapped.flatten(-2) * sin
         rot, rest = x[..., : self.dim], x[..., self.dim :]
         x1, x2 = rot[..., : self.dim // 2], rot[..., self.dim // 2 :]
