@@ -10,7 +10,7 @@ This pass runs on the input-phase IR, like passes/dequant_matmul.py, and replace
 attention op of the form our model exports (q [H, M, D], k [H, N, D], v [H, N, E], a constant
 scale, an additive mask [H, M, N], out [H, M, E]; H = batch x KV heads, M = positions x the
 query heads of one KV head) by a dispatch calling `kernels/attention_avx2.c`: an online
-softmax over blocks of keys for 16 query rows per workgroup, skipping key blocks whose mask is
+softmax over blocks of keys for 32 query rows per workgroup, skipping key blocks whose mask is
 -inf for all of them. The dispatch needs its operands in memory, so the pass hands it the mask
 before the broadcasts the model applies (over KV heads and over the query heads of a
 position) and tells the kernel how to index it; otherwise the [H, M, N] mask would be written
@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from iree.compiler import ir
-from iree.compiler.dialects import tensor
 
-from . import int4_kernel
+from . import int4_kernel, mlir_file
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "attention_avx2.c"
 SYMBOL = "iree_glm_attention_workgroup"
@@ -301,17 +300,8 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
 
 
 def rewrite_file(src: Path, dst: Path, kernel: Path) -> tuple[int, int]:
-    """Parse an MLIR file (text or bytecode), run the pass, write text or bytecode; returns `run`'s counts."""
-    with ir.Context():
-        module = ir.Module.parse(Path(src).read_bytes())
-        done = run(module, kernel)
-        module.operation.verify()
-        if Path(dst).suffix == ".mlirbc":
-            with open(dst, "wb") as f:
-                module.operation.write_bytecode(f)
-        else:
-            Path(dst).write_text(str(module))
-    return done
+    """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
+    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

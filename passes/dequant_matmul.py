@@ -65,6 +65,8 @@ from typing import Optional, Sequence
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
 
+from . import mlir_file
+
 # A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
 # dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
 DimMap = list[Optional[int]]
@@ -706,18 +708,8 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
 
 
 def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None) -> int:
-    """Parse an MLIR file (text or bytecode), run the pass, write text; returns the rewrite count."""
-    with ir.Context() as ctx:
-        ctx.allow_unregistered_dialects = False
-        module = ir.Module.parse(Path(src).read_bytes())
-        done = run(module, cpu_tiles, int8_activations, kernel)
-        module.operation.verify()
-        if Path(dst).suffix == ".mlirbc":
-            with open(dst, "wb") as f:
-                module.operation.write_bytecode(f)
-        else:
-            Path(dst).write_text(str(module))
-    return len(done)
+    """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
+    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
