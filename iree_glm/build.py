@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from . import default_model
 from .bundle import Manifest, ModuleEntry, finish_manifest, writing_bundle

@@ -45,7 +45,7 @@ def text_report(plan: PartitionPlan, stand_in: dict[str, str] | None = None) -> 
     for name, device, reason, detail, ms in _groups(plan):
         where = device if device not in stand_in else f"{device} [STAND-IN on {stand_in[device]}]"
         lines.append(f"  {name:<{width}}  {where:<12} {reason:<10} {ms:8.3f} ms  {detail}")
-    lines.append(f"  segments: " + " -> ".join(
+    lines.append("  segments: " + " -> ".join(
         f"{s.device}[{plan.parts[s.first].part}..{plan.parts[s.last].part}]" for s in plan.segments))
     mem = ", ".join(f"{d} {gb:.2f} GB" for d, gb in plan.memory_gb.items() if gb)
     share = 100 * plan.transfer_ms / plan.latency_ms if plan.latency_ms else 0.0

@@ -11,7 +11,7 @@ Every problem is a `ProfileError` naming the file and the key: `x.toml: devices[
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,5 @@
 """A compiled bundle generates exactly what transformers generates from the same checkpoint."""
 
-import json
 
 import numpy as np
 import pytest

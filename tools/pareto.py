@@ -112,7 +112,7 @@ def main() -> None:
     cfg = read_hf_config(args.checkpoint / "config.json") if args.checkpoint else GLM_EDGE_1_5B_CLASS
     dtypes = quant_dtypes(args.dtype) if args.dtype in ("int8", "int4") else {"default": args.dtype}
     results = {}
-    print(f"| profile | plan | ms/token | mJ/token | W | prefill 128 ms | devices | on the front |")
+    print("| profile | plan | ms/token | mJ/token | W | prefill 128 ms | devices | on the front |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.profiles:
         rows = sweep(cfg, name, dtypes, args.context)

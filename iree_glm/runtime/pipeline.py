@@ -82,7 +82,7 @@ class PipelineSession(Session):
         # What Session's request code reads (Session.__init__ loads one module on one device).
         self.bundle = Path(bundle)
         self.manifest = manifest
-        self.config = cfg = ModelConfig.from_dict(manifest.model)
+        self.config = ModelConfig.from_dict(manifest.model)
         self.max_context = manifest.max_context
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self.sliding_window = None  # multi-device bundles have no sparse attention
