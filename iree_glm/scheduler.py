@@ -43,19 +43,20 @@ PART_OPS = {
 # model, embed / + attention / + FFN / + a second layer / + head, decode and prefill). "embed"
 # includes the positions and rotary tables that the first attention of a call computes once.
 # Backends without a count of their own (NPUs) use the CPU's.
+# Recounted after decode attention began reading the cache in place with q/k/v fused (IREE's
+# attention form; the AVX2 attention kernel, an input pass, is not in these counts).
 DISPATCHES = {
-    "llvm-cpu": {"decode": {"embed": 8, "attn": 33, "ffn": 6, "head": 2},
-                 "prefill": {"embed": 12, "attn": 41, "ffn": 6, "head": 2}},
-    "vulkan-spirv": {"decode": {"embed": 10, "attn": 34, "ffn": 7, "head": 3},
-                     "prefill": {"embed": 15, "attn": 35, "ffn": 5, "head": 3}},
+    "llvm-cpu": {"decode": {"embed": 11, "attn": 17, "ffn": 6, "head": 2},
+                 "prefill": {"embed": 16, "attn": 24, "ffn": 6, "head": 2}},
+    "vulkan-spirv": {"decode": {"embed": 13, "attn": 21, "ffn": 7, "head": 3},
+                     "prefill": {"embed": 19, "attn": 21, "ffn": 5, "head": 3}},
 }
-# The KV cache is updated in place (model.py): a call scatters its new entries and gathers the
-# n positions in use (rounded up, kv_cache.attended_keys) into a packed copy that the two
-# attention products read. Per attention part and call, over the n attended positions of K
-# and V: the gather reads them once and the products read the copy once (2 reads); the copy
-# is one write to memory the call allocates. Nothing touches the rest of the capacity.
-KV_READ_PASSES = 2
-KV_WRITE_PASSES = 1
+# The KV cache is updated in place (model.py): a call scatters its new entries. A decode step
+# reads the n positions in use (rounded up, kv_cache.attended_keys) of K and V in place, once
+# (`decode_attention`). A prefill call gathers them into a copy that attention reads: 2 reads
+# and 1 write of memory the call allocates. Nothing touches the rest of the capacity.
+KV_READ_PASSES = {"decode": 1, "prefill": 2}
+KV_WRITE_PASSES = {"decode": 0, "prefill": 1}
 
 
 def dispatches(device: Device, phase: str, kind: str) -> int:
@@ -132,8 +133,8 @@ def model_parts(
         attn_params = h * (q + 2 * kv) + q * h
         parts.append(part(
             f"layers.{i}.attn", "attn", i, attn_params, flops=2 * attn_params + 4 * q * context,
-            kv_read=kv_token * KV_READ_PASSES * context, kv_keep=kv_token * capacity,
-            matmul_flops=2 * attn_params, attn_flops=4 * q, write_bytes=kv_token * (KV_WRITE_PASSES * context + 1),
+            kv_read=kv_token * KV_READ_PASSES["decode"] * context, kv_keep=kv_token * capacity,
+            matmul_flops=2 * attn_params, attn_flops=4 * q, write_bytes=kv_token * (KV_WRITE_PASSES["decode"] * context + 1),
             row_bytes=(6 * h + 4 * (q + 2 * kv)) * f, kv_token_bytes=kv_token, capacity=capacity))
         ffn_params = 3 * h * inter
         parts.append(part(f"layers.{i}.ffn", "ffn", i, ffn_params, flops=2 * ffn_params + 4 * inter,
@@ -172,7 +173,7 @@ def part_seconds(part: Part, device: Device, ignore_support: bool = False, token
     weights = max(tokens * part.matmul_flops / (peak * GB), part.weight_bytes / bw)
     if part.kind == "head":  # logits of the last prompt row only
         weights = max(part.flops / (peak * GB), part.weight_bytes / bw)
-    kv = part.kv_token_bytes * (KV_READ_PASSES * keys / bw + (KV_WRITE_PASSES * keys + tokens) / fresh_bw)
+    kv = part.kv_token_bytes * (KV_READ_PASSES["prefill"] * keys / bw + (KV_WRITE_PASSES["prefill"] * keys + tokens) / fresh_bw)
     return overhead + weights + tokens * keys * part.attn_flops / (attention * GB) + tokens * part.row_bytes / bw + kv
 
 
