@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-
 from . import default_model
 from .bundle import Manifest, ModuleEntry, finish_manifest, writing_bundle
 from .checkpoint import hf_config_dict, open_checkpoint, load_model

@@ -207,8 +207,7 @@ def definitions(m: _Match, obj: Path) -> str:
               else f"%c{m.mask.head_stride}_hs = arith.constant {m.mask.head_stride} : index")
     sig = "memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, index, index, index, index, f32, index, index, index, index"
     return f"""
-stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
-  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+{int4_kernel.static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %heads = arith.constant {heads} : index
     %c1 = arith.constant 1 : index

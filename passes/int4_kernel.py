@@ -95,6 +95,14 @@ def quantize_name(k: int, group: int, m: Optional[int]) -> str:
     return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
 
 
+def static_executable(name: str, obj: Path) -> str:
+    """The opening line of `stream.executable @{name}_exe` linking our kernel object `obj` for
+    embedded x86-64 llvm-cpu (IREE's `hal.executable.objects`); the caller writes the body and
+    the closing brace. Shared by the int4 and attention kernels' dispatches."""
+    return (f"stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{\n"
+            f'  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
+
+
 def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
@@ -111,8 +119,7 @@ def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> 
     qn, sn = n * gn * half, n * gn
     sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index"
     return f"""
-stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
-  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+{static_executable(name, obj)}
   stream.executable.export public @{name} workgroups() -> (index, index, index) {{
     %count = arith.constant {count} : index
     %c1 = arith.constant 1 : index
@@ -164,10 +171,8 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int])
     qsig = "memref<?xf32>, memref<?xi8>, index, index, index, index, index"
     sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
     get_m = "%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>".format(k=k) if m is None else f"%m = arith.constant {m} : index"
-    target = '#hal.executable.target<"llvm-cpu", "embedded-elf-x86_64">'
     return f"""
-stream.executable private @{qname}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
-  {target} = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+{static_executable(qname, obj)}
   stream.executable.export public @{qname} workgroups(%m: index) -> (index, index, index) {{
     %c1 = arith.constant 1 : index
     %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
@@ -193,8 +198,7 @@ stream.executable private @{qname}_exe attributes {{hal.executable.objects = #ha
     }}
   }}
 }}
-stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{
-  {target} = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{
+{static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index
     %c1 = arith.constant 1 : index
