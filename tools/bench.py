@@ -17,6 +17,7 @@ Prints Markdown tables with ratios measured side by side in this run, and the ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -63,6 +64,17 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def profile_key(profile: str) -> str:
+    """A bundle folder's profile part: the profile's name and a digest of what it says, so a
+    profile given by path never becomes nested folders and an edited profile is rebuilt."""
+    import hashlib
+
+    from iree_glm.profiles import load_profile
+
+    loaded = load_profile(profile)
+    return f"{loaded.name}-{hashlib.sha256(repr(dataclasses.replace(loaded, source='')).encode()).hexdigest()[:6]}"
+
+
 def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu", quant=None,
                 int8_activations: str | None = None) -> Path:
     """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`;
@@ -72,7 +84,7 @@ def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "ho
     from iree_glm.quant import QuantSpec
 
     quant = quant or QuantSpec()
-    tag = profile if quant.mode == "none" else f"{profile}-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else "")
+    tag = profile_key(profile) + ("" if quant.mode == "none" else f"-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else ""))
     tag += f"-act{int8_activations}" if int8_activations else ""
     out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
