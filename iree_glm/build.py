@@ -172,7 +172,12 @@ def build_bundle(
             kernel = _int4_kernel_choice(opts.quant, target, opts.extra_flags)
             if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
                 progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
-            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2")] if fused_expected else []
+            int8_kernel = _int8_kernel_choice(opts.quant, target, opts.extra_flags)
+            if int8_kernel["kernel"] != "none" and not stages:
+                what = "call the AVX2 matrix-vector kernel" if int8_kernel["kernel"] == "avx2" else f"generic fused form ({int8_kernel['reason']})"
+                progress(f"int8 {'layers' if opts.quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
+            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2",
+                                           int8_kernel["kernel"] == "avx2")] if fused_expected else []
             attention = _attention_kernel_choice(target, opts, dtype, bool(stages), profile.host.attention_kernel)
             if attention["kernel"] == "avx2":
                 passes.append(_attention_kernel_pass(attention))
@@ -212,6 +217,7 @@ def build_bundle(
                          "quant": {**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not stages else {})},
                          "parameter_bytes": parameter_bytes,
                          **({"int4_kernel": kernel} if opts.quant.mode == "int4" and not stages else {}),
+                         **({"int8_kernel": int8_kernel} if int8_kernel["kernel"] != "none" and not stages else {}),
                          "attention_kernel": attention,
                          "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
                          **({"stages": stage_info} if stage_info else {})},
@@ -251,6 +257,16 @@ def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) 
     return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
 
 
+def _int8_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
+    """Whether one-row int8 matmuls (int8 layers, the int8 head of int8 and int4 bundles) call
+    the AVX2 kernel (passes/int8_kernel.py): {"kernel": "avx2", "decode": "matvec"}, else the
+    generic fused form and why."""
+    if quant.mode == "none" or (quant.mode != "int8" and quant.head != "int8"):
+        return {"kernel": "none", "reason": "no int8 matmul"}
+    reason = _avx2_kernel_reason(target, extra_flags)
+    return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2", "decode": "matvec"}
+
+
 def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool, wanted: bool) -> dict:
     """Whether attention calls the AVX2 flash-attention kernel (passes/attention_kernel.py):
     {"kernel": "avx2"}, else IREE's own lowering ("iree") and why. `wanted`: the host profile's
@@ -280,12 +296,14 @@ def _attention_kernel_pass(record: dict):
     return run
 
 
-def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False):
+def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False,
+                        int8_kernel: bool = False):
     """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
 
     `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
     `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py).
-    `int4_kernel`: int4 matmuls call the AVX2 kernels, compiled beside the rewritten IR."""
+    `int4_kernel` / `int8_kernel`: int4 matmuls / int8 decode matmuls call the AVX2 kernels,
+    compiled beside the rewritten IR."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
@@ -295,7 +313,12 @@ def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activation
             from .passes import int4_kernel as k
 
             kernel = k.build_object(Path(dst).parent)
-        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel)
+        kernel8 = None
+        if int8_kernel:
+            from .passes import int8_kernel as k8
+
+            kernel8 = k8.build_object(Path(dst).parent)
+        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

@@ -103,12 +103,12 @@ def dequantize_int4(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (_unpack_int4(qweight).float() * scale.float()[:, :, None, None]).reshape(n, gn * 2 * half)
 
 
-ACT_BLOCK = 32  # activations quantized to int8 per block of this many inputs by the CPU int4 kernels
+ACT_BLOCK = 32  # activations quantized to int8 per block of this many inputs by the CPU int4 and int8 kernels
 
 
 def quantize_activations(x: torch.Tensor, group: int) -> torch.Tensor:
-    """What the CPU int4 kernels do to x [..., K]: int8 per block of 32 (scale = max|x| / 127,
-    round half to even), returned dequantized. Blocks follow the packed bytes: block j of a group
+    """What the CPU int4 kernels (and, with group 32, the int8 decode kernel) do to x [..., K]:
+    int8 per block of 32 (scale = max|x| / 127, round half to even), returned dequantized. Blocks follow the packed bytes: block j of a group
     holds its elements j*16..j*16+15 and G/2 + j*16..G/2 + j*16+15 (for G = 32: the whole group)."""
     *lead, k = x.shape
     half = group // 2
@@ -140,8 +140,8 @@ class QuantLinear(nn.Module):
         super().__init__()
         self.mode, self.out_features, self.in_features = mode, linear.out_features, linear.in_features
         self.group = group
-        # Eager reference of the CPU int4 kernels: x quantized like they do. Never set for
-        # export; see quantize_activations.
+        # Eager reference of the CPU int4 kernels and the int8 decode kernel: x quantized like
+        # they do. Never set for export; see quantize_activations.
         self.quantized_activations = False
         if mode == "int8":
             q, s = quantize_int8(linear.weight)
@@ -154,6 +154,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.in_features
         if self.mode == "int8":
+            if self.quantized_activations:  # the CPU int8 decode kernel: x per block of 32
+                x = quantize_activations(x, ACT_BLOCK)
             a, _, t = self.qweight.shape
             # [A, K, 16] -> [K, A*16]: the weight as a [K, N'] matmul operand, dequantized.
             w = self.qweight.to(x.dtype).permute(1, 0, 2).reshape(k, a * t)

@@ -46,12 +46,16 @@ passes/int4_kernel.py): the matmul becomes a call of a hand-written kernel's dis
 per layer reading the packed bytes; code generation of the int4 form stayed below fp32 speed
 here (see int4_kernel.py). Elsewhere int4 keeps the generic fused form.
 
+int8 decode (M=1, fp32 activations) on x86-64 with AVX2 (`int8_kernel`: the object of
+passes/int8_kernel.py) likewise calls a hand-written matrix-vector kernel on the stored
+[N/16, K, 16] bytes (x quantized per block of 32); the weight scale stays after the call.
+
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
 linear layers.
 
 Use: `run(module) -> list of rewritten matmul locations`, or
-`python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir [--cpu-tiles] [--int4-kernel]`.
+`python -m iree_glm.passes.dequant_matmul IN.mlir -o OUT.mlir [--cpu-tiles] [--int4-kernel] [--int8-kernel]`.
 """
 
 from __future__ import annotations
@@ -648,11 +652,17 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir
     if not int4_kernel.fits(k, group, rows):
         return None
     name = int4_kernel.function_name(k, n, group, rows)
+    return _call_kernel(m, name, lambda: int4_kernel.definitions(k, n, group, kernel, rows), [m.lhs, qweight, scale], defined)
+
+
+def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], defined: set[str]) -> ir.Operation:
+    """Replace the matched matmul by `util.call @name(operands)`; the kernel's executables and
+    wrapper (`definitions()`, MLIR text) are added to the module once (`defined`: symbols added)."""
     module = m.matmul.parent
     while module.name != "builtin.module":
         module = module.parent
     if name not in defined:
-        defs = ir.Module.parse(int4_kernel.definitions(k, n, group, kernel, rows))
+        defs = ir.Module.parse(definitions())
         body = module.regions[0].blocks[0]
         for op in list(defs.body.operations):  # layers with the same K share the quantization dispatch
             symbol = ir.StringAttr(op.attributes["sym_name"]).value
@@ -662,24 +672,45 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir
                 defined.add(symbol)
     with ir.InsertionPoint(m.matmul), m.matmul.location:
         call = ir.Operation.create(
-            "util.call", results=[m.matmul.results[0].type], operands=[m.lhs, qweight, scale],
+            "util.call", results=[m.matmul.results[0].type], operands=operands,
             attributes={"callee": ir.FlatSymbolRefAttr.get(name),
                         "tied_operands": ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IndexType.get(), -1)])})
     _replace_matched(m, call.results[0])
     return call
 
 
+def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str]) -> Optional[ir.Operation]:
+    """Replace an int8 decode matmul (x [1, K] f32, weight quant.py's [N/16, K, 16] i8 with a
+    plain `sitofp`, zero-filled f32 output) by a call of the kernel's dispatch (int8_kernel.py)."""
+    from . import int8_kernel
+
+    f32 = ir.F32Type.get()
+    lhs_t = ir.RankedTensorType(m.lhs.type)
+    if lhs_t.element_type != f32 or ir.RankedTensorType(m.init.type).element_type != f32 or not _zero_fill(m.init):
+        return None
+    if m.k_dims != [1] or m.n_dims != [0, 2]:
+        return None
+    tiles, k, lanes = m.d_shape
+    rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
+    if not int8_kernel.fits(k, lanes, rows):
+        return None
+    name = int8_kernel.function_name(k, tiles * lanes)
+    return _call_kernel(m, name, lambda: int8_kernel.definitions(k, tiles, kernel), [m.lhs, q_weight], defined)
+
+
 INT8_ACTIVATIONS = ("none", "prefill", "all")  # which int8 matmuls quantize activations (see the module doc)
 
 
-def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None) -> list[str]:
+def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
+        int8_kernel: Optional[Path] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
     measured tile sizes (see `_decode_cpu_config`). `int8_activations`: "prefill" makes int8
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
     matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
-    int4 matmuls call them instead of a generated loop.
+    int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
+    (int8_kernel.build_object): int8 decode matmuls call them.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -700,16 +731,19 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        if q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
+        if q_weight is not None and int8_kernel is not None and _call_int8_kernel(m, q_weight, int8_kernel, defined) is not None:
+            pass
+        elif q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
             rewrite_integer(m, q_weight)
         elif kernel is None or _call_int4_kernel(m, kernel, defined) is None:
             rewrite(m, cpu_tiles)
     return done
 
 
-def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None) -> int:
+def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
+                 int8_kernel: Optional[Path] = None) -> int:
     """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
-    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel)))
+    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -721,18 +755,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="int8 matmuls to run as i8 x i8 -> i32 with activations quantized per row")
     p.add_argument("--int4-kernel", action="store_true",
                    help="int4 matmuls call the AVX2 kernels (their object is written beside OUT; x86-64 llvm-cpu only)")
+    p.add_argument("--int8-kernel", action="store_true",
+                   help="int8 decode matmuls call the AVX2 kernel (its object is written beside OUT; x86-64 llvm-cpu only)")
     args = p.parse_args(argv)
-    kernel = None
-    if args.int4_kernel:
-        from . import int4_kernel
+    objects = {}
+    for option, wanted, module in (("--int4-kernel", args.int4_kernel, "int4_kernel"), ("--int8-kernel", args.int8_kernel, "int8_kernel")):
+        if wanted:
+            import importlib
 
-        try:
-            kernel = int4_kernel.build_object(args.output.resolve().parent)
-        except int4_kernel.KernelUnavailable as e:
-            from iree_glm.errors import UserError
+            kernels = importlib.import_module(f"{__package__}.{module}")
+            try:
+                objects[module] = kernels.build_object(args.output.resolve().parent)
+            except kernels.KernelUnavailable as e:
+                from iree_glm.errors import UserError
 
-            raise UserError(f"--int4-kernel: {e}") from None
-    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations, kernel)
+                raise UserError(f"{option}: {e}") from None
+    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations, objects.get("int4_kernel"), objects.get("int8_kernel"))
     print(f"dequant-matmul: fused {n} matmul(s)")
     return 0
 

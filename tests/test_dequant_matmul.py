@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 
 from iree.compiler import ir
-from iree_glm.passes import dequant_matmul, int4_kernel
+from iree_glm.passes import dequant_matmul, int4_kernel, int8_kernel
 
 TESTDATA = Path(__file__).resolve().parent.parent / "passes" / "testdata"
 FLAGS = ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu", "--iree-llvmcpu-target-cpu=host"]
 
 
-def _rewrite(name: str, cpu_tiles: bool = False, kernel: Path | None = None) -> tuple[str, int]:
+def _rewrite(name: str, cpu_tiles: bool = False, kernel: Path | None = None, int8: Path | None = None,
+             int8_activations: str = "none") -> tuple[str, int]:
     with ir.Context():
         module = ir.Module.parse((TESTDATA / name).read_text())
-        done = dequant_matmul.run(module, cpu_tiles, kernel=kernel)
+        done = dequant_matmul.run(module, cpu_tiles, int8_activations, kernel=kernel, int8_kernel=int8)
         module.operation.verify()
         return str(module), len(done)
 
@@ -243,3 +244,45 @@ def test_int4_kernel_not_used_for_other_layouts(int4_kernel_object):
     """int8 weights keep their generated forms even when the int4 kernel is offered."""
     text, n = _rewrite("int8_channel.mlir", cpu_tiles=True, kernel=int4_kernel_object)
     assert n == 2 and "util.call" not in text and "stream.executable" not in text
+
+
+@pytest.fixture(scope="module")
+def int8_kernel_object(tmp_path_factory):
+    reason = int8_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int8 AVX2 kernel unavailable: {reason}")
+    return int8_kernel.build_object(tmp_path_factory.mktemp("int8_kernel"))
+
+
+def test_int8_decode_calls_the_kernel(int8_kernel_object):
+    """With the int8 kernel object, the one-row int8 matmul becomes a call of a dispatch linking
+    it (hal.import.static); prefill keeps its own form."""
+    text, n = _rewrite("int8_channel.mlir", cpu_tiles=True, int8=int8_kernel_object, int8_activations="prefill")
+    assert n == 2
+    decode = text[text.index("util.func public @decode"):]
+    decode = decode[: decode.index("util.return")]
+    assert "util.call @iree_glm_int8_matvec_64x32(" in decode and "linalg.matmul" not in decode
+    prefill = text[text.index("util.func public @prefill"):]
+    assert "util.call" not in prefill[: prefill.index("util.return")]
+    assert f'hal.executable.object<{{path = "{int8_kernel_object}"}}>' in text
+    assert text.count("hal.import.static") == 1 and f"func.func private @{int8_kernel.SYMBOL}(" in text
+
+
+def test_int8_kernel_matches_its_torch_model_and_the_unfused_form(int8_kernel_object):
+    import re
+
+    import torch
+    from iree_glm.quant import quantize_activations
+
+    original = (TESTDATA / "int8_channel.mlir").read_text()
+    fused, _ = _rewrite("int8_channel.mlir", cpu_tiles=True, int8=int8_kernel_object)
+    q = np.frombuffer(bytes.fromhex(re.search(r'@qweight = dense<"0x([0-9A-F]+)">', original).group(1)), np.int8).reshape(2, 64, 16)
+    w = q.transpose(1, 0, 2).reshape(64, 32).astype(np.float64)
+    for seed in range(2):
+        x = np.random.default_rng(seed).standard_normal((1, 64)).astype(np.float32)
+        got = _compile_and_run(fused, "decode", x)
+        # Exact model: x quantized per block of 32 (quant.quantize_activations), integer weights
+        # (this decode function has no weight scale).
+        np.testing.assert_allclose(got, quantize_activations(torch.from_numpy(x), 32).double().numpy() @ w, rtol=1e-5, atol=1e-4)
+        want = _compile_and_run(original, "decode", x)  # fp32 activations: within the int8 rounding of x
+        assert 0 < np.abs(got - want).max() < 0.01 * np.abs(want).max()

@@ -100,17 +100,50 @@ def fp32_model(glm4_checkpoint):
 PROMPT = [5, 17, 99, 3, 42, 8, 230, 61]
 
 
+def _int8_kernel(result) -> bool:
+    """Whether the bundle's int8 decode matmuls call the AVX2 kernel (checked against the host)."""
+    from iree_glm.passes import int8_kernel
+
+    used = result.manifest.options["int8_kernel"]["kernel"] == "avx2"
+    assert used == (int8_kernel.unavailable_reason() is None)
+    return used
+
+
 def test_int8_dispatches_read_packed_bytes(int8_bundle, fp32_model):
-    _, dump = int8_bundle
+    result, dump = int8_bundle
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shapes = weight_shapes(qmodel)
     assert len(shapes) == 2 * 4 + 1  # qkv, o, gate_up, down per layer + head
-    assert dispatch_violations(dump, shapes) == []
+    assert dispatch_violations(dump, shapes, read_packed=not _int8_kernel(result)) == []
+
+
+def test_int8_decode_runs_the_kernel(int8_bundle, fp32_model):
+    """On an AVX2 host every one-row int8 matmul (decode's layers and head, prefill's last-row
+    head) is a kernel dispatch: one executable per weight shape links the object, and no
+    generated dispatch reads a stored [N/16, K, 16] weight in decode (a silent fallback to the
+    generic form fails here)."""
+    result, dump = int8_bundle
+    if not _int8_kernel(result):
+        pytest.skip("int8 AVX2 kernel unavailable on this host")
+    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec"}
+    qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
+    layers = {(m.in_features, m.qweight.shape[0] * m.qweight.shape[2]) for m in qmodel.modules() if isinstance(m, QuantLinear)}
+    kernels = sorted(f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir"))
+    assert kernels == sorted(f"module_iree_glm_int8_matvec_{k}x{n}_exe.mlir" for k, n in layers)
+    for f in dump.glob("*iree_glm_int8_matvec_*.mlir"):
+        assert "hal.import.static" in f.read_text()
+    packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear)}
+    for f in dump.glob("*decode*dispatch*.mlir"):
+        read = {s for _, s, ty in BINDING.findall(f.read_text()) if ty == "i8"}
+        assert not read & packed, f"{f.name} reads a packed int8 weight in generated code"
 
 
 def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
-    """Every decode dispatch reading a packed [N/16, K, 16] weight has the pass's tile sizes."""
-    _, dump = int8_bundle
+    """Without the kernel, every decode dispatch reading a packed [N/16, K, 16] weight has the
+    pass's tile sizes."""
+    result, dump = int8_bundle
+    if _int8_kernel(result):
+        pytest.skip("int8 decode calls the AVX2 kernel (the tiles are tested on the pass, test_dequant_matmul.py)")
     packed = [f for f in dump.glob("*decode*dispatch*.mlir")
               if any(t == "i8" and s.count("x") == 2 for _, s, t in BINDING.findall(f.read_text()))]
     # qkv and gate_up are both [12, 64, 16], o and down both [4, 96, 16] (one executable per shape;
@@ -124,23 +157,28 @@ def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
     assert o["quant"] == {"mode": "int8", "head": "int8", "embeddings": "none", "int8_activations": "prefill"}
+    assert o["int8_kernel"]["kernel"] in ("avx2", "generic")
     irpa = result.bundle / "weights.irpa"
     assert abs(irpa.stat().st_size - o["parameter_bytes"]) < 0.05 * o["parameter_bytes"] + 65536
     # Tiny test model: embeddings (fp32) are a large share, so well above 1/4 but well below 1.
     assert 0.25 < o["compression_vs_fp32"] < 0.6
 
 
-def _integer_prefill_logits(model, ids: list[int], tokens: list[int]) -> np.ndarray:
+def _integer_prefill_logits(model, ids: list[int], tokens: list[int], kernel: bool) -> np.ndarray:
     """Eager reference of an `int8_activations="prefill"` bundle: the prompt's layers multiply
-    per-row int8 activations (QuantLinear.integer_rows), decode steps and the one-row head do not."""
+    per-row int8 activations (QuantLinear.integer_rows), decode steps and the one-row head do not;
+    with the int8 `kernel`, one-row matmuls quantize x per block of 32 (quantized_activations)."""
     layers = [m for m in model.model.layers.modules() if isinstance(m, QuantLinear)]
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.quantized_activations = kernel
     k, v = model.empty_cache(1, len(ids) + len(tokens))
     with torch.no_grad():
         for m in layers:
-            m.integer_rows = True
+            m.integer_rows, m.quantized_activations = True, False
         rows = [model.all_logits(torch.tensor([ids]), torch.zeros(1, dtype=torch.int64), k, v)[0][0, -1]]
         for m in layers:
-            m.integer_rows = False
+            m.integer_rows, m.quantized_activations = False, kernel
         for i, t in enumerate(tokens):
             rows.append(model.all_logits(torch.tensor([[t]]), torch.tensor([len(ids) + i]), k, v)[0][0, -1])
     return torch.stack(rows).numpy()
@@ -168,7 +206,7 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 6)
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
-    want_q = _integer_prefill_logits(qmodel, PROMPT, tokens)
+    want_q = _integer_prefill_logits(qmodel, PROMPT, tokens, _int8_kernel(result))
     want_fp = _eager_logits(fp32_model, PROMPT, tokens)
     # The bundle computes the same model as torch eager (integer prompt, weight-only decode).
     np.testing.assert_allclose(got, want_q, atol=2e-4, rtol=1e-4)
@@ -178,16 +216,24 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
     assert (got.argmax(-1) == want_fp.argmax(-1)).mean() >= 0.85
 
 
-def test_int8_decode_is_weight_only_and_matches_eager(int8_bundle, fp32_model):
-    """Decode calls (one row) keep f32 activations: fed the prompt token by token, the bundle
-    matches the weight-only eager model."""
+def test_int8_decode_matches_eager(int8_bundle, fp32_model):
+    """Decode calls (one row), fed the prompt token by token, match the eager model: weight-only
+    (f32 activations) for the generic form; with the kernel, x quantized per block of 32 (and
+    that really changed the numbers: a generic fallback would not)."""
     result, _ = int8_bundle
     session = Session.load(result.bundle)
     cache = session.new_cache()
     got = np.stack([session.decode([t], [i], cache)[0] for i, t in enumerate(PROMPT)])
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
+    plain = _eager_logits(qmodel, PROMPT[:1], PROMPT[1:])
+    kernel = _int8_kernel(result)
+    for m in qmodel.modules():
+        if isinstance(m, QuantLinear):
+            m.quantized_activations = kernel
     want = _eager_logits(qmodel, PROMPT[:1], PROMPT[1:])
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
+    if kernel:
+        assert np.abs(got - plain).max() > 1e-4
 
 
 INT4 = QuantSpec("int4", group_size=32, embeddings="int8")
@@ -236,6 +282,10 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     assert quantize == sorted(f"module_iree_glm_int4_quantize_{k}g32_mdyn_exe.mlir" for k in {k for k, _ in layers})
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
+    head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel
+    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec"}
+    assert [f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir")] == [
+        f"module_iree_glm_int8_matvec_{head.in_features}x{head.qweight.shape[0] * 16}_exe.mlir"]
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
     for f in dump.glob("*dispatch*.mlir"):
         read = {s for _, s, ty in BINDING.findall(f.read_text()) if ty == "i8"}

@@ -1,0 +1,83 @@
+"""The int8 AVX2 kernels (passes/kernels/int8_avx2.c) called directly on shapes that exercise
+their tiling: several tiles and blocks, K not a multiple of the 8-k step's blocks of 128 bytes,
+tile ranges past N, outliers and all-zero blocks of x.
+
+The C file is compiled as a shared library with the flags IREE's object gets and called through
+ctypes with the memref arguments the dispatches pass (base, aligned base, offset, size, stride).
+The reference is torch's model of the kernel (quant.quantize_activations on x, integer weights).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from iree_glm.passes import int4_kernel, int8_kernel
+from iree_glm.quant import quantize_activations, quantize_int8
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    reason = int8_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int8 AVX2 kernel unavailable: {reason}")
+    so = tmp_path_factory.mktemp("int8_lib") / "int8.so"
+    subprocess.run([int4_kernel._compiler(), *int4_kernel.CFLAGS, "-shared", str(int8_kernel.SOURCE), "-o", str(so)], check=True)
+    lib = ctypes.CDLL(str(so))
+    memref = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
+    lib.iree_glm_int8_matvec_workgroup.argtypes = memref * 3 + [ctypes.c_size_t] * 4
+    return lib
+
+
+def _memref(a: np.ndarray) -> list:
+    return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]
+
+
+def _x(rng, k: int) -> np.ndarray:
+    x = (rng.standard_normal(k) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)  # a few outliers
+    x[: min(k, 64)] = 0  # all-zero blocks: scale 0
+    return x
+
+
+@pytest.mark.parametrize("n,k,ranges", [
+    (48, 96, [(0, 1), (1, 3)]),  # 3 tiles over two workgroups; K = 3 blocks
+    (20, 2816, [(0, 1), (1, 5)]),  # N padded to 32 (a zero tile row); the range runs past the tiles
+    (16, 32, [(0, 1)]),  # one block
+])
+def test_matvec_kernel_matches_its_torch_model(lib, n, k, ranges):
+    rng = np.random.default_rng(n * 1000 + k)
+    q, _ = quantize_int8(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)))
+    q = np.ascontiguousarray(q.numpy())  # [N/16, K, 16]
+    tiles = q.shape[0]
+    x = _x(rng, k)
+    y = np.full(tiles * 16, np.nan, np.float32)
+    for t0, t1 in ranges:
+        lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, t0, t1)
+    w = q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
+    want = quantize_activations(torch.from_numpy(x), 32).double().numpy() @ w
+    assert not np.isnan(y).any()  # every output written
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_matvec_extremes_do_not_saturate(lib):
+    """Weights and x at +-127 (the i16 pair sums of vpmaddubsw at their largest) stay exact."""
+    k, tiles = 256, 2
+    q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 3 == 0, -127, 127).astype(np.int8)
+    x = np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32)  # quantizes to +-127
+    y = np.zeros(tiles * 16, np.float32)
+    lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, 0, tiles)
+    want = x.astype(np.float64) @ q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+def test_workgroup_writes_only_its_tiles(lib):
+    k, tiles = 64, 4
+    q = np.ones((tiles, k, 16), np.int8)
+    x = np.ones(k, np.float32)
+    y = np.full(tiles * 16, -1.0, np.float32)
+    lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, 1, 3)
+    assert (y[:16] == -1).all() and (y[48:] == -1).all() and np.allclose(y[16:48], k)
