@@ -172,12 +172,14 @@ def build_bundle(
             kernel = _int4_kernel_choice(opts.quant, target, opts.extra_flags)
             if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
                 progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
-            int8_kernel = _int8_kernel_choice(opts.quant, target, opts.extra_flags)
+            int8_kernel = _int8_kernel_choice(opts.quant, target, opts.extra_flags, int8_activations, profile.host.int8_prefill_kernel)
             if int8_kernel["kernel"] != "none" and not stages:
                 what = "call the AVX2 matrix-vector kernel" if int8_kernel["kernel"] == "avx2" else f"generic fused form ({int8_kernel['reason']})"
                 progress(f"int8 {'layers' if opts.quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
+                if int8_kernel.get("prefill"):
+                    progress(f"int8 layers: prompt matmuls {'call the AVX2 matrix kernel' if int8_kernel['prefill'] == 'matmul' else 'run ' + int8_kernel['prefill']}")
             passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2",
-                                           int8_kernel["kernel"] == "avx2")] if fused_expected else []
+                                           int8_kernel["kernel"] == "avx2", int8_kernel.get("prefill") == "matmul")] if fused_expected else []
             attention = _attention_kernel_choice(target, opts, dtype, bool(stages), profile.host.attention_kernel)
             if attention["kernel"] == "avx2":
                 passes.append(_attention_kernel_pass(attention))
@@ -257,14 +259,22 @@ def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) 
     return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
 
 
-def _int8_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
-    """Whether one-row int8 matmuls (int8 layers, the int8 head of int8 and int4 bundles) call
-    the AVX2 kernel (passes/int8_kernel.py): {"kernel": "avx2", "decode": "matvec"}, else the
-    generic fused form and why."""
+def _int8_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...], int8_activations: str, prefill_kernel: bool) -> dict:
+    """Whether int8 matmuls call the AVX2 kernels (passes/int8_kernel.py): {"kernel": "avx2",
+    "decode": "matvec"} for one-row matmuls (int8 layers, the int8 head of int8 and int4
+    bundles); for int8 layers also how prompts multiply: "prefill": "matmul" (our matrix kernel,
+    where `int8_activations` makes them integer matmuls and the profile's `prefill_kernel`
+    allows), "mmt4d" (IREE's integer matmul) or "generic" (weight-only fused form). Without the
+    kernels: the generic fused form and why."""
     if quant.mode == "none" or (quant.mode != "int8" and quant.head != "int8"):
         return {"kernel": "none", "reason": "no int8 matmul"}
     reason = _avx2_kernel_reason(target, extra_flags)
-    return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2", "decode": "matvec"}
+    if reason:
+        return {"kernel": "generic", "reason": reason}
+    if quant.mode != "int8":
+        return {"kernel": "avx2", "decode": "matvec"}
+    prefill = "generic" if int8_activations == "none" else "matmul" if prefill_kernel else "mmt4d"
+    return {"kernel": "avx2", "decode": "matvec", "prefill": prefill}
 
 
 def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool, wanted: bool) -> dict:
@@ -297,13 +307,13 @@ def _attention_kernel_pass(record: dict):
 
 
 def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False,
-                        int8_kernel: bool = False):
+                        int8_kernel: bool = False, int8_matmul: bool = True):
     """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
 
     `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
     `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py).
-    `int4_kernel` / `int8_kernel`: int4 matmuls / int8 decode matmuls call the AVX2 kernels,
-    compiled beside the rewritten IR."""
+    `int4_kernel` / `int8_kernel`: int4 matmuls / int8 matmuls call the AVX2 kernels, compiled
+    beside the rewritten IR (`int8_matmul`: prompts' integer matmuls too)."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
@@ -318,7 +328,7 @@ def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activation
             from .passes import int8_kernel as k8
 
             kernel8 = k8.build_object(Path(dst).parent)
-        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8)
+        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8, int8_matmul)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

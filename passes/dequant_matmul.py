@@ -679,9 +679,11 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
     return call
 
 
-def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str]) -> Optional[ir.Operation]:
-    """Replace an int8 decode matmul (x [1, K] f32, weight quant.py's [N/16, K, 16] i8 with a
-    plain `sitofp`, zero-filled f32 output) by a call of the kernel's dispatch (int8_kernel.py)."""
+def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool) -> Optional[ir.Operation]:
+    """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
+    `sitofp`, zero-filled f32 output) by a call of the kernels' dispatches (int8_kernel.py): the
+    matrix-vector kernel for M=1; for other M, if `integer` (the matmul multiplies per-row int8
+    activations, as `rewrite_integer` would), the quantization and matrix kernels."""
     from . import int8_kernel
 
     f32 = ir.F32Type.get()
@@ -692,17 +694,20 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
         return None
     tiles, k, lanes = m.d_shape
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
-    if not int8_kernel.fits(k, lanes, rows):
+    if int8_kernel.fits(k, lanes, rows):
+        name, defs = int8_kernel.function_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel)
+    elif rows != 1 and integer and int8_kernel.matmul_fits(k, lanes):
+        name, defs = int8_kernel.function_name(k, tiles * lanes, rows), lambda: int8_kernel.matmul_definitions(k, tiles, kernel, rows)
+    else:
         return None
-    name = int8_kernel.function_name(k, tiles * lanes)
-    return _call_kernel(m, name, lambda: int8_kernel.definitions(k, tiles, kernel), [m.lhs, q_weight], defined)
+    return _call_kernel(m, name, defs, [m.lhs, q_weight], defined)
 
 
 INT8_ACTIVATIONS = ("none", "prefill", "all")  # which int8 matmuls quantize activations (see the module doc)
 
 
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-        int8_kernel: Optional[Path] = None) -> list[str]:
+        int8_kernel: Optional[Path] = None, int8_matmul: bool = True) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
@@ -710,7 +715,8 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
     matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
     int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
-    (int8_kernel.build_object): int8 decode matmuls call them.
+    (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
+    matmuls `int8_activations` asks for.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -731,9 +737,10 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        if q_weight is not None and int8_kernel is not None and _call_int8_kernel(m, q_weight, int8_kernel, defined) is not None:
+        integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
+        if q_weight is not None and int8_kernel is not None and _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul) is not None:
             pass
-        elif q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic)):
+        elif integer:
             rewrite_integer(m, q_weight)
         elif kernel is None or _call_int4_kernel(m, kernel, defined) is None:
             rewrite(m, cpu_tiles)
@@ -741,9 +748,9 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
 
 
 def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-                 int8_kernel: Optional[Path] = None) -> int:
+                 int8_kernel: Optional[Path] = None, int8_matmul: bool = True) -> int:
     """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
-    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel)))
+    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,10 +23,15 @@ from . import int4_kernel
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "int8_avx2.c"
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
+QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
+MATMUL_SYMBOL = "iree_glm_int8_matmul_workgroup"  # quantized rows of x x a range of weight tiles
 MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
 LANES = 16  # output rows per tile of the stored layout
 WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
+QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
+N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
+M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS)
 
 KernelUnavailable = int4_kernel.KernelUnavailable
 unavailable_reason = int4_kernel.unavailable_reason
@@ -38,12 +43,28 @@ def build_object(folder: Path) -> Path:
 
 
 def fits(k: int, lanes: int, m: Optional[int]) -> bool:
-    """Whether the kernel handles K, the layout's tile width and M (None: dynamic) rows of x."""
+    """Whether the matrix-vector kernel handles K, the layout's tile width and M (None: dynamic)."""
     return m == 1 and lanes == LANES and k % BLOCK == 0 and k <= MAX_K
 
 
-def function_name(k: int, n: int) -> str:
-    return f"iree_glm_int8_matvec_{k}x{n}"
+def matmul_fits(k: int, lanes: int) -> bool:
+    """Whether the matrix kernel (any M) handles K and the layout's tile width."""
+    return lanes == LANES and k % BLOCK == 0
+
+
+def function_name(k: int, n: int, m: Optional[int] = 1) -> str:
+    rows = "" if m == 1 else f"_m{m if m is not None else 'dyn'}"
+    return f"iree_glm_int8_matvec_{k}x{n}{rows}"
+
+
+def quantize_name(k: int, m: Optional[int]) -> str:
+    """The quantization dispatch's name: one per K and M, shared by the layers with that input."""
+    return f"iree_glm_int8_quantize_{k}_m{m if m is not None else 'dyn'}"
+
+
+def xq_row_bytes(k: int) -> int:
+    """Bytes of one quantized row of x (the C kernel's xq_row_bytes): K int8, the f32 row scale, padded to 32."""
+    return k + 32
 
 
 def definitions(k: int, tiles: int, obj: Path) -> str:
@@ -91,5 +112,93 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
   %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
   %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
   util.return %y2 : tensor<1x{n}xf32>
+}}
+"""
+
+
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
+    """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
+    (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
+    ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
+    returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul."""
+    n = tiles * LANES
+    name, qname = function_name(k, n, m), quantize_name(k, m)
+    per = -(-tiles // N_CHUNKS)
+    count = -(-tiles // per)
+    qn, row = tiles * k * LANES, xq_row_bytes(k)
+    mt = "?" if m is None else str(m)
+    dims = "{%m}" if m is None else ""
+    get_m = f"%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>" if m is None else f"%m = arith.constant {m} : index"
+    qsig = "memref<?xf32>, memref<?xi8>, index, index, index, index"
+    sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
+    return f"""
+{int4_kernel.static_executable(qname, obj)}
+  stream.executable.export public @{qname} workgroups(%m: index) -> (index, index, index) {{
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
+    stream.return %chunks, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{QUANTIZE_SYMBOL}({qsig}) attributes {{hal.import.static}}
+    func.func @{qname}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %row = arith.constant {row} : index
+      %chunk = arith.constant {QUANT_ROWS} : index
+      %xn = arith.muli %m, %k : index
+      %on = arith.muli %m, %row : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %chunk : index
+      %r1 = arith.addi %r0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
+      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
+      func.call @{QUANTIZE_SYMBOL}(%x, %o, %m, %k, %r0, %r1) : ({qsig}) -> ()
+      return
+    }}
+  }}
+}}
+{int4_kernel.static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
+    stream.return %count, %chunks, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %tiles = arith.constant {tiles} : index
+      %qn = arith.constant {qn} : index
+      %row = arith.constant {row} : index
+      %per = arith.constant {per} : index
+      %chunk = arith.constant {M_CHUNK} : index
+      %xn = arith.muli %m, %row : index
+      %yn = arith.muli %m, %n : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+      %t0 = arith.muli %wx, %per : index
+      %t1 = arith.addi %t0, %per : index
+      %m0 = arith.muli %wy, %chunk : index
+      %m1 = arith.addi %m0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{MATMUL_SYMBOL}(%x, %q, %y, %m, %tiles, %k, %t0, %t1, %m0, %m1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %row = arith.constant {row} : index
+  {get_m}
+  %on = arith.muli %m, %row : index
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %xq = flow.dispatch @{qname}_exe::@{qname}[%m](%x, %m) : (tensor<{mt}x{k}xf32>{dims}, index) -> tensor<?xi8>{{%on}}
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, index) -> tensor<{mt}x{n}xf32>{dims}
+  util.return %y : tensor<{mt}x{n}xf32>
 }}
 """

@@ -254,18 +254,28 @@ def int8_kernel_object(tmp_path_factory):
     return int8_kernel.build_object(tmp_path_factory.mktemp("int8_kernel"))
 
 
-def test_int8_decode_calls_the_kernel(int8_kernel_object):
+@pytest.mark.parametrize("int8_activations", ["none", "prefill"])
+def test_int8_calls_the_kernels(int8_kernel_object, int8_activations):
     """With the int8 kernel object, the one-row int8 matmul becomes a call of a dispatch linking
-    it (hal.import.static); prefill keeps its own form."""
-    text, n = _rewrite("int8_channel.mlir", cpu_tiles=True, int8=int8_kernel_object, int8_activations="prefill")
+    it (hal.import.static); a prompt's matmul calls the quantization and matrix kernels if it
+    multiplies integers (`int8_activations`), else keeps the generic fused form."""
+    text, n = _rewrite("int8_channel.mlir", cpu_tiles=True, int8=int8_kernel_object, int8_activations=int8_activations)
     assert n == 2
     decode = text[text.index("util.func public @decode"):]
     decode = decode[: decode.index("util.return")]
     assert "util.call @iree_glm_int8_matvec_64x32(" in decode and "linalg.matmul" not in decode
     prefill = text[text.index("util.func public @prefill"):]
-    assert "util.call" not in prefill[: prefill.index("util.return")]
+    prefill = prefill[: prefill.index("util.return")]
     assert f'hal.executable.object<{{path = "{int8_kernel_object}"}}>' in text
-    assert text.count("hal.import.static") == 1 and f"func.func private @{int8_kernel.SYMBOL}(" in text
+    assert f"func.func private @{int8_kernel.SYMBOL}(" in text
+    if int8_activations == "none":
+        assert "util.call" not in prefill and "linalg.generic" in prefill
+        assert text.count("hal.import.static") == 1
+    else:
+        assert "util.call @iree_glm_int8_matvec_64x32_mdyn(" in prefill and "linalg.matmul" not in prefill
+        for symbol in (int8_kernel.QUANTIZE_SYMBOL, int8_kernel.MATMUL_SYMBOL):
+            assert f"func.func private @{symbol}(" in text
+        assert text.count("hal.import.static") == 3
 
 
 def test_int8_kernel_matches_its_torch_model_and_the_unfused_form(int8_kernel_object):
@@ -286,3 +296,13 @@ def test_int8_kernel_matches_its_torch_model_and_the_unfused_form(int8_kernel_ob
         np.testing.assert_allclose(got, quantize_activations(torch.from_numpy(x), 32).double().numpy() @ w, rtol=1e-5, atol=1e-4)
         want = _compile_and_run(original, "decode", x)  # fp32 activations: within the int8 rounding of x
         assert 0 < np.abs(got - want).max() < 0.01 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("m", [1, 2, 13, 70])
+def test_int8_matrix_kernel_matches_the_integer_form(int8_kernel_object, m):
+    """A prompt's matmul through the kernels computes what the pass's integer matmul (IREE's
+    mmt4d) computes: x quantized per row, exact integer sums, the row scale."""
+    fused, _ = _rewrite("int8_channel.mlir", cpu_tiles=True, int8=int8_kernel_object, int8_activations="prefill")
+    integer, _ = _rewrite("int8_channel.mlir", cpu_tiles=True, int8_activations="prefill")
+    x = np.random.default_rng(m).standard_normal((m, 64)).astype(np.float32)
+    np.testing.assert_allclose(_compile_and_run(fused, "prefill", x), _compile_and_run(integer, "prefill", x), rtol=1e-5, atol=1e-5)

@@ -4,7 +4,8 @@ tile ranges past N, outliers and all-zero blocks of x.
 
 The C file is compiled as a shared library with the flags IREE's object gets and called through
 ctypes with the memref arguments the dispatches pass (base, aligned base, offset, size, stride).
-The reference is torch's model of the kernel (quant.quantize_activations on x, integer weights).
+The reference is torch's model of the kernels (quant.quantize_activations on x for the
+matrix-vector kernel, quant.quantize_rows for the matrix kernel; integer weights).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from iree_glm.passes import int4_kernel, int8_kernel
-from iree_glm.quant import quantize_activations, quantize_int8
+from iree_glm.quant import quantize_activations, quantize_int8, quantize_rows
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,8 @@ def lib(tmp_path_factory):
     lib = ctypes.CDLL(str(so))
     memref = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
     lib.iree_glm_int8_matvec_workgroup.argtypes = memref * 3 + [ctypes.c_size_t] * 4
+    lib.iree_glm_int8_quantize_workgroup.argtypes = memref * 2 + [ctypes.c_size_t] * 4
+    lib.iree_glm_int8_matmul_workgroup.argtypes = memref * 3 + [ctypes.c_size_t] * 7
     return lib
 
 
@@ -81,3 +84,64 @@ def test_workgroup_writes_only_its_tiles(lib):
     y = np.full(tiles * 16, -1.0, np.float32)
     lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, 1, 3)
     assert (y[:16] == -1).all() and (y[48:] == -1).all() and np.allclose(y[16:48], k)
+
+
+def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndarray:
+    """The two dispatches' work, one call per workgroup: quantize rows, then the matrix kernel."""
+    m, k = x.shape
+    tiles = q.shape[0]
+    row = int8_kernel.xq_row_bytes(k)
+    xq = np.zeros(m * row + 64, np.int8)
+    off = (-xq.ctypes.data) % 32  # IREE's buffers are aligned
+    xq = xq[off: off + m * row]
+    for r0 in range(0, m, int8_kernel.QUANT_ROWS):
+        lib.iree_glm_int8_quantize_workgroup(*_memref(x), *_memref(xq), m, k, r0, r0 + int8_kernel.QUANT_ROWS)
+    y = np.full((m, tiles * 16), np.nan, np.float32)
+    for t0, t1 in tile_ranges:
+        for m0, m1 in m_ranges:
+            lib.iree_glm_int8_matmul_workgroup(*_memref(xq), *_memref(q), *_memref(y), m, tiles, k, t0, t1, m0, m1)
+    return y
+
+
+@pytest.mark.parametrize("m,n,k,tile_ranges,m_ranges", [
+    (13, 40, 96, [(0, 2), (2, 4)], [(0, 64)]),  # odd M (a last single row); the tile range past N
+    (7, 48, 2816, [(0, 3)], [(0, 3), (3, 7)]),  # K = 11 chunks of 256; M split unevenly
+    (70, 16, 544, [(0, 1)], [(0, 64), (64, 128)]),  # K = 2 chunks + a partial one; two row ranges, the second partial
+    (1, 32, 32, [(0, 1), (1, 2)], [(0, 64)]),  # one row, one block
+])
+def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, tile_ranges, m_ranges):
+    rng = np.random.default_rng(m * 1000 + k)
+    q, _ = quantize_int8(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)))
+    q = np.ascontiguousarray(q.numpy())
+    x = (rng.standard_normal((m, k)) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)
+    x[m // 2] = 0  # an all-zero row: scale 0
+    got = _matmul(lib, x, q, tile_ranges, m_ranges)
+    qx, scale = quantize_rows(torch.from_numpy(x))
+    w = torch.from_numpy(q).double().permute(1, 0, 2).reshape(k, -1)
+    want = ((qx.double() @ w) * scale.double()).numpy()
+    assert not np.isnan(got).any()  # every output written
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_matrix_kernel_extremes_do_not_saturate(lib):
+    k, tiles, m = 512, 1, 3
+    q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 5 == 0, -127, 127).astype(np.int8)
+    x = np.tile(np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32), (m, 1))
+    got = _matmul(lib, x, q, [(0, 1)], [(0, 64)])
+    want = x.astype(np.float64) @ q.astype(np.float64).transpose(1, 0, 2).reshape(k, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_python_constants_match_the_c_source():
+    """int8_kernel.py sizes the dispatches by the C kernels' limits: they must agree."""
+    import re
+
+    source = int8_kernel.SOURCE.read_text()
+    values = {}
+    for body in re.findall(r"enum \{([^}]*)\}", source):
+        for item in body.split(","):
+            name, value = (t.strip() for t in item.split("="))
+            values[name] = int(value)
+    assert values["BLOCK"] == int8_kernel.BLOCK and values["MAX_K"] == int8_kernel.MAX_K and values["LANES"] == int8_kernel.LANES
+    assert values["MAX_ROWS"] == int8_kernel.M_CHUNK
+    assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96

@@ -117,25 +117,31 @@ def test_int8_dispatches_read_packed_bytes(int8_bundle, fp32_model):
     assert dispatch_violations(dump, shapes, read_packed=not _int8_kernel(result)) == []
 
 
-def test_int8_decode_runs_the_kernel(int8_bundle, fp32_model):
-    """On an AVX2 host every one-row int8 matmul (decode's layers and head, prefill's last-row
-    head) is a kernel dispatch: one executable per weight shape links the object, and no
-    generated dispatch reads a stored [N/16, K, 16] weight in decode (a silent fallback to the
-    generic form fails here)."""
+def test_int8_runs_the_kernels(int8_bundle, fp32_model):
+    """On an AVX2 host every int8 matmul is a kernel dispatch: one-row calls (decode's layers
+    and head, prefill's last-row head) the matrix-vector kernel; the prompt's layers (integer
+    matmuls, `int8_activations="prefill"`) a quantization dispatch per input size and the matrix
+    kernel. One executable per weight shape links the object, and no generated dispatch reads a
+    stored [N/16, K, 16] weight (a silent fallback to the generic form or mmt4d fails here)."""
     result, dump = int8_bundle
     if not _int8_kernel(result):
         pytest.skip("int8 AVX2 kernel unavailable on this host")
-    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec"}
+    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul"}
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
-    layers = {(m.in_features, m.qweight.shape[0] * m.qweight.shape[2]) for m in qmodel.modules() if isinstance(m, QuantLinear)}
+    shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
+    layers = {shape(m) for m in qmodel.model.layers.modules() if isinstance(m, QuantLinear)}
     kernels = sorted(f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir"))
-    assert kernels == sorted(f"module_iree_glm_int8_matvec_{k}x{n}_exe.mlir" for k, n in layers)
-    for f in dump.glob("*iree_glm_int8_matvec_*.mlir"):
+    want = [f"module_iree_glm_int8_matvec_{k}x{n}{rows}_exe.mlir" for k, n in layers for rows in ("", "_mdyn")]
+    assert kernels == sorted(want + ["module_iree_glm_int8_matvec_{}x{}_exe.mlir".format(*shape(qmodel.lm_head))])
+    quantize = sorted(f.name for f in dump.glob("*iree_glm_int8_quantize_*.mlir"))
+    assert quantize == sorted(f"module_iree_glm_int8_quantize_{k}_mdyn_exe.mlir" for k in {k for k, _ in layers})
+    for f in [*dump.glob("*iree_glm_int8_matvec_*.mlir"), *dump.glob("*iree_glm_int8_quantize_*.mlir")]:
         assert "hal.import.static" in f.read_text()
     packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear)}
-    for f in dump.glob("*decode*dispatch*.mlir"):
+    for f in dump.glob("*dispatch*.mlir"):
         read = {s for _, s, ty in BINDING.findall(f.read_text()) if ty == "i8"}
         assert not read & packed, f"{f.name} reads a packed int8 weight in generated code"
+        assert "linalg.mmt4d" not in f.read_text(), f"{f.name}: an mmt4d dispatch"
 
 
 def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
@@ -185,9 +191,11 @@ def _integer_prefill_logits(model, ids: list[int], tokens: list[int], kernel: bo
 
 
 def test_int8_prefill_runs_integer_mmt4d(int8_bundle, fp32_model):
-    """Prefill multiplies i8 x i8 -> i32 (IREE's mmt4d); no prefill dispatch reads a layer's
-    stored weight bytes, which only the per-row dequant fallback would do."""
-    _, dump = int8_bundle
+    """Without the matrix kernel, prefill multiplies i8 x i8 -> i32 (IREE's mmt4d); no prefill
+    dispatch reads a layer's stored weight bytes, which only the per-row dequant fallback would do."""
+    result, dump = int8_bundle
+    if _int8_kernel(result):
+        pytest.skip("int8 prompts call the AVX2 matrix kernel (test_int8_runs_the_kernels)")
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     head = _dims(qmodel.lm_head.qweight.shape)
     layer_shapes = {packed for packed, _ in weight_shapes(qmodel)} - {head}

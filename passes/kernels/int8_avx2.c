@@ -1,12 +1,14 @@
 // int8 x f32 matrix products, AVX2 + FMA, linked into IREE dispatches: a matrix-vector kernel
-// for decode (M = 1).
+// for decode (M = 1) and, for prompts, a quantization of x's rows and a register-blocked matrix
+// kernel (2 rows of x x 16 weight rows per step).
 //
 // y[m, n] = sum_k w[n, k] * x[m, k]   (the per-channel weight scale is applied after, in the graph)
 //
 // Weights (iree_glm/quant.py's int8 layout): qweight i8 [N/16, K, 16], values in [-127, 127]:
 // tile t holds output rows 16t..16t+15, for each k their 16 bytes. A tile is one contiguous
 // stream of 16 K bytes. Like llama.cpp's Q8_0 x Q8_0, x is quantized to int8 per block of 32
-// at run time, so the inner loop is integer; per block one conversion and one FMA per 8 rows.
+// at run time (decode; prompts: per row, as the graph's integer matmul), so the inner loop is
+// integer; per block one conversion and one FMA per 8 rows (prompts: one per output).
 //
 // Integer dot products without i16 saturation (the "sign trick"): vpmaddubsw multiplies
 // unsigned by signed bytes and adds pairs into i16. With u = |x| and s = sign(w, x) (w negated
@@ -116,5 +118,117 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
     const __m256 hi = _mm256_add_ps(_mm256_permute2f128_ps(f[2], f[3], 0x20), _mm256_permute2f128_ps(f[2], f[3], 0x31));
     _mm256_storeu_ps(y + t * LANES, lo);
     _mm256_storeu_ps(y + t * LANES + 8, hi);
+  }
+}
+
+// Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
+//
+// iree_glm_int8_quantize_workgroup turns rows of x [m, k] into rows of xq_row_bytes(k) bytes: k
+// int8 (per row: q = round half to even of x * 127 / max|x|, in even_odd order per 8 k), then
+// the f32 row scale max|x| / 127, padded to 32 bytes (as passes/dequant_matmul.py's integer
+// matmul and quant.quantize_rows: the same numbers). Each row is quantized once per matmul.
+static inline size_t xq_row_bytes(size_t k) { return k + 32; }
+
+void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
+                                      size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
+  x += x_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const float *xr = x + r * k;
+    int8_t *row = xq + r * xq_row_bytes(k);
+    __m256 mx = _mm256_setzero_ps();
+    for (size_t i = 0; i < k; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const __m256 inv = _mm256_set1_ps(127.0f / (amax > 1e-30f ? amax : 1e-30f));
+    for (size_t c = 0; c < k; c += BLOCK) {
+      __m256i i[4];
+      for (int j = 0; j < 4; ++j)
+        i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + c + 8 * j), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      __m256i b = _mm256_permute4x64_epi64(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])), 0xD8);
+      _mm256_store_si256((__m256i *)(row + c), even_odd(_mm256_shuffle_epi32(b, 0xD8)));
+    }
+    *(float *)(row + k) = amax / 127.0f;
+  }
+}
+
+// The matrix kernel regroups a chunk of CHUNK_K k of one weight tile (16 rows) once, as dot8
+// does (4 vectors per 8 k, one row per 32-bit lane), keeping each vector and its absolute
+// value; then every pair of x rows runs over the chunk with the 16 rows' i32 sums (8 vectors)
+// in registers, each weight vector serving both rows. Sums stay integers over all of K
+// (|sum| <= K * 127 * 127 < 2^31 for K < 133000): one conversion and scaling per output.
+enum { CHUNK_K = 256, MAX_ROWS = 64 };
+
+static inline __attribute__((always_inline)) void rows_tile(const __m256i *wv, const int8_t *x0, const int8_t *x1, size_t steps,
+                                                            __m256i *acc0, __m256i *acc1, const int two) {
+  const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), ones = _mm256_set1_epi16(1);
+  __m256i a0 = acc0[0], a1 = acc0[1], a2 = acc0[2], a3 = acc0[3];
+  __m256i b0 = acc1[0], b1 = acc1[1], b2 = acc1[2], b3 = acc1[3];
+  for (size_t s = 0; s < steps; ++s) {
+    const __m256i *w = wv + s * 8;
+    const __m256i s0 = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(x0 + s * 8))), pick);
+    const __m256i s1 = two ? _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(x1 + s * 8))), pick) : s0;
+#define STEP(j, A, B)                                                                                    \
+  {                                                                                                      \
+    const __m256i v = _mm256_load_si256(w + 2 * (j)), u = _mm256_load_si256(w + 2 * (j) + 1);            \
+    A = _mm256_add_epi32(A, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(s0, v)), ones));  \
+    if (two) B = _mm256_add_epi32(B, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(s1, v)), ones)); \
+  }
+    STEP(0, a0, b0) STEP(1, a1, b1) STEP(2, a2, b2) STEP(3, a3, b3)
+#undef STEP
+  }
+  acc0[0] = a0; acc0[1] = a1; acc0[2] = a2; acc0[3] = a3;
+  if (two) { acc1[0] = b0; acc1[1] = b1; acc1[2] = b2; acc1[3] = b3; }
+}
+
+// y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
+// iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
+void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
+                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
+  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)y_base; (void)y_size; (void)y_stride;
+  xq += xq_offset; q += q_offset; y += y_offset;
+  if (t_end > tiles) t_end = tiles;
+  if (m_end > m) m_end = m;
+  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
+  const size_t stride = xq_row_bytes(k), n = tiles * LANES;
+  __m256i wv[CHUNK_K / 8 * 8];  // per 8 k: (vector, its absolute value) x 4
+  __m256i acc[MAX_ROWS][4];
+  for (size_t t = t_begin; t < t_end; ++t) {
+    const int8_t *tile = q + t * k * LANES;
+    for (size_t r = m_begin; r < m_end; ++r)
+      for (int j = 0; j < 4; ++j) acc[r - m_begin][j] = _mm256_setzero_si256();
+    for (size_t k0 = 0; k0 < k; k0 += CHUNK_K) {
+      const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;
+      for (size_t s = 0; s < kc / 8; ++s) {
+        const int8_t *w = tile + (k0 + 8 * s) * LANES;
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+        const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
+        const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);
+        const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);
+        const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
+                              _mm256_unpackhi_epi16(p1, p3)};
+        for (int j = 0; j < 4; ++j) {
+          wv[s * 8 + 2 * j] = v[j];
+          wv[s * 8 + 2 * j + 1] = _mm256_abs_epi8(v[j]);
+        }
+      }
+      size_t r = m_begin;
+      for (; r + 2 <= m_end; r += 2)
+        rows_tile(wv, xq + r * stride + k0, xq + (r + 1) * stride + k0, kc / 8, acc[r - m_begin], acc[r + 1 - m_begin], 1);
+      if (r < m_end) rows_tile(wv, xq + r * stride + k0, xq + r * stride + k0, kc / 8, acc[r - m_begin], acc[r - m_begin], 0);
+    }
+    for (size_t r = m_begin; r < m_end; ++r) {  // acc[j]: rows 4j..4j+3, even k | odd k
+      const __m256 d = _mm256_broadcast_ss((const float *)(xq + r * stride + k));
+      const __m256i *a = acc[r - m_begin];
+      const __m256i lo = _mm256_add_epi32(_mm256_permute2x128_si256(a[0], a[1], 0x20), _mm256_permute2x128_si256(a[0], a[1], 0x31));
+      const __m256i hi = _mm256_add_epi32(_mm256_permute2x128_si256(a[2], a[3], 0x20), _mm256_permute2x128_si256(a[2], a[3], 0x31));
+      _mm256_storeu_ps(y + r * n + t * LANES, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), d));
+      _mm256_storeu_ps(y + r * n + t * LANES + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d));
+    }
   }
 }
