@@ -78,7 +78,8 @@ def _sparse(pattern: str) -> Callable[[], dict[str, Any]]:
 
 ROWS = [
     Row("fp32", "fp32 reference build", lambda: {}),
-    Row("int8", "int8 weights, per channel (weight-only matmuls)", lambda: {**_quant("int8")(), "int8_activations": "none"}),
+    Row("int8", "int8 weights, per channel (weight-only matmuls; on x86-64 AVX2 decode's kernel quantizes x per block of 32)",
+        lambda: {**_quant("int8")(), "int8_activations": "none"}),
     Row("int8-act", "int8 weights + int8 activations per row (prefill's i8 x i8 matmuls)",
         lambda: {**_quant("int8")(), "int8_activations": "prefill"}, entry="prefill"),
     Row("int4-g32", "int4 weights, group 32", _quant("int4", 32)),
