@@ -31,25 +31,26 @@
 #define UNUSED_MEMREF(name) (void)name##_base, (void)name##_size, (void)name##_stride
 
 enum { ROWS = 32, VECS = ROWS / 8, BLOCK = 64, MAX_D = 128 };
+#define LOG2E 1.44269504088896341f  // scores and mask are kept in base 2: softmax by exp2
 
-// e^x, relative error ~2e-7 (Cephes' expf polynomial); exactly 0 below -87.3 (and for -inf).
-static inline __m256 exp256(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.3f);
+// 2^x, relative error ~2.3e-7 (a degree-5 fit of 2^f on [-0.5, 0.5], Horner); exactly 0 below
+// -126 (and for -inf). The kernel works in base 2 (scores pre-scaled by log2(e)): 5 FMAs a
+// vector here against 11 multiplies / FMAs of a natural-base expf, which shared the two FMA
+// units with the products themselves.
+static inline __m256 exp2_256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-126.0f);
   const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3f));
-  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(127.0f));
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(x, n);
+  __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(1.327647129073739e-3f), f, _mm256_set1_ps(9.675540961325169e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.550713092088699e-2f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.4022120237350464e-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(6.931469440460205e-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.0000001192092896f));
+  // times 2^n: n added to the exponent bits (y in [0.7, 1.42], n in [-126, 127]: stays normal)
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  return _mm256_andnot_ps(under, _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), e)));
 }
 
 
@@ -90,9 +91,10 @@ static void fma_tiles(const float *x, size_t xs, size_t xi, const float *y, size
   }
 }
 
-// st[j][0..8) += the mask of 8 rows (own mask rows mr[0..8)) at keys j0 + j, j < keys: 8 x 8
+// st[j][0..8) += log2(e) x the mask of 8 rows (own mask rows mr[0..8)) at keys j0 + j, j < keys: 8 x 8
 // blocks transposed in registers, the last keys % 8 one at a time.
 static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float *st) {
+  const __m256 log2e = _mm256_set1_ps(LOG2E);
   size_t j = 0;
   for (; j + 8 <= keys; j += 8) {
     __m256 r[8], t[8];
@@ -111,12 +113,12 @@ static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float 
       t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
       t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
     }
-    for (int i = 0; i < 8; ++i) _mm256_store_ps(st + (j + i) * ROWS, _mm256_add_ps(_mm256_load_ps(st + (j + i) * ROWS), t[i]));
+    for (int i = 0; i < 8; ++i) _mm256_store_ps(st + (j + i) * ROWS, _mm256_fmadd_ps(t[i], log2e, _mm256_load_ps(st + (j + i) * ROWS)));
   }
   for (; j < keys; ++j) {
     const __m256 mv = _mm256_setr_ps(mr[0][j0 + j], mr[1][j0 + j], mr[2][j0 + j], mr[3][j0 + j],
                                      mr[4][j0 + j], mr[5][j0 + j], mr[6][j0 + j], mr[7][j0 + j]);
-    _mm256_store_ps(st + j * ROWS, _mm256_add_ps(_mm256_load_ps(st + j * ROWS), mv));
+    _mm256_store_ps(st + j * ROWS, _mm256_fmadd_ps(mv, log2e, _mm256_load_ps(st + j * ROWS)));
   }
 }
 
@@ -137,15 +139,16 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
   const size_t lanes = 8 * (size_t)nv;
   const float *qh = q + (head * m + row_begin) * d, *kh = k + head * n * d, *vh = v + head * n * e;
   const float *mh = mask + head * mask_head_stride;
-  float qt[MAX_D * ROWS] __attribute__((aligned(32)));   // q^T * scale (zero lanes past `rows`)
+  float qt[MAX_D * ROWS] __attribute__((aligned(32)));   // q^T * scale * log2(e) (zero lanes past `rows`)
   float st[BLOCK * ROWS] __attribute__((aligned(32)));   // scores^T, then probabilities^T
   float acc[MAX_D * ROWS] __attribute__((aligned(32)));  // unnormalized outputs^T
   const float *mrow[ROWS];
   __m256 run_max[VECS], run_sum[VECS];
   int uniform[VECS];     // a vector's 8 rows share one mask row (the query heads of a position)
-  const __m256 ninf = _mm256_set1_ps(-__builtin_inff()), zero = _mm256_setzero_ps();
+  const __m256 ninf = _mm256_set1_ps(-__builtin_inff()), zero = _mm256_setzero_ps(), log2e = _mm256_set1_ps(LOG2E);
+  const float scale2 = scale * LOG2E;
   for (size_t r = 0; r < lanes; ++r) {
-    for (size_t c = 0; c < d; ++c) qt[c * ROWS + r] = r < rows ? qh[r * d + c] * scale : 0.0f;
+    for (size_t c = 0; c < d; ++c) qt[c * ROWS + r] = r < rows ? qh[r * d + c] * scale2 : 0.0f;
     for (size_t c = 0; c < e; ++c) acc[c * ROWS + r] = 0.0f;
     mrow[r] = mh + ((row_begin + (r < rows ? r : rows - 1)) / mask_row_div) * n;  // padding lanes: the last row's
   }
@@ -175,7 +178,7 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
       for (size_t j = 0; j < keys; ++j) {
         __m256 x = _mm256_load_ps(sw + j * ROWS);
         if (uniform[w]) {
-          x = _mm256_add_ps(x, _mm256_broadcast_ss(mrow[8 * w] + j0 + j));
+          x = _mm256_fmadd_ps(_mm256_broadcast_ss(mrow[8 * w] + j0 + j), log2e, x);
           _mm256_store_ps(sw + j * ROWS, x);
         }
         top = _mm256_max_ps(top, x);
@@ -185,12 +188,12 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
       const __m256 safe = _mm256_andnot_ps(_mm256_cmp_ps(new_max, ninf, _CMP_EQ_OQ), new_max);
       __m256 sum = zero;
       for (size_t j = 0; j < keys; ++j) {
-        const __m256 p = exp256(_mm256_sub_ps(_mm256_load_ps(st + j * ROWS + 8 * w), safe));
+        const __m256 p = exp2_256(_mm256_sub_ps(_mm256_load_ps(st + j * ROWS + 8 * w), safe));
         _mm256_store_ps(st + j * ROWS + 8 * w, p);
         sum = _mm256_add_ps(sum, p);
       }
       if (_mm256_movemask_ps(_mm256_cmp_ps(new_max, run_max[w], _CMP_NEQ_UQ))) {  // a row's max grew: rescale
-        const __m256 alpha = exp256(_mm256_sub_ps(run_max[w], safe));
+        const __m256 alpha = exp2_256(_mm256_sub_ps(run_max[w], safe));
         for (size_t c = 0; c < e; ++c) _mm256_store_ps(acc + c * ROWS + 8 * w, _mm256_mul_ps(_mm256_load_ps(acc + c * ROWS + 8 * w), alpha));
         run_sum[w] = _mm256_mul_ps(run_sum[w], alpha);
         run_max[w] = new_max;
