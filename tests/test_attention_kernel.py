@@ -118,6 +118,19 @@ def test_any_mask_with_fully_masked_rows_matches_iree(modules):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN where IREE has NaN, and only there
 
 
+def test_far_apart_scores_and_finite_masks_match_iree(modules):
+    """Softmax terms hundreds below a row's largest (wide scores, finite masks down to -1000): the
+    kernel's base-2 exp clamps and flushes them to 0 where IREE's exp underflows."""
+    _, _, ours, theirs = modules
+    rng = np.random.default_rng(9)
+    q, k, v = _qkv(45, 131, seed=9)
+    q *= 25  # scores with a standard deviation of ~25: differences past exp's range within a row
+    mask = rng.choice(np.array([0.0, -30.0, -100.0, -1000.0], np.float32), size=(2, 45, 131))
+    got, want = _call(ours, "masked", q, k, v, mask), _call(theirs, "masked", q, k, v, mask)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_decode_form_matches_iree(modules):
     _, _, ours, theirs = modules
     q, k, v = _qkv(4, 77, seed=5)
