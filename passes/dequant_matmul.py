@@ -46,9 +46,12 @@ passes/int4_kernel.py): the matmul becomes a call of a hand-written kernel's dis
 per layer reading the packed bytes; code generation of the int4 form stayed below fp32 speed
 here (see int4_kernel.py). Elsewhere int4 keeps the generic fused form.
 
-int8 decode (M=1, fp32 activations) on x86-64 with AVX2 (`int8_kernel`: the object of
-passes/int8_kernel.py) likewise calls a hand-written matrix-vector kernel on the stored
-[N/16, K, 16] bytes (x quantized per block of 32); the weight scale stays after the call.
+int8 (fp32 activations) on x86-64 with AVX2 (`int8_kernel`: the object of
+passes/int8_kernel.py) likewise calls hand-written kernels on the stored [N/16, K, 16] bytes:
+a matrix-vector kernel for M=1 (x quantized per block of 32) and, where the matmul would be an
+integer matmul (`int8_activations`, `int8_matmul`), a row quantization and a matrix kernel
+computing what `rewrite_integer` does, without mmt4d's load-time repack. The weight scale stays
+after the call.
 
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for

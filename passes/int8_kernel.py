@@ -2,16 +2,22 @@
 
 IREE's tuned generic for int8 decode (passes/dequant_matmul.py, `cpu_tiles`) converts every
 weight byte to f32 and streamed the 330M model's weights well below this machine's read rate.
-For int8 layers with f32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead makes
-decode (M = 1) matmuls calls of `kernels/int8_avx2.c`: x quantized to int8 per block of 32 at
-run time (as llama.cpp's Q8_0), integer dot products on the weights' stored bytes
-(quant.py's [N/16, K, 16] layout, one contiguous stream per tile of 16 output rows), software
-prefetch. The per-channel weight scale stays in the graph, after the call.
+For int8 matmuls with f32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead calls
+`kernels/int8_avx2.c`, which reads the weights' stored bytes (quant.py's [N/16, K, 16] layout,
+one contiguous stream per tile of 16 output rows) and multiplies integers exactly (the sign
+trick, see the C file):
+- one row of x (decode): a matrix-vector kernel, x quantized per block of 32 at run time (as
+  llama.cpp's Q8_0), software prefetch;
+- several rows, where the pass would emit an integer matmul (`int8_activations`): a dispatch
+  quantizing x's rows (per row, the integer matmul's numbers), then a matrix kernel on tiles of
+  16 weight rows x pairs of x rows. IREE's mmt4d ran at about the same speed but repacks the
+  weights at load (one more byte per weight resident).
+The per-channel weight scale stays in the graph, after the call.
 
 The object is built and linked like the int4 kernels' (int4_kernel.build_object and
-static_executable, the same host checks); other targets keep the generic fused form. What
-the kernel computes is modelled in torch by `quant.quantize_activations(x, 32)` times the
-integer weights (tests compare the two).
+static_executable, the same host checks); other targets keep the generic fused form (or mmt4d).
+What the kernels compute is modelled in torch by `quant.quantize_activations(x, 32)` and
+`quant.quantize_rows` times the integer weights (tests compare them).
 """
 
 from __future__ import annotations
