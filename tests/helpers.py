@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from iree_glm.tokenizer import byte_level_tokenizer_json
@@ -47,3 +50,24 @@ def write_hf_checkpoint(variant: str, path: Path, seed: int = 0, tokenizer: bool
     if tokenizer:
         (Path(path) / "tokenizer.json").write_text(byte_level_tokenizer_json())
     return model
+
+
+MEMREF = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]  # a 1-D memref as IREE passes it
+
+
+def kernel_library(source: Path, folder: Path, argtypes: dict[str, tuple[int, int]]) -> ctypes.CDLL:
+    """One of passes/kernels' C files built as a shared library with the flags bundles use;
+    `argtypes`: symbol -> (memref arguments, index arguments)."""
+    from iree_glm.passes import int4_kernel
+
+    so = folder / f"{source.stem}.so"
+    subprocess.run([int4_kernel._compiler(), *int4_kernel.CFLAGS, "-shared", str(source), "-o", str(so)], check=True)
+    lib = ctypes.CDLL(str(so))
+    for symbol, (memrefs, indices) in argtypes.items():
+        getattr(lib, symbol).argtypes = MEMREF * memrefs + [ctypes.c_size_t] * indices
+    return lib
+
+
+def memref(a: np.ndarray) -> list:
+    """The memref arguments of a contiguous array (base, aligned pointer, offset, size, stride)."""
+    return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]

@@ -9,9 +9,6 @@ The reference is torch's model of the kernel (quant.quantize_activations, dequan
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
-
 import numpy as np
 import pytest
 import torch
@@ -19,23 +16,16 @@ import torch
 from iree_glm.passes import int4_kernel
 from iree_glm.quant import dequantize_int4, quantize_activations, quantize_int4
 
+from .helpers import kernel_library, memref
+
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     reason = int4_kernel.unavailable_reason()
     if reason:
         pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
-    so = tmp_path_factory.mktemp("int4_lib") / "int4.so"
-    subprocess.run([int4_kernel._compiler(), *int4_kernel.CFLAGS, "-shared", str(int4_kernel.SOURCE), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
-    memref = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
-    lib.iree_glm_int4_quantize_workgroup.argtypes = memref * 2 + [ctypes.c_size_t] * 5
-    lib.iree_glm_int4_matmul_workgroup.argtypes = memref * 4 + [ctypes.c_size_t] * 8
-    return lib
-
-
-def _memref(a: np.ndarray) -> list:
-    return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]
+    return kernel_library(int4_kernel.SOURCE, tmp_path_factory.mktemp("int4_lib"),
+                          {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8)})
 
 
 def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:
@@ -46,11 +36,11 @@ def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_rang
     off = (-xq.ctypes.data) % 32  # IREE's buffers are aligned
     xq = xq[off: off + m * int4_kernel.xq_row_bytes(k)]
     for r0 in range(0, m, int4_kernel.QUANT_ROWS):
-        lib.iree_glm_int4_quantize_workgroup(*_memref(x), *_memref(xq), m, k, group, r0, r0 + int4_kernel.QUANT_ROWS)
+        lib.iree_glm_int4_quantize_workgroup(*memref(x), *memref(xq), m, k, group, r0, r0 + int4_kernel.QUANT_ROWS)
     y = np.full((m, n), np.nan, np.float32)
     for n0, n1 in n_ranges:
         for m0, m1 in m_ranges:
-            lib.iree_glm_int4_matmul_workgroup(*_memref(xq), *_memref(q), *_memref(s), *_memref(y), m, n, k, group, n0, n1, m0, m1)
+            lib.iree_glm_int4_matmul_workgroup(*memref(xq), *memref(q), *memref(s), *memref(y), m, n, k, group, n0, n1, m0, m1)
     return y
 
 

@@ -10,15 +10,14 @@ matrix-vector kernel, quant.quantize_rows for the matrix kernel; integer weights
 
 from __future__ import annotations
 
-import ctypes
-import subprocess
-
 import numpy as np
 import pytest
 import torch
 
-from iree_glm.passes import int4_kernel, int8_kernel
+from iree_glm.passes import int8_kernel
 from iree_glm.quant import quantize_activations, quantize_int8, quantize_rows
+
+from .helpers import kernel_library, memref
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +25,9 @@ def lib(tmp_path_factory):
     reason = int8_kernel.unavailable_reason()
     if reason:
         pytest.skip(f"int8 AVX2 kernel unavailable: {reason}")
-    so = tmp_path_factory.mktemp("int8_lib") / "int8.so"
-    subprocess.run([int4_kernel._compiler(), *int4_kernel.CFLAGS, "-shared", str(int8_kernel.SOURCE), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
-    memref = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
-    lib.iree_glm_int8_matvec_workgroup.argtypes = memref * 3 + [ctypes.c_size_t] * 4
-    lib.iree_glm_int8_quantize_workgroup.argtypes = memref * 2 + [ctypes.c_size_t] * 4
-    lib.iree_glm_int8_matmul_workgroup.argtypes = memref * 3 + [ctypes.c_size_t] * 7
-    return lib
-
-
-def _memref(a: np.ndarray) -> list:
-    return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]
+    return kernel_library(int8_kernel.SOURCE, tmp_path_factory.mktemp("int8_lib"),
+                          {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
+                           "iree_glm_int8_matmul_workgroup": (3, 7)})
 
 
 def _x(rng, k: int) -> np.ndarray:
@@ -59,7 +49,7 @@ def test_matvec_kernel_matches_its_torch_model(lib, n, k, ranges):
     x = _x(rng, k)
     y = np.full(tiles * 16, np.nan, np.float32)
     for t0, t1 in ranges:
-        lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, t0, t1)
+        lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, t0, t1)
     w = q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
     want = quantize_activations(torch.from_numpy(x), 32).double().numpy() @ w
     assert not np.isnan(y).any()  # every output written
@@ -72,7 +62,7 @@ def test_matvec_extremes_do_not_saturate(lib):
     q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 3 == 0, -127, 127).astype(np.int8)
     x = np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32)  # quantizes to +-127
     y = np.zeros(tiles * 16, np.float32)
-    lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, 0, tiles)
+    lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, 0, tiles)
     want = x.astype(np.float64) @ q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
     np.testing.assert_allclose(y, want, rtol=1e-6)
 
@@ -82,7 +72,7 @@ def test_workgroup_writes_only_its_tiles(lib):
     q = np.ones((tiles, k, 16), np.int8)
     x = np.ones(k, np.float32)
     y = np.full(tiles * 16, -1.0, np.float32)
-    lib.iree_glm_int8_matvec_workgroup(*_memref(x), *_memref(q), *_memref(y), tiles, k, 1, 3)
+    lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, 1, 3)
     assert (y[:16] == -1).all() and (y[48:] == -1).all() and np.allclose(y[16:48], k)
 
 
@@ -95,11 +85,11 @@ def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndar
     off = (-xq.ctypes.data) % 32  # IREE's buffers are aligned
     xq = xq[off: off + m * row]
     for r0 in range(0, m, int8_kernel.QUANT_ROWS):
-        lib.iree_glm_int8_quantize_workgroup(*_memref(x), *_memref(xq), m, k, r0, r0 + int8_kernel.QUANT_ROWS)
+        lib.iree_glm_int8_quantize_workgroup(*memref(x), *memref(xq), m, k, r0, r0 + int8_kernel.QUANT_ROWS)
     y = np.full((m, tiles * 16), np.nan, np.float32)
     for t0, t1 in tile_ranges:
         for m0, m1 in m_ranges:
-            lib.iree_glm_int8_matmul_workgroup(*_memref(xq), *_memref(q), *_memref(y), m, tiles, k, t0, t1, m0, m1)
+            lib.iree_glm_int8_matmul_workgroup(*memref(xq), *memref(q), *memref(y), m, tiles, k, t0, t1, m0, m1)
     return y
 
 
