@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -653,9 +654,18 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir
         return None
     rows, k, n, group, qweight, scale = found
     if not int4_kernel.fits(k, group, rows):
+        _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row")
         return None
     name = int4_kernel.function_name(k, n, group, rows)
     return _call_kernel(m, name, lambda: int4_kernel.definitions(k, n, group, kernel, rows), [m.lhs, qweight, scale], defined)
+
+
+class KernelNotUsed(UserWarning):
+    """A matmul the AVX2 kernels were offered for keeps the generated form (its shape is outside their range)."""
+
+
+def _kernel_not_used(m: _Match, what: str, range_: str) -> None:
+    warnings.warn(f"{m.matmul.location}: {what} is outside the AVX2 kernel's range ({range_}): generic fused form", KernelNotUsed)
 
 
 def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], defined: set[str]) -> ir.Operation:
@@ -702,6 +712,8 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
     elif rows != 1 and integer and int8_kernel.matmul_fits(k, lanes):
         name, defs = int8_kernel.function_name(k, tiles * lanes, rows), lambda: int8_kernel.matmul_definitions(k, tiles, kernel, rows)
     else:
+        if rows == 1 or integer:  # the kernel was meant for this matmul (else: weight-only prompts, by choice)
+            _kernel_not_used(m, f"int8 K={k} rows {rows or 'dynamic'}", f"K a multiple of {int8_kernel.BLOCK}, <= {int8_kernel.MAX_K} for one row")
         return None
     return _call_kernel(m, name, defs, [m.lhs, q_weight], defined)
 

@@ -306,3 +306,13 @@ def test_int8_matrix_kernel_matches_the_integer_form(int8_kernel_object, m):
     integer, _ = _rewrite("int8_channel.mlir", cpu_tiles=True, int8_activations="prefill")
     x = np.random.default_rng(m).standard_normal((m, 64)).astype(np.float32)
     np.testing.assert_allclose(_compile_and_run(fused, "prefill", x), _compile_and_run(integer, "prefill", x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_shape_outside_the_kernels_range_is_reported(int8_kernel_object, int4_kernel_object, monkeypatch):
+    """A one-row matmul whose K the kernels do not take keeps the generic form, and says so."""
+    monkeypatch.setattr(int8_kernel, "MAX_K", 32)  # the test data's K is 64
+    monkeypatch.setattr(int4_kernel, "MAX_K", 32)
+    for name, kwargs in (("int8_channel.mlir", {"int8": int8_kernel_object}), ("int4_group.mlir", {"kernel": int4_kernel_object})):
+        with pytest.warns(dequant_matmul.KernelNotUsed, match=r"K=64 (group 32 )?rows 1 is outside the AVX2 kernel's range.*generic fused form"):
+            text, n = _rewrite(name, cpu_tiles=True, **kwargs)
+        assert n == 2 and "util.call" not in _function(text, "decode")
