@@ -103,6 +103,40 @@ def static_executable(name: str, obj: Path) -> str:
             f'  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
 
 
+def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int]) -> str:
+    """`stream.executable @{name}_exe` whose dispatch quantizes M rows of x [M, K] f32 (QUANT_ROWS a
+    workgroup) into rows of `row_bytes` by calling the kernel `symbol`(x, out, M, K, *params,
+    first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none)."""
+    sig = ", ".join(["memref<?xf32>, memref<?xi8>", *["index"] * (4 + len(params))])
+    consts = "".join(f"      %{p} = arith.constant {v} : index\n" for p, v in params.items())
+    args = "".join(f"%{p}, " for p in params)
+    return f"""{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
+    stream.return %chunks, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+{consts}      %row = arith.constant {row_bytes} : index
+      %chunk = arith.constant {QUANT_ROWS} : index
+      %xn = arith.muli %m, %k : index
+      %on = arith.muli %m, %row : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %chunk : index
+      %r1 = arith.addi %r0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
+      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
+      func.call @{symbol}(%x, %o, %m, %k, {args}%r0, %r1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}"""
+
+
 def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
@@ -168,36 +202,10 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int])
     qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
-    qsig = "memref<?xf32>, memref<?xi8>, index, index, index, index, index"
     sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
     get_m = "%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>".format(k=k) if m is None else f"%m = arith.constant {m} : index"
     return f"""
-{static_executable(qname, obj)}
-  stream.executable.export public @{qname} workgroups(%m: index) -> (index, index, index) {{
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
-    stream.return %chunks, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{QUANTIZE_SYMBOL}({qsig}) attributes {{hal.import.static}}
-    func.func @{qname}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %g = arith.constant {group} : index
-      %row = arith.constant {xq_row} : index
-      %chunk = arith.constant {QUANT_ROWS} : index
-      %xn = arith.muli %m, %k : index
-      %on = arith.muli %m, %row : index
-      %wg = stream.dispatch.workgroup.id[0] : index
-      %r0 = arith.muli %wg, %chunk : index
-      %r1 = arith.addi %r0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
-      func.call @{QUANTIZE_SYMBOL}(%x, %o, %m, %k, %g, %r0, %r1) : ({qsig}) -> ()
-      return
-    }}
-  }}
-}}
+{quantize_executable(qname, obj, QUANTIZE_SYMBOL, k, xq_row, {"g": group})}
 {static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index

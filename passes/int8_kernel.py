@@ -35,7 +35,7 @@ MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
 LANES = 16  # output rows per tile of the stored layout
 WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
-QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
+QUANT_ROWS = int4_kernel.QUANT_ROWS  # rows of x per workgroup of the quantization dispatch (int4_kernel.quantize_executable)
 N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
 M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS)
 
@@ -135,34 +135,9 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>" if m is None else f"%m = arith.constant {m} : index"
-    qsig = "memref<?xf32>, memref<?xi8>, index, index, index, index"
     sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
     return f"""
-{int4_kernel.static_executable(qname, obj)}
-  stream.executable.export public @{qname} workgroups(%m: index) -> (index, index, index) {{
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
-    stream.return %chunks, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{QUANTIZE_SYMBOL}({qsig}) attributes {{hal.import.static}}
-    func.func @{qname}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %row = arith.constant {row} : index
-      %chunk = arith.constant {QUANT_ROWS} : index
-      %xn = arith.muli %m, %k : index
-      %on = arith.muli %m, %row : index
-      %wg = stream.dispatch.workgroup.id[0] : index
-      %r0 = arith.muli %wg, %chunk : index
-      %r1 = arith.addi %r0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
-      func.call @{QUANTIZE_SYMBOL}(%x, %o, %m, %k, %r0, %r1) : ({qsig}) -> ()
-      return
-    }}
-  }}
-}}
+{int4_kernel.quantize_executable(qname, obj, QUANTIZE_SYMBOL, k, row, {})}
 {int4_kernel.static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index
