@@ -71,3 +71,21 @@ def kernel_library(source: Path, folder: Path, argtypes: dict[str, tuple[int, in
 def memref(a: np.ndarray) -> list:
     """The memref arguments of a contiguous array (base, aligned pointer, offset, size, stride)."""
     return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]
+
+
+def lose_devices(monkeypatch, lost_calls: set[int], message: str = "VK_ERROR_DEVICE_LOST; while invoking native function hal.fence.await") -> list:
+    """Make the VM contexts created in the calls numbered `lost_calls` (from 1) fail the way IREE
+    reports a device lost while the initializers upload the weights; returns the calls' modules."""
+    import iree.runtime as rt
+
+    real = rt.VmContext
+    calls = []
+
+    def context(instance, modules):
+        calls.append(modules)
+        if len(calls) in lost_calls:
+            raise RuntimeError(f"Error creating vm context with modules: {message}")
+        return real(instance, modules=modules)
+
+    monkeypatch.setattr(rt, "VmContext", context)
+    return calls

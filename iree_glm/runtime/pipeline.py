@@ -26,13 +26,10 @@ from ..config import ModelConfig
 from ..errors import BundleError, RequestError
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
+from .devices import DeviceFailure, first_line, hal_device, load_module, load_retrying
 from .kv_cache import KVCache, attended_keys, key_positions
 from .request import RequestState
 from .session import Session, chunk_size
-
-
-class DeviceFailure(RequestError):
-    """A stage's device failed during a call; the generation stops (no silent change of device)."""
 
 
 @dataclass
@@ -96,14 +93,11 @@ class PipelineSession(Session):
         self.stand_ins: dict[str, str] = {}  # device -> driver it runs on instead
         self.stats = PipelineStats()
 
-        modules = {m.file: m for m in manifest.modules}
         self._instance = rt.VmInstance()
         self._index = rt.ParameterIndex()
         self._index.load(str(self.bundle / manifest.parameters))
-        devices: dict[str, object] = {}
-        self._stages: list[_Stage] = []
+        modules = {m.file: m for m in manifest.modules}
         for info in manifest.options["stages"]:
-            module = modules[info["file"]]
             name, wanted = info["device"], info["device_driver"]
             if info["stand_in"]:
                 if driver_available(wanted):
@@ -113,21 +107,40 @@ class PipelineSession(Session):
                 if not allow_stand_in:
                     raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{wanted}', which this machine does not have; "
                                       f"rerun with --allow-stand-in to run its partition on the CPU (marked stand-in)")
-                self.stand_ins[name] = module.driver
-            if module.driver not in devices:
-                try:
-                    devices[module.driver] = rt.get_device(module.driver)
-                except (ValueError, RuntimeError) as e:
-                    raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{module.driver}', not available here ({e})") from None
-            device = devices[module.driver]
-            params = rt.create_io_parameters_module(self._instance, self._index.create_provider(scope=manifest.parameter_scope))
-            hal = rt.create_hal_module(self._instance, device)
-            main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
-            context = rt.VmContext(self._instance, modules=[hal, params, main])
-            fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in manifest.entry_points}
-            upload = None if module.driver.startswith("local-") else host_visible_upload(device)
-            self._stages.append(_Stage(info["index"], name, module.driver, len(info["cache_layers"]), fns, device, upload))
+                self.stand_ins[name] = modules[info["file"]].driver
             self.stats.stage_seconds[name] = 0.0
+        self._stages = load_retrying(lambda: self._load_stages(modules), str(self.bundle))
+
+    def _load_stages(self, modules: dict) -> list["_Stage"]:
+        """Every stage, loaded afresh (if a device is lost, earlier stages may hold it too)."""
+        stages, error = [], None
+        for info in self.manifest.options["stages"]:
+            try:
+                stages.append(self._load_stage(info, modules[info["file"]]))
+            except Exception as e:  # noqa: BLE001 (re-raised below)
+                error = e
+                break
+        if error is not None:
+            # Free the loaded stages' modules first: IREE's binding fails (SystemError) when a
+            # mmapped module is freed while an exception unwinds.
+            stages.clear()
+            raise error
+        return stages
+
+    def _load_stage(self, info: dict, module) -> "_Stage":
+        """A stage's module on a device of its driver (raises `DeviceLost` when that device is lost
+        while its initializers upload the weights)."""
+        import iree.runtime as rt
+
+        try:
+            device = hal_device(module.driver)
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{self.bundle}: device '{info['device']}' needs HAL driver '{module.driver}', not available here ({e})") from None
+        provider = self._index.create_provider(scope=self.manifest.parameter_scope)
+        main, context = load_module(self._instance, module.driver, device, provider, str(self.bundle / module.file))
+        fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in self.manifest.entry_points}
+        upload = None if module.driver.startswith("local-") else host_visible_upload(device)
+        return _Stage(info["index"], info["device"], module.driver, len(info["cache_layers"]), fns, device, upload)
 
     @classmethod
     def load(cls, bundle: str | Path, verify: bool = True, allow_stand_in: bool = False,
@@ -156,8 +169,7 @@ class PipelineSession(Session):
                 t2 = time.perf_counter()
                 x = out.to_host()  # the hand-off: mapped from the producing device
             except (RuntimeError, ValueError) as e:  # a device failing mid-run: stop, never switch devices
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                raise DeviceFailure(f"{self.bundle}: device '{stage.device}' ({stage.driver}) failed in {name}: {first}") from None
+                raise DeviceFailure(f"{self.bundle}: device '{stage.device}' ({stage.driver}) failed in {name}: {first_line(e)}") from None
             self.stats.handoff_seconds += (t1 - t) + time.perf_counter() - t2
             self.stats.stage_seconds[stage.device] += t2 - t1
         return x

@@ -26,6 +26,7 @@ from ..errors import BundleError, RequestError
 from ..sparse_pattern import SparsePattern, parse_pattern
 from ..tokenizer import TextTokenizer
 from .batching import DEFAULT_GATHER_MS
+from .devices import hal_device, load_module, load_retrying
 from .kv_cache import STORE_KV, KVCache, attended_keys, key_positions
 from .normalize import Normalizer, parse_normalize
 from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, bundle_hash, budget_bytes
@@ -94,22 +95,10 @@ class Session:
         self._lock = threading.Lock()
         module = manifest.modules[0]
         self.driver = driver or module.driver
-        try:
-            self._device = rt.get_device(self.driver)
-        except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{self.bundle}: HAL driver '{self.driver}' is not available here ({e})") from None
         self._instance = rt.VmInstance()
-        index = rt.ParameterIndex()
-        index.load(str(self.bundle / manifest.parameters))
-        params = rt.create_io_parameters_module(self._instance, index.create_provider(scope=manifest.parameter_scope))
-        hal = rt.create_hal_module(self._instance, self._device)
-        main = rt.VmModule.mmap(self._instance, str(self.bundle / module.file))
-        self._context = rt.VmContext(self._instance, modules=[hal, params, main])
-        self._fns = {
-            name: rt.FunctionInvoker(self._context, self._device, main.lookup_function(name))
-            for name in [ep["name"] for ep in manifest.entry_points] + [STORE_KV]
-        }
-        self._index = index  # keeps the mmapped archive alive
+        self._index = rt.ParameterIndex()  # kept: the functions read the mmapped archive
+        self._index.load(str(self.bundle / manifest.parameters))
+        self._device, self._fns = load_retrying(lambda: self._load_module(module.file), str(self.bundle))
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
         self.prefix_cache: PrefixCache | None = None
@@ -124,6 +113,20 @@ class Session:
         self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
         self._engine: BatchEngine | None = None
         self._engine_lock = threading.Lock()
+
+    def _load_module(self, file: str):
+        """(device, entry points) of the bundle's module on a device of `self.driver` (raises
+        `DeviceLost` when the device is lost while its initializers upload the weights)."""
+        import iree.runtime as rt
+
+        try:
+            device = hal_device(self.driver)
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{self.bundle}: HAL driver '{self.driver}' is not available here ({e})") from None
+        provider = self._index.create_provider(scope=self.manifest.parameter_scope)
+        main, context = load_module(self._instance, self.driver, device, provider, str(self.bundle / file))
+        names = [ep["name"] for ep in self.manifest.entry_points] + [STORE_KV]
+        return device, {name: rt.FunctionInvoker(context, device, main.lookup_function(name)) for name in names}
 
     @classmethod
     def load(

@@ -1,0 +1,98 @@
+"""HAL devices for sessions, and a new logical device when one is lost while a bundle loads.
+
+IREE 3.13's Vulkan queue wakes its completion thread by signalling a timeline semaphore with a
+value taken from a counter, from whichever thread finished a wait; two threads can signal out of
+order, and Mesa's lavapipe (timelines emulated) treats the lower value as the device being lost.
+It shows while a bundle's weights are uploaded (many queued reads), on a busy machine: 6 of 60
+loads of the 3-device test bundle with three busy processes beside them. The Vulkan spec's
+answer to a lost device is a new logical device, so loading retries on one, says so on stderr,
+and gives up with one line after `LOAD_ATTEMPTS`. A device lost later, mid-request, is not retried
+(its KV cache is gone): the request stops with `DeviceFailure`.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Callable, TypeVar
+
+from ..errors import RequestError
+
+LOAD_ATTEMPTS = 3
+DEVICE_LOST = "VK_ERROR_DEVICE_LOST"
+
+T = TypeVar("T")
+
+_devices: dict[str, object] = {}
+_devices_lock = threading.Lock()
+
+
+class DeviceFailure(RequestError):
+    """A device failed (lost) during a call or, repeatedly, while loading; no silent change of device."""
+
+
+class DeviceLost(Exception):
+    """A device was lost while a context was created on it (caught by `load_retrying`)."""
+
+    def __init__(self, driver: str, detail: str):
+        super().__init__(f"{driver}: {detail}")
+        self.driver = driver
+        self.detail = detail
+
+
+class DeviceLostWarning(UserWarning):
+    """Loading was retried on a new logical device."""
+
+
+def hal_device(driver: str):
+    """The process's device for `driver` (one per driver, like `iree.runtime.get_device`, but a
+    lost one is replaced). Raises ValueError / RuntimeError when the driver has no device."""
+    import iree.runtime as rt
+
+    with _devices_lock:
+        if driver not in _devices:
+            _devices[driver] = rt.get_device(driver, cache=False)
+        return _devices[driver]
+
+
+def load_module(instance, driver: str, device, parameters, module_file: str):
+    """(main module, context) for a bundle module on `device` (`hal_device(driver)`), with the
+    bundle's parameter provider; the context's initializers upload the weights. A device lost
+    meanwhile is forgotten (the next `hal_device` makes a new one) and raised as `DeviceLost`."""
+    import iree.runtime as rt
+
+    params = rt.create_io_parameters_module(instance, parameters)
+    hal = rt.create_hal_module(instance, device)
+    main = rt.VmModule.mmap(instance, module_file)
+    try:
+        return main, rt.VmContext(instance, modules=[hal, params, main])
+    except RuntimeError as e:
+        if DEVICE_LOST not in str(e):
+            raise
+        detail = first_line(e)
+    # Outside the except block: IREE's binding fails (SystemError) when an mmapped module is
+    # freed while an exception unwinds, so the modules go first.
+    del main, hal, params
+    with _devices_lock:
+        if _devices.get(driver) is device:
+            del _devices[driver]
+    raise DeviceLost(driver, detail)
+
+
+def load_retrying(load: Callable[[], T], where: str) -> T:
+    """`load()`, again on new logical devices when it raises `DeviceLost`, at most LOAD_ATTEMPTS times."""
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            return load()
+        except DeviceLost as lost:
+            if attempt == LOAD_ATTEMPTS:
+                raise DeviceFailure(f"{where}: the {lost.driver} device was lost {LOAD_ATTEMPTS} times while loading: {lost.detail}") from None
+            warnings.warn(f"{where}: the {lost.driver} device was lost while loading ({DEVICE_LOST}); "
+                          f"loading again on a new logical device ({attempt + 1} of {LOAD_ATTEMPTS})", DeviceLostWarning, stacklevel=2)
+    raise AssertionError("unreachable")
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, at most 200 characters (for one-line messages)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
