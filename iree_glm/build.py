@@ -178,8 +178,9 @@ def build_bundle(
                 progress(f"int8 {'layers' if opts.quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
                 if int8_kernel.get("prefill"):
                     progress(f"int8 layers: prompt matmuls {'call the AVX2 matrix kernel' if int8_kernel['prefill'] == 'matmul' else 'run ' + int8_kernel['prefill']}")
+            glue = _quantize_glue_record(kernel, int8_kernel, profile.host.quantize_glue)
             passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2",
-                                           int8_kernel["kernel"] == "avx2", int8_kernel.get("prefill") == "matmul")] if fused_expected else []
+                                           int8_kernel["kernel"] == "avx2", int8_kernel.get("prefill") == "matmul", glue)] if fused_expected else []
             attention = _attention_kernel_choice(target, opts, dtype, bool(stages), profile.host.attention_kernel)
             if attention["kernel"] == "avx2":
                 passes.append(_attention_kernel_pass(attention))
@@ -191,6 +192,8 @@ def build_bundle(
                 flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, input_passes=passes)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)]
             seconds["compile"] = time.perf_counter() - t
+            if glue is not None and glue:
+                progress("kernel quantizations computing their input: " + ", ".join(f"{kind} {n}" for kind, n in sorted(glue.items())))
             if attention.get("left_to_iree"):
                 progress(f"attention: {attention['left_to_iree']} op(s) of a form the AVX2 kernel does not compute kept IREE's lowering")
 
@@ -306,14 +309,30 @@ def _attention_kernel_pass(record: dict):
     return run
 
 
+def _quantize_glue_record(kernel: dict, int8_kernel: dict, wanted: bool) -> dict | None:
+    """The dict the dequant-matmul pass counts the kernels' fused quantizations in (by kind,
+    "none": plain), also the manifest's `quantize_glue` in the int4 / int8 kernel's entry; None
+    when no prompt matmul calls a kernel or the profile's `quantize_glue` is off (then the
+    entry says so)."""
+    entry = kernel if kernel["kernel"] == "avx2" else int8_kernel if int8_kernel.get("prefill") == "matmul" else None
+    if entry is None:
+        return None
+    if not wanted:
+        entry["quantize_glue"] = "off (profile: quantize_glue = false)"
+        return None
+    entry["quantize_glue"] = {}
+    return entry["quantize_glue"]
+
+
 def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False,
-                        int8_kernel: bool = False, int8_matmul: bool = True):
+                        int8_kernel: bool = False, int8_matmul: bool = True, glue: dict | None = None):
     """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
 
     `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
     `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py).
     `int4_kernel` / `int8_kernel`: int4 matmuls / int8 matmuls call the AVX2 kernels, compiled
-    beside the rewritten IR (`int8_matmul`: prompts' integer matmuls too)."""
+    beside the rewritten IR (`int8_matmul`: prompts' integer matmuls too). `glue`: the kernels'
+    quantizations compute their input where they can, counted in this dict (see dequant_matmul.run)."""
 
     def run(src: Path, dst: Path) -> None:
         from .passes.dequant_matmul import rewrite_file
@@ -328,7 +347,7 @@ def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activation
             from .passes import int8_kernel as k8
 
             kernel8 = k8.build_object(Path(dst).parent)
-        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8, int8_matmul)
+        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8, int8_matmul, glue)
         if fused != expected:
             raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
 

@@ -76,6 +76,7 @@ class Device:
     int8_activations: str = "none"  # which int8-weight matmuls quantize activations to int8 (none, prefill, all; passes/dequant_matmul.py)
     attention_kernel: bool = True  # llvm-cpu on an x86-64 AVX2 host: attention calls our kernel (passes/attention_kernel.py)
     int8_prefill_kernel: bool = True  # same hosts: int8 prompts' integer matmuls call our matrix kernel, not IREE's mmt4d (passes/int8_kernel.py)
+    quantize_glue: bool = True  # same hosts: the int4 / int8 kernels' row quantization computes silu(gate) * up and RMSNorm itself (passes/quantize_glue.py)
     allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
     description: str = ""
 
@@ -172,6 +173,7 @@ _DEVICE_KEYS = {
     "allow_stand_in": bool, "description": str, "dispatch_overhead_us": float, "cache_mb": float,
     "cache_bandwidth_gbs": float, "attention_gflops": float, "fresh_memory_gbs": float,
     "activation_dtype": str, "int8_activations": str, "attention_kernel": bool, "int8_prefill_kernel": bool,
+    "quantize_glue": bool,
 }
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
@@ -277,6 +279,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         attention_gflops=d.get("attention_gflops"), fresh_memory_gbs=d.get("fresh_memory_gbs"), allow_stand_in=d.get("allow_stand_in", False),
         description=d.get("description", ""), activation_dtype=act, int8_activations=int8_act,
         attention_kernel=d.get("attention_kernel", True), int8_prefill_kernel=d.get("int8_prefill_kernel", True),
+        quantize_glue=d.get("quantize_glue", True),
     )
 
 

@@ -645,8 +645,10 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
     return rows, gn * 2 * half, n, 2 * half, q[0].value, s[0].value
 
 
-def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir.Operation]:
-    """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py)."""
+def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional[dict[str, int]] = None) -> Optional[ir.Operation]:
+    """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py); with
+    `glue` (counts by kind), the quantization of a prompt's rows computes x from the step that
+    produces it where quantize_glue matches one."""
     from . import int4_kernel
 
     found = _int4_layout(m)
@@ -657,7 +659,24 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str]) -> Optional[ir
         _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row")
         return None
     name = int4_kernel.function_name(k, n, group, rows)
+    found = _glue(m, k, rows, glue, scaled=False)
+    if found is not None:
+        return _call_kernel(m, name + found.glue.suffix(), lambda: int4_kernel.definitions(k, n, group, kernel, rows, found.glue),
+                            [*found.operands, qweight, scale], defined)
     return _call_kernel(m, name, lambda: int4_kernel.definitions(k, n, group, kernel, rows), [m.lhs, qweight, scale], defined)
+
+
+def _glue(m: _Match, k: int, rows: Optional[int], counts: Optional[dict[str, int]], scaled: bool):
+    """quantize_glue's match for a kernel matmul's x (prompts, batched decode: rows != 1), counted
+    in `counts` by kind ("none": the plain quantization); None without `counts`."""
+    from . import int4_kernel, quantize_glue
+
+    if counts is None or rows == 1:
+        return None
+    found = quantize_glue.match(m.lhs, scaled) if k <= int4_kernel.GLUE_MAX_K else None
+    kind = found.glue.kind if found else "none"
+    counts[kind] = counts.get(kind, 0) + 1
+    return found
 
 
 class KernelNotUsed(UserWarning):
@@ -692,11 +711,13 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
     return call
 
 
-def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool) -> Optional[ir.Operation]:
+def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool,
+                      glue: Optional[dict[str, int]] = None) -> Optional[ir.Operation]:
     """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
     `sitofp`, zero-filled f32 output) by a call of the kernels' dispatches (int8_kernel.py): the
     matrix-vector kernel for M=1; for other M, if `integer` (the matmul multiplies per-row int8
-    activations, as `rewrite_integer` would), the quantization and matrix kernels."""
+    activations, as `rewrite_integer` would), the quantization and matrix kernels (with `glue`:
+    as `_call_int4_kernel`'s)."""
     from . import int8_kernel
 
     f32 = ir.F32Type.get()
@@ -711,6 +732,10 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
         name, defs = int8_kernel.function_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel)
     elif rows != 1 and integer and int8_kernel.matmul_fits(k, lanes):
         name, defs = int8_kernel.function_name(k, tiles * lanes, rows), lambda: int8_kernel.matmul_definitions(k, tiles, kernel, rows)
+        found = _glue(m, k, rows, glue, scaled=True)
+        if found is not None:
+            return _call_kernel(m, name + found.glue.suffix(), lambda: int8_kernel.matmul_definitions(k, tiles, kernel, rows, found.glue),
+                                [*found.operands, q_weight], defined)
     else:
         if rows == 1 or integer:  # the kernel was meant for this matmul (else: weight-only prompts, by choice)
             _kernel_not_used(m, f"int8 K={k} rows {rows or 'dynamic'}", f"K a multiple of {int8_kernel.BLOCK}, <= {int8_kernel.MAX_K} for one row")
@@ -722,7 +747,7 @@ INT8_ACTIVATIONS = ("none", "prefill", "all")  # which int8 matmuls quantize act
 
 
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-        int8_kernel: Optional[Path] = None, int8_matmul: bool = True) -> list[str]:
+        int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
@@ -731,7 +756,9 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
     int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
     (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
-    matmuls `int8_activations` asks for.
+    matmuls `int8_activations` asks for. `glue`: a dict to count in; the kernels' quantization
+    of several rows computes x itself from the silu(gate) * up or RMSNorm producing it
+    (passes/quantize_glue.py), counted by kind ("none": plain); None: never.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -753,19 +780,20 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
         integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
-        if q_weight is not None and int8_kernel is not None and _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul) is not None:
+        if q_weight is not None and int8_kernel is not None and \
+                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, glue) is not None:
             pass
         elif integer:
             rewrite_integer(m, q_weight)
-        elif kernel is None or _call_int4_kernel(m, kernel, defined) is None:
+        elif kernel is None or _call_int4_kernel(m, kernel, defined, glue) is None:
             rewrite(m, cpu_tiles)
     return done
 
 
 def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-                 int8_kernel: Optional[Path] = None, int8_matmul: bool = True) -> int:
+                 int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> int:
     """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
-    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul)))
+    return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul, glue)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,18 +21,22 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "int4_matvec_avx2.c"
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
+GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
 PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
 WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
 QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
+GLUE_MAX_K = 8192  # kernels/row_glue_avx2.h: the longest row a fused quantization transforms (on the stack)
 N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
 M_CHUNK = 64  # ... times ranges of this many rows of x
 # -fno-tree-ter: without it GCC 12 moves the matrix kernel's vpmaddubsw ahead of their adds and
@@ -103,13 +107,69 @@ def static_executable(name: str, obj: Path) -> str:
             f'  #hal.executable.target<"llvm-cpu", "embedded-elf-x86_64"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
 
 
-def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int]) -> str:
+@dataclass(frozen=True)
+class Glue:
+    """The elementwise step producing x that a quantization dispatch computes itself
+    (kernels/row_glue_avx2.h), instead of reading x from a dispatch of IREE's:
+    "silu_mul": x = silu(gate) * up of rows [gate | up] of a [M, 2K] input, each first times its
+    column's scale (a [2K] input) if `scaled` (int8: the gate/up weight scale after its kernel);
+    "rms_norm": x = h * rsqrt(mean(h^2) + eps) * w of h [M, K] and w [K]."""
+
+    kind: str
+    eps: float = 0.0
+    scaled: bool = False
+
+    def eps_bits(self) -> int:
+        return struct.unpack("<I", struct.pack("<f", self.eps))[0]
+
+    def suffix(self) -> str:
+        """Part of the dispatch's and wrapper's names (eps as its f32 bits: one executable per eps)."""
+        if self.kind == "rms_norm":
+            return f"_rms_norm_{self.eps_bits():08x}"
+        return "_silu_mul_scaled" if self.scaled else "_silu_mul"
+
+    def inputs(self, k: int, m: Optional[int]) -> list[tuple[str, str, bool]]:
+        """The quantization's inputs: (SSA name, tensor type, has the dynamic M) for x or the glue's operands."""
+        mt = "?" if m is None else str(m)
+        if self.kind == "silu_mul":
+            return [("%x", f"tensor<{mt}x{2 * k}xf32>", True)] + ([("%w", f"tensor<{2 * k}xf32>", False)] if self.scaled else [])
+        return [("%x", f"tensor<{mt}x{k}xf32>", True), ("%w", f"tensor<{k}xf32>", False)]
+
+
+def quantize_inputs(k: int, m: Optional[int], glue: Optional[Glue]) -> list[tuple[str, str, bool]]:
+    """The quantization dispatch's tensor inputs (Glue.inputs; plain x [M, K] without glue)."""
+    return glue.inputs(k, m) if glue else [("%x", f"tensor<{'?' if m is None else m}x{k}xf32>", True)]
+
+
+def quantize_dispatch(qname: str, k: int, m: Optional[int], glue: Optional[Glue]) -> str:
+    """The wrapper's line calling the quantization dispatch into %xq (needs %m and %on)."""
+    ins = quantize_inputs(k, m, glue)
+    dims = "{%m}" if m is None else ""
+    types = ", ".join(f"{t}{dims if dyn else ''}" for _, t, dyn in ins)
+    return (f"%xq = flow.dispatch @{qname}_exe::@{qname}[%m]({', '.join(v for v, _, _ in ins)}, %m) : "
+            f"({types}, index) -> tensor<?xi8>{{%on}}")
+
+
+def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int],
+                        glue: Optional[Glue] = None) -> str:
     """`stream.executable @{name}_exe` whose dispatch quantizes M rows of x [M, K] f32 (QUANT_ROWS a
     workgroup) into rows of `row_bytes` by calling the kernel `symbol`(x, out, M, K, *params,
-    first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none)."""
-    sig = ", ".join(["memref<?xf32>, memref<?xi8>", *["index"] * (4 + len(params))])
+    first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none).
+    With `glue`, the kernel computes x itself: `symbol`(input, [w or scale,] out, M, K, *params,
+    [eps,] first row, end row)."""
+    extra = glue is not None and (glue.kind == "rms_norm" or glue.scaled)
+    width = 2 * k if glue is not None and glue.kind == "silu_mul" else k
+    memrefs = ["memref<?xf32>", *(["memref<?xf32>"] if extra else []), "memref<?xi8>"]
+    eps = glue is not None and glue.kind == "rms_norm"
+    sig = ", ".join([*memrefs, *["index"] * (2 + len(params)), *(["f32"] if eps else []), "index", "index"])
     consts = "".join(f"      %{p} = arith.constant {v} : index\n" for p, v in params.items())
-    args = "".join(f"%{p}, " for p in params)
+    if eps:
+        consts += f"      %eps = arith.constant 0x{glue.eps_bits():08X} : f32\n"
+    args = "".join(f"%{p}, " for p in params) + ("%eps, " if eps else "")
+    w_binding = "%bw: !stream.binding, " if extra else ""
+    w_view = (f"      %wn = arith.constant {width if glue.kind == 'silu_mul' else k} : index\n"
+              f"      %w = stream.binding.subspan %bw[%c0] : !stream.binding -> memref<?xf32>{{%wn}}\n") if extra else ""
+    w_arg = "%w, " if extra else ""
     return f"""{static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %c1 = arith.constant 1 : index
@@ -118,35 +178,37 @@ def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: in
   }}
   builtin.module {{
     func.func private @{symbol}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bo: !stream.binding, %m: index) {{
+    func.func @{name}(%bx: !stream.binding, {w_binding}%bo: !stream.binding, %m: index) {{
       %c0 = arith.constant 0 : index
       %k = arith.constant {k} : index
+      %width = arith.constant {width} : index
 {consts}      %row = arith.constant {row_bytes} : index
       %chunk = arith.constant {QUANT_ROWS} : index
-      %xn = arith.muli %m, %k : index
+      %xn = arith.muli %m, %width : index
       %on = arith.muli %m, %row : index
       %wg = stream.dispatch.workgroup.id[0] : index
       %r0 = arith.muli %wg, %chunk : index
       %r1 = arith.addi %r0, %chunk : index
       %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
-      func.call @{symbol}(%x, %o, %m, %k, {args}%r0, %r1) : ({sig}) -> ()
+{w_view}      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
+      func.call @{symbol}(%x, {w_arg}%o, %m, %k, {args}%r0, %r1) : ({sig}) -> ()
       return
     }}
   }}
 }}"""
 
 
-def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1) -> str:
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
     [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (M = 1: the
     matrix-vector kernel), or for M != 1 the quantization and matrix dispatches
-    (`_matmul_definitions`). M is static or None (dynamic).
+    (`_matmul_definitions`; with `glue`, the wrapper takes the glue's inputs instead of x:
+    Glue.inputs). M is static or None (dynamic).
     """
     if m != 1:
-        return _matmul_definitions(k, n, group, obj, m)
+        return _matmul_definitions(k, n, group, obj, m, glue)
     name, gn, half = function_name(k, n, group), k // group, group // 2
     rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
     count = -(-n // rows)
@@ -192,20 +254,24 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 """
 
 
-def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int]) -> str:
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
     """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
     kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
-    qname = quantize_name(k, group, m)
+    suffix = glue.suffix() if glue else ""
+    qname = quantize_name(k, group, m) + suffix
+    ins = quantize_inputs(k, m, glue)
     rows = -(-n // N_CHUNKS // PANEL) * PANEL
     count = -(-n // rows)
     qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
-    get_m = "%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>".format(k=k) if m is None else f"%m = arith.constant {m} : index"
+    get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
+    symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
+    args = "".join(f"{v}: {t}, " for v, t, _ in ins)
     return f"""
-{quantize_executable(qname, obj, QUANTIZE_SYMBOL, k, xq_row, {"g": group})}
+{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
 {static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index
@@ -242,14 +308,14 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int])
     }}
   }}
 }}
-util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
+util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {xq_row} : index
   {get_m}
   %on = arith.muli %m, %row : index
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
   %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
-  %xq = flow.dispatch @{qname}_exe::@{qname}[%m](%x, %m) : (tensor<{mt}x{k}xf32>{dims}, index) -> tensor<?xi8>{{%on}}
+  {quantize_dispatch(qname, k, m, glue)}
   %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %sf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<{mt}x{n}xf32>{dims}
   util.return %y : tensor<{mt}x{n}xf32>
 }}

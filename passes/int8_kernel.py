@@ -30,6 +30,7 @@ from . import int4_kernel
 SOURCE = Path(__file__).resolve().parent / "kernels" / "int8_avx2.c"
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
+GLUE_SYMBOLS = {"silu_mul": "iree_glm_int8_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int8_quantize_rms_norm_workgroup"}
 MATMUL_SYMBOL = "iree_glm_int8_matmul_workgroup"  # quantized rows of x x a range of weight tiles
 MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
@@ -122,22 +123,30 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[int4_kernel.Glue] = None) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
     ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
-    returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul."""
+    returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul.
+    With `glue` (its silu_mul form `scaled`: the C kernel takes the gate/up weight scale) the
+    wrapper takes the glue's inputs instead of x (int4_kernel.Glue)."""
+    if glue is not None and glue.kind == "silu_mul" and not glue.scaled:
+        raise ValueError("the int8 kernel's silu_mul glue takes the gate/up weight scale (Glue.scaled)")
     n = tiles * LANES
-    name, qname = function_name(k, n, m), quantize_name(k, m)
+    suffix = glue.suffix() if glue else ""
+    name, qname = function_name(k, n, m), quantize_name(k, m) + suffix
+    ins = int4_kernel.quantize_inputs(k, m, glue)
+    symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
+    args = "".join(f"{v}: {t}, " for v, t, _ in ins)
     per = -(-tiles // N_CHUNKS)
     count = -(-tiles // per)
     qn, row = tiles * k * LANES, xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
-    get_m = f"%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>" if m is None else f"%m = arith.constant {m} : index"
+    get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
     sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
     return f"""
-{int4_kernel.quantize_executable(qname, obj, QUANTIZE_SYMBOL, k, row, {})}
+{int4_kernel.quantize_executable(qname, obj, symbol, k, row, {}, glue)}
 {int4_kernel.static_executable(name, obj)}
   stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
     %count = arith.constant {count} : index
@@ -172,13 +181,13 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
     }}
   }}
 }}
-util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
+util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {row} : index
   {get_m}
   %on = arith.muli %m, %row : index
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
-  %xq = flow.dispatch @{qname}_exe::@{qname}[%m](%x, %m) : (tensor<{mt}x{k}xf32>{dims}, index) -> tensor<?xi8>{{%on}}
+  {int4_kernel.quantize_dispatch(qname, k, m, glue)}
   %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, index) -> tensor<{mt}x{n}xf32>{dims}
   util.return %y : tensor<{mt}x{n}xf32>
 }}

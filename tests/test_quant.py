@@ -126,7 +126,8 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     result, dump = int8_bundle
     if not _int8_kernel(result):
         pytest.skip("int8 AVX2 kernel unavailable on this host")
-    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul"}
+    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul",
+                                                      "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
     layers = {shape(m) for m in qmodel.model.layers.modules() if isinstance(m, QuantLinear)}
@@ -134,7 +135,9 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     want = [f"module_iree_glm_int8_matvec_{k}x{n}{rows}_exe.mlir" for k, n in layers for rows in ("", "_mdyn")]
     assert kernels == sorted(want + ["module_iree_glm_int8_matvec_{}x{}_exe.mlir".format(*shape(qmodel.lm_head))])
     quantize = sorted(f.name for f in dump.glob("*iree_glm_int8_quantize_*.mlir"))
-    assert quantize == sorted(f"module_iree_glm_int8_quantize_{k}_mdyn_exe.mlir" for k in {k for k, _ in layers})
+    assert quantize == sorted(f"module_iree_glm_int8_quantize_{k}_mdyn{glue}_exe.mlir"
+                              for k, glue in _quantize_inputs(fp32_model, "_silu_mul_scaled"))
+    _assert_glue_fused(dump)
     for f in [*dump.glob("*iree_glm_int8_matvec_*.mlir"), *dump.glob("*iree_glm_int8_quantize_*.mlir")]:
         assert "hal.import.static" in f.read_text()
     packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear)}
@@ -142,6 +145,30 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
         read = {s for _, s, ty in BINDING.findall(f.read_text()) if ty == "i8"}
         assert not read & packed, f"{f.name} reads a packed int8 weight in generated code"
         assert "linalg.mmt4d" not in f.read_text(), f"{f.name}: an mmt4d dispatch"
+
+
+def _glue_counts(model) -> dict[str, int]:
+    """The kernels' quantizations computing their input per layer: RMSNorm before q/k/v and
+    gate/up, silu(gate) * up before down; o's input (attention) is plain."""
+    layers = model.cfg.num_layers
+    return {"rms_norm": 2 * layers, "silu_mul": layers, "none": layers}
+
+
+def _quantize_inputs(model, silu: str) -> set[tuple[int, str]]:
+    """(K, name suffix) of the quantization executables a prompt's layers use."""
+    import struct
+
+    c = model.cfg
+    eps = struct.unpack("<I", struct.pack("<f", c.rms_norm_eps))[0]
+    return {(c.hidden_size, f"_rms_norm_{eps:08x}"), (c.intermediate_size, silu), (c.num_heads * c.head_dim, "")}
+
+
+def _assert_glue_fused(dump: Path) -> None:
+    """No dispatch IREE generates for prefill computes the sigmoid of silu (it moved into the kernels' quantization)."""
+    prefill = list(dump.glob("*prefill*dispatch*.mlir"))
+    assert prefill
+    for f in prefill:
+        assert "math.exp" not in f.read_text(), f"{f.name} computes silu: the glue was not fused"
 
 
 def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
@@ -280,14 +307,15 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     if not _int4_kernel_expected():
         assert result.manifest.options["int4_kernel"]["kernel"] == "generic"
         pytest.skip("int4 AVX2 kernel unavailable on this host")
-    assert result.manifest.options["int4_kernel"] == {"kernel": "avx2"}
+    assert result.manifest.options["int4_kernel"] == {"kernel": "avx2", "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
     layers = {(m.in_features, m.qweight.shape[0]) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
     kernels = sorted(dump.glob("*iree_glm_int4_matvec_*.mlir"))
     assert sorted(f.name for f in kernels) == sorted(
         f"module_iree_glm_int4_matvec_{k}x{n}g32{rows}_exe.mlir" for k, n in layers for rows in ("", "_mdyn"))
     quantize = sorted(f.name for f in dump.glob("*iree_glm_int4_quantize_*.mlir"))  # x's rows, once per input size
-    assert quantize == sorted(f"module_iree_glm_int4_quantize_{k}g32_mdyn_exe.mlir" for k in {k for k, _ in layers})
+    assert quantize == sorted(f"module_iree_glm_int4_quantize_{k}g32_mdyn{glue}_exe.mlir" for k, glue in _quantize_inputs(fp32_model, "_silu_mul"))
+    _assert_glue_fused(dump)
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel

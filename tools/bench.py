@@ -47,7 +47,7 @@ def make_checkpoint(name: str, folder: Path, layers: int | None = None) -> Path:
 
 
 def source_hash() -> str:
-    """A digest of iree_glm's code (Python, and the C of our kernels), so a bundle built by
+    """A digest of iree_glm's code (Python, and the C and headers of our kernels), so a bundle built by
     older code is never reused. The passes folder is hashed explicitly: it is a symlinked
     package in a checkout, which rglob does not enter."""
     import hashlib
@@ -57,7 +57,7 @@ def source_hash() -> str:
 
     files = set()
     for root in (Path(iree_glm.__file__).parent, Path(iree_glm.passes.__file__).parent):
-        files |= {f.resolve() for pattern in ("*.py", "*.c") for f in root.rglob(pattern)}
+        files |= {f.resolve() for pattern in ("*.py", "*.c", "*.h") for f in root.rglob(pattern)}
     h = hashlib.sha256()
     for f in sorted(files):
         h.update(f.read_bytes())

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "row_glue_avx2.h"
+
 #define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
 
 enum { BLOCK = 32, MAX_K = 8192 };
@@ -151,27 +153,56 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
 // per workgroup.
 static inline size_t xq_row_bytes(size_t k) { return k + (k / BLOCK * 8 + 31) / 32 * 32; }
 
+// One row of x (k floats) -> its quantized row (xq_row_bytes(k) bytes).
+static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
+  const size_t blocks = k / BLOCK, chunk = MAX_K / group * group;
+  float off[MAX_K / BLOCK];  // quantize_x's float offsets, unused here
+  float *dx = (float *)(row + k);
+  int32_t *sum8 = (int32_t *)(dx + blocks);
+  for (size_t k0 = 0; k0 < k; k0 += chunk)  // whole groups at a time: blocks never straddle
+    quantize_x(x + k0, k - k0 < chunk ? k - k0 : chunk, group, row + k0, dx + k0 / BLOCK, off);
+  for (size_t c = 0; c < blocks; ++c) {  // 8 * the block's integer sum, from its bytes
+    const __m256i b = _mm256_load_si256((const __m256i *)(row + c * BLOCK));
+    const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b), _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    sum8[c] = 8 * _mm_cvtsi128_si32(s4);
+  }
+}
+
 void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t group,
                                       size_t row_begin, size_t row_end) {
   (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
   x += x_offset; xq += xq_offset;
   if (row_end > m) row_end = m;
-  const size_t blocks = k / BLOCK, stride = xq_row_bytes(k), chunk = MAX_K / group * group;
-  float off[MAX_K / BLOCK];  // quantize_x's float offsets, unused here
+  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, group, xq + r * xq_row_bytes(k));
+}
+
+// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (row_glue_avx2.h; k <= GLUE_MAX_K).
+void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xq), size_t m, size_t k,
+                                               size_t group, size_t row_begin, size_t row_end) {
+  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
+  gu += gu_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
-    int8_t *row = xq + r * stride;
-    float *dx = (float *)(row + k);
-    int32_t *sum8 = (int32_t *)(dx + blocks);
-    for (size_t k0 = 0; k0 < k; k0 += chunk)  // whole groups at a time: blocks never straddle
-      quantize_x(x + r * k + k0, k - k0 < chunk ? k - k0 : chunk, group, row + k0, dx + k0 / BLOCK, off);
-    for (size_t c = 0; c < blocks; ++c) {  // 8 * the block's integer sum, from its bytes
-      const __m256i b = _mm256_load_si256((const __m256i *)(row + c * BLOCK));
-      const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b), _mm256_set1_epi16(1));
-      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-      sum8[c] = 8 * _mm_cvtsi128_si32(s4);
-    }
+    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
+    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (row_glue_avx2.h; k <= GLUE_MAX_K).
+void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
+                                               size_t k, size_t group, float eps, size_t row_begin, size_t row_end) {
+  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  h += h_offset; w += w_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
   }
 }
 

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "row_glue_avx2.h"
+
 #define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
 
 enum { BLOCK = 32, MAX_K = 16384, LANES = 16 };
@@ -129,30 +131,60 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
 // matmul and quant.quantize_rows: the same numbers). Each row is quantized once per matmul.
 static inline size_t xq_row_bytes(size_t k) { return k + 32; }
 
+// One row of x (k floats) -> its quantized row (xq_row_bytes(k) bytes).
+static void quantize_row(const float *xr, size_t k, int8_t *row) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 mx = _mm256_setzero_ps();
+  for (size_t i = 0; i < k; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const float amax = _mm_cvtss_f32(m4);
+  const __m256 inv = _mm256_set1_ps(127.0f / (amax > 1e-30f ? amax : 1e-30f));
+  for (size_t c = 0; c < k; c += BLOCK) {
+    __m256i i[4];
+    for (int j = 0; j < 4; ++j)
+      i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + c + 8 * j), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i b = _mm256_permute4x64_epi64(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])), 0xD8);
+    _mm256_store_si256((__m256i *)(row + c), even_odd(_mm256_shuffle_epi32(b, 0xD8)));
+  }
+  *(float *)(row + k) = amax / 127.0f;
+}
+
 void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
                                       size_t row_end) {
   (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
   x += x_offset; xq += xq_offset;
   if (row_end > m) row_end = m;
-  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
+}
+
+// The same for x = silu(gate * sg) * (up * su) of rows [gate | up] of gu [m, 2k] and the gate/up
+// matmul's per-channel weight scale [sg | su] (row_glue_avx2.h; k <= GLUE_MAX_K).
+void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
+                                               size_t m, size_t k, size_t row_begin, size_t row_end) {
+  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  gu += gu_offset; scale += scale_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
-    const float *xr = x + r * k;
-    int8_t *row = xq + r * xq_row_bytes(k);
-    __m256 mx = _mm256_setzero_ps();
-    for (size_t i = 0; i < k; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float amax = _mm_cvtss_f32(m4);
-    const __m256 inv = _mm256_set1_ps(127.0f / (amax > 1e-30f ? amax : 1e-30f));
-    for (size_t c = 0; c < k; c += BLOCK) {
-      __m256i i[4];
-      for (int j = 0; j < 4; ++j)
-        i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + c + 8 * j), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      __m256i b = _mm256_permute4x64_epi64(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3])), 0xD8);
-      _mm256_store_si256((__m256i *)(row + c), even_odd(_mm256_shuffle_epi32(b, 0xD8)));
-    }
-    *(float *)(row + k) = amax / 127.0f;
+    glue_silu_mul(gu + r * 2 * k, scale, k, x);
+    quantize_row(x, k, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (row_glue_avx2.h; k <= GLUE_MAX_K).
+void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
+                                               size_t k, float eps, size_t row_begin, size_t row_end) {
+  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  h += h_offset; w += w_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    quantize_row(x, k, xq + r * xq_row_bytes(k));
   }
 }
 
