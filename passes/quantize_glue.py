@@ -233,10 +233,26 @@ def _rows(g_slice: ir.Operation, source: ir.Value) -> ir.Value:
     src_t = ir.RankedTensorType(source.type)
     static = list(ir.DenseI64ArrayAttr(g_slice.attributes["static_sizes"]))
     static[2] = src_t.shape[2]
+    if static == list(src_t.shape) and list(g_slice.operands[1:]) == _dynamic_extents(source):
+        with ir.InsertionPoint(g_slice), g_slice.location:
+            return _collapse(source)  # all rows: no slice (IREE would copy it)
     with ir.InsertionPoint(g_slice), g_slice.location:
         rows_t = ir.RankedTensorType.get([*t.shape[:2], src_t.shape[2]], t.element_type)
         rows = tensor.ExtractSliceOp(rows_t, source, [], list(g_slice.operands[1:]), [], [0, 0, 0], static, [1, 1, 1]).result
         return _collapse(rows)
+
+
+def _dynamic_extents(value: ir.Value) -> Optional[list[ir.Value]]:
+    """The SSA values of `value`'s dynamic dims where its producer names them (expand_shape's
+    output_shape, a generic's tensor.empty init), else None."""
+    op = _producer(value)
+    if op is not None and op.name == "tensor.expand_shape":
+        return list(op.operands[1:])
+    if op is not None and op.name == "linalg.generic":
+        init = _producer(op.opview.outputs[0])
+        if init is not None and init.name == "tensor.empty":
+            return list(init.operands)
+    return None
 
 
 def _rms_norm(root: ir.Operation) -> Optional[GlueMatch]:
