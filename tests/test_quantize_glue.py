@@ -48,14 +48,20 @@ def _rewrite(kernel: Path, glue: dict | None) -> str:
 def test_pass_fuses_silu_mul_and_rms_norm_only(int4_object):
     glue: dict[str, int] = {}
     text = _rewrite(int4_object, glue)
-    assert glue == {"silu_mul": 1, "rms_norm": 1, "none": 1}
+    assert glue == {"silu_mul": 2, "rms_norm": 1, "none": 1}
     calls = dict(re.findall(r"util\.func public @(\w+)\(.*?util\.call @(\w+)\(", text, re.S))
     eps_bits = np.array([EPS], np.float32).view(np.uint32)[0]
     assert calls == {"prefill_silu": "iree_glm_int4_matvec_64x32g32_mdyn_silu_mul",
+                     "prefill_silu_rows": "iree_glm_int4_matvec_64x32g32_mdyn_silu_mul",
                      "prefill_norm": f"iree_glm_int4_matvec_64x32g32_mdyn_rms_norm_{eps_bits:08x}",
                      "prefill_other": "iree_glm_int4_matvec_64x32g32_mdyn"}
     for symbol in (*int4_kernel.GLUE_SYMBOLS.values(), int4_kernel.QUANTIZE_SYMBOL):
         assert f"func.func private @{symbol}(" in text
+    # The quantization reads the rows the slices cover: a slice of all columns of an argument's
+    # rows, but none where the slices' row count is the source's own (IREE would copy it).
+    bodies = dict(re.findall(r"util\.func public @(\w+)\((.*?)util\.return", text, re.S))
+    assert bodies["prefill_silu"].count("tensor.extract_slice") == 3
+    assert bodies["prefill_silu_rows"].count("tensor.extract_slice") == 2
     # without the option the pass keeps the plain quantization everywhere
     plain = _rewrite(int4_object, None)
     assert "_silu_mul" not in plain and "_rms_norm" not in plain
@@ -76,16 +82,18 @@ def _norm_weight(text: str) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(re.search(r'@norm_weight = dense<"0x([0-9A-F]+)">', text).group(1)), np.float32)
 
 
-@pytest.mark.parametrize("fn", ["prefill_silu", "prefill_norm"])
+@pytest.mark.parametrize("fn", ["prefill_silu", "prefill_silu_rows", "prefill_norm"])
 @pytest.mark.parametrize("m", [1, 5, 37])
 def test_fused_matches_the_kernels_model_and_the_unfused_form(int4_object, fn, m):
     original = (TESTDATA / "int4_glue.mlir").read_text()
     fused = _rewrite(int4_object, {})
     rng = np.random.default_rng(m)
-    width = 128 if fn == "prefill_silu" else 64
+    width = 64 if fn == "prefill_norm" else 128
     inp = (rng.standard_normal((1, m, width)) * 2).astype(np.float32)
+    x = _rms_norm(inp[0], _norm_weight(original)) if fn == "prefill_norm" else _silu_mul(inp[0])
+    if fn == "prefill_silu_rows":
+        inp = inp[0]
     got = _compile_and_run(fused, fn, inp)
-    x = _silu_mul(inp[0]) if fn == "prefill_silu" else _rms_norm(inp[0], _norm_weight(original))
     # The kernels' model on x computed in float64: equal up to a rare one-step rounding flip of x's int8.
     model = _kernel_reference(x, original)
     assert np.abs(got - model).max() < 2e-3 * np.abs(model).max()
