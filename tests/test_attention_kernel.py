@@ -92,10 +92,11 @@ def _qkv(rows: int, n: int, d: int = 16, seed: int = 0):
     return [rng.standard_normal(shape).astype(np.float32) for shape in ((2, rows, d), (2, n, d), (2, n, d))]
 
 
-@pytest.mark.parametrize("s,n", [(5, 70), (37, 150), (1, 1), (64, 64)])
+@pytest.mark.parametrize("s,n", [(5, 70), (37, 150), (1, 1), (64, 64), (40, 40), (33, 97)])
 def test_prefill_matches_iree_on_a_causal_mask(modules, s, n):
-    """The model's form (2 query rows per position): row counts 10, 74, 2 and 128, key
-    counts around the kernel's 64-key block."""
+    """The model's form (2 query rows per position): row counts 10, 74, 2, 128, 80 and 66, key
+    counts around the kernel's 64-key block; the first chunk of a prompt (S = N: every tile's
+    last block is its causal diagonal, trimmed) and later ones (a diagonal across a block edge)."""
     _, _, ours, theirs = modules
     q, k, v = _qkv(2 * s, n, seed=s)
     pmask = _causal(s, n)[None, None]
@@ -116,6 +117,25 @@ def test_any_mask_with_fully_masked_rows_matches_iree(modules):
     got, want = _call(ours, "masked", q, k, v, mask), _call(theirs, "masked", q, k, v, mask)
     assert np.isnan(want[0, 7]).all()  # what the op gives on a row with no visible key
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # NaN where IREE has NaN, and only there
+
+
+def test_mask_forms_the_kernel_shortcuts_match_iree(modules):
+    """The kernel adds no mask to a key block that is 0 for all of a tile's rows and trims keys
+    past the last one a row sees: a single finite bias in one row of an otherwise zero block,
+    -0.0 entries, a hole of -inf keys followed by visible ones, and trailing keys hidden from
+    all rows (key counts 1 and 2 past a multiple of 3, the kernel's score tile) must not change
+    what is computed."""
+    _, _, ours, theirs = modules
+    for n in (130, 131):
+        q, k, v = _qkv(45, n, seed=n)
+        mask = np.zeros((2, 45, n), np.float32)
+        mask[0, 3, 5] = -2.0  # one row's bias in a block that is 0 everywhere else
+        mask[1, :, 10:20] = -0.0
+        mask[:, 8:16, 40:70] = -np.inf  # a hole across a block edge, keys after it visible
+        mask[:, :, n - 7:] = -np.inf  # the last keys hidden from every row
+        mask[1, 44, n - 7] = 0.5  # ... but one, for one row
+        got, want = _call(ours, "masked", q, k, v, mask), _call(theirs, "masked", q, k, v, mask)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_far_apart_scores_and_finite_masks_match_iree(modules):

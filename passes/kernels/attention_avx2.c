@@ -10,13 +10,18 @@
 //
 // One call computes ROWS query rows of one head: an online softmax over blocks of BLOCK keys,
 // with the rows' running max / sum and output accumulators kept on the stack (~40 KB). Per
-// block: the block's mask is scanned first and a block that is -inf for all the tile's rows is
-// skipped (causal prefill: about half of them). Everything on the stack is row-minor, a vector
-// holding 8 query rows, so that K and V are read in place as broadcast scalars: scores^T are
-// 3 keys x 32 rows of FMAs per step (8 x 8 for 8 rows), out^T 3 columns x 32 rows; the softmax bookkeeping is
-// lane-wise. (A row-major first version that transposed each K block was 1.5x slower.)
-// Measured single-threaded, 256 positions x 8 query heads x 2 KV heads over 2048 keys, head
-// dim 64: ~70 GFLOP/s (IREE's decomposed form: ~25-40 on both cores).
+// block, the mask is scanned first (each distinct mask row once): a block that is -inf for all
+// the tile's rows is skipped (causal prefill: about half of them), keys past the last one a row
+// sees are trimmed (the causal diagonal), and where the mask is 0 on all the rest (every block
+// before the diagonal) none is added and the rows' max comes from the score registers.
+// Everything on the stack is row-minor, a vector holding 8 query rows, so that K and V are
+// read in place as broadcast scalars: scores^T are 3 keys x 32 rows of FMAs per step (8 x 8 for
+// 8 rows), out^T 3 columns x 32 rows; the softmax bookkeeping is lane-wise. (A row-major first
+// version that transposed each K block was 1.5x slower.) V's rows are prefetched while their
+// keys' scores are computed: the products read V a column at a time (a cache line per key), which
+// stalls on lines not yet in L1. Measured in user cycles (one thread, C probe, 256 positions x
+// 8 query heads x 2 KV heads, head dim 64, causal over the last 256 of N keys): 25 flop/cycle at
+// N = 2048, 21 at 256 (the FMA peak is 32: 2 FMAs of 8 lanes).
 //
 // A row whose keys are all masked has no softmax (0 / 0); it gives NaN like the decomposed
 // form IREE generates for the op (tests compare both).
@@ -57,9 +62,11 @@ static inline __m256 exp2_256(__m256 x) {
 // The one FMA loop of both products, on nk x nv accumulators of 8 lanes (nk, nv constants
 // after inlining): out[i][8v..8v+8) (+)= sum_t x[t * xs + i * xi] * y[t * ROWS + 8v..].
 // Scores: x = keys (xi = d), y = q^T, t over d. Outputs: x = v (xs = e), y = p^T, t over keys.
-// At most 12 accumulators (16 registers); at least 8 keep both FMA units busy.
+// At most 12 accumulators (16 registers); at least 8 keep both FMA units busy. With `top`, also
+// top[v] = max(top[v], the tile's outputs) (the scores' running max, while still in registers).
 static inline __attribute__((always_inline)) void fma_tile(const float *x, size_t xs, size_t xi, const float *y, size_t len,
-                                                           float *out, int accumulate, const int nk, const int nv) {
+                                                           float *out, int accumulate, __m256 *top, const int nk,
+                                                           const int nv) {
   __m256 a[8][VECS];
   for (int i = 0; i < nk; ++i)
     for (int v = 0; v < nv; ++v) a[i][v] = accumulate ? _mm256_load_ps(out + i * ROWS + 8 * v) : _mm256_setzero_ps();
@@ -70,25 +77,56 @@ static inline __attribute__((always_inline)) void fma_tile(const float *x, size_
     }
   }
   for (int i = 0; i < nk; ++i)
-    for (int v = 0; v < nv; ++v) _mm256_store_ps(out + i * ROWS + 8 * v, a[i][v]);
+    for (int v = 0; v < nv; ++v) {
+      _mm256_store_ps(out + i * ROWS + 8 * v, a[i][v]);
+      if (top) top[v] = _mm256_max_ps(top[v], a[i][v]);
+    }
 }
 
-// fma_tile over `count` outputs (NK at a time, then 1) for NV vectors of rows.
-#define FMA_TILES(NK, NV)                                                                \
-  do {                                                                                   \
-    size_t i = 0;                                                                        \
-    for (; i + NK <= count; i += NK) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, NK, NV); \
-    for (; i < count; ++i) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, 1, NV);          \
+// fma_tile over `count` outputs, NK at a time, the rest 2 and 1 at a time (a lone output has
+// too few accumulators to hide the FMA latency: a remainder of 1 after NK = 3 is taken as 2 + 2).
+#define FMA_TILES(NK, NV)                                                                                         \
+  do {                                                                                                            \
+    size_t i = 0, full = count / NK;                                                                              \
+    if (NK == 3 && count % NK == 1 && full > 0) --full;                                                           \
+    for (; full > 0; --full, i += NK) {                                                                           \
+      for (size_t p = 0; pf && p < NK * pf_row; p += 16) _mm_prefetch((const char *)(pf + i * pf_row + p), _MM_HINT_T0); \
+      fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, NK, NV);                             \
+    }                                                                                                             \
+    for (; i + 2 <= count; i += 2) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 2, NV);   \
+    if (i < count) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 1, NV);                   \
   } while (0)
 
-static void fma_tiles(const float *x, size_t xs, size_t xi, const float *y, size_t len, float *out, int accumulate,
-                      size_t count, int nv) {
+static inline __attribute__((always_inline)) void fma_tiles(const float *x, size_t xs, size_t xi, const float *y,
+                                                            size_t len, float *out, int accumulate, __m256 *top,
+                                                            const float *pf, size_t pf_row, size_t count, int nv) {
   switch (nv) {  // 8 rows (decode: the query heads of one KV head) take 8 outputs per step
     case 1: FMA_TILES(8, 1); break;
     case 2: FMA_TILES(6, 2); break;
     case 3: FMA_TILES(4, 3); break;
     default: FMA_TILES(3, 4); break;
   }
+}
+
+// 8 x 8 floats, transposed and scaled: dst[j * ds + i] = src[i * ss + j] * f[j], i, j < 8.
+static inline void transpose8(const float *src, size_t ss, float *dst, size_t ds, __m256 f) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(_mm256_loadu_ps(src + i * ss), f);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ds, t[i]);
 }
 
 // st[j][0..8) += log2(e) x the mask of 8 rows (own mask rows mr[0..8)) at keys j0 + j, j < keys: 8 x 8
@@ -147,49 +185,69 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
   int uniform[VECS];     // a vector's 8 rows share one mask row (the query heads of a position)
   const __m256 ninf = _mm256_set1_ps(-__builtin_inff()), zero = _mm256_setzero_ps(), log2e = _mm256_set1_ps(LOG2E);
   const float scale2 = scale * LOG2E;
-  for (size_t r = 0; r < lanes; ++r) {
-    for (size_t c = 0; c < d; ++c) qt[c * ROWS + r] = r < rows ? qh[r * d + c] * scale2 : 0.0f;
-    for (size_t c = 0; c < e; ++c) acc[c * ROWS + r] = 0.0f;
-    mrow[r] = mh + ((row_begin + (r < rows ? r : rows - 1)) / mask_row_div) * n;  // padding lanes: the last row's
+  for (size_t r0 = 0; r0 < lanes; r0 += 8) {
+    if (r0 + 8 <= rows) {  // 8 x 8 transposes
+      for (size_t c0 = 0; c0 < d; c0 += 8) transpose8(qh + r0 * d + c0, d, qt + c0 * ROWS + r0, ROWS, _mm256_set1_ps(scale2));
+    } else {
+      for (size_t r = r0; r < r0 + 8; ++r)
+        for (size_t c = 0; c < d; ++c) qt[c * ROWS + r] = r < rows ? qh[r * d + c] * scale2 : 0.0f;
+    }
   }
+  for (size_t i = 0; i < e * ROWS; i += 8) _mm256_store_ps(acc + i, zero);
+  for (size_t r = 0; r < lanes; ++r)
+    mrow[r] = mh + ((row_begin + (r < rows ? r : rows - 1)) / mask_row_div) * n;  // padding lanes: the last row's
   for (int w = 0; w < nv; ++w) {
     run_max[w] = ninf;
     run_sum[w] = zero;
     uniform[w] = mrow[8 * w] == mrow[8 * w + 7];
   }
   for (size_t j0 = 0; j0 < n; j0 += BLOCK) {
-    const size_t keys = n - j0 < BLOCK ? n - j0 : BLOCK;
-    // Skip the block if every row's mask is -inf on it (each distinct mask row once).
-    int live = 0;
-    for (size_t r = 0; r < rows && !live; ++r) {
+    const size_t block = n - j0 < BLOCK ? n - j0 : BLOCK;
+    // The block's mask (each distinct row once): `keys` = 1 + the last key a row sees (0: skip
+    // the block; causal prefill skips about half and trims the diagonal's), `plain` = the mask is
+    // 0 on all of them for every row (no mask to add, the max taken from the scores' registers).
+    size_t keys = 0, nonzero = block;
+    for (size_t r = 0; r < rows; ++r) {
       if (r > 0 && mrow[r] == mrow[r - 1]) continue;
       const float *mr = mrow[r] + j0;
       size_t j = 0;
-      for (; j + 8 <= keys; j += 8)
-        if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(mr + j), ninf, _CMP_NEQ_OQ))) { live = 1; break; }
-      for (; !live && j < keys; ++j) live = mr[j] != -__builtin_inff();
+      for (; j + 8 <= block; j += 8) {
+        const __m256 x = _mm256_loadu_ps(mr + j);
+        const unsigned seen = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x, ninf, _CMP_NEQ_UQ));
+        const unsigned nz = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x, zero, _CMP_NEQ_UQ));
+        if (seen && j + 32 - (size_t)__builtin_clz(seen) > keys) keys = j + 32 - (size_t)__builtin_clz(seen);
+        if (nz && j + (size_t)__builtin_ctz(nz) < nonzero) nonzero = j + (size_t)__builtin_ctz(nz);
+      }
+      for (; j < block; ++j) {
+        if (mr[j] != -__builtin_inff() && j + 1 > keys) keys = j + 1;
+        if (!(mr[j] == 0.0f) && j < nonzero) nonzero = j;
+      }
     }
-    if (!live) continue;
-    fma_tiles(kh + j0 * d, 1, d, qt, d, st, 0, keys, nv);  // st[j][r] = q[r] . k[j0 + j]
+    if (keys == 0) continue;
+    const int plain = nonzero >= keys;
+    __m256 top[VECS];
+    for (int w = 0; w < VECS; ++w) top[w] = ninf;
+    fma_tiles(kh + j0 * d, 1, d, qt, d, st, 0, plain ? top : 0, vh + j0 * e, e, keys, nv);  // st[j][r] = q[r] . k[j0 + j]
     for (int w = 0; w < nv; ++w) {
       float *sw = st + 8 * w;
-      if (!uniform[w]) add_mask_rows(mrow + 8 * w, j0, keys, sw);
-      __m256 top = ninf;
-      for (size_t j = 0; j < keys; ++j) {
-        __m256 x = _mm256_load_ps(sw + j * ROWS);
-        if (uniform[w]) {
-          x = _mm256_fmadd_ps(_mm256_broadcast_ss(mrow[8 * w] + j0 + j), log2e, x);
-          _mm256_store_ps(sw + j * ROWS, x);
+      if (!plain) {
+        if (!uniform[w]) add_mask_rows(mrow + 8 * w, j0, keys, sw);
+        for (size_t j = 0; j < keys; ++j) {
+          __m256 x = _mm256_load_ps(sw + j * ROWS);
+          if (uniform[w]) {
+            x = _mm256_fmadd_ps(_mm256_broadcast_ss(mrow[8 * w] + j0 + j), log2e, x);
+            _mm256_store_ps(sw + j * ROWS, x);
+          }
+          top[w] = _mm256_max_ps(top[w], x);
         }
-        top = _mm256_max_ps(top, x);
       }
-      const __m256 new_max = _mm256_max_ps(run_max[w], top);
+      const __m256 new_max = _mm256_max_ps(run_max[w], top[w]);
       // Rows with nothing visible yet subtract 0: their p = exp(-inf) = 0 and alpha = 0 on zeros.
       const __m256 safe = _mm256_andnot_ps(_mm256_cmp_ps(new_max, ninf, _CMP_EQ_OQ), new_max);
       __m256 sum = zero;
       for (size_t j = 0; j < keys; ++j) {
-        const __m256 p = exp2_256(_mm256_sub_ps(_mm256_load_ps(st + j * ROWS + 8 * w), safe));
-        _mm256_store_ps(st + j * ROWS + 8 * w, p);
+        const __m256 p = exp2_256(_mm256_sub_ps(_mm256_load_ps(sw + j * ROWS), safe));
+        _mm256_store_ps(sw + j * ROWS, p);
         sum = _mm256_add_ps(sum, p);
       }
       if (_mm256_movemask_ps(_mm256_cmp_ps(new_max, run_max[w], _CMP_NEQ_UQ))) {  // a row's max grew: rescale
@@ -200,11 +258,17 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
       }
       run_sum[w] = _mm256_add_ps(run_sum[w], sum);
     }
-    fma_tiles(vh + j0 * e, e, 1, st, keys, acc, 1, e, nv);  // acc[c][r] += sum_j p[r][j] v[j0 + j][c]
+    fma_tiles(vh + j0 * e, e, 1, st, keys, acc, 1, 0, 0, 0, e, nv);  // acc[c][r] += sum_j p[r][j] v[j0 + j][c]
   }
-  float inv[ROWS];
-  for (int w = 0; w < nv; ++w) _mm256_storeu_ps(inv + 8 * w, _mm256_div_ps(_mm256_set1_ps(1.0f), run_sum[w]));
+  float inv[ROWS] __attribute__((aligned(32)));
+  for (int w = 0; w < nv; ++w) _mm256_store_ps(inv + 8 * w, _mm256_div_ps(_mm256_set1_ps(1.0f), run_sum[w]));
   float *oh = out + (head * m + row_begin) * e;
-  for (size_t r = 0; r < rows; ++r)  // 0 visible keys: 0 * (1 / 0) = NaN
-    for (size_t c = 0; c < e; ++c) oh[r * e + c] = acc[c * ROWS + r] * inv[r];
+  for (size_t r0 = 0; r0 < rows; r0 += 8) {  // 0 visible keys: 0 * (1 / 0) = NaN
+    if (r0 + 8 <= rows) {
+      for (size_t c0 = 0; c0 < e; c0 += 8) transpose8(acc + c0 * ROWS + r0, ROWS, oh + r0 * e + c0, e, _mm256_load_ps(inv + r0));
+    } else {
+      for (size_t r = r0; r < rows; ++r)
+        for (size_t c = 0; c < e; ++c) oh[r * e + c] = acc[c * ROWS + r] * inv[r];
+    }
+  }
 }
