@@ -108,10 +108,8 @@ static inline __attribute__((always_inline)) void fma_tiles(const float *x, size
   }
 }
 
-// 8 x 8 floats, transposed and scaled: dst[j * ds + i] = src[i * ss + j] * f[j], i, j < 8.
-static inline void transpose8(const float *src, size_t ss, float *dst, size_t ds, __m256 f) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(_mm256_loadu_ps(src + i * ss), f);
+// In registers: t[j] lane i = r[i] lane j (8 x 8 floats); r is overwritten.
+static inline __attribute__((always_inline)) void transpose8_regs(__m256 r[8], __m256 t[8]) {
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -126,6 +124,13 @@ static inline void transpose8(const float *src, size_t ss, float *dst, size_t ds
     t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
     t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
   }
+}
+
+// 8 x 8 floats, transposed and scaled: dst[j * ds + i] = src[i * ss + j] * f[j], i, j < 8.
+static inline void transpose8(const float *src, size_t ss, float *dst, size_t ds, __m256 f) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(_mm256_loadu_ps(src + i * ss), f);
+  transpose8_regs(r, t);
   for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ds, t[i]);
 }
 
@@ -137,20 +142,7 @@ static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float 
   for (; j + 8 <= keys; j += 8) {
     __m256 r[8], t[8];
     for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(mr[i] + j0 + j);
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; ++i) {
-      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
-      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
-    }
+    transpose8_regs(r, t);
     for (int i = 0; i < 8; ++i) _mm256_store_ps(st + (j + i) * ROWS, _mm256_fmadd_ps(t[i], log2e, _mm256_load_ps(st + (j + i) * ROWS)));
   }
   for (; j < keys; ++j) {
