@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from iree_glm.build import BuildOptions, build_bundle
+from iree_glm.passes import int4_kernel
 
 from .helpers import write_hf_checkpoint
 
@@ -31,3 +32,12 @@ def batched_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "glm4-batched"
     build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=128, decode_batch_sizes=(1, 2, 4)))
     return out
+
+
+@pytest.fixture(scope="module")
+def int4_kernel_object(tmp_path_factory):
+    """The int4 AVX2 kernels' object file (test_dequant_matmul.py, test_quantize_glue.py); skips where they cannot build."""
+    reason = int4_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
+    return int4_kernel.build_object(tmp_path_factory.mktemp("int4_kernel"))

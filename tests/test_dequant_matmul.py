@@ -187,14 +187,6 @@ def test_integer_form_matches_unfused_within_the_rounding_bound():
     q = np.round(x / np.maximum(s_x, 1e-38))  # the same numbers from numpy: integer product, then scales
     np.testing.assert_allclose(got, (q.astype(np.float64) @ w) * s_x, rtol=2e-5, atol=1e-5)
 
-@pytest.fixture(scope="module")
-def int4_kernel_object(tmp_path_factory):
-    reason = int4_kernel.unavailable_reason()
-    if reason:
-        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
-    return int4_kernel.build_object(tmp_path_factory.mktemp("int4_kernel"))
-
-
 def _kernel_reference(x: np.ndarray, text: str) -> np.ndarray:
     """What the kernel computes on int4_group.mlir's weights: torch's model of it (quant.py)."""
     import re

@@ -29,14 +29,6 @@ TESTDATA = Path(__file__).resolve().parent.parent / "passes" / "testdata"
 EPS = np.float32(9.99999974e-6)  # int4_glue.mlir's
 
 
-@pytest.fixture(scope="module")
-def int4_object(tmp_path_factory):
-    reason = int4_kernel.unavailable_reason()
-    if reason:
-        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
-    return int4_kernel.build_object(tmp_path_factory.mktemp("int4_glue"))
-
-
 def _rewrite(kernel: Path, glue: dict | None) -> str:
     with ir.Context():
         module = ir.Module.parse((TESTDATA / "int4_glue.mlir").read_text())
@@ -45,9 +37,9 @@ def _rewrite(kernel: Path, glue: dict | None) -> str:
         return str(module)
 
 
-def test_pass_fuses_silu_mul_and_rms_norm_only(int4_object):
+def test_pass_fuses_silu_mul_and_rms_norm_only(int4_kernel_object):
     glue: dict[str, int] = {}
-    text = _rewrite(int4_object, glue)
+    text = _rewrite(int4_kernel_object, glue)
     assert glue == {"silu_mul": 2, "rms_norm": 1, "none": 1}
     calls = dict(re.findall(r"util\.func public @(\w+)\(.*?util\.call @(\w+)\(", text, re.S))
     eps_bits = np.array([EPS], np.float32).view(np.uint32)[0]
@@ -63,7 +55,7 @@ def test_pass_fuses_silu_mul_and_rms_norm_only(int4_object):
     assert bodies["prefill_silu"].count("tensor.extract_slice") == 3
     assert bodies["prefill_silu_rows"].count("tensor.extract_slice") == 2
     # without the option the pass keeps the plain quantization everywhere
-    plain = _rewrite(int4_object, None)
+    plain = _rewrite(int4_kernel_object, None)
     assert "_silu_mul" not in plain and "_rms_norm" not in plain
 
 
@@ -84,9 +76,9 @@ def _norm_weight(text: str) -> np.ndarray:
 
 @pytest.mark.parametrize("fn", ["prefill_silu", "prefill_silu_rows", "prefill_norm"])
 @pytest.mark.parametrize("m", [1, 5, 37])
-def test_fused_matches_the_kernels_model_and_the_unfused_form(int4_object, fn, m):
+def test_fused_matches_the_kernels_model_and_the_unfused_form(int4_kernel_object, fn, m):
     original = (TESTDATA / "int4_glue.mlir").read_text()
-    fused = _rewrite(int4_object, {})
+    fused = _rewrite(int4_kernel_object, {})
     rng = np.random.default_rng(m)
     width = 64 if fn == "prefill_norm" else 128
     inp = (rng.standard_normal((1, m, width)) * 2).astype(np.float32)
