@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .errors import UserError
+
 # Attention decomposed before codegen into online-softmax linalg ops: ~10x faster on CPU than
 # IREE's default lowering, and the only form vulkan-spirv compiles (its own lowering fails on
 # `iree_linalg_ext.online_attention`).
@@ -102,4 +104,7 @@ def compile_mlir(
             Path(log_path).write_text(str(e))
             where = f" (full log: {log_path})"
         raise RuntimeError(f"iree-compile failed for {mlir_path.name}: {first}{where}") from None
+    if not Path(vmfb_path).is_file() or Path(vmfb_path).stat().st_size == 0:
+        # iree-compile interrupted by a signal deletes its output and can still exit 0.
+        raise UserError(f"iree-compile wrote no module for {mlir_path.name} (was it interrupted?)")
     return args

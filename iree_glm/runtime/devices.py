@@ -63,7 +63,7 @@ def load_module(instance, driver: str, device, parameters, module_file: str):
 
     params = rt.create_io_parameters_module(instance, parameters)
     hal = rt.create_hal_module(instance, device)
-    main = rt.VmModule.mmap(instance, module_file)
+    main = map_module(instance, module_file)
     try:
         return main, rt.VmContext(instance, modules=[hal, params, main])
     except RuntimeError as e:
@@ -77,6 +77,18 @@ def load_module(instance, driver: str, device, parameters, module_file: str):
         if _devices.get(driver) is device:
             del _devices[driver]
     raise DeviceLost(driver, detail)
+
+
+def map_module(instance, module_file: str):
+    """The compiled module mapped read-only (`VmModule.mmap` opens the file for writing, which
+    fails on read-only storage: an app's bundle, a shared or mounted folder)."""
+    import mmap
+
+    import iree.runtime as rt
+
+    with open(module_file, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return rt.VmModule.wrap_buffer(instance, mapped, close_buffer=True)
 
 
 def load_retrying(load: Callable[[], T], where: str) -> T:
