@@ -6,6 +6,10 @@ Everything raised as a `UserError` is printed by the command-line tools as one l
 
 from __future__ import annotations
 
+import sys
+import warnings
+from typing import Callable, Sequence
+
 
 class UserError(Exception):
     """Bad input: a file, option or request the user can fix."""
@@ -21,3 +25,21 @@ class BundleError(UserError):
 
 class RequestError(UserError):
     """A generation request that cannot be served (prompt too long, bad token ids, ...)."""
+
+
+def _short_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command line's `main`, turning a `UserError` into `error: ...` on stderr and exit
+    code 2 (and warnings into `warning: ...` lines)."""
+    warnings.showwarning = _short_warning
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

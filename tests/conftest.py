@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from iree_glm.build import BuildOptions, build_bundle
-from iree_glm.passes import int4_kernel
+from iree_glm.compiler.build import BuildOptions, build_bundle
+from iree_glm.kernels import int4 as int4_kernel
 
 from .helpers import write_hf_checkpoint
 

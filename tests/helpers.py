@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ctypes
-import subprocess
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from iree_glm.tokenizer import byte_level_tokenizer_json
+import iree_glm.planner.profiles
+from iree_glm.bundle.tokenizer import byte_level_tokenizer_json
+
+PROFILES = Path(iree_glm.planner.profiles.__file__).parent  # the shipped device profiles
+TESTDATA = Path(__file__).parent / "passes" / "testdata"  # input IR of the pass tests
+# host-cpu.toml without its prefill_chunk, so tests can set their own policy
+HOST = re.sub(r"(?m)^prefill_chunk = .*\n", "", (PROFILES / "host-cpu.toml").read_text())
 
 # name -> (transformers config class, model class, config overrides)
 VARIANTS = {
@@ -56,13 +62,11 @@ MEMREF = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ct
 
 
 def kernel_library(source: Path, folder: Path, argtypes: dict[str, tuple[int, int]]) -> ctypes.CDLL:
-    """One of passes/kernels' C files built as a shared library with the flags bundles use;
+    """One of our kernels' C files built as a shared library with the flags bundles use;
     `argtypes`: symbol -> (memref arguments, index arguments)."""
-    from iree_glm.passes import int4_kernel
+    from iree_glm.kernels import toolchain
 
-    so = folder / f"{source.stem}.so"
-    subprocess.run([int4_kernel._compiler(), *int4_kernel.CFLAGS, "-shared", str(source), "-o", str(so)], check=True)
-    lib = ctypes.CDLL(str(so))
+    lib = ctypes.CDLL(str(toolchain.build_object(folder, source, shared=True)))
     for symbol, (memrefs, indices) in argtypes.items():
         getattr(lib, symbol).argtypes = MEMREF * memrefs + [ctypes.c_size_t] * indices
     return lib

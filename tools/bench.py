@@ -35,8 +35,8 @@ CONFIGS = {
 
 def make_checkpoint(name: str, folder: Path, layers: int | None = None) -> Path:
     """A seeded random GLM-4 checkpoint of a named size (optionally with fewer layers)."""
-    from iree_glm.checkpoint import random_model, write_checkpoint
-    from iree_glm.config import ModelConfig
+    from iree_glm.frontend.checkpoint import random_model, write_checkpoint
+    from iree_glm.bundle.model_config import ModelConfig
 
     path = folder / (f"glm4-{name}" if layers is None else f"glm4-{name}-{layers}l")
     if not (path / "model.safetensors").exists():
@@ -47,19 +47,16 @@ def make_checkpoint(name: str, folder: Path, layers: int | None = None) -> Path:
 
 
 def source_hash() -> str:
-    """A digest of iree_glm's code (Python, and the C and headers of our kernels), so a bundle built by
-    older code is never reused. The passes folder is hashed explicitly: it is a symlinked
-    package in a checkout, which rglob does not enter."""
+    """A digest of iree_glm's code (Python, and the C and headers of our kernels), so a bundle
+    built by older code is never reused."""
     import hashlib
 
     import iree_glm
-    import iree_glm.passes
 
-    files = set()
-    for root in (Path(iree_glm.__file__).parent, Path(iree_glm.passes.__file__).parent):
-        files |= {f.resolve() for pattern in ("*.py", "*.c", "*.h") for f in root.rglob(pattern)}
+    root = Path(iree_glm.__file__).parent
+    files = sorted(f for pattern in ("*.py", "*.c", "*.h") for f in root.rglob(pattern))
     h = hashlib.sha256()
-    for f in sorted(files):
+    for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -69,7 +66,7 @@ def profile_key(profile: str) -> str:
     profile given by path never becomes nested folders and an edited profile is rebuilt."""
     import hashlib
 
-    from iree_glm.profiles import load_profile
+    from iree_glm.planner.profile import load_profile
 
     loaded = load_profile(profile)
     return f"{loaded.name}-{hashlib.sha256(repr(dataclasses.replace(loaded, source='')).encode()).hexdigest()[:6]}"
@@ -80,8 +77,8 @@ def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "ho
     """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`;
     `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights), `int8_activations` the
     compile option of that name (None: the profile's)."""
-    from iree_glm.build import BuildOptions, build_bundle
-    from iree_glm.quant import QuantSpec
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.transforms.quantize import QuantSpec
 
     quant = quant or QuantSpec()
     tag = profile_key(profile) + ("" if quant.mode == "none" else f"-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else ""))
@@ -252,7 +249,7 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
     """Time our prefill of `prompt_len` tokens per dispatch, in the calls the runtime makes (the
     bundle's prefill chunks, each attending the keys written before it): rows sorted by total
     time (ms per prefill), the calls' summed median wall time, and the number of calls."""
-    from iree_glm.runtime.kv_cache import attended_keys
+    from iree_glm.bundle.kv_layout import attended_keys
     from iree_glm.runtime.session import chunks
 
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -333,7 +330,7 @@ def main() -> None:
         bundles = {}
         quants = [q.strip() for q in args.quant.split(",") if q.strip()]
         if "iree" in engines:
-            from iree_glm.quant import QuantSpec
+            from iree_glm.transforms.quantize import QuantSpec
 
             for q in quants:
                 mode, act = parse_quant(q)

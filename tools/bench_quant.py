@@ -32,7 +32,7 @@ def make_bundle(checkpoint: Path, folder: Path, context: int, mode: str, group: 
     """`mode` as `bench.parse_quant` reads it (`int8@prefill`: int8 with that --int8-activations)."""
     import json
 
-    from iree_glm.quant import QuantSpec
+    from iree_glm.transforms.quantize import QuantSpec
 
     quant, act = bench.parse_quant(mode)
     out = bench.make_bundle(checkpoint, folder, context, quant=QuantSpec(quant, group), int8_activations=act)

@@ -38,9 +38,9 @@ BENCH_CONFIG = dict(
 def build(out: Path) -> None:
     import tempfile
 
-    from iree_glm.build import BuildOptions, build_bundle
-    from iree_glm.checkpoint import random_model, write_checkpoint
-    from iree_glm.config import ModelConfig
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.frontend.checkpoint import random_model, write_checkpoint
+    from iree_glm.bundle.model_config import ModelConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt"

@@ -56,8 +56,8 @@ def _peak_mb() -> float:
 
 
 def build_model(work: Path, pattern: str | None) -> Path:
-    from iree_glm.build import BuildOptions, build_bundle
-    from iree_glm.sparse_attention import parse_pattern
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.bundle.sparse_pattern import parse_pattern
 
     out = work / ("model-dense" if pattern is None else "model-sparse")
     if not (out / "manifest.json").exists():
@@ -71,14 +71,16 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from iree_glm import sparse_attention as sa
-    from iree_glm.lowering import compile_mlir, host_cpu_target
+    from iree_glm.bundle.sparse_pattern import parse_pattern
+    from iree_glm.frontend import sparse_attention as sa
+    from iree_glm.compiler.iree_compile import compile_mlir
+    from iree_glm.compiler.target import host_cpu_target
     from iree_glm.passes import sparse_attention as sparse_pass
 
     out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}.vmfb"
     if out.exists():
         return out
-    sparse = sa.parse_pattern(pattern) if pattern else None
+    sparse = parse_pattern(pattern) if pattern else None
 
     class Attention(torch.nn.Module):
         def forward(self, q, k, v, positions):
@@ -118,7 +120,7 @@ LONG_CONTEXT = 32768  # positions the decode benchmark's checkpoint allows
 def long_checkpoint(work: Path) -> Path:
     """The default model with max_position_embeddings raised to LONG_CONTEXT: no weight depends
     on it (rotary is computed), and contexts past the shipped 4096 must compile."""
-    from iree_glm import default_model
+    from iree_glm.frontend import default_model
 
     path = work / "default-model-long"
     if not (path / "model.safetensors").exists():
@@ -132,8 +134,8 @@ def long_checkpoint(work: Path) -> Path:
 def build_decode_bundle(work: Path, pattern: str, context: int | None, ring: str = "ring") -> Path:
     """The default model with `pattern`: a KV cache indexed by position of `context` slots, or
     (None) a sliding-window cache (`pattern` + ',' + `ring`) serving up to LONG_CONTEXT positions."""
-    from iree_glm.build import BuildOptions, build_bundle
-    from iree_glm.sparse_attention import parse_pattern
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.bundle.sparse_pattern import parse_pattern
 
     sparse = parse_pattern(pattern if context else f"{pattern},{ring}")
     out = work / (f"decode-position-{context}" if context else f"decode-ring-{sparse.ring}")
@@ -196,7 +198,7 @@ def _measure_decode(bundle: str, context: int, tokens: int) -> dict:
     (/proc/self/clear_refs), so `peak_mb` is the decode's own peak."""
     import numpy as np
 
-    from iree_glm.fit_memory import kv_cache_bytes
+    from iree_glm.planner.fit_memory import kv_cache_bytes
     from iree_glm.runtime import Session
 
     session = Session.load(bundle, verify=False)
@@ -247,10 +249,11 @@ def fidelity(lengths: list[int], pattern: str) -> None:
     shipped held-out text."""
     import torch
 
-    from iree_glm import default_model
-    from iree_glm import sparse_attention as sa
-    from iree_glm.checkpoint import load_model, open_checkpoint
-    from iree_glm.tokenizer import TextTokenizer
+    from iree_glm.frontend import default_model
+    from iree_glm.bundle.sparse_pattern import parse_pattern
+    from iree_glm.frontend import sparse_attention as sa
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
+    from iree_glm.bundle.tokenizer import TextTokenizer
 
     ckpt = open_checkpoint(default_model.FILES)
     model = load_model(ckpt)
@@ -258,7 +261,7 @@ def fidelity(lengths: list[int], pattern: str) -> None:
     print(f"\nfidelity: {default_model.DESCRIPTION}; held-out text; sparse = {pattern}\n")
     print("| tokens | max abs logit error | mean abs logit error | top-1 agreement | agreement beyond the window | perplexity dense / sparse |")
     print("|---|---|---|---|---|---|")
-    pat = sa.parse_pattern(pattern)
+    pat = parse_pattern(pattern)
     for n in lengths:
         if len(ids) < n + 1:
             ids = ids * (n // len(ids) + 2)  # repeat the text to reach long contexts

@@ -22,15 +22,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from iree_glm.bundle import read_manifest
-from iree_glm.calibrate import Benchmarks, median_of_rounds
-from iree_glm.config import ModelConfig
-from iree_glm.profiles import Link, Profile, load_profile
+from iree_glm.bundle.manifest import read_manifest
+from iree_glm.tuning.calibrate import Benchmarks, median_of_rounds
+from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.planner.profile import Link, Profile, load_profile
 from iree_glm.runtime import Session
 from iree_glm.runtime.pipeline import PipelineSession, is_multi_device
 from iree_glm.runtime.request import RequestState
 from iree_glm.runtime.sampling import Sampler, SamplingParams
-from iree_glm.scheduler import PartitionPlan, estimate_placement, quant_dtypes
+from iree_glm.planner.scheduler import PartitionPlan, estimate_placement, quant_dtypes
 
 DEVICE_KEYS = ("call_overhead_us", "dispatch_overhead_us", "memory_bandwidth_gbs", "cache_mb", "cache_bandwidth_gbs", "attention_gflops", "fresh_memory_gbs")
 

@@ -24,7 +24,7 @@ PHASES = ("decode", "prefill")
 
 
 def _target(backend: str):
-    from iree_glm.lowering import VULKAN_FLAGS, Target, host_cpu_target
+    from iree_glm.compiler.target import VULKAN_FLAGS, Target, host_cpu_target
 
     return host_cpu_target() if backend == "llvm-cpu" else Target("vulkan-spirv", "vulkan", VULKAN_FLAGS)
 
@@ -39,10 +39,10 @@ def commands(stream_ir: str, function: str) -> int:
 def count(backend: str, context: int, work: Path) -> dict[str, dict[str, int]]:
     import iree.compiler as ic
 
-    from iree_glm import default_model
-    from iree_glm.checkpoint import random_model
-    from iree_glm.export import EntryPoint
-    from iree_glm.partitioned import Stage, StageSpec, export_stage_mlir
+    from iree_glm.frontend import default_model
+    from iree_glm.frontend.checkpoint import random_model
+    from iree_glm.export.program import EntryPoint
+    from iree_glm.export.stages import Stage, StageSpec, export_stage_mlir
 
     model = random_model(dataclasses.replace(default_model.CONFIG, num_layers=2), seed=0)
     entry_points = [EntryPoint("prefill", 1, None, context), EntryPoint("decode", 1, 1, context)]
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--backend", action="append", choices=["llvm-cpu", "vulkan-spirv"])
     ap.add_argument("--context", type=int, default=256, help="KV-cache capacity of the exported functions")
     args = ap.parse_args()
-    from iree_glm.scheduler import DISPATCHES
+    from iree_glm.planner.scheduler import DISPATCHES
 
     for backend in args.backend or ["llvm-cpu", "vulkan-spirv"]:
         with tempfile.TemporaryDirectory(prefix="iree_glm-count-") as work:

@@ -54,7 +54,7 @@ class Row:
 
 def _prune(heads: float, ffn: float) -> Callable[[], dict[str, Any]]:
     def options():
-        from iree_glm.prune import PruneSpec
+        from iree_glm.transforms.prune import PruneSpec
 
         return {"prune": PruneSpec(heads, ffn)}
     return options
@@ -62,7 +62,7 @@ def _prune(heads: float, ffn: float) -> Callable[[], dict[str, Any]]:
 
 def _quant(mode: str, group: int = 32) -> Callable[[], dict[str, Any]]:
     def options():
-        from iree_glm.quant import QuantSpec
+        from iree_glm.transforms.quantize import QuantSpec
 
         return {"quant": QuantSpec(mode=mode, group_size=group)}
     return options
@@ -70,7 +70,7 @@ def _quant(mode: str, group: int = 32) -> Callable[[], dict[str, Any]]:
 
 def _sparse(pattern: str) -> Callable[[], dict[str, Any]]:
     def options():
-        from iree_glm.sparse_attention import parse_pattern
+        from iree_glm.bundle.sparse_pattern import parse_pattern
 
         return {"sparse_attention": parse_pattern(pattern)}
     return options
@@ -97,7 +97,7 @@ ROWS = [
 
 def row_options(row: Row) -> dict[str, Any] | None:
     """The row's BuildOptions fields, or None when this build has no such option."""
-    from iree_glm.build import BuildOptions
+    from iree_glm.compiler.build import BuildOptions
 
     try:
         opts = row.options()
@@ -116,7 +116,7 @@ def held_out_windows(tokenizer_json: Path, text: Path, window: int, tokens: int)
         vocab = json.loads((tokenizer_json.parent / "config.json").read_text())["vocab_size"]
         ids = np.random.default_rng(0).integers(0, vocab, max(tokens, window)).tolist()
         return np.asarray(ids[: max(1, tokens // window) * window], np.int64).reshape(-1, window)
-    from iree_glm.tokenizer import TextTokenizer
+    from iree_glm.bundle.tokenizer import TextTokenizer
 
     ids = TextTokenizer(tokenizer_json).encode(text.read_text(encoding="utf-8"))
     n = min(len(ids) // window, max(1, tokens // window))
@@ -127,7 +127,7 @@ def reference(checkpoint: Path, windows: np.ndarray) -> dict[str, Any]:
     """fp32 torch logits on every window: top-1 ids and perplexity."""
     import torch
 
-    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
 
     torch.set_num_threads(1)
     model = load_model(open_checkpoint(checkpoint))
@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_bundle(args.measure, args.data, args.repeats, args.entry)))
         return 0
 
-    from iree_glm import default_model
-    from iree_glm.build import BuildOptions, build_bundle
+    from iree_glm.frontend import default_model
+    from iree_glm.compiler.build import BuildOptions, build_bundle
 
     checkpoint = args.checkpoint or default_model.FILES
     text = args.text or default_model.HELDOUT_TEXT

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(Path(args.child[0]), int(args.child[1]))))
         return 0
-    from iree_glm import fit_memory
-    from iree_glm.bundle import read_manifest
-    from iree_glm.config import ModelConfig
-    from iree_glm.sparse_attention import parse_pattern
+    from iree_glm.planner import fit_memory
+    from iree_glm.bundle.manifest import read_manifest
+    from iree_glm.bundle.model_config import ModelConfig
+    from iree_glm.bundle.sparse_pattern import parse_pattern
 
     print("| bundle | context | weights MiB | KV MiB | peak RSS loaded MiB | peak RSS full-context prefill MiB | estimate MiB | estimate / measured |")
     print("|---|---|---|---|---|---|---|---|")

@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        from iree_glm.cli import run_cli
+        from iree_glm.errors import run_cli
     except ImportError:
         sys.exit(main())
     sys.exit(run_cli(main))

@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from iree_glm import default_model
-    from iree_glm.checkpoint import load_model, open_checkpoint
+    from iree_glm.frontend import default_model
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
     from iree_glm.runtime.normalize import parse_normalize
-    from iree_glm.tokenizer import TextTokenizer
+    from iree_glm.bundle.tokenizer import TextTokenizer
 
     torch.set_num_threads(1)
     norm = parse_normalize(args.steps)

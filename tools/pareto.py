@@ -17,9 +17,10 @@ from dataclasses import replace
 from html import escape
 from pathlib import Path
 
-from iree_glm.config import ModelConfig, read_hf_config
-from iree_glm.profiles import load_profile
-from iree_glm.scheduler import ScheduleError, plan_partition, quant_dtypes
+from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.frontend.hf_config import read_hf_config
+from iree_glm.planner.profile import load_profile
+from iree_glm.planner.scheduler import ScheduleError, plan_partition, quant_dtypes
 
 GLM_EDGE_1_5B_CLASS = ModelConfig(family="glm4", vocab_size=59264, hidden_size=2048, intermediate_size=6144,
                                   num_layers=28, num_heads=16, num_kv_heads=4, head_dim=128)

@@ -35,9 +35,9 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from iree_glm.checkpoint import hf_config_dict  # noqa: E402
-from iree_glm.config import ModelConfig  # noqa: E402
-from iree_glm.model import CausalLM  # noqa: E402
+from iree_glm.frontend.checkpoint import hf_config_dict  # noqa: E402
+from iree_glm.bundle.model_config import ModelConfig  # noqa: E402
+from iree_glm.frontend.model import CausalLM  # noqa: E402
 
 EOS = "<|endoftext|>"
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3"}

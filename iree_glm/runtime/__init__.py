@@ -1,7 +1,7 @@
 """The runtime apps embed: load a bundle, generate or stream tokens."""
 
-from .request import GenerationResult, StreamEvent
-from .sampling import SamplingParams
-from .session import Session
+from iree_glm.runtime.request import GenerationResult, StreamEvent
+from iree_glm.runtime.sampling import SamplingParams
+from iree_glm.runtime.session import Session
 
 __all__ = ["Session", "SamplingParams", "GenerationResult", "StreamEvent"]

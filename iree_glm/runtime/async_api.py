@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .batching import BatchEngine, Job
-from .request import GenerationResult, RequestState, StreamEvent
+from iree_glm.runtime.batching import BatchEngine, Job
+from iree_glm.runtime.request import GenerationResult, RequestState, StreamEvent
 
 
 class AsyncGeneration:
@@ -80,7 +80,7 @@ class AsyncSession:
         self.session = session
 
     def stream(self, prompt, max_new_tokens: int = 64, sampling=None, stop_ids=None, stop=(), timeout=None) -> AsyncGeneration:
-        from .sampling import SamplingParams
+        from iree_glm.runtime.sampling import SamplingParams
 
         return self.session.stream_async(prompt, max_new_tokens, sampling or SamplingParams(), stop_ids, stop, timeout)
 

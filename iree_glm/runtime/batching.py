@@ -23,14 +23,26 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
 
-from .request import RequestState, StreamEvent
+from iree_glm.runtime.request import RequestState, StreamEvent
 
-if TYPE_CHECKING:
-    from .session import Session
 
 DEFAULT_GATHER_MS = 10.0
+
+
+class BatchModel(Protocol):
+    """What the engine needs of a loaded bundle (runtime.Session is one)."""
+
+    bundle: Path
+    decode_batch_sizes: list[int]
+
+    def new_cache(self, rows: int): ...
+
+    def prefill(self, state: RequestState, cache, slot: int): ...
+
+    def decode(self, tokens, positions, cache, slots): ...
 
 
 @dataclass(eq=False)
@@ -55,7 +67,7 @@ class EngineStats:
 
 
 class BatchEngine:
-    def __init__(self, session: "Session", gather_ms: float = DEFAULT_GATHER_MS, max_batch: int | None = None):
+    def __init__(self, session: BatchModel, gather_ms: float = DEFAULT_GATHER_MS, max_batch: int | None = None):
         self.session = session
         self.sizes = [n for n in session.decode_batch_sizes if max_batch is None or n <= max_batch]
         if not self.sizes or self.sizes[0] != 1:

@@ -16,7 +16,7 @@ import threading
 import warnings
 from typing import Callable, TypeVar
 
-from ..errors import RequestError
+from iree_glm.errors import RequestError
 
 LOAD_ATTEMPTS = 3
 DEVICE_LOST = "VK_ERROR_DEVICE_LOST"
@@ -108,3 +108,15 @@ def first_line(error: BaseException) -> str:
     """An error's first line, at most 200 characters (for one-line messages)."""
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def driver_available(driver: str) -> bool:
+    """Whether this machine's IREE runtime has the driver and it finds a device."""
+    import iree.runtime as rt
+
+    if driver not in rt.query_available_drivers():
+        return False
+    try:
+        return bool(rt.get_driver(driver).query_available_devices())
+    except (RuntimeError, ValueError):
+        return False

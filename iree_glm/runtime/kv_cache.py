@@ -14,14 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KEY_GRANULARITY = 32
-STORE_KV = "store_kv"  # the bundle function that writes given K/V entries into a row (prefix cache)
-
-
-def attended_keys(last_position: int, capacity: int) -> int:
-    """How many cache positions a step whose latest token sits at `last_position` attends."""
-    return min(capacity, -(-(last_position + 1) // KEY_GRANULARITY) * KEY_GRANULARITY)
-
 
 _KEY_POSITIONS: dict[int, np.ndarray] = {}
 

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from ..errors import UserError
+from iree_glm.errors import UserError
 
 STEPS = ("nfkc", "case", "whitespace")
 DEFAULT_STEPS = ("whitespace", "nfkc")  # what `--normalize` alone (or "default") turns on

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Manifest, read_manifest
-from ..config import ModelConfig
-from ..errors import BundleError, RequestError
-from ..tokenizer import TextTokenizer
-from .batching import DEFAULT_GATHER_MS
-from .devices import DeviceFailure, first_line, hal_device, load_module, load_retrying
-from .kv_cache import KVCache, attended_keys, key_positions
-from .request import RequestState
-from .session import Session, chunk_size
+from iree_glm.bundle.manifest import Manifest, read_manifest
+from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.errors import BundleError, RequestError
+from iree_glm.bundle.tokenizer import TextTokenizer
+from iree_glm.runtime.batching import DEFAULT_GATHER_MS
+from iree_glm.runtime.devices import DeviceFailure, first_line, hal_device, load_module, load_retrying
+from iree_glm.runtime.kv_cache import KVCache, key_positions
+from iree_glm.bundle.kv_layout import attended_keys
+from iree_glm.runtime.request import RequestState
+from iree_glm.runtime.session import Session, chunk_size
 
 
 @dataclass
@@ -74,7 +75,7 @@ class PipelineSession(Session):
     def __init__(self, bundle: Path, manifest: Manifest, allow_stand_in: bool = False, prefill_chunk: int | None = None):
         import iree.runtime as rt
 
-        from ..profiles import driver_available
+        from iree_glm.runtime.devices import driver_available
 
         # What Session's request code reads (Session.__init__ loads one module on one device).
         self.bundle = Path(bundle)

@@ -20,6 +20,8 @@ with a warning and ignored.
 
 from __future__ import annotations
 
+from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE, DEFAULT_BUDGET_BYTES
+
 import hashlib
 import io
 import json
@@ -33,8 +35,6 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = 1
-DEFAULT_BLOCK_SIZE = 16
-DEFAULT_BUDGET_BYTES = 512 << 20
 
 
 def budget_bytes(explicit: int | None, manifest) -> int:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..errors import RequestError
-from ..tokenizer import StreamDecoder, TextTokenizer
-from .sampling import Sampler
+from iree_glm.errors import RequestError
+from iree_glm.bundle.tokenizer import StreamDecoder, TextTokenizer
+from iree_glm.runtime.sampling import Sampler
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import RequestError
+from iree_glm.errors import RequestError
 
 
 @dataclass(frozen=True)

@@ -15,27 +15,27 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from ..activation_dtype import numpy_dtype
-from ..bundle import Manifest, read_manifest
-from ..config import ModelConfig
-from ..errors import BundleError, RequestError
-from ..sparse_pattern import SparsePattern, parse_pattern
-from ..tokenizer import TextTokenizer
-from .batching import DEFAULT_GATHER_MS
-from .devices import hal_device, load_module, load_retrying
-from .kv_cache import STORE_KV, KVCache, attended_keys, key_positions
-from .normalize import Normalizer, parse_normalize
-from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache, bundle_hash, budget_bytes
-from .request import GenerationResult, RequestState, StreamEvent
-from .sampling import Sampler, SamplingParams
+from iree_glm.bundle.dtypes import numpy_dtype
+from iree_glm.bundle.manifest import Manifest, read_manifest
+from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.errors import BundleError, RequestError
+from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
+from iree_glm.bundle.tokenizer import TextTokenizer
+from iree_glm.runtime.async_api import AsyncGeneration
+from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine
+from iree_glm.runtime.devices import hal_device, load_module, load_retrying
+from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
+from iree_glm.runtime.kv_cache import KVCache, key_positions
+from iree_glm.runtime.normalize import Normalizer, parse_normalize
+from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE
+from iree_glm.runtime.prefix_cache import PrefixCache, bundle_hash, budget_bytes
+from iree_glm.runtime.request import GenerationResult, RequestState, StreamEvent
+from iree_glm.runtime.sampling import Sampler, SamplingParams
 
-if TYPE_CHECKING:
-    from .async_api import AsyncGeneration
-    from .batching import BatchEngine
 
 __all__ = ["Session", "Generation", "GenerationResult", "StreamEvent"]
 
@@ -241,21 +241,17 @@ class Session:
         stop_ids: tuple[int, ...] | None = None,
         stop: tuple[str, ...] = (),
         timeout: float | None = None,
-    ) -> "AsyncGeneration":
+    ) -> AsyncGeneration:
         """`async for event in session.stream_async(...)`: served by the batching engine, so
         concurrent streams share batched decode steps. Leaving the loop early, cancelling the
         task or `timeout` (seconds, raises TimeoutError) cancels the request."""
-        from .async_api import AsyncGeneration
-
         return AsyncGeneration(self.engine, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop), timeout)
 
     @property
-    def engine(self) -> "BatchEngine":
+    def engine(self) -> BatchEngine:
         """The session's batching engine, started on first use."""
         with self._engine_lock:
             if self._engine is None:
-                from .batching import BatchEngine
-
                 self._engine = BatchEngine(self, self.gather_ms)
             return self._engine
 

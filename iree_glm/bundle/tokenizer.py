@@ -1,0 +1,54 @@
+"""Text <-> token ids through a Hugging Face `tokenizer.json` (the `tokenizers` library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iree_glm.errors import BundleError
+
+
+class TextTokenizer:
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on bad files
+            raise BundleError(f"{path}: cannot read tokenizer ({e})") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=True)
+
+
+class StreamDecoder:
+    """Turns a growing list of ids into text pieces without splitting multi-byte characters."""
+
+    def __init__(self, tokenizer: TextTokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more bytes
+            return ""
+        piece = text[len(self.emitted) :] if text.startswith(self.emitted) else text
+        self.emitted = text
+        return piece
+
+
+def byte_level_tokenizer_json(eos_token: str = "<|endoftext|>") -> str:
+    """A tokenizer with one token per byte plus an end-of-text token (for untrained models)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(eos_token, special=True)])
+    return tok.to_str()

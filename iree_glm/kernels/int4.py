@@ -1,0 +1,189 @@
+"""The CPU int4 kernels: hand-written AVX2 matrix products linked into IREE dispatches.
+
+IREE's code generation of the fused int4 dequant-matmul (passes/dequant_matmul.py) stayed
+below fp32 speed on this AVX2 CPU in every form tried (the nibble unpacking and the two-level
+group reduction came out as transposes or scalar code; README, "Quantized weights"). For int4
+layers with fp32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead replaces the
+matmul by dispatches that call `kernels/x86_64_avx2/int4.c`: a matrix-vector kernel for
+decode (M=1); for prefill and batched decode a dispatch quantizing x's rows, then a matrix
+kernel on tiles of 4 rows of x x 16 weight rows; all with integer dot products in the manner
+of llama.cpp's Q4_0 x Q8_0 (x quantized to int8 per block of 32 at run time).
+
+IREE links the object into the dispatch's executable (a `stream.executable` whose function
+declaration is `hal.import.static`, see IREE's samples/custom_dispatch/cpu/embedded). The
+object is compiled at build time with the system C compiler; other targets keep the generic
+fused form. What the kernels compute is modelled in torch by `quant.quantize_activations`
+(tests compare the two).
+"""
+
+from __future__ import annotations
+
+from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
+from iree_glm.kernels import toolchain
+from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable # noqa: F401  (QUANT_ROWS: this kernel's API)
+
+from pathlib import Path
+from typing import Optional
+
+SOURCE = X86_64_AVX2.source("int4")
+SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
+QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
+GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
+MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
+MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
+BLOCK = 32  # activation block; group sizes must be multiples
+PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
+WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
+GLUE_MAX_K = 8192  # kernels/x86_64_avx2/row_glue.h: the longest row a fused quantization transforms (on the stack)
+N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
+M_CHUNK = 64  # ... times ranges of this many rows of x
+
+
+def build_object(folder: Path) -> Path:
+    """The int4 kernels' object in `folder` (raises KernelUnavailable where they cannot build or run)."""
+    return toolchain.build_object(folder, SOURCE)
+
+
+def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
+    """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
+    return group % BLOCK == 0 and k % group == 0 and (m != 1 or k <= MAX_K)
+
+
+def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
+    rows = "" if m == 1 else f"_m{m if m is not None else 'dyn'}"
+    return f"iree_glm_int4_matvec_{k}x{n}g{group}{rows}"
+
+
+def quantize_name(k: int, group: int, m: Optional[int]) -> str:
+    """The quantization dispatch's name: one per K, G and M, shared by the layers with that input."""
+    return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
+
+
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None) -> str:
+    """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
+
+    The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
+    [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (M = 1: the
+    matrix-vector kernel), or for M != 1 the quantization and matrix dispatches
+    (`_matmul_definitions`; with `glue`, the wrapper takes the glue's inputs instead of x:
+    Glue.inputs). M is static or None (dynamic).
+    """
+    if m != 1:
+        return _matmul_definitions(k, n, group, obj, m, glue)
+    name, gn, half = function_name(k, n, group), k // group, group // 2
+    rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
+    count = -(-n // rows)
+    qn, sn = n * gn * half, n * gn
+    sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index"
+    return f"""
+{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    stream.return %count, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %g = arith.constant {group} : index
+      %qn = arith.constant {qn} : index
+      %sn = arith.constant {sn} : index
+      %rows = arith.constant {rows} : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %r0 = arith.muli %wg, %rows : index
+      %r1 = arith.addi %r0, %rows : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
+      func.call @{SYMBOL}(%x, %q, %s, %y, %n, %k, %g, %r0, %r1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
+  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
+  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf, %sf) : (tensor<{k}xf32>, tensor<{qn}xi8>, tensor<{sn}xf16>) -> tensor<{n}xf32>
+  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
+  util.return %y2 : tensor<1x{n}xf32>
+}}
+"""
+
+
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+    """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
+    kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
+    name, gn, half = function_name(k, n, group, m), k // group, group // 2
+    suffix = glue.suffix() if glue else ""
+    qname = quantize_name(k, group, m) + suffix
+    ins = quantize_inputs(k, m, glue)
+    rows = -(-n // N_CHUNKS // PANEL) * PANEL
+    count = -(-n // rows)
+    qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
+    mt = "?" if m is None else str(m)
+    dims = "{%m}" if m is None else ""
+    sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
+    get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
+    symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
+    args = "".join(f"{v}: {t}, " for v, t, _ in ins)
+    return f"""
+{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
+{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
+    stream.return %count, %chunks, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %g = arith.constant {group} : index
+      %qn = arith.constant {qn} : index
+      %sn = arith.constant {sn} : index
+      %row = arith.constant {xq_row} : index
+      %rows = arith.constant {rows} : index
+      %chunk = arith.constant {M_CHUNK} : index
+      %xn = arith.muli %m, %row : index
+      %yn = arith.muli %m, %n : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+      %r0 = arith.muli %wx, %rows : index
+      %r1 = arith.addi %r0, %rows : index
+      %m0 = arith.muli %wy, %chunk : index
+      %m1 = arith.addi %m0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{MATMUL_SYMBOL}(%x, %q, %s, %y, %m, %n, %k, %g, %r0, %r1, %m0, %m1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %row = arith.constant {xq_row} : index
+  {get_m}
+  %on = arith.muli %m, %row : index
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
+  {quantize_dispatch(qname, k, m, glue)}
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %sf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<{mt}x{n}xf32>{dims}
+  util.return %y : tensor<{mt}x{n}xf32>
+}}
+"""
+
+
+def xq_row_bytes(k: int) -> int:
+    """Bytes of one quantized row of x (the C kernel's xq_row_bytes): K int8, K/32 f32 scales
+    and K/32 i32 sums, padded to 32."""
+    return k + -(-(k // BLOCK * 8) // 32) * 32

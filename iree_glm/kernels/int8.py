@@ -1,0 +1,193 @@
+"""The CPU int8 kernels: hand-written AVX2 matrix products linked into IREE dispatches.
+
+IREE's tuned generic for int8 decode (passes/dequant_matmul.py, `cpu_tiles`) converts every
+weight byte to f32 and streamed the 330M model's weights well below this machine's read rate.
+For int8 matmuls with f32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead calls
+`kernels/x86_64_avx2/int8.c`, which reads the weights' stored bytes (quant.py's [N/16, K, 16] layout,
+one contiguous stream per tile of 16 output rows) and multiplies integers exactly (the sign
+trick, see the C file):
+- one row of x (decode): a matrix-vector kernel, x quantized per block of 32 at run time (as
+  llama.cpp's Q8_0), software prefetch;
+- several rows, where the pass would emit an integer matmul (`int8_activations`): a dispatch
+  quantizing x's rows (per row, the integer matmul's numbers), then a matrix kernel on tiles of
+  16 weight rows x pairs of x rows. IREE's mmt4d ran at about the same speed but repacks the
+  weights at load (one more byte per weight resident).
+The per-channel weight scale stays in the graph, after the call.
+
+The object is built and linked like the int4 kernels' (kernels/toolchain.py and
+static_executable, the same host checks); other targets keep the generic fused form (or mmt4d).
+What the kernels compute is modelled in torch by `quant.quantize_activations(x, 32)` and
+`quant.quantize_rows` times the integer weights (tests compare them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from iree_glm.kernels import toolchain
+from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable  # noqa: F401
+from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
+
+SOURCE = X86_64_AVX2.source("int8")
+SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
+QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
+GLUE_SYMBOLS = {"silu_mul": "iree_glm_int8_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int8_quantize_rms_norm_workgroup"}
+MATMUL_SYMBOL = "iree_glm_int8_matmul_workgroup"  # quantized rows of x x a range of weight tiles
+MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
+BLOCK = 32  # activation block (and K's granularity)
+LANES = 16  # output rows per tile of the stored layout
+WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
+N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
+M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS)
+
+
+
+def build_object(folder: Path) -> Path:
+    """Compile the int8 kernels to an ELF object in `folder` (kept until IREE has linked it)."""
+    return toolchain.build_object(folder, SOURCE)
+
+
+def fits(k: int, lanes: int, m: Optional[int]) -> bool:
+    """Whether the matrix-vector kernel handles K, the layout's tile width and M (None: dynamic)."""
+    return m == 1 and lanes == LANES and k % BLOCK == 0 and k <= MAX_K
+
+
+def matmul_fits(k: int, lanes: int) -> bool:
+    """Whether the matrix kernel (any M) handles K and the layout's tile width."""
+    return lanes == LANES and k % BLOCK == 0
+
+
+def function_name(k: int, n: int, m: Optional[int] = 1) -> str:
+    rows = "" if m == 1 else f"_m{m if m is not None else 'dyn'}"
+    return f"iree_glm_int8_matvec_{k}x{n}{rows}"
+
+
+def quantize_name(k: int, m: Optional[int]) -> str:
+    """The quantization dispatch's name: one per K and M, shared by the layers with that input."""
+    return f"iree_glm_int8_quantize_{k}_m{m if m is not None else 'dyn'}"
+
+
+def xq_row_bytes(k: int) -> int:
+    """Bytes of one quantized row of x (the C kernel's xq_row_bytes): K int8, the f32 row scale, padded to 32."""
+    return k + 32
+
+
+def definitions(k: int, tiles: int, obj: Path) -> str:
+    """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
+
+    The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
+    the weight scale); it flattens them for one `flow.dispatch` of WORKGROUPS tile ranges.
+    """
+    n = tiles * LANES
+    name = function_name(k, n)
+    per = -(-tiles // WORKGROUPS)  # tiles per workgroup
+    count = -(-tiles // per)
+    qn = tiles * k * LANES
+    sig = "memref<?xf32>, memref<?xi8>, memref<?xf32>, index, index, index, index"
+    return f"""
+{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    stream.return %count, %c1, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %tiles = arith.constant {tiles} : index
+      %qn = arith.constant {qn} : index
+      %per = arith.constant {per} : index
+      %wg = stream.dispatch.workgroup.id[0] : index
+      %t0 = arith.muli %wg, %per : index
+      %t1 = arith.addi %t0, %per : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
+      func.call @{SYMBOL}(%x, %q, %y, %tiles, %k, %t0, %t1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
+  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
+  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
+  util.return %y2 : tensor<1x{n}xf32>
+}}
+"""
+
+
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+    """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
+    (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
+    ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
+    returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul.
+    With `glue` (its silu_mul form `scaled`: the C kernel takes the gate/up weight scale) the
+    wrapper takes the glue's inputs instead of x (Glue)."""
+    if glue is not None and glue.kind == "silu_mul" and not glue.scaled:
+        raise ValueError("the int8 kernel's silu_mul glue takes the gate/up weight scale (Glue.scaled)")
+    n = tiles * LANES
+    suffix = glue.suffix() if glue else ""
+    name, qname = function_name(k, n, m), quantize_name(k, m) + suffix
+    ins = quantize_inputs(k, m, glue)
+    symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
+    args = "".join(f"{v}: {t}, " for v, t, _ in ins)
+    per = -(-tiles // N_CHUNKS)
+    count = -(-tiles // per)
+    qn, row = tiles * k * LANES, xq_row_bytes(k)
+    mt = "?" if m is None else str(m)
+    dims = "{%m}" if m is None else ""
+    get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
+    sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
+    return f"""
+{quantize_executable(qname, obj, symbol, k, row, {}, glue)}
+{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %count = arith.constant {count} : index
+    %c1 = arith.constant 1 : index
+    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
+    stream.return %count, %chunks, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding, %m: index) {{
+      %c0 = arith.constant 0 : index
+      %k = arith.constant {k} : index
+      %n = arith.constant {n} : index
+      %tiles = arith.constant {tiles} : index
+      %qn = arith.constant {qn} : index
+      %row = arith.constant {row} : index
+      %per = arith.constant {per} : index
+      %chunk = arith.constant {M_CHUNK} : index
+      %xn = arith.muli %m, %row : index
+      %yn = arith.muli %m, %n : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+      %t0 = arith.muli %wx, %per : index
+      %t1 = arith.addi %t0, %per : index
+      %m0 = arith.muli %wy, %chunk : index
+      %m1 = arith.addi %m0, %chunk : index
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{MATMUL_SYMBOL}(%x, %q, %y, %m, %tiles, %k, %t0, %t1, %m0, %m1) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %row = arith.constant {row} : index
+  {get_m}
+  %on = arith.muli %m, %row : index
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  {quantize_dispatch(qname, k, m, glue)}
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%xq, %qf, %m) : (tensor<?xi8>{{%on}}, tensor<{qn}xi8>, index) -> tensor<{mt}x{n}xf32>{dims}
+  util.return %y : tensor<{mt}x{n}xf32>
+}}
+"""

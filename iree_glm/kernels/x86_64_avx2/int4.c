@@ -1,0 +1,333 @@
+// int4 x f32 matrix products, AVX2 + FMA + F16C, linked into IREE dispatches: a matrix-vector
+// kernel for decode (M = 1) and, for prefill / batched decode, a quantization of x's rows and a
+// register-blocked matrix kernel (4 rows of x x 16 weight rows per tile).
+//
+// y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
+//
+// Weights (iree_glm/quant.py's int4 layout): qweight i8 [N, K/G, G/2], two nibbles a byte, each
+// the weight's integer + 8: the low nibble of byte j of a group is its element j, the high
+// nibble element j + G/2; scale f16 [N, K/G]. Like llama.cpp's Q4_0 x Q8_0, x is quantized to
+// int8 per block of 32 at run time, so the inner loop is integer: nibble x int8 products summed
+// in pairs (vpmaddubsw, vpmaddwd), then per block of 32 one conversion and float scaling (x's
+// block scale, the weight's group scale, the 8 * sum(x) offset of the nibbles' + 8).
+//
+// Called once per workgroup by the dispatches passes/int4_kernel.py builds; each writes its own
+// outputs. A decode workgroup quantizes its one row of x itself (K values, cheap next to its
+// rows of weights).
+// Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
+// (base, aligned base, offset, size, stride).
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "row_glue.h"
+
+#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+
+enum { BLOCK = 32, MAX_K = 8192 };
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 packed bytes -> their 32 nibbles (0..15): low nibbles, then high. One 128-bit broadcast
+// load, a per-lane shift (0 | 4) and a mask.
+static inline __m256i nibbles(const int8_t *p, __m256i shifts) {
+  const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_and_si256(_mm256_srlv_epi64(both, shifts), _mm256_set1_epi8(0x0F));
+}
+
+// f16 scales of a row -> f32 (F16C), 8 at a time.
+static inline void widen(const uint16_t *h, float *f, size_t count) {
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+  for (; i < count; ++i) f[i] = _cvtsh_ss(h[i]);
+}
+
+// sum over a block of (weight + 8) * xq, as 8 float partial sums (<= 2 * 15 * 127 per i16: exact).
+static inline __m256 block_dot(const int8_t *p, __m256i xq, __m256i shifts, __m256i ones) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p, shifts), xq), ones));
+}
+
+// x [k] -> xq (int8, in the weights' order), dx (per block scale) and off (see below).
+// x in the weights' order: block c = (group g, part j) holds x[g*G + j*16 + 0..15] then
+// x[g*G + G/2 + j*16 + 0..15], the elements the 16 bytes of that part pair with.
+// off[c]: the +8 of the nibbles adds 8 * dx[c] * sum(xq of block c) to block c's dot product;
+// spread over the 8 lanes it is subtracted in the same FMA that applies dx[c].
+static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float *dx, float *off) {
+  const size_t blocks = k / BLOCK, per_group = group / BLOCK, half = group / 2;
+  for (size_t c = 0; c < blocks; ++c) {
+    const float *lo = x + (c / per_group) * group + (c % per_group) * 16, *hi = lo + half;
+    __m256 v[4] = {_mm256_loadu_ps(lo), _mm256_loadu_ps(lo + 8), _mm256_loadu_ps(hi), _mm256_loadu_ps(hi + 8)};
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4), d = amax / 127.0f;
+    dx[c] = d;
+    const __m256 inv = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    __m256i i[4];
+    for (int j = 0; j < 4; ++j) i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i sum8 = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+    sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4E));
+    sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xB1));
+    off[c] = d * (float)_mm_cvtsi128_si32(sum4);  // 8 * d * sum / 8 lanes
+    __m256i w01 = _mm256_packs_epi32(i[0], i[1]), w23 = _mm256_packs_epi32(i[2], i[3]);
+    __m256i b = _mm256_permute4x64_epi64(_mm256_packs_epi16(w01, w23), 0xD8);
+    b = _mm256_shuffle_epi32(b, 0xD8);  // packs interleaves 128-bit lanes: restore element order
+    _mm256_store_si256((__m256i *)(xq + c * BLOCK), b);
+  }
+}
+
+void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                    MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
+                                    size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
+  if (row_end > n) row_end = n;
+  const size_t per_group = group / BLOCK, groups = k / group;
+  int8_t xq[MAX_K] __attribute__((aligned(32)));
+  float dx[MAX_K / BLOCK], off[MAX_K / BLOCK], sf[4][MAX_K / BLOCK];  // sf: current rows' scales
+  const __m256i ones = _mm256_set1_epi16(1);
+  quantize_x(x, k, group, xq, dx, off);
+  const size_t row_bytes = k / 2;
+  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  size_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {  // 4 rows share each block of x
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const int8_t *w0 = q + r * row_bytes, *w1 = w0 + row_bytes, *w2 = w1 + row_bytes, *w3 = w2 + row_bytes;
+    for (int j = 0; j < 4; ++j) widen(s + (r + j) * groups, sf[j], groups);
+    for (size_t b = 0; b < 4 * groups * sizeof(uint16_t); b += 64) _mm_prefetch((const char *)(s + (r + 4) * groups) + b, _MM_HINT_T0);
+    const float *s0 = sf[0], *s1 = sf[1], *s2 = sf[2], *s3 = sf[3];
+    for (size_t g = 0, c = 0; g < groups; ++g) {
+      const __m256 g0 = _mm256_broadcast_ss(s0 + g), g1 = _mm256_broadcast_ss(s1 + g);
+      const __m256 g2 = _mm256_broadcast_ss(s2 + g), g3 = _mm256_broadcast_ss(s3 + g);
+      for (size_t end = c + per_group; c < end; ++c) {
+        // The next 4 rows are the 4 * row_bytes after these: one cache line per block brings
+        // them in by the time this quad ends (short rows defeat the hardware prefetcher: 2.4x).
+        _mm_prefetch((const char *)(w0 + 4 * row_bytes + c * 64), _MM_HINT_T0);
+        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
+        const __m256 d = _mm256_broadcast_ss(dx + c), o = _mm256_broadcast_ss(off + c);
+        acc0 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w0 + c * 16, xv, shifts, ones), d, o), g0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w1 + c * 16, xv, shifts, ones), d, o), g1, acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w2 + c * 16, xv, shifts, ones), d, o), g2, acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w3 + c * 16, xv, shifts, ones), d, o), g3, acc3);
+      }
+    }
+    y[r] = hsum(acc0);
+    y[r + 1] = hsum(acc1);
+    y[r + 2] = hsum(acc2);
+    y[r + 3] = hsum(acc3);
+  }
+  for (; r < row_end; ++r) {
+    __m256 acc = _mm256_setzero_ps();
+    const int8_t *w = q + r * row_bytes;
+    widen(s + r * groups, sf[0], groups);
+    const float *sr = sf[0];
+    for (size_t g = 0, c = 0; g < groups; ++g) {
+      const __m256 sg = _mm256_broadcast_ss(sr + g);
+      for (size_t end = c + per_group; c < end; ++c) {
+        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
+        const __m256 v = _mm256_fmsub_ps(block_dot(w + c * 16, xv, shifts, ones), _mm256_broadcast_ss(dx + c), _mm256_broadcast_ss(off + c));
+        acc = _mm256_fmadd_ps(v, sg, acc);
+      }
+    }
+    y[r] = hsum(acc);
+  }
+}
+
+// Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
+//
+// iree_glm_int4_quantize_workgroup turns rows of x [m, k] into rows of xq_row_bytes(k) bytes:
+// k int8 (blocks in the weights' order, as quantize_x), k / BLOCK f32 block scales dx, k / BLOCK
+// i32 sums 8 * sum(xq of the block) (the +8 of the nibbles, subtracted before the conversion),
+// padded to 32 bytes (aligned vector loads). Each row is quantized once per matmul, not once
+// per workgroup.
+static inline size_t xq_row_bytes(size_t k) { return k + (k / BLOCK * 8 + 31) / 32 * 32; }
+
+// One row of x (k floats) -> its quantized row (xq_row_bytes(k) bytes).
+static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
+  const size_t blocks = k / BLOCK, chunk = MAX_K / group * group;
+  float off[MAX_K / BLOCK];  // quantize_x's float offsets, unused here
+  float *dx = (float *)(row + k);
+  int32_t *sum8 = (int32_t *)(dx + blocks);
+  for (size_t k0 = 0; k0 < k; k0 += chunk)  // whole groups at a time: blocks never straddle
+    quantize_x(x + k0, k - k0 < chunk ? k - k0 : chunk, group, row + k0, dx + k0 / BLOCK, off);
+  for (size_t c = 0; c < blocks; ++c) {  // 8 * the block's integer sum, from its bytes
+    const __m256i b = _mm256_load_si256((const __m256i *)(row + c * BLOCK));
+    const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b), _mm256_set1_epi16(1));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    sum8[c] = 8 * _mm_cvtsi128_si32(s4);
+  }
+}
+
+void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t group,
+                                      size_t row_begin, size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
+  x += x_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, group, xq + r * xq_row_bytes(k));
+}
+
+// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
+void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xq), size_t m, size_t k,
+                                               size_t group, size_t row_begin, size_t row_end) {
+  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
+  gu += gu_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
+    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
+void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
+                                               size_t k, size_t group, float eps, size_t row_begin, size_t row_end) {
+  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  h += h_offset; w += w_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The matrix kernel works on strips of STRIP weight rows: a strip's packed bytes are first
+// transposed so that one 32-byte vector holds 4 bytes of each of its 8 rows, one row per 32-bit
+// lane, and unpacked to nibbles (low and high vectors). A broadcast 4 bytes of xq against such
+// a vector then gives, after vpmaddubsw, each row's partial dot product in its own lane: no
+// horizontal sums, and per block of 32 one conversion and one FMA for 8 outputs. A tile is
+// TILE_M rows of x against two strips (16 weight rows): each strip vector serves TILE_M rows,
+// each broadcast x both strips (in a 128 x 1024 x 2816 probe, one core: 1x8 rows 2.6x the
+// previous 8-row kernel, 4x16 3.0x; 5x16 and 6x16 spill). K is walked in chunks of CHUNK_K (the
+// unpacked strips, 16 KB each, stay in L1; any K fits the stack).
+enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048 };
+
+// Weight rows n0..n0+7 (zeros from n on), elements k0..k0+kc of each -> strip [kc / BLOCK][8]
+// vectors (low nibbles of bytes 0..3 of every row, their high nibbles, bytes 4..7, ...), and
+// their group scales as f32 [kc / group][8].
+static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
+                       size_t kc, __m256i *strip, float *scales) {
+  const size_t row_bytes = k / 2, groups = k / group;
+  const int8_t *rows[STRIP], zeros[16] = {0};
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  for (size_t r = 0; r < STRIP; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * row_bytes + k0 / 2 : 0;
+  for (size_t c = 0; c < kc / BLOCK; ++c) {
+    __m256i a[4];  // a[r] = 16 bytes of row r, then of row r + 4
+    for (int r = 0; r < 4; ++r) {
+      const int8_t *lo = rows[r] ? rows[r] + c * 16 : zeros, *hi = rows[r + 4] ? rows[r + 4] + c * 16 : zeros;
+      a[r] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi));
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+    // v[p] = bytes 4p..4p+3 of rows 0..3 | of rows 4..7
+    const __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                          _mm256_unpackhi_epi64(t1, t3)};
+    for (int p = 0; p < 4; ++p) {
+      strip[c * 8 + 2 * p] = _mm256_and_si256(v[p], mask);
+      strip[c * 8 + 2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v[p], 4), mask);
+    }
+  }
+  for (size_t g = 0; g < kc / group; ++g)
+    for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
+}
+
+// y[0 .. tm, 0 .. cols) (row stride ldy, cols <= 2 * STRIP) += strips a and b (weight rows
+// 0..7, 8..15 of the tile) times tm rows of quantized x starting at `xq` (row stride `stride`),
+// elements k0..k0+kc; the first chunk (k0 = 0) stores instead of adding. tm <= TILE_M is a
+// constant after inlining.
+static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, const __m256i *strip_b, const float *scales_a,
+                                                       const float *scales_b, const int8_t *xq, size_t stride, size_t k,
+                                                       size_t group, size_t k0, size_t kc, float *y, size_t ldy, size_t cols,
+                                                       const int tm) {
+  const size_t per_group = group / BLOCK;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t *xr[TILE_M];
+  const float *dx[TILE_M];
+  const int32_t *sum8[TILE_M];
+  for (int i = 0; i < tm; ++i) {
+    xr[i] = xq + i * stride + k0;
+    dx[i] = (const float *)(xq + i * stride + k) + k0 / BLOCK;
+    sum8[i] = (const int32_t *)(xq + i * stride + k) + k / BLOCK + k0 / BLOCK;
+  }
+  __m256 acc[TILE_M][2];
+  for (int i = 0; i < tm; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (size_t g = 0, c = 0; g < kc / group; ++g) {
+    const __m256 sa = _mm256_load_ps(scales_a + g * STRIP), sb = _mm256_load_ps(scales_b + g * STRIP);
+    for (size_t end = c + per_group; c < end; ++c) {
+      __m256i dot[TILE_M][2];  // i16 sums of 8 product pairs: <= 8 * 2 * 15 * 127, exact
+      for (int i = 0; i < tm; ++i) dot[i][0] = dot[i][1] = _mm256_setzero_si256();
+      for (int p = 0; p < 8; ++p) {
+        const __m256i wa = _mm256_load_si256(strip_a + c * 8 + p), wb = _mm256_load_si256(strip_b + c * 8 + p);
+        for (int i = 0; i < tm; ++i) {  // the block's x: the low nibbles' 16, then the high nibbles' 16
+          const __m256i xb = _mm256_set1_epi32(((const int32_t *)(xr[i] + c * BLOCK))[(p & 1) * 4 + p / 2]);
+          dot[i][0] = _mm256_add_epi16(dot[i][0], _mm256_maddubs_epi16(wa, xb));
+          dot[i][1] = _mm256_add_epi16(dot[i][1], _mm256_maddubs_epi16(wb, xb));
+        }
+      }
+      for (int i = 0; i < tm; ++i) {
+        const __m256i off = _mm256_set1_epi32(sum8[i][c]);
+        const __m256 d = _mm256_broadcast_ss(dx[i] + c);
+        const __m256i da = _mm256_sub_epi32(_mm256_madd_epi16(dot[i][0], ones), off);
+        const __m256i db = _mm256_sub_epi32(_mm256_madd_epi16(dot[i][1], ones), off);
+        acc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(sa, d), acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db), _mm256_mul_ps(sb, d), acc[i][1]);
+      }
+    }
+  }
+  for (int i = 0; i < tm; ++i) {
+    float out[2 * STRIP];
+    _mm256_storeu_ps(out, acc[i][0]);
+    _mm256_storeu_ps(out + STRIP, acc[i][1]);
+    for (size_t j = 0; j < cols; ++j) y[i * ldy + j] = k0 ? y[i * ldy + j] + out[j] : out[j];
+  }
+}
+
+// y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
+// weight rows n_begin..n_end (the dispatch gives whole panels of 2 * STRIP rows).
+void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
+                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
+  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
+  if (n_end > n) n_end = n;
+  if (m_end > m) m_end = m;
+  const size_t stride = xq_row_bytes(k);
+  const size_t chunk = CHUNK_K / group * group;  // whole groups
+  __m256i strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];
+  float scales_a[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32))), scales_b[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32)));
+  for (size_t n0 = n_begin; n0 < n_end; n0 += 2 * STRIP) {
+    const size_t cols = n_end - n0 < 2 * STRIP ? n_end - n0 : 2 * STRIP;
+    for (size_t k0 = 0; k0 < k; k0 += chunk) {
+      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
+      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip_a, scales_a);
+      pack_strip(q, s, n_end, n0 + STRIP, k, group, k0, kc, strip_b, scales_b);
+      size_t r = m_begin;
+      const int8_t *x = xq + r * stride;
+      float *out = y + r * n + n0;
+      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride, out += TILE_M * n)
+        tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, TILE_M);
+      switch (m_end - r) {  // the last rows, with the tile height a constant
+        case 3: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 3); break;
+        case 2: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 2); break;
+        case 1: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 1); break;
+        default: break;
+      }
+    }
+  }
+}

@@ -1,0 +1,326 @@
+"""Attention as a call of a hand-written AVX2 flash-attention kernel (x86-64 llvm-cpu).
+
+IREE lowers `iree_linalg_ext.attention` on this CPU either through its fused path (~40x slower
+here) or, with our host flags (`ATTENTION_DECOMPOSITION` + data tiling + ukernels), as a QK^T
+mmt4d, an unpack of the whole score tensor, a softmax reduction, a pack and a PV mmt4d: the
+scores go through memory twice and the causal mask's -inf half is computed anyway. On long
+prompts attention then dominates prefill.
+
+This pass runs on the input-phase IR, like passes/dequant_matmul.py, and replaces each
+attention op of the form our model exports (q [H, M, D], k [H, N, D], v [H, N, E], a constant
+scale, an additive mask [H, M, N], out [H, M, E]; H = batch x KV heads, M = positions x the
+query heads of one KV head) by a dispatch calling `kernels/x86_64_avx2/attention.c`: an online
+softmax over blocks of keys for 32 query rows per workgroup, skipping key blocks whose mask is
+-inf for all of them. The dispatch needs its operands in memory, so the pass hands it the mask
+before the broadcasts the model applies (over KV heads and over the query heads of a
+position) and tells the kernel how to index it; otherwise the [H, M, N] mask would be written
+and read H x group times over.
+
+The object is built like the int4 kernels' (kernels/toolchain.py, the same host checks);
+on other targets the op is left to IREE (build.py records which form was built).
+
+Use: `run(module, kernel_object) -> number of attention ops rewritten`, or
+`python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from iree.compiler import ir
+
+from iree_glm.kernels import toolchain
+from iree_glm.kernels.static_executable import static_executable
+from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
+from iree_glm.passes import mlir_file
+
+SOURCE = X86_64_AVX2.source("attention")
+SYMBOL = "iree_glm_attention_workgroup"
+ROWS = 32  # query rows per workgroup (the kernel's ROWS)
+MAX_D = 128  # widest head the kernel's stack buffers hold (its MAX_D)
+OP = "iree_linalg_ext.attention"
+# q (h, m, d), k (h, n, d), v (h, n, e), scale, mask (h, m, n), out (h, m, e); dims (h, m, e, d, n).
+_MAPS = ["(d0, d1, d2, d3, d4) -> (d0, d1, d3)", "(d0, d1, d2, d3, d4) -> (d0, d4, d3)",
+         "(d0, d1, d2, d3, d4) -> (d0, d4, d2)", "(d0, d1, d2, d3, d4) -> ()",
+         "(d0, d1, d2, d3, d4) -> (d0, d1, d4)", "(d0, d1, d2, d3, d4) -> (d0, d1, d2)"]
+
+
+
+def build_object(folder: Path) -> Path:
+    """Compile the kernel to an ELF object in `folder` (raises KernelUnavailable off x86-64 AVX2)."""
+    return toolchain.build_object(folder, SOURCE)
+
+
+@dataclass
+class _Mask:
+    value: ir.Value  # the tensor the kernel reads
+    head_stride: Optional[int]  # elements between heads; None: M * N (the op's own mask)
+    row_div: int  # query rows sharing one mask row
+
+
+@dataclass
+class _Match:
+    op: ir.Operation
+    q: ir.Value
+    k: ir.Value
+    v: ir.Value
+    mask: _Mask
+    scale: str  # the constant's attribute text, e.g. "0.125 : f32"
+
+
+def _producer(value: ir.Value) -> Optional[ir.Operation]:
+    owner = value.owner
+    return owner.operation if isinstance(owner, (ir.OpView, ir.Operation)) else None
+
+
+def _shape(value: ir.Value) -> list[int]:
+    return list(ir.RankedTensorType(value.type).shape)
+
+
+def _maps(op: ir.Operation) -> list[str]:
+    return [str(ir.AffineMapAttr(a).value) for a in ir.ArrayAttr(op.attributes["indexing_maps"])]
+
+
+def _broadcast_input(op: Optional[ir.Operation]) -> Optional[tuple[ir.Value, list[str]]]:
+    """(input, its map's results) if `op` is a linalg.generic that only copies one input to an
+    identity-indexed output (a broadcast), else None."""
+    if op is None or op.name != "linalg.generic" or len(op.operands) != 2:
+        return None
+    maps = [ir.AffineMapAttr(a).value for a in ir.ArrayAttr(op.attributes["indexing_maps"])]
+    if maps[1] != ir.AffineMap.get_identity(maps[1].n_dims):
+        return None
+    block = op.regions[0].blocks[0]
+    ops = list(block.operations)
+    if len(ops) != 1 or ops[0].name != "linalg.yield" or ops[0].operands[0] != block.arguments[0]:
+        return None
+    return op.operands[0], [str(e) for e in maps[0].results]
+
+
+def _mask_source(mask: ir.Value) -> _Mask:
+    """The mask before the model's broadcasts, when it has the exported form:
+
+    [1, 1, M/g, N] -(broadcast over the g query heads of a position)-> [1, 1, M/g, g, N]
+    -(reshape)-> [1, 1, M, N] -(broadcast over KV heads)-> [1, H, M, N] -(collapse)-> [H, M, N].
+    Any other mask is read as it is.
+    """
+    as_is = _Mask(mask, None, 1)
+    collapse = _producer(mask)
+    if collapse is None or collapse.name != "tensor.collapse_shape" or _shape(collapse.operands[0])[0] != 1:
+        return as_is
+    heads = _broadcast_input(_producer(collapse.operands[0]))
+    if heads is None or heads[1] != ["d0", "0", "d2", "d3"] or ir.RankedTensorType(heads[0].type).rank != 4:
+        return as_is
+    shared = heads[0]  # [1, 1, M, N]
+    reshape = _producer(shared)
+    if reshape is not None and reshape.name == "tensor.reshape":
+        rows = _broadcast_input(_producer(reshape.operands[0]))
+        grouped = _shape(reshape.operands[0])  # [1, 1, M/g, g, N]
+        if rows is not None and rows[1] == ["d0", "d1", "d2", "d4"] and len(grouped) == 5 and grouped[3] > 0:
+            return _Mask(rows[0], 0, grouped[3])
+    return _Mask(shared, 0, 1)
+
+
+def match(op: ir.Operation) -> Optional[_Match]:
+    """An attention op the kernel computes: f32, the maps above, a constant scale, a mask, D and E
+    static multiples of 8 up to MAX_D, and a body that yields the score unchanged."""
+    if op.name != OP or len(op.operands) != 6 or len(op.results) != 1 or _maps(op) != _MAPS:
+        return None
+    q, k, v, scale, mask, _init = op.operands
+    f32 = ir.F32Type.get()
+    tensors = [q, k, v, mask, op.results[0]]
+    if any(not isinstance(t.type, ir.RankedTensorType) or ir.RankedTensorType(t.type).element_type != f32 for t in tensors):
+        return None
+    d, e = _shape(q)[2], _shape(v)[2]
+    if any(ir.ShapedType.is_dynamic_size(x) or x % 8 or x > MAX_D for x in (d, e)) or ir.ShapedType.is_dynamic_size(_shape(q)[0]):
+        return None
+    block = op.regions[0].blocks[0]
+    body = list(block.operations)
+    if len(body) != 1 or body[0].operands[0] != block.arguments[0]:
+        return None
+    const = _producer(scale)
+    if const is None or const.name != "arith.constant" or not isinstance(const.attributes["value"], ir.FloatAttr):
+        return None
+    return _Match(op, q, k, v, _mask_source(mask), str(const.attributes["value"]))
+
+
+def _dims(t: ir.RankedTensorType, name: str) -> tuple[str, list[str]]:
+    """MLIR text: `tensor.dim` ops for the dynamic dims of an argument %name, and their values."""
+    lines, values = [], []
+    for i, size in enumerate(t.shape):
+        if ir.ShapedType.is_dynamic_size(size):
+            lines.append(f"%{name}_d{i} = tensor.dim %{name}, %c{i} : {t}")
+            values.append(f"%{name}_d{i}")
+    return "\n  ".join(lines), values
+
+
+def _count(t: ir.RankedTensorType, name: str) -> tuple[str, str]:
+    """MLIR text computing the element count of argument %name (static sizes folded in)."""
+    static = 1
+    lines, total = [], None
+    for i, size in enumerate(t.shape):
+        if ir.ShapedType.is_dynamic_size(size):
+            lines.append(f"%{name}_d{i} = tensor.dim %{name}, %c{i} : {t}")
+            if total is None:
+                total = f"%{name}_d{i}"
+            else:
+                lines.append(f"%{name}_p{i} = arith.muli {total}, %{name}_d{i} : index")
+                total = f"%{name}_p{i}"
+        else:
+            static *= size
+    lines.append(f"%{name}_s = arith.constant {static} : index")
+    if total is None:
+        return "\n  ".join(lines), f"%{name}_s"
+    lines.append(f"%{name}_n = arith.muli {total}, %{name}_s : index")
+    return "\n  ".join(lines), f"%{name}_n"
+
+
+def function_name(m: _Match) -> str:
+    types = [str(x.type) for x in (m.q, m.k, m.v, m.mask.value, m.op.results[0])]
+    key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div)])
+    return f"iree_glm_attention_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def definitions(m: _Match, obj: Path) -> str:
+    """MLIR text: the executable calling the kernel and a util.func wrapper the op becomes a call of.
+
+    The wrapper takes q, k, v and the mask source, and runs one `flow.dispatch` of
+    ceil(M / ROWS) x H workgroups, each the kernel on ROWS query rows of one head.
+    """
+    name = function_name(m)
+    qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, m.k, m.v, m.mask.value))
+    ot = ir.RankedTensorType(m.op.results[0].type)
+    heads, d, e = qt.shape[0], qt.shape[2], vt.shape[2]
+    mask_count, mask_len = _count(mt, "mask")
+    dims = {x: _dims(t, x) for x, t in (("q", qt), ("k", kt), ("v", vt), ("mask", mt))}
+    qd = dims["q"][1]
+    odims = "{" + ", ".join(qd) + "}" if qd else ""
+
+    def typed(x, t):
+        return f"{t}{{{', '.join(dims[x][1])}}}" if dims[x][1] else str(t)
+
+    head_stride = "%mn" if m.mask.head_stride is None else f"%c{m.mask.head_stride}_hs"
+    hs_def = ("%mn = arith.muli %m, %n : index" if m.mask.head_stride is None
+              else f"%c{m.mask.head_stride}_hs = arith.constant {m.mask.head_stride} : index")
+    sig = "memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, index, index, index, index, f32, index, index, index, index"
+    return f"""
+{static_executable(name, obj)}
+  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
+    %heads = arith.constant {heads} : index
+    %c1 = arith.constant 1 : index
+    %tiles = affine.apply affine_map<()[s0] -> (s0 ceildiv {ROWS})>()[%m]
+    stream.return %tiles, %heads, %c1 : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bq: !stream.binding, %bk: !stream.binding, %bv: !stream.binding, %bmask: !stream.binding,
+                      %bo: !stream.binding, %m: index, %n: index, %mlen: index) {{
+      %c0 = arith.constant 0 : index
+      %heads = arith.constant {heads} : index
+      %d = arith.constant {d} : index
+      %e = arith.constant {e} : index
+      %rows = arith.constant {ROWS} : index
+      %div = arith.constant {m.mask.row_div} : index
+      %scale = arith.constant {m.scale}
+      {hs_def}
+      %hm = arith.muli %heads, %m : index
+      %hn = arith.muli %heads, %n : index
+      %qn = arith.muli %hm, %d : index
+      %kn = arith.muli %hn, %d : index
+      %vn = arith.muli %hn, %e : index
+      %on = arith.muli %hm, %e : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+      %r0 = arith.muli %wx, %rows : index
+      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xf32>{{%qn}}
+      %k = stream.binding.subspan %bk[%c0] : !stream.binding -> memref<?xf32>{{%kn}}
+      %v = stream.binding.subspan %bv[%c0] : !stream.binding -> memref<?xf32>{{%vn}}
+      %mask = stream.binding.subspan %bmask[%c0] : !stream.binding -> memref<?xf32>{{%mlen}}
+      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xf32>{{%on}}
+      func.call @{SYMBOL}(%q, %k, %v, %mask, %o, %m, %n, %d, %e, %scale, {head_stride}, %div, %wy, %r0) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}
+util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}) -> {ot} {{
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %c3 = arith.constant 3 : index
+  %m = tensor.dim %q, %c1 : {qt}
+  %n = tensor.dim %k, %c1 : {kt}
+  {dims["q"][0]}
+  {dims["k"][0]}
+  {dims["v"][0]}
+  {mask_count}
+  %o = flow.dispatch @{name}_exe::@{name}[%m](%q, %k, %v, %mask, %m, %n, {mask_len}) : ({typed("q", qt)}, {typed("k", kt)}, {typed("v", vt)}, {typed("mask", mt)}, index, index, index) -> {ot}{odims}
+  util.return %o : {ot}
+}}
+"""
+
+
+def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
+    """Replace every matching attention op by a call of the kernel's dispatch; returns how many
+    were rewritten and how many were left to IREE (forms the kernel does not compute)."""
+    ops: list[ir.Operation] = []
+
+    def collect(op):
+        if op.name == OP:
+            ops.append(op.operation if hasattr(op, "operation") else op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    defined: set[str] = set()
+    done = left = 0
+    for op in ops:
+        m = match(op)
+        if m is None:
+            left += 1
+            continue
+        name = function_name(m)
+        if name not in defined:
+            defs = ir.Module.parse(definitions(m, kernel))
+            for d in list(defs.body.operations):
+                d.detach_from_parent()
+                module.body.append(d)
+            defined.add(name)
+        with ir.InsertionPoint(op), op.location:
+            call = ir.Operation.create(
+                "util.call", results=[op.results[0].type], operands=[m.q, m.k, m.v, m.mask.value],
+                attributes={"callee": ir.FlatSymbolRefAttr.get(name),
+                            "tied_operands": ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IndexType.get(), -1)])})
+        op.results[0].replace_all_uses_with(call.results[0])
+        op.erase()
+        done += 1
+    return done, left
+
+
+def rewrite_file(src: Path, dst: Path, kernel: Path) -> tuple[int, int]:
+    """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
+    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m iree_glm.passes.attention_kernel", description=__doc__.splitlines()[0])
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="rewritten MLIR (the kernel's object is written beside it)")
+    args = p.parse_args(argv)
+    try:
+        kernel = build_object(args.output.resolve().parent)
+    except KernelUnavailable as e:
+        from iree_glm.errors import UserError
+
+        raise UserError(f"attention kernel: {e}") from None
+    done, left = rewrite_file(args.input, args.output, kernel)
+    print(f"attention-kernel: rewrote {done} attention op(s), left {left} to IREE")
+    return 0
+
+
+if __name__ == "__main__":
+    from iree_glm.errors import run_cli
+
+    sys.exit(run_cli(main))

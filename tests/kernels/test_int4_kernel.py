@@ -1,0 +1,78 @@
+"""The int4 AVX2 matrix kernel (kernels/x86_64_avx2/int4.c) called directly on shapes
+that exercise its tiling: rows of x not a multiple of its 4-row tile, weight rows not a multiple
+of its 8-row strips, several groups and K chunks, workgroup ranges that split M and N.
+
+The C file is compiled as a shared library with the flags IREE's object gets and called through
+ctypes with the memref arguments the dispatches pass (base, aligned base, offset, size, stride).
+The reference is torch's model of the kernel (quant.quantize_activations, dequantize_int4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iree_glm.kernels import int4 as int4_kernel
+from iree_glm.transforms.quantize import dequantize_int4, quantize_activations, quantize_int4
+
+from ..helpers import kernel_library, memref
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    reason = int4_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
+    return kernel_library(int4_kernel.SOURCE, tmp_path_factory.mktemp("int4_lib"),
+                          {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8)})
+
+
+def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:
+    """The two dispatches' work, one call per workgroup: quantize rows, then the matrix kernel."""
+    m, k = x.shape
+    n = q.shape[0]
+    xq = np.zeros(m * int4_kernel.xq_row_bytes(k) + 64, np.int8)
+    off = (-xq.ctypes.data) % 32  # IREE's buffers are aligned
+    xq = xq[off: off + m * int4_kernel.xq_row_bytes(k)]
+    for r0 in range(0, m, int4_kernel.QUANT_ROWS):
+        lib.iree_glm_int4_quantize_workgroup(*memref(x), *memref(xq), m, k, group, r0, r0 + int4_kernel.QUANT_ROWS)
+    y = np.full((m, n), np.nan, np.float32)
+    for n0, n1 in n_ranges:
+        for m0, m1 in m_ranges:
+            lib.iree_glm_int4_matmul_workgroup(*memref(xq), *memref(q), *memref(s), *memref(y), m, n, k, group, n0, n1, m0, m1)
+    return y
+
+
+def _reference(x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int) -> np.ndarray:
+    w = dequantize_int4(torch.from_numpy(q), torch.from_numpy(s)).double()
+    return (quantize_activations(torch.from_numpy(x), group).double() @ w.T).numpy()
+
+
+@pytest.mark.parametrize("m,n,k,group,n_ranges,m_ranges", [
+    (13, 40, 96, 32, [(0, 16), (16, 32), (32, 48)], [(0, 64)]),  # 3 + 4-row tiles; N in strips, the last range past N
+    (7, 21, 4224, 64, [(0, 24)], [(0, 3), (3, 7)]),  # N = 21: a partial strip; K = 4224: three K chunks; M split
+    (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of M_CHUNK rows, the second partial
+    (1, 16, 64, 32, [(0, 8), (8, 16)], [(0, 64)]),  # one row of x (the matrix kernel's smallest case)
+])
+def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, group, n_ranges, m_ranges):
+    rng = np.random.default_rng(m * 1000 + k)
+    x = (rng.standard_normal((m, k)) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)  # a few outliers
+    x[m // 2, : k // 2] = 0  # all-zero blocks: scale 0
+    q, s = (t.numpy() for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    got = _matmul(lib, x, np.ascontiguousarray(q), np.ascontiguousarray(s), group, n_ranges, m_ranges)
+    want = _reference(x, q, s, group)
+    assert not np.isnan(got).any()  # every output written
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_workgroup_ranges_write_only_their_outputs(lib):
+    """A workgroup writes y[m0:m1, n0:n1] and nothing else (workgroups run concurrently)."""
+    rng = np.random.default_rng(7)
+    m, n, k, group = 9, 24, 64, 32
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    q, s = (np.ascontiguousarray(t.numpy()) for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    y = _matmul(lib, x, q, s, group, [(8, 16)], [(2, 7)])
+    assert not np.isnan(y[2:7, 8:16]).any()
+    y[2:7, 8:16] = np.nan
+    assert np.isnan(y).all()

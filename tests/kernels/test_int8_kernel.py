@@ -1,0 +1,137 @@
+"""The int8 AVX2 kernels (kernels/x86_64_avx2/int8.c) called directly on shapes that exercise
+their tiling: several tiles and blocks, K not a multiple of the 8-k step's blocks of 128 bytes,
+tile ranges past N, outliers and all-zero blocks of x.
+
+The C file is compiled as a shared library with the flags IREE's object gets and called through
+ctypes with the memref arguments the dispatches pass (base, aligned base, offset, size, stride).
+The reference is torch's model of the kernels (quant.quantize_activations on x for the
+matrix-vector kernel, quant.quantize_rows for the matrix kernel; integer weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iree_glm.kernels import int8 as int8_kernel
+from iree_glm.transforms.quantize import quantize_activations, quantize_int8, quantize_rows
+
+from ..helpers import kernel_library, memref
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    reason = int8_kernel.unavailable_reason()
+    if reason:
+        pytest.skip(f"int8 AVX2 kernel unavailable: {reason}")
+    return kernel_library(int8_kernel.SOURCE, tmp_path_factory.mktemp("int8_lib"),
+                          {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
+                           "iree_glm_int8_matmul_workgroup": (3, 7)})
+
+
+def _x(rng, k: int) -> np.ndarray:
+    x = (rng.standard_normal(k) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)  # a few outliers
+    x[: min(k, 64)] = 0  # all-zero blocks: scale 0
+    return x
+
+
+@pytest.mark.parametrize("n,k,ranges", [
+    (48, 96, [(0, 1), (1, 3)]),  # 3 tiles over two workgroups; K = 3 blocks
+    (20, 2816, [(0, 1), (1, 5)]),  # N padded to 32 (a zero tile row); the range runs past the tiles
+    (16, 32, [(0, 1)]),  # one block
+])
+def test_matvec_kernel_matches_its_torch_model(lib, n, k, ranges):
+    rng = np.random.default_rng(n * 1000 + k)
+    q, _ = quantize_int8(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)))
+    q = np.ascontiguousarray(q.numpy())  # [N/16, K, 16]
+    tiles = q.shape[0]
+    x = _x(rng, k)
+    y = np.full(tiles * 16, np.nan, np.float32)
+    for t0, t1 in ranges:
+        lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, t0, t1)
+    w = q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
+    want = quantize_activations(torch.from_numpy(x), 32).double().numpy() @ w
+    assert not np.isnan(y).any()  # every output written
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_matvec_extremes_do_not_saturate(lib):
+    """Weights and x at +-127 (the i16 pair sums of vpmaddubsw at their largest) stay exact."""
+    k, tiles = 256, 2
+    q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 3 == 0, -127, 127).astype(np.int8)
+    x = np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32)  # quantizes to +-127
+    y = np.zeros(tiles * 16, np.float32)
+    lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, 0, tiles)
+    want = x.astype(np.float64) @ q.astype(np.float64).transpose(1, 0, 2).reshape(k, tiles * 16)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+def test_workgroup_writes_only_its_tiles(lib):
+    k, tiles = 64, 4
+    q = np.ones((tiles, k, 16), np.int8)
+    x = np.ones(k, np.float32)
+    y = np.full(tiles * 16, -1.0, np.float32)
+    lib.iree_glm_int8_matvec_workgroup(*memref(x), *memref(q), *memref(y), tiles, k, 1, 3)
+    assert (y[:16] == -1).all() and (y[48:] == -1).all() and np.allclose(y[16:48], k)
+
+
+def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndarray:
+    """The two dispatches' work, one call per workgroup: quantize rows, then the matrix kernel."""
+    m, k = x.shape
+    tiles = q.shape[0]
+    row = int8_kernel.xq_row_bytes(k)
+    xq = np.zeros(m * row + 64, np.int8)
+    off = (-xq.ctypes.data) % 32  # IREE's buffers are aligned
+    xq = xq[off: off + m * row]
+    for r0 in range(0, m, int8_kernel.QUANT_ROWS):
+        lib.iree_glm_int8_quantize_workgroup(*memref(x), *memref(xq), m, k, r0, r0 + int8_kernel.QUANT_ROWS)
+    y = np.full((m, tiles * 16), np.nan, np.float32)
+    for t0, t1 in tile_ranges:
+        for m0, m1 in m_ranges:
+            lib.iree_glm_int8_matmul_workgroup(*memref(xq), *memref(q), *memref(y), m, tiles, k, t0, t1, m0, m1)
+    return y
+
+
+@pytest.mark.parametrize("m,n,k,tile_ranges,m_ranges", [
+    (13, 40, 96, [(0, 2), (2, 4)], [(0, 64)]),  # odd M (a last single row); the tile range past N
+    (7, 48, 2816, [(0, 3)], [(0, 3), (3, 7)]),  # K = 11 chunks of 256; M split unevenly
+    (70, 16, 544, [(0, 1)], [(0, 64), (64, 128)]),  # K = 2 chunks + a partial one; two row ranges, the second partial
+    (1, 32, 32, [(0, 1), (1, 2)], [(0, 64)]),  # one row, one block
+])
+def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, tile_ranges, m_ranges):
+    rng = np.random.default_rng(m * 1000 + k)
+    q, _ = quantize_int8(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)))
+    q = np.ascontiguousarray(q.numpy())
+    x = (rng.standard_normal((m, k)) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)
+    x[m // 2] = 0  # an all-zero row: scale 0
+    got = _matmul(lib, x, q, tile_ranges, m_ranges)
+    qx, scale = quantize_rows(torch.from_numpy(x))
+    w = torch.from_numpy(q).double().permute(1, 0, 2).reshape(k, -1)
+    want = ((qx.double() @ w) * scale.double()).numpy()
+    assert not np.isnan(got).any()  # every output written
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_matrix_kernel_extremes_do_not_saturate(lib):
+    k, tiles, m = 512, 1, 3
+    q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 5 == 0, -127, 127).astype(np.int8)
+    x = np.tile(np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32), (m, 1))
+    got = _matmul(lib, x, q, [(0, 1)], [(0, 64)])
+    want = x.astype(np.float64) @ q.astype(np.float64).transpose(1, 0, 2).reshape(k, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_python_constants_match_the_c_source():
+    """int8_kernel.py sizes the dispatches by the C kernels' limits: they must agree."""
+    import re
+
+    source = int8_kernel.SOURCE.read_text()
+    values = {}
+    for body in re.findall(r"enum \{([^}]*)\}", source):
+        for item in body.split(","):
+            name, value = (t.strip() for t in item.split("="))
+            values[name] = int(value)
+    assert values["BLOCK"] == int8_kernel.BLOCK and values["MAX_K"] == int8_kernel.MAX_K and values["LANES"] == int8_kernel.LANES
+    assert values["MAX_ROWS"] == int8_kernel.M_CHUNK
+    assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96

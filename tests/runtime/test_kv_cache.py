@@ -1,0 +1,141 @@
+"""The device KV cache: written in place, rows independent, attention over the positions in use only."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from iree_glm.runtime import Session
+from iree_glm.bundle.kv_layout import KEY_GRANULARITY, attended_keys
+from iree_glm.runtime.kv_cache import key_positions
+
+
+@pytest.fixture(scope="module")
+def session(batched_bundle):
+    return Session.load(batched_bundle)
+
+
+def _eager_cache(model, ids):
+    k, v = model.empty_cache(1, 128)
+    with torch.no_grad():
+        model.all_logits(torch.tensor([ids]), torch.zeros(1, dtype=torch.long), k, v)
+    return k.numpy(), v.numpy()
+
+
+def test_attended_keys_cover_the_positions_in_use():
+    assert attended_keys(0, 128) == KEY_GRANULARITY
+    assert attended_keys(KEY_GRANULARITY - 1, 128) == KEY_GRANULARITY
+    assert attended_keys(KEY_GRANULARITY, 128) == 2 * KEY_GRANULARITY
+    assert attended_keys(127, 128) == 128 and attended_keys(120, 100) == 100
+
+
+def test_prefill_writes_its_row_in_place_and_nothing_else(session, glm4_checkpoint):
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
+
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    ids = list(range(5, 45))
+    cache = session.new_cache(3)
+    session.run_prefill(ids, 0, cache, slot=1)
+    k, v = cache.read(1, 128)
+    want_k, want_v = _eager_cache(model, ids)
+    np.testing.assert_allclose(k, want_k, atol=1e-5)
+    np.testing.assert_allclose(v, want_v, atol=1e-5)
+    for slot in (0, 2):  # other rows untouched
+        k, v = cache.read(slot, 128)
+        assert not k.any() and not v.any()
+
+
+def test_decode_sees_what_earlier_calls_wrote(session):
+    """The same device buffers go back in on every call: a step reads the entries of the earlier
+    calls (if IREE copied the cache instead of writing it in place, these logits would differ)."""
+    ids = list(range(7, 30))
+    whole = session.run_prefill(ids, 0, session.new_cache())
+    cache = session.new_cache()
+    session.run_prefill(ids[:-3], 0, cache)
+    for i, token in enumerate(ids[-3:-1]):
+        session.decode([token], [len(ids) - 3 + i], cache)
+    last = session.decode([ids[-1]], [len(ids) - 1], cache)[0]
+    np.testing.assert_allclose(last, whole, atol=1e-4)
+
+
+def test_store_kv_puts_prefix_entries_back(session):
+    ids = list(range(9, 50))
+    src = session.new_cache()
+    session.run_prefill(ids, 0, src)
+    k, v = src.read(0, 32)
+    dst = session.new_cache(2)
+    session._fns["store_kv"](np.asarray([1], np.int64), np.zeros(1, np.int64), np.stack([k[:, 0], v[:, 0]]), *dst.buffers)
+    got_k, got_v = dst.read(1, 128)
+    np.testing.assert_array_equal(got_k[:, :, :, :32], k)
+    np.testing.assert_array_equal(got_v[:, :, :, :32], v)
+    assert not got_k[:, :, :, 32:].any() and not dst.read(0, 128)[0].any()
+    # and a prefill continuing after it gives the logits of a prefill of the whole prompt
+    tail = session.run_prefill(ids[32:], 32, dst, slot=1)
+    np.testing.assert_allclose(tail, session.run_prefill(ids, 0, session.new_cache()), atol=1e-4)
+
+
+def test_attending_more_keys_than_needed_changes_nothing(session):
+    """The attended length is only a bound: the same step over the whole capacity agrees."""
+    ids = list(range(11, 40))
+    cache = session.new_cache()
+    session.run_prefill(ids, 0, cache)
+    pos = len(ids)
+    args = (np.asarray([[3]], np.int64), np.asarray([pos], np.int64), np.zeros(1, np.int64))
+    short = np.array(session._fns["decode"](*args, key_positions(attended_keys(pos, 128)), *cache.buffers).to_host())
+    full = np.array(session._fns["decode"](*args, key_positions(128), *cache.buffers).to_host())
+    np.testing.assert_allclose(short, full, atol=1e-5)
+
+
+def test_compiled_step_copies_no_cache(glm4_checkpoint, tmp_path):
+    """In the compiled decode step no copy or fill is as large as a cache row (it would mean IREE
+    copies the cache instead of writing the new entry in place)."""
+    import iree.compiler as ic
+
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
+    from iree_glm.export.program import EntryPoint, export_mlir
+    from iree_glm.compiler.target import host_cpu_target
+
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    cfg = model.cfg
+    capacity = 80  # no other dimension of the tiny model is 80
+    module, _ctx = export_mlir(model, [EntryPoint("decode_b2", 2, 1, capacity)])
+    src, out = tmp_path / "m.mlir", tmp_path / "m.stream.mlir"
+    src.write_text(str(module))
+    ic.compile_file(str(src), output_file=str(out), input_type="torch",
+                    extra_args=[*host_cpu_target().compile_args(), "--compile-to=stream"])
+    text = out.read_text()
+    body = re.search(r"util\.func public @decode_b2\$async\(.*?\n  \}", text, re.S).group(0)
+    assert "_scatter_" in body  # the new entries are scattered into the cache
+    row_bytes = cfg.num_kv_heads * capacity * cfg.head_dim * 4
+    copies = re.findall(r"stream\.cmd\.(?:copy|fill) [^\n]*, (%\w+) :", body)
+    assert all(re.fullmatch(r"%c\d+", n) and int(n[2:]) < row_bytes for n in copies), copies
+    # only the scatters (which iterate over the new entries) name the capacity: the attention
+    # and its key gather work on the dynamic key count
+    row = cfg.num_kv_heads * capacity * cfg.head_dim
+    dispatches = re.findall(r"stream\.cmd\.dispatch @\S+", body)
+    assert not [d for d in dispatches if re.search(rf"[_x]({capacity}|{row})[x_]", d) and "_scatter_" not in d]
+
+
+def test_decode_reads_the_cache_without_packing_it(glm4_checkpoint, tmp_path):
+    """Decode steps (one row, and a batch of rows) attend with reductions that read the cache
+    where it lies: no dispatch over the dynamic key count packs it or runs a data-tiled
+    (mmt4d) matmul, which would copy every attended key and value at every step."""
+    import iree.compiler as ic
+
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint
+    from iree_glm.export.program import EntryPoint, export_mlir
+    from iree_glm.compiler.target import host_cpu_target
+
+    model = load_model(open_checkpoint(glm4_checkpoint[0])).fuse_qkv()
+    module, _ctx = export_mlir(model, [EntryPoint("decode", 1, 1, 80), EntryPoint("decode_b2", 2, 1, 80)])
+    src, out = tmp_path / "m.mlir", tmp_path / "m.stream.mlir"
+    src.write_text(str(module))
+    ic.compile_file(str(src), output_file=str(out), input_type="torch",
+                    extra_args=[*host_cpu_target().compile_args(), "--compile-to=stream"])
+    text = out.read_text()
+    for fn in ("decode", "decode_b2"):
+        body = re.search(rf"util\.func public @{fn}\$async\(.*?\n  \}}", text, re.S).group(0)
+        over_keys = [d for d in re.findall(r"stream\.cmd\.dispatch @(\S+)", body) if re.search(r"[_x]D[x_]", d)]
+        assert len(over_keys) >= 2 * model.cfg.num_layers, (fn, over_keys)  # scores and output per layer
+        assert not [d for d in over_keys if "pack" in d or "mmt4d" in d], (fn, over_keys)
