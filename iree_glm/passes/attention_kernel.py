@@ -38,6 +38,7 @@ from iree_glm.kernels import toolchain
 from iree_glm.kernels.static_executable import static_executable
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.passes import mlir_file
+from iree_glm.passes.matching import indexing_maps, producer, shape
 
 SOURCE = X86_64_AVX2.source("attention")
 SYMBOL = "iree_glm_attention_workgroup"
@@ -73,19 +74,6 @@ class _Match:
     scale: str  # the constant's attribute text, e.g. "0.125 : f32"
 
 
-def _producer(value: ir.Value) -> Optional[ir.Operation]:
-    owner = value.owner
-    return owner.operation if isinstance(owner, (ir.OpView, ir.Operation)) else None
-
-
-def _shape(value: ir.Value) -> list[int]:
-    return list(ir.RankedTensorType(value.type).shape)
-
-
-def _maps(op: ir.Operation) -> list[str]:
-    return [str(ir.AffineMapAttr(a).value) for a in ir.ArrayAttr(op.attributes["indexing_maps"])]
-
-
 def _broadcast_input(op: Optional[ir.Operation]) -> Optional[tuple[ir.Value, list[str]]]:
     """(input, its map's results) if `op` is a linalg.generic that only copies one input to an
     identity-indexed output (a broadcast), else None."""
@@ -109,17 +97,17 @@ def _mask_source(mask: ir.Value) -> _Mask:
     Any other mask is read as it is.
     """
     as_is = _Mask(mask, None, 1)
-    collapse = _producer(mask)
-    if collapse is None or collapse.name != "tensor.collapse_shape" or _shape(collapse.operands[0])[0] != 1:
+    collapse = producer(mask)
+    if collapse is None or collapse.name != "tensor.collapse_shape" or shape(collapse.operands[0])[0] != 1:
         return as_is
-    heads = _broadcast_input(_producer(collapse.operands[0]))
+    heads = _broadcast_input(producer(collapse.operands[0]))
     if heads is None or heads[1] != ["d0", "0", "d2", "d3"] or ir.RankedTensorType(heads[0].type).rank != 4:
         return as_is
     shared = heads[0]  # [1, 1, M, N]
-    reshape = _producer(shared)
+    reshape = producer(shared)
     if reshape is not None and reshape.name == "tensor.reshape":
-        rows = _broadcast_input(_producer(reshape.operands[0]))
-        grouped = _shape(reshape.operands[0])  # [1, 1, M/g, g, N]
+        rows = _broadcast_input(producer(reshape.operands[0]))
+        grouped = shape(reshape.operands[0])  # [1, 1, M/g, g, N]
         if rows is not None and rows[1] == ["d0", "d1", "d2", "d4"] and len(grouped) == 5 and grouped[3] > 0:
             return _Mask(rows[0], 0, grouped[3])
     return _Mask(shared, 0, 1)
@@ -128,21 +116,21 @@ def _mask_source(mask: ir.Value) -> _Mask:
 def match(op: ir.Operation) -> Optional[_Match]:
     """An attention op the kernel computes: f32, the maps above, a constant scale, a mask, D and E
     static multiples of 8 up to MAX_D, and a body that yields the score unchanged."""
-    if op.name != OP or len(op.operands) != 6 or len(op.results) != 1 or _maps(op) != _MAPS:
+    if op.name != OP or len(op.operands) != 6 or len(op.results) != 1 or indexing_maps(op) != _MAPS:
         return None
     q, k, v, scale, mask, _init = op.operands
     f32 = ir.F32Type.get()
     tensors = [q, k, v, mask, op.results[0]]
     if any(not isinstance(t.type, ir.RankedTensorType) or ir.RankedTensorType(t.type).element_type != f32 for t in tensors):
         return None
-    d, e = _shape(q)[2], _shape(v)[2]
-    if any(ir.ShapedType.is_dynamic_size(x) or x % 8 or x > MAX_D for x in (d, e)) or ir.ShapedType.is_dynamic_size(_shape(q)[0]):
+    d, e = shape(q)[2], shape(v)[2]
+    if any(ir.ShapedType.is_dynamic_size(x) or x % 8 or x > MAX_D for x in (d, e)) or ir.ShapedType.is_dynamic_size(shape(q)[0]):
         return None
     block = op.regions[0].blocks[0]
     body = list(block.operations)
     if len(body) != 1 or body[0].operands[0] != block.arguments[0]:
         return None
-    const = _producer(scale)
+    const = producer(scale)
     if const is None or const.name != "arith.constant" or not isinstance(const.attributes["value"], ir.FloatAttr):
         return None
     return _Match(op, q, k, v, _mask_source(mask), str(const.attributes["value"]))

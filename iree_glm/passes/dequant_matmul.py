@@ -75,6 +75,7 @@ from iree.compiler.dialects import linalg, tensor
 
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS
 from iree_glm.passes import mlir_file
+from iree_glm.passes.matching import producer, shape, use_count, zero_fill
 
 # A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
 # dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
@@ -101,19 +102,6 @@ class _Match:
     k_dims: list[int]  # D dims forming the matmul's K, in row-major order
     n_dims: list[int]  # D dims forming the matmul's N, in row-major order
     dead: list[ir.Operation] = field(default_factory=list)  # view ops to erase, consumers first
-
-
-def _single_use(value: ir.Value) -> bool:
-    return len(list(value.uses)) == 1
-
-
-def _producer(value: ir.Value) -> Optional[ir.Operation]:
-    owner = value.owner
-    return owner.operation if isinstance(owner, ir.OpView) or isinstance(owner, ir.Operation) else None
-
-
-def _shape(value: ir.Value) -> list[int]:
-    return list(ir.RankedTensorType(value.type).shape)
 
 
 def _dim_map(affine_map: ir.AffineMap) -> Optional[list[Optional[int]]]:
@@ -150,7 +138,7 @@ def _elementwise(op: ir.Operation) -> bool:
 def _weight_leaf(value: ir.Value) -> bool:
     """A parameter or constant, possibly reshaped: something known before any input arrives."""
     while True:
-        op = _producer(value)
+        op = producer(value)
         if op is None:
             return False
         if op.name in _LEAF_ROOTS:
@@ -163,14 +151,14 @@ def _weight_leaf(value: ir.Value) -> bool:
 def _strip_unit_expand(leaf: _Leaf) -> _Leaf:
     """expand_shape that only adds unit dims: index its source directly (cleaner maps for IREE)."""
     while True:
-        op = _producer(leaf.value)
+        op = producer(leaf.value)
         if op is None or op.name != "tensor.expand_shape":
             return leaf
-        shape = _shape(op.results[0])
+        sizes = shape(op.results[0])
         groups = _groups_of(op.attributes["reassociation"])
         dims: DimMap = []
         for group in groups:
-            big = [r for r in group if shape[r] != 1]
+            big = [r for r in group if sizes[r] != 1]
             if len(big) > 1:
                 return leaf
             if big:
@@ -189,14 +177,14 @@ def _view_groups(rhs: ir.Value) -> Optional[tuple[ir.Value, list[list[int]], lis
     ops: list[ir.Operation] = []
     value = rhs
     while True:
-        op = _producer(value)
+        op = producer(value)
         if op is None or op.name not in ("linalg.transpose", *_RESHAPES):
             break
-        if not _single_use(value):
+        if not use_count(value) == 1:
             return None
         ops.append(op)
         value = op.operands[0]
-    d_shape = _shape(value)
+    d_shape = shape(value)
     groups = [[d] for d in range(len(d_shape))]
     for op in reversed(ops):  # replay the views forwards on groups of D dims
         if op.name == "linalg.transpose":
@@ -206,7 +194,7 @@ def _view_groups(rhs: ir.Value) -> Optional[tuple[ir.Value, list[list[int]], lis
         if op.name == "tensor.collapse_shape":
             groups = [sum((groups[i] for i in g), []) for g in reassoc]
             continue
-        out_shape = _shape(op.results[0])
+        out_shape = shape(op.results[0])
         split: list[list[int]] = []
         for src, g in enumerate(reassoc):  # expand: split each group at D-dim boundaries
             dims = list(groups[src])
@@ -238,8 +226,8 @@ def _dequant_region(root: ir.Operation) -> Optional[tuple[list[ir.Operation], li
         maps = [_dim_map(ir.AffineMapAttr(a).value) for a in g.indexing_maps]
         for operand, m in zip(g.inputs, maps):
             dims = [to_d[e] if e is not None else None for e in m]
-            prod = _producer(operand)
-            if prod is not None and _elementwise(prod) and _single_use(operand) and prod.name == "linalg.generic":
+            prod = producer(operand)
+            if prod is not None and _elementwise(prod) and use_count(operand) == 1 and prod.name == "linalg.generic":
                 if not visit(prod, dims):
                     return False
             elif _weight_leaf(operand):
@@ -249,7 +237,7 @@ def _dequant_region(root: ir.Operation) -> Optional[tuple[list[ir.Operation], li
         generics.append(op)
         return True
 
-    rank = len(_shape(root.results[0]))
+    rank = len(shape(root.results[0]))
     if not visit(root, list(range(rank))):
         return None
     has_int_leaf = any(isinstance(ir.RankedTensorType(l.value.type).element_type, ir.IntegerType) for l in leaves)
@@ -277,14 +265,14 @@ def match(matmul: ir.Operation) -> Optional[_Match]:
     if viewed is None:
         return None
     d_value, groups, view_ops = viewed
-    root = _producer(d_value)
-    if root is None or not _elementwise(root) or not _single_use(d_value):
+    root = producer(d_value)
+    if root is None or not _elementwise(root) or not use_count(d_value) == 1:
         return None
     region = _dequant_region(root)
     if region is None or len(groups) != 2 or not all(groups):
         return None
     generics, leaves = region
-    return _Match(matmul, lhs, mm.outputs[0], generics, leaves, _shape(d_value), groups[0], groups[1], view_ops)
+    return _Match(matmul, lhs, mm.outputs[0], generics, leaves, shape(d_value), groups[0], groups[1], view_ops)
 
 
 def _reassociation(groups: Sequence[Sequence[int]]) -> ir.ArrayAttr:
@@ -326,7 +314,7 @@ _UNROLL_MAX = 4  # reduction dims up to this size that only pick constants are u
 
 
 def _constant(value: ir.Value) -> Optional[ir.Attribute]:
-    op = _producer(value)
+    op = producer(value)
     if op is None or op.name != "arith.constant":
         return None
     attr = op.attributes["value"]
@@ -351,7 +339,7 @@ def _unrolled_dims(m: _Match) -> list[int]:
 def _only_dim(leaf: _Leaf) -> Optional[int]:
     """The one loop dim indexing `leaf` when its other dims are unit broadcasts (a 1-d table)."""
     dims = [d for d in leaf.dims if d is not None]
-    units = all(size == 1 for size, d in zip(_shape(leaf.value), leaf.dims) if d is None)
+    units = all(size == 1 for size, d in zip(shape(leaf.value), leaf.dims) if d is None)
     return dims[0] if len(dims) == 1 and units else None
 
 
@@ -474,7 +462,7 @@ def _integer_weight(m: _Match) -> Optional[ir.Value]:
     elem = ir.RankedTensorType(leaf.value.type).element_type
     if not (isinstance(elem, ir.IntegerType) and elem.width == 8) or leaf.dims != list(range(len(m.d_shape))):
         return None
-    if _shape(leaf.value) != m.d_shape:
+    if shape(leaf.value) != m.d_shape:
         return None
     body = [o.name for o in m.generics[0].opview.region.blocks[0].operations]
     return leaf.value if body == ["arith.sitofp", "linalg.yield"] else None
@@ -592,7 +580,7 @@ def _inline_chain(m: _Match, leaf_args: list[ir.Value]) -> ir.Value:
     def emit(op: ir.Operation) -> ir.Value:
         args = []
         for operand in op.opview.inputs:
-            prod = _producer(operand)
+            prod = producer(operand)
             if prod is not None and any(prod == g for g in m.generics):
                 args.append(emit(prod))
             else:
@@ -603,14 +591,6 @@ def _inline_chain(m: _Match, leaf_args: list[ir.Value]) -> ir.Value:
 
 
 _INT4_BODY = {"arith.shrsi", "arith.andi", "arith.subi", "arith.sitofp", "arith.extf", "arith.mulf"}
-
-
-def _zero_fill(value: ir.Value) -> bool:
-    op = _producer(value)
-    if op is None or op.name != "linalg.fill":
-        return False
-    const = _producer(op.operands[0])
-    return const is not None and const.name == "arith.constant" and str(const.attributes["value"]).startswith("0.0")
 
 
 def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.Value, ir.Value]]:
@@ -626,7 +606,7 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
         return None
     if len(m.d_shape) != 4 or m.n_dims != [0] or m.k_dims != [1, 2, 3] or m.d_shape[2] != 2 or _unrolled_dims(m) != [2]:
         return None
-    if not _zero_fill(m.init):
+    if not zero_fill(m.init):
         return None
     ops = {o.name for g in m.generics for o in g.opview.region.blocks[0].operations} - {"linalg.yield"}
     if ops != _INT4_BODY:
@@ -637,9 +617,9 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
         return None
     tensors = [l for l in m.leaves if l not in tables]
     n, gn, _, half = m.d_shape
-    q = [l for l in tensors if l.dims == [0, 1, 3] and _shape(l.value) == [n, gn, half]
+    q = [l for l in tensors if l.dims == [0, 1, 3] and shape(l.value) == [n, gn, half]
          and ir.RankedTensorType(l.value.type).element_type == ir.IntegerType.get_signless(8)]
-    s = [l for l in tensors if l.dims == [0, 1] and _shape(l.value) == [n, gn] and ir.RankedTensorType(l.value.type).element_type == ir.F16Type.get()]
+    s = [l for l in tensors if l.dims == [0, 1] and shape(l.value) == [n, gn] and ir.RankedTensorType(l.value.type).element_type == ir.F16Type.get()]
     if len(tensors) != 2 or len(q) != 1 or len(s) != 1:
         return None
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
@@ -724,7 +704,7 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
 
     f32 = ir.F32Type.get()
     lhs_t = ir.RankedTensorType(m.lhs.type)
-    if lhs_t.element_type != f32 or ir.RankedTensorType(m.init.type).element_type != f32 or not _zero_fill(m.init):
+    if lhs_t.element_type != f32 or ir.RankedTensorType(m.init.type).element_type != f32 or not zero_fill(m.init):
         return None
     if m.k_dims != [1] or m.n_dims != [0, 2]:
         return None

@@ -28,6 +28,7 @@ from iree.compiler import ir
 from iree.compiler.dialects import tensor
 
 from iree_glm.kernels.static_executable import Glue
+from iree_glm.passes.matching import indexing_maps, iterators, producer, scalar_constant, use_count, zero_fill
 
 _IDENTITY3 = "(d0, d1, d2) -> (d0, d1, d2)"
 
@@ -38,29 +39,12 @@ class GlueMatch:
     operands: list[ir.Value]  # the quantization's inputs, as Glue.inputs orders them ([M, ..] collapsed to rank 2)
 
 
-def _producer(value: ir.Value) -> Optional[ir.Operation]:
-    owner = value.owner
-    return owner.operation if isinstance(owner, (ir.OpView, ir.Operation)) else None
-
-
-def _uses(value: ir.Value) -> int:
-    return len(list(value.uses))
-
-
 def _generic(value: ir.Value, single_use: bool = True) -> Optional[ir.Operation]:
     """The linalg.generic producing `value` (with no other user if `single_use`)."""
-    op = _producer(value)
-    if op is None or op.name != "linalg.generic" or (single_use and _uses(value) != 1):
+    op = producer(value)
+    if op is None or op.name != "linalg.generic" or (single_use and use_count(value) != 1):
         return None
     return op
-
-
-def _maps(op: ir.Operation) -> list[str]:
-    return [str(ir.AffineMapAttr(a).value) for a in op.opview.indexing_maps]
-
-
-def _iterators(op: ir.Operation) -> list[str]:
-    return [str(t).split("<")[-1].rstrip(">") for t in op.opview.iterator_types]
 
 
 def _body(op: ir.Operation) -> list[ir.Operation]:
@@ -75,22 +59,10 @@ def _args(op: ir.Operation) -> list[ir.Value]:
     return list(op.opview.region.blocks[0].arguments)
 
 
-def _constant(value: ir.Value) -> Optional[float]:
-    op = _producer(value)
-    if op is None or op.name != "arith.constant":
-        return None
-    attr = op.attributes["value"]
-    if isinstance(attr, ir.FloatAttr):
-        return attr.value
-    if isinstance(attr, ir.IntegerAttr):
-        return attr.value
-    return None
-
-
 def _elementwise(op: ir.Operation, inputs: int) -> bool:
     """All-parallel rank-3 generic on identity maps with `inputs` inputs."""
-    return (len(op.opview.inputs) == inputs and _iterators(op) == ["parallel"] * 3
-            and all(m == _IDENTITY3 for m in _maps(op)))
+    return (len(op.opview.inputs) == inputs and iterators(op) == ["parallel"] * 3
+            and all(m == _IDENTITY3 for m in indexing_maps(op)))
 
 
 def _f32_rank3(value: ir.Value) -> bool:
@@ -114,8 +86,8 @@ def _both(op: ir.Operation, a: ir.Value, b: ir.Value) -> bool:
 def match(lhs: ir.Value, scaled: bool) -> Optional[GlueMatch]:
     """The glue producing a kernel matmul's x (`lhs`, [M, K] f32), or None. `scaled`: silu_mul
     only on a tensor times a column scale (the int8 kernels' form), else on any tensor."""
-    collapse = _producer(lhs)
-    if collapse is None or collapse.name != "tensor.collapse_shape" or _uses(lhs) != 1:
+    collapse = producer(lhs)
+    if collapse is None or collapse.name != "tensor.collapse_shape" or use_count(lhs) != 1:
         return None
     if str(collapse.attributes["reassociation"]) != "[[0, 1], [2]]":
         return None
@@ -140,8 +112,8 @@ def _collapse(value: ir.Value) -> ir.Value:
 
 def _slice_of(value: ir.Value) -> Optional[tuple[ir.Operation, list[int]]]:
     """(extract_slice, its static offsets) if `value` is a unit-stride slice, used once."""
-    op = _producer(value)
-    if op is None or op.name != "tensor.extract_slice" or _uses(value) != 1:
+    op = producer(value)
+    if op is None or op.name != "tensor.extract_slice" or use_count(value) != 1:
         return None
     if any(s != 1 for s in ir.DenseI64ArrayAttr(op.attributes["static_strides"])):
         return None
@@ -172,9 +144,9 @@ def _silu_mul_of(up: ir.Value, t: ir.Value, scaled: bool) -> Optional[GlueMatch]
         if s_op is None or not _elementwise(s_op, 1) or s_op.opview.inputs[0] != g or not _sigmoid(s_op):
             continue
         # g is used by t and by the sigmoid: two uses of the one slice
-        g_slice = _producer(g)
+        g_slice = producer(g)
         up_slice = _slice_of(up)
-        if g_slice is None or g_slice.name != "tensor.extract_slice" or _uses(g) != 2 or up_slice is None:
+        if g_slice is None or g_slice.name != "tensor.extract_slice" or use_count(g) != 2 or up_slice is None:
             continue
         if any(st != 1 for st in ir.DenseI64ArrayAttr(g_slice.attributes["static_strides"])):
             continue
@@ -203,13 +175,13 @@ def _silu_mul_of(up: ir.Value, t: ir.Value, scaled: bool) -> Optional[GlueMatch]
 def _column_scale(value: ir.Value, n: int) -> Optional[tuple[ir.Value, ir.Value]]:
     """(a, s) if `value` = a * s (a [.., n] f32, s [n] broadcast over the rows; used only by the two slices)."""
     op = _generic(value, single_use=False)
-    if op is None or _uses(value) != 2 or len(op.opview.inputs) != 2 or _iterators(op) != ["parallel"] * 3:
+    if op is None or use_count(value) != 2 or len(op.opview.inputs) != 2 or iterators(op) != ["parallel"] * 3:
         return None
-    if _maps(op) != [_IDENTITY3, "(d0, d1, d2) -> (d2)", _IDENTITY3] or not _binary_mulf(op):
+    if indexing_maps(op) != [_IDENTITY3, "(d0, d1, d2) -> (d2)", _IDENTITY3] or not _binary_mulf(op):
         return None
     a, s = op.opview.inputs
     st = ir.RankedTensorType(s.type)
-    if not _f32_rank3(a) or _uses(a) != 1 or st.shape != [n] or st.element_type != ir.F32Type.get():
+    if not _f32_rank3(a) or use_count(a) != 1 or st.shape != [n] or st.element_type != ir.F32Type.get():
         return None
     return a, s
 
@@ -222,8 +194,8 @@ def _sigmoid(op: ir.Operation) -> bool:
     neg, exp, add, div = body
     arg = _args(op)[0]
     return (neg.operands[0] == arg and exp.operands[0] == neg.results[0]
-            and add.operands[0] == exp.results[0] and _constant(add.operands[1]) == 1.0
-            and _constant(div.operands[0]) == 1.0 and div.operands[1] == add.results[0])
+            and add.operands[0] == exp.results[0] and scalar_constant(add.operands[1]) == 1.0
+            and scalar_constant(div.operands[0]) == 1.0 and div.operands[1] == add.results[0])
 
 
 def _rows(g_slice: ir.Operation, source: ir.Value) -> ir.Value:
@@ -245,11 +217,11 @@ def _rows(g_slice: ir.Operation, source: ir.Value) -> ir.Value:
 def _dynamic_extents(value: ir.Value) -> Optional[list[ir.Value]]:
     """The SSA values of `value`'s dynamic dims where its producer names them (expand_shape's
     output_shape, a generic's tensor.empty init), else None."""
-    op = _producer(value)
+    op = producer(value)
     if op is not None and op.name == "tensor.expand_shape":
         return list(op.operands[1:])
     if op is not None and op.name == "linalg.generic":
-        init = _producer(op.opview.outputs[0])
+        init = producer(op.opview.outputs[0])
         if init is not None and init.name == "tensor.empty":
             return list(init.operands)
     return None
@@ -257,9 +229,9 @@ def _dynamic_extents(value: ir.Value) -> Optional[list[ir.Value]]:
 
 def _rms_norm(root: ir.Operation) -> Optional[GlueMatch]:
     """w * y (either order), w [K] broadcast over the rows, y = h * r, r = rsqrt(sum(h^2) / K + eps)."""
-    if len(root.opview.inputs) != 2 or _iterators(root) != ["parallel"] * 3 or not _binary_mulf(root):
+    if len(root.opview.inputs) != 2 or iterators(root) != ["parallel"] * 3 or not _binary_mulf(root):
         return None
-    maps = _maps(root)
+    maps = indexing_maps(root)
     if maps[2] != _IDENTITY3:
         return None
     ins = list(root.opview.inputs)
@@ -271,9 +243,9 @@ def _rms_norm(root: ir.Operation) -> Optional[GlueMatch]:
         if y_op is None or wt.rank != 1 or wt.element_type != ir.F32Type.get() or not _binary_mulf(y_op):
             continue
         k = ir.RankedTensorType(y.type).shape[2]
-        if wt.shape[0] != k or _iterators(y_op) != ["parallel"] * 3:
+        if wt.shape[0] != k or iterators(y_op) != ["parallel"] * 3:
             continue
-        if _maps(y_op) != [_IDENTITY3, "(d0, d1, d2) -> (d0, d1, 0)", _IDENTITY3]:
+        if indexing_maps(y_op) != [_IDENTITY3, "(d0, d1, d2) -> (d0, d1, 0)", _IDENTITY3]:
             continue
         h, r = y_op.opview.inputs
         body = _body(y_op)
@@ -310,27 +282,24 @@ def _inverse_rms(r: ir.Value, h: ir.Value, k: int) -> Optional[float]:
     found = _unary(found[0].opview.inputs[0], ["arith.addf"])
     if not found:
         return None
-    eps = _constant(found[1][0].operands[1])
+    eps = scalar_constant(found[1][0].operands[1])
     found2 = _unary(found[0].opview.inputs[0], ["arith.divf"])
-    if eps is None or not found2 or _constant(found2[1][0].operands[1]) != float(k):
+    if eps is None or not found2 or scalar_constant(found2[1][0].operands[1]) != float(k):
         return None
     total = found2[0].opview.inputs[0]
     red = _generic(total)
-    if red is None or _iterators(red) != ["parallel", "parallel", "reduction"] or len(red.opview.inputs) != 1:
+    if red is None or iterators(red) != ["parallel", "parallel", "reduction"] or len(red.opview.inputs) != 1:
         return None
-    if _maps(red) != [_IDENTITY3, "(d0, d1, d2) -> (d0, d1, 0)"]:
+    if indexing_maps(red) != [_IDENTITY3, "(d0, d1, d2) -> (d0, d1, 0)"]:
         return None
     body, args = _body(red), _args(red)
     if [o.name for o in body] != ["arith.addf"] or not _both(body[0], args[0], args[1]):
         return None
-    if not _zero_fill(red.opview.outputs[0]):
+    if not zero_fill(red.opview.outputs[0]):
         return None
     sq = _unary(red.opview.inputs[0], ["math.fpowi"])
-    if not sq or sq[0].opview.inputs[0] != h or _constant(sq[1][0].operands[1]) != 2:
+    if not sq or sq[0].opview.inputs[0] != h or scalar_constant(sq[1][0].operands[1]) != 2:
         return None
     return eps
 
 
-def _zero_fill(value: ir.Value) -> bool:
-    op = _producer(value)
-    return op is not None and op.name == "linalg.fill" and _constant(op.operands[0]) == 0.0
