@@ -120,10 +120,9 @@ def main() -> None:
           f"shipped-profile est prefill / decode ms | transfer share est / measured |")
     print("|---|---|---|---|---|---|---|---|---|")
     for b in bundles:
-        cfg = ModelConfig.from_dict(b["manifest"].model)
-        opts = b["manifest"].options
-        quant = opts.get("quant", {}) if isinstance(opts.get("quant"), dict) else {}
-        dtypes = quant_dtypes(quant.get("mode", "none"), quant.get("head", "int8"), quant.get("embeddings", "none"))
+        cfg = b["manifest"].model
+        quant = b["manifest"].options.quant
+        dtypes = quant_dtypes(quant.mode, quant.head or "int8", quant.embeddings or "none")
         placement = [p.device for p in b["plan"].parts]
         capacity = b["manifest"].max_context
         profile = b["profile"]

@@ -64,19 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from iree_glm.planner import fit_memory
     from iree_glm.bundle.manifest import read_manifest
-    from iree_glm.bundle.model_config import ModelConfig
     from iree_glm.bundle.sparse_pattern import parse_pattern
 
     print("| bundle | context | weights MiB | KV MiB | peak RSS loaded MiB | peak RSS full-context prefill MiB | estimate MiB | estimate / measured |")
     print("|---|---|---|---|---|---|---|---|")
     for bundle in args.bundles:
         m = read_manifest(bundle, verify=False)
-        cfg = ModelConfig.from_dict(m.model)
+        cfg = m.model
         idle = in_child(bundle, 0)
         full = in_child(bundle, m.max_context - 9)
         weights = (bundle / m.parameters).stat().st_size
-        sparse = parse_pattern(m.options["sparse_attention"]) if m.options.get("sparse_attention") else None
-        chunk = m.options.get("prefill_chunk", 0)  # what the session prefills in
+        sparse = parse_pattern(m.options.sparse_attention) if m.options.sparse_attention else None
+        chunk = m.options.prefill_chunk or 0  # what the session prefills in
         chunk = sparse.call_tokens(chunk) if sparse is not None else chunk
         est = fit_memory.need(cfg, weights, m.max_context, 1, 0, fit_memory.attended_keys(sparse),
                               sparse.ring_slots if sparse is not None and sparse.ring else None, chunk)

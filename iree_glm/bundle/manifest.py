@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
+from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.errors import BundleError
+from iree_glm.validation import ValidationError, bounded, from_data, to_data
 
 FORMAT_VERSION = 2  # 2: per-layer KV caches updated in place (prefill/decode take slots and key positions)
 MANIFEST = "manifest.json"
@@ -42,6 +43,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class EntryPoint:
+    """One exported function: its name and the shapes it was compiled for."""
+
+    name: str
+    batch: int = bounded(min=1)
+    seq_len: int | None = bounded(min=1)  # None: dynamic sequence length (prefill)
+    capacity: int = bounded(min=2)  # KV-cache positions per row
+
+
 @dataclass
 class ModuleEntry:
     """One compiled module: its file and where it runs."""
@@ -54,31 +65,106 @@ class ModuleEntry:
 
 
 @dataclass
+class KernelChoice:
+    """Whether one kind of op calls our kernels in this bundle, and if not, why.
+
+    `kernel`: the kernel set's short name ("avx2"), or "generic" / "iree" (IREE's own lowering),
+    or "none" (no such op)."""
+
+    kernel: str
+    reason: str | None = None  # why not ours
+    decode: str | None = None  # int8: what one-row matmuls call ("matvec")
+    prefill: str | None = None  # int8: how prompts multiply ("matmul": ours, "mmt4d": IREE's, "generic")
+    quantize_glue: dict[str, int] | str | None = None  # fused row quantizations by kind, or why none
+    rewritten: int | None = None  # attention: ops that call the kernel ...
+    left_to_iree: int | None = None  # ... and ops of another form, left to IREE
+
+    @property
+    def ours(self) -> bool:
+        return self.kernel == "avx2"
+
+
+@dataclass
+class QuantRecord:
+    """How the bundle's weights were quantized (transforms/quantize.py's QuantSpec, as run)."""
+
+    mode: str = bounded(choices=("none", "int8", "int4"))
+    head: str | None = None
+    embeddings: str | None = None
+    group_size: int | None = bounded(None, min=1)
+    int8_activations: str | None = bounded(None, choices=INT8_ACTIVATIONS)
+
+
+@dataclass
+class StageEntry:
+    """One device's module in a multi-device bundle, in the order the runtime runs them."""
+
+    index: int = bounded(min=0)
+    device: str
+    parts: list[str]
+    file: str
+    device_driver: str
+    stand_in: bool  # compiled for the CPU: the device has no IREE target (an NPU)
+    allow_stand_in: bool
+    cache_layers: list[int]
+
+
+@dataclass
+class BundleOptions:
+    """What the build chose, and what the runtime reads back."""
+
+    max_context: int = bounded(min=2)
+    dtype: str
+    activation_dtype: str = bounded(choices=("f32", "f16", "bf16"))
+    kv_cache_slots: int = bounded(min=2)  # KV positions per row (a sliding window has fewer than max_context)
+    quant: QuantRecord
+    parameter_bytes: int = bounded(min=0)
+    compression_vs_fp32: float = bounded(min=0.0)
+    attention_kernel: KernelChoice
+    plan: str = "plan.json"
+    prune: str | None = None
+    sparse_attention: str | None = None
+    prefix_cache_mb: float | None = bounded(None, min=0.0)
+    prefill_chunk: int | None = bounded(None, min=0)
+    int4_kernel: KernelChoice | None = None
+    int8_kernel: KernelChoice | None = None
+    stages: list[StageEntry] | None = None
+
+
+@dataclass
 class Manifest:
-    model: dict[str, Any]
-    max_context: int
-    entry_points: list[dict[str, Any]]
+    model: ModelConfig
+    max_context: int = bounded(min=2)
+    entry_points: list[EntryPoint]
     modules: list[ModuleEntry]
     parameters: str
     parameter_scope: str
     tokenizer: str | None
-    source: dict[str, Any]
+    source: dict[str, str | None]
     profile: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: BundleOptions
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        d = self.__dict__.copy()
-        d["modules"] = [m.__dict__ for m in self.modules]
-        return json.dumps(d, indent=2, sort_keys=True)
+        data = to_data(self)
+        data["model"] = self.model.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
-        d = json.loads(text)
-        d["modules"] = [ModuleEntry(**m) for m in d["modules"]]
-        return cls(**d)
+    def from_json(cls, text: str, where: str = MANIFEST) -> "Manifest":
+        """A manifest, every field checked (a bundle's numbers are trusted only after this)."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{where}: not valid JSON ({e})") from None
+        if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{where}: bundle format {data.get('format_version')}, this runtime reads {FORMAT_VERSION}; recompile it")
+        try:
+            return from_data(cls, data, where)
+        except ValidationError as e:
+            raise BundleError(f"{e} (recompile the bundle)") from None
 
 
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
@@ -88,15 +174,12 @@ def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
     if not bundle.is_dir():
         raise BundleError(f"{bundle}: not a bundle folder")
     try:
-        manifest = Manifest.from_json(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise BundleError(f"{path}: missing (is this a bundle made by iree_glm.compile?)") from None
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise BundleError(f"{path}: not a valid manifest ({e})") from None
-    if manifest.format_version != FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: bundle format {manifest.format_version}, this runtime reads {FORMAT_VERSION}; recompile it"
-        )
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read it ({e.strerror})") from None
+    manifest = Manifest.from_json(text, str(path))
     if verify:
         for name, digest in manifest.files.items():
             f = bundle / name

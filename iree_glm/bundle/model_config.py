@@ -1,4 +1,5 @@
-"""The model hyper-parameters iree_glm understands, read from a Hugging Face config.json.
+"""The model hyper-parameters iree_glm understands (read from a Hugging Face config.json by
+frontend/hf_config.py, recorded in every bundle's manifest).
 
 One dataclass for the three supported families (GLM, GLM-4, Llama): they share the
 decoder shape and differ in a few switches (extra norms, fused gate/up, rotary layout).
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from iree_glm.validation import bounded, from_data
 
 # HF architecture name -> our family name.
 ARCHITECTURES = {
@@ -20,21 +22,21 @@ ARCHITECTURES = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str  # "glm4", "glm" or "llama"
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    partial_rotary_factor: float = 1.0
+    family: str = bounded(choices=tuple(ARCHITECTURES.values()))
+    vocab_size: int = bounded(min=1)
+    hidden_size: int = bounded(min=1)
+    intermediate_size: int = bounded(min=1)
+    num_layers: int = bounded(min=1)
+    num_heads: int = bounded(min=1)
+    num_kv_heads: int = bounded(min=1)
+    head_dim: int = bounded(min=2)
+    rms_norm_eps: float = bounded(1e-5, min=1e-12, max=1.0)
+    rope_theta: float = bounded(10000.0, min=1.0)
+    partial_rotary_factor: float = bounded(1.0, min=0.0, max=1.0)
     attention_bias: bool = False
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
-    max_position_embeddings: int = 2048
+    max_position_embeddings: int = bounded(2048, min=2)
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
 
@@ -66,9 +68,6 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        d = dict(d)
-        d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
-        return cls(**d)
-
-
+    def from_dict(cls, d: dict[str, Any], where: str = "model config") -> "ModelConfig":
+        """A config recorded in a manifest (or anywhere as JSON), every field checked."""
+        return from_data(cls, d, where)

@@ -94,27 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar[0].close()
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
-    print(f"wrote bundle {out} ({m.model['family']}, {m.model['num_layers']} layers, context {m.max_context}; {timing})")
+    print(f"wrote bundle {out} ({m.model.family}, {m.model.num_layers} layers, context {m.max_context}; {timing})")
     o = m.options
-    print(f"weights: {o['parameter_bytes'] / 2**20:.1f} MiB, {o['compression_vs_fp32']:.3f} of fp32 (quant {quant.mode})")
-    attention = o.get("attention_kernel", {})
-    if attention.get("kernel") == "avx2":
-        print(f"attention: AVX2 flash-attention kernel ({attention['rewritten']} op(s); {attention['left_to_iree']} left to IREE)")
-    elif attention:
-        print(f"attention: IREE's lowering ({attention['reason']})")
-    if o["kv_cache_slots"] != m.max_context:
+    print(f"weights: {o.parameter_bytes / 2**20:.1f} MiB, {o.compression_vs_fp32:.3f} of fp32 (quant {quant.mode})")
+    attention = o.attention_kernel
+    if attention.ours:
+        print(f"attention: AVX2 flash-attention kernel ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
+    else:
+        print(f"attention: IREE's lowering ({attention.reason})")
+    if o.kv_cache_slots != m.max_context:
         from iree_glm.planner.fit_memory import kv_cache_bytes
-        from iree_glm.bundle.model_config import ModelConfig
 
-        cfg, mib = ModelConfig.from_dict(m.model), 2**20
-        print(f"KV cache: sliding window of {o['kv_cache_slots']} slots per sequence ({o['sparse_attention']}), "
-              f"{kv_cache_bytes(cfg, o['kv_cache_slots']) / mib:.2f} MiB instead of {kv_cache_bytes(cfg, m.max_context) / mib:.2f} MiB "
+        cfg, mib = m.model, 2**20
+        print(f"KV cache: sliding window of {o.kv_cache_slots} slots per sequence ({o.sparse_attention}), "
+              f"{kv_cache_bytes(cfg, o.kv_cache_slots) / mib:.2f} MiB instead of {kv_cache_bytes(cfg, m.max_context) / mib:.2f} MiB "
               f"for the context of {m.max_context}")
     if args.report and result.plan is not None:
         from iree_glm.compiler.stages import stand_ins
         from iree_glm.planner.report import text_report
 
-        print(text_report(result.plan, stand_ins(m.options.get("stages"))))
+        print(text_report(result.plan, stand_ins(m.options.stages)))
         print(f"plan picture: {out / 'plan.svg'}")
     if m.tokenizer is None:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from iree_glm.frontend import default_model
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, Manifest, ModuleEntry
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord
+from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
 from iree_glm.errors import UserError
-from iree_glm.export.program import PARAMETER_SCOPE, EntryPoint, export_mlir, write_parameter_archive
+from iree_glm.export.program import PARAMETER_SCOPE, export_mlir, write_parameter_archive
 from iree_glm.transforms.prune import PruneSpec, calibration_ids, check_spec, prune_model
 from iree_glm.compiler.iree_compile import compile_mlir
 from iree_glm.planner.report import svg_picture
@@ -29,7 +30,10 @@ from iree_glm.export.stages import export_stages, stages_of
 from iree_glm.transforms.quantize import QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
+from iree_glm.compiler import kernel_choice
 from iree_glm.compiler.target import device_target
+from iree_glm.passes.dequant_matmul import DequantMatmulPass
+from iree_glm.passes.pipeline import PassPipeline
 
 MODULE_FILE = "model.vmfb"
 PARAMETER_FILE = "weights.irpa"
@@ -103,19 +107,7 @@ def build_bundle(
             checkpoint = default_model.write_default_checkpoint(work / "default-checkpoint")
             source = {"checkpoint": None, "default_model": default_model.DESCRIPTION}
         ckpt = open_checkpoint(Path(checkpoint))
-        if opts.max_context is None:  # a sliding-window cache costs the same at any context
-            ring = opts.sparse_attention is not None and opts.sparse_attention.ring
-            limit = ckpt.config.max_position_embeddings
-            opts = replace(opts, max_context=limit if ring else min(DEFAULT_MAX_CONTEXT, limit))
-        if opts.max_context > ckpt.config.max_position_embeddings:
-            raise UserError(
-                f"--max-context {opts.max_context} exceeds the model's max_position_embeddings "
-                f"({ckpt.config.max_position_embeddings})"
-            )
-        if opts.prune is not None:
-            check_spec(opts.prune, ckpt.config)
-        if opts.sparse_attention is not None:
-            opts.sparse_attention.check(opts.max_context)
+        opts = _with_context(opts, ckpt.config)
         dtype = opts.activation_dtype or profile.host.activation_dtype
         if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
             raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
@@ -134,71 +126,50 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            fused_expected = quantized_layer_count(model) * len(_entry_points(opts))
+            entry_points = _entry_points(opts)
+            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
             if stages and dtype != "f32":
                 raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
-            model = activation_dtype.convert(model, dtype)
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
+            model = activation_dtype.convert(model, dtype)
 
             t = time.perf_counter()
             progress("export to MLIR")
-            entry_points = _entry_points(opts)
             sparse_attention.enable(model, opts.sparse_attention)
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                module, _ctx = export_mlir(model, entry_points, cache_dtype=activation_dtype.check(dtype))
-                if opts.sparse_attention is not None:
-                    from iree_glm.passes import sparse_attention as sparse_pass
-
-                    sparse_pass.run(module)
-                mlir_path = work / "model.mlirbc"
-                with open(mlir_path, "wb") as f:
-                    module.operation.write_bytecode(f)
-                del module, _ctx
+                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None, work)
             seconds["export"] = time.perf_counter() - t
 
             t = time.perf_counter()
             progress("write parameter archive")
             parameter_bytes = write_parameter_archive(model, folder / PARAMETER_FILE)
-            compression = parameter_bytes / fp32_bytes
             del model
             seconds["parameters"] = time.perf_counter() - t
 
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            int8_activations = _int8_activations(opts, profile)
-            kernel = _int4_kernel_choice(opts.quant, target, opts.extra_flags)
-            if kernel["kernel"] != "avx2" and opts.quant.mode == "int4":
-                progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernel['reason']})")
-            int8_kernel = _int8_kernel_choice(opts.quant, target, opts.extra_flags, int8_activations, profile.host.int8_prefill_kernel)
-            if int8_kernel["kernel"] != "none" and not stages:
-                what = "call the AVX2 matrix-vector kernel" if int8_kernel["kernel"] == "avx2" else f"generic fused form ({int8_kernel['reason']})"
-                progress(f"int8 {'layers' if opts.quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
-                if int8_kernel.get("prefill"):
-                    progress(f"int8 layers: prompt matmuls {'call the AVX2 matrix kernel' if int8_kernel['prefill'] == 'matmul' else 'run ' + int8_kernel['prefill']}")
-            glue = _quantize_glue_record(kernel, int8_kernel, profile.host.quantize_glue)
-            passes = [_dequant_matmul_pass(fused_expected, target.backend == "llvm-cpu", int8_activations, kernel["kernel"] == "avx2",
-                                           int8_kernel["kernel"] == "avx2", int8_kernel.get("prefill") == "matmul", glue)] if fused_expected else []
-            attention = _attention_kernel_choice(target, opts, dtype, bool(stages), profile.host.attention_kernel)
-            if attention["kernel"] == "avx2":
-                passes.append(_attention_kernel_pass(attention))
-            stage_info = None
+            int8_activations = opts.int8_activations or profile.host.int8_activations
+            kernels = kernel_choice.choose(kernel_choice.KernelRequest(
+                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue))
+            _say_kernels(kernels, opts.quant, progress)
+            stage_entries = None
             if stages:
-                modules, stage_info = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
-                                                     lambda n: [_dequant_matmul_pass(n)] if n else [])
+                modules, stage_entries = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
+                                                        lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
-                flags = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, input_passes=passes)
-                modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, flags)]
+                pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
+                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, pipeline)
+                kernels.record(compiled.pass_results)
+                modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
             seconds["compile"] = time.perf_counter() - t
-            if glue is not None and glue:
-                progress("kernel quantizations computing their input: " + ", ".join(f"{kind} {n}" for kind, n in sorted(glue.items())))
-            if attention.get("left_to_iree"):
-                progress(f"attention: {attention['left_to_iree']} op(s) of a form the AVX2 kernel does not compute kept IREE's lowering")
+            _say_pass_results(kernels, progress)
 
             for f in ckpt.tokenizer_files:
                 shutil.copy(f, folder / f.name)
@@ -206,152 +177,74 @@ def build_bundle(
                 shutil.copy(ckpt.path / "config.json", folder / "config.json")
             else:  # the pruned model is a smaller config
                 (folder / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2))
+            staged = bool(stages)
+            options = BundleOptions(
+                max_context=opts.max_context, dtype=activation_dtype.DTYPES[dtype], activation_dtype=dtype,
+                kv_cache_slots=cache_slots(opts),
+                quant=QuantRecord(**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not staged else {})),
+                parameter_bytes=parameter_bytes, compression_vs_fp32=round(parameter_bytes / fp32_bytes, 4),
+                attention_kernel=kernels.attention, plan=PLAN_FILE,
+                prune=str(opts.prune) if opts.prune else None,
+                sparse_attention=str(opts.sparse_attention) if opts.sparse_attention else None,
+                prefix_cache_mb=profile.policy.prefix_cache_mb, prefill_chunk=profile.policy.prefill_chunk,
+                int4_kernel=kernels.int4 if opts.quant.mode == "int4" and not staged else None,
+                int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
+                stages=stage_entries,
+            )
             manifest = Manifest(
-                model=config.to_dict(),
-                max_context=opts.max_context,
-                entry_points=[ep.__dict__ for ep in entry_points],
-                modules=modules,
-                parameters=PARAMETER_FILE,
-                parameter_scope=PARAMETER_SCOPE,
-                tokenizer="tokenizer.json" if ckpt.has_tokenizer else None,
-                source=source,
-                profile=profile.name,
-                options={"max_context": opts.max_context, "dtype": activation_dtype.DTYPES[dtype], "activation_dtype": dtype,
-                         **({"prune": str(opts.prune)} if opts.prune else {}),
-                         **({"sparse_attention": str(opts.sparse_attention)} if opts.sparse_attention else {}),
-                         "kv_cache_slots": cache_slots(opts),
-                         **({"prefix_cache_mb": profile.policy.prefix_cache_mb} if profile.policy.prefix_cache_mb is not None else {}),
-                         **({"prefill_chunk": profile.policy.prefill_chunk} if profile.policy.prefill_chunk is not None else {}),
-                         "quant": {**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not stages else {})},
-                         "parameter_bytes": parameter_bytes,
-                         **({"int4_kernel": kernel} if opts.quant.mode == "int4" and not stages else {}),
-                         **({"int8_kernel": int8_kernel} if int8_kernel["kernel"] != "none" and not stages else {}),
-                         "attention_kernel": attention,
-                         "compression_vs_fp32": round(compression, 4), "plan": PLAN_FILE,
-                         **({"stages": stage_info} if stage_info else {})},
+                model=config, max_context=opts.max_context, entry_points=entry_points, modules=modules,
+                parameters=PARAMETER_FILE, parameter_scope=PARAMETER_SCOPE,
+                tokenizer="tokenizer.json" if ckpt.has_tokenizer else None, source=source, profile=profile.name, options=options,
             )
             progress("write manifest")
             (folder / PLAN_FILE).write_text(plan.to_json())
-            (folder / PLAN_PICTURE).write_text(svg_picture(plan, stand_ins(stage_info)))
+            (folder / PLAN_PICTURE).write_text(svg_picture(plan, stand_ins(stage_entries)))
             finish_manifest(folder, manifest)
     return BuildResult(Path(out), manifest, seconds, plan)
 
 
-def _int8_activations(opts: BuildOptions, profile: Profile) -> str:
-    """Which int8 matmuls quantize activations: the option, else the host device's profile entry."""
-    return opts.int8_activations or profile.host.int8_activations
-
-
-def _avx2_kernel_reason(target, extra_flags: tuple[str, ...]) -> str | None:
-    """Why our AVX2 kernels cannot be linked into this build (None if they can): llvm-cpu for
-    this x86-64 host only."""
-    if target.backend != "llvm-cpu":
-        return f"backend {target.backend}"
-    flags = [*target.flags, *extra_flags]
-    cross = [f for f in flags if f.startswith("--iree-llvmcpu-target-triple=") and not f.split("=", 1)[1].startswith("x86_64")]
-    if cross:
-        return f"target {cross[-1].split('=', 1)[1]}"
-    from iree_glm.kernels import int4 as int4_kernel
-
-    return int4_kernel.unavailable_reason()
-
-
-def _int4_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...]) -> dict:
-    """Whether int4 layers call the AVX2 kernels (passes/int4_kernel.py): {"kernel": "avx2"},
-    else the generic fused form and why."""
-    if quant.mode != "int4":
-        return {"kernel": "none", "reason": "not int4"}
-    reason = _avx2_kernel_reason(target, extra_flags)
-    return {"kernel": "generic", "reason": reason} if reason else {"kernel": "avx2"}
-
-
-def _int8_kernel_choice(quant: QuantSpec, target, extra_flags: tuple[str, ...], int8_activations: str, prefill_kernel: bool) -> dict:
-    """Whether int8 matmuls call the AVX2 kernels (passes/int8_kernel.py): {"kernel": "avx2",
-    "decode": "matvec"} for one-row matmuls (int8 layers, the int8 head of int8 and int4
-    bundles); for int8 layers also how prompts multiply: "prefill": "matmul" (our matrix kernel,
-    where `int8_activations` makes them integer matmuls and the profile's `prefill_kernel`
-    allows), "mmt4d" (IREE's integer matmul) or "generic" (weight-only fused form). Without the
-    kernels: the generic fused form and why."""
-    if quant.mode == "none" or (quant.mode != "int8" and quant.head != "int8"):
-        return {"kernel": "none", "reason": "no int8 matmul"}
-    reason = _avx2_kernel_reason(target, extra_flags)
-    if reason:
-        return {"kernel": "generic", "reason": reason}
-    if quant.mode != "int8":
-        return {"kernel": "avx2", "decode": "matvec"}
-    prefill = "generic" if int8_activations == "none" else "matmul" if prefill_kernel else "mmt4d"
-    return {"kernel": "avx2", "decode": "matvec", "prefill": prefill}
-
-
-def _attention_kernel_choice(target, opts: BuildOptions, dtype: str, staged: bool, wanted: bool) -> dict:
-    """Whether attention calls the AVX2 flash-attention kernel (passes/attention_kernel.py):
-    {"kernel": "avx2"}, else IREE's own lowering ("iree") and why. `wanted`: the host profile's
-    `attention_kernel`."""
-    if not wanted:
-        return {"kernel": "iree", "reason": "profile: attention_kernel = false"}
-    if dtype != "f32":
-        return {"kernel": "iree", "reason": f"activation dtype {dtype} (the kernel is f32)"}
+def _with_context(opts: BuildOptions, config: ModelConfig) -> BuildOptions:
+    """`opts` with max_context decided and the options that depend on the model checked."""
+    if opts.max_context is None:  # a sliding-window cache costs the same at any context
+        ring = opts.sparse_attention is not None and opts.sparse_attention.ring
+        limit = config.max_position_embeddings
+        opts = replace(opts, max_context=limit if ring else min(DEFAULT_MAX_CONTEXT, limit))
+    if opts.max_context > config.max_position_embeddings:
+        raise UserError(f"--max-context {opts.max_context} exceeds the model's max_position_embeddings ({config.max_position_embeddings})")
+    if opts.prune is not None:
+        check_spec(opts.prune, config)
     if opts.sparse_attention is not None:
-        return {"kernel": "iree", "reason": "block-sparse attention"}
-    if staged:
-        return {"kernel": "iree", "reason": "multi-device plan"}
-    reason = _avx2_kernel_reason(target, opts.extra_flags)
-    return {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2"}
+        opts.sparse_attention.check(opts.max_context)
+    return opts
 
 
-def _attention_kernel_pass(record: dict):
-    """The input-phase pass making attention ops calls of the AVX2 kernel; counts what it
-    rewrote and what it left to IREE (other forms) in `record` (the manifest's entry)."""
+def _export_single(model, entry_points: list[EntryPoint], dtype: str, sparse: bool, work: Path) -> Path:
+    """The model's one module as torch-dialect MLIR bytecode in `work` (block-sparse attention rewritten)."""
+    module, _ctx = export_mlir(model, entry_points, cache_dtype=activation_dtype.check(dtype))
+    if sparse:
+        from iree_glm.passes import sparse_attention as sparse_pass
 
-    def run(src: Path, dst: Path) -> None:
-        from iree_glm.passes import attention_kernel
-
-        rewritten, left = attention_kernel.rewrite_file(src, dst, attention_kernel.build_object(Path(dst).parent))
-        record.update(rewritten=rewritten, left_to_iree=left)
-
-    return run
-
-
-def _quantize_glue_record(kernel: dict, int8_kernel: dict, wanted: bool) -> dict | None:
-    """The dict the dequant-matmul pass counts the kernels' fused quantizations in (by kind,
-    "none": plain), also the manifest's `quantize_glue` in the int4 / int8 kernel's entry; None
-    when no prompt matmul calls a kernel or the profile's `quantize_glue` is off (then the
-    entry says so)."""
-    entry = kernel if kernel["kernel"] == "avx2" else int8_kernel if int8_kernel.get("prefill") == "matmul" else None
-    if entry is None:
-        return None
-    if not wanted:
-        entry["quantize_glue"] = "off (profile: quantize_glue = false)"
-        return None
-    entry["quantize_glue"] = {}
-    return entry["quantize_glue"]
+        sparse_pass.run(module)
+    path = work / "model.mlirbc"
+    with open(path, "wb") as f:
+        module.operation.write_bytecode(f)
+    return path
 
 
-def _dequant_matmul_pass(expected: int, cpu_tiles: bool = False, int8_activations: str = "none", int4_kernel: bool = False,
-                        int8_kernel: bool = False, int8_matmul: bool = True, glue: dict | None = None):
-    """The input-phase pass fusing weight dequantization into matmuls; fails if any is left unfused.
+def _say_kernels(kernels: kernel_choice.KernelPlan, quant: QuantSpec, progress: Callable[[str], None]) -> None:
+    if quant.mode == "int4" and not kernels.int4.ours:
+        progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernels.int4.reason})")
+    int8 = kernels.int8
+    if int8.kernel != "none" and int8.reason != "multi-device plan":
+        what = "call the AVX2 matrix-vector kernel" if int8.ours else f"generic fused form ({int8.reason})"
+        progress(f"int8 {'layers' if quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
+        if int8.prefill:
+            progress(f"int8 layers: prompt matmuls {'call the AVX2 matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
 
-    `cpu_tiles`: the target is llvm-cpu, so decode dispatches get our measured tile sizes.
-    `int8_activations`: which int8 matmuls become i8 x i8 -> i32 (passes/dequant_matmul.py).
-    `int4_kernel` / `int8_kernel`: int4 matmuls / int8 matmuls call the AVX2 kernels, compiled
-    beside the rewritten IR (`int8_matmul`: prompts' integer matmuls too). `glue`: the kernels'
-    quantizations compute their input where they can, counted in this dict (see dequant_matmul.run)."""
 
-    def run(src: Path, dst: Path) -> None:
-        from iree_glm.passes.dequant_matmul import rewrite_file
-
-        kernel = None
-        if int4_kernel:
-            from iree_glm.kernels import int4 as k
-
-            kernel = k.build_object(Path(dst).parent)
-        kernel8 = None
-        if int8_kernel:
-            from iree_glm.kernels import int8 as k8
-
-            kernel8 = k8.build_object(Path(dst).parent)
-        fused = rewrite_file(src, dst, cpu_tiles, int8_activations, kernel, kernel8, int8_matmul, glue)
-        if fused != expected:
-            raise RuntimeError(f"dequant-matmul pass fused {fused} of {expected} quantized matmuls")
-
-    return run
+def _say_pass_results(kernels: kernel_choice.KernelPlan, progress: Callable[[str], None]) -> None:
+    glue = kernels.int4.quantize_glue if kernels.int4.ours else kernels.int8.quantize_glue
+    if isinstance(glue, dict) and glue:
+        progress("kernel quantizations computing their input: " + ", ".join(f"{kind} {n}" for kind, n in sorted(glue.items())))
+    if kernels.attention.left_to_iree:
+        progress(f"attention: {kernels.attention.left_to_iree} op(s) of a form the AVX2 kernel does not compute kept IREE's lowering")

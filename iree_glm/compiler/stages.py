@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
-from iree_glm.export.stages import StageSpec, stage_file
-from iree_glm.compiler.target import device_target
+from pathlib import Path
+from typing import Callable
 
-def compile_stages(exported: list, stages: list[StageSpec], profile, folder, extra_flags, log, input_passes_for) -> tuple[list, list[dict]]:
+from iree_glm.bundle.manifest import ModuleEntry, StageEntry
+from iree_glm.compiler.iree_compile import compile_mlir
+from iree_glm.compiler.target import device_target
+from iree_glm.export.stages import StageSpec, stage_file
+from iree_glm.passes.pipeline import PassPipeline
+from iree_glm.planner.profile import Profile
+
+
+def compile_stages(exported: list, stages: list[StageSpec], profile: Profile, folder: Path, extra_flags: tuple[str, ...], log: Path,
+                   pipeline_for: Callable[[int], PassPipeline]) -> tuple[list[ModuleEntry], list[StageEntry]]:
     """Compile each stage for its device's target. A device whose backend this IREE compiler
     lacks (an NPU) gets a CPU stand-in module, marked as such; running it needs --allow-stand-in.
-    Returns (ModuleEntry list, stage descriptions for the manifest)."""
+    `pipeline_for(n)`: our passes for a stage holding n quantized matmuls. Returns the modules
+    and the stages as the manifest records them."""
     import iree.compiler as ic
-
-    from iree_glm.bundle.manifest import ModuleEntry
-    from iree_glm.compiler.iree_compile import compile_mlir
 
     backends = set(ic.query_available_targets())
     modules, described = [], []
@@ -23,14 +30,14 @@ def compile_stages(exported: list, stages: list[StageSpec], profile, folder, ext
         target = device_target(profile.host) if stand_in else device_target(device)
         # Vulkan outputs must be host-mappable: the hand-off to the next device maps them.
         mappable = ("--iree-hal-external-resources-mappable",) if target.backend == "vulkan-spirv" else ()
-        flags = compile_mlir(path, folder / stage_file(spec), target, (*mappable, *extra_flags), log, input_passes=input_passes_for(fused))
-        modules.append(ModuleEntry(stage_file(spec), spec.device, target.backend, target.driver, flags))
-        described.append({**spec.to_dict(), "file": stage_file(spec), "device_driver": device.hal_driver,
-                          "stand_in": stand_in, "allow_stand_in": device.allow_stand_in,
-                          "cache_layers": spec.attn_layers})
+        compiled = compile_mlir(path, folder / stage_file(spec), target, (*mappable, *extra_flags), log, pipeline_for(fused))
+        modules.append(ModuleEntry(stage_file(spec), spec.device, target.backend, target.driver, compiled.flags))
+        described.append(StageEntry(index=spec.index, device=spec.device, parts=list(spec.parts), file=stage_file(spec),
+                                    device_driver=device.hal_driver, stand_in=stand_in, allow_stand_in=device.allow_stand_in,
+                                    cache_layers=spec.attn_layers))
     return modules, described
 
 
-def stand_ins(stage_info: list[dict] | None) -> dict[str, str]:
+def stand_ins(stages: list[StageEntry] | None) -> dict[str, str]:
     """Device -> driver its CPU stand-in runs on, for the stages of a bundle's manifest."""
-    return {s["device"]: "local-task" for s in stage_info or [] if s["stand_in"]}
+    return {s.device: "local-task" for s in stages or [] if s.stand_in}

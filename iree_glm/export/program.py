@@ -17,7 +17,6 @@ write). The runtime relies on that: it passes the same device buffers again on e
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,19 +24,10 @@ import numpy as np
 import torch
 from torch.export import Dim
 
+from iree_glm.bundle.manifest import EntryPoint
 from iree_glm.bundle.kv_layout import STORE_KV
 
 PARAMETER_SCOPE = "model"
-
-
-@dataclass(frozen=True)
-class EntryPoint:
-    """One exported function: its name and the example inputs that fix its shapes."""
-
-    name: str
-    batch: int
-    seq_len: int | None  # None: dynamic sequence length (prefill)
-    capacity: int
 
 
 def _mlir_element_type(ir, dtype: torch.dtype):

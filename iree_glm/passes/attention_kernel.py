@@ -30,7 +30,7 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 from iree.compiler import ir
 
@@ -290,6 +290,22 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
 def rewrite_file(src: Path, dst: Path, kernel: Path) -> tuple[int, int]:
     """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
     return mlir_file.rewrite(src, dst, lambda module: run(module, kernel))
+
+
+@dataclass(frozen=True)
+class AttentionKernelResult:
+    rewritten: int  # attention ops that call the kernel
+    left_to_iree: int  # ops of another form, lowered by IREE
+
+
+@dataclass(frozen=True)
+class AttentionKernelPass:
+    """The pass as a build runs it (passes/pipeline.py)."""
+
+    name: ClassVar[str] = "attention_kernel"
+
+    def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
+        return AttentionKernelResult(*run(module, build_object(work)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,7 +68,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
@@ -777,6 +777,37 @@ def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations
     return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul, glue)))
 
 
+@dataclass(frozen=True)
+class DequantMatmulResult:
+    fused: int  # quantized matmuls rewritten
+    glue: dict[str, int]  # the kernels' row quantizations by what they compute ("none": plain x)
+
+
+@dataclass(frozen=True)
+class DequantMatmulPass:
+    """The pass as a build runs it (passes/pipeline.py): the options chosen for the target, and
+    the number of quantized matmuls the module holds (any left unfused fails the build)."""
+
+    name: ClassVar[str] = "dequant_matmul"
+    expected: int
+    cpu_tiles: bool = False
+    int8_activations: str = "none"
+    int4_kernel: bool = False
+    int8_kernel: bool = False
+    int8_matmul: bool = True
+    glue: bool = False
+
+    def run(self, module: ir.Module, work: Path) -> DequantMatmulResult:
+        from iree_glm.kernels import int4, int8
+
+        glue: Optional[dict[str, int]] = {} if self.glue else None
+        done = run(module, self.cpu_tiles, self.int8_activations, int4.build_object(work) if self.int4_kernel else None,
+                   int8.build_object(work) if self.int8_kernel else None, self.int8_matmul, glue)
+        if len(done) != self.expected:
+            raise RuntimeError(f"dequant-matmul pass fused {len(done)} of {self.expected} quantized matmuls")
+        return DequantMatmulResult(len(done), glue or {})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m iree_glm.passes.dequant_matmul", description=__doc__.splitlines()[0])
     p.add_argument("input", type=Path)
@@ -790,18 +821,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="int8 decode matmuls call the AVX2 kernel (its object is written beside OUT; x86-64 llvm-cpu only)")
     args = p.parse_args(argv)
     objects = {}
-    for option, wanted, module in (("--int4-kernel", args.int4_kernel, "int4_kernel"), ("--int8-kernel", args.int8_kernel, "int8_kernel")):
-        if wanted:
-            import importlib
+    from iree_glm.kernels import int4, int8
+    from iree_glm.kernels.toolchain import KernelUnavailable
 
-            kernels = importlib.import_module(f"{__package__}.{module}")
+    for option, wanted, kernels in (("--int4-kernel", args.int4_kernel, int4), ("--int8-kernel", args.int8_kernel, int8)):
+        if wanted:
             try:
-                objects[module] = kernels.build_object(args.output.resolve().parent)
-            except kernels.KernelUnavailable as e:
+                objects[option] = kernels.build_object(args.output.resolve().parent)
+            except KernelUnavailable as e:
                 from iree_glm.errors import UserError
 
                 raise UserError(f"{option}: {e}") from None
-    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations, objects.get("int4_kernel"), objects.get("int8_kernel"))
+    n = rewrite_file(args.input, args.output, args.cpu_tiles, args.int8_activations, objects.get("--int4-kernel"), objects.get("--int8-kernel"))
     print(f"dequant-matmul: fused {n} matmul(s)")
     return 0
 

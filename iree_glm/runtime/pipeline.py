@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iree_glm.bundle.manifest import Manifest, read_manifest
-from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.bundle.manifest import Manifest, StageEntry, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
@@ -54,7 +53,7 @@ class PipelineStats:
 
 
 def is_multi_device(manifest: Manifest) -> bool:
-    return "stages" in manifest.options
+    return manifest.options.stages is not None
 
 
 def host_visible_upload(device):
@@ -80,7 +79,7 @@ class PipelineSession(Session):
         # What Session's request code reads (Session.__init__ loads one module on one device).
         self.bundle = Path(bundle)
         self.manifest = manifest
-        self.config = ModelConfig.from_dict(manifest.model)
+        self.config = manifest.model
         self.max_context = manifest.max_context
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self.sliding_window = None  # multi-device bundles have no sparse attention
@@ -90,7 +89,7 @@ class PipelineSession(Session):
         self.gather_ms = DEFAULT_GATHER_MS
         self._engine = None
         self._engine_lock = threading.Lock()
-        self._fns = {ep["name"]: None for ep in manifest.entry_points}
+        self._fns = {ep.name: None for ep in manifest.entry_points}
         self.stand_ins: dict[str, str] = {}  # device -> driver it runs on instead
         self.stats = PipelineStats()
 
@@ -98,26 +97,26 @@ class PipelineSession(Session):
         self._index = rt.ParameterIndex()
         self._index.load(str(self.bundle / manifest.parameters))
         modules = {m.file: m for m in manifest.modules}
-        for info in manifest.options["stages"]:
-            name, wanted = info["device"], info["device_driver"]
-            if info["stand_in"]:
+        for info in manifest.options.stages:
+            name, wanted = info.device, info.device_driver
+            if info.stand_in:
                 if driver_available(wanted):
                     raise BundleError(f"{self.bundle}: device '{name}' has driver '{wanted}' here but the bundle holds a CPU stand-in for it; recompile")
-                if not info["allow_stand_in"]:
+                if not info.allow_stand_in:
                     raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{wanted}', which this machine does not have, and its profile does not allow a stand-in")
                 if not allow_stand_in:
                     raise BundleError(f"{self.bundle}: device '{name}' needs HAL driver '{wanted}', which this machine does not have; "
                                       f"rerun with --allow-stand-in to run its partition on the CPU (marked stand-in)")
-                self.stand_ins[name] = modules[info["file"]].driver
+                self.stand_ins[name] = modules[info.file].driver
             self.stats.stage_seconds[name] = 0.0
         self._stages = load_retrying(lambda: self._load_stages(modules), str(self.bundle))
 
     def _load_stages(self, modules: dict) -> list["_Stage"]:
         """Every stage, loaded afresh (if a device is lost, earlier stages may hold it too)."""
         stages, error = [], None
-        for info in self.manifest.options["stages"]:
+        for info in self.manifest.options.stages:
             try:
-                stages.append(self._load_stage(info, modules[info["file"]]))
+                stages.append(self._load_stage(info, modules[info.file]))
             except Exception as e:  # noqa: BLE001 (re-raised below)
                 error = e
                 break
@@ -128,7 +127,7 @@ class PipelineSession(Session):
             raise error
         return stages
 
-    def _load_stage(self, info: dict, module) -> "_Stage":
+    def _load_stage(self, info: StageEntry, module) -> "_Stage":
         """A stage's module on a device of its driver (raises `DeviceLost` when that device is lost
         while its initializers upload the weights)."""
         import iree.runtime as rt
@@ -136,12 +135,12 @@ class PipelineSession(Session):
         try:
             device = hal_device(module.driver)
         except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{self.bundle}: device '{info['device']}' needs HAL driver '{module.driver}', not available here ({e})") from None
+            raise BundleError(f"{self.bundle}: device '{info.device}' needs HAL driver '{module.driver}', not available here ({e})") from None
         provider = self._index.create_provider(scope=self.manifest.parameter_scope)
         main, context = load_module(self._instance, module.driver, device, provider, str(self.bundle / module.file))
-        fns = {ep["name"]: rt.FunctionInvoker(context, device, main.lookup_function(ep["name"])) for ep in self.manifest.entry_points}
+        fns = {ep.name: rt.FunctionInvoker(context, device, main.lookup_function(ep.name)) for ep in self.manifest.entry_points}
         upload = None if module.driver.startswith("local-") else host_visible_upload(device)
-        return _Stage(info["index"], info["device"], module.driver, len(info["cache_layers"]), fns, device, upload)
+        return _Stage(info.index, info.device, module.driver, len(info.cache_layers), fns, device, upload)
 
     @classmethod
     def load(cls, bundle: str | Path, verify: bool = True, allow_stand_in: bool = False,

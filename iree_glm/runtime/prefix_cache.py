@@ -42,7 +42,7 @@ def budget_bytes(explicit: int | None, manifest) -> int:
     profile the bundle was compiled for (recorded in its manifest), else 512 MiB."""
     if explicit is not None:
         return int(explicit)
-    mb = manifest.options.get("prefix_cache_mb")
+    mb = manifest.options.prefix_cache_mb
     return int(mb * 2**20) if mb is not None else DEFAULT_BUDGET_BYTES
 
 

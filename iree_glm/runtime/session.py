@@ -21,7 +21,6 @@ import numpy as np
 
 from iree_glm.bundle.dtypes import numpy_dtype
 from iree_glm.bundle.manifest import Manifest, read_manifest
-from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
 from iree_glm.bundle.tokenizer import TextTokenizer
@@ -42,7 +41,7 @@ __all__ = ["Session", "Generation", "GenerationResult", "StreamEvent"]
 
 def sliding_window(manifest: Manifest) -> SparsePattern | None:
     """The bundle's block-sparse pattern if its KV cache is a sliding window (ring), else None."""
-    text = manifest.options.get("sparse_attention")
+    text = manifest.options.sparse_attention
     pattern = parse_pattern(text, "manifest sparse_attention") if text else None
     return pattern if pattern is not None and pattern.ring else None
 
@@ -50,7 +49,7 @@ def sliding_window(manifest: Manifest) -> SparsePattern | None:
 def chunk_size(requested: int | None, manifest: Manifest) -> int:
     """Tokens per prefill call: `requested` if given, else the bundle's profile `prefill_chunk`
     (recorded in its manifest), else 0 (the whole prompt in one call)."""
-    chunk = requested if requested is not None else manifest.options.get("prefill_chunk", 0)
+    chunk = requested if requested is not None else (manifest.options.prefill_chunk or 0)
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
         raise RequestError(f"prefill_chunk must be 0 (whole prompt) or a positive number of tokens (got {chunk!r})")
     return chunk
@@ -85,13 +84,13 @@ class Session:
 
         self.bundle = Path(bundle)
         self.manifest = manifest
-        self.config = ModelConfig.from_dict(manifest.model)
+        self.config = manifest.model
         self.max_context = manifest.max_context  # longest conversation (positions)
         self.sliding_window = sliding_window(manifest)
-        self.cache_slots = manifest.options.get("kv_cache_slots", manifest.max_context)  # KV positions per row
+        self.cache_slots = manifest.options.kv_cache_slots  # KV positions per row
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
-        self.cache_dtype = numpy_dtype(manifest.options.get("activation_dtype", "f32"))  # the KV cache's element type
+        self.cache_dtype = numpy_dtype(manifest.options.activation_dtype)  # the KV cache's element type
         self._lock = threading.Lock()
         module = manifest.modules[0]
         self.driver = driver or module.driver
@@ -125,7 +124,7 @@ class Session:
             raise BundleError(f"{self.bundle}: HAL driver '{self.driver}' is not available here ({e})") from None
         provider = self._index.create_provider(scope=self.manifest.parameter_scope)
         main, context = load_module(self._instance, self.driver, device, provider, str(self.bundle / file))
-        names = [ep["name"] for ep in self.manifest.entry_points] + [STORE_KV]
+        names = [ep.name for ep in self.manifest.entry_points] + [STORE_KV]
         return device, {name: rt.FunctionInvoker(context, device, main.lookup_function(name)) for name in names}
 
     @classmethod

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from iree.compiler import ir
-from iree_glm.compiler.build import _attention_kernel_choice, BuildOptions
+from iree_glm.compiler import kernel_choice
+from iree_glm.validation import to_data
 from iree_glm.bundle.manifest import read_manifest
 from iree_glm.compiler.target import Target, host_cpu_target
 from iree_glm.passes import attention_kernel
@@ -160,22 +161,29 @@ def test_decode_form_matches_iree(modules):
     np.testing.assert_allclose(_call(ours, "decode", q, k, v, mask), _call(theirs, "decode", q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
+def _attention_choice(target, extra_flags=(), dtype="f32", sparse=False, staged=False, wanted=True):
+    return kernel_choice.choose(kernel_choice.KernelRequest(target, extra_flags, "none", "int8", "none", dtype, sparse, staged,
+                                                            wanted, True, True)).attention
+
+
 def test_kernel_only_where_it_applies():
-    """Other backends, cross targets, non-f32 activations, block-sparse attention and the
-    profile's switch keep IREE's lowering, and say why."""
+    """Other backends, cross targets, non-f32 activations, block-sparse attention, multi-device
+    plans and the profile's switch keep IREE's lowering, and say why."""
     host = host_cpu_target()
-    expected = {"kernel": "iree", "reason": attention_kernel.unavailable_reason()} if attention_kernel.unavailable_reason() else {"kernel": "avx2"}
-    assert _attention_kernel_choice(host, BuildOptions(), "f32", False, True) == expected
+    reason = attention_kernel.unavailable_reason()
+    expected = {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2"}
+    assert to_data(_attention_choice(host)) == expected
     cases = [
-        (Target("vulkan-spirv", "vulkan"), BuildOptions(), "f32", False, True, "backend vulkan-spirv"),
-        (host, BuildOptions(extra_flags=("--iree-llvmcpu-target-triple=aarch64-linux-android",)), "f32", False, True, "target aarch64"),
-        (host, BuildOptions(), "bf16", False, True, "activation dtype bf16"),
-        (host, BuildOptions(), "f32", True, True, "multi-device"),
-        (host, BuildOptions(), "f32", False, False, "attention_kernel = false"),
+        (dict(target=Target("vulkan-spirv", "vulkan")), "backend vulkan-spirv"),
+        (dict(target=host, extra_flags=("--iree-llvmcpu-target-triple=aarch64-linux-android",)), "target aarch64"),
+        (dict(target=host, dtype="bf16"), "activation dtype bf16"),
+        (dict(target=host, sparse=True), "block-sparse"),
+        (dict(target=host, staged=True), "multi-device"),
+        (dict(target=host, wanted=False), "attention_kernel = false"),
     ]
-    for target, opts, dtype, staged, wanted, reason in cases:
-        choice = _attention_kernel_choice(target, opts, dtype, staged, wanted)
-        assert choice["kernel"] == "iree" and reason in choice["reason"]
+    for kwargs, why in cases:
+        choice = _attention_choice(**kwargs)
+        assert choice.kernel == "iree" and why in choice.reason
 
 
 def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, glm4_checkpoint):
@@ -185,12 +193,12 @@ def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, g
     from iree_glm.runtime import Session
 
     manifest = read_manifest(glm4_bundle)
-    choice = manifest.options["attention_kernel"]
+    choice = manifest.options.attention_kernel
     if attention_kernel.unavailable_reason():
-        assert choice["kernel"] == "iree"
+        assert choice.kernel == "iree"
         pytest.skip("attention AVX2 kernel unavailable here")
     # 2 layers x prefill; decode steps attend with model.decode_attention's reductions (no attention op)
-    assert choice == {"kernel": "avx2", "rewritten": 2, "left_to_iree": 0}
+    assert to_data(choice) == {"kernel": "avx2", "rewritten": 2, "left_to_iree": 0}
     assert b"iree_glm_attention_" in (glm4_bundle / "model.vmfb").read_bytes()
     prompt = [int(t) for t in np.random.default_rng(0).integers(0, 257, 100)]
     with torch.no_grad():

@@ -287,7 +287,7 @@ def test_bundle_has_no_dense_attention(sparse_bundle):
     assert sparse_pass.dense_scores_in_dispatches(dump, CAPACITY) == []
     from iree_glm.bundle.manifest import read_manifest
 
-    assert read_manifest(out).options["sparse_attention"] == "local=16,global=4,block=8"
+    assert read_manifest(out).options.sparse_attention == "local=16,global=4,block=8"
 
 
 @pytest.mark.parametrize("s", [40, 53])

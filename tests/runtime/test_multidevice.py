@@ -92,19 +92,19 @@ def test_plan_splits_across_three_devices(split_bundle, split_profile):
     m = read_manifest(split_bundle)
     plan = PartitionPlan.from_json((split_bundle / "plan.json").read_text())
     assert {"plan.json", "plan.svg"} <= set(m.files)
-    assert m.options["plan"] == "plan.json" and m.profile == "split-test"
+    assert m.options.plan == "plan.json" and m.profile == "split-test"
     assert set(plan.devices_used) == {"cpu", "lavapipe", "npu"}
     last = plan.parts[-2].layer
     assert [plan.device_of(p) for p in (f"layers.{last}.attn", f"layers.{last}.ffn", "head")] == ["lavapipe"] * 3
     assert "attention" in parse_profile(tomllib.loads(split_profile.read_text()), "split.toml").device("lavapipe").op_classes
-    stages = m.options["stages"]
-    assert [s["device"] for s in stages] == [s.device for s in plan.segments]
+    stages = m.options.stages
+    assert [s.device for s in stages] == [s.device for s in plan.segments]
     assert len(m.modules) == len(stages) >= 3
     drivers = {mod.partition: mod.driver for mod in m.modules}
     assert drivers["lavapipe"] == "vulkan" and drivers["cpu"] == "local-task"
-    npu = next(s for s in stages if s["device"] == "npu")
-    assert npu["stand_in"] and drivers["npu"] == "local-task"  # no NPU compiler or driver: CPU stand-in
-    assert npu["cache_layers"], "the NPU stage keeps the KV cache of its own layers"
+    npu = next(s for s in stages if s.device == "npu")
+    assert npu.stand_in and drivers["npu"] == "local-task"  # no NPU compiler or driver: CPU stand-in
+    assert npu.cache_layers, "the NPU stage keeps the KV cache of its own layers"
     assert "npu (npu) stand-in" in (split_bundle / "plan.svg").read_text()
 
 
@@ -147,8 +147,8 @@ def test_lavapipe_lost_while_loading_is_loaded_again(split_bundle, glm4_bundle, 
     from iree_glm.runtime.pipeline import PipelineSession
 
     reference = Session.load(glm4_bundle).generate(PROMPT, max_new_tokens=6).generated_ids
-    stages = read_manifest(split_bundle).options["stages"]
-    lavapipe_at = [s["device"] for s in stages].index("lavapipe")
+    stages = read_manifest(split_bundle).options.stages
+    lavapipe_at = [s.device for s in stages].index("lavapipe")
     lost = hal_device("vulkan")
     calls = lose_devices(monkeypatch, {lavapipe_at + 1}, "queue.c:2867: DATA_LOSS; [vkSignalSemaphore] VK_ERROR_DEVICE_LOST")
     with pytest.warns(DeviceLostWarning, match="the vulkan device was lost while loading") as seen:

@@ -60,8 +60,8 @@ def _reference_logits(checkpoint, ids: list[int]) -> torch.Tensor:
 
 def test_manifest_and_cache_have_globals_plus_ring(session, ring_bundle):
     m = read_manifest(ring_bundle)
-    assert m.options["sparse_attention"] == "local=16,global=4,block=8,ring=24"
-    assert m.options["kv_cache_slots"] == 28 and m.max_context == CONTEXT
+    assert m.options.sparse_attention == "local=16,global=4,block=8,ring=24"
+    assert m.options.kv_cache_slots == 28 and m.max_context == CONTEXT
     cache = session.new_cache(2)
     assert [tuple(b.shape) for b in cache.buffers][0] == (2, 2, 28, session.config.head_dim)
 

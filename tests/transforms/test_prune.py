@@ -101,9 +101,9 @@ def test_pruned_bundle_runs_and_matches_torch(glm4_checkpoint, tmp_path):
     path, _ = glm4_checkpoint
     out = tmp_path / "pruned-bundle"
     result = build_bundle(path, out, BuildOptions(max_context=64, prune=PruneSpec(heads=0.5, ffn=0.5)))
-    assert result.manifest.model["num_kv_heads"] == 1 and result.manifest.model["intermediate_size"] == 48
+    assert result.manifest.model.num_kv_heads == 1 and result.manifest.model.intermediate_size == 48
     assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 1
-    assert result.manifest.options["prune"] == "heads=0.5,ffn=0.5"
+    assert result.manifest.options.prune == "heads=0.5,ffn=0.5"
     session = Session.load(out)
     model, _ = _pruned(path, "heads=0.5,ffn=0.5")
     prompt = [5, 17, 99, 3, 250, 42, 7]

@@ -24,6 +24,7 @@ from iree_glm.frontend.checkpoint import load_model, open_checkpoint
 from iree_glm.errors import UserError
 from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model
 from iree_glm.runtime.session import Session
+from iree_glm.validation import to_data
 from ..helpers import TESTDATA
 
 
@@ -105,7 +106,7 @@ def _int8_kernel(result) -> bool:
     """Whether the bundle's int8 decode matmuls call the AVX2 kernel (checked against the host)."""
     from iree_glm.kernels import int8 as int8_kernel
 
-    used = result.manifest.options["int8_kernel"]["kernel"] == "avx2"
+    used = result.manifest.options.int8_kernel.kernel == "avx2"
     assert used == (int8_kernel.unavailable_reason() is None)
     return used
 
@@ -127,7 +128,7 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     result, dump = int8_bundle
     if not _int8_kernel(result):
         pytest.skip("int8 AVX2 kernel unavailable on this host")
-    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul",
+    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul",
                                                       "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
@@ -190,12 +191,12 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
 def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
-    assert o["quant"] == {"mode": "int8", "head": "int8", "embeddings": "none", "int8_activations": "prefill"}
-    assert o["int8_kernel"]["kernel"] in ("avx2", "generic")
+    assert to_data(o.quant) == {"mode": "int8", "head": "int8", "embeddings": "none", "int8_activations": "prefill"}
+    assert o.int8_kernel.kernel in ("avx2", "generic")
     irpa = result.bundle / "weights.irpa"
-    assert abs(irpa.stat().st_size - o["parameter_bytes"]) < 0.05 * o["parameter_bytes"] + 65536
+    assert abs(irpa.stat().st_size - o.parameter_bytes) < 0.05 * o.parameter_bytes + 65536
     # Tiny test model: embeddings (fp32) are a large share, so well above 1/4 but well below 1.
-    assert 0.25 < o["compression_vs_fp32"] < 0.6
+    assert 0.25 < o.compression_vs_fp32 < 0.6
 
 
 def _integer_prefill_logits(model, ids: list[int], tokens: list[int], kernel: bool) -> np.ndarray:
@@ -292,10 +293,10 @@ def _int4_kernel_expected() -> bool:
 
 def test_int4_dispatches_read_packed_bytes(int4_bundle, fp32_model):
     result, dump = int4_bundle
-    assert result.manifest.options["quant"] == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32,
+    assert to_data(result.manifest.options.quant) == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32,
                                                 "int8_activations": "prefill"}  # the profile's, for the int8 head
     shapes = weight_shapes(quantize_model(copy.deepcopy(fp32_model), INT4))
-    kernel = result.manifest.options["int4_kernel"]["kernel"] == "avx2"
+    kernel = result.manifest.options.int4_kernel.kernel == "avx2"
     assert dispatch_violations(dump, shapes, read_packed=not kernel) == []
 
 
@@ -306,9 +307,9 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     fallback to the generic form fails here)."""
     result, dump = int4_bundle
     if not _int4_kernel_expected():
-        assert result.manifest.options["int4_kernel"]["kernel"] == "generic"
+        assert result.manifest.options.int4_kernel.kernel == "generic"
         pytest.skip("int4 AVX2 kernel unavailable on this host")
-    assert result.manifest.options["int4_kernel"] == {"kernel": "avx2", "quantize_glue": _glue_counts(fp32_model)}
+    assert to_data(result.manifest.options.int4_kernel) == {"kernel": "avx2", "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
     layers = {(m.in_features, m.qweight.shape[0]) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
     kernels = sorted(dump.glob("*iree_glm_int4_matvec_*.mlir"))
@@ -320,7 +321,7 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel
-    assert result.manifest.options["int8_kernel"] == {"kernel": "avx2", "decode": "matvec"}
+    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "decode": "matvec"}
     assert [f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir")] == [
         f"module_iree_glm_int8_matvec_{head.in_features}x{head.qweight.shape[0] * 16}_exe.mlir"]
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
@@ -348,7 +349,7 @@ def test_int4_logits_match_eager(int4_bundle, fp32_model):
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 3)
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
-    kernel = result.manifest.options["int4_kernel"]["kernel"] == "avx2"
+    kernel = result.manifest.options.int4_kernel.kernel == "avx2"
     # With the kernels, torch's model of them (x quantized per block of 32) matches closely;
     # without, the generic fused form computes the weight-only int4 model.
     want = _stepwise_logits(qmodel, PROMPT, tokens, quantized_activations=kernel)

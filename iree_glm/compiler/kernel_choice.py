@@ -1,0 +1,137 @@
+"""Which of our kernels a build links, decided once from the target and the options.
+
+Our kernels are linked only where the bundle's target can run them: llvm-cpu for an x86-64
+triple, and a kernel set this machine can build and run (kernels/toolchain.py). Everything
+else keeps IREE's lowering, and the manifest says why (`KernelChoice.reason`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iree_glm.bundle.manifest import KernelChoice
+from iree_glm.compiler.target import Target
+from iree_glm.kernels import toolchain
+from iree_glm.passes.dequant_matmul import DequantMatmulPass
+from iree_glm.passes.attention_kernel import AttentionKernelPass
+from iree_glm.passes.pipeline import PassPipeline
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """What the build asks of the kernels: the target and the options that decide."""
+
+    target: Target
+    extra_flags: tuple[str, ...]
+    quant_mode: str  # none, int8, int4
+    quant_head: str  # none, int8
+    int8_activations: str  # none, prefill, all
+    dtype: str  # activation dtype
+    sparse: bool  # block-sparse attention
+    staged: bool  # a multi-device plan (one module per device: the passes run per stage)
+    attention_wanted: bool  # the host profile's attention_kernel
+    int8_prefill_wanted: bool  # ... int8_prefill_kernel
+    glue_wanted: bool  # ... quantize_glue
+
+
+@dataclass
+class KernelPlan:
+    """The choices for one build; the pass results are added to them after compiling."""
+
+    int4: KernelChoice
+    int8: KernelChoice
+    attention: KernelChoice
+    glue: bool  # the prompt kernels' row quantizations compute silu(gate) * up and RMSNorm themselves
+
+    def input_pipeline(self, quantized_matmuls: int, cpu: bool, int8_activations: str) -> PassPipeline:
+        """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
+        passes = []
+        if quantized_matmuls:
+            passes.append(DequantMatmulPass(quantized_matmuls, cpu_tiles=cpu, int8_activations=int8_activations,
+                                            int4_kernel=self.int4.ours, int8_kernel=self.int8.ours,
+                                            int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
+        if self.attention.ours:
+            passes.append(AttentionKernelPass())
+        return PassPipeline(passes)
+
+    def record(self, results: dict) -> None:
+        """Put what the passes did (`Compiled.pass_results`) into the choices the manifest keeps."""
+        attention = results.get(AttentionKernelPass.name)
+        if attention is not None:
+            self.attention.rewritten, self.attention.left_to_iree = attention.rewritten, attention.left_to_iree
+        dequant = results.get(DequantMatmulPass.name)
+        glue_entry = self._glue_entry()
+        if dequant is not None and glue_entry is not None and self.glue:
+            glue_entry.quantize_glue = dict(dequant.glue)
+
+    def _glue_entry(self) -> KernelChoice | None:
+        """The choice whose prompt kernels quantize rows (int4's, else int8's matrix kernel)."""
+        if self.int4.ours:
+            return self.int4
+        return self.int8 if self.int8.prefill == "matmul" else None
+
+
+def ours_reason(target: Target, extra_flags: tuple[str, ...]) -> str | None:
+    """Why our kernels cannot be linked into this build (None if they can)."""
+    if target.backend != "llvm-cpu":
+        return f"backend {target.backend}"
+    flags = [*target.flags, *extra_flags]
+    cross = [f for f in flags if f.startswith("--iree-llvmcpu-target-triple=") and not f.split("=", 1)[1].startswith("x86_64")]
+    if cross:
+        return f"target {cross[-1].split('=', 1)[1]}"
+    return toolchain.unavailable_reason()
+
+
+def choose(req: KernelRequest) -> KernelPlan:
+    reason = ours_reason(req.target, req.extra_flags)
+    int4 = _int4(req, reason)
+    int8 = _int8(req, reason)
+    attention = _attention(req, reason)
+    plan = KernelPlan(int4, int8, attention, glue=False)
+    entry = plan._glue_entry()
+    if entry is not None:
+        if req.glue_wanted:
+            plan.glue = True
+            entry.quantize_glue = {}
+        else:
+            entry.quantize_glue = "off (profile: quantize_glue = false)"
+    return plan
+
+
+def _int4(req: KernelRequest, reason: str | None) -> KernelChoice:
+    """int4 layers call the int4 kernels, else the generic fused form and why."""
+    if req.quant_mode != "int4":
+        return KernelChoice("none", reason="not int4")
+    if req.staged:
+        return KernelChoice("generic", reason="multi-device plan")
+    return KernelChoice("generic", reason=reason) if reason else KernelChoice("avx2")
+
+
+def _int8(req: KernelRequest, reason: str | None) -> KernelChoice:
+    """int8 matmuls (int8 layers; the int8 head of int8 and int4 bundles) call the int8 kernels:
+    one-row matmuls the matrix-vector kernel ("decode": "matvec"); for int8 layers, prompts
+    "matmul" (our matrix kernel, where int8_activations makes them integer matmuls and the
+    profile allows), "mmt4d" (IREE's integer matmul) or "generic" (weight-only fused form)."""
+    if req.quant_mode == "none" or (req.quant_mode != "int8" and req.quant_head != "int8"):
+        return KernelChoice("none", reason="no int8 matmul")
+    if req.staged:
+        return KernelChoice("generic", reason="multi-device plan")
+    if reason:
+        return KernelChoice("generic", reason=reason)
+    if req.quant_mode != "int8":
+        return KernelChoice("avx2", decode="matvec")
+    prefill = "generic" if req.int8_activations == "none" else "matmul" if req.int8_prefill_wanted else "mmt4d"
+    return KernelChoice("avx2", decode="matvec", prefill=prefill)
+
+
+def _attention(req: KernelRequest, reason: str | None) -> KernelChoice:
+    """Attention calls the flash-attention kernel, else IREE's own lowering and why."""
+    if not req.attention_wanted:
+        return KernelChoice("iree", reason="profile: attention_kernel = false")
+    if req.dtype != "f32":
+        return KernelChoice("iree", reason=f"activation dtype {req.dtype} (the kernel is f32)")
+    if req.sparse:
+        return KernelChoice("iree", reason="block-sparse attention")
+    if req.staged:
+        return KernelChoice("iree", reason="multi-device plan")
+    return KernelChoice("iree", reason=reason) if reason else KernelChoice("avx2")
