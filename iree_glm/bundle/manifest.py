@@ -72,6 +72,8 @@ class KernelChoice:
     or "none" (no such op)."""
 
     kernel: str
+    kernel_set: str | None = None  # ours: the kernel set's folder, e.g. "x86_64_avx2"
+    features: list[str] | None = None  # ours: the CPU features its code uses (checked when loading)
     reason: str | None = None  # why not ours
     decode: str | None = None  # int8: what one-row matmuls call ("matvec")
     prefill: str | None = None  # int8: how prompts multiply ("matmul": ours, "mmt4d": IREE's, "generic")
@@ -81,7 +83,7 @@ class KernelChoice:
 
     @property
     def ours(self) -> bool:
-        return self.kernel == "avx2"
+        return self.kernel not in ("generic", "iree", "none")
 
 
 @dataclass
@@ -110,6 +112,16 @@ class StageEntry:
 
 
 @dataclass
+class TargetCpuRecord:
+    """The CPU an llvm-cpu bundle was compiled for and the instruction-set features its code may
+    use: a machine without one of them refuses the bundle in one line (never SIGILL)."""
+
+    arch: str
+    cpu: str
+    features: list[str]
+
+
+@dataclass
 class BundleOptions:
     """What the build chose, and what the runtime reads back."""
 
@@ -129,6 +141,7 @@ class BundleOptions:
     int4_kernel: KernelChoice | None = None
     int8_kernel: KernelChoice | None = None
     stages: list[StageEntry] | None = None
+    target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles
 
 
 @dataclass

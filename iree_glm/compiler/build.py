@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from iree_glm.frontend import default_model
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
@@ -31,7 +31,8 @@ from iree_glm.transforms.quantize import QuantSpec, quantize_model, quantized_la
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import kernel_choice
-from iree_glm.compiler.target import device_target
+from iree_glm.compiler.target import Target, device_target
+from iree_glm.kernels import target_cpu
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.pipeline import PassPipeline
 
@@ -190,6 +191,7 @@ def build_bundle(
                 int4_kernel=kernels.int4 if opts.quant.mode == "int4" and not staged else None,
                 int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
                 stages=stage_entries,
+                target_cpu=_target_cpu_record(device_target(profile.host), opts.extra_flags),
             )
             manifest = Manifest(
                 model=config, max_context=opts.max_context, entry_points=entry_points, modules=modules,
@@ -216,6 +218,14 @@ def _with_context(opts: BuildOptions, config: ModelConfig) -> BuildOptions:
     if opts.sparse_attention is not None:
         opts.sparse_attention.check(opts.max_context)
     return opts
+
+
+def _target_cpu_record(target: Target, extra_flags: tuple[str, ...]) -> TargetCpuRecord | None:
+    """What the host device's code may use, for llvm-cpu (the runtime checks the CPU it runs on)."""
+    if target.backend != "llvm-cpu":
+        return None
+    cpu = target_cpu.from_flags([*target.flags, *extra_flags])
+    return TargetCpuRecord(cpu.arch, cpu.cpu, cpu.isa_features())
 
 
 def _export_single(model, entry_points: list[EntryPoint], dtype: str, sparse: bool, work: Path) -> Path:

@@ -1,17 +1,18 @@
 """Which of our kernels a build links, decided once from the target and the options.
 
-Our kernels are linked only where the bundle's target can run them: llvm-cpu for an x86-64
-triple, and a kernel set this machine can build and run (kernels/toolchain.py). Everything
-else keeps IREE's lowering, and the manifest says why (`KernelChoice.reason`).
+Our kernels are linked only where the bundle's target CPU has what a kernel set needs (read
+from the target's flags, kernels/target_cpu.py; never from the build machine) and this machine
+can build that set (kernels/toolchain.py). Everything else keeps IREE's lowering, and the
+manifest says why (`KernelChoice.reason`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from iree_glm.bundle.manifest import KernelChoice
 from iree_glm.compiler.target import Target
-from iree_glm.kernels import toolchain
+from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.attention_kernel import AttentionKernelPass
 from iree_glm.passes.pipeline import PassPipeline
@@ -71,22 +72,22 @@ class KernelPlan:
         return self.int8 if self.int8.prefill == "matmul" else None
 
 
-def ours_reason(target: Target, extra_flags: tuple[str, ...]) -> str | None:
-    """Why our kernels cannot be linked into this build (None if they can)."""
+def kernel_set_for(target: Target, extra_flags: tuple[str, ...]) -> tuple[toolchain.KernelSet | None, str | None]:
+    """The kernel set this build links (chosen from the target's CPU), or None and why not."""
     if target.backend != "llvm-cpu":
-        return f"backend {target.backend}"
-    flags = [*target.flags, *extra_flags]
-    cross = [f for f in flags if f.startswith("--iree-llvmcpu-target-triple=") and not f.split("=", 1)[1].startswith("x86_64")]
-    if cross:
-        return f"target {cross[-1].split('=', 1)[1]}"
-    return toolchain.unavailable_reason()
+        return None, f"backend {target.backend}"
+    kernel_set, reason = toolchain.select(target_cpu.from_flags([*target.flags, *extra_flags]))
+    if kernel_set is not None:
+        reason = toolchain.build_reason(kernel_set)
+    return (None, reason) if reason else (kernel_set, None)
 
 
 def choose(req: KernelRequest) -> KernelPlan:
-    reason = ours_reason(req.target, req.extra_flags)
-    int4 = _int4(req, reason)
-    int8 = _int8(req, reason)
-    attention = _attention(req, reason)
+    kernel_set, reason = kernel_set_for(req.target, req.extra_flags)
+    ours = KernelChoice(kernel_set.short, kernel_set=kernel_set.name, features=list(kernel_set.features)) if kernel_set else None
+    int4 = _int4(req, ours, reason)
+    int8 = _int8(req, ours, reason)
+    attention = _attention(req, ours, reason)
     plan = KernelPlan(int4, int8, attention, glue=False)
     entry = plan._glue_entry()
     if entry is not None:
@@ -98,16 +99,16 @@ def choose(req: KernelRequest) -> KernelPlan:
     return plan
 
 
-def _int4(req: KernelRequest, reason: str | None) -> KernelChoice:
+def _int4(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
     """int4 layers call the int4 kernels, else the generic fused form and why."""
     if req.quant_mode != "int4":
         return KernelChoice("none", reason="not int4")
     if req.staged:
         return KernelChoice("generic", reason="multi-device plan")
-    return KernelChoice("generic", reason=reason) if reason else KernelChoice("avx2")
+    return replace(ours) if ours else KernelChoice("generic", reason=reason)
 
 
-def _int8(req: KernelRequest, reason: str | None) -> KernelChoice:
+def _int8(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
     """int8 matmuls (int8 layers; the int8 head of int8 and int4 bundles) call the int8 kernels:
     one-row matmuls the matrix-vector kernel ("decode": "matvec"); for int8 layers, prompts
     "matmul" (our matrix kernel, where int8_activations makes them integer matmuls and the
@@ -116,15 +117,15 @@ def _int8(req: KernelRequest, reason: str | None) -> KernelChoice:
         return KernelChoice("none", reason="no int8 matmul")
     if req.staged:
         return KernelChoice("generic", reason="multi-device plan")
-    if reason:
+    if ours is None:
         return KernelChoice("generic", reason=reason)
     if req.quant_mode != "int8":
-        return KernelChoice("avx2", decode="matvec")
+        return replace(ours, decode="matvec")
     prefill = "generic" if req.int8_activations == "none" else "matmul" if req.int8_prefill_wanted else "mmt4d"
-    return KernelChoice("avx2", decode="matvec", prefill=prefill)
+    return replace(ours, decode="matvec", prefill=prefill)
 
 
-def _attention(req: KernelRequest, reason: str | None) -> KernelChoice:
+def _attention(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
     """Attention calls the flash-attention kernel, else IREE's own lowering and why."""
     if not req.attention_wanted:
         return KernelChoice("iree", reason="profile: attention_kernel = false")
@@ -134,4 +135,4 @@ def _attention(req: KernelRequest, reason: str | None) -> KernelChoice:
         return KernelChoice("iree", reason="block-sparse attention")
     if req.staged:
         return KernelChoice("iree", reason="multi-device plan")
-    return KernelChoice("iree", reason=reason) if reason else KernelChoice("avx2")
+    return replace(ours) if ours else KernelChoice("iree", reason=reason)

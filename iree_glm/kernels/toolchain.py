@@ -2,8 +2,9 @@
 
 A kernel set is one instruction-set level: a folder of C sources beside this file (the same
 file names in every set), the CPU features the code needs, the C flags that build it, and the
-executable format IREE links the object into (`hal.executable.objects`). The object is built at
-compile time with the system C compiler and linked statically into the bundle's module.
+executable format IREE links the object into (`hal.executable.objects`). A build takes the set
+that its *target* CPU supports (`select`, from kernels/target_cpu.py), never the build
+machine's; the object is built at compile time and linked statically into the bundle's module.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from iree_glm.bundle.cpu_features import host_arch, missing_features
+from iree_glm.kernels.target_cpu import TargetCpu
+
 FOLDER = Path(__file__).resolve().parent
 
 
@@ -22,9 +26,10 @@ FOLDER = Path(__file__).resolve().parent
 class KernelSet:
     """One instruction-set level's kernels: sources in `FOLDER / name`, what they need and how they build."""
 
-    name: str
-    machines: tuple[str, ...]  # platform.machine() values that run it
-    features: tuple[str, ...]  # /proc/cpuinfo flags the code uses
+    name: str  # folder, e.g. "x86_64_avx2"
+    short: str  # what manifests call it, e.g. "avx2"
+    arch: str  # "x86_64" or "aarch64"
+    features: tuple[str, ...]  # LLVM feature names the code uses: the target must have them
     cflags: tuple[str, ...]
     object_format: str  # IREE's executable format the object links into
 
@@ -34,7 +39,8 @@ class KernelSet:
 
 X86_64_AVX2 = KernelSet(
     name="x86_64_avx2",
-    machines=("x86_64", "amd64"),
+    short="avx2",
+    arch="x86_64",
     features=("avx2", "fma", "f16c"),
     # -fno-tree-ter: without it GCC 12 moves the matrix kernel's vpmaddubsw ahead of their adds
     # and spills them (1.35x slower; clang ignores the flag with a warning).
@@ -42,7 +48,22 @@ X86_64_AVX2 = KernelSet(
             "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
 )
-KERNEL_SETS = {s.name: s for s in (X86_64_AVX2,)}
+# Best first: a target gets the first set whose architecture and features it has.
+KERNEL_SETS = (X86_64_AVX2,)
+
+
+def select(cpu: TargetCpu) -> tuple[KernelSet | None, str | None]:
+    """The kernel set for a target CPU, or None and why not."""
+    candidates = [s for s in KERNEL_SETS if s.arch == cpu.arch]
+    if not candidates:
+        return None, f"target {cpu.describe()}: no kernel set of ours for {cpu.arch}"
+    for kernel_set in candidates:
+        if cpu.has(kernel_set.features):
+            return kernel_set, None
+    if not cpu.known:
+        return None, f"target {cpu.describe()}: unknown CPU (name its features with --iree-llvmcpu-target-cpu-features)"
+    missing = [f for f in candidates[-1].features if f not in cpu.features]
+    return None, f"target {cpu.describe()} lacks {', '.join(missing)}"
 
 
 class KernelUnavailable(RuntimeError):
@@ -50,15 +71,11 @@ class KernelUnavailable(RuntimeError):
 
 
 def host_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
-    """Why this machine cannot run `kernel_set` (None if it can)."""
-    if platform.machine().lower() not in kernel_set.machines:
-        return f"the host is {platform.machine()}, the {kernel_set.name} kernels need {kernel_set.machines[0]}"
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return f"cannot read /proc/cpuinfo to check for {', '.join(kernel_set.features)}"
-    missing = [f for f in kernel_set.features if f not in flags]
+    """Why this machine cannot run `kernel_set`'s code (None if it can): tests that call the
+    kernels directly skip with it."""
+    if host_arch() != kernel_set.arch:
+        return f"the host is {platform.machine()}, the {kernel_set.name} kernels need {kernel_set.arch}"
+    missing = missing_features(kernel_set.features)
     return f"the CPU lacks {', '.join(missing)}" if missing else None
 
 
@@ -66,15 +83,22 @@ def _compiler() -> Optional[str]:
     return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
 
 
+def build_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
+    """Why `kernel_set` cannot be built here (None if it can)."""
+    if kernel_set.arch != host_arch():
+        return f"no C compiler for {kernel_set.arch} here"
+    return None if _compiler() else "no C compiler (cc, gcc or clang) on PATH"
+
+
 def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     """Why `kernel_set` cannot be built and run here (None if it can)."""
-    return host_reason(kernel_set) or (None if _compiler() else "no C compiler (cc, gcc or clang) on PATH")
+    return host_reason(kernel_set) or build_reason(kernel_set)
 
 
 def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False) -> Path:
     """Compile `source` (a kernel of `kernel_set`) to an ELF object in `folder` (kept until IREE
     has linked it); with `shared`, to a shared library instead (tests call the kernels directly)."""
-    reason = unavailable_reason(kernel_set)
+    reason = build_reason(kernel_set) or (host_reason(kernel_set) if shared else None)
     if reason:
         raise KernelUnavailable(reason)
     cc = _compiler()

@@ -16,7 +16,11 @@ import threading
 import warnings
 from typing import Callable, TypeVar
 
-from iree_glm.errors import RequestError
+from pathlib import Path
+
+from iree_glm.bundle.cpu_features import host_arch, missing_features
+from iree_glm.bundle.manifest import Manifest
+from iree_glm.errors import BundleError, RequestError
 
 LOAD_ATTEMPTS = 3
 DEVICE_LOST = "VK_ERROR_DEVICE_LOST"
@@ -120,3 +124,20 @@ def driver_available(driver: str) -> bool:
         return bool(rt.get_driver(driver).query_available_devices())
     except (RuntimeError, ValueError):
         return False
+
+
+def check_cpu(bundle: Path, manifest: Manifest) -> None:
+    """Refuse, in one line, an llvm-cpu bundle whose code this machine's CPU cannot run (another
+    architecture, or a missing instruction-set feature): running it would die of SIGILL."""
+    target = manifest.options.target_cpu
+    if target is None:
+        return
+    if target.arch != host_arch():
+        raise BundleError(f"{bundle}: compiled for {target.arch} ({target.cpu}); this machine is {host_arch()}")
+    needed = list(target.features)
+    for choice in (manifest.options.int4_kernel, manifest.options.int8_kernel, manifest.options.attention_kernel):
+        needed += [f for f in (choice.features or []) if f not in needed] if choice is not None else []
+    missing = missing_features(needed)
+    if missing:
+        raise BundleError(f"{bundle}: compiled for {target.cpu}, whose code uses {', '.join(missing)}: this CPU lacks "
+                          f"{'it' if len(missing) == 1 else 'them'} (recompile with a profile for this machine, e.g. --profile host-cpu)")

@@ -25,7 +25,7 @@ from iree_glm.bundle.manifest import Manifest, StageEntry, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
-from iree_glm.runtime.devices import DeviceFailure, first_line, hal_device, load_module, load_retrying
+from iree_glm.runtime.devices import DeviceFailure, check_cpu, first_line, hal_device, load_module, load_retrying
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.bundle.kv_layout import attended_keys
 from iree_glm.runtime.request import RequestState
@@ -79,6 +79,7 @@ class PipelineSession(Session):
         # What Session's request code reads (Session.__init__ loads one module on one device).
         self.bundle = Path(bundle)
         self.manifest = manifest
+        check_cpu(self.bundle, manifest)
         self.config = manifest.model
         self.max_context = manifest.max_context
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)

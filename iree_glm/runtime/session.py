@@ -26,7 +26,7 @@ from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.async_api import AsyncGeneration
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine
-from iree_glm.runtime.devices import hal_device, load_module, load_retrying
+from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.runtime.normalize import Normalizer, parse_normalize
@@ -84,6 +84,7 @@ class Session:
 
         self.bundle = Path(bundle)
         self.manifest = manifest
+        check_cpu(self.bundle, manifest)
         self.config = manifest.model
         self.max_context = manifest.max_context  # longest conversation (positions)
         self.sliding_window = sliding_window(manifest)

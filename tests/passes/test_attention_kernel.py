@@ -171,7 +171,7 @@ def test_kernel_only_where_it_applies():
     plans and the profile's switch keep IREE's lowering, and say why."""
     host = host_cpu_target()
     reason = attention_kernel.unavailable_reason()
-    expected = {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2"}
+    expected = {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"]}
     assert to_data(_attention_choice(host)) == expected
     cases = [
         (dict(target=Target("vulkan-spirv", "vulkan")), "backend vulkan-spirv"),
@@ -198,7 +198,7 @@ def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, g
         assert choice.kernel == "iree"
         pytest.skip("attention AVX2 kernel unavailable here")
     # 2 layers x prefill; decode steps attend with model.decode_attention's reductions (no attention op)
-    assert to_data(choice) == {"kernel": "avx2", "rewritten": 2, "left_to_iree": 0}
+    assert to_data(choice) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "rewritten": 2, "left_to_iree": 0}
     assert b"iree_glm_attention_" in (glm4_bundle / "model.vmfb").read_bytes()
     prompt = [int(t) for t in np.random.default_rng(0).integers(0, 257, 100)]
     with torch.no_grad():

@@ -128,7 +128,7 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     result, dump = int8_bundle
     if not _int8_kernel(result):
         pytest.skip("int8 AVX2 kernel unavailable on this host")
-    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "decode": "matvec", "prefill": "matmul",
+    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "decode": "matvec", "prefill": "matmul",
                                                       "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
@@ -309,7 +309,7 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     if not _int4_kernel_expected():
         assert result.manifest.options.int4_kernel.kernel == "generic"
         pytest.skip("int4 AVX2 kernel unavailable on this host")
-    assert to_data(result.manifest.options.int4_kernel) == {"kernel": "avx2", "quantize_glue": _glue_counts(fp32_model)}
+    assert to_data(result.manifest.options.int4_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "quantize_glue": _glue_counts(fp32_model)}
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
     layers = {(m.in_features, m.qweight.shape[0]) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
     kernels = sorted(dump.glob("*iree_glm_int4_matvec_*.mlir"))
@@ -321,7 +321,7 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel
-    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "decode": "matvec"}
+    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "decode": "matvec"}
     assert [f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir")] == [
         f"module_iree_glm_int8_matvec_{head.in_features}x{head.qweight.shape[0] * 16}_exe.mlir"]
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}

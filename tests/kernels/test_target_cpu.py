@@ -1,0 +1,43 @@
+"""Kernel sets are chosen from the bundle's target CPU (its flags), never the build machine's."""
+
+from __future__ import annotations
+
+import pytest
+
+from iree_glm.compiler import kernel_choice
+from iree_glm.compiler.target import Target, host_cpu_target
+from iree_glm.kernels import toolchain
+from iree_glm.kernels.target_cpu import from_flags
+
+ARM = "--iree-llvmcpu-target-triple=aarch64-linux-gnu"
+
+
+def test_named_cpus_and_explicit_features():
+    pi = from_flags([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"])
+    assert (pi.arch, pi.cpu, pi.known) == ("aarch64", "cortex-a76", True)
+    assert pi.has(["dotprod"]) and not pi.has(["i8mm"])
+    custom = from_flags([ARM, "--iree-llvmcpu-target-cpu=generic", "--iree-llvmcpu-target-cpu-features=+v9.2a,+neon,+dotprod,+i8mm,-sve"])
+    assert custom.has(["dotprod", "i8mm"]) and not custom.has(["sve"]) and custom.known
+    znver4 = from_flags(["--iree-llvmcpu-target-cpu=znver4"])
+    assert znver4.arch == "x86_64" and znver4.has(["avx512vnni", "avx512bf16"])
+    assert "avx512vnni" in znver4.isa_features() and "x86-64" not in znver4.isa_features()
+    unknown = from_flags([ARM, "--iree-llvmcpu-target-cpu=mystery-9"])
+    assert not unknown.known and not unknown.features
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--iree-llvmcpu-target-cpu=haswell"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=x86-64"], "target x86_64 x86-64 lacks avx2, fma, f16c"),
+    ([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"], "target aarch64 cortex-a76: no kernel set of ours for aarch64"),
+    (["--iree-llvmcpu-target-cpu=mystery-9"], "target x86_64 mystery-9: unknown CPU"),
+])
+def test_select_reads_the_target_not_the_build_machine(flags, expected):
+    kernel_set, reason = toolchain.select(from_flags(flags))
+    assert (kernel_set.name if kernel_set else reason).startswith(expected)
+
+
+def test_a_build_for_an_older_cpu_gets_no_kernels_even_on_this_machine():
+    target = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=x86-64"))
+    kernel_set, reason = kernel_choice.kernel_set_for(target, ())
+    assert kernel_set is None and "lacks avx2" in reason

@@ -1,0 +1,43 @@
+"""A bundle whose code this CPU cannot run is refused in one line when it loads, never SIGILL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from iree_glm.bundle import cpu_features
+from iree_glm.bundle.manifest import read_manifest
+from iree_glm.errors import BundleError
+from iree_glm.runtime import Session
+
+
+def test_a_host_bundle_records_its_target_cpu(glm4_bundle):
+    target = read_manifest(glm4_bundle).options.target_cpu
+    assert target.arch == cpu_features.host_arch() and target.cpu == "host"
+    assert not cpu_features.missing_features(target.features)  # this machine built it: it runs it
+    if "avx2" in cpu_features.host_features():
+        assert "avx2" in target.features
+
+
+def test_a_missing_feature_is_named(glm4_bundle, monkeypatch):
+    needed = read_manifest(glm4_bundle).options.target_cpu.features
+    if not needed:
+        pytest.skip("the host bundle uses no instruction-set extension")
+    dropped = needed[-1]
+    real = cpu_features.host_features()
+    monkeypatch.setattr(cpu_features, "host_features", lambda: real - {dropped})
+    with pytest.raises(BundleError) as e:
+        Session.load(glm4_bundle)
+    assert f"uses {dropped}: this CPU lacks it" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_another_architecture_is_refused(glm4_bundle, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(glm4_bundle, out)
+    data = json.loads((out / "manifest.json").read_text())
+    data["options"]["target_cpu"] = {"arch": "aarch64", "cpu": "cortex-a76", "features": ["neon", "dotprod"]}
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"compiled for aarch64 \(cortex-a76\); this machine is x86_64$"):
+        Session.load(out, verify=False)
