@@ -57,7 +57,8 @@ def _validate(name: str) -> int:
 def _show(args: argparse.Namespace) -> int:
     from iree_glm.frontend import default_model
     from iree_glm.frontend.hf_config import read_hf_config
-    from iree_glm.planner.report import text_report
+    from iree_glm.planner.phases import plan_phases
+    from iree_glm.planner.report import phase_report, text_report
     from iree_glm.planner.profile import load_profile
     from iree_glm.planner.scheduler import plan_partition
 
@@ -81,6 +82,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     cfg = read_hf_config(args.checkpoint / "config.json") if args.checkpoint else default_model.CONFIG
     print(text_report(plan_partition(cfg, profile, args.dtype, capacity=args.max_context)))
+    print(phase_report(plan_phases(cfg, profile, args.dtype, capacity=args.max_context)))
     return 0
 
 

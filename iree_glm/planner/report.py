@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
+from iree_glm.planner.phases import PhasePlan
 from iree_glm.planner.scheduler import PartitionPlan
 
 REASON_COLOURS = {"cost": "#4c9be8", "constraint": "#f0a030", "fallback": "#d9534f"}
@@ -54,6 +55,25 @@ def text_report(plan: PartitionPlan, stand_in: dict[str, str] | None = None) -> 
                  f"prefill of {plan.prefill_tokens} tokens {plan.prefill_ms:.1f} ms; memory: {mem}")
     for w in plan.warnings:
         lines.append(f"  warning: {w}")
+    return "\n".join(lines)
+
+
+def phase_report(pp: PhasePlan) -> str:
+    """Both phases' placements and why they differ (or why one placement serves both)."""
+    def where(devices: list[str]) -> str:
+        counts: dict[str, int] = {}
+        for d in devices:
+            counts[d] = counts.get(d, 0) + 1
+        return ", ".join(f"{d} {n} part(s)" for d, n in counts.items())
+
+    decode = [p.device for p in pp.decode.parts]
+    lines = [f"phases ({pp.prompt_tokens}-token prompt, estimates):",
+             f"  prefill: {where(pp.prefill_devices)}: {pp.prefill_ms:.1f} ms"
+             + (f" + KV hand-off {pp.handoff_ms:.2f} ms" if pp.split else ""),
+             f"  decode:  {where(decode)}: {pp.decode.latency_ms:.2f} ms/token",
+             f"  time to first token {pp.ttft_ms:.1f} ms against {pp.single_prefill_ms:.1f} ms with one placement "
+             f"({pp.speedup:.2f}x)" if pp.split else f"  one placement for both phases: time to first token {pp.ttft_ms:.1f} ms"]
+    lines += [f"  why: {r}" for r in pp.reasons]
     return "\n".join(lines)
 
 

@@ -295,8 +295,9 @@ class _Problem:
             return 0.0
         return transfer_seconds(self.profile, a, b, nbytes) + self.profile.device(b).call_overhead_us * 1e-6
 
-    def solve(self, w: _Weights, ignore_support: bool = False, memory: bool = True) -> list[str] | None:
-        """Device name per part minimising J, or None if nothing fits."""
+    def solve(self, w: _Weights, ignore_support: bool = False, memory: bool = True, tokens: int = 1) -> list[str] | None:
+        """Device name per part minimising J for a call of `tokens` rows (a decode step: 1; a
+        prefill: the prompt), or None if nothing fits."""
         total = sum(p.resident_bytes for p in self.parts)
         tight = [d.name for d in self.devices if memory and self.caps[d.name] < total]
         host_call = self.profile.host.call_overhead_us * 1e-6
@@ -310,8 +311,8 @@ class _Problem:
                 for d in self.devices:
                     if not ignore_support and not self.can_run(part, d):
                         continue
-                    t = self.seconds(part, d, ignore_support)
-                    x = self.hop(prev, d.name, self.act_bytes)
+                    t = self.seconds(part, d, ignore_support, tokens)
+                    x = self.hop(prev, d.name, self.act_bytes * tokens)
                     if math.isinf(t + x):
                         continue
                     new_mem = mem

@@ -112,6 +112,7 @@ def test_cli_validate_show_and_exit_codes(tmp_path):
     show = _cli("show", "raspberry-pi-5")
     assert show.returncode == 0, show.stderr
     assert "partition plan for profile 'raspberry-pi-5'" in show.stdout and "ms/token" in show.stdout
+    assert "phases (512-token prompt, estimates):" in show.stdout and "decode:" in show.stdout
     assert _cli("show", "nope").returncode == 2
 
 

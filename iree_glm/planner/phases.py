@@ -1,0 +1,126 @@
+"""Plans per phase: prefill where compute is, decode where bandwidth is.
+
+A prompt is processed in one compute-bound call of many rows; each generated token is a
+bandwidth- and call-overhead-bound call of one row. Which processor wins each phase depends on
+the model and the device, so the scheduler places each phase on its own: the decode placement is
+the single plan's (`plan_partition`, power budget and all), the prefill placement minimises the
+prompt's time. Splitting costs two things the cost model counts: the KV cache the prompt wrote
+must reach the decode devices (per attention layer placed differently: its bytes over the link,
+nothing where the devices share memory), and weights both phases need on different devices live
+twice (unless the devices share memory). The split is kept only where the estimated time to
+first token (prefill + hand-off) beats the single plan's; decode is the single plan's, so it
+never gets slower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from iree_glm.bundle.kv_layout import attended_keys
+from iree_glm.bundle.model_config import ModelConfig
+from iree_glm.planner.profile import Profile
+from iree_glm.planner.scheduler import GB, PartitionPlan, _Problem, _Weights, model_parts, plan_partition, transfer_seconds
+
+PROMPT_TOKENS = 512  # the prompt length phase plans optimise for
+# A split costs a second set of modules and a KV hand-off at run time: below this estimated
+# gain in time to first token, one placement serves both phases.
+MIN_GAIN = 1.05
+
+
+@dataclass
+class PhasePlan:
+    """Where each part runs in each phase, and what the split costs and gains (estimates)."""
+
+    profile: str
+    prompt_tokens: int
+    decode: PartitionPlan  # the single plan: decode placement, per-token estimates
+    prefill_devices: list[str]  # device per part for the prompt (== the decode devices when not split)
+    split: bool
+    prefill_ms: float  # the prompt on the prefill devices
+    handoff_ms: float  # moving the prompt's KV cache to the decode devices
+    handoff_bytes: float
+    single_prefill_ms: float  # the prompt on the decode devices (no split)
+    memory_gb: dict[str, float]  # resident per device with both phases' weights
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ttft_ms(self) -> float:
+        """Estimated time to first token: prefill plus hand-off."""
+        return self.prefill_ms + self.handoff_ms
+
+    @property
+    def speedup(self) -> float:
+        return self.single_prefill_ms / self.ttft_ms if self.ttft_ms else 1.0
+
+
+def _handoff(profile: Profile, parts, prefill: list[str], decode: list[str], tokens: int) -> tuple[float, float]:
+    """(seconds, bytes) to move the prompt's KV cache from each attention layer's prefill device
+    to its decode device; nothing where the two share memory."""
+    seconds = nbytes = 0.0
+    for part, a, b in zip(parts, prefill, decode):
+        if part.kv_token_bytes == 0 or a == b:
+            continue
+        link = profile.link(a, b)
+        if link is not None and link.shared_memory:
+            continue
+        size = part.kv_token_bytes * tokens
+        seconds += transfer_seconds(profile, a, b, size)
+        nbytes += size
+    return seconds, nbytes
+
+
+def _memory(profile: Profile, pb: _Problem, parts, prefill: list[str], decode: list[str]) -> dict[str, float]:
+    """Resident bytes per device holding both phases' parts (one copy where memory is shared
+    with the device that holds the other)."""
+    used = {d.name: 0.0 for d in profile.devices}
+    for part, a, b in zip(parts, prefill, decode):
+        used[b] += part.resident_bytes
+        if a != b:
+            link = profile.link(a, b)
+            if not (link is not None and link.shared_memory):
+                used[a] += part.resident_bytes
+    return used
+
+
+def plan_phases(cfg: ModelConfig, profile: Profile, weight_dtype: str | Mapping[str, str] = "f32", capacity: int = 1024,
+                prompt_tokens: int = PROMPT_TOKENS, context: int | None = None) -> PhasePlan:
+    """The decode plan of `plan_partition` and, beside it, the prompt's own placement when the
+    cost model says splitting the phases gives a faster first token."""
+    decode_plan = plan_partition(cfg, profile, weight_dtype, capacity, context)
+    decode = [p.device for p in decode_plan.parts]
+    ctx = attended_keys((context or profile.policy.context_tokens or capacity) - 1, capacity)
+    parts = model_parts(cfg, weight_dtype, context=ctx, capacity=capacity)
+    pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
+    tokens = min(prompt_tokens, capacity)
+    single = pb.evaluate(decode, tokens=tokens)[0]
+    base = PhasePlan(profile.name, tokens, decode_plan, list(decode), False, single * 1e3, 0.0, 0.0, single * 1e3,
+                     {d: b / GB for d, b in _memory(profile, pb, parts, decode, decode).items()})
+    prefill = pb.solve(_Weights(1.0, 0.0), memory=False, tokens=tokens)
+    if prefill is None or prefill == decode:
+        base.reasons.append("one placement serves both phases: no other placement prefills faster")
+        return base
+    t_prefill = pb.evaluate(prefill, tokens=tokens)[0]
+    t_handoff, handoff_bytes = _handoff(profile, parts, prefill, decode, tokens)
+    memory = _memory(profile, pb, parts, prefill, decode)
+    over = [d for d, used in memory.items() if used > pb.caps[d]]
+    if over:
+        base.reasons.append(f"a prefill placement would be faster but needs the weights twice: {over[0]} would hold "
+                            f"{memory[over[0]] / GB:.2f} GB of {pb.caps[over[0]] / GB:.2f} GB")
+        return base
+    if (t_prefill + t_handoff) * MIN_GAIN > single:
+        base.reasons.append(f"a prefill placement would take {(t_prefill + t_handoff) * 1e3:.1f} ms with its KV hand-off "
+                            f"against {single * 1e3:.1f} ms: less than {MIN_GAIN:.2f}x, one placement")
+        return base
+    moved = sorted({d for d, e in zip(prefill, decode) if d != e})
+    reasons = [f"prefill is compute-bound: {len([d for d in prefill if d != profile.host.name])} of {len(parts)} parts "
+               f"prefill on {', '.join(moved)} ({t_prefill * 1e3:.1f} ms for {tokens} tokens against {single * 1e3:.1f} ms "
+               f"on the decode placement)",
+               "decode is bandwidth- and call-bound: it keeps the single plan"
+               f" ({decode_plan.latency_ms:.2f} ms/token)"]
+    if handoff_bytes:
+        reasons.append(f"KV hand-off {handoff_bytes / 2**20:.1f} MiB in {t_handoff * 1e3:.1f} ms")
+    else:
+        reasons.append("KV hand-off free: the devices share memory")
+    return PhasePlan(profile.name, tokens, decode_plan, prefill, True, t_prefill * 1e3, t_handoff * 1e3, handoff_bytes,
+                     single * 1e3, {d: b / GB for d, b in memory.items()}, reasons)

@@ -1,0 +1,57 @@
+"""Plans per phase: prefill where compute is, decode where bandwidth and call overhead are."""
+
+from __future__ import annotations
+
+import pytest
+
+from iree_glm.planner.phases import plan_phases
+from iree_glm.planner.profile import load_profile, parse_profile
+from iree_glm.planner.scheduler import plan_partition, quant_dtypes
+
+from .test_scheduler import CFG, _device, _profile
+
+
+def _two(gpu_gflops: float, gpu_call_us: float, shared: bool = True, gpu_memory_gb: float = 16.0):
+    cpu = _device("cpu", "cpu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0, call_overhead_us=20.0, dispatch_overhead_us=0.5)
+    gpu = _device("gpu", "gpu", "vulkan", "vulkan-spirv", gpu_gflops, 20.0, 5.0, call_overhead_us=gpu_call_us,
+                  dispatch_overhead_us=40.0, memory_gb=gpu_memory_gb)
+    link = dict(between=["cpu", "gpu"], bandwidth_gbs=5.0, latency_us=50.0, shared_memory=shared)
+    return parse_profile({"format_version": 1, "name": "phases", "devices": [cpu, gpu], "links": [link], "policy": {}}, "phases.toml")
+
+
+def test_a_fast_but_call_heavy_gpu_prefills_and_the_cpu_decodes():
+    pp = plan_phases(CFG, _two(gpu_gflops=4000.0, gpu_call_us=3000.0), "f16", capacity=1024, prompt_tokens=512)
+    assert pp.split
+    assert {p.device for p in pp.decode.parts} == {"cpu"}
+    assert set(pp.prefill_devices) == {"gpu"} or set(pp.prefill_devices[1:-1]) == {"gpu"}
+    assert pp.handoff_ms == 0.0 and pp.handoff_bytes == 0.0  # shared memory: nothing moves
+    assert pp.ttft_ms * 1.05 <= pp.single_prefill_ms
+    assert any("compute-bound" in r for r in pp.reasons)
+
+
+def test_the_kv_hand_off_is_priced_over_a_link():
+    pp = plan_phases(CFG, _two(gpu_gflops=4000.0, gpu_call_us=3000.0, shared=False), "f16", capacity=1024, prompt_tokens=512)
+    assert pp.split and pp.handoff_bytes > 0 and pp.handoff_ms > 0
+    kv_per_layer = 2 * CFG.num_kv_heads * CFG.head_dim * 4 * 512
+    assert pp.handoff_bytes == pytest.approx(kv_per_layer * CFG.num_layers)
+
+
+def test_equal_devices_get_one_placement():
+    pp = plan_phases(CFG, _profile(), "f16")
+    assert not pp.split and pp.prefill_devices == [p.device for p in pp.decode.parts]
+    assert pp.ttft_ms == pp.single_prefill_ms
+
+
+def test_weights_that_cannot_live_twice_keep_one_placement():
+    pp = plan_phases(CFG, _two(gpu_gflops=4000.0, gpu_call_us=3000.0, shared=False, gpu_memory_gb=0.05), "f16")
+    assert not pp.split and any("weights twice" in r or "one placement" in r for r in pp.reasons)
+
+
+@pytest.mark.parametrize("name", ["snapdragon-8-gen3", "dimensity-9300", "raspberry-pi-5", "host-cpu", "host-cpu-vulkan"])
+@pytest.mark.parametrize("mode", ["none", "int8", "int4"])
+def test_phase_plans_are_never_worse_by_the_cost_model(name, mode):
+    profile = load_profile(name)
+    pp = plan_phases(CFG, profile, quant_dtypes(mode), capacity=1024)
+    single = plan_partition(CFG, profile, quant_dtypes(mode), capacity=1024)
+    assert pp.decode.latency_ms == pytest.approx(single.latency_ms)  # decode keeps its plan
+    assert pp.ttft_ms <= pp.single_prefill_ms + 1e-9
