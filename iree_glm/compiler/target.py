@@ -15,8 +15,8 @@ from iree_glm.planner.profile import DEFAULT_FLAGS, TUNING_SPEC, Device, tuning_
 # IREE's default lowering, and the only form vulkan-spirv compiles (its own lowering fails on
 # `iree_linalg_ext.online_attention`).
 ATTENTION_DECOMPOSITION = "--iree-preprocessing-pass-pipeline=builtin.module(util.func(iree-linalg-ext-convert-attention-to-online-attention,iree-linalg-ext-decompose-attention))"
-# Measured on the host CPU with tools/bench.py --breakdown and side-by-side runs (README,
-# "Prefill"); each flag kept because it won there:
+# Measured on the host CPU with tools/bench.py --breakdown and side-by-side runs
+# (docs/benchmarks.md); each flag kept because it won there:
 HOST_CPU_FLAGS = (
     # Resolves to the build machine's CPU name and features (znver3 + AVX2/FMA/F16C on the
     # development host); a profile for another CPU names it instead.

@@ -2,7 +2,7 @@
 
 IREE's code generation of the fused int4 dequant-matmul (passes/dequant_matmul.py) stayed
 below fp32 speed on this AVX2 CPU in every form tried (the nibble unpacking and the two-level
-group reduction came out as transposes or scalar code; README, "Quantized weights"). For int4
+group reduction came out as transposes or scalar code; docs/kernels.md). For int4
 layers with fp32 activations on x86-64 with AVX2 + FMA + F16C, the pass instead replaces the
 matmul by dispatches that call `kernels/x86_64_avx2/int4.c`: a matrix-vector kernel for
 decode (M=1); for prefill and batched decode a dispatch quantizing x's rows, then a matrix

@@ -34,7 +34,7 @@ from iree_glm.bundle.kv_layout import DEFAULT_BUDGET_BYTES
 QUANT_ORDER = ("none", "int8", "int4")  # most exact first
 MIN_USEFUL_CONTEXT = 512
 MiB = 2**20
-# Fitted to peak RSS of the default model's bundles (tools/fit_memory_check.py, 2026-11-22): a
+# Fitted to peak RSS of the default model's bundles (tools/fit_memory_check.py): a
 # loaded session is ~80 MiB with its 20 MiB of weights; a 4k prompt in calls of 256 tokens adds
 # ~1.5 KV caches beyond the cache itself, ~5 score-sized buffers of the last call and ~70% of
 # the score buffers of all calls (kept by the allocator as the key count grows per call).

@@ -43,8 +43,8 @@ PART_OPS = {
 # model, embed / + attention / + FFN / + a second layer / + head, decode and prefill). "embed"
 # includes the positions and rotary tables that the first attention of a call computes once.
 # Backends without a count of their own (NPUs) use the CPU's.
-# Recounted after decode attention began reading the cache in place with q/k/v fused (IREE's
-# attention form; the AVX2 attention kernel, an input pass, is not in these counts).
+# They count IREE's attention form (decode reads the cache in place, q/k/v fused); our attention
+# kernel, an input pass, is not in them.
 DISPATCHES = {
     "llvm-cpu": {"decode": {"embed": 11, "attn": 17, "ffn": 6, "head": 2},
                  "prefill": {"embed": 16, "attn": 24, "ffn": 6, "head": 2}},

@@ -4,7 +4,7 @@
 is cast before export, so the parameter archive holds weights in that dtype and every matmul
 and elementwise op runs in it. What must stay wide does: RMSNorm normalizes in f32
 (model.RMSNorm), the rotary frequencies stay f32 (only cos/sin are rounded), and the logits
-leave the module as f32. Which dtype is fastest depends on the CPU (README, tools/bench.py).
+leave the module as f32. Which dtype is fastest depends on the CPU (docs/benchmarks.md, tools/bench.py).
 """
 
 from __future__ import annotations
