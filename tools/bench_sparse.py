@@ -245,7 +245,7 @@ def _compare(kind: str, paths: dict[str, Path], length: int, runs: int, rounds: 
 
 def fidelity(lengths: list[int], pattern: str) -> None:
     """Logits of the default model with the sparse pattern vs dense attention (torch eager; the
-    compiled kernel matches eager to fp32 rounding, see tests/test_sparse_attention.py), on the
+    compiled kernel matches eager to fp32 rounding, see tests/passes/test_sparse_attention.py), on the
     shipped held-out text."""
     import torch
 

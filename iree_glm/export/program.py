@@ -11,7 +11,7 @@ cache into the argument's buffer after the call. `_drop_overwrites` removes the 
 the cache becomes a plain argument whose only use is the scatter of the new entries, which
 IREE then performs in the caller's buffer (no clone: nothing reads the old value after the
 write). The runtime relies on that: it passes the same device buffers again on every call
-(tests/test_kv_cache.py checks that a later call sees the entries of an earlier one).
+(tests/runtime/test_kv_cache.py checks that a later call sees the entries of an earlier one).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Split a model across a profile's devices by estimated cost: the partition plan.
 
 The model is a chain of parts (embeddings, each layer's attention and FFN, the output head).
-Each part has a cost on each device from what decides latency on IREE (see device_profiles/
+Each part has a cost on each device from what decides latency on IREE (see planner/profiles/
 README.md, "Cost model"): the dispatches it runs times the device's per-dispatch overhead,
 plus its work: a decode step reads every weight once (matrix-vector products are bound by
 memory bandwidth, or by cache bandwidth when the whole model fits the last-level cache) and

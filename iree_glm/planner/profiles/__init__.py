@@ -1,1 +1,1 @@
-"""Device profiles shipped with iree_glm (TOML files), installed as `iree_glm.device_profiles`."""
+"""Device profiles shipped with iree_glm (TOML files; format in README.md beside them)."""
