@@ -46,8 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from tqdm import tqdm
-
+    from iree_glm.cli.progress import StepProgress
     from iree_glm.frontend import default_model
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.errors import UserError
@@ -70,13 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = default_model.DEFAULT_BUNDLE
     if args.checkpoint is None:
         print(f"no checkpoint given: building the {default_model.DESCRIPTION}", file=sys.stderr)
-    bar: list[tqdm] = []  # created at the first stage, so input errors print one clean line
-
-    def progress(stage: str) -> None:
-        if not bar:
-            bar.append(tqdm(total=5, desc="compile", file=sys.stderr, bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}"))
-        bar[0].set_postfix_str(stage)
-        bar[0].update(1)
+    progress = StepProgress("compile", 5, sys.stderr)
 
     quant_mode, max_context = args.quant or "none", args.max_context
     if args.fit_memory:
@@ -90,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:
-        if bar:
-            bar[0].close()
+        progress.close()
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote bundle {out} ({m.model.family}, {m.model.num_layers} layers, context {m.max_context}; {timing})")
