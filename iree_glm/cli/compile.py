@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quant", default=None, help="weight quantization: none, int8 (per channel) or int4 (per group) (default none; with --fit-memory: chosen)")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
     p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
-    p.add_argument("--quant-embeddings", default="none", help="token embeddings with --quant: none or int8 (default none)")
+    p.add_argument("--quant-embeddings", default="int8", help="token embeddings with --quant: int8 (rows, dequantized on gather) or none (fp32) (default int8)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
     p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
     p.add_argument("--activation-dtype", help="f32, f16 or bf16: the dtype weights are stored in and activations and the KV cache computed in; norms, rotary frequencies and logits stay f32 (default: the profile's device activation_dtype, f32 on host-cpu)")
