@@ -303,7 +303,7 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype)  # [2, L, Hkv, P, D]
+                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
                 with self._lock:
                     self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
                 start = len(blocks) * pc.block_size
