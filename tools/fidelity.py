@@ -60,11 +60,11 @@ def _prune(heads: float, ffn: float) -> Callable[[], dict[str, Any]]:
     return options
 
 
-def _quant(mode: str, group: int = 32) -> Callable[[], dict[str, Any]]:
+def _quant(mode: str, group: int = 32, embeddings: str = "int8") -> Callable[[], dict[str, Any]]:
     def options():
         from iree_glm.transforms.quantize import QuantSpec
 
-        return {"quant": QuantSpec(mode=mode, group_size=group)}
+        return {"quant": QuantSpec(mode=mode, group_size=group, embeddings=embeddings)}
     return options
 
 
@@ -80,6 +80,8 @@ ROWS = [
     Row("fp32", "fp32 reference build", lambda: {}),
     Row("int8", "int8 weights, per channel (weight-only matmuls; on x86-64 AVX2 decode's kernel quantizes x per block of 32)",
         lambda: {**_quant("int8")(), "int8_activations": "none"}),
+    Row("int8-emb-fp32", "int8 weights (weight-only matmuls), fp32 embeddings (--quant-embeddings none)",
+        lambda: {**_quant("int8", embeddings="none")(), "int8_activations": "none"}),
     Row("int8-act", "int8 weights + int8 activations per row (prefill's i8 x i8 matmuls)",
         lambda: {**_quant("int8")(), "int8_activations": "prefill"}, entry="prefill"),
     Row("int4-g32", "int4 weights, group 32", _quant("int4", 32)),

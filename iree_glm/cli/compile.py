@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quant", default=None, help="weight quantization: none, int8 (per channel) or int4 (per group) (default none; with --fit-memory: chosen)")
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
     p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
-    p.add_argument("--quant-embeddings", default="none", help="token embeddings with --quant: none or int8 (default none)")
+    p.add_argument("--quant-embeddings", default="int8", help="token embeddings with --quant: int8 (rows, dequantized on gather) or none (fp32) (default int8)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
     p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
     p.add_argument("--activation-dtype", help="f32, f16 or bf16: the dtype weights are stored in and activations and the KV cache computed in; norms, rotary frequencies and logits stay f32 (default: the profile's device activation_dtype, f32 on host-cpu)")
@@ -46,8 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from tqdm import tqdm
-
+    from iree_glm.cli.progress import StepProgress
     from iree_glm.frontend import default_model
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.errors import UserError
@@ -70,13 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = default_model.DEFAULT_BUNDLE
     if args.checkpoint is None:
         print(f"no checkpoint given: building the {default_model.DESCRIPTION}", file=sys.stderr)
-    bar: list[tqdm] = []  # created at the first stage, so input errors print one clean line
-
-    def progress(stage: str) -> None:
-        if not bar:
-            bar.append(tqdm(total=5, desc="compile", file=sys.stderr, bar_format="{desc}: {n_fmt}/{total_fmt} {bar:20} {postfix}"))
-        bar[0].set_postfix_str(stage)
-        bar[0].update(1)
+    progress = StepProgress("compile", 5, sys.stderr)
 
     quant_mode, max_context = args.quant or "none", args.max_context
     if args.fit_memory:
@@ -90,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:
-        if bar:
-            bar[0].close()
+        progress.close()
     m = result.manifest
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote bundle {out} ({m.model.family}, {m.model.num_layers} layers, context {m.max_context}; {timing})")

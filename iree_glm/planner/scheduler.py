@@ -514,7 +514,7 @@ def _segments(devices: list[str]) -> list[Segment]:
     return out
 
 
-def quant_dtypes(mode: str, head: str = "int8", embeddings: str = "none") -> dict[str, str]:
+def quant_dtypes(mode: str, head: str = "int8", embeddings: str = "int8") -> dict[str, str]:
     """Weight dtypes per part kind for a bundle built with `--quant MODE` (see quant.py)."""
     if mode == "none":
         return {"default": "f32"}

@@ -40,7 +40,7 @@ class KVCache:
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
         return cls([rt.asdevicearray(device, zeros) for _ in range(2 * layers)], rows)
 
-    def read(self, slot: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Host copies of row `slot`'s first `length` positions: k, v [L, 1, Hkv, length, D]."""
-        rows = [np.array(b.to_host()[slot : slot + 1, :, :length]) for b in self.buffers]
+    def read(self, slot: int, length: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies of row `slot`'s positions start..length-1: k, v [L, 1, Hkv, length - start, D]."""
+        rows = [np.array(b.to_host()[slot : slot + 1, :, start:length]) for b in self.buffers]
         return np.stack(rows[0::2]), np.stack(rows[1::2])

@@ -140,6 +140,11 @@ class PrefixCache:
             k_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[0]
             v_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[1]
 
+    def first_missing(self, ids: list[int]) -> int | None:
+        """The position where the first full block of `ids` not stored yet starts (None: all stored)."""
+        missing = self.missing_blocks(ids)
+        return (len(ids) // self.block_size - missing) * self.block_size if missing else None
+
     def missing_blocks(self, ids: list[int]) -> int:
         """How many full blocks of `ids` are not stored yet (0: nothing to insert)."""
         bs = self.block_size
@@ -154,9 +159,10 @@ class PrefixCache:
 
     # -- insertion and eviction -------------------------------------------------------------
 
-    def insert(self, ids: list[int], k_cache: np.ndarray, v_cache: np.ndarray) -> int:
-        """Store the full blocks of `ids`, whose KV sits at positions 0.. of caches [L, 1, Hkv, C, D].
-        Returns the number of new blocks."""
+    def insert(self, ids: list[int], k_cache: np.ndarray, v_cache: np.ndarray, start: int = 0) -> int:
+        """Store the full blocks of `ids`, whose KV from position `start` on sits at positions 0..
+        of caches [L, 1, Hkv, C, D] (blocks before `start` must be stored already: a missing one
+        ends the insertion). Returns the number of new blocks."""
         bs = self.block_size
         new: list[_Block] = []
         with self._lock:
@@ -166,7 +172,10 @@ class PrefixCache:
                 tokens = tuple(int(t) for t in ids[i : i + bs])
                 child = node.children.get(tokens)
                 if child is None:
-                    kv = np.stack([k_cache[:, 0, :, i : i + bs], v_cache[:, 0, :, i : i + bs]]).astype(np.float32)
+                    if i < start:  # evicted since the caller counted what was missing: its KV was not read
+                        break
+                    j = i - start
+                    kv = np.stack([k_cache[:, 0, :, j : j + bs], v_cache[:, 0, :, j : j + bs]]).astype(np.float32)
                     child = _Block(_prefix_key(node.key, tokens), tokens, kv, node)
                     node.children[tokens] = child
                     self._count += 1

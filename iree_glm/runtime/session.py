@@ -303,15 +303,16 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype)  # [2, L, Hkv, P, D]
+                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
                 with self._lock:
                     self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
                 start = len(blocks) * pc.block_size
         logits = self.run_prefill(ids[start:], start, cache, slot)
-        if pc is not None and pc.missing_blocks(ids):
+        first = pc.first_missing(ids) if pc is not None else None
+        if first is not None:  # read back only the KV of the blocks not stored yet
             with self._lock:
-                host = cache.read(slot, len(ids))
-            pc.insert(ids, *host)
+                host = cache.read(slot, len(ids), first)
+            pc.insert(ids, *host, start=first)
         state.cached_tokens = start
         state.pos = len(ids)
         return logits

@@ -38,7 +38,7 @@ class QuantSpec:
     mode: str = "none"
     group_size: int = 32  # int4 only
     head: str = "int8"  # output head: "none" or "int8"
-    embeddings: str = "none"  # token embeddings: "none" or "int8" (per-row)
+    embeddings: str = "int8"  # token embeddings: "int8" (per row, dequantized on gather) or "none"
 
     def to_dict(self) -> dict:
         d = {"mode": self.mode}
@@ -220,6 +220,8 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
         head = model.lm_head if not cfg.tie_word_embeddings else _linear_from(model.model.embed_tokens.weight)
         model.lm_head = QuantLinear(head, "int8")
     if spec.embeddings == "int8":
+        if model.cfg.tie_word_embeddings and getattr(model, "lm_head", None) is None:
+            model.lm_head = _linear_from(model.model.embed_tokens.weight)  # an fp32 head keeps the fp32 table
         model.model.embed_tokens = QuantEmbedding(model.model.embed_tokens)
     return model
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from iree_glm.kernels import int4 as int4_kernel
-from iree_glm.transforms.quantize import dequantize_int4, quantize_activations, quantize_int4
+from iree_glm.transforms.quantize import GROUP_SIZES, dequantize_int4, quantize_activations, quantize_int4
 
 from ..helpers import kernel_library, memref
 
@@ -25,7 +25,8 @@ def lib(tmp_path_factory):
     if reason:
         pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
     return kernel_library(int4_kernel.SOURCE, tmp_path_factory.mktemp("int4_lib"),
-                          {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8)})
+                          {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8),
+                           "iree_glm_int4_matvec_workgroup": (4, 5)})
 
 
 def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:
@@ -76,3 +77,19 @@ def test_workgroup_ranges_write_only_their_outputs(lib):
     assert not np.isnan(y[2:7, 8:16]).any()
     y[2:7, 8:16] = np.nan
     assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("group", GROUP_SIZES)
+def test_every_offered_group_size_takes_the_kernels(lib, group):
+    """Each --group-size the CLI offers is in the kernels' range (decode and prompts), and the
+    decode kernel computes its torch model there: 4-row quads and a tail row, split ranges."""
+    k, n = 384, 13
+    assert int4_kernel.fits(k, group, 1) and int4_kernel.fits(k, group, None)
+    rng = np.random.default_rng(group)
+    x = rng.standard_normal(k).astype(np.float32)
+    q, s = (t.numpy() for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    s = np.ascontiguousarray(s.view(np.uint16))
+    y = np.full(n, np.nan, np.float32)
+    for r0, r1 in ((0, 8), (8, 16)):
+        lib.iree_glm_int4_matvec_workgroup(*memref(x), *memref(q), *memref(s), *memref(y), n, k, group, r0, r1)
+    np.testing.assert_allclose(y, _reference(x[None], q, s.view(np.float16), group)[0], rtol=1e-4, atol=1e-4)

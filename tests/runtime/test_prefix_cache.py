@@ -63,6 +63,24 @@ def test_lru_eviction_keeps_the_budget_and_the_recent_prefixes():
     assert len(pc.match(c + [0])) == 2 and len(pc.match(b + [0])) >= 1 and len(pc.match(a + [0])) == 0
 
 
+def test_insert_takes_only_the_kv_of_the_missing_blocks():
+    """A warm prompt reads back only its new blocks' KV: `start` is where they begin."""
+    pc = PrefixCache((L, H, D), "b" * 64, block_size=BS)
+    ids = list(range(13))
+    pc.insert(ids[:8], *_caches(ids[:8]))
+    first = pc.first_missing(ids)
+    assert first == 8 and pc.missing_blocks(ids) == 1
+    k, v = _caches(ids)
+    assert pc.insert(ids, k[:, :, :, first:], v[:, :, :, first:], start=first) == 1
+    got = np.zeros((L, 1, H, 16, D), np.float32)
+    pc.fill(pc.match(ids), got, np.zeros_like(got))
+    assert np.array_equal(got[0, 0, 0, :12, 0], np.arange(12))
+    assert pc.first_missing(ids) is None
+    # A block before `start` gone meanwhile: its KV was not given, so nothing past it is stored.
+    fresh = PrefixCache((L, H, D), "b" * 64, block_size=BS)
+    assert fresh.insert(ids, k[:, :, :, 8:], v[:, :, :, 8:], start=8) == 0 and len(fresh) == 0
+
+
 # -- through the session -----------------------------------------------------------------------
 
 

@@ -191,12 +191,43 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
 def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
-    assert to_data(o.quant) == {"mode": "int8", "head": "int8", "embeddings": "none", "int8_activations": "prefill"}
+    assert to_data(o.quant) == {"mode": "int8", "head": "int8", "embeddings": "int8", "int8_activations": "prefill"}
     assert o.int8_kernel.kernel in ("avx2", "generic")
     irpa = result.bundle / "weights.irpa"
     assert abs(irpa.stat().st_size - o.parameter_bytes) < 0.05 * o.parameter_bytes + 65536
-    # Tiny test model: embeddings (fp32) are a large share, so well above 1/4 but well below 1.
-    assert 0.25 < o.compression_vs_fp32 < 0.6
+    # Tiny test model: every table int8, plus fp32 norms, biases and per-row scales.
+    assert 0.25 < o.compression_vs_fp32 < 0.32
+
+
+def test_embeddings_int8_by_default_none_keeps_fp32(fp32_model):
+    from iree_glm.cli.compile import parse_args
+    from iree_glm.transforms.quantize import QuantEmbedding
+
+    assert parse_args(["-o", "b", "--quant", "int8"]).quant_embeddings == "int8"
+    table = fp32_model.model.embed_tokens
+    kept = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8", embeddings="none"))
+    assert type(kept.model.embed_tokens) is torch.nn.Embedding
+    quant = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int4"))
+    emb = quant.model.embed_tokens
+    assert isinstance(emb, QuantEmbedding) and emb.qweight.dtype == torch.int8
+    ids = torch.arange(table.num_embeddings)
+    with torch.no_grad():
+        err = (emb(ids) - table(ids)).abs()
+    assert (err <= emb.scale[:, None] / 2 + 1e-7).all() and err.max() > 0  # rounded to the row's step on gather
+
+
+def test_tied_model_keeps_an_fp32_head_with_int8_embeddings(tmp_path):
+    from ..helpers import write_hf_checkpoint
+
+    write_hf_checkpoint("glm_tied", tmp_path / "tied")
+    model = load_model(open_checkpoint(tmp_path / "tied"))
+    assert model.cfg.tie_word_embeddings
+    x = torch.randn(3, model.cfg.hidden_size)
+    with torch.no_grad():
+        want = model.project(x)
+        quant = quantize_model(copy.deepcopy(model), QuantSpec("int8", head="none"))
+        torch.testing.assert_close(quant.project(x), want, rtol=0, atol=0)
+    assert quant.model.embed_tokens.qweight.dtype == torch.int8
 
 
 def _integer_prefill_logits(model, ids: list[int], tokens: list[int], kernel: bool) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""Prefill with a persisted prefix (`--prefix-cache-dir`) against cold prefill, in new processes.
+
+A prompt of --prefix shared tokens + --tail new ones. Setup: one process prefills a prompt
+with the same prefix (another tail) into a fresh cache folder. Then, alternating, each in its
+own process: `cold` (no prefix cache) and `warm` (the folder; the first request restores the
+prefix). Each child reports the session load time and the first prefill's time, split into
+the restore (match, the KV copy, `store_kv`) and the rest; medians over --reps.
+
+    python tools/bench_prefix_restore.py BUNDLE                 # 1024 + 16 tokens
+    python tools/bench_prefix_restore.py BUNDLE --prefix 2048 --reps 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+KEYS = ("load_ms", "prefill_ms", "store_kv_ms", "run_prefill_ms", "insert_ms", "other_ms")
+
+
+def _prompt(n: int, vocab: int, salt: int) -> list[int]:
+    return [(i * 7919 + salt) % (vocab - 1) + 1 for i in range(n)]
+
+
+def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int) -> dict:
+    from iree_glm.bundle.kv_layout import STORE_KV
+    from iree_glm.runtime import Session
+
+    t = time.perf_counter()
+    s = Session.load(bundle, prefix_cache_dir=folder)
+    load = time.perf_counter() - t
+    vocab = s.config.vocab_size
+    ids = _prompt(prefix, vocab, 0) + _prompt(tail, vocab, salt)
+    state, cache = s.new_request(ids, max_new_tokens=1), s.new_cache()
+    spent = {"store_kv": 0.0, "run_prefill": 0.0, "insert": 0.0}
+
+    def timed(name, fn):
+        def call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return call
+
+    s._fns[STORE_KV] = timed("store_kv", s._fns[STORE_KV])
+    s.run_prefill = timed("run_prefill", s.run_prefill)
+    if s.prefix_cache is not None:
+        s.prefix_cache.insert = timed("insert", s.prefix_cache.insert)
+    t = time.perf_counter()
+    s.prefill(state, cache)
+    total = time.perf_counter() - t
+    return {"load_ms": load * 1e3, "prefill_ms": total * 1e3, "cached_tokens": state.cached_tokens,
+            **{f"{k}_ms": v * 1e3 for k, v in spent.items()}, "other_ms": (total - sum(spent.values())) * 1e3}
+
+
+def _run(args, mode: str, folder: Path | None, salt: int) -> dict:
+    cmd = [sys.executable, __file__, str(args.bundle), "--child", "--prefix", str(args.prefix), "--tail", str(args.tail), "--salt", str(salt)]
+    if folder is not None:
+        cmd += ["--folder", str(folder)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--prefix", type=int, default=1024)
+    p.add_argument("--tail", type=int, default=16)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--salt", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt)))
+        return
+    rows: dict[str, list[dict]] = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory() as work:
+        for rep in range(args.reps):
+            folder = Path(work) / f"cache{rep}"  # fresh: each warm run restores the same blocks
+            _run(args, "persist", folder, salt=9)
+            for mode in ("cold", "warm") if rep % 2 == 0 else ("warm", "cold"):
+                rows[mode].append(_run(args, mode, folder if mode == "warm" else None, salt=1 + rep))
+            shutil.rmtree(folder)
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in KEYS} for m, rs in rows.items()}
+    cached = rows["warm"][0]["cached_tokens"]
+    print(f"{args.bundle}: prompt {args.prefix} + {args.tail} tokens, warm restores {cached}; medians of {args.reps}\n")
+    print("| run | session load ms | first prefill ms | of which store_kv | prefill of the rest | storing new blocks | the rest (block lookup and copies, reading the KV back) |\n|---|---|---|---|---|---|---|")
+    for m in ("cold", "warm"):
+        print(f"| {m} | " + " | ".join(f"{med[m][k]:.1f}" for k in KEYS) + " |")
+    print(f"\nprefill cold / warm: {med['cold']['prefill_ms'] / med['warm']['prefill_ms']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
