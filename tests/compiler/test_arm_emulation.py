@@ -11,7 +11,6 @@ iree-base-runtime 3.13.0 wheel); skips with the reason where either is missing.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +21,9 @@ import pytest
 from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.transforms.quantize import QuantSpec
 
+from ..arm import REPO, arm_python, missing
 from ..helpers import write_hf_checkpoint
 
-CACHE = Path(os.environ.get("IREE_GLM_ARM_CACHE", Path.home() / ".cache" / "iree_glm" / "aarch64"))
-PYTHON = CACHE / "sysroot" / "usr" / "bin" / "python3.11"
-REPO = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("greedy_probe.py")
 # The profile's CPU as qemu 7.2 models it: it has no cortex-x4; `max` has the X4's dotprod, i8mm
 # and bf16 (and SVE, which the Snapdragon bundles do not use).
@@ -38,24 +35,7 @@ NEW_TOKENS = 6
 # activations per block of 32 where Arm decodes with f32 activations (IREE's fused form).
 LOGIT_BOUND = {"none": 1e-4, "int8": 0.1, "int4": 0.1}
 
-
-def _missing() -> str | None:
-    if shutil.which("qemu-aarch64") is None:
-        return "qemu-aarch64 not installed (apt-get install qemu-user)"
-    if not PYTHON.exists() or not (CACHE / "site" / "iree" / "_runtime_libs").is_dir():
-        return f"no arm64 Python + aarch64 iree-base-runtime wheel in {CACHE} (run tools/arm_sysroot.sh)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
-
-
-def qemu(cpu: str, *args: str) -> subprocess.CompletedProcess:
-    """Run the arm64 Python with `args` under `qemu-aarch64 -cpu cpu`, this tree on its path."""
-    env = ["-E", "LD_LIBRARY_PATH=/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu:/lib",
-           "-E", f"PYTHONPATH={CACHE / 'site'}:{REPO}"]
-    return subprocess.run(["qemu-aarch64", "-cpu", cpu, "-L", str(CACHE / "sysroot"), *env, str(PYTHON), *args],
-                          capture_output=True, text=True, timeout=600)
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +71,7 @@ def _probe_host(bundle: Path, out: Path) -> dict:
 def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_path):
     arm = bundles(profile, mode)
     manifest = (arm / "manifest.json").read_text()
-    proc = qemu(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
+    proc = arm_python(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = dict(np.load(tmp_path / "arm.npz"))
     want = _probe_host(bundles("host-cpu", mode), tmp_path / "host.npz")
@@ -106,7 +86,7 @@ def test_dotprod_bundle_on_cpu_without_it_stops_with_one_line(bundles):
     """IREE 3.13 itself does not check: its `sdot` code dies with SIGILL on a CPU without
     dotprod (docs/arm.md). The runtime reads the CPU's features from the kernel's hwcaps and
     refuses the bundle first."""
-    proc = qemu("cortex-a57", "-m", "iree_glm.run", str(bundles("raspberry-pi-5", "int8")), "--prompt-ids", PROMPT,
+    proc = arm_python("cortex-a57", "-m", "iree_glm.run", str(bundles("raspberry-pi-5", "int8")), "--prompt-ids", PROMPT,
                 "--max-new-tokens", "2", "--no-verify")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
