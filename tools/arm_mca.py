@@ -30,6 +30,7 @@ LOOPS = (
     Loop("llama_q8_0_q8_0_dotprod.s", "llama.cpp Q8_0 x Q8_0, dotprod (vec_dot)", 1),
     Loop("llama_q4_0_q8_0_dotprod.s", "llama.cpp Q4_0 x Q8_0, dotprod (vec_dot)", 1),
     Loop("llama_q4_0_q8_0_i8mm.s", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", 4, i8mm=True),
+    Loop("ours_int8_matvec_dotprod.s", "ours: int8 decode matvec, aarch64_dotprod (sdot; not linked yet)", 16),
     Loop("iree_generic_int8_decode_f32.s", "ours on Arm today: int8 decode, IREE generic (f32)", 2),
     Loop("iree_mmt4d_s8s8s32_dotprod_8x8x4.s", "ours on Arm today: int8 prompt, IREE mmt4d dotprod 8x8x4", 8),
     Loop("iree_mmt4d_s8s8s32_i8mm_8x8x8.s", "ours on Arm today: int8 prompt, IREE mmt4d i8mm 8x8x8", 16, i8mm=True),
@@ -97,6 +98,7 @@ def main() -> None:
     for board in BOARDS:
         mmt4d = "iree_mmt4d_s8s8s32_dotprod_8x8x4.s" if board.profile == "raspberry-pi-5" else "iree_mmt4d_s8s8s32_i8mm_8x8x8.s"
         for fmt, decode_loop, prompt_loop in (("int8", "iree_generic_int8_decode_f32.s", mmt4d),
+                                              ("int8 (our dotprod matvec)", "ours_int8_matvec_dotprod.s", mmt4d),
                                               ("int8 (llama.cpp Q8_0 loop)", "llama_q8_0_q8_0_dotprod.s", "llama_q8_0_q8_0_dotprod.s"),
                                               ("int4 (llama.cpp Q4_0 loop)", "llama_q4_0_q8_0_dotprod.s", "llama_q4_0_q8_0_dotprod.s")):
             kind = fmt.split()[0]
