@@ -64,3 +64,16 @@ def test_arm_profiles_get_the_fast_lowering_for_their_cpu(profile, cpu, has, lac
     assert (target.arch, target.cpu) == ("aarch64", cpu)
     assert target.has(has) and not any(target.has([f]) for f in lacks)
     assert device.int8_activations == "prefill"
+
+
+def test_arm_int8_prompts_are_recorded_as_iree_mmt4d():
+    """No kernel set of ours applies on Arm yet: int8 decode is the generic form, and prompts
+    (integer activations) IREE's mmt4d, as the manifest says."""
+    from iree_glm.compiler.target import device_target
+    from iree_glm.planner.profile import load_profile
+
+    device = next(d for d in load_profile("raspberry-pi-5").devices if d.kind == "cpu")
+    req = kernel_choice.KernelRequest(device_target(device), (), "int8", "int8", "prefill", "f32", sparse=False, staged=False,
+                                      attention_wanted=True, int8_prefill_wanted=True, glue_wanted=True)
+    int8 = kernel_choice.choose(req).int8
+    assert (int8.kernel, int8.prefill) == ("generic", "mmt4d") and "aarch64" in int8.reason
