@@ -3,6 +3,7 @@ checks the machine it runs on (a missing feature is one line, never SIGILL)."""
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from pathlib import Path
 
@@ -10,11 +11,34 @@ from pathlib import Path
 _CPUINFO = {"avx512_vnni": "avx512vnni", "avx512_bf16": "avx512bf16", "avx512vbmi": "avx512vbmi", "avx512_vbmi2": "avx512vbmi2",
             "avx512_bitalg": "avx512bitalg", "avx512_vpopcntdq": "avx512vpopcntdq", "amx_int8": "amx-int8", "amx_bf16": "amx-bf16",
             "asimddp": "dotprod", "asimd": "neon", "fp": "fp-armv8", "asimdhp": "fullfp16", "avx_vnni": "avxvnni"}
+# Linux aarch64 hardware capabilities (asm/hwcap.h): (auxv entry, bit) -> LLVM feature. The
+# kernel's word on what user code may run; qemu-user sets them from its `-cpu` model, where its
+# /proc/cpuinfo is the host's.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_ARM_HWCAPS = {(_AT_HWCAP, 0): "fp-armv8", (_AT_HWCAP, 1): "neon", (_AT_HWCAP, 10): "fullfp16", (_AT_HWCAP, 20): "dotprod",
+               (_AT_HWCAP, 22): "sve", (_AT_HWCAP2, 1): "sve2", (_AT_HWCAP2, 13): "i8mm", (_AT_HWCAP2, 14): "bf16"}
 
+
+def _arm_hwcaps() -> frozenset[str] | None:
+    """The aarch64 features from the auxiliary vector (None where it cannot be read)."""
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    words = {key: getauxval(key) for key in (_AT_HWCAP, _AT_HWCAP2)}
+    if not words[_AT_HWCAP]:
+        return None
+    return frozenset(name for (key, bit), name in _ARM_HWCAPS.items() if words[key] >> bit & 1)
 
 
 def host_features() -> frozenset[str]:
-    """This machine's CPU features as LLVM names, from /proc/cpuinfo (empty if unreadable)."""
+    """This machine's CPU features as LLVM names: on aarch64 Linux from the auxiliary vector,
+    elsewhere from /proc/cpuinfo (empty if unreadable)."""
+    if host_arch() == "aarch64":
+        hwcaps = _arm_hwcaps()
+        if hwcaps is not None:
+            return hwcaps
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

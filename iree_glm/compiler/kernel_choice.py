@@ -117,8 +117,9 @@ def _int8(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> 
         return KernelChoice("none", reason="no int8 matmul")
     if req.staged:
         return KernelChoice("generic", reason="multi-device plan")
-    if ours is None:
-        return KernelChoice("generic", reason=reason)
+    if ours is None:  # integer prompt matmuls still become IREE's mmt4d (its ukernels with data tiling)
+        integer = req.quant_mode == "int8" and req.int8_activations != "none"
+        return KernelChoice("generic", reason=reason, prefill="mmt4d" if integer else None)
     if req.quant_mode != "int8":
         return replace(ours, decode="matvec")
     prefill = "generic" if req.int8_activations == "none" else "matmul" if req.int8_prefill_wanted else "mmt4d"

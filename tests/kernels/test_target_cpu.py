@@ -41,3 +41,39 @@ def test_a_build_for_an_older_cpu_gets_no_kernels_even_on_this_machine():
     target = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=x86-64"))
     kernel_set, reason = kernel_choice.kernel_set_for(target, ())
     assert kernel_set is None and "lacks avx2" in reason
+
+
+@pytest.mark.parametrize("profile, cpu, has, lacks", [
+    ("raspberry-pi-5", "cortex-a76", ["dotprod"], ["i8mm", "sve"]),
+    ("snapdragon-8-gen3", "generic", ["dotprod", "i8mm", "bf16"], ["sve", "sve2"]),
+    ("dimensity-9300", "generic", ["dotprod", "i8mm", "bf16"], ["sve", "sve2"]),
+])
+def test_arm_profiles_get_the_fast_lowering_for_their_cpu(profile, cpu, has, lacks):
+    """Data tiling, ukernels and decomposed attention (the host's measured flags), the profile's
+    CPU with no SVE (IREE 3.13 crashes on cortex-x4's SVE with decomposed attention), and integer
+    prompt matmuls where the CPU has dotprod or i8mm."""
+    from iree_glm.compiler.target import ATTENTION_DECOMPOSITION, device_target
+    from iree_glm.planner.profile import load_profile
+
+    device = next(d for d in load_profile(profile).devices if d.kind == "cpu")
+    flags = device_target(device).flags
+    assert ATTENTION_DECOMPOSITION in flags
+    assert {"--iree-global-opt-data-tiling=true", "--iree-llvmcpu-enable-ukernels=all"} <= set(flags)
+    assert "--iree-llvmcpu-target-cpu=host" not in flags
+    target = from_flags(flags)
+    assert (target.arch, target.cpu) == ("aarch64", cpu)
+    assert target.has(has) and not any(target.has([f]) for f in lacks)
+    assert device.int8_activations == "prefill"
+
+
+def test_arm_int8_prompts_are_recorded_as_iree_mmt4d():
+    """No kernel set of ours applies on Arm yet: int8 decode is the generic form, and prompts
+    (integer activations) IREE's mmt4d, as the manifest says."""
+    from iree_glm.compiler.target import device_target
+    from iree_glm.planner.profile import load_profile
+
+    device = next(d for d in load_profile("raspberry-pi-5").devices if d.kind == "cpu")
+    req = kernel_choice.KernelRequest(device_target(device), (), "int8", "int8", "prefill", "f32", sparse=False, staged=False,
+                                      attention_wanted=True, int8_prefill_wanted=True, glue_wanted=True)
+    int8 = kernel_choice.choose(req).int8
+    assert (int8.kernel, int8.prefill) == ("generic", "mmt4d") and "aarch64" in int8.reason

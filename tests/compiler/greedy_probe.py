@@ -1,0 +1,28 @@
+"""Prefill a prompt and decode greedily with the runtime's Session; writes tokens and logits
+(npz). Run by test_arm_emulation.py on the host and under qemu-aarch64 with an arm64 Python, so
+it uses only the runtime install (no torch, no compiler).
+
+Usage: python greedy_probe.py BUNDLE OUT.npz PROMPT_IDS(comma-separated) NEW_TOKENS
+"""
+
+import sys
+
+import numpy as np
+
+from iree_glm.runtime.session import Session
+
+
+def main(bundle: str, out: str, ids: str, new_tokens: str) -> None:
+    session = Session.load(bundle, verify=False)  # hashing under emulation is slow; the tests wrote the files
+    prompt = [int(i) for i in ids.split(",")]
+    cache = session.new_cache()
+    logits = [session.run_prefill(prompt, 0, cache)]
+    tokens = [int(np.argmax(logits[-1]))]
+    for pos in range(len(prompt), len(prompt) + int(new_tokens) - 1):
+        logits.append(session.decode([tokens[-1]], [pos], cache)[0])
+        tokens.append(int(np.argmax(logits[-1])))
+    np.savez(out, tokens=np.asarray(tokens), logits=np.stack(logits))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,97 @@
+"""Arm bundles cross-compiled here and run under qemu-aarch64 user emulation (docs/arm.md).
+
+Each Arm profile's CPU lowering (data tiling, IREE's Arm ukernels, decomposed attention, integer
+prompt matmuls) is compiled for a small model of unusual shape (head_dim 24, partial rotary, GQA)
+in fp32, int8 and int4, run by an arm64 Python with the runtime's Session under `qemu-aarch64
+-cpu <the profile's CPU>`, and compared with the same weight format compiled for and run on the
+host: the same greedy tokens, logits within the bounds below.
+
+Needs qemu-user and the cache that tools/arm_sysroot.sh fills (an arm64 Python and the aarch64
+iree-base-runtime 3.13.0 wheel); skips with the reason where either is missing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iree_glm.compiler.build import BuildOptions, build_bundle
+from iree_glm.transforms.quantize import QuantSpec
+
+from ..arm import REPO, arm_python, missing
+from ..helpers import write_hf_checkpoint
+
+PROBE = Path(__file__).with_name("greedy_probe.py")
+# The profile's CPU as qemu 7.2 models it: it has no cortex-x4; `max` has the X4's dotprod, i8mm
+# and bf16 (and SVE, which the Snapdragon bundles do not use).
+QEMU_CPU = {"raspberry-pi-5": "cortex-a76", "snapdragon-8-gen3": "max"}
+PROMPT = "1,17,33,250,9,101,7,64,3"
+NEW_TOKENS = 6
+# Largest |logit difference| Arm vs host (logits here are ~0.5-3 in size). fp32: reassociation
+# only. int8/int4: both sides sum integers exactly, but the host's decode kernels quantize the
+# activations per block of 32 where Arm decodes with f32 activations (IREE's fused form).
+LOGIT_BOUND = {"none": 1e-4, "int8": 0.1, "int4": 0.1}
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("arm-ckpt") / "glm4"
+    write_hf_checkpoint("glm4_gqa", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundles(checkpoint, tmp_path_factory):
+    """Bundles built on first use, keyed by (profile, weight format)."""
+    built: dict[tuple[str, str], Path] = {}
+
+    def get(profile: str, mode: str) -> Path:
+        if (profile, mode) not in built:
+            out = tmp_path_factory.mktemp("arm-bundles") / f"{profile}-{mode}"
+            build_bundle(checkpoint, out, BuildOptions(max_context=32, profile=profile, quant=QuantSpec(mode)))
+            built[profile, mode] = out
+        return built[profile, mode]
+
+    return get
+
+
+def _probe_host(bundle: Path, out: Path) -> dict:
+    subprocess.run([sys.executable, str(PROBE), str(bundle), str(out), PROMPT, str(NEW_TOKENS)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    return dict(np.load(out))
+
+
+@pytest.mark.parametrize("mode", ["none", "int8", "int4"])
+@pytest.mark.parametrize("profile", ["raspberry-pi-5", "snapdragon-8-gen3"])
+def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_path):
+    arm = bundles(profile, mode)
+    manifest = json.loads((arm / "manifest.json").read_text())
+    assert manifest["options"]["target_cpu"]["arch"] == "aarch64"
+    assert "--iree-global-opt-data-tiling=true" in manifest["modules"][0]["flags"]
+    if mode == "int8":  # integer prompt matmuls: IREE's mmt4d (sdot / smmla), not the generic form
+        assert manifest["options"]["int8_kernel"]["prefill"] == "mmt4d"
+    proc = arm_python(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = dict(np.load(tmp_path / "arm.npz"))
+    want = _probe_host(bundles("host-cpu", mode), tmp_path / "host.npz")
+    assert got["tokens"].tolist() == want["tokens"].tolist()
+    diff = float(np.abs(got["logits"] - want["logits"]).max())
+    print(f"{profile} {mode}: max |logit diff| {diff:.2e}")
+    assert diff <= LOGIT_BOUND[mode]
+
+
+def test_dotprod_bundle_on_cpu_without_it_stops_with_one_line(bundles):
+    """IREE 3.13 itself does not check: its `sdot` code dies with SIGILL on a CPU without
+    dotprod (docs/arm.md). The runtime reads the CPU's features from the kernel's hwcaps and
+    refuses the bundle first."""
+    proc = arm_python("cortex-a57", "-m", "iree_glm.run", str(bundles("raspberry-pi-5", "int8")), "--prompt-ids", PROMPT,
+                "--max-new-tokens", "2", "--no-verify")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "dotprod" in lines[0], proc.stderr
