@@ -25,7 +25,7 @@ from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispat
 from pathlib import Path
 from typing import Optional
 
-SOURCE = X86_64_AVX2.source("int4")
+SOURCE = X86_64_AVX2.source("int4")  # the AVX2 set's; other sets: `kernel_set.source("int4")`
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
@@ -39,9 +39,11 @@ N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
 M_CHUNK = 64  # ... times ranges of this many rows of x
 
 
-def build_object(folder: Path) -> Path:
-    """The int4 kernels' object in `folder` (raises KernelUnavailable where they cannot build or run)."""
-    return toolchain.build_object(folder, SOURCE)
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+    """The int4 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
+    they cannot build or run). The MLIR below is the same for every set: the same symbols,
+    arguments, weight layouts and quantized rows of x."""
+    return toolchain.build_object(folder, kernel_set.source("int4"), kernel_set)
 
 
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
