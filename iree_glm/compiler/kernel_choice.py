@@ -48,8 +48,10 @@ class KernelPlan:
         """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
         passes = []
         if quantized_matmuls:
+            kernel_set = next((c.kernel_set for c in (self.int4, self.int8) if c.ours and c.kernel_set), None)
             passes.append(DequantMatmulPass(quantized_matmuls, cpu_tiles=cpu, int8_activations=int8_activations,
                                             int4_kernel=self.int4.ours, int8_kernel=self.int8.ours,
+                                            kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
                                             int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
         if self.attention.ours:
             passes.append(AttentionKernelPass())
@@ -84,10 +86,9 @@ def kernel_set_for(target: Target, extra_flags: tuple[str, ...]) -> tuple[toolch
 
 def choose(req: KernelRequest) -> KernelPlan:
     kernel_set, reason = kernel_set_for(req.target, req.extra_flags)
-    ours = KernelChoice(kernel_set.short, kernel_set=kernel_set.name, features=list(kernel_set.features)) if kernel_set else None
-    int4 = _int4(req, ours, reason)
-    int8 = _int8(req, ours, reason)
-    attention = _attention(req, ours, reason)
+    int4 = _int4(req, _ours(kernel_set, "int4"), reason)
+    int8 = _int8(req, _ours(kernel_set, "int8"), reason)
+    attention = _attention(req, _ours(kernel_set, "attention"), reason)
     plan = KernelPlan(int4, int8, attention, glue=False)
     entry = plan._glue_entry()
     if entry is not None:
@@ -97,6 +98,15 @@ def choose(req: KernelRequest) -> KernelPlan:
         else:
             entry.quantize_glue = "off (profile: quantize_glue = false)"
     return plan
+
+
+def _ours(kernel_set: toolchain.KernelSet | None, kernel: str) -> KernelChoice | None:
+    """The choice of our `kernel` in `kernel_set`: the set that holds its code (a set without a
+    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel)."""
+    if kernel_set is None:
+        return None
+    provider = kernel_set.provider(kernel)
+    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features))
 
 
 def _int4(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:

@@ -77,6 +77,14 @@ X86_64_AVX512 = KernelSet(
 KERNEL_SETS = (X86_64_AVX512, X86_64_AVX2)
 
 
+def by_name(name: str) -> KernelSet:
+    """The kernel set whose folder is `name` (as a manifest's KernelChoice.kernel_set records it)."""
+    found = next((s for s in KERNEL_SETS if s.name == name), None)
+    if found is None:
+        raise ValueError(f"no kernel set {name!r} (have: {', '.join(s.name for s in KERNEL_SETS)})")
+    return found
+
+
 def select(cpu: TargetCpu) -> tuple[KernelSet | None, str | None]:
     """The kernel set for a target CPU, or None and why not."""
     candidates = [s for s in KERNEL_SETS if s.arch == cpu.arch]

@@ -27,7 +27,12 @@ def test_named_cpus_and_explicit_features():
 
 @pytest.mark.parametrize("flags, expected", [
     (["--iree-llvmcpu-target-cpu=haswell"], "x86_64_avx2"),
-    (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=sapphirerapids"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=cascadelake"], "x86_64_avx512"),  # VNNI without BF16: the set needs no BF16
+    (["--iree-llvmcpu-target-cpu=skylake-avx512"], "x86_64_avx2"),  # AVX-512 without VNNI
+    (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=-avx512vnni"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=haswell", "--iree-llvmcpu-target-cpu-features=+avx512f,+avx512bw,+avx512vl,+avx512vnni"], "x86_64_avx512"),
     (["--iree-llvmcpu-target-cpu=x86-64"], "target x86_64 x86-64 lacks avx2, fma, f16c"),
     ([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"], "target aarch64 cortex-a76: no kernel set of ours for aarch64"),
     (["--iree-llvmcpu-target-cpu=mystery-9"], "target x86_64 mystery-9: unknown CPU"),
