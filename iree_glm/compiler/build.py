@@ -158,7 +158,8 @@ def build_bundle(
             int8_activations = opts.int8_activations or profile.host.int8_activations
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
                 target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
-                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue))
+                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
+                profile.host.kernel_set))
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:

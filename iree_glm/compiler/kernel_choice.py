@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from iree_glm.bundle.manifest import KernelChoice
+from iree_glm.errors import UserError
 from iree_glm.compiler.target import Target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -33,6 +34,7 @@ class KernelRequest:
     attention_wanted: bool  # the host profile's attention_kernel
     int8_prefill_wanted: bool  # ... int8_prefill_kernel
     glue_wanted: bool  # ... quantize_glue
+    kernel_set_wanted: str = "best"  # ... kernel_set: "best" or a set's name
 
 
 @dataclass
@@ -74,18 +76,27 @@ class KernelPlan:
         return self.int8 if self.int8.prefill == "matmul" else None
 
 
-def kernel_set_for(target: Target, extra_flags: tuple[str, ...]) -> tuple[toolchain.KernelSet | None, str | None]:
-    """The kernel set this build links (chosen from the target's CPU), or None and why not."""
+def kernel_set_for(target: Target, extra_flags: tuple[str, ...], wanted: str = "best") -> tuple[toolchain.KernelSet | None, str | None]:
+    """The kernel set this build links (chosen from the target's CPU, or the profile's
+    `kernel_set` if it names one), or None and why not."""
     if target.backend != "llvm-cpu":
         return None, f"backend {target.backend}"
-    kernel_set, reason = toolchain.select(target_cpu.from_flags([*target.flags, *extra_flags]))
+    cpu = target_cpu.from_flags([*target.flags, *extra_flags])
+    if wanted == "best":
+        kernel_set, reason = toolchain.select(cpu)
+    else:
+        kernel_set, reason = toolchain.by_name(wanted), None
+        missing = [f for f in kernel_set.features if f not in cpu.features]
+        if kernel_set.arch != cpu.arch or missing:
+            raise UserError(f"profile kernel_set = {wanted!r}: target {cpu.describe()} "
+                            f"{'is ' + cpu.arch if kernel_set.arch != cpu.arch else 'lacks ' + ', '.join(missing)}")
     if kernel_set is not None:
         reason = toolchain.build_reason(kernel_set)
     return (None, reason) if reason else (kernel_set, None)
 
 
 def choose(req: KernelRequest) -> KernelPlan:
-    kernel_set, reason = kernel_set_for(req.target, req.extra_flags)
+    kernel_set, reason = kernel_set_for(req.target, req.extra_flags, req.kernel_set_wanted)
     int4 = _int4(req, _ours(kernel_set, "int4"), reason)
     int8 = _int8(req, _ours(kernel_set, "int8"), reason)
     attention = _attention(req, _ours(kernel_set, "attention"), reason)

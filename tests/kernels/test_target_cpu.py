@@ -46,3 +46,31 @@ def test_a_build_for_an_older_cpu_gets_no_kernels_even_on_this_machine():
     target = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=x86-64"))
     kernel_set, reason = kernel_choice.kernel_set_for(target, ())
     assert kernel_set is None and "lacks avx2" in reason
+
+
+def test_a_profile_can_name_an_older_set_but_not_one_the_target_lacks():
+    """The host profile's `kernel_set` (profile calibrate --lowering measures it per CPU kind):
+    an AVX-512 VNNI target may take the AVX2 set; an AVX2 target naming the AVX-512 set is one
+    line naming the missing features."""
+    from iree_glm.errors import UserError
+
+    zen4 = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=znver4"))
+    if toolchain.build_reason(toolchain.X86_64_AVX2) is None:
+        assert kernel_choice.kernel_set_for(zen4, (), "x86_64_avx2")[0] is toolchain.X86_64_AVX2
+        assert kernel_choice.kernel_set_for(zen4, ())[0] is toolchain.X86_64_AVX512
+    zen3 = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=znver3"))
+    with pytest.raises(UserError, match=r"^profile kernel_set = 'x86_64_avx512': target x86_64 znver3 lacks avx512f, avx512bw, avx512vl, avx512vnni$"):
+        kernel_choice.kernel_set_for(zen3, (), "x86_64_avx512")
+
+
+def test_the_profile_names_every_kernel_set():
+    from iree_glm.planner.profile import KERNEL_SET_CHOICES
+
+    assert KERNEL_SET_CHOICES == ("best", *(s.name for s in toolchain.KERNEL_SETS))
+
+
+def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
+    s = toolchain.X86_64_AVX512
+    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_avx512"
+    assert s.provider("attention") is toolchain.X86_64_AVX2 and s.source("attention") == toolchain.X86_64_AVX2.source("attention")
+    assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code
