@@ -54,6 +54,7 @@ class BuildOptions:
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
+    kernel_set: str | None = None  # our kernels' instruction-set level ("best" or a set's name, kernels/toolchain.py); None: the profile's
 
 
 @dataclass
@@ -159,7 +160,7 @@ def build_bundle(
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
                 target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
-                profile.host.kernel_set))
+                opts.kernel_set or profile.host.kernel_set))
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:

@@ -198,7 +198,7 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
     pass's tile sizes."""
     result, dump = int8_bundle
     if _int8_kernel(result):
-        pytest.skip("int8 decode calls the AVX2 kernel (the tiles are tested on the pass, test_dequant_matmul.py)")
+        pytest.skip("int8 decode calls our kernel (the tiles are tested on the pass, test_dequant_matmul.py)")
     packed = [f for f in dump.glob("*decode*dispatch*.mlir")
               if any(t == "i8" and s.count("x") == 2 for _, s, t in BINDING.findall(f.read_text()))]
     # qkv and gate_up are both [12, 64, 16], o and down both [4, 96, 16] (one executable per shape;
@@ -244,7 +244,7 @@ def test_int8_prefill_runs_integer_mmt4d(int8_bundle, fp32_model):
     dispatch reads a layer's stored weight bytes, which only the per-row dequant fallback would do."""
     result, dump = int8_bundle
     if _int8_kernel(result):
-        pytest.skip("int8 prompts call the AVX2 matrix kernel (test_int8_runs_the_kernels)")
+        pytest.skip("int8 prompts call our matrix kernel (test_int8_runs_the_kernels)")
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     head = _dims(qmodel.lm_head.qweight.shape)
     layer_shapes = {packed for packed, _ in weight_shapes(qmodel)} - {head}
