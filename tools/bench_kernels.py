@@ -2,7 +2,9 @@
 
 Each set's int8 / int4 C file is built as a shared library with the flags bundles use and its
 row quantization + matrix kernel are called through ctypes on the 330M config's layer shapes,
-the sets alternating, the median of the runs printed as GOP/s (2 M N K / time):
+the sets alternating, the median of the runs printed as GOP/s (2 M N K / time). Time is the
+calling thread's CPU time (`time.thread_time`), not wall time: on a shared machine the kernel
+is descheduled for long stretches, which CPU time does not count (`--clock wall` for wall time):
 
     python tools/bench_kernels.py --m 128,512 --runs 5
 
@@ -86,11 +88,13 @@ def main() -> int:
     p.add_argument("--m", default="128,512", help="rows of x (comma-separated)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--formats", default="int8,int4")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     args = p.parse_args()
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     sets = [s for s in toolchain.KERNEL_SETS if toolchain.unavailable_reason(s) is None]
     folder = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
-    print(f"load {open('/proc/loadavg').read().split()[:3]}; sets: {', '.join(s.name for s in sets)}")
+    print(f"load {open('/proc/loadavg').read().split()[:3]}; sets: {', '.join(s.name for s in sets)}; {args.clock} time")
     print("| format | M | shape K x N | " + " | ".join(f"{s.short} GOP/s" for s in sets) + " |")
     print("|---|---|---|" + "---|" * len(sets))
     for fmt in args.formats.split(","):
@@ -103,9 +107,9 @@ def main() -> int:
                     case()  # warm-up
                 for _ in range(args.runs):
                     for short, case in cases.items():
-                        t = time.perf_counter()
+                        t = clock()
                         case()
-                        times[short].append(time.perf_counter() - t)
+                        times[short].append(clock() - t)
                 rates = [2 * m * n * k / statistics.median(times[s.short]) / 1e9 for s in sets]
                 print(f"| {fmt} | {m} | {name} {k} x {n} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
     print(f"load {open('/proc/loadavg').read().split()[:3]}")
