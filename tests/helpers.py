@@ -61,12 +61,12 @@ def write_hf_checkpoint(variant: str, path: Path, seed: int = 0, tokenizer: bool
 MEMREF = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]  # a 1-D memref as IREE passes it
 
 
-def kernel_library(source: Path, folder: Path, argtypes: dict[str, tuple[int, int]]) -> ctypes.CDLL:
-    """One of our kernels' C files built as a shared library with the flags bundles use;
-    `argtypes`: symbol -> (memref arguments, index arguments)."""
+def kernel_library(source: Path, folder: Path, argtypes: dict[str, tuple[int, int]], kernel_set=None) -> ctypes.CDLL:
+    """One of our kernels' C files built as a shared library with the flags bundles use (those of
+    `kernel_set`, default the AVX2 set); `argtypes`: symbol -> (memref arguments, index arguments)."""
     from iree_glm.kernels import toolchain
 
-    lib = ctypes.CDLL(str(toolchain.build_object(folder, source, shared=True)))
+    lib = ctypes.CDLL(str(toolchain.build_object(folder, source, kernel_set or toolchain.X86_64_AVX2, shared=True)))
     for symbol, (memrefs, indices) in argtypes.items():
         getattr(lib, symbol).argtypes = MEMREF * memrefs + [ctypes.c_size_t] * indices
     return lib

@@ -287,7 +287,9 @@ def main() -> None:
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--profile", default="host-cpu", help="device profile the bundle is compiled for")
+    p.add_argument("--profile", default="host-cpu",
+                   help="device profile the bundles are compiled for; comma-separated: one column per profile and "
+                        "format (e.g. host-cpu,avx2.toml with kernel_set = \"x86_64_avx2\": kernel sets side by side)")
     p.add_argument("--quant", default="none",
                    help="comma-separated weight formats of our bundles: none, int8, int4, int8@none|prefill|all (int8 with that "
                         "--int8-activations); llama.cpp runs the GGUF type of the same width (F32, Q8_0, Q4_0)")
@@ -332,10 +334,13 @@ def main() -> None:
         if "iree" in engines:
             from iree_glm.transforms.quantize import QuantSpec
 
-            for q in quants:
-                mode, act = parse_quant(q)
-                label = "IREE" if quants == ["none"] else quant_label(q)
-                bundles[label] = make_bundle(ckpt, args.work, context, args.profile, QuantSpec(mode), act)
+            profiles = [x.strip() for x in args.profile.split(",") if x.strip()]
+            for prof in profiles:
+                for q in quants:
+                    mode, act = parse_quant(q)
+                    label = "IREE" if quants == ["none"] else quant_label(q)
+                    label += f" [{Path(prof).stem}]" if len(profiles) > 1 else ""
+                    bundles[label] = make_bundle(ckpt, args.work, context, prof, QuantSpec(mode), act)
         ggufs = {}
         if llama is not None:
             for kind in dict.fromkeys(LLAMA_TYPES[parse_quant(q)[0]] for q in quants):

@@ -54,6 +54,7 @@ class BuildOptions:
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
+    kernel_set: str | None = None  # our kernels' instruction-set level ("best" or a set's name, kernels/toolchain.py); None: the profile's
 
 
 @dataclass
@@ -158,7 +159,8 @@ def build_bundle(
             int8_activations = opts.int8_activations or profile.host.int8_activations
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
                 target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
-                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue))
+                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
+                opts.kernel_set or profile.host.kernel_set))
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:
@@ -243,13 +245,15 @@ def _export_single(model, entry_points: list[EntryPoint], dtype: str, sparse: bo
 
 def _say_kernels(kernels: kernel_choice.KernelPlan, quant: QuantSpec, progress: Callable[[str], None]) -> None:
     if quant.mode == "int4" and not kernels.int4.ours:
-        progress(f"int4 layers: generic fused form, not the AVX2 kernels ({kernels.int4.reason})")
+        progress(f"int4 layers: generic fused form, not our kernels ({kernels.int4.reason})")
+    elif quant.mode == "int4":
+        progress(f"int4 layers: call our {kernels.int4.kernel_set} kernels")
     int8 = kernels.int8
     if int8.kernel != "none" and int8.reason != "multi-device plan":
-        what = "call the AVX2 matrix-vector kernel" if int8.ours else f"generic fused form ({int8.reason})"
+        what = f"call our {int8.kernel_set} matrix-vector kernel" if int8.ours else f"generic fused form ({int8.reason})"
         progress(f"int8 {'layers' if quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
         if int8.prefill:
-            progress(f"int8 layers: prompt matmuls {'call the AVX2 matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
+            progress(f"int8 layers: prompt matmuls {f'call our {int8.kernel_set} matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
 
 
 def _say_pass_results(kernels: kernel_choice.KernelPlan, progress: Callable[[str], None]) -> None:
@@ -257,4 +261,4 @@ def _say_pass_results(kernels: kernel_choice.KernelPlan, progress: Callable[[str
     if isinstance(glue, dict) and glue:
         progress("kernel quantizations computing their input: " + ", ".join(f"{kind} {n}" for kind, n in sorted(glue.items())))
     if kernels.attention.left_to_iree:
-        progress(f"attention: {kernels.attention.left_to_iree} op(s) of a form the AVX2 kernel does not compute kept IREE's lowering")
+        progress(f"attention: {kernels.attention.left_to_iree} op(s) of a form our attention kernel does not compute kept IREE's lowering")

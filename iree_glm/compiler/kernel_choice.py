@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from iree_glm.bundle.manifest import KernelChoice
+from iree_glm.errors import UserError
 from iree_glm.compiler.target import Target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -33,6 +34,7 @@ class KernelRequest:
     attention_wanted: bool  # the host profile's attention_kernel
     int8_prefill_wanted: bool  # ... int8_prefill_kernel
     glue_wanted: bool  # ... quantize_glue
+    kernel_set_wanted: str = "best"  # ... kernel_set: "best" or a set's name
 
 
 @dataclass
@@ -48,8 +50,10 @@ class KernelPlan:
         """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
         passes = []
         if quantized_matmuls:
+            kernel_set = next((c.kernel_set for c in (self.int4, self.int8) if c.ours and c.kernel_set), None)
             passes.append(DequantMatmulPass(quantized_matmuls, cpu_tiles=cpu, int8_activations=int8_activations,
                                             int4_kernel=self.int4.ours, int8_kernel=self.int8.ours,
+                                            kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
                                             int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
         if self.attention.ours:
             passes.append(AttentionKernelPass())
@@ -72,22 +76,30 @@ class KernelPlan:
         return self.int8 if self.int8.prefill == "matmul" else None
 
 
-def kernel_set_for(target: Target, extra_flags: tuple[str, ...]) -> tuple[toolchain.KernelSet | None, str | None]:
-    """The kernel set this build links (chosen from the target's CPU), or None and why not."""
+def kernel_set_for(target: Target, extra_flags: tuple[str, ...], wanted: str = "best") -> tuple[toolchain.KernelSet | None, str | None]:
+    """The kernel set this build links (chosen from the target's CPU, or the profile's
+    `kernel_set` if it names one), or None and why not."""
     if target.backend != "llvm-cpu":
         return None, f"backend {target.backend}"
-    kernel_set, reason = toolchain.select(target_cpu.from_flags([*target.flags, *extra_flags]))
+    cpu = target_cpu.from_flags([*target.flags, *extra_flags])
+    if wanted == "best":
+        kernel_set, reason = toolchain.select(cpu)
+    else:
+        kernel_set, reason = toolchain.by_name(wanted), None
+        missing = [f for f in kernel_set.features if f not in cpu.features]
+        if kernel_set.arch != cpu.arch or missing:
+            raise UserError(f"profile kernel_set = {wanted!r}: target {cpu.describe()} "
+                            f"{'is ' + cpu.arch if kernel_set.arch != cpu.arch else 'lacks ' + ', '.join(missing)}")
     if kernel_set is not None:
         reason = toolchain.build_reason(kernel_set)
     return (None, reason) if reason else (kernel_set, None)
 
 
 def choose(req: KernelRequest) -> KernelPlan:
-    kernel_set, reason = kernel_set_for(req.target, req.extra_flags)
-    ours = KernelChoice(kernel_set.short, kernel_set=kernel_set.name, features=list(kernel_set.features)) if kernel_set else None
-    int4 = _int4(req, ours, reason)
-    int8 = _int8(req, ours, reason)
-    attention = _attention(req, ours, reason)
+    kernel_set, reason = kernel_set_for(req.target, req.extra_flags, req.kernel_set_wanted)
+    int4 = _int4(req, _ours(kernel_set, "int4"), reason)
+    int8 = _int8(req, _ours(kernel_set, "int8"), reason)
+    attention = _attention(req, _ours(kernel_set, "attention"), reason)
     plan = KernelPlan(int4, int8, attention, glue=False)
     entry = plan._glue_entry()
     if entry is not None:
@@ -97,6 +109,15 @@ def choose(req: KernelRequest) -> KernelPlan:
         else:
             entry.quantize_glue = "off (profile: quantize_glue = false)"
     return plan
+
+
+def _ours(kernel_set: toolchain.KernelSet | None, kernel: str) -> KernelChoice | None:
+    """The choice of our `kernel` in `kernel_set`: the set that holds its code (a set without a
+    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel)."""
+    if kernel_set is None:
+        return None
+    provider = kernel_set.provider(kernel)
+    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features))
 
 
 def _int4(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:

@@ -25,13 +25,14 @@ from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispat
 from pathlib import Path
 from typing import Optional
 
-SOURCE = X86_64_AVX2.source("int4")
+SOURCE = X86_64_AVX2.source("int4")  # the AVX2 set's; other sets: `kernel_set.source("int4")`
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
+MATMUL_MAX_GROUP = 1024  # the matrix kernels walk K in chunks of whole groups (x86_64_avx512/int4.c: CHUNK_K)
 PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
 WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
 GLUE_MAX_K = 8192  # kernels/x86_64_avx2/row_glue.h: the longest row a fused quantization transforms (on the stack)
@@ -39,14 +40,16 @@ N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
 M_CHUNK = 64  # ... times ranges of this many rows of x
 
 
-def build_object(folder: Path) -> Path:
-    """The int4 kernels' object in `folder` (raises KernelUnavailable where they cannot build or run)."""
-    return toolchain.build_object(folder, SOURCE)
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+    """The int4 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
+    they cannot build or run). The MLIR below is the same for every set: the same symbols,
+    arguments, weight layouts and quantized rows of x."""
+    return toolchain.build_object(folder, kernel_set.source("int4"), kernel_set)
 
 
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
     """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
-    return group % BLOCK == 0 and k % group == 0 and (m != 1 or k <= MAX_K)
+    return group % BLOCK == 0 and k % group == 0 and (k <= MAX_K if m == 1 else group <= MATMUL_MAX_GROUP)
 
 
 def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:

@@ -29,7 +29,7 @@ from iree_glm.kernels import toolchain
 from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable  # noqa: F401
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 
-SOURCE = X86_64_AVX2.source("int8")
+SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.source("int8")`
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int8_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int8_quantize_rms_norm_workgroup"}
@@ -43,9 +43,11 @@ M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS
 
 
 
-def build_object(folder: Path) -> Path:
-    """Compile the int8 kernels to an ELF object in `folder` (kept until IREE has linked it)."""
-    return toolchain.build_object(folder, SOURCE)
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+    """The int8 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
+    they cannot build or run). The MLIR below is the same for every set: the same symbols,
+    arguments, weight layouts and quantized rows of x."""
+    return toolchain.build_object(folder, kernel_set.source("int8"), kernel_set)
 
 
 def fits(k: int, lanes: int, m: Optional[int]) -> bool:

@@ -32,9 +32,20 @@ class KernelSet:
     features: tuple[str, ...]  # LLVM feature names the code uses: the target must have them
     cflags: tuple[str, ...]
     object_format: str  # IREE's executable format the object links into
+    kernels: tuple[str, ...] = ("int4", "int8", "attention")  # the kernels with a source in this set's folder
+    base: Optional["KernelSet"] = None  # the set whose code the others are (the target has its features too)
+
+    def provider(self, kernel: str) -> "KernelSet":
+        """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
+        has no form of its own for (e.g. attention in the AVX-512 set)."""
+        if kernel in self.kernels:
+            return self
+        if self.base is None:
+            raise ValueError(f"kernel set {self.name} has no {kernel} kernel")
+        return self.base.provider(kernel)
 
     def source(self, kernel: str) -> Path:
-        return FOLDER / self.name / f"{kernel}.c"
+        return FOLDER / self.provider(kernel).name / f"{kernel}.c"
 
 
 X86_64_AVX2 = KernelSet(
@@ -48,8 +59,30 @@ X86_64_AVX2 = KernelSet(
             "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
 )
+X86_64_AVX512 = KernelSet(
+    name="x86_64_avx512",
+    short="avx512",
+    arch="x86_64",
+    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors; the files include the AVX2
+    # set's sources for the rest (decode, row quantization), hence its features too.
+    features=("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
+    cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-std=c17",
+            "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt", "-fno-asynchronous-unwind-tables", "-fno-exceptions",
+            "-fno-tree-ter"),
+    object_format="embedded-elf-x86_64",
+    kernels=("int4", "int8"),
+    base=X86_64_AVX2,
+)
 # Best first: a target gets the first set whose architecture and features it has.
-KERNEL_SETS = (X86_64_AVX2,)
+KERNEL_SETS = (X86_64_AVX512, X86_64_AVX2)
+
+
+def by_name(name: str) -> KernelSet:
+    """The kernel set whose folder is `name` (as a manifest's KernelChoice.kernel_set records it)."""
+    found = next((s for s in KERNEL_SETS if s.name == name), None)
+    if found is None:
+        raise ValueError(f"no kernel set {name!r} (have: {', '.join(s.name for s in KERNEL_SETS)})")
+    return found
 
 
 def select(cpu: TargetCpu) -> tuple[KernelSet | None, str | None]:
@@ -97,12 +130,13 @@ def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
 
 def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False) -> Path:
     """Compile `source` (a kernel of `kernel_set`) to an ELF object in `folder` (kept until IREE
-    has linked it); with `shared`, to a shared library instead (tests call the kernels directly)."""
+    has linked it; named after the set, as one build may link several sets' objects); with
+    `shared`, to a shared library instead (tests call the kernels directly)."""
     reason = build_reason(kernel_set) or (host_reason(kernel_set) if shared else None)
     if reason:
         raise KernelUnavailable(reason)
     cc = _compiler()
-    out = Path(folder) / f"{source.stem}.{'so' if shared else 'o'}"
+    out = Path(folder) / f"{source.stem}_{kernel_set.short}.{'so' if shared else 'o'}"
     mode = "-shared" if shared else "-c"
     proc = subprocess.run([cc, *kernel_set.cflags, mode, str(source), "-o", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:

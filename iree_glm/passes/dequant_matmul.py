@@ -637,7 +637,7 @@ def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional
         return None
     rows, k, n, group, qweight, scale = found
     if not int4_kernel.fits(k, group, rows):
-        _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row")
+        _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row, groups <= {int4_kernel.MATMUL_MAX_GROUP} for several")
         return None
     name = int4_kernel.function_name(k, n, group, rows)
     found = _glue(m, k, rows, glue, scaled=False)
@@ -796,13 +796,15 @@ class DequantMatmulPass:
     int8_kernel: bool = False
     int8_matmul: bool = True
     glue: bool = False
+    kernel_set: str = "x86_64_avx2"  # the kernel set (kernels/toolchain.py) whose objects the kernels link
 
     def run(self, module: ir.Module, work: Path) -> DequantMatmulResult:
-        from iree_glm.kernels import int4, int8
+        from iree_glm.kernels import int4, int8, toolchain
 
+        kernel_set = toolchain.by_name(self.kernel_set)
         glue: Optional[dict[str, int]] = {} if self.glue else None
-        done = run(module, self.cpu_tiles, self.int8_activations, int4.build_object(work) if self.int4_kernel else None,
-                   int8.build_object(work) if self.int8_kernel else None, self.int8_matmul, glue)
+        done = run(module, self.cpu_tiles, self.int8_activations, int4.build_object(work, kernel_set) if self.int4_kernel else None,
+                   int8.build_object(work, kernel_set) if self.int8_kernel else None, self.int8_matmul, glue)
         if len(done) != self.expected:
             raise RuntimeError(f"dequant-matmul pass fused {len(done)} of {self.expected} quantized matmuls")
         return DequantMatmulResult(len(done), glue or {})

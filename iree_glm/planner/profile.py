@@ -78,6 +78,7 @@ class Device:
     attention_kernel: bool = True  # llvm-cpu on an x86-64 AVX2 host: attention calls our kernel (passes/attention_kernel.py)
     int8_prefill_kernel: bool = True  # same hosts: int8 prompts' integer matmuls call our matrix kernel, not IREE's mmt4d (passes/int8_kernel.py)
     quantize_glue: bool = True  # same hosts: the int4 / int8 kernels' row quantization computes silu(gate) * up and RMSNorm itself (passes/quantize_glue.py)
+    kernel_set: str = "best"  # our kernels' instruction-set level: "best" (the first the target has, kernels/toolchain.py) or a set's name
     allow_stand_in: bool = False  # NPU only: may run on the CPU when its driver is absent
     description: str = ""
 
@@ -162,8 +163,10 @@ _DEVICE_KEYS = {
     "allow_stand_in": bool, "description": str, "dispatch_overhead_us": float, "cache_mb": float,
     "cache_bandwidth_gbs": float, "attention_gflops": float, "fresh_memory_gbs": float,
     "activation_dtype": str, "int8_activations": str, "attention_kernel": bool, "int8_prefill_kernel": bool,
-    "quantize_glue": bool,
+    "quantize_glue": bool, "kernel_set": str,
 }
+# "best" or one of kernels/toolchain.py's KERNEL_SETS (named here: the planner does not import kernels/; a test checks they agree).
+KERNEL_SET_CHOICES = ("best", "x86_64_avx512", "x86_64_avx2")
 _DEVICE_REQUIRED = ("name", "kind", "hal_driver", "backend", "dtypes", "op_classes", "peak_gflops",
                     "memory_bandwidth_gbs", "memory_gb", "active_power_w", "idle_power_w")
 _LINK_KEYS = {"between": list, "bandwidth_gbs": float, "latency_us": float, "shared_memory": bool}
@@ -233,6 +236,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
     act = c.choice(f"{where}.activation_dtype", d.get("activation_dtype", "f32"), ("f32", "f16", "bf16"), "activation dtype")
     # Which int8-weight matmuls quantize activations: defined by the pass that does it, imported
     # here only (it loads the compiler's MLIR bindings, which the runtime must not need).
+    kernel_set = c.choice(f"{where}.kernel_set", d.get("kernel_set", "best"), KERNEL_SET_CHOICES, "kernel set")
     int8_act = c.choice(f"{where}.int8_activations", d.get("int8_activations", "none"), INT8_ACTIVATIONS, "int8_activations mode")
     peaks: dict[str, float] = {}
     for k, v in d["peak_gflops"].items():
@@ -266,7 +270,7 @@ def _device(c: _Checker, i: int, raw: Any) -> Device:
         attention_gflops=d.get("attention_gflops"), fresh_memory_gbs=d.get("fresh_memory_gbs"), allow_stand_in=d.get("allow_stand_in", False),
         description=d.get("description", ""), activation_dtype=act, int8_activations=int8_act,
         attention_kernel=d.get("attention_kernel", True), int8_prefill_kernel=d.get("int8_prefill_kernel", True),
-        quantize_glue=d.get("quantize_glue", True),
+        quantize_glue=d.get("quantize_glue", True), kernel_set=kernel_set,
     )
 
 

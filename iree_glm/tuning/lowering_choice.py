@@ -4,8 +4,11 @@
 model (seeded random weights with the shape of `--lowering-checkpoint`, default the built-in
 model) once per flag variant, times a prefill of `prompt_len` tokens with each in interleaved
 rounds (so every variant sees the same machine load), then times the winner's prefill in
-chunks of each candidate size. The winners go into the written profile: the device's `flags`
-(`@defaults` plus the overrides that won) and `policy.prefill_chunk`.
+chunks of each candidate size. Where this CPU runs more than one of our kernel sets (an
+AVX-512 VNNI machine runs the AVX2 set too), it then times int8 and int4 prefills (the formats
+whose prompts call the kernels) with each set. The winners go into the written profile: the
+device's `flags` (`@defaults` plus the overrides that won), `kernel_set` and
+`policy.prefill_chunk`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,12 +38,16 @@ class LoweringChoice:
     chunk_ms: dict[int, float]  # median prefill with the winning flags per chunk size
     prompt_len: int
     layers: int
+    kernel_set: str = "best"  # the kernel set that won ("best": only one runs here)
+    kernel_set_ms: dict[str, float] = field(default_factory=dict)  # int8 + int4 prefill medians per set
 
     def summary(self) -> str:
         variants = ", ".join(f"{k} {v:.0f} ms" for k, v in self.variant_ms.items())
         chunks = ", ".join(f"{k or 'off'} {v:.0f} ms" for k, v in self.chunk_ms.items())
+        sets = "".join(f"; kernel sets (int8 + int4) " + ", ".join(f"{k} {v:.0f} ms" for k, v in self.kernel_set_ms.items())
+                       for _ in [0] if self.kernel_set_ms)
         return (f"prefill of {self.prompt_len} tokens, {self.layers} layers, medians: flags {variants}; "
-                f"chunks ({self.variant}) {chunks}")
+                f"chunks ({self.variant}) {chunks}{sets}")
 
 
 def _slice_checkpoint(checkpoint: Path | None, layers: int, folder: Path) -> tuple[Path, int]:
@@ -96,4 +103,42 @@ def choose(checkpoint: Path | None = None, layers: int = 2, prompt_len: int = 51
         progress(f"lowering: timing prefill chunks with {best}")
         chunk_ms = _medians({c: sessions[best] for c in chunks}, ids, {c: c for c in chunks}, rounds)
         chunk = min(chunk_ms, key=chunk_ms.get)
-        return LoweringChoice(best, variants[best], chunk, variant_ms, chunk_ms, prompt_len, layers)
+        kernel_set, kernel_set_ms = _choose_kernel_set(ckpt, work, variants[best], prompt_len, chunk, rounds, progress)
+        return LoweringChoice(best, variants[best], chunk, variant_ms, chunk_ms, prompt_len, layers, kernel_set, kernel_set_ms)
+
+
+def host_kernel_sets(flags: tuple[str, ...] = ()) -> list[str]:
+    """Our kernel sets a host bundle can link on this machine (best first)."""
+    from iree_glm.compiler.target import host_cpu_target
+    from iree_glm.kernels import target_cpu, toolchain
+
+    cpu = target_cpu.from_flags([*host_cpu_target().flags, *flags])
+    return [s.name for s in toolchain.KERNEL_SETS
+            if s.arch == cpu.arch and cpu.has(s.features) and toolchain.unavailable_reason(s) is None]
+
+
+def _choose_kernel_set(ckpt: Path, work: Path, flags: tuple[str, ...], prompt_len: int, chunk: int, rounds: int,
+                       progress: Callable[[str], None]) -> tuple[str, dict[str, float]]:
+    """The kernel set whose int8 and int4 prefills (summed medians) are fastest here; "best"
+    without timing anything where only one set (or none) runs."""
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.runtime import Session
+    from iree_glm.transforms.quantize import QuantSpec
+
+    sets = host_kernel_sets(flags)
+    if len(sets) < 2:
+        return "best", {}
+    sessions = {}
+    for name in sets:
+        for mode in ("int8", "int4"):
+            progress(f"lowering: building {mode} with {name}")
+            out = work / f"bundle-{name}-{mode}"
+            build_bundle(ckpt, out, BuildOptions(max_context=prompt_len + 1, extra_flags=flags, quant=QuantSpec(mode),
+                                                 int8_activations="prefill", kernel_set=name))
+            sessions[(name, mode)] = Session.load(out, verify=False)
+    vocab = next(iter(sessions.values())).config.vocab_size
+    ids = [(i * 7919) % vocab for i in range(1, prompt_len + 1)]
+    progress("lowering: timing the kernel sets")
+    ms = _medians(sessions, ids, {key: chunk for key in sessions}, rounds)
+    per_set = {name: ms[(name, "int8")] + ms[(name, "int4")] for name in sets}
+    return min(per_set, key=per_set.get), per_set

@@ -1,5 +1,6 @@
-"""The int4 AVX2 matrix kernel (kernels/x86_64_avx2/int4.c) called directly on shapes
-that exercise its tiling: rows of x not a multiple of its 4-row tile, weight rows not a multiple
+"""The int4 matrix kernel of every x86-64 kernel set (kernels/x86_64_avx2/int4.c, and
+x86_64_avx512/int4.c's vpdpbusd kernel where the CPU has AVX-512 VNNI; skipped with the reason
+elsewhere) called directly on shapes that exercise its tiling: rows of x not a multiple of its 4-row tile, weight rows not a multiple
 of its 8-row strips, several groups and K chunks, workgroup ranges that split M and N.
 
 The C file is compiled as a shared library with the flags IREE's object gets and called through
@@ -13,20 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-from iree_glm.kernels import int4 as int4_kernel
+from iree_glm.kernels import int4 as int4_kernel, toolchain
 from iree_glm.transforms.quantize import GROUP_SIZES, dequantize_int4, quantize_activations, quantize_int4
 
 from ..helpers import kernel_library, memref
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    reason = int4_kernel.unavailable_reason()
+X86_SETS = [s for s in toolchain.KERNEL_SETS if s.arch == "x86_64"]
+
+
+@pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
+def lib(request, tmp_path_factory):
+    """Each x86-64 kernel set's int4 kernels (the same entry points and layouts), skipped with the
+    reason where this CPU lacks the set's features."""
+    kernel_set = request.param
+    reason = toolchain.unavailable_reason(kernel_set)
     if reason:
-        pytest.skip(f"int4 AVX2 kernel unavailable: {reason}")
-    return kernel_library(int4_kernel.SOURCE, tmp_path_factory.mktemp("int4_lib"),
+        pytest.skip(f"int4 {kernel_set.name} kernels unavailable: {reason}")
+    return kernel_library(kernel_set.source("int4"), tmp_path_factory.mktemp(f"int4_{kernel_set.short}"),
                           {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8),
-                           "iree_glm_int4_matvec_workgroup": (4, 5)})
+                           "iree_glm_int4_matvec_workgroup": (4, 5)}, kernel_set)
 
 
 def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:
@@ -55,6 +62,7 @@ def _reference(x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int) -> np.nd
     (7, 21, 4224, 64, [(0, 24)], [(0, 3), (3, 7)]),  # N = 21: a partial strip; K = 4224: three K chunks; M split
     (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of M_CHUNK rows, the second partial
     (1, 16, 64, 32, [(0, 8), (8, 16)], [(0, 64)]),  # one row of x (the matrix kernel's smallest case)
+    (9, 50, 2048, 32, [(0, 48), (48, 64)], [(0, 64)]),  # 32-row pairs of strips, a half-empty pair, a 2-row strip
 ])
 def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, group, n_ranges, m_ranges):
     rng = np.random.default_rng(m * 1000 + k)
@@ -65,6 +73,30 @@ def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, group, n_ranges, m_
     want = _reference(x, q, s, group)
     assert not np.isnan(got).any()  # every output written
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_matrix_kernel_extremes_are_exact(lib):
+    """Nibbles at 0 and 15 (weights -8 and 7) against x at +-127: the largest products and block
+    sums, exact (no i16 pair sums to saturate, the +8 offset removed in integers)."""
+    m, n, k, group = 5, 32, 256, 64
+    q = np.where(np.arange(n * k // 2).reshape(n, k // group, group // 2) % 3 == 0, 0, -1).astype(np.int8)  # 0x00 / 0xFF
+    s = np.ones((n, k // group), np.float16)
+    x = np.tile(np.where(np.arange(k) % 2 == 0, 1.0, -1.0).astype(np.float32), (m, 1))
+    got = _matmul(lib, x, q, s, group, [(0, n)], [(0, 64)])
+    want = x.astype(np.float64) @ dequantize_int4(torch.from_numpy(q), torch.from_numpy(s)).double().numpy().T
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())  # f32 rounding of x's scale 1/127 only
+
+
+@pytest.mark.parametrize("kernel_set", X86_SETS, ids=lambda s: s.short)
+def test_python_constants_match_the_c_source(kernel_set):
+    """int4_kernel.py admits groups up to MATMUL_MAX_GROUP: each set's matrix kernel walks K in
+    chunks of whole groups (CHUNK_K), which must hold one."""
+    import re
+
+    chunk = int(re.findall(r"CHUNK_K = (\d+)", kernel_set.source("int4").read_text())[-1])
+    assert int4_kernel.MATMUL_MAX_GROUP <= chunk
+    big = int4_kernel.MATMUL_MAX_GROUP
+    assert not int4_kernel.fits(4 * big, 2 * big, None) and int4_kernel.fits(4 * big, big, None)
 
 
 def test_workgroup_ranges_write_only_their_outputs(lib):

@@ -1,6 +1,8 @@
-"""The int8 AVX2 kernels (kernels/x86_64_avx2/int8.c) called directly on shapes that exercise
-their tiling: several tiles and blocks, K not a multiple of the 8-k step's blocks of 128 bytes,
-tile ranges past N, outliers and all-zero blocks of x.
+"""The int8 kernels of every x86-64 kernel set (kernels/x86_64_avx2/int8.c, and
+x86_64_avx512/int8.c's vpdpbusd matrix kernel where the CPU has AVX-512 VNNI; skipped with the
+reason elsewhere) called directly on shapes that exercise their tiling: several tiles and blocks,
+K not a multiple of the 8-k step's blocks of 128 bytes, tile ranges past N, partial tile groups
+and row tiles, outliers and all-zero blocks of x.
 
 The C file is compiled as a shared library with the flags IREE's object gets and called through
 ctypes with the memref arguments the dispatches pass (base, aligned base, offset, size, stride).
@@ -14,20 +16,26 @@ import numpy as np
 import pytest
 import torch
 
-from iree_glm.kernels import int8 as int8_kernel
+from iree_glm.kernels import int8 as int8_kernel, toolchain
 from iree_glm.transforms.quantize import quantize_activations, quantize_int8, quantize_rows
 
 from ..helpers import kernel_library, memref
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    reason = int8_kernel.unavailable_reason()
+X86_SETS = [s for s in toolchain.KERNEL_SETS if s.arch == "x86_64"]
+
+
+@pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
+def lib(request, tmp_path_factory):
+    """Each x86-64 kernel set's int8 kernels (the same entry points and layouts), skipped with the
+    reason where this CPU lacks the set's features."""
+    kernel_set = request.param
+    reason = toolchain.unavailable_reason(kernel_set)
     if reason:
-        pytest.skip(f"int8 AVX2 kernel unavailable: {reason}")
-    return kernel_library(int8_kernel.SOURCE, tmp_path_factory.mktemp("int8_lib"),
+        pytest.skip(f"int8 {kernel_set.name} kernels unavailable: {reason}")
+    return kernel_library(kernel_set.source("int8"), tmp_path_factory.mktemp(f"int8_{kernel_set.short}"),
                           {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
-                           "iree_glm_int8_matmul_workgroup": (3, 7)})
+                           "iree_glm_int8_matmul_workgroup": (3, 7)}, kernel_set)
 
 
 def _x(rng, k: int) -> np.ndarray:
@@ -98,6 +106,7 @@ def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndar
     (7, 48, 2816, [(0, 3)], [(0, 3), (3, 7)]),  # K = 11 chunks of 256; M split unevenly
     (70, 16, 544, [(0, 1)], [(0, 64), (64, 128)]),  # K = 2 chunks + a partial one; two row ranges, the second partial
     (1, 32, 32, [(0, 1), (1, 2)], [(0, 64)]),  # one row, one block
+    (20, 112, 288, [(0, 7)], [(0, 64)]),  # 7 tiles: a group of 4 and one of 3; 20 rows: 3 tiles of 6 and 2
 ])
 def test_matrix_kernel_matches_its_torch_model(lib, m, n, k, tile_ranges, m_ranges):
     rng = np.random.default_rng(m * 1000 + k)
@@ -122,11 +131,13 @@ def test_matrix_kernel_extremes_do_not_saturate(lib):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_python_constants_match_the_c_source():
-    """int8_kernel.py sizes the dispatches by the C kernels' limits: they must agree."""
+@pytest.mark.parametrize("kernel_set", X86_SETS, ids=lambda s: s.short)
+def test_python_constants_match_the_c_source(kernel_set):
+    """int8_kernel.py sizes the dispatches by the C kernels' limits: they must agree (a set's
+    file after the AVX2 file it includes)."""
     import re
 
-    source = int8_kernel.SOURCE.read_text()
+    source = int8_kernel.SOURCE.read_text() + kernel_set.source("int8").read_text()
     values = {}
     for body in re.findall(r"enum \{([^}]*)\}", source):
         for item in body.split(","):

@@ -27,7 +27,12 @@ def test_named_cpus_and_explicit_features():
 
 @pytest.mark.parametrize("flags, expected", [
     (["--iree-llvmcpu-target-cpu=haswell"], "x86_64_avx2"),
-    (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=sapphirerapids"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=cascadelake"], "x86_64_avx512"),  # VNNI without BF16: the set needs no BF16
+    (["--iree-llvmcpu-target-cpu=skylake-avx512"], "x86_64_avx2"),  # AVX-512 without VNNI
+    (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=-avx512vnni"], "x86_64_avx2"),
+    (["--iree-llvmcpu-target-cpu=haswell", "--iree-llvmcpu-target-cpu-features=+avx512f,+avx512bw,+avx512vl,+avx512vnni"], "x86_64_avx512"),
     (["--iree-llvmcpu-target-cpu=x86-64"], "target x86_64 x86-64 lacks avx2, fma, f16c"),
     ([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"], "target aarch64 cortex-a76: no kernel set of ours for aarch64"),
     (["--iree-llvmcpu-target-cpu=mystery-9"], "target x86_64 mystery-9: unknown CPU"),
@@ -77,3 +82,31 @@ def test_arm_int8_prompts_are_recorded_as_iree_mmt4d():
                                       attention_wanted=True, int8_prefill_wanted=True, glue_wanted=True)
     int8 = kernel_choice.choose(req).int8
     assert (int8.kernel, int8.prefill) == ("generic", "mmt4d") and "aarch64" in int8.reason
+
+
+def test_a_profile_can_name_an_older_set_but_not_one_the_target_lacks():
+    """The host profile's `kernel_set` (profile calibrate --lowering measures it per CPU kind):
+    an AVX-512 VNNI target may take the AVX2 set; an AVX2 target naming the AVX-512 set is one
+    line naming the missing features."""
+    from iree_glm.errors import UserError
+
+    zen4 = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=znver4"))
+    if toolchain.build_reason(toolchain.X86_64_AVX2) is None:
+        assert kernel_choice.kernel_set_for(zen4, (), "x86_64_avx2")[0] is toolchain.X86_64_AVX2
+        assert kernel_choice.kernel_set_for(zen4, ())[0] is toolchain.X86_64_AVX512
+    zen3 = Target("llvm-cpu", "local-task", (*host_cpu_target().flags, "--iree-llvmcpu-target-cpu=znver3"))
+    with pytest.raises(UserError, match=r"^profile kernel_set = 'x86_64_avx512': target x86_64 znver3 lacks avx512f, avx512bw, avx512vl, avx512vnni$"):
+        kernel_choice.kernel_set_for(zen3, (), "x86_64_avx512")
+
+
+def test_the_profile_names_every_kernel_set():
+    from iree_glm.planner.profile import KERNEL_SET_CHOICES
+
+    assert KERNEL_SET_CHOICES == ("best", *(s.name for s in toolchain.KERNEL_SETS))
+
+
+def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
+    s = toolchain.X86_64_AVX512
+    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_avx512"
+    assert s.provider("attention") is toolchain.X86_64_AVX2 and s.source("attention") == toolchain.X86_64_AVX2.source("attention")
+    assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code

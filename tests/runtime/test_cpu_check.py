@@ -41,3 +41,31 @@ def test_another_architecture_is_refused(glm4_bundle, tmp_path):
     (out / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r"compiled for aarch64 \(cortex-a76\); this machine is x86_64$"):
         Session.load(out, verify=False)
+
+
+def test_a_host_bundle_on_an_avx512_cpu_says_so(glm4_bundle):
+    """IREE's own code compiled for `host` on an AVX-512 machine uses AVX-512: the manifest's
+    target features must say so, or a copy of the bundle would die of SIGILL elsewhere."""
+    have = cpu_features.host_features()
+    wanted = {"avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16"} & have
+    if "avx512f" not in have:
+        pytest.skip("this CPU has no AVX-512")
+    assert wanted <= set(read_manifest(glm4_bundle).options.target_cpu.features)
+
+
+def test_an_avx512_bundle_on_an_avx2_cpu_names_what_is_missing(glm4_bundle, tmp_path, monkeypatch):
+    """A bundle built for an AVX-512 VNNI CPU (IREE's code for znver4 and our x86_64_avx512
+    kernels) loaded on a CPU with AVX2 only stops in one line naming the missing features."""
+    out = tmp_path / "b"
+    shutil.copytree(glm4_bundle, out)
+    data = json.loads((out / "manifest.json").read_text())
+    data["options"]["target_cpu"] = {"arch": cpu_features.host_arch(), "cpu": "znver4", "features": ["avx2", "f16c", "fma"]}
+    data["options"]["int8_kernel"] = {"kernel": "avx512", "kernel_set": "x86_64_avx512", "decode": "matvec", "prefill": "matmul",
+                                      "features": ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"]}
+    (out / "manifest.json").write_text(json.dumps(data))
+    monkeypatch.setattr(cpu_features, "host_features", lambda: frozenset({"avx", "avx2", "fma", "f16c", "bmi2"}))
+    with pytest.raises(BundleError) as e:
+        Session.load(out, verify=False)
+    message = str(e.value)
+    assert "compiled for znver4, whose code uses avx512f, avx512bw, avx512vl, avx512vnni: this CPU lacks them" in message
+    assert "\n" not in message

@@ -102,12 +102,32 @@ def fp32_model(glm4_checkpoint):
 PROMPT = [5, 17, 99, 3, 42, 8, 230, 61]
 
 
-def _int8_kernel(result) -> bool:
-    """Whether the bundle's int8 decode matmuls call the AVX2 kernel (checked against the host)."""
-    from iree_glm.kernels import int8 as int8_kernel
+def _host_set():
+    """The kernel set a host bundle on this machine links (the best one this CPU runs), or None."""
+    from iree_glm.kernels import target_cpu, toolchain
 
-    used = result.manifest.options.int8_kernel.kernel == "avx2"
-    assert used == (int8_kernel.unavailable_reason() is None)
+    kernel_set, _ = toolchain.select(target_cpu.from_flags(["--iree-llvmcpu-target-cpu=host"]))
+    return kernel_set if kernel_set is not None and toolchain.unavailable_reason(kernel_set) is None else None
+
+
+def _ours(**extra) -> dict:
+    """The manifest's KernelChoice of the host's kernel set, with `extra` fields."""
+    s = _host_set()
+    return {"kernel": s.short, "kernel_set": s.name, "features": list(s.features), **extra}
+
+
+def _assert_links(dump, pattern: str, kernel: str) -> None:
+    """Every kernel executable matching `pattern` links the host set's object of `kernel` (e.g.
+    int8_avx512.o on an AVX-512 VNNI CPU, not the AVX2 one)."""
+    obj = f"{kernel}_{_host_set().short}.o"
+    files = sorted(dump.glob(pattern))
+    assert files and all(obj in f.read_text() for f in files), f"{pattern} does not link {obj}"
+
+
+def _int8_kernel(result) -> bool:
+    """Whether the bundle's int8 decode matmuls call our kernels (checked against the host)."""
+    used = result.manifest.options.int8_kernel.kernel not in ("generic", "none")
+    assert used == (_host_set() is not None)
     return used
 
 
@@ -127,9 +147,9 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     stored [N/16, K, 16] weight (a silent fallback to the generic form or mmt4d fails here)."""
     result, dump = int8_bundle
     if not _int8_kernel(result):
-        pytest.skip("int8 AVX2 kernel unavailable on this host")
-    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "decode": "matvec", "prefill": "matmul",
-                                                      "quantize_glue": _glue_counts(fp32_model)}
+        pytest.skip("our int8 kernels are unavailable on this host")
+    assert to_data(result.manifest.options.int8_kernel) == _ours(decode="matvec", prefill="matmul", quantize_glue=_glue_counts(fp32_model))
+    _assert_links(dump, "*iree_glm_int8_matvec_*.mlir", "int8")
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
     layers = {shape(m) for m in qmodel.model.layers.modules() if isinstance(m, QuantLinear)}
@@ -178,7 +198,7 @@ def test_int8_decode_dispatches_carry_our_cpu_tiles(int8_bundle):
     pass's tile sizes."""
     result, dump = int8_bundle
     if _int8_kernel(result):
-        pytest.skip("int8 decode calls the AVX2 kernel (the tiles are tested on the pass, test_dequant_matmul.py)")
+        pytest.skip("int8 decode calls our kernel (the tiles are tested on the pass, test_dequant_matmul.py)")
     packed = [f for f in dump.glob("*decode*dispatch*.mlir")
               if any(t == "i8" and s.count("x") == 2 for _, s, t in BINDING.findall(f.read_text()))]
     # qkv and gate_up are both [12, 64, 16], o and down both [4, 96, 16] (one executable per shape;
@@ -192,7 +212,7 @@ def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
     assert to_data(o.quant) == {"mode": "int8", "head": "int8", "embeddings": "int8", "int8_activations": "prefill"}
-    assert o.int8_kernel.kernel in ("avx2", "generic")
+    assert o.int8_kernel.kernel in ("avx2", "avx512", "generic")
     irpa = result.bundle / "weights.irpa"
     assert abs(irpa.stat().st_size - o.parameter_bytes) < 0.05 * o.parameter_bytes + 65536
     # Tiny test model: every table int8, plus fp32 norms, biases and per-row scales.
@@ -255,7 +275,7 @@ def test_int8_prefill_runs_integer_mmt4d(int8_bundle, fp32_model):
     dispatch reads a layer's stored weight bytes, which only the per-row dequant fallback would do."""
     result, dump = int8_bundle
     if _int8_kernel(result):
-        pytest.skip("int8 prompts call the AVX2 matrix kernel (test_int8_runs_the_kernels)")
+        pytest.skip("int8 prompts call our matrix kernel (test_int8_runs_the_kernels)")
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     head = _dims(qmodel.lm_head.qweight.shape)
     layer_shapes = {packed for packed, _ in weight_shapes(qmodel)} - {head}
@@ -317,9 +337,7 @@ def int4_bundle(glm4_checkpoint, tmp_path_factory):
 
 
 def _int4_kernel_expected() -> bool:
-    from iree_glm.kernels import int4 as int4_kernel
-
-    return int4_kernel.unavailable_reason() is None
+    return _host_set() is not None
 
 
 def test_int4_dispatches_read_packed_bytes(int4_bundle, fp32_model):
@@ -327,7 +345,7 @@ def test_int4_dispatches_read_packed_bytes(int4_bundle, fp32_model):
     assert to_data(result.manifest.options.quant) == {"mode": "int4", "head": "int8", "embeddings": "int8", "group_size": 32,
                                                 "int8_activations": "prefill"}  # the profile's, for the int8 head
     shapes = weight_shapes(quantize_model(copy.deepcopy(fp32_model), INT4))
-    kernel = result.manifest.options.int4_kernel.kernel == "avx2"
+    kernel = result.manifest.options.int4_kernel.ours
     assert dispatch_violations(dump, shapes, read_packed=not kernel) == []
 
 
@@ -339,8 +357,9 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     result, dump = int4_bundle
     if not _int4_kernel_expected():
         assert result.manifest.options.int4_kernel.kernel == "generic"
-        pytest.skip("int4 AVX2 kernel unavailable on this host")
-    assert to_data(result.manifest.options.int4_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "quantize_glue": _glue_counts(fp32_model)}
+        pytest.skip("our int4 kernels are unavailable on this host")
+    assert to_data(result.manifest.options.int4_kernel) == _ours(quantize_glue=_glue_counts(fp32_model))
+    _assert_links(dump, "*iree_glm_int4_matvec_*.mlir", "int4")
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
     layers = {(m.in_features, m.qweight.shape[0]) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
     kernels = sorted(dump.glob("*iree_glm_int4_matvec_*.mlir"))
@@ -352,7 +371,7 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel
-    assert to_data(result.manifest.options.int8_kernel) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "decode": "matvec"}
+    assert to_data(result.manifest.options.int8_kernel) == _ours(decode="matvec")
     assert [f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir")] == [
         f"module_iree_glm_int8_matvec_{head.in_features}x{head.qweight.shape[0] * 16}_exe.mlir"]
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
@@ -380,7 +399,7 @@ def test_int4_logits_match_eager(int4_bundle, fp32_model):
     session = Session.load(result.bundle)
     got, tokens = _logits(session, PROMPT, 3)
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
-    kernel = result.manifest.options.int4_kernel.kernel == "avx2"
+    kernel = result.manifest.options.int4_kernel.ours
     # With the kernels, torch's model of them (x quantized per block of 32) matches closely;
     # without, the generic fused form computes the weight-only int4 model.
     want = _stepwise_logits(qmodel, PROMPT, tokens, quantized_activations=kernel)

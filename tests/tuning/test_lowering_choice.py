@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from iree_glm.compiler.target import HOST_CPU_FLAGS, merge_flags
-from iree_glm.tuning.lowering_choice import choose
+from iree_glm.tuning.lowering_choice import choose, host_kernel_sets
 from iree_glm.planner.profile import load_profile
 
 from ..helpers import HOST
@@ -32,6 +32,28 @@ def test_choose_times_each_variant_and_chunk_and_keeps_the_fastest(glm4_checkpoi
     assert choice.flags == variants[choice.variant]
     assert choice.prefill_chunk == min(choice.chunk_ms, key=choice.chunk_ms.get)
     assert choice.layers == 1 and "prefill of 40 tokens, 1 layers" in choice.summary()
+    sets = host_kernel_sets()
+    if len(sets) < 2:  # e.g. an AVX2-only CPU: nothing to choose, nothing timed
+        assert choice.kernel_set == "best" and not choice.kernel_set_ms
+    else:  # an AVX-512 VNNI CPU: its set and the AVX2 set, each timed on int8 + int4 prefill
+        assert list(choice.kernel_set_ms) == sets and all(t > 0 for t in choice.kernel_set_ms.values())
+        assert choice.kernel_set == min(choice.kernel_set_ms, key=choice.kernel_set_ms.get)
+        assert "kernel sets (int8 + int4)" in choice.summary()
+
+
+def test_the_written_profile_keeps_the_kernel_set(tmp_path):
+    from iree_glm.tuning.calibrate import _device_toml
+    from iree_glm.tuning.lowering_choice import LoweringChoice
+
+    choice = LoweringChoice("defaults", (), 256, {"defaults": 1.0}, {256: 1.0}, 512, 2, "x86_64_avx2",
+                            {"x86_64_avx512": 2.0, "x86_64_avx2": 1.5})
+    m = {"peak_gflops": {"f32": 1.0}, "dtypes": ["f32"], "op_classes": ["matmul"], "notes": {}, "memory_bandwidth_gbs": 1.0,
+         "call_overhead_us": 1.0, "fresh_memory_gbs": 1.0, "dispatch_overhead_us": 1.0}
+    text = _device_toml("cpu", "cpu", "local-task", "llvm-cpu", m, 1.0, None, choice)
+    assert 'kernel_set = "x86_64_avx2"' in text.splitlines()
+    path = tmp_path / "p.toml"
+    path.write_text(HOST.replace('flags = ["@defaults"]', 'flags = ["@defaults"]\nkernel_set = "x86_64_avx2"'))
+    assert load_profile(path).host.kernel_set == "x86_64_avx2"
 
 
 def test_bad_lowering_options_are_one_line_errors(tmp_path):

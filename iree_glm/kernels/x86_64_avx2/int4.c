@@ -206,6 +206,8 @@ void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(co
   }
 }
 
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int4.c includes this file for the rest
+
 // The matrix kernel works on strips of STRIP weight rows: a strip's packed bytes are first
 // transposed so that one 32-byte vector holds 4 bytes of each of its 8 rows, one row per 32-bit
 // lane, and unpacked to nibbles (low and high vectors). A broadcast 4 bytes of xq against such
@@ -331,3 +333,5 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
     }
   }
 }
+
+#endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -188,6 +188,8 @@ void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(co
   }
 }
 
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int8.c includes this file for the rest
+
 // The matrix kernel regroups a chunk of CHUNK_K k of one weight tile (16 rows) once, as dot8
 // does (4 vectors per 8 k, one row per 32-bit lane), keeping each vector and its absolute
 // value; then every pair of x rows runs over the chunk with the 16 rows' i32 sums (8 vectors)
@@ -264,3 +266,5 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
     }
   }
 }
+
+#endif  // IREE_GLM_OWN_MATRIX_KERNEL
