@@ -384,7 +384,7 @@ def _device_toml(name: str, kind: str, driver: str, backend: str, m: dict, memor
         f"flags = {flags}", f"dtypes = {_toml_list(m['dtypes'])}", f"op_classes = {_toml_list(m['op_classes'])}",
     ]
     if lowering and lowering.kernel_set_ms:
-        lines += [f"# kernel set measured (calibrate --lowering): int8 + int4 prefill medians "
+        lines += ["# kernel set measured (calibrate --lowering): int8 + int4 prefill medians "
                   + ", ".join(f"{k} {v:.0f} ms" for k, v in lowering.kernel_set_ms.items()),
                   f'kernel_set = "{lowering.kernel_set}"']
     if "attention" in m["notes"]:

@@ -44,7 +44,7 @@ class LoweringChoice:
     def summary(self) -> str:
         variants = ", ".join(f"{k} {v:.0f} ms" for k, v in self.variant_ms.items())
         chunks = ", ".join(f"{k or 'off'} {v:.0f} ms" for k, v in self.chunk_ms.items())
-        sets = "".join(f"; kernel sets (int8 + int4) " + ", ".join(f"{k} {v:.0f} ms" for k, v in self.kernel_set_ms.items())
+        sets = "".join("; kernel sets (int8 + int4) " + ", ".join(f"{k} {v:.0f} ms" for k, v in self.kernel_set_ms.items())
                        for _ in [0] if self.kernel_set_ms)
         return (f"prefill of {self.prompt_len} tokens, {self.layers} layers, medians: flags {variants}; "
                 f"chunks ({self.variant}) {chunks}{sets}")
