@@ -18,7 +18,7 @@ from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.errors import BundleError
 from iree_glm.validation import ValidationError, bounded, from_data, to_data
 
-FORMAT_VERSION = 2  # 2: per-layer KV caches updated in place (prefill/decode take slots and key positions)
+FORMAT_VERSION = 3  # 2: per-layer KV caches updated in place; 3: functions declare their signature (bundle/signature.py)
 MANIFEST = "manifest.json"
 # Which int8-weight matmuls also quantize their activations and multiply i8 x i8 -> i32
 # (passes/dequant_matmul.py): none, multi-token calls (prefill) or all.
