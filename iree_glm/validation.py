@@ -98,12 +98,16 @@ def _check(tp: Any, value: Any, where: str, path: str) -> Any:
     raise TypeError(f"validation: unsupported annotation {tp!r} at {path}")
 
 
-def from_data(cls: type[T], data: Any, where: str, path: str = "") -> T:
-    """An instance of dataclass `cls` from `data` (a dict), every field checked; see the module doc."""
+def from_data(cls: type[T], data: Any, where: str, path: str = "", *, ignore_unknown: bool = False) -> T:
+    """An instance of dataclass `cls` from `data` (a dict), every field checked; see the module doc.
+    `ignore_unknown`: keys `cls` does not declare are skipped (a Hugging Face config.json holds
+    many we do not read), not refused."""
     if not isinstance(data, dict):
         raise ValidationError(f"{where}: {path or 'value'}: expected a table/object, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if ignore_unknown:
+        data = {k: v for k, v in data.items() if k in fields}
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ValidationError(f"{where}: {path + '.' if path else ''}{unknown[0]}: unknown key (known: {', '.join(fields)})")
