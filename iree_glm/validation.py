@@ -142,3 +142,26 @@ def to_data(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_data(v) for k, v in obj.items()}
     return obj
+
+
+def option(tp: type, name: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """An argparse `type=` for a number option: parses `tp` (int or float) and checks it as
+    `from_data` would (NaN, infinity, bounds). A bad value raises `ValidationError`, which
+    argparse lets through, so the command line prints one `error:` line (not argparse's usage)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = tp(text)
+        except ValueError:
+            kind = "an integer" if tp is int else "a number"
+            raise ValidationError(f"{name}: expected {kind}, got {_show(text)}") from None
+        if tp is float and not math.isfinite(value):
+            raise ValidationError(f"{name}: expected a finite number, got {text}")
+        if min is not None and value < min:
+            raise ValidationError(f"{name}: {value} is below the minimum {min}")
+        if max is not None and value > max:
+            raise ValidationError(f"{name}: {value} is above the maximum {max}")
+        return value
+
+    parse.__name__ = tp.__name__  # argparse names the type in its own messages
+    return parse

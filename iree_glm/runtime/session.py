@@ -173,6 +173,10 @@ class Session:
     def encode(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
             raise RequestError(f"{self.bundle}: this bundle has no tokenizer; pass token ids instead of text")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:  # a command line's undecodable bytes arrive as lone surrogates
+            raise RequestError(f"the prompt text is not valid UTF-8 (at character {e.start})") from None
         return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:
