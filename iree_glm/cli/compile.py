@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
 from iree_glm.validation import option
 
@@ -24,7 +25,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
+    p = ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
     p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
     p.add_argument("--max-context", type=option(int, "--max-context", min=2), default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
 from iree_glm.validation import option
 from iree_glm.errors import UserError
@@ -21,7 +22,7 @@ from iree_glm.runtime.devices import driver_available
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.profile", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m iree_glm.profile", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check a profile file (or shipped profile name)")
     v.add_argument("profile")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
 from iree_glm.errors import UserError
 from iree_glm.validation import option
@@ -21,7 +22,7 @@ def _ids(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.run", description=__doc__)
+    p = ArgumentParser(prog="python -m iree_glm.run", description=__doc__)
     p.add_argument("bundle", type=Path, help="bundle folder written by iree_glm.compile")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
 from iree_glm.validation import option
 from iree_glm.errors import UserError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.serve", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m iree_glm.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", type=Path, help="bundle folder written by iree_glm.compile")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=option(int, "--port", min=0, max=65535), default=8080, help="0 picks a free port (printed at start)")
