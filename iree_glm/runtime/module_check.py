@@ -28,6 +28,12 @@ def module_problem(bundle: Path, manifest: Manifest, module, module_file: str, *
         if not sliding_window and manifest.max_context > slots:
             raise ValueError(f"{where}: max_context {manifest.max_context} exceeds the {slots} KV positions per row "
                              "(options.kv_cache_slots) the module was compiled for")
+        names = [ep.name for ep in manifest.entry_points]
+        for needed in ("prefill", "decode"):  # what the runtime calls
+            if needed not in names:
+                raise ValueError(f"{where}: entry_points: no '{needed}' entry point")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: entry_points: a name listed twice")
         common = dict(cache_layers=cache_layers, kv_heads=cfg.num_kv_heads, slots=slots,
                       head_dim=cfg.head_dim, cache_dtype=opts.activation_dtype)
         for ep in manifest.entry_points:

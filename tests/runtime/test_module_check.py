@@ -81,3 +81,10 @@ def test_signature_parsing():
     assert sig.args[0].dims == (1, None) and sig.args[1].dims == (None, 2, 128, 24) and sig.args[1].dtype == "bf16"
     assert sig.results[0].dims == (1, 257)
     assert parse_signature("not a signature") is None
+
+
+@pytest.mark.parametrize("index, name", [(0, "prefill"), (1, "decode")])
+def test_a_manifest_without_an_entry_point_the_runtime_calls_is_refused(glm4_bundle, tmp_path, index, name):
+    bundle = _edited(glm4_bundle, tmp_path, lambda d: d["entry_points"].pop(index))
+    with pytest.raises(BundleError, match=f"entry_points: no '{name}' entry point"):
+        Session.load(bundle)
