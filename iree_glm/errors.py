@@ -6,6 +6,7 @@ Everything raised as a `UserError` is printed by the command-line tools as one l
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Callable, Sequence
@@ -43,3 +44,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`run ... | head -c1`): stop quietly, like other command-line tools;
+        # stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0

@@ -98,12 +98,16 @@ def _check(tp: Any, value: Any, where: str, path: str) -> Any:
     raise TypeError(f"validation: unsupported annotation {tp!r} at {path}")
 
 
-def from_data(cls: type[T], data: Any, where: str, path: str = "") -> T:
-    """An instance of dataclass `cls` from `data` (a dict), every field checked; see the module doc."""
+def from_data(cls: type[T], data: Any, where: str, path: str = "", *, ignore_unknown: bool = False) -> T:
+    """An instance of dataclass `cls` from `data` (a dict), every field checked; see the module doc.
+    `ignore_unknown`: keys `cls` does not declare are skipped (a Hugging Face config.json holds
+    many we do not read), not refused."""
     if not isinstance(data, dict):
         raise ValidationError(f"{where}: {path or 'value'}: expected a table/object, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if ignore_unknown:
+        data = {k: v for k, v in data.items() if k in fields}
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ValidationError(f"{where}: {path + '.' if path else ''}{unknown[0]}: unknown key (known: {', '.join(fields)})")
@@ -138,3 +142,26 @@ def to_data(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_data(v) for k, v in obj.items()}
     return obj
+
+
+def option(tp: type, name: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """An argparse `type=` for a number option: parses `tp` (int or float) and checks it as
+    `from_data` would (NaN, infinity, bounds). A bad value raises `ValidationError`, which
+    argparse lets through, so the command line prints one `error:` line (not argparse's usage)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = tp(text)
+        except ValueError:
+            kind = "an integer" if tp is int else "a number"
+            raise ValidationError(f"{name}: expected {kind}, got {_show(text)}") from None
+        if tp is float and not math.isfinite(value):
+            raise ValidationError(f"{name}: expected a finite number, got {text}")
+        if min is not None and value < min:
+            raise ValidationError(f"{name}: {value} is below the minimum {min}")
+        if max is not None and value > max:
+            raise ValidationError(f"{name}: {value} is above the maximum {max}")
+        return value
+
+    parse.__name__ = tp.__name__  # argparse names the type in its own messages
+    return parse

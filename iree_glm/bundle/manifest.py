@@ -18,7 +18,7 @@ from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.errors import BundleError
 from iree_glm.validation import ValidationError, bounded, from_data, to_data
 
-FORMAT_VERSION = 2  # 2: per-layer KV caches updated in place (prefill/decode take slots and key positions)
+FORMAT_VERSION = 3  # 2: per-layer KV caches updated in place; 3: functions declare their signature (bundle/signature.py)
 MANIFEST = "manifest.json"
 # Which int8-weight matmuls also quantize their activations and multiply i8 x i8 -> i32
 # (passes/dequant_matmul.py): none, multi-token calls (prefill) or all.
@@ -180,6 +180,21 @@ class Manifest:
             raise BundleError(f"{e} (recompile the bundle)") from None
 
 
+def _check_file_names(manifest: Manifest, where: Path) -> None:
+    """Every file the runtime opens is a plain name in the bundle folder, listed (hashed) in
+    `files`: an edited manifest cannot make the runtime read a file outside the bundle."""
+    for name in manifest.files:
+        if not name or "/" in name or "\\" in name or name in (".", "..") or name == MANIFEST:
+            raise BundleError(f"{where}: files: '{name}' is not a file name in the bundle folder (recompile the bundle)")
+    opened = [("parameters", manifest.parameters), ("tokenizer", manifest.tokenizer)]
+    opened += [(f"modules[{i}].file", m.file) for i, m in enumerate(manifest.modules)]
+    for key, name in opened:
+        if name is not None and name not in manifest.files:
+            raise BundleError(f"{where}: {key}: '{name}' is not a file listed (hashed) in the manifest (recompile the bundle)")
+    if not manifest.modules:
+        raise BundleError(f"{where}: modules: the bundle lists no compiled module (recompile the bundle)")
+
+
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
     """Read a bundle's manifest; with `verify`, check that every listed file exists and matches its hash."""
     bundle = Path(bundle)
@@ -193,6 +208,7 @@ def read_manifest(bundle: Path, verify: bool = True) -> Manifest:
     except OSError as e:
         raise BundleError(f"{path}: cannot read it ({e.strerror})") from None
     manifest = Manifest.from_json(text, str(path))
+    _check_file_names(manifest, path)
     if verify:
         for name, digest in manifest.files.items():
             f = bundle / name

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
+from iree_glm.validation import option
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -23,15 +25,15 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
+    p = ArgumentParser(prog="python -m iree_glm.compile", description=__doc__)
     p.add_argument("checkpoint", nargs="?", type=Path, help="Hugging Face checkpoint folder (default: the built-in small model)")
     p.add_argument("-o", "--output", type=Path, help="bundle folder to write (default: bundles/default for the built-in model)")
-    p.add_argument("--max-context", type=int, default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
+    p.add_argument("--max-context", type=option(int, "--max-context", min=2), default=None, help="KV-cache capacity in tokens (default: 1024, or less if the model is shorter)")
     p.add_argument("--profile", default="host-cpu", help="device profile: a shipped name (host-cpu, host-cpu-vulkan, snapdragon-8-gen3, ...) or a .toml file (default host-cpu)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="decode batch sizes to compile, e.g. 1,2,4,8 (default: the profile's policy.decode_batch_sizes, else 1); the server batches concurrent requests up to the largest")
     p.add_argument("--report", action="store_true", help="print the partition plan (which part runs on which device, and why); plan.json and plan.svg are in the bundle")
     p.add_argument("--quant", default=None, help="weight quantization: none, int8 (per channel) or int4 (per group) (default none; with --fit-memory: chosen)")
-    p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32, 64 or 128 (default 32)")
+    p.add_argument("--group-size", type=option(int, "--group-size", min=1), default=32, help="int4 group size: 32, 64 or 128 (default 32)")
     p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
     p.add_argument("--quant-embeddings", default="int8", help="token embeddings with --quant: int8 (rows, dequantized on gather) or none (fp32) (default int8)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
@@ -40,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-activations", help="with --quant int8: which matmuls also quantize their activations per row and multiply i8 x i8 -> i32: none, prefill (multi-token calls) or all (default: the profile's device int8_activations)")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model; default: the profile's policy.sparse_attention; 'none' turns it off)")
     p.add_argument("--fit-memory", action="store_true", help="choose --quant and --max-context to fit the profile's memory (device memory minus reserve): the most exact weights with a useful context; --quant or --max-context, if given, fix or cap the choice")
-    p.add_argument("--min-context", type=int, default=None, help="with --fit-memory: the smallest context worth having (default 512, or --max-context if smaller)")
+    p.add_argument("--min-context", type=option(int, "--min-context", min=2), default=None, help="with --fit-memory: the smallest context worth having (default 512, or --max-context if smaller)")
     return p.parse_args(argv)
 
 

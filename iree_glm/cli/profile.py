@@ -13,14 +13,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
+from iree_glm.validation import option
 from iree_glm.errors import UserError
 from iree_glm.planner.profile import Profile
 from iree_glm.runtime.devices import driver_available
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.profile", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m iree_glm.profile", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check a profile file (or shipped profile name)")
     v.add_argument("profile")
@@ -28,18 +30,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     s.add_argument("profile")
     s.add_argument("--checkpoint", type=Path, help="plan for this checkpoint's config (default: the built-in model)")
     s.add_argument("--dtype", default="f32", help="weight dtype for the plan (f32, f16, bf16, int8, int4)")
-    s.add_argument("--max-context", type=int, default=1024)
+    s.add_argument("--max-context", type=option(int, "--max-context", min=2), default=1024)
     c = sub.add_parser("calibrate", help="measure a HAL device here and write a profile")
     c.add_argument("--driver", required=True, help="HAL driver to measure (local-task, vulkan, ...)")
     c.add_argument("-o", "--output", type=Path, required=True, help="profile file to write")
     c.add_argument("--name", help="profile name (default: the output file's stem)")
-    c.add_argument("--repeats", type=int, default=5, help="timed runs per benchmark (median)")
+    c.add_argument("--repeats", type=option(int, "--repeats", min=1), default=5, help="timed runs per benchmark (median)")
     c.add_argument("--lowering", action="store_true",
                    help="llvm-cpu: also choose the lowering flags (data tiling, ukernels) and policy.prefill_chunk by timing prefill here")
     c.add_argument("--lowering-checkpoint", type=Path, help="with --lowering: time a model of this checkpoint's shape (default: the built-in model)")
-    c.add_argument("--lowering-layers", type=int, default=2, help="with --lowering: layers of that model to build (default 2)")
-    c.add_argument("--lowering-prompt", type=int, default=512, help="with --lowering: prompt tokens to prefill (default 512)")
-    c.add_argument("--rounds", type=int, default=3, help="measure every benchmark this many times; the profile keeps the medians")
+    c.add_argument("--lowering-layers", type=option(int, "--lowering-layers", min=1), default=2, help="with --lowering: layers of that model to build (default 2)")
+    c.add_argument("--lowering-prompt", type=option(int, "--lowering-prompt", min=1), default=512, help="with --lowering: prompt tokens to prefill (default 512)")
+    c.add_argument("--rounds", type=option(int, "--rounds", min=1), default=3, help="measure every benchmark this many times; the profile keeps the medians")
     return p.parse_args(argv)
 
 

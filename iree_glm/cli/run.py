@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
 from iree_glm.errors import UserError
+from iree_glm.validation import option
 
 
 def _ids(text: str) -> list[int]:
@@ -20,25 +22,25 @@ def _ids(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.run", description=__doc__)
+    p = ArgumentParser(prog="python -m iree_glm.run", description=__doc__)
     p.add_argument("bundle", type=Path, help="bundle folder written by iree_glm.compile")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-ids", type=_ids, help="prompt as token ids, e.g. 1,2,3")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=option(int, "--max-new-tokens", min=0), default=64)
+    p.add_argument("--temperature", type=option(float, "--temperature", min=0.0), default=0.0, help="0 (default) is greedy")
+    p.add_argument("--top-k", type=option(int, "--top-k", min=0), default=0)
+    p.add_argument("--top-p", type=option(float, "--top-p", max=1.0), default=1.0)
+    p.add_argument("--seed", type=option(int, "--seed", min=0), default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
     p.add_argument("--prefix-cache-dir", type=Path, help="reuse (and save) the KV cache of prompt prefixes in this folder")
-    p.add_argument("--prefix-cache-mb", type=float, help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512)")
+    p.add_argument("--prefix-cache-mb", type=option(float, "--prefix-cache-mb", min=0.0), help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512)")
     p.add_argument("--normalize", nargs="?", const="default", metavar="STEPS",
                    help="rewrite the prompt text before tokenization so prompts differing only in form share cached prefixes: "
                         "steps from whitespace,nfkc,case (alone: whitespace,nfkc); changes what the model reads")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
-    p.add_argument("--prefill-chunk", type=int, metavar="TOKENS",
+    p.add_argument("--prefill-chunk", type=option(int, "--prefill-chunk", min=0), metavar="TOKENS",
                    help="prefill the prompt in calls of at most TOKENS tokens (0: one call; default: the bundle's profile prefill_chunk)")
     p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
     return p.parse_args(argv)

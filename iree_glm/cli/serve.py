@@ -9,21 +9,23 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from iree_glm.cli.args import ArgumentParser
 from iree_glm.errors import run_cli
+from iree_glm.validation import option
 from iree_glm.errors import UserError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m iree_glm.serve", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m iree_glm.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", type=Path, help="bundle folder written by iree_glm.compile")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start)")
+    p.add_argument("--port", type=option(int, "--port", min=0, max=65535), default=8080, help="0 picks a free port (printed at start)")
     p.add_argument("--prefix-cache-dir", type=Path, help="persist the prefix KV cache in this folder")
-    p.add_argument("--prefix-cache-mb", type=float, default=None, help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512; 0 disables it)")
+    p.add_argument("--prefix-cache-mb", type=option(float, "--prefix-cache-mb", min=0.0), default=None, help="prefix cache budget in MiB (default: the bundle's profile prefix_cache_mb, else 512; 0 disables it)")
     p.add_argument("--normalize", nargs="?", const="default", metavar="STEPS",
                    help="normalize prompt text before tokenization (steps from whitespace,nfkc,case; alone: whitespace,nfkc) "
                         "so prompts differing only in form share cached prefixes; requests may override it")
-    p.add_argument("--gather-ms", type=float, default=10.0, help="batching window when the engine was idle (default 10)")
+    p.add_argument("--gather-ms", type=option(float, "--gather-ms", min=0.0), default=10.0, help="batching window when the engine was idle (default 10)")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
     return p.parse_args(argv)
 

@@ -26,6 +26,7 @@ from torch.export import Dim
 
 from iree_glm.bundle.manifest import EntryPoint
 from iree_glm.bundle.kv_layout import STORE_KV
+from iree_glm.bundle.signature import SIGNATURE_KEY
 
 PARAMETER_SCOPE = "model"
 
@@ -191,6 +192,7 @@ def import_programs(owner: torch.nn.Module, programs: Iterable[tuple[str, Any]])
         _rename_state(prog, names)
         func = importer.import_program(prog, func_name=func_name)
         _drop_overwrites(func)
+        _declare_signature(func)
     return importer.module, context, set(hooks.declared)
 
 
@@ -213,6 +215,16 @@ def _drop_overwrites(func) -> None:
     with func.context:
         func.attributes["function_type"] = ir.TypeAttr.get(
             ir.FunctionType.get([a.type for a in block.arguments], ftype.results))
+
+
+def _declare_signature(func) -> None:
+    """Record the function's own type in its reflection (`iree_glm.signature`): the runtime
+    reads the shapes the code was compiled for from the module, not from the editable manifest."""
+    from iree.compiler import ir
+
+    ftype = ir.FunctionType(ir.TypeAttr(func.attributes["function_type"]).value)
+    with func.context:
+        func.attributes["iree.reflection"] = ir.DictAttr.get({SIGNATURE_KEY: ir.StringAttr.get(str(ftype))})
 
 
 def export_mlir(model: torch.nn.Module, entry_points: Iterable[EntryPoint], cache_dtype=torch.float32):

@@ -7,9 +7,11 @@ Weights are read from safetensors only, never from pickles. Every problem is rep
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -18,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.frontend.hf_config import read_hf_config
 from iree_glm.errors import CheckpointError
+from iree_glm.validation import ValidationError, from_data
 from iree_glm.frontend.model import CausalLM
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -46,14 +49,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
     index = path / "model.safetensors.index.json"
     single = path / "model.safetensors"
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index}: not a safetensors index ({e})") from None
-        files = sorted({path / name for name in weight_map.values()})
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(missing)}")
+        files = _shards(path, index)
     elif single.exists():
         files = [single]
     else:
@@ -68,6 +64,43 @@ def open_checkpoint(path: Path) -> Checkpoint:
     if not ckpt.has_tokenizer:
         warnings.warn(f"{path}: no tokenizer.json; the bundle will need token ids to run", stacklevel=2)
     return ckpt
+
+
+@dataclass(frozen=True)
+class SafetensorsIndex:
+    """`model.safetensors.index.json`: which shard holds each tensor."""
+
+    weight_map: dict[str, str]
+    metadata: dict[str, Any] | None = None
+
+
+def _shards(path: Path, index: Path) -> list[Path]:
+    """The shard files an index names, each a plain file inside the checkpoint folder (a name
+    leading elsewhere, absolute or through `..` or a symlink, is refused and never read)."""
+    try:
+        data = json.loads(index.read_bytes())
+    except OSError as e:
+        raise CheckpointError(f"{index}: cannot read it ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{index}: not a safetensors index ({type(e).__name__})") from None
+    try:
+        weight_map = from_data(SafetensorsIndex, data, str(index), ignore_unknown=True).weight_map
+    except ValidationError as e:
+        raise CheckpointError(str(e)) from None
+    root = os.path.realpath(path)
+    files = []
+    for name in sorted(set(weight_map.values())):
+        try:
+            real = os.path.realpath(path / name, strict=True)
+        except (OSError, RuntimeError, ValueError) as e:
+            problem = "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be resolved ({type(e).__name__})"
+            raise CheckpointError(f"{index}: names shard '{name}', which {problem}") from None
+        if os.path.commonpath([root, real]) != root or not os.path.isfile(real):
+            raise CheckpointError(f"{index}: names shard '{name}', which is not a file inside the checkpoint folder")
+        files.append(path / name)
+    if not files:
+        raise CheckpointError(f"{index}: weight_map is empty")
+    return files
 
 
 def load_state_dict(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
@@ -89,6 +122,11 @@ def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> CausalLM
     for name, tensor in expected.items():
         if name not in state:
             raise CheckpointError(f"{where}: missing weight '{name}' required by config.json")
+        if state[name].is_floating_point() != tensor.is_floating_point():
+            raise CheckpointError(
+                f"{where}: weight '{name}' is stored as {str(state[name].dtype).removeprefix('torch.')}, "
+                f"expected a floating-point type (a file written with the wrong dtype?)"
+            )
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{where}: weight '{name}' has shape {tuple(state[name].shape)}, "

@@ -25,6 +25,7 @@ from iree_glm.bundle.manifest import Manifest, StageEntry, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
+from iree_glm.runtime.module_check import module_problem
 from iree_glm.runtime.devices import DeviceFailure, check_cpu, first_line, hal_device, load_module, load_retrying
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.bundle.kv_layout import attended_keys
@@ -139,6 +140,12 @@ class PipelineSession(Session):
             raise BundleError(f"{self.bundle}: device '{info.device}' needs HAL driver '{module.driver}', not available here ({e})") from None
         provider = self._index.create_provider(scope=self.manifest.parameter_scope)
         main, context = load_module(self._instance, module.driver, device, provider, str(self.bundle / module.file))
+        last = info.index == len(self.manifest.options.stages) - 1
+        problem = module_problem(self.bundle, self.manifest, main, module.file, cache_layers=len(info.cache_layers),
+                                 logits=last, store_kv=False, sliding_window=False)
+        if problem:
+            del main, context  # before raising: see devices.load_module
+            raise BundleError(problem)
         fns = {ep.name: rt.FunctionInvoker(context, device, main.lookup_function(ep.name)) for ep in self.manifest.entry_points}
         upload = None if module.driver.startswith("local-") else host_visible_upload(device)
         return _Stage(info.index, info.device, module.driver, len(info.cache_layers), fns, device, upload)

@@ -15,13 +15,22 @@ With a folder, every block is also written as a `.npy` file (no pickle) and an
 `index.json` lists the tree with each file's sha256; the folder is a subfolder named after
 the bundle's hash, and `meta.json` repeats the hash and the block layout, so a cache made
 by another model or build is never read. A corrupt or foreign folder or block is reported
-with a warning and ignored.
+with a warning and ignored; a corrupt `meta.json` is rewritten (the blocks are checked by hash
+and shape anyway), so it does not disable the folder for good.
+
+Several processes may share a folder. Each keeps its own tree in memory; the folder is guarded
+by an advisory lock (`lock`, `flock`): loading holds it shared, saving exclusive. A save merges
+the index on disk with its own tree (blocks other processes stored stay listed, up to the byte
+budget, parents before children), rewrites any of its blocks another process evicted, and
+deletes every block file and temporary file no entry names, so a crashed or concurrent writer
+leaves no orphans and a reader never meets a listed block whose file is gone.
 """
 
 from __future__ import annotations
 
 from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE, DEFAULT_BUDGET_BYTES
 
+import fcntl
 import hashlib
 import io
 import json
@@ -29,8 +38,10 @@ import os
 import tempfile
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -225,25 +236,36 @@ class PrefixCache:
         folder = root / self.bundle_id[:16]
         try:
             (folder / "blocks").mkdir(parents=True, exist_ok=True)
+            with _folder_lock(folder, exclusive=True):
+                usable = self._check_meta(folder)
+            if usable:
+                with _folder_lock(folder, exclusive=False):
+                    self._load(folder)
         except OSError as e:
             warnings.warn(f"prefix cache folder {root}: cannot be used ({e.strerror}); caching in memory only", stacklevel=3)
             return None
+        return folder if usable else None
+
+    def _check_meta(self, folder: Path) -> bool:
+        """Whether the folder holds this bundle's layout (under the exclusive lock). A missing or
+        unreadable meta.json is (re)written: what the blocks hold is checked when they load."""
         meta_path = folder / "meta.json"
-        if not meta_path.exists():
-            _write_atomic(meta_path, json.dumps(self._meta()).encode())
-            return folder
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            warnings.warn(f"{meta_path}: unreadable ({e}); prefix cache folder ignored, caching in memory only", stacklevel=3)
-            return None
+            meta = json.loads(meta_path.read_bytes())
+        except FileNotFoundError:
+            meta = None
+        except (ValueError, RecursionError) as e:
+            warnings.warn(f"{meta_path}: unreadable ({type(e).__name__}); rewritten", stacklevel=4)
+            meta = None
+        if meta is None:
+            _write_atomic(meta_path, json.dumps(self._meta()).encode())
+            return True
         if meta != self._meta():
             warnings.warn(
                 f"{meta_path}: made for another bundle or block layout; prefix cache folder ignored, "
-                "caching in memory only", stacklevel=3)
-            return None
-        self._load(folder)
-        return folder
+                "caching in memory only", stacklevel=4)
+            return False
+        return True
 
     def _load(self, folder: Path) -> None:
         index_path = folder / "index.json"
@@ -287,26 +309,70 @@ class PrefixCache:
             warnings.warn(f"{folder}: {bad} prefix-cache block(s) were corrupt or orphaned and are ignored", stacklevel=4)
 
     def _save(self, new: list[_Block], evicted: list[_Block]) -> None:
-        """Write new blocks, delete evicted ones, rewrite the index (each file replaced atomically)."""
-        blocks = self.folder / "blocks"
+        """Write new blocks and the merged index, delete what no entry names (see the module doc)."""
         try:
-            for b in new:
-                buf = io.BytesIO()
-                np.save(buf, b.kv, allow_pickle=False)
-                data = buf.getvalue()
-                b.sha256 = hashlib.sha256(data).hexdigest()
-                _write_atomic(blocks / f"{b.key}.npy", data)
-            for b in evicted:
-                (blocks / f"{b.key}.npy").unlink(missing_ok=True)
-            order, stack = [], list(self._root.children.values())
-            while stack:  # parents before children
-                b = stack.pop()
-                order.append({"key": b.key, "parent": b.parent.key, "tokens": list(b.tokens), "sha256": b.sha256})
-                stack.extend(b.children.values())
-            _write_atomic(self.folder / "index.json", json.dumps(order).encode())
+            with _folder_lock(self.folder, exclusive=True):
+                self._save_locked({b.key for b in evicted})
         except OSError as e:
             warnings.warn(f"prefix cache folder {self.folder}: write failed ({e.strerror}); caching in memory only", stacklevel=4)
             self.folder = None
+
+    def _save_locked(self, evicted: set[str]) -> None:
+        blocks = self.folder / "blocks"
+        ours, stack = [], list(self._root.children.values())
+        while stack:  # parents before children
+            b = stack.pop()
+            ours.append(b)
+            stack.extend(b.children.values())
+        disk = _index_entries(self.folder / "index.json")
+        listed = {e.get("key"): e.get("sha256") for e in disk}
+        for b in ours:
+            path = blocks / f"{b.key}.npy"
+            if not path.exists():  # new, or evicted by another process meanwhile
+                buf = io.BytesIO()
+                np.save(buf, b.kv, allow_pickle=False)
+                b.sha256 = hashlib.sha256(buf.getvalue()).hexdigest()
+                _write_atomic(path, buf.getvalue())
+            elif isinstance(listed.get(b.key), str):
+                # Another process stored this prefix first: its file (equal up to rounding) is the one listed.
+                b.sha256 = listed[b.key]
+        order = [{"key": b.key, "parent": b.parent.key, "tokens": list(b.tokens), "sha256": b.sha256} for b in ours]
+        kept = {"root"} | {b.key for b in ours}
+        room = max(0, self.budget_bytes // self.block_bytes - len(ours))
+        for e in disk:
+            key, parent = e.get("key"), e.get("parent")
+            if room and isinstance(key, str) and key not in kept and key not in evicted and parent in kept \
+                    and (blocks / f"{key}.npy").is_file():
+                order.append(e)  # another process's block: its parent is listed before it
+                kept.add(key)
+                room -= 1
+        _write_atomic(self.folder / "index.json", json.dumps(order).encode())
+        for path in blocks.iterdir():  # evicted, over budget, orphaned or left half-written by a crash
+            if path.name.removesuffix(".npy") not in kept:
+                path.unlink(missing_ok=True)
+        for pattern in (".index.json.*", ".meta.json.*"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
+
+
+def _index_entries(path: Path) -> list[dict]:
+    """The entries of an index on disk ([] if missing or unreadable: its blocks become orphans)."""
+    try:
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+@contextmanager
+def _folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """The folder's advisory lock (`flock` on `folder/lock`), held for the block."""
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from iree_glm.errors import RequestError
+from iree_glm.validation import ValidationError, bounded, from_data
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
-    seed: int | None = None
+    temperature: float = bounded(0.0, min=0.0)  # 0: greedy
+    top_k: int = bounded(0, min=0)  # 0: off
+    top_p: float = bounded(1.0, max=1.0)  # 1: off
+    seed: int | None = bounded(None, min=0)  # numpy's generators take no negative seed
 
     def check(self) -> None:
-        if self.temperature < 0:
-            raise RequestError(f"temperature must be >= 0 (got {self.temperature})")
-        if self.top_k < 0:
-            raise RequestError(f"top_k must be >= 0 (got {self.top_k})")
+        """Types, NaN/inf and bounds through validation.py (the values may come from a request)."""
+        try:
+            from_data(SamplingParams, {f.name: getattr(self, f.name) for f in fields(self)}, "sampling")
+        except ValidationError as e:
+            raise RequestError(str(e).removeprefix("sampling: ")) from None
         if not 0 < self.top_p <= 1:
             raise RequestError(f"top_p must be in (0, 1] (got {self.top_p})")
 

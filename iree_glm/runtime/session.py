@@ -29,6 +29,7 @@ from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine
 from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
+from iree_glm.runtime.module_check import module_problem
 from iree_glm.runtime.normalize import Normalizer, parse_normalize
 from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE
 from iree_glm.runtime.prefix_cache import PrefixCache, bundle_hash, budget_bytes
@@ -125,6 +126,11 @@ class Session:
             raise BundleError(f"{self.bundle}: HAL driver '{self.driver}' is not available here ({e})") from None
         provider = self._index.create_provider(scope=self.manifest.parameter_scope)
         main, context = load_module(self._instance, self.driver, device, provider, str(self.bundle / file))
+        problem = module_problem(self.bundle, self.manifest, main, file, cache_layers=self.config.num_layers,
+                                 logits=True, store_kv=True, sliding_window=self.sliding_window is not None)
+        if problem:
+            del main, context  # before raising: see devices.load_module
+            raise BundleError(problem)
         names = [ep.name for ep in self.manifest.entry_points] + [STORE_KV]
         return device, {name: rt.FunctionInvoker(context, device, main.lookup_function(name)) for name in names}
 
@@ -167,6 +173,10 @@ class Session:
     def encode(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
             raise RequestError(f"{self.bundle}: this bundle has no tokenizer; pass token ids instead of text")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:  # a command line's undecodable bytes arrive as lone surrogates
+            raise RequestError(f"the prompt text is not valid UTF-8 (at character {e.start})") from None
         return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:

@@ -124,3 +124,15 @@ def test_a_read_only_bundle_generates_the_same_tokens(glm4_bundle, read_only_cop
         (read_only_copy / "probe").write_text("x")
     expected = Session.load(glm4_bundle).generate(PROMPT, max_new_tokens=8).generated_ids
     assert Session.load(read_only_copy).generate(PROMPT, max_new_tokens=8).generated_ids == expected
+
+
+def test_a_read_only_existing_bundle_is_refused_before_the_compile(ckpt, read_only_copy, capsys):
+    """Compiling over a bundle on read-only storage: one line before any work, nothing left beside it."""
+    import time
+
+    before = _tree(read_only_copy.parent)
+    start = time.perf_counter()
+    code, errors = _compile([ckpt, "-o", read_only_copy, "--max-context", "32"], capsys)
+    assert code == 2 and len(errors) == 1 and "not writable" in errors[0], errors
+    assert time.perf_counter() - start < 20  # refused up front, not after exporting and compiling
+    assert _tree(read_only_copy.parent) == before

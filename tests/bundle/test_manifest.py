@@ -48,5 +48,5 @@ def test_a_bundle_of_another_format_says_to_recompile(glm4_bundle, tmp_path):
     data = json.loads((out / "manifest.json").read_text())
     data["format_version"] = 1
     (out / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="bundle format 1, this runtime reads 2; recompile it"):
+    with pytest.raises(BundleError, match="bundle format 1, this runtime reads 3; recompile it"):
         read_manifest(out)

@@ -16,7 +16,7 @@ def session(glm4_bundle):
 
 def test_manifest_lists_everything(glm4_bundle):
     m = read_manifest(glm4_bundle)
-    assert m.format_version == 2
+    assert m.format_version == 3
     assert {"model.vmfb", "weights.irpa", "tokenizer.json", "config.json"} <= set(m.files)
     assert [e.name for e in m.entry_points] == ["prefill", "decode"]
     assert m.modules[0].flags and m.versions["iree-base-compiler"] == "3.13.0"

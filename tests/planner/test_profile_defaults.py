@@ -35,16 +35,16 @@ def test_policy_keys_load_and_bad_values_name_the_key(tmp_path):
     assert load_profile(_write(tmp_path, "prefill_chunk = 0")).policy.prefill_chunk == 0
     assert load_profile("host-cpu").policy.prefill_chunk == 256  # measured (host-cpu.toml)
     for policy, message in (
-        ("prefix_cache_mb = -1", "policy.prefix_cache_mb: must not be negative"),
-        ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected float"),
+        ("prefix_cache_mb = -1", "policy.prefix_cache_mb: -1.0 is below the minimum 0.0"),
+        ('prefix_cache_mb = "big"', "policy.prefix_cache_mb: expected a number"),
         ('sparse_attention = "local=0,global=16,block=64"', "policy.sparse_attention: local must be positive"),
         ('sparse_attention = "window=3"', "policy.sparse_attention: cannot parse 'window=3'"),
         ('sparse_attention = "local=8,global=4,block=4,ring=10"', "policy.sparse_attention: ring=10 is smaller than local\\+block=12"),
         ("decode_batch_sizes = [2, 4]", "policy.decode_batch_sizes: must include 1"),
         ("decode_batch_sizes = [1, 0]", "policy.decode_batch_sizes: expected a list of integers >= 1"),
-        ('decode_batch_sizes = "1,2"', "policy.decode_batch_sizes: expected list"),
-        ("prefill_chunk = -32", "policy.prefill_chunk: must be 0 .whole prompt in one call. or a positive number"),
-        ("prefill_chunk = 12.5", "policy.prefill_chunk: expected int"),
+        ('decode_batch_sizes = "1,2"', "policy.decode_batch_sizes: expected a list"),
+        ("prefill_chunk = -32", "policy.prefill_chunk: -32 is below the minimum 0"),
+        ("prefill_chunk = 12.5", "policy.prefill_chunk: expected an integer"),
     ):
         with pytest.raises(ProfileError, match=message):
             load_profile(_write(tmp_path, policy))

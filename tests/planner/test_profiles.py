@@ -54,29 +54,46 @@ def _broken(edit) -> str:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: d["devices"][1].update(hal_driver="foo"), "profiles/x.toml: devices[1].hal_driver: unknown driver 'foo'"),
-        (lambda d: d["devices"][0].update(colour="red"), "devices[0].colour: unknown field"),
+        (lambda d: d["devices"][1].update(hal_driver="foo"), "profiles/x.toml: devices[1].hal_driver: 'foo' is not one of"),
+        (lambda d: d["devices"][0].update(colour="red"), "devices[0].colour: unknown key"),
         (lambda d: d["links"][0].update(between=["cpu", "tpu"]), "links[0].between[1]: unknown device 'tpu'"),
-        (lambda d: d["links"][0].update(bandwidth_gbs=-1.0), "links[0].bandwidth_gbs: must not be negative"),
-        (lambda d: d["devices"][1].update(kind="fpga"), "devices[1].kind: unknown kind 'fpga'"),
-        (lambda d: d["devices"][1].pop("memory_gb"), "devices[1].memory_gb: missing required key"),
+        (lambda d: d["links"][0].update(bandwidth_gbs=-1.0), "links[0].bandwidth_gbs: -1.0 is below the minimum 0.0"),
+        (lambda d: d["devices"][1].update(kind="fpga"), "devices[1].kind: 'fpga' is not one of cpu, gpu, npu"),
+        (lambda d: d["devices"][1].pop("memory_gb"), "devices[1].memory_gb: missing"),
         (lambda d: d["devices"][1].update(dtypes=["f32", "int8"]), "devices[1].peak_gflops: no throughput for supported dtype 'int8'"),
-        (lambda d: d["devices"][1].update(op_classes=["matmul", "warp"]), "devices[1].op_classes[1]: unknown op class 'warp'"),
-        (lambda d: d["devices"][1].update(memory_bandwidth_gbs="fast"), "devices[1].memory_bandwidth_gbs: expected float"),
+        (lambda d: d["devices"][1].update(op_classes=["matmul", "warp"]), "devices[1].op_classes[1]: 'warp' is not one of"),
+        (lambda d: d["devices"][1].update(memory_bandwidth_gbs="fast"), "devices[1].memory_bandwidth_gbs: expected a number, got 'fast'"),
         (lambda d: d["devices"][1].update(allow_stand_in=True), "devices[1].allow_stand_in: only NPUs"),
         (lambda d: d["devices"][1].update(name="cpu"), "devices[1].name: duplicate device name 'cpu'"),
         (lambda d: d.update(format_version=2), "format_version: this iree_glm reads version 1"),
-        (lambda d: d["policy"].update(objective="speed"), "policy.objective: unknown objective 'speed'"),
+        (lambda d: d["policy"].update(objective="speed"), "policy.objective: 'speed' is not one of latency, energy, balanced"),
         (lambda d: d.pop("links"), "devices[1]: no link between 'lavapipe' and the host cpu 'cpu'"),
         (lambda d: d["devices"].pop(0), "a profile needs a cpu device"),
-        (lambda d: d["devices"][0].update(dispatch_overhead_us=-2.0), "devices[0].dispatch_overhead_us: must not be negative"),
+        (lambda d: d["devices"][0].update(dispatch_overhead_us=-2.0), "devices[0].dispatch_overhead_us: -2.0 is below the minimum 0.0"),
         (lambda d: d["devices"][0].update(cache_mb=32.0) or d["devices"][0].pop("cache_bandwidth_gbs", None),
          "devices[0].cache_mb: needs cache_bandwidth_gbs too"),
         (lambda d: d["devices"][0].update(attention_gflops=0.0), "devices[0].attention_gflops: must be positive"),
+        (lambda d: d["devices"][0].update(memory_gb=float("nan")), "devices[0].memory_gb: expected a finite number, got nan"),
+        (lambda d: d["devices"][0]["peak_gflops"].update(f32=float("inf")), "devices[0].peak_gflops.f32: expected a finite number, got inf"),
+        (lambda d: d["links"][0].update(latency_us=float("nan")), "links[0].latency_us: expected a finite number, got nan"),
+        (lambda d: d["policy"].update(power_budget_w=float("-inf")), "policy.power_budget_w: expected a finite number"),
+        (lambda d: d["policy"].update(context_tokens=0), "policy.context_tokens: 0 is below the minimum 1"),
+        (lambda d: d["policy"].update(decode_batch_sizes=[1, "2"]), "policy.decode_batch_sizes[1]: expected an integer"),
+        (lambda d: d["devices"][0].update(flags="--x"), "devices[0].flags: expected a list"),
     ],
 )
 def test_broken_profiles_name_the_key(edit, message):
     assert message in _broken(edit)
+
+
+def test_a_profile_with_nan_does_not_validate(tmp_path):
+    """A NaN in a profile validated "ok" and its bundle crashed the server at start (issue #22)."""
+    text = (PROFILES / "host-cpu-vulkan.toml").read_text()
+    bad = tmp_path / "nan.toml"
+    bad.write_text(text.replace("[policy]", "[policy]\npower_budget_w = nan", 1))
+    r = _cli("validate", str(bad))
+    assert r.returncode == 2 and "ok:" not in r.stdout
+    assert r.stderr.strip().splitlines() == [f"error: {bad}: policy.power_budget_w: expected a finite number, got nan"]
 
 
 def test_profile_error_is_a_user_error(tmp_path):
@@ -106,7 +123,7 @@ def test_cli_validate_show_and_exit_codes(tmp_path):
     bad.write_text(data)
     r = _cli("validate", str(bad))
     assert r.returncode == 2
-    assert r.stderr.strip().startswith("error: ") and "devices[1].hal_driver: unknown driver 'foo'" in r.stderr
+    assert r.stderr.strip().startswith("error: ") and "devices[1].hal_driver: 'foo' is not one of" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
     show = _cli("show", "raspberry-pi-5")
@@ -137,7 +154,7 @@ def test_compile_rejects_a_bad_profile_before_building(tmp_path, capsys):
 
     bad = tmp_path / "x.toml"
     bad.write_text((PROFILES / "host-cpu.toml").read_text().replace('kind = "cpu"', 'kind = "tpu"'))
-    for profile, message in (("nope", "unknown profile 'nope'"), (str(bad), "devices[0].kind: unknown kind 'tpu'")):
+    for profile, message in (("nope", "unknown profile 'nope'"), (str(bad), "devices[0].kind: 'tpu' is not one of cpu, gpu, npu")):
         assert run_cli(main, ["-o", str(tmp_path / "b"), "--profile", profile]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "b").exists()

@@ -57,7 +57,7 @@ def test_the_written_profile_keeps_the_kernel_set(tmp_path):
 
 
 def test_bad_lowering_options_are_one_line_errors(tmp_path):
-    for extra, message in ((["--lowering", "--lowering-layers", "0"], "--lowering-layers must be >= 1"),
+    for extra, message in ((["--lowering", "--lowering-layers", "0"], "--lowering-layers: 0 is below the minimum 1"),
                            (["--lowering", "--lowering-checkpoint", str(tmp_path)], "no config.json there"),
                            (["--lowering", "--driver", "vulkan"], "--lowering chooses llvm-cpu flags")):
         args = ["--driver", "local-task", "-o", str(tmp_path / "x.toml"), *extra]

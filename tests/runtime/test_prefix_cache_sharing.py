@@ -1,0 +1,99 @@
+"""Two processes sharing a prefix-cache folder: no orphaned files, no false "corrupt block"
+warnings, and a corrupt meta.json does not disable the folder for good (issue #22 item 8)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iree_glm.runtime.prefix_cache import PrefixCache
+
+L, H, D, BS = 2, 2, 4, 4
+BUNDLE = "c" * 64
+BUDGET_BLOCKS = 12
+
+
+def _cache(folder: Path) -> PrefixCache:
+    return PrefixCache((L, H, D), BUNDLE, block_size=BS, budget_bytes=BUDGET_BLOCKS * 2 * L * H * BS * D * 4, folder=folder)
+
+
+def _kv(ids):
+    k = np.zeros((L, 1, H, len(ids) + 4, D), np.float32)
+    k[:, 0, :, : len(ids)] = np.asarray(ids, np.float32)[None, None, :, None]
+    return k, -k
+
+
+def _worker(folder: str, seed: int, rounds: int, errors) -> None:
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (a "corrupt" block) fails the worker
+        try:
+            for _ in range(rounds):
+                pc = _cache(Path(folder))  # a new process's view: loads what the other wrote
+                shared = [1, 2, 3, 4, 5, 6, 7, 8]  # both store this prefix
+                for _ in range(4):
+                    ids = shared + [int(t) for t in rng.integers(0, 50, int(rng.integers(4, 17)))]
+                    pc.insert(ids, *_kv(ids))
+                assert pc.folder is not None
+        except Exception as e:  # noqa: BLE001 (reported to the parent)
+            errors.put(f"{type(e).__name__}: {e}")
+
+
+def _listed_and_present(folder: Path) -> tuple[set[str], set[str]]:
+    sub = next(p for p in folder.iterdir() if p.is_dir())
+    listed = {e["key"] for e in json.loads((sub / "index.json").read_text())}
+    present = {p.name for p in (sub / "blocks").iterdir()}
+    return listed, present
+
+
+def test_two_processes_share_a_folder_without_orphans_or_false_warnings(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), seed, 15, errors)) for seed in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get())
+    assert not problems, problems
+    listed, present = _listed_and_present(tmp_path)
+    assert present == {f"{k}.npy" for k in listed}  # no orphaned or half-written file, none missing
+    assert 0 < len(listed) <= BUDGET_BLOCKS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pc = _cache(tmp_path)
+    assert len(pc) == len(listed)  # every listed block loads (hash and shape checked)
+
+
+def test_a_corrupt_meta_json_is_rewritten_not_fatal(tmp_path):
+    ids = list(range(1, 13))
+    _cache(tmp_path).insert(ids, *_kv(ids))
+    meta = next(p for p in tmp_path.iterdir() if p.is_dir()) / "meta.json"
+    meta.write_bytes(b"{\x00garbage")
+    with pytest.warns(UserWarning, match="meta.json: unreadable"):
+        pc = _cache(tmp_path)
+    assert pc.folder is not None and len(pc) == 3  # still used, and the checked blocks still load
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(_cache(tmp_path)) == 3  # repaired: no warning the next time
+
+
+def test_a_crashed_writers_leftovers_are_removed_on_the_next_save(tmp_path):
+    ids = list(range(1, 9))
+    pc = _cache(tmp_path)
+    pc.insert(ids, *_kv(ids))
+    blocks = pc.folder / "blocks"
+    (blocks / ".deadbeef.npy.tmp123").write_bytes(b"half")
+    (blocks / ("0" * 32 + ".npy")).write_bytes(b"orphan")
+    more = ids + [20, 21, 22, 23]
+    pc.insert(more, *_kv(more))
+    listed, present = _listed_and_present(tmp_path)
+    assert present == {f"{k}.npy" for k in listed} and len(listed) == 3
