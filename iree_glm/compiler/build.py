@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from iree_glm.frontend import default_model
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
@@ -70,11 +70,18 @@ def cache_slots(opts: BuildOptions) -> int:
     return sparse.ring_slots if sparse is not None and sparse.ring else opts.max_context
 
 
-def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
+def _entry_points(opts: BuildOptions, staged: bool) -> list[EntryPoint]:
+    """prefill, decode (per batch size) and, where speculative decoding can run, `verify`: a
+    prefill that returns every row's logits (runtime/speculative.py). Not for a sliding-window
+    cache (a rejected draft's entries would overwrite ring slots still in the window) nor for
+    a multi-device pipeline (its stages export prefill and decode only)."""
     slots = cache_slots(opts)
     eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
         eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
+    ring = opts.sparse_attention is not None and opts.sparse_attention.ring
+    if not staged and not ring:
+        eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
     return eps
 
 
@@ -127,10 +134,10 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            entry_points = _entry_points(opts)
-            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            entry_points = _entry_points(opts, bool(stages))
+            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
             if stages and dtype != "f32":
                 raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
             if stages and opts.sparse_attention is not None:
