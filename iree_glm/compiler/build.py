@@ -27,7 +27,7 @@ from iree_glm.planner.profile import Profile, load_profile
 from iree_glm.planner.scheduler import PartitionPlan, plan_partition, quant_dtypes
 from iree_glm.compiler.stages import compile_stages, stand_ins
 from iree_glm.export.stages import export_stages, stages_of
-from iree_glm.transforms.quantize import QuantSpec, quantize_model, quantized_layer_count, state_bytes
+from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import kernel_choice
@@ -83,6 +83,18 @@ def _entry_points(opts: BuildOptions, staged: bool) -> list[EntryPoint]:
     if not staged and not ring:
         eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
     return eps
+
+
+def mark_verify_like_decode(model) -> None:
+    """The int8 decode kernel quantizes x per block of 32 (kernels/int8.py); where it will run,
+    the `verify` entry point quantizes its rows the same way in the graph, so that checking
+    draft tokens computes what decode steps would (speculative decoding's greedy output is then
+    the plain decode's). Other entry points are unchanged (program.py sets it for verify only)."""
+    from iree_glm.kernels import int8 as int8_kernel
+
+    for module in model.modules():
+        if isinstance(module, QuantLinear) and module.mode == "int8" and int8_kernel.fits(module.in_features, int8_kernel.LANES, 1):
+            module.verify_like_decode = True
 
 
 def _check_options(opts: BuildOptions) -> Profile:
@@ -144,6 +156,13 @@ def build_bundle(
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
             model = activation_dtype.convert(model, dtype)
 
+            int8_activations = opts.int8_activations or profile.host.int8_activations
+            kernels = kernel_choice.choose(kernel_choice.KernelRequest(
+                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue))
+            if kernels.int8.ours:
+                mark_verify_like_decode(model)
+
             t = time.perf_counter()
             progress("export to MLIR")
             sparse_attention.enable(model, opts.sparse_attention)
@@ -162,10 +181,6 @@ def build_bundle(
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            int8_activations = opts.int8_activations or profile.host.int8_activations
-            kernels = kernel_choice.choose(kernel_choice.KernelRequest(
-                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
-                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue))
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:

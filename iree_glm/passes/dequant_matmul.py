@@ -36,7 +36,8 @@ dequant generic; at 512 rows 2.4x f32 and 2.7x the fused generic. At one row it 
 than the tuned decode generic and adds dispatches, so "prefill" (host-cpu's default) applies it
 to calls with a dynamic row count only, except the `verify` entry point's: speculative
 decoding accepts a draft token only where it equals what a decode step would choose, so
-verification keeps the decode steps' fp32 activations. Per-row activation rounding adds error (~1e-2 of a
+verification multiplies as decode does (fp32 x, or x per block of 32 where the int8 decode
+kernel runs: the export quantizes verify's rows so in the graph, build.py). Per-row activation rounding adds error (~1e-2 of a
 layer's output, relative to its largest value): the profile chooses. The row quantization sits
 behind an `iree_tensor_ext.compute_barrier.start`: fused into the dispatch of the norm that
 produces x (two reductions and the data-tiling pack), the 330M model's dispatch needed 190 KB
@@ -730,10 +731,10 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
 
 
 def _function_name(op: ir.Operation) -> str | None:
-    """The symbol name of the function holding `op`."""
+    """The exported name of the function holding `op` (IREE's ABI wraps `f` around `f$async`)."""
     while op is not None and op.name not in ("func.func", "util.func"):
         op = op.parent
-    return ir.StringAttr(op.attributes["sym_name"]).value if op is not None else None
+    return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None
 
 
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
@@ -769,8 +770,10 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        prompt = dynamic and _function_name(op) != VERIFY
-        integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and prompt))
+        if _function_name(op) == VERIFY:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
+            integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
+        else:
+            integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
         if q_weight is not None and int8_kernel is not None and \
                 _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, glue) is not None:
             pass
