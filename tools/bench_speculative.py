@@ -56,13 +56,21 @@ def ordinary_prompt(vocab: int, length: int) -> list[int]:
 
 
 def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant) -> Path:
+    """The draft: `--prune heads=0.5,ffn=0.5` of the checkpoint, ranked on ordinary-prompt token
+    ids (the random checkpoint has no tokenizer for the calibration text), same quantization."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
-    from iree_glm.transforms.prune import parse_prune_spec
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint, write_checkpoint
+    from iree_glm.transforms.prune import parse_prune_spec, prune_model
 
+    pruned = folder / f"{checkpoint.name}-pruned"
+    if not (pruned / "model.safetensors").exists():
+        model = load_model(open_checkpoint(checkpoint))
+        model, _ = prune_model(model, parse_prune_spec(PRUNE), ordinary_prompt(model.cfg.vocab_size, 512))
+        write_checkpoint(model, pruned)
     tag = "none" if quant.mode == "none" else quant.mode
-    out = folder / f"{checkpoint.name}-pruned-{tag}-{context}-{bench.source_hash()}"
+    out = folder / f"{pruned.name}-{tag}-{context}-{bench.source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, quant=quant, prune=parse_prune_spec(PRUNE)))
+        build_bundle(pruned, out, BuildOptions(max_context=context, quant=quant))
     return out
 
 

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from iree_glm.errors import BundleError, UserError
 from iree_glm.runtime.sampling import Sampler, SamplingParams
 
-if TYPE_CHECKING:
-    from iree_glm.runtime.session import Session
-
 PROMPT_LOOKUP = "prompt-lookup"
+
+
+class Model(Protocol):
+    """What drafts and verification need of a loaded bundle (runtime.Session is one)."""
+
+    bundle: Path
+    max_context: int
+
+    def new_cache(self, rows: int = 1): ...
+
+    def run_prefill(self, ids: list[int], start: int, cache, slot: int = 0) -> np.ndarray: ...
+
+    def decode(self, tokens: list[int], positions: list[int], cache, slots: list[int] | None = None) -> np.ndarray: ...
+
+    def verify(self, ids: list[int], start: int, cache, slot: int = 0) -> np.ndarray: ...
 
 
 @dataclass
@@ -85,7 +97,7 @@ class BundleDraft:
     """A smaller bundle (its own Session) that proposes by decoding ahead, greedily or with
     the request's sampling parameters."""
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: Model):
         self.session = session
         self.name = str(session.bundle)
 
@@ -94,7 +106,7 @@ class BundleDraft:
 
 
 class BundleDraftRun:
-    def __init__(self, session: "Session", sampler: Sampler):
+    def __init__(self, session: Model, sampler: Sampler):
         self.session = session
         self.sampler = sampler
         self.cache = session.new_cache(1)
@@ -137,7 +149,7 @@ class BundleDraftRun:
         self.pos = min(self.written, context_length + kept)
 
 
-def check_same_tokenizer(target: "Session", draft: "Session") -> None:
+def check_same_tokenizer(target: Model, draft: Model) -> None:
     """A draft must speak the target's token ids: same vocabulary size and tokenizer file."""
     tm, dm = target.manifest, draft.manifest
     where = f"draft bundle {draft.bundle}"
@@ -151,7 +163,7 @@ def check_same_tokenizer(target: "Session", draft: "Session") -> None:
                           "a draft needs the target's tokenizer")
 
 
-def open_draft(target: "Session", draft, load) -> Draft:
+def open_draft(target: Model, draft, load) -> Draft:
     """`draft` as a Draft: "prompt-lookup", a bundle folder (opened with `load`), a Session or a
     Draft object."""
     if isinstance(draft, str) and draft == PROMPT_LOOKUP:

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from iree_glm.runtime.drafts import Draft, Proposal
+from iree_glm.runtime.drafts import Draft, Model, Proposal
 from iree_glm.runtime.request import RequestState, StreamEvent
 from iree_glm.runtime.sampling import Sampler
-
-if TYPE_CHECKING:
-    from iree_glm.runtime.session import Session
 
 DEFAULT_DRAFT_TOKENS = 8
 
@@ -98,10 +95,57 @@ def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> 
     return out + [sampler.draw(sampler.distribution(logits[len(proposal.tokens)]))]
 
 
+class DraftedRequest:
+    """One request's draft state and adaptive k; `step` is one target call (shared by the
+    one-at-a-time loop below and the batching engine)."""
+
+    def __init__(self, session: Model, draft: Draft, max_k: int, state: RequestState):
+        self.session = session
+        self.run = draft.start(state.sampler.params)
+        self.adapt = AdaptiveK(max_k)
+        self.greedy = state.sampler.params.temperature == 0
+        state.speculative = True
+
+    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
+        """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
+        tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
+        session = self.session
+        k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
+        context = state.ids + state.generated
+        proposal = self.run.propose(context, k) if k > 0 else Proposal([])
+        proposal.tokens = proposal.tokens[: max(k, 0)]
+        state.target_calls += 1
+        if not proposal.tokens:
+            return [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+        rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
+        if self.greedy:
+            emitted = accept_greedy(proposal.tokens, rows)
+        else:
+            emitted = accept_sampled(proposal, rows, state.sampler)
+        kept = len(emitted) - 1
+        self.run.accepted(len(context), kept)
+        self.adapt.update(len(proposal.tokens), kept)
+        state.drafted += len(proposal.tokens)
+        state.draft_accepted += kept
+        return emitted
+
+
+def emit(state: RequestState, tokens: list[int]) -> Iterator[StreamEvent]:
+    """Accept the tokens of one call in order, each at the position a plain decode loop would
+    have (so stop ids, strings, max tokens and a full context end it alike); stops when the
+    request ends. Afterwards `state.pos` counts the cached tokens; the last token is pending."""
+    first = state.pos
+    for i, token in enumerate(tokens):
+        state.pos = first + i
+        yield state.accept(token)
+        if state.done:
+            return
+
+
 class SpeculativeDecoder:
     """The one-request decode loop of a Session with a draft."""
 
-    def __init__(self, session: "Session", draft: Draft, max_k: int):
+    def __init__(self, session: Model, draft: Draft, max_k: int):
         self.session = session
         self.draft = draft
         self.max_k = max_k
@@ -116,38 +160,14 @@ class SpeculativeDecoder:
         emitted = [state.sampler(logits)]
         state.prefill_s = time.perf_counter() - t
         t = time.perf_counter()
-        run = self.draft.start(state.sampler.params)
-        adapt = AdaptiveK(self.max_k)
-        greedy = state.sampler.params.temperature == 0
+        drafted = DraftedRequest(session, self.draft, self.max_k, state)
         try:
             while True:
-                first = state.pos
-                for i, token in enumerate(emitted):
-                    state.pos = first + i
-                    yield state.accept(token)
-                    if state.done:
-                        return
-                # state.pos tokens are cached; the last emitted one is pending.
-                pending = emitted[-1]
-                k = min(adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
-                context = state.ids + state.generated
-                proposal = run.propose(context, k) if k > 0 else Proposal([])
-                proposal.tokens = proposal.tokens[: max(k, 0)]
-                if not proposal.tokens:
-                    emitted = [state.sampler(session.decode([pending], [state.pos], cache)[0])]
-                else:
-                    rows = session.verify([pending] + proposal.tokens, state.pos, cache)
-                    if greedy:
-                        emitted = accept_greedy(proposal.tokens, rows)
-                    else:
-                        emitted = accept_sampled(proposal, rows, state.sampler)
-                    kept = len(emitted) - 1
-                    run.accepted(len(context), kept)
-                    adapt.update(len(proposal.tokens), kept)
-                    state.drafted += len(proposal.tokens)
-                    state.draft_accepted += kept
+                yield from emit(state, emitted)
+                if state.done:
+                    return
+                emitted = drafted.step(state, emitted[-1], cache)
                 state.pos += 1
-                state.target_calls += 1
                 state.decode_tokens += len(emitted)
         finally:
             state.decode_s = time.perf_counter() - t

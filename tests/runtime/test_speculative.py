@@ -281,3 +281,31 @@ def test_run_cli_draft(glm4_bundle, capsys):
     assert capsys.readouterr().err.strip() == "error: --draft-tokens is only used with --draft"
     assert run_cli(run_main, [str(glm4_bundle), "--prompt-ids", ids, "--draft", "prompt-lookup", "--draft-tokens", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --draft-tokens must be from 1 to 64 (got 0)"
+
+
+def test_batching_engine_with_a_draft(batched_bundle):
+    """Alone, a request takes speculative steps (fewer calls than tokens); several share plain
+    batched steps; every request's tokens equal one-at-a-time plain decoding."""
+    import threading
+
+    from iree_glm.runtime.batching import BatchEngine
+
+    plain_b = Session.load(batched_bundle, verify=False)
+    spec = Session.load(batched_bundle, verify=False, draft="prompt-lookup", draft_tokens=6)
+    want = [plain_b.generate(p, 24, stop_ids=()).generated_ids for p in PROMPTS[:4]]
+    engine = BatchEngine(spec, gather_ms=0)
+    alone = list(engine.run(spec.new_request(PROMPTS[0], 24, stop_ids=())))
+    assert [e.token_id for e in alone] == want[0]
+    assert engine.stats.steps < 23  # drafts were accepted: fewer target calls than tokens
+    got: dict[int, list[int]] = {}
+
+    def work(i):
+        got[i] = [e.token_id for e in engine.run(spec.new_request(PROMPTS[i], 24, stop_ids=()))]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.close()
+    assert [got[i] for i in range(4)] == want
