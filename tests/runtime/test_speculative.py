@@ -309,3 +309,12 @@ def test_batching_engine_with_a_draft(batched_bundle):
         t.join()
     engine.close()
     assert [got[i] for i in range(4)] == want
+
+
+def test_serve_cli_draft_options_are_checked(glm4_bundle, tmp_path, capsys):
+    from iree_glm.cli.serve import main as serve_main
+
+    assert run_cli(serve_main, [str(glm4_bundle), "--port", "0", "--draft-tokens", "4"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --draft-tokens is only used with --draft"
+    assert run_cli(serve_main, [str(glm4_bundle), "--port", "0", "--no-verify", "--draft", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith("is neither 'prompt-lookup' nor a bundle folder")
