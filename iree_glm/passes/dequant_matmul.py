@@ -770,16 +770,19 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        if _function_name(op) == VERIFY:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
+        verify = _function_name(op) == VERIFY
+        if verify:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
             integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
         else:
             integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
+        # verify quantizes the x that IREE computed, as decode's one-row kernels do (no glue).
+        op_glue = None if verify else glue
         if q_weight is not None and int8_kernel is not None and \
-                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, glue) is not None:
+                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, op_glue) is not None:
             pass
         elif integer:
             rewrite_integer(m, q_weight)
-        elif kernel is None or _call_int4_kernel(m, kernel, defined, glue) is None:
+        elif kernel is None or _call_int4_kernel(m, kernel, defined, op_glue) is None:
             rewrite(m, cpu_tiles)
     return done
 
