@@ -20,6 +20,7 @@ from iree_glm.validation import ValidationError, bounded, from_data, to_data
 
 FORMAT_VERSION = 3  # 2: per-layer KV caches updated in place; 3: functions declare their signature (bundle/signature.py)
 MANIFEST = "manifest.json"
+VERIFY = "verify"  # the entry point that checks draft tokens: a prefill returning every row's logits
 # Which int8-weight matmuls also quantize their activations and multiply i8 x i8 -> i32
 # (passes/dequant_matmul.py): none, multi-token calls (prefill) or all.
 INT8_ACTIVATIONS = ("none", "prefill", "all")
@@ -51,6 +52,7 @@ class EntryPoint:
     batch: int = bounded(min=1)
     seq_len: int | None = bounded(min=1)  # None: dynamic sequence length (prefill)
     capacity: int = bounded(min=2)  # KV-cache positions per row
+    all_logits: bool = False  # logits of every row [B,S,V] (speculative verification), else the last [B,V]
 
 
 @dataclass

@@ -42,6 +42,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); the text is cut before it")
     p.add_argument("--prefill-chunk", type=option(int, "--prefill-chunk", min=0), metavar="TOKENS",
                    help="prefill the prompt in calls of at most TOKENS tokens (0: one call; default: the bundle's profile prefill_chunk)")
+    p.add_argument("--draft", metavar="prompt-lookup|BUNDLE",
+                   help="speculative decoding: check draft tokens from prompt lookup or a smaller bundle with the same "
+                        "tokenizer in one call of the bundle (same output, fewer passes over the weights)")
+    p.add_argument("--draft-tokens", type=int, metavar="K", help="at most K draft tokens per call (default 8; adapts to the acceptance rate)")
     p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
     return p.parse_args(argv)
 
@@ -53,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from iree_glm.bundle.manifest import read_manifest
     from iree_glm.runtime.normalize import parse_normalize
     from iree_glm.runtime.pipeline import PipelineSession, is_multi_device
+    from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS
 
     normalizer = parse_normalize(args.normalize)
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
@@ -63,10 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--prefill-chunk must be 0 (whole prompt) or a positive number of tokens (got {args.prefill_chunk})")
     if normalizer is not None and args.prompt is None:
         raise UserError("--normalize rewrites text: use it with --prompt, not --prompt-ids")
+    if args.draft_tokens is not None and args.draft is None:
+        raise UserError("--draft-tokens is only used with --draft")
+    draft_tokens = DEFAULT_DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
+    if not 1 <= draft_tokens <= 64:
+        raise UserError(f"--draft-tokens must be from 1 to 64 (got {draft_tokens})")
     stand_in = ""
     if is_multi_device(read_manifest(args.bundle, verify=False)):  # one module per device (plan stages)
         for option, value in (("--prefix-cache-dir", args.prefix_cache_dir), ("--prefix-cache-mb", args.prefix_cache_mb),
-                              ("--normalize", normalizer)):
+                              ("--normalize", normalizer), ("--draft", args.draft)):
             if value is not None:
                 raise UserError(f"{option} is not supported for multi-device bundles")
         session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in,
@@ -75,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir,
                                prefix_cache_bytes=None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
-                               normalize=normalizer, prefill_chunk=args.prefill_chunk)
+                               normalize=normalizer, prefill_chunk=args.prefill_chunk, draft=args.draft,
+                               draft_tokens=draft_tokens)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")
@@ -101,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{stand_in}prefill {r.prefill_ms:.1f} ms, decode {r.decode_tok_s:.1f} tok/s "
           f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
           f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''}"
-          f"{f', prompt normalized ({normalizer})' if normalizer else ''})", file=sys.stderr)
+          f"{f', prompt normalized ({normalizer})' if normalizer else ''}"
+          f"{f', draft acceptance {r.acceptance_rate:.0%}, {r.tokens_per_target_call:.2f} tokens per call' if r.acceptance_rate is not None else ''})",
+          file=sys.stderr)
     return 0
 
 

@@ -27,6 +27,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "so prompts differing only in form share cached prefixes; requests may override it")
     p.add_argument("--gather-ms", type=option(float, "--gather-ms", min=0.0), default=10.0, help="batching window when the engine was idle (default 10)")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
+    p.add_argument("--draft", metavar="prompt-lookup|BUNDLE",
+                   help="speculative decoding for a request that runs alone: draft tokens from prompt lookup or a smaller "
+                        "bundle with the same tokenizer, checked in one call (same output)")
+    p.add_argument("--draft-tokens", type=int, metavar="K", help="at most K draft tokens per call (default 8)")
     return p.parse_args(argv)
 
 
@@ -37,12 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from iree_glm.runtime.normalize import parse_normalize
     from iree_glm.runtime.prefix_cache import budget_bytes
     from iree_glm.runtime.session import sliding_window
+    from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS
     from iree_glm.server.openai_api import Server, serve
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (got {args.port})")
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
+    if args.draft_tokens is not None and args.draft is None:
+        raise UserError("--draft-tokens is only used with --draft")
+    draft_tokens = DEFAULT_DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
+    if not 1 <= draft_tokens <= 64:
+        raise UserError(f"--draft-tokens must be from 1 to 64 (got {draft_tokens})")
     normalizer = parse_normalize(args.normalize)
     manifest = read_manifest(args.bundle, verify=False)
     budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
@@ -52,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     session = Session.load(
         args.bundle, verify=not args.no_verify, prefix_cache=budget > 0,
         prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
+        draft=args.draft, draft_tokens=draft_tokens,
     )
     session.gather_ms = args.gather_ms
     server = Server(session, args.bundle.name, normalizer)
@@ -62,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if window is not None:
             cache += f", sliding-window KV cache of {session.cache_slots} slots"
         norm = f", prompts normalized ({normalizer})" if normalizer else ""
+        norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
         print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm})", file=sys.stderr, flush=True)
 
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from iree_glm.frontend import default_model
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
@@ -27,7 +27,7 @@ from iree_glm.planner.profile import Profile, load_profile
 from iree_glm.planner.scheduler import PartitionPlan, plan_partition, quant_dtypes
 from iree_glm.compiler.stages import compile_stages, stand_ins
 from iree_glm.export.stages import export_stages, stages_of
-from iree_glm.transforms.quantize import QuantSpec, quantize_model, quantized_layer_count, state_bytes
+from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import kernel_choice
@@ -71,12 +71,31 @@ def cache_slots(opts: BuildOptions) -> int:
     return sparse.ring_slots if sparse is not None and sparse.ring else opts.max_context
 
 
-def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
+def _entry_points(opts: BuildOptions, staged: bool) -> list[EntryPoint]:
+    """prefill, decode (per batch size) and, where speculative decoding can run, `verify`: a
+    prefill that returns every row's logits (runtime/speculative.py). Not for a sliding-window
+    cache (a rejected draft's entries would overwrite ring slots still in the window) nor for
+    a multi-device pipeline (its stages export prefill and decode only)."""
     slots = cache_slots(opts)
     eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
         eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
+    ring = opts.sparse_attention is not None and opts.sparse_attention.ring
+    if not staged and not ring:
+        eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
     return eps
+
+
+def mark_verify_like_decode(model) -> None:
+    """The int8 decode kernel quantizes x per block of 32 (kernels/int8.py); where it will run,
+    the `verify` entry point quantizes its rows the same way in the graph, so that checking
+    draft tokens computes what decode steps would (speculative decoding's greedy output is then
+    the plain decode's). Other entry points are unchanged (program.py sets it for verify only)."""
+    from iree_glm.kernels import int8 as int8_kernel
+
+    for module in model.modules():
+        if isinstance(module, QuantLinear) and module.mode == "int8" and int8_kernel.fits(module.in_features, int8_kernel.LANES, 1):
+            module.verify_like_decode = True
 
 
 def _check_options(opts: BuildOptions) -> Profile:
@@ -128,15 +147,23 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            entry_points = _entry_points(opts)
-            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            entry_points = _entry_points(opts, bool(stages))
+            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
             if stages and dtype != "f32":
                 raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
             model = activation_dtype.convert(model, dtype)
+
+            int8_activations = opts.int8_activations or profile.host.int8_activations
+            kernels = kernel_choice.choose(kernel_choice.KernelRequest(
+                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
+                opts.kernel_set or profile.host.kernel_set))
+            if kernels.int8.ours:
+                mark_verify_like_decode(model)
 
             t = time.perf_counter()
             progress("export to MLIR")
@@ -156,11 +183,6 @@ def build_bundle(
             t = time.perf_counter()
             progress(f"compile with IREE ({target.backend})")
             log = Path(out).parent / f"{Path(out).name}.compile-error.log"
-            int8_activations = opts.int8_activations or profile.host.int8_activations
-            kernels = kernel_choice.choose(kernel_choice.KernelRequest(
-                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
-                bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
-                opts.kernel_set or profile.host.kernel_set))
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:

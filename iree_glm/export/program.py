@@ -136,7 +136,16 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     cfg = model.cfg
     tokens = torch.zeros(ep.batch, 2 if ep.seq_len is None else ep.seq_len, dtype=torch.int64)
     args, dynamic = example_inputs(ep, tokens, cfg.num_layers, cfg, cache_dtype)
-    return export_program(model, args, dynamic)
+    model.all_rows = ep.all_logits
+    like_decode = [m for m in model.modules() if getattr(m, "verify_like_decode", False)] if ep.all_logits else []
+    for m in like_decode:
+        m.quantized_activations = True
+    try:
+        return export_program(model, args, dynamic)
+    finally:
+        model.all_rows = False
+        for m in like_decode:
+            m.quantized_activations = False
 
 
 class KVStore(torch.nn.Module):

@@ -232,6 +232,7 @@ class CausalLM(nn.Module):
 
     forward(tokens [B,S] int64, start [B] int64, slots [B] int64, key_positions [n] int64,
             k_0, v_0, k_1, v_1, ...) -> logits of the last position [B,V]
+            (with `all_rows` set: of every position [B,S,V], for speculative verification)
     Token i of row b is written at position start[b] + i of cache row slots[b] (in place) and
     sees the positions <= it among key_positions (0..n-1, n covering every position in use).
     """
@@ -240,6 +241,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.model = Body(cfg)
+        self.all_rows = False  # what forward returns; set while exporting the verify entry point
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
@@ -269,7 +271,7 @@ class CausalLM(nn.Module):
 
     def forward(self, tokens, start, slots, key_positions, *caches):
         x = self.hidden_states(tokens, start, slots, key_positions, caches)
-        return self.project(x[:, -1])
+        return self.project(x if self.all_rows else x[:, -1])
 
     def all_logits(self, tokens, start, k_cache, v_cache):
         """Logits for every position (tests and tools; not exported). Caches are stacked

@@ -34,7 +34,10 @@ weight is repacked i8 -> i8 once at load time. In a 128 x 1024 x 2816 probe (2 t
 loaded, medians of 15) it ran 0.8-1.2x the f32 time and 1.3-1.7x faster than the fused
 dequant generic; at 512 rows 2.4x f32 and 2.7x the fused generic. At one row it was no faster
 than the tuned decode generic and adds dispatches, so "prefill" (host-cpu's default) applies it
-to calls with a dynamic row count only. Per-row activation rounding adds error (~1e-2 of a
+to calls with a dynamic row count only, except the `verify` entry point's: speculative
+decoding accepts a draft token only where it equals what a decode step would choose, so
+verification multiplies as decode does (fp32 x, or x per block of 32 where the int8 decode
+kernel runs: the export quantizes verify's rows so in the graph, build.py). Per-row activation rounding adds error (~1e-2 of a
 layer's output, relative to its largest value): the profile chooses. The row quantization sits
 behind an `iree_tensor_ext.compute_barrier.start`: fused into the dispatch of the norm that
 produces x (two reductions and the data-tiling pack), the 330M model's dispatch needed 190 KB
@@ -73,7 +76,7 @@ from typing import ClassVar, Optional, Sequence
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
 
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import producer, shape, use_count, zero_fill
 
@@ -727,6 +730,13 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
 
 
 
+def _function_name(op: ir.Operation) -> str | None:
+    """The exported name of the function holding `op` (IREE's ABI wraps `f` around `f$async`)."""
+    while op is not None and op.name not in ("func.func", "util.func"):
+        op = op.parent
+    return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None
+
+
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
         int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
@@ -760,13 +770,19 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
+        verify = _function_name(op) == VERIFY
+        if verify:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
+            integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
+        else:
+            integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
+        # verify quantizes the x that IREE computed, as decode's one-row kernels do (no glue).
+        op_glue = None if verify else glue
         if q_weight is not None and int8_kernel is not None and \
-                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, glue) is not None:
+                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, op_glue) is not None:
             pass
         elif integer:
             rewrite_integer(m, q_weight)
-        elif kernel is None or _call_int4_kernel(m, kernel, defined, glue) is None:
+        elif kernel is None or _call_int4_kernel(m, kernel, defined, op_glue) is None:
             rewrite(m, cpu_tiles)
     return done
 

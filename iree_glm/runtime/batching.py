@@ -10,6 +10,10 @@ scratch row. A request is prefilled straight into a free slot and decoded there;
 passes the slots of the rows it decodes, so joining and leaving copy nothing. Rows that pad a
 step up to a compiled size write into the scratch row (at distinct positions) and are ignored.
 
+With a draft (Session.load's `draft`), a request that runs alone takes speculative steps
+(runtime/speculative.py: draft tokens checked in one `verify` call of its row); requests that
+share steps decode plainly, as the batch already shares each pass over the weights.
+
 When the engine goes from idle to busy it waits up to `gather_ms` (prefilling what arrives
 meanwhile) so that requests arriving together start decoding together.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from iree_glm.runtime.request import RequestState, StreamEvent
+from iree_glm.runtime.speculative import DraftedRequest, emit
 
 
 DEFAULT_GATHER_MS = 10.0
@@ -56,6 +61,7 @@ class Job:
     token: int = -1  # the next token to feed
     slot: int | None = None  # its row of the engine's KV cache
     decode_start: float = 0.0
+    drafted: DraftedRequest | None = None  # speculative decoding state, once it ran alone
 
 
 @dataclass
@@ -209,6 +215,9 @@ class BatchEngine:
     def _step(self) -> None:
         """One decode call of the smallest compiled size that holds every active request."""
         rows = list(self._active)
+        if len(rows) == 1 and getattr(self.session, "draft", None) is not None:
+            self._speculative_step(rows[0])
+            return
         size = next(s for s in self.sizes if s >= len(rows))
         pad = size - len(rows)
         tokens = [j.token for j in rows] + [0] * pad
@@ -224,10 +233,29 @@ class BatchEngine:
             state = job.state
             state.pos += 1
             state.decode_tokens += 1
+            state.target_calls += 1
             job.token = state.sampler(logits[i])
             self._emit(job, state.accept(job.token))
             if state.done:
                 self._finish(job)
+
+    def _speculative_step(self, job: Job) -> None:
+        state = job.state
+        if job.drafted is None:
+            job.drafted = DraftedRequest(self.session, self.session.draft, self.session.draft_tokens, state)
+        t = time.perf_counter()
+        tokens = job.drafted.step(state, job.token, self._cache, job.slot)
+        self.stats.step_s += time.perf_counter() - t
+        self.stats.steps += 1
+        self.stats.rows_decoded += 1
+        self.stats.batch_sizes[1] = self.stats.batch_sizes.get(1, 0) + 1
+        state.pos += 1
+        state.decode_tokens += len(tokens)
+        for event in emit(state, tokens):
+            self._emit(job, event)
+        job.token = tokens[-1]
+        if state.done:
+            self._finish(job)
 
     def _emit(self, job: Job, item: object) -> None:
         try:

@@ -25,6 +25,10 @@ class GenerationResult:
     decode_tok_s: float
     stop_reason: str  # "eos", "stop" (a stop string), "max_new_tokens", "context_full" or "cancelled"
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    # Speculative decoding (None without a draft): accepted / proposed draft tokens, and
+    # generated tokens per call of the target after the prompt.
+    acceptance_rate: float | None = None
+    tokens_per_target_call: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -85,6 +89,10 @@ class RequestState:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     decode_tokens: int = 0
+    speculative: bool = False  # decoded with a draft (runtime/speculative.py)
+    drafted: int = 0  # draft tokens proposed ...
+    draft_accepted: int = 0  # ... and kept
+    target_calls: int = 0  # decode / verify calls after the prompt
     created: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
@@ -132,4 +140,6 @@ class RequestState:
             decode_tok_s=self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0,
             stop_reason=self.stop_reason,
             cached_tokens=self.cached_tokens,
+            acceptance_rate=(self.draft_accepted / self.drafted if self.drafted else 0.0) if self.speculative else None,
+            tokens_per_target_call=(self.decode_tokens / self.target_calls if self.target_calls else 0.0) if self.speculative else None,
         )

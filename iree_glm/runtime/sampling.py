@@ -34,9 +34,22 @@ class Sampler:
         self.rng = np.random.default_rng(params.seed)
 
     def __call__(self, logits: np.ndarray) -> int:
+        if self.params.temperature == 0:
+            return int(np.argmax(logits))
+        return self.draw(self.distribution(logits))
+
+    def draw(self, probs: np.ndarray) -> int:
+        """A token drawn from `probs` (float64, sums to 1) with this sampler's generator."""
+        return int(self.rng.choice(probs.size, p=probs))
+
+    def distribution(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution a token is drawn from (float64): temperature, then top-k, then top-p;
+        greedy: all mass on the argmax. Speculative sampling compares these (speculative.py)."""
         p = self.params
         if p.temperature == 0:
-            return int(np.argmax(logits))
+            probs = np.zeros(logits.size, np.float64)
+            probs[int(np.argmax(logits))] = 1.0
+            return probs
         x = logits.astype(np.float64) / p.temperature
         if p.top_k and p.top_k < x.size:
             kth = np.partition(x, -p.top_k)[-p.top_k]
@@ -50,4 +63,4 @@ class Sampler:
             trimmed = np.zeros_like(probs)
             trimmed[keep] = probs[keep]
             probs = trimmed / trimmed.sum()
-        return int(self.rng.choice(probs.size, p=probs))
+        return probs

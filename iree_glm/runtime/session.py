@@ -20,12 +20,14 @@ from typing import Iterator
 import numpy as np
 
 from iree_glm.bundle.dtypes import numpy_dtype
-from iree_glm.bundle.manifest import Manifest, read_manifest
+from iree_glm.bundle.manifest import VERIFY, Manifest, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.async_api import AsyncGeneration
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine
+from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
+from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
 from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
@@ -111,6 +113,8 @@ class Session:
                 (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim), bundle_hash(manifest.files),
                 prefix_block_size, budget_bytes(prefix_cache_bytes, manifest), prefix_cache_dir,
             )
+        self.draft: Draft | None = None  # speculative decoding (Session.load's draft)
+        self.draft_tokens = DEFAULT_DRAFT_TOKENS
         self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
         self._engine: BatchEngine | None = None
         self._engine_lock = threading.Lock()
@@ -146,6 +150,8 @@ class Session:
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
         normalize: Normalizer | str | None = None,
         prefill_chunk: int | None = None,
+        draft=None,
+        draft_tokens: int = DEFAULT_DRAFT_TOKENS,
     ) -> "Session":
         """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
 
@@ -154,12 +160,32 @@ class Session:
         (default: the bundle's profile `prefix_cache_mb`, else 512 MiB). `normalize` (e.g.
         "whitespace,nfkc", see normalize.py) rewrites text prompts before tokenization, so
         prompts differing only in form share cached prefixes. `prefill_chunk` (tokens per
-        prefill call, 0: the whole prompt at once) overrides the bundle's profile setting."""
-        return cls(
+        prefill call, 0: the whole prompt at once) overrides the bundle's profile setting.
+        `draft` turns on speculative decoding (runtime/speculative.py): "prompt-lookup", a
+        draft bundle folder with the same tokenizer, a Session or a `drafts.Draft`; at most
+        `draft_tokens` draft tokens are checked per target call."""
+        session = cls(
             Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
             Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
             normalize, prefill_chunk,
         )
+        if draft is not None:
+            session._set_draft(draft, draft_tokens, verify)
+        return session
+
+    def _set_draft(self, draft, draft_tokens: int, verify: bool = True) -> None:
+        """Decode with `draft` (see `load`); the bundle needs the `verify` entry point."""
+        if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, int) or not 1 <= draft_tokens <= 64:
+            raise RequestError(f"draft_tokens must be a number of tokens from 1 to 64 (got {draft_tokens!r})")
+        if VERIFY not in self._fns:
+            raise BundleError(f"{self.bundle}: this bundle has no '{VERIFY}' entry point, which speculative decoding "
+                              "needs (bundles of a multi-device plan or a sliding-window cache have none; older "
+                              "bundles: recompile)")
+        self.draft = open_draft(self, draft, lambda path: Session.load(path, verify=verify, driver=self.driver))
+        if isinstance(self.draft, BundleDraft) and self.draft.session.sliding_window is not None:
+            raise BundleError(f"draft bundle {self.draft.session.bundle}: its KV cache is a sliding window; "
+                              "a draft needs a cache indexed by position")
+        self.draft_tokens = draft_tokens
 
     @property
     def decode_batch_sizes(self) -> list[int]:
@@ -327,6 +353,16 @@ class Session:
         state.pos = len(ids)
         return logits
 
+    def verify(self, ids: list[int], start: int, cache: KVCache, slot: int = 0) -> np.ndarray:
+        """`verify` of `ids` at positions start.. of row `slot` (in place, like prefill): every
+        row's logits [len(ids), V], for checking draft tokens in one call."""
+        with self._lock:
+            logits = self._fns[VERIFY](
+                np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
+                self._attended(start + len(ids) - 1), *cache.buffers,
+            )
+            return np.array(logits.to_host()[0])
+
     def decode(self, tokens: list[int], positions: list[int], cache: KVCache, slots: list[int] | None = None) -> np.ndarray:
         """One decode step for a batch (its size must be compiled): token i at positions[i] of
         row slots[i] (default 0, 1, ...); returns host logits [B, V]."""
@@ -342,6 +378,10 @@ class Session:
     # -- the one-at-a-time loop --------------------------------------------------------------
 
     def _run(self, state: RequestState) -> Iterator[StreamEvent]:
+        if self.draft is not None:
+            state.speculative = True
+            yield from SpeculativeDecoder(self, self.draft, self.draft_tokens).run(state)
+            return
         if state.done:
             return
         t = time.perf_counter()

@@ -143,6 +143,9 @@ class QuantLinear(nn.Module):
         # Eager reference of the CPU int4 kernels and the int8 decode kernel: x quantized like
         # they do. Never set for export; see quantize_activations.
         self.quantized_activations = False
+        # Export of the `verify` entry point where the int8 decode kernel runs (build.py's
+        # mark_verify_like_decode): x per block of 32 in the graph, as that kernel does.
+        self.verify_like_decode = False
         if mode == "int8":
             q, s = quantize_int8(linear.weight)
         else:

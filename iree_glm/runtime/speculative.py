@@ -1,0 +1,173 @@
+"""Speculative decoding: a draft proposes k tokens, the target checks them in one call.
+
+Decode reads every weight once per token, so it is bound by memory bandwidth; the bundle's
+`verify` entry point runs the pending token and k draft tokens as one k+1-row call (about one
+decode step's weight traffic) and returns every row's logits. Greedy: the longest prefix of
+the draft equal to the target's argmax is kept, plus the target's own next token, so the
+output is the plain decode's token for token. Sampling: each draft token d is kept with
+probability min(1, p(d) / q(d)), a rejected one is replaced by a draw from max(0, p - q)
+renormalised, and a fully accepted draft earns a draw from the last row; the tokens are then
+distributed exactly as the target's (Leviathan et al. 2023, Chen et al. 2023).
+
+Rejected tokens leave no trace: the call wrote their KV at positions past the accepted ones,
+the request's position counter is set after the accepted tokens only, and the next call
+writes over those positions before any query can attend to them (a query sees keys at
+positions <= its own). The prefix cache only ever stores the prompt (Session.prefill).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from iree_glm.runtime.drafts import Draft, Model, Proposal
+from iree_glm.runtime.request import RequestState, StreamEvent
+from iree_glm.runtime.sampling import Sampler
+
+DEFAULT_DRAFT_TOKENS = 8
+
+
+@dataclass
+class AdaptiveK:
+    """Draft length from the acceptance seen so far: grow after a fully accepted draft, shrink
+    towards what was kept otherwise; after repeated misses speculate not at all for a while
+    (plain decode steps), doubling the pause each time, so a useless draft costs little."""
+
+    max_k: int
+    k: int = 0
+    rate: float = 1.0  # moving average of accepted / proposed
+    pause: int = 0  # steps left without speculation
+    backoff: int = 2
+
+    def __post_init__(self) -> None:
+        self.k = self.k or max(1, self.max_k // 2)
+
+    def next(self) -> int:
+        if self.pause > 0:
+            self.pause -= 1
+            return 0
+        return self.k
+
+    def update(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:
+            return
+        self.rate = 0.7 * self.rate + 0.3 * accepted / proposed
+        if accepted == proposed:
+            self.k = min(self.k + 1, self.max_k)
+            self.backoff = 2
+        else:
+            self.k = max(1, min(self.k - 1, accepted + 1))
+        if self.rate < 0.2:
+            self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
+            self.rate = 0.5  # probe again after the pause
+
+
+def accept_greedy(draft: list[int], logits: np.ndarray) -> list[int]:
+    """The kept draft tokens plus the target's next token; logits [k+1, V]."""
+    out = []
+    for i, token in enumerate(draft):
+        best = int(np.argmax(logits[i]))
+        if best != token:
+            return out + [best]
+        out.append(token)
+    return out + [int(np.argmax(logits[len(draft)]))]
+
+
+def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> list[int]:
+    """The rejection rule that keeps the target's distribution; logits [k+1, V]."""
+    out = []
+    for i, token in enumerate(proposal.tokens):
+        p = sampler.distribution(logits[i])
+        q_token = proposal.probs[i][token] if proposal.probs is not None else 1.0
+        if sampler.rng.random() < min(1.0, p[token] / q_token):
+            out.append(token)
+            continue
+        if proposal.probs is not None:
+            residual = np.maximum(p - proposal.probs[i], 0.0)
+        else:
+            residual = p.copy()
+            residual[token] = 0.0
+        total = residual.sum()
+        return out + [sampler.draw(residual / total if total > 0 else p)]
+    return out + [sampler.draw(sampler.distribution(logits[len(proposal.tokens)]))]
+
+
+class DraftedRequest:
+    """One request's draft state and adaptive k; `step` is one target call (shared by the
+    one-at-a-time loop below and the batching engine)."""
+
+    def __init__(self, session: Model, draft: Draft, max_k: int, state: RequestState):
+        self.session = session
+        self.run = draft.start(state.sampler.params)
+        self.adapt = AdaptiveK(max_k)
+        self.greedy = state.sampler.params.temperature == 0
+        state.speculative = True
+
+    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
+        """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
+        tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
+        session = self.session
+        k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
+        context = state.ids + state.generated
+        proposal = self.run.propose(context, k) if k > 0 else Proposal([])
+        proposal.tokens = proposal.tokens[: max(k, 0)]
+        state.target_calls += 1
+        if not proposal.tokens:
+            return [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+        rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
+        if self.greedy:
+            emitted = accept_greedy(proposal.tokens, rows)
+        else:
+            emitted = accept_sampled(proposal, rows, state.sampler)
+        kept = len(emitted) - 1
+        self.run.accepted(len(context), kept)
+        self.adapt.update(len(proposal.tokens), kept)
+        state.drafted += len(proposal.tokens)
+        state.draft_accepted += kept
+        return emitted
+
+
+def emit(state: RequestState, tokens: list[int]) -> Iterator[StreamEvent]:
+    """Accept the tokens of one call in order, each at the position a plain decode loop would
+    have (so stop ids, strings, max tokens and a full context end it alike); stops when the
+    request ends. Afterwards `state.pos` counts the cached tokens; the last token is pending."""
+    first = state.pos
+    for i, token in enumerate(tokens):
+        state.pos = first + i
+        yield state.accept(token)
+        if state.done:
+            return
+
+
+class SpeculativeDecoder:
+    """The one-request decode loop of a Session with a draft."""
+
+    def __init__(self, session: Model, draft: Draft, max_k: int):
+        self.session = session
+        self.draft = draft
+        self.max_k = max_k
+
+    def run(self, state: RequestState) -> Iterator[StreamEvent]:
+        session = self.session
+        if state.done:
+            return
+        t = time.perf_counter()
+        cache = session.new_cache(1)
+        logits = session.prefill(state, cache)
+        emitted = [state.sampler(logits)]
+        state.prefill_s = time.perf_counter() - t
+        t = time.perf_counter()
+        drafted = DraftedRequest(session, self.draft, self.max_k, state)
+        try:
+            while True:
+                yield from emit(state, emitted)
+                if state.done:
+                    return
+                emitted = drafted.step(state, emitted[-1], cache)
+                state.pos += 1
+                state.decode_tokens += len(emitted)
+        finally:
+            state.decode_s = time.perf_counter() - t

@@ -1,0 +1,208 @@
+"""Speculative decoding: decode tok/s with and without drafts, side by side.
+
+For each quantization of a seeded random GLM-4 config (tools/bench.py's CONFIGS) this builds
+the target bundle and a pruned draft (`--prune heads=0.5,ffn=0.5` of the same checkpoint, same
+quantization), then times greedy decode in child processes (one engine per process), the
+variants alternated within each round, medians over rounds:
+
+  plain         no draft
+  prompt-lookup on a repetitive prompt (a block of tokens repeated, one token changed per copy)
+  pruned        the pruned draft bundle, on an ordinary (non-repeating) prompt
+  oracle        a draft that proposes the plain decode's own next tokens (acceptance 1, free):
+                the ceiling of what verification in one call can give at this k
+
+and the cost of one `verify` call of k+1 rows against one decode step. Every speculative run's
+tokens are compared with the plain run's (greedy must be identical). Bytes per generated token
+= weight bytes x target calls per token (+ the draft's weights per draft call).
+
+    python tools/bench_speculative.py --config 330m --quant none,int8,int4
+    python tools/bench_speculative.py --config 330m --layers 4 --quant int4 --rounds 2   # quick
+
+Random weights make acceptance rates of the pruned draft and of prompt lookup properties of
+this random model, not of a trained one: read them with the oracle row and the verify costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (tools/bench.py: configs, checkpoints, cached bundles)
+
+PRUNE = "heads=0.5,ffn=0.5"
+
+
+def repetitive_prompt(vocab: int, length: int) -> list[int]:
+    """A 'file' of 48 tokens repeated with one token edited per copy (code under edit)."""
+    block = [(i * 7919 + 13) % vocab for i in range(48)]
+    out = []
+    copy = 0
+    while len(out) < length:
+        edited = list(block)
+        edited[(copy * 11) % len(block)] = (copy * 31 + 5) % vocab
+        out += edited
+        copy += 1
+    return out[:length]
+
+
+def ordinary_prompt(vocab: int, length: int) -> list[int]:
+    return [(i * 104729 + 7) % vocab for i in range(1, length + 1)]
+
+
+def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant) -> Path:
+    """The draft: `--prune heads=0.5,ffn=0.5` of the checkpoint, ranked on ordinary-prompt token
+    ids (the random checkpoint has no tokenizer for the calibration text), same quantization."""
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.frontend.checkpoint import load_model, open_checkpoint, write_checkpoint
+    from iree_glm.transforms.prune import parse_prune_spec, prune_model
+
+    pruned = folder / f"{checkpoint.name}-pruned"
+    if not (pruned / "model.safetensors").exists():
+        model = load_model(open_checkpoint(checkpoint))
+        model, _ = prune_model(model, parse_prune_spec(PRUNE), ordinary_prompt(model.cfg.vocab_size, 512))
+        write_checkpoint(model, pruned)
+    tag = "none" if quant.mode == "none" else quant.mode
+    out = folder / f"{pruned.name}-{tag}-{context}-{bench.source_hash()}"
+    if not (out / "manifest.json").exists():
+        build_bundle(pruned, out, BuildOptions(max_context=context, quant=quant))
+    return out
+
+
+class Oracle:
+    """Proposes the recorded plain-decode continuation (bench only)."""
+
+    name = "oracle"
+
+    def __init__(self, prompt: list[int], tokens: list[int]):
+        self.full = prompt + tokens
+
+    def start(self, sampling):
+        return self
+
+    def propose(self, context, k):
+        from iree_glm.runtime.drafts import Proposal
+
+        n = len(context)
+        return Proposal(self.full[n : n + k] if self.full[:n] == context else [])
+
+    def accepted(self, context_length, kept):
+        pass
+
+
+def _child(args) -> dict:
+    import iree.runtime as rt
+
+    rt.flags.parse_flags(f"--task_topology_group_count={args.threads}")
+    from iree_glm.runtime import Session
+
+    target = Session.load(args.bundle, verify=False)
+    vocab = target.config.vocab_size
+    prompt = (repetitive_prompt if args.prompt == "repetitive" else ordinary_prompt)(vocab, args.prompt_len)
+    if args.variant == "verify-cost":
+        import time
+
+        cache = target.new_cache()
+        target.run_prefill(prompt, 0, cache)
+        out = {}
+        for k in [0] + [int(x) for x in args.ks.split(",")]:
+            times = []
+            for _ in range(7):
+                t = time.perf_counter()
+                if k == 0:
+                    target.decode([1], [len(prompt)], cache)
+                else:
+                    target.verify([1] * (k + 1), len(prompt), cache)
+                times.append(time.perf_counter() - t)
+            out[str(k)] = statistics.median(times) * 1e3
+        return {"verify_ms": out}
+    target.generate(prompt, 4, stop_ids=())  # warm-up
+    plain = target.generate(prompt, args.tokens, stop_ids=())
+    if args.variant == "plain":
+        result = plain
+    else:
+        draft = {"prompt-lookup": "prompt-lookup", "pruned": args.draft_bundle,
+                 "oracle": Oracle(prompt, plain.generated_ids)}[args.variant]
+        spec = Session.load(args.bundle, verify=False, draft=draft, draft_tokens=args.k)
+        spec.generate(prompt, 4, stop_ids=())  # warm-up
+        result = spec.generate(prompt, args.tokens, stop_ids=())
+    same = [a == b for a, b in zip(result.generated_ids, plain.generated_ids)] + [False]
+    return {"tok_s": result.decode_tok_s, "plain_tok_s": plain.decode_tok_s, "same_tokens": same.index(False), "acceptance": result.acceptance_rate, "per_call": result.tokens_per_target_call}
+
+
+def run_child(**kw) -> dict:
+    argv = [sys.executable, __file__, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    out = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", "")))
+    if out.returncode != 0:
+        raise SystemExit(f"child {kw} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="330m", choices=sorted(bench.CONFIGS))
+    p.add_argument("--layers", type=int)
+    p.add_argument("--quant", default="none,int8,int4")
+    p.add_argument("--work", type=Path, default=Path("bench-work"))
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--ks", default="1,2,4,8")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default="plain,prompt-lookup,pruned,oracle")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--bundle", help=argparse.SUPPRESS)
+    p.add_argument("--draft-bundle", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--prompt", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(_child(args)))
+        return
+    from iree_glm.transforms.quantize import QuantSpec
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    ckpt = bench.make_checkpoint(args.config, args.work, args.layers)
+    context = args.prompt_len + args.tokens + args.k + 8
+    variants = args.variants.split(",")
+    print(f"# {args.config}{f' ({args.layers} layers)' if args.layers else ''}, prompt {args.prompt_len}, "
+          f"{args.tokens} tokens, k <= {args.k}, {args.threads} threads, load {bench._load()}")
+    for q in args.quant.split(","):
+        quant = QuantSpec(mode=q)
+        target = bench.make_bundle(ckpt, args.work, context, quant=quant)
+        draft = pruned_bundle(ckpt, args.work, context, quant) if "pruned" in variants else None
+        weight = (target / "weights.irpa").stat().st_size
+        draft_weight = (draft / "weights.irpa").stat().st_size if draft else 0
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for _ in range(args.rounds):
+            for v in variants:
+                prompt = "ordinary" if v in ("pruned", "oracle") else "repetitive"
+                runs[v].append(run_child(bundle=target, draft_bundle=draft, variant=v, prompt=prompt,
+                                         prompt_len=args.prompt_len, tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks))
+        cost = run_child(bundle=target, variant="verify-cost", prompt="ordinary", prompt_len=args.prompt_len,
+                         tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)["verify_ms"]
+        print(f"\n## {q}: weights {weight / 1e6:.0f} MB (draft {draft_weight / 1e6:.0f} MB), load {bench._load()}\n")
+        print("| draft | prompt | decode tok/s | vs plain (same process) | acceptance | tokens / target call | MB read / token | effective GB/s | tokens equal to plain |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for v in variants:
+            tok_s = statistics.median(r["tok_s"] for r in runs[v])
+            ratio = statistics.median(r["tok_s"] / r["plain_tok_s"] for r in runs[v])  # plain decode in the same process
+            acc = runs[v][0]["acceptance"]
+            per_call = runs[v][0]["per_call"] or 1.0
+            read = weight / per_call + (draft_weight * (1 - 1 / per_call) if v == "pruned" else 0)
+            print(f"| {v} | {'ordinary' if v in ('pruned', 'oracle') else 'repetitive'} | {tok_s:.1f} | "
+                  f"{ratio:.2f}x | {'-' if acc is None else f'{acc:.2f}'} | {per_call:.2f} | "
+                  f"{read / 1e6:.0f} | {weight * tok_s / 1e9:.1f} | {min(r['same_tokens'] for r in runs[v])}/{args.tokens} |")
+        print("\n| rows (k+1) | " + " | ".join(str(int(k) + 1) for k in cost) + " |")
+        print("|---|" + "---|" * len(cost))
+        print("| ms per call | " + " | ".join(f"{ms:.1f}" for ms in cost.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
