@@ -8,7 +8,7 @@ iree_glm/validation.py: a string where a size is expected, zero heads, NaN or in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

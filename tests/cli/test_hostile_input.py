@@ -3,7 +3,6 @@ exit), never a traceback (issue #22 item 5)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
