@@ -26,7 +26,7 @@ from iree_glm.planner.profile import Profile, load_profile
 from iree_glm.planner.scheduler import PartitionPlan, plan_partition, quant_dtypes
 from iree_glm.compiler.stages import compile_stages, stand_ins
 from iree_glm.export.stages import export_stages, stages_of
-from iree_glm.transforms.quantize import QuantSpec, quantize_model, quantized_layer_count, state_bytes
+from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler.target import device_target
@@ -49,6 +49,7 @@ class BuildOptions:
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
+    embeddings: bool = True  # an `embed` entry point (final-norm hidden states, for /v1/embeddings)
 
 
 @dataclass
@@ -65,12 +66,23 @@ def cache_slots(opts: BuildOptions) -> int:
     return sparse.ring_slots if sparse is not None and sparse.ring else opts.max_context
 
 
-def _entry_points(opts: BuildOptions) -> list[EntryPoint]:
+def _entry_points(opts: BuildOptions, embed: bool = False) -> list[EntryPoint]:
+    """prefill, decode / decode_bN, and with `embed` the `embed` entry point (hidden states
+    for /v1/embeddings)."""
     slots = cache_slots(opts)
     eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
         eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
+    if embed:
+        eps.append(EntryPoint("embed", 1, None, slots, returns="hidden"))
     return eps
+
+
+def _fused_expected(model, entry_points: list[EntryPoint]) -> int:
+    """Matmuls reading packed weights over all entry points (`embed` does not run the head)."""
+    count = quantized_layer_count(model)
+    head = int(count > 0 and isinstance(getattr(model, "lm_head", None), QuantLinear))
+    return sum(count - head if ep.returns == "hidden" else count for ep in entry_points)
 
 
 def _check_options(opts: BuildOptions) -> Profile:
@@ -134,7 +146,6 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            fused_expected = quantized_layer_count(model) * len(_entry_points(opts))
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
             if stages and dtype != "f32":
@@ -145,7 +156,9 @@ def build_bundle(
 
             t = time.perf_counter()
             progress("export to MLIR")
-            entry_points = _entry_points(opts)
+            # The embed entry point: single-module bundles with a KV cache indexed by position.
+            entry_points = _entry_points(opts, embed=opts.embeddings and not stages and cache_slots(opts) == opts.max_context)
+            fused_expected = _fused_expected(model, entry_points)
             sparse_attention.enable(model, opts.sparse_attention)
             if stages:
                 exported = export_stages(model, stages, entry_points, work)

@@ -38,6 +38,19 @@ class EntryPoint:
     batch: int
     seq_len: int | None  # None: dynamic sequence length (prefill)
     capacity: int
+    returns: str = "logits"  # "logits": the last position's; "hidden": every position's final-norm hidden state
+
+
+class HiddenStates(torch.nn.Module):
+    """The `embed` entry point: a prefill that returns the final-norm hidden states [1, T, H]
+    of its tokens instead of the last logits (the runtime pools them into an embedding)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, start, slots, key_positions, *caches):
+        return self.model.hidden_states(tokens, start, slots, key_positions, caches)
 
 
 def _mlir_element_type(ir, dtype: torch.dtype):
@@ -145,7 +158,7 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     cfg = model.cfg
     tokens = torch.zeros(ep.batch, 2 if ep.seq_len is None else ep.seq_len, dtype=torch.int64)
     args, dynamic = example_inputs(ep, tokens, cfg.num_layers, cfg, cache_dtype)
-    return export_program(model, args, dynamic)
+    return export_program(HiddenStates(model) if ep.returns == "hidden" else model, args, dynamic)
 
 
 class KVStore(torch.nn.Module):
