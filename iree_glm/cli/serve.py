@@ -1,11 +1,16 @@
 """`python -m iree_glm.serve BUNDLE`: the OpenAI-compatible HTTP server.
+
+Bound to 127.0.0.1 unless told otherwise; bound wider without an API key it warns, since
+anyone who can reach the port can then use the model. See docs/server.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +30,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "so prompts differing only in form share cached prefixes; requests may override it")
     p.add_argument("--gather-ms", type=float, default=10.0, help="batching window when the engine was idle (default 10)")
     p.add_argument("--no-verify", action="store_true", help="skip checking file hashes at load")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $IREE_GLM_API_KEY, else none)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:3000, or *) call the server; repeatable. "
+                        "Requests from other origins get 403")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a connection has to send a request head (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body has to arrive (default 30)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections served at once; more get 503 (default 256)")
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
     return p.parse_args(argv)
 
 
@@ -35,12 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from iree_glm.runtime.normalize import parse_normalize
     from iree_glm.runtime.prefix_cache import budget_bytes
     from iree_glm.runtime.session import sliding_window
-    from iree_glm.server.openai_api import Server, serve
+    import uvicorn
+
+    from iree_glm.server.app import OpenAIServer
+    from iree_glm.server.http import bind, is_loopback, make_app, make_config
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (got {args.port})")
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         raise UserError(f"--prefix-cache-mb must be >= 0 (got {args.prefix_cache_mb})")
+    for name in ("header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
+    if args.max_connections < 1:
+        raise UserError(f"--max-connections must be >= 1 (got {args.max_connections})")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("IREE_GLM_API_KEY") or None
+    if not is_loopback(args.host) and api_key is None:
+        warnings.warn(f"serving on {args.host} without an API key: anyone who can reach this port can use the model "
+                      "(set --api-key or IREE_GLM_API_KEY)")
     normalizer = parse_normalize(args.normalize)
     manifest = read_manifest(args.bundle, verify=False)
     budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
@@ -52,20 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
     )
     session.gather_ms = args.gather_ms
-    server = Server(session, args.bundle.name, normalizer)
-
-    def ready(port: int) -> None:
-        sizes = ",".join(map(str, session.decode_batch_sizes))
-        cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
-        if window is not None:
-            cache += f", sliding-window KV cache of {session.cache_slots} slots"
-        norm = f", prompts normalized ({normalizer})" if normalizer else ""
-        print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm})", file=sys.stderr, flush=True)
-
+    server = OpenAIServer(session, args.bundle.name, normalizer, body_timeout=args.body_timeout)
+    config = make_config(make_app(server, api_key, tuple(args.allow_origin)), args.host, args.port, args.header_timeout,
+                         args.access_log, args.max_connections)
+    sizes = ",".join(map(str, session.decode_batch_sizes))
+    cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
+    if window is not None:
+        cache += f", sliding-window KV cache of {session.cache_slots} slots"
+    norm = f", prompts normalized ({normalizer})" if normalizer else ""
+    key = ", API key required" if api_key else ""
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm}{key})",
+          file=sys.stderr, flush=True)
     try:
-        asyncio.run(serve(server, args.host, args.port, ready))
-    except OSError as e:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror})") from None
+        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
         session.close()
     return 0
