@@ -34,6 +34,14 @@ def batched_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def served_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
+    """The tiny GLM-4 with a 512-token context (room for a tool listing) and batches of 1, 2, 4."""
+    out = tmp_path_factory.mktemp("bundles") / "glm4-served"
+    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=512, decode_batch_sizes=(1, 2, 4)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def int4_kernel_object(tmp_path_factory):
     """The int4 AVX2 kernels' object file (test_dequant_matmul.py, test_quantize_glue.py); skips where they cannot build."""
