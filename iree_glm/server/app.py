@@ -245,8 +245,13 @@ class OpenAIServer:
             tokens.append(text)
             offsets.append(offset)
             offset += len(text)
-        return {"tokens": tokens, "token_logprobs": [lp.logprob for lp in lps],
-                "top_logprobs": [{self._token(t)[0]: v for t, v in lp.top} for lp in lps], "text_offset": offsets}
+        tops = []
+        for lp in lps:
+            top: dict[str, float] = {}
+            for t, v in lp.top:  # keyed by text (OpenAI's format): of tokens that share one, the likelier
+                top.setdefault(self._token(t)[0], v)
+            tops.append(top)
+        return {"tokens": tokens, "token_logprobs": [lp.logprob for lp in lps], "top_logprobs": tops, "text_offset": offsets}
 
     # -- streaming --------------------------------------------------------------------------
 
