@@ -173,6 +173,11 @@ class Session:
     def encode(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
             raise RequestError(f"{self.bundle}: this bundle has no tokenizer; pass token ids instead of text")
+        # A text that cannot fit is refused before tokenizing it (seconds of CPU for megabytes);
+        # the factor 2 leaves room for normalizers that shorten text.
+        if len(prompt.encode("utf-8", "surrogatepass")) > 2 * self.tokenizer.max_token_bytes * self.max_context:
+            raise RequestError(f"the prompt has {len(prompt)} characters, more than this bundle's context of "
+                               f"{self.max_context} tokens can hold; recompile with a larger --max-context")
         return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:

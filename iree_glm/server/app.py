@@ -79,10 +79,11 @@ class OpenAIServer:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _not_found(self, request: Request, exc) -> Response:
-        return error(404, f"no endpoint {request.url.path}")
+        path = request.url.path
+        return error(404, f"no endpoint {path[:100]}{'...' if len(path) > 100 else ''}")
 
     async def _wrong_method(self, request: Request, exc) -> Response:
-        return error(405, f"{request.url.path} does not take {request.method}")
+        return error(405, f"{request.url.path[:100]} does not take {request.method}")
 
     async def _body(self, request: Request) -> bytes:
         """The request body, at most `max_body` bytes, within `body_timeout` seconds."""
