@@ -238,7 +238,7 @@ def _logit_bias(req: dict) -> dict[int, float]:
             token = int(key)
         except ValueError:
             raise BadRequest(f"'logit_bias' keys must be token ids (got {key!r})", param="logit_bias") from None
-        bias[token] = number({"b": v}, "b", 0.0, -100, 100)
+        bias[token] = number({f"logit_bias.{key}": v}, f"logit_bias.{key}", 0.0, -100, 100)
     return bias
 
 

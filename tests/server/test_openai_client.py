@@ -240,3 +240,22 @@ def test_async_client_cancels_and_keeps_alive(served):
     while session.engine.active and time.time() < deadline:
         time.sleep(0.05)
     assert session.engine.active == 0
+
+
+def test_agent_actions_in_open_autoglm_format(served):
+    """examples/agent_actions.py: every finished reply is one executable phone action."""
+    from examples.agent_actions import ACTION_GRAMMAR, SYSTEM, parse_action
+
+    _, _, client = served
+    names = set()
+    for seed in range(8):
+        r = client.chat.completions.create(
+            model=MODEL, temperature=1.0, seed=seed, max_tokens=300,
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Task: open settings"}],
+            response_format={"type": "lark", "lark": ACTION_GRAMMAR})
+        assert r.choices[0].finish_reason == "stop"
+        action = parse_action(r.choices[0].message.content)
+        names.add(action["name"])
+    assert names <= {"do", "finish"}
+    with pytest.raises(ValueError):
+        parse_action('do(action="Tap", element=[5000, 1])')
