@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import warnings
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache += f", sliding-window KV cache of {session.cache_slots} slots"
     norm = f", prompts normalized ({normalizer})" if normalizer else ""
     key = ", API key required" if api_key else ""
+    logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm}{key})",

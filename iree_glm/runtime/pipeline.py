@@ -26,6 +26,7 @@ from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
+from iree_glm.runtime.constrained import ConstraintFactory
 from iree_glm.runtime.devices import DeviceFailure, first_line, hal_device, load_module, load_retrying
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.bundle.kv_layout import attended_keys
@@ -86,6 +87,9 @@ class PipelineSession(Session):
         self.sliding_window = None  # multi-device bundles have no sparse attention
         self._lock = threading.Lock()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
+        self.normalizer = None
+        self.constraints = ConstraintFactory(
+            self.bundle / manifest.tokenizer if manifest.tokenizer else None, self.config.vocab_size, tuple(self.config.eos_token_ids))
         self.prefix_cache = None
         self.gather_ms = DEFAULT_GATHER_MS
         self._engine = None

@@ -116,7 +116,7 @@ def make_config(app, host: str, port: int, header_timeout: float = HEADER_TIMEOU
     return Config(
         app, header_timeout=header_timeout, host=host, port=port, loop="asyncio", lifespan="off",
         timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=max_connections, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-        access_log=access_log, log_level="warning", server_header=False,
+        access_log=access_log, log_config=None, server_header=False,  # logging is the embedding program's (the CLI sets it up)
     )
 
 

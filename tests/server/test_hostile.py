@@ -140,8 +140,9 @@ def test_half_closed_client_gets_the_whole_answer(server, session):
     assert streamed.count("data: ") >= 2 and "[DONE]" in streamed and '"cancelled"' not in streamed
 
 
-def test_huge_bodies_do_not_stall_the_event_loop(server):
+def test_huge_bodies_do_not_stall_the_event_loop(session):
     """Three ~8 MiB prompts at once: /health keeps answering within a fraction of a second."""
+    server = BackgroundServer(session, model_name="m")  # the default body timeout: uploads under load take a while
     big = json.dumps({"prompt": "word " * ((8 << 20) // 5 - 100)}).encode()
     assert len(big) < 8 << 20
     answers = []
@@ -158,9 +159,12 @@ def test_huge_bodies_do_not_stall_the_event_loop(server):
         c.close()
     for t in threads:
         t.join()
-    assert answers == [400, 400, 400] and worst < 0.5
-    status, _, data = post(server.port, "/v1/completions", b'{"prompt": "' + b"x" * ((8 << 20) + 1) + b'"}')
-    assert status == 413 and "over" in json.loads(data)["error"]["message"]
+    try:
+        assert answers == [400, 400, 400] and worst < 0.5
+        status, _, data = post(server.port, "/v1/completions", b'{"prompt": "' + b"x" * ((8 << 20) + 1) + b'"}')
+        assert status == 413 and "over" in json.loads(data)["error"]["message"]
+    finally:
+        server.close()
 
 
 def test_tokenizing_releases_the_gil(batched_bundle):
@@ -183,6 +187,19 @@ def test_tokenizing_releases_the_gil(batched_bundle):
     assert spent > 0.1 and max(ticks) < spent / 2  # the other thread ran meanwhile
 
 
+def test_keep_alive_serves_many_requests_on_one_connection(server):
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    socks = []
+    for i in range(3):
+        c.request("POST", "/v1/completions", json.dumps({"prompt": f"again {i}", "max_tokens": 2}), {"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("connection") != "close"
+        r.read()
+        socks.append(c.sock)
+    assert socks[0] is not None and socks.count(socks[0]) == 3  # http.client reconnects only if the server closed
+    c.close()
+
+
 def test_disconnects_log_no_tracebacks(server, caplog):
     caplog.set_level(logging.INFO)
     for _ in range(5):
@@ -194,6 +211,9 @@ def test_disconnects_log_no_tracebacks(server, caplog):
     time.sleep(0.5)
     assert post(server.port, "/v1/completions", {"prompt": "still here", "max_tokens": 2})[0] == 200
     assert not [r for r in caplog.records if r.exc_info or "Error" in r.getMessage()], [r.getMessage() for r in caplog.records]
+    # the logs do reach caplog: a malformed request is logged (as a warning, one line)
+    raw(server.port, b"GARBAGE\r\n\r\n")
+    assert any("Invalid HTTP request" in r.getMessage() for r in caplog.records)
 
 
 def test_api_key_origin_and_content_type(session):
