@@ -11,7 +11,7 @@ import numpy as np
 import openai
 import pytest
 
-from iree_glm.runtime import SamplingParams, Session
+from iree_glm.runtime import Session
 from iree_glm.server.http import BackgroundServer
 
 WEATHER = {
@@ -139,8 +139,9 @@ def test_chat_logprobs_match_the_runtime(served):
 def test_n_choices_stream_and_usage(served):
     session, _, client = served
     r = _chat(client, "Three answers", n=3, max_tokens=10, temperature=0)
-    assert [c.index for c in r.choices] == [0, 1, 2] and len({c.message.content for c in r.choices}) == 1
-    assert r.usage.completion_tokens == sum(len(session.encode(c.message.content)) for c in r.choices) or r.usage.completion_tokens == 30
+    want = session.generate(session.encode("<|user|>\nThree answers<|assistant|>\n"), 10)
+    assert [c.index for c in r.choices] == [0, 1, 2] and {c.message.content for c in r.choices} == {want.text}
+    assert r.usage.completion_tokens == 3 * len(want.generated_ids) and r.usage.prompt_tokens == len(want.prompt_ids)
     stream = _chat(client, "Three answers", n=2, max_tokens=10, temperature=1.0, seed=3, stream=True, stream_options={"include_usage": True})
     texts, finishes, usage = ["", ""], [None, None], None
     for chunk in stream:
