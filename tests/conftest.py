@@ -34,6 +34,17 @@ def batched_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def served_bundle(tmp_path_factory) -> Path:
+    """The tiny GLM-4 (same weights) with a 1024-token context, room for tool listings in its
+    one-byte-per-token tokenizer, and batches of 1, 2, 4 (the OpenAI client tests)."""
+    ckpt = tmp_path_factory.mktemp("ckpt") / "glm4-long"
+    write_hf_checkpoint("glm4_gqa", ckpt, max_positions=1024)
+    out = tmp_path_factory.mktemp("bundles") / "glm4-served"
+    build_bundle(ckpt, out, BuildOptions(max_context=1024, decode_batch_sizes=(1, 2, 4)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def int4_kernel_object(tmp_path_factory):
     """The int4 AVX2 kernels' object file (test_dequant_matmul.py, test_quantize_glue.py); skips where they cannot build."""

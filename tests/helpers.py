@@ -30,13 +30,13 @@ VARIANTS = {
 }
 
 
-def make_hf_model(variant: str, seed: int = 0, vocab: int = 257, layers: int = 2):
+def make_hf_model(variant: str, seed: int = 0, vocab: int = 257, layers: int = 2, max_positions: int = 512):
     import transformers
 
     cfg_name, model_name, extra = VARIANTS[variant]
     cfg = getattr(transformers, cfg_name)(
         vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-        num_attention_heads=4, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+        num_attention_heads=4, max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1,
         eos_token_id=256, **extra,
     )
     torch.manual_seed(seed)
@@ -50,8 +50,8 @@ def make_hf_model(variant: str, seed: int = 0, vocab: int = 257, layers: int = 2
     return model
 
 
-def write_hf_checkpoint(variant: str, path: Path, seed: int = 0, tokenizer: bool = True):
-    model = make_hf_model(variant, seed)
+def write_hf_checkpoint(variant: str, path: Path, seed: int = 0, tokenizer: bool = True, max_positions: int = 512):
+    model = make_hf_model(variant, seed, max_positions=max_positions)
     model.save_pretrained(path)
     if tokenizer:
         (Path(path) / "tokenizer.json").write_text(byte_level_tokenizer_json())

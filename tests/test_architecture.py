@@ -112,7 +112,7 @@ BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name in ("torch", "safetensors") or name.startswith(("torch.", "iree.compiler")):
+        if name in ("torch", "safetensors", "llguidance", "starlette", "uvicorn") or name.startswith(("torch.", "iree.compiler")):
             raise ImportError(f"{name} is blocked: the runtime must not need it")
 sys.meta_path.insert(0, Block())
 sys.argv = ["iree_glm.run", *sys.argv[1:]]

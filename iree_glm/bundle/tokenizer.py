@@ -17,7 +17,18 @@ class TextTokenizer:
             raise BundleError(f"{path}: cannot read tokenizer ({e})") from None
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        # encode_batch releases the GIL while it works (encode does not): a long prompt being
+        # tokenized on one thread does not stop the others (the server's event loop).
+        return self._tok.encode_batch([text], add_special_tokens=False)[0].ids
+
+    @property
+    def max_token_bytes(self) -> int:
+        """An upper bound on the bytes of text one token covers (the longest vocabulary entry,
+        in UTF-8): a text of B bytes has at least B / max_token_bytes tokens."""
+        if not hasattr(self, "_max_token_bytes"):
+            vocab = self._tok.get_vocab(with_added_tokens=True)
+            self._max_token_bytes = max((len(t.encode("utf-8", "replace")) for t in vocab), default=1)
+        return self._max_token_bytes
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)

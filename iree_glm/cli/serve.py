@@ -1,11 +1,17 @@
 """`python -m iree_glm.serve BUNDLE`: the OpenAI-compatible HTTP server.
+
+Bound to 127.0.0.1 unless told otherwise; bound wider without an API key it warns, since
+anyone who can reach the port can then use the model. See docs/server.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +37,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="speculative decoding for a request that runs alone: draft tokens from prompt lookup or a smaller "
                         "bundle with the same tokenizer, checked in one call (same output)")
     p.add_argument("--draft-tokens", type=int, metavar="K", help="at most K draft tokens per call (default 8)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $IREE_GLM_API_KEY, else none)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. http://localhost:3000, or *) call the server; repeatable. "
+                        "Requests from other origins get 403")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a connection has to send a request head (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body has to arrive (default 30)")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections served at once; more get 503 (default 256)")
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
     return p.parse_args(argv)
 
 
@@ -42,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from iree_glm.runtime.prefix_cache import budget_bytes
     from iree_glm.runtime.session import sliding_window
     from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS
-    from iree_glm.server.openai_api import Server, serve
+    import uvicorn
+
+    from iree_glm.server.app import OpenAIServer
+    from iree_glm.server.http import bind, is_loopback, make_app, make_config
 
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in 0..65535 (got {args.port})")
@@ -53,6 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     draft_tokens = DEFAULT_DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
     if not 1 <= draft_tokens <= 64:
         raise UserError(f"--draft-tokens must be from 1 to 64 (got {draft_tokens})")
+    for name in ("header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
+    if args.max_connections < 1:
+        raise UserError(f"--max-connections must be >= 1 (got {args.max_connections})")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("IREE_GLM_API_KEY") or None
+    if not is_loopback(args.host) and api_key is None:
+        warnings.warn(f"serving on {args.host} without an API key: anyone who can reach this port can use the model "
+                      "(set --api-key or IREE_GLM_API_KEY)")
     normalizer = parse_normalize(args.normalize)
     manifest = read_manifest(args.bundle, verify=False)
     budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
@@ -65,21 +91,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         draft=args.draft, draft_tokens=draft_tokens,
     )
     session.gather_ms = args.gather_ms
-    server = Server(session, args.bundle.name, normalizer)
-
-    def ready(port: int) -> None:
-        sizes = ",".join(map(str, session.decode_batch_sizes))
-        cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
-        if window is not None:
-            cache += f", sliding-window KV cache of {session.cache_slots} slots"
-        norm = f", prompts normalized ({normalizer})" if normalizer else ""
-        norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
-        print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm})", file=sys.stderr, flush=True)
-
+    server = OpenAIServer(session, args.bundle.name, normalizer, body_timeout=args.body_timeout)
+    config = make_config(make_app(server, api_key, tuple(args.allow_origin)), args.host, args.port, args.header_timeout,
+                         args.access_log, args.max_connections)
+    sizes = ",".join(map(str, session.decode_batch_sizes))
+    cache = f"prefix cache {budget / 2**20:.0f} MiB" if budget else "no prefix cache"
+    if window is not None:
+        cache += f", sliding-window KV cache of {session.cache_slots} slots"
+    norm = f", prompts normalized ({normalizer})" if normalizer else ""
+    norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
+    key = ", API key required" if api_key else ""
+    logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(f"serving {args.bundle} on http://{args.host}:{port} (decode batch sizes {sizes}, {cache}{norm}{key})",
+          file=sys.stderr, flush=True)
     try:
-        asyncio.run(serve(server, args.host, args.port, ready))
-    except OSError as e:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror})") from None
+        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
         session.close()
     return 0

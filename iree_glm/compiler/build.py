@@ -55,6 +55,7 @@ class BuildOptions:
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
     kernel_set: str | None = None  # our kernels' instruction-set level ("best" or a set's name, kernels/toolchain.py); None: the profile's
+    embeddings: bool = True  # an `embed` entry point (final-norm hidden states, for /v1/embeddings)
 
 
 @dataclass
@@ -71,15 +72,18 @@ def cache_slots(opts: BuildOptions) -> int:
     return sparse.ring_slots if sparse is not None and sparse.ring else opts.max_context
 
 
-def _entry_points(opts: BuildOptions, staged: bool) -> list[EntryPoint]:
-    """prefill, decode (per batch size) and, where speculative decoding can run, `verify`: a
-    prefill that returns every row's logits (runtime/speculative.py). Not for a sliding-window
-    cache (a rejected draft's entries would overwrite ring slots still in the window) nor for
-    a multi-device pipeline (its stages export prefill and decode only)."""
+def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list[EntryPoint]:
+    """prefill, decode (per batch size), with `embed` the `embed` entry point (hidden states for
+    /v1/embeddings) and, where speculative decoding can run, `verify`: a prefill that returns
+    every row's logits (runtime/speculative.py). `verify` is not for a sliding-window cache (a
+    rejected draft's entries would overwrite ring slots still in the window) nor for a
+    multi-device pipeline (its stages export prefill and decode only)."""
     slots = cache_slots(opts)
     eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
         eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
+    if embed:
+        eps.append(EntryPoint("embed", 1, None, slots, returns="hidden"))
     ring = opts.sparse_attention is not None and opts.sparse_attention.ring
     if not staged and not ring:
         eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
@@ -96,6 +100,13 @@ def mark_verify_like_decode(model) -> None:
     for module in model.modules():
         if isinstance(module, QuantLinear) and module.mode == "int8" and int8_kernel.fits(module.in_features, int8_kernel.LANES, 1):
             module.verify_like_decode = True
+
+
+def _fused_expected(model, entry_points: list[EntryPoint]) -> int:
+    """Matmuls reading packed weights over all entry points (`embed` does not run the head)."""
+    count = quantized_layer_count(model)
+    head = int(count > 0 and isinstance(getattr(model, "lm_head", None), QuantLinear))
+    return sum(count - head if ep.returns == "hidden" else count for ep in entry_points)
 
 
 def _check_options(opts: BuildOptions) -> Profile:
@@ -149,8 +160,9 @@ def build_bundle(
                 model = quantize_model(model, opts.quant)
             plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
-            entry_points = _entry_points(opts, bool(stages))
-            quantized_matmuls = quantized_layer_count(model) * len(entry_points)
+            # The embed entry point: single-module bundles with a KV cache indexed by position.
+            entry_points = _entry_points(opts, bool(stages), embed=opts.embeddings and not stages and cache_slots(opts) == opts.max_context)
+            quantized_matmuls = _fused_expected(model, entry_points)
             if stages and dtype != "f32":
                 raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
             if stages and opts.sparse_attention is not None:

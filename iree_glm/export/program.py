@@ -31,6 +31,18 @@ from iree_glm.bundle.signature import SIGNATURE_KEY
 PARAMETER_SCOPE = "model"
 
 
+class HiddenStates(torch.nn.Module):
+    """The `embed` entry point: a prefill that returns the final-norm hidden states [1, T, H]
+    of its tokens instead of the last logits (the runtime pools them into an embedding)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, start, slots, key_positions, *caches):
+        return self.model.hidden_states(tokens, start, slots, key_positions, caches)
+
+
 def _mlir_element_type(ir, dtype: torch.dtype):
     return {
         torch.float32: ir.F32Type.get,
@@ -141,7 +153,7 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     for m in like_decode:
         m.quantized_activations = True
     try:
-        return export_program(model, args, dynamic)
+        return export_program(HiddenStates(model) if ep.returns == "hidden" else model, args, dynamic)
     finally:
         model.all_rows = False
         for m in like_decode:

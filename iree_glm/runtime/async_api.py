@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from iree_glm.runtime.batching import BatchEngine, Job
+from iree_glm.runtime.batching import BatchEngine, Job, SharedPrompt
 from iree_glm.runtime.request import GenerationResult, RequestState, StreamEvent
 
 
@@ -20,11 +20,12 @@ class AsyncGeneration:
 
     `timeout` (seconds, for the whole request) raises `TimeoutError` from the iteration."""
 
-    def __init__(self, engine: BatchEngine, state: RequestState, timeout: float | None = None):
+    def __init__(self, engine: BatchEngine, state: RequestState, timeout: float | None = None, shared: SharedPrompt | None = None):
         self.prompt_ids = state.ids
         self.result: GenerationResult | None = None
         self._engine = engine
         self._state = state
+        self._shared = shared
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._queue: asyncio.Queue | None = None
         self._job: Job | None = None
@@ -33,7 +34,7 @@ class AsyncGeneration:
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         put = self._queue.put_nowait
-        self._job = self._engine.submit(self._state, lambda item: loop.call_soon_threadsafe(put, item))
+        self._job = self._engine.submit(self._state, lambda item: loop.call_soon_threadsafe(put, item), self._shared)
 
     def __aiter__(self) -> "AsyncGeneration":
         return self

@@ -16,6 +16,11 @@ share steps decode plainly, as the batch already shares each pass over the weigh
 
 When the engine goes from idle to busy it waits up to `gather_ms` (prefilling what arrives
 meanwhile) so that requests arriving together start decoding together.
+
+Requests of one prompt (OpenAI's n > 1) share a `SharedPrompt`: the first one admitted
+prefills it, the others copy its KV into their rows (`store_kv`) and sample their first token
+from its logits. A request with a grammar masks its row's logits before sampling
+(RequestState.choose), so constrained and free requests decode in the same batch.
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ class BatchModel(Protocol):
 
     def decode(self, tokens, positions, cache, slots): ...
 
+    def prompt_kv(self, cache, slot: int, length: int): ...
+
+    def store_prompt(self, state: RequestState, cache, slot: int, kv) -> None: ...
+
+
+@dataclass(eq=False)
+class SharedPrompt:
+    """The prefill of one prompt shared by `waiting` requests: host KV and last logits, kept
+    until the last of them is admitted."""
+
+    waiting: int
+    kv: object = None
+    logits: object = None
+
 
 @dataclass(eq=False)
 class Job:
@@ -57,6 +76,7 @@ class Job:
 
     state: RequestState
     sink: Callable[[object], None]
+    shared: SharedPrompt | None = None
     cancelled: bool = False
     token: int = -1  # the next token to feed
     slot: int | None = None  # its row of the engine's KV cache
@@ -94,8 +114,8 @@ class BatchEngine:
 
     # -- client side ------------------------------------------------------------------------
 
-    def submit(self, state: RequestState, sink: Callable[[object], None]) -> Job:
-        job = Job(state, sink)
+    def submit(self, state: RequestState, sink: Callable[[object], None], shared: SharedPrompt | None = None) -> Job:
+        job = Job(state, sink, shared)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batching engine is closed")
@@ -201,8 +221,20 @@ class BatchEngine:
             return
         t = time.perf_counter()
         job.slot = self._free.pop()
-        logits = self.session.prefill(state, self._cache, job.slot)
-        job.token = state.sampler(logits)
+        shared = job.shared
+        if shared is not None and shared.logits is not None:
+            self.session.store_prompt(state, self._cache, job.slot, shared.kv)
+            logits = shared.logits
+        else:
+            logits = self.session.prefill(state, self._cache, job.slot)
+            if shared is not None and shared.waiting > 1:
+                shared.kv = self.session.prompt_kv(self._cache, job.slot, len(state.ids))
+                shared.logits = logits if shared.kv is not None else None
+        if shared is not None:
+            shared.waiting -= 1
+            if shared.waiting <= 0:
+                shared.kv = shared.logits = None
+        job.token = state.choose(logits)
         state.prefill_s = time.perf_counter() - t
         job.decode_start = time.perf_counter()
         self._emit(job, state.accept(job.token))
@@ -234,8 +266,13 @@ class BatchEngine:
             state.pos += 1
             state.decode_tokens += 1
             state.target_calls += 1
-            job.token = state.sampler(logits[i])
-            self._emit(job, state.accept(job.token))
+            try:
+                job.token = state.choose(logits[i])
+                event = state.accept(job.token)
+            except Exception as e:  # e.g. a grammar at a dead end: ends this request only
+                self._finish(job, e)
+                continue
+            self._emit(job, event)
             if state.done:
                 self._finish(job)
 

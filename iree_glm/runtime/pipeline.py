@@ -25,6 +25,7 @@ from iree_glm.bundle.manifest import Manifest, StageEntry, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
+from iree_glm.runtime.constrained import ConstraintFactory
 from iree_glm.runtime.module_check import module_problem
 from iree_glm.runtime.devices import DeviceFailure, check_cpu, first_line, hal_device, load_module, load_retrying
 from iree_glm.runtime.kv_cache import KVCache, key_positions
@@ -87,6 +88,9 @@ class PipelineSession(Session):
         self.sliding_window = None  # multi-device bundles have no sparse attention
         self._lock = threading.Lock()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
+        self.normalizer = None
+        self.constraints = ConstraintFactory(
+            self.bundle / manifest.tokenizer if manifest.tokenizer else None, self.config.vocab_size, tuple(self.config.eos_token_ids))
         self.prefix_cache = None
         self.gather_ms = DEFAULT_GATHER_MS
         self._engine = None

@@ -3,7 +3,9 @@
 Shared by the one-at-a-time loop in `Session` and the batching engine, so both end requests
 for the same reasons (stop id, stop string, max new tokens, full context) and show the
 same text. Stop strings are found in the decoded text; text that could be the start of a
-stop string is held back until it is known not to be one, so a stream never shows it.
+stop string is held back until it is known not to be one, so a stream never shows it. A
+request with a grammar (`constraint`) samples only the tokens it allows and ends when the
+grammar is complete; one that asked for log-probabilities records them per token.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 
 from iree_glm.errors import RequestError
 from iree_glm.bundle.tokenizer import StreamDecoder, TextTokenizer
-from iree_glm.runtime.sampling import Sampler
+from iree_glm.runtime.sampling import Sampler, TokenLogprob, token_logprob
 
 
 @dataclass
@@ -23,12 +25,15 @@ class GenerationResult:
     text: str
     prefill_ms: float
     decode_tok_s: float
-    stop_reason: str  # "eos", "stop" (a stop string), "max_new_tokens", "context_full" or "cancelled"
+    # "eos", "grammar" (the constraint is complete), "stop" (a stop string), "max_new_tokens",
+    # "context_full" or "cancelled"
+    stop_reason: str
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     # Speculative decoding (None without a draft): accepted / proposed draft tokens, and
     # generated tokens per call of the target after the prompt.
     acceptance_rate: float | None = None
     tokens_per_target_call: float | None = None
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -40,6 +45,7 @@ class StreamEvent:
 
     token_id: int
     text: str
+    logprob: TokenLogprob | None = None
 
 
 class StopStrings:
@@ -81,6 +87,8 @@ class RequestState:
     max_context: int
     tokenizer: TextTokenizer | None = None
     stop_strings: tuple[str, ...] = ()
+    constraint: object | None = None  # a runtime.constrained.Constraint
+    top_logprobs: int | None = None  # None: no log-probabilities; else how many alternatives per token
     pos: int = 0  # tokens whose KV is in the cache
     generated: list[int] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
@@ -94,6 +102,7 @@ class RequestState:
     draft_accepted: int = 0  # ... and kept
     target_calls: int = 0  # decode / verify calls after the prompt
     created: float = field(default_factory=time.perf_counter)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._decoder = StreamDecoder(self.tokenizer) if self.tokenizer else None
@@ -107,9 +116,20 @@ class RequestState:
     def done(self) -> bool:
         return bool(self.stop_reason)
 
+    def choose(self, logits) -> int:
+        """The next token from this step's logits (masked by the grammar, if any); records its
+        log-probability when asked for."""
+        masked = self.constraint.mask(logits) if self.constraint is not None else logits
+        token = self.sampler(masked, self.generated)
+        if self.top_logprobs is not None:
+            self.logprobs.append(token_logprob(logits, token, self.top_logprobs))
+        return token
+
     def accept(self, token: int) -> StreamEvent:
         """Record a sampled token; sets `stop_reason` when the request has ended."""
         self.generated.append(token)
+        if self.constraint is not None and token not in self.stop_ids:
+            self.constraint.consume(token)
         text = self._decoder.push(token) if self._decoder else ""
         if self._stops is not None:
             text, hit = self._stops.push(text)
@@ -118,6 +138,8 @@ class RequestState:
         if not self.stop_reason:
             if token in self.stop_ids:
                 self.stop_reason = "eos"
+            elif self.constraint is not None and self.constraint.finished:
+                self.stop_reason = "grammar"
             elif len(self.generated) >= self.max_new_tokens:
                 self.stop_reason = "max_new_tokens"
             elif self.pos >= self.max_context:
@@ -125,7 +147,8 @@ class RequestState:
         if self.stop_reason and self._stops is not None and self.stop_reason != "stop":
             text += self._stops.flush()
         self.pieces.append(text)
-        return StreamEvent(token, text)
+        logprob = self.logprobs[-1] if self.top_logprobs is not None and len(self.logprobs) == len(self.generated) else None
+        return StreamEvent(token, text, logprob)
 
     def cancel(self) -> None:
         if not self.stop_reason:
@@ -142,4 +165,5 @@ class RequestState:
             cached_tokens=self.cached_tokens,
             acceptance_rate=(self.draft_accepted / self.drafted if self.drafted else 0.0) if self.speculative else None,
             tokens_per_target_call=(self.decode_tokens / self.target_calls if self.target_calls else 0.0) if self.speculative else None,
+            logprobs=list(self.logprobs) if self.top_logprobs is not None else None,
         )

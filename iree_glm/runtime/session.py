@@ -12,6 +12,7 @@ several threads (and the batching engine) can share a session.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.async_api import AsyncGeneration
-from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine
+from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine, SharedPrompt
+from iree_glm.runtime.constrained import ConstraintFactory, Grammar
 from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
 from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
 from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
@@ -104,6 +106,8 @@ class Session:
         self._device, self._fns = load_retrying(lambda: self._load_module(module.file), str(self.bundle))
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
+        self.constraints = ConstraintFactory(
+            self.bundle / manifest.tokenizer if manifest.tokenizer else None, cfg.vocab_size, tuple(cfg.eos_token_ids))
         self.prefix_cache: PrefixCache | None = None
         if (prefix_cache or prefix_cache_dir is not None) and self.sliding_window is not None:
             raise BundleError(f"{self.bundle}: the prefix cache needs a KV cache indexed by position; this bundle "
@@ -118,6 +122,8 @@ class Session:
         self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
         self._engine: BatchEngine | None = None
         self._engine_lock = threading.Lock()
+        self._embed_cache: KVCache | None = None
+        self._embed_lock = threading.Lock()
 
     def _load_module(self, file: str):
         """(device, entry points) of the bundle's module on a device of `self.driver` (raises
@@ -203,6 +209,11 @@ class Session:
             prompt.encode("utf-8")
         except UnicodeEncodeError as e:  # a command line's undecodable bytes arrive as lone surrogates
             raise RequestError(f"the prompt text is not valid UTF-8 (at character {e.start})") from None
+        # A text that cannot fit is refused before tokenizing it (seconds of CPU for megabytes);
+        # the factor 2 leaves room for normalizers that shorten text.
+        if len(prompt.encode("utf-8", "surrogatepass")) > 2 * self.tokenizer.max_token_bytes * self.max_context:
+            raise RequestError(f"the prompt has {len(prompt)} characters, more than this bundle's context of "
+                               f"{self.max_context} tokens can hold; recompile with a larger --max-context")
         return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:
@@ -229,12 +240,18 @@ class Session:
         sampling: SamplingParams = SamplingParams(),
         stop_ids: tuple[int, ...] | None = None,
         stop: tuple[str, ...] = (),
+        *,
+        grammar: Grammar | None = None,
+        logprobs: int | None = None,
     ) -> "Generation":
         """Iterate over generated tokens as they come; `.result` holds the totals afterwards.
 
         Generation ends at a stop id (default: the model's end-of-sequence ids), a stop string
-        in `stop` (the text is cut before it), `max_new_tokens`, or a full context."""
-        return Generation(self, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop))
+        in `stop` (the text is cut before it), `max_new_tokens`, a full context, or when the
+        text matches all of `grammar` (runtime/constrained.py: each step samples only tokens
+        the grammar allows). `logprobs` (0..20 alternatives per token) records each token's
+        log-probability in the events and the result."""
+        return Generation(self, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs))
 
     def new_request(
         self,
@@ -243,16 +260,23 @@ class Session:
         sampling: SamplingParams = SamplingParams(),
         stop_ids: tuple[int, ...] | None = None,
         stop: tuple[str, ...] = (),
+        *,
+        grammar: Grammar | None = None,
+        logprobs: int | None = None,
     ) -> RequestState:
-        """Check a request and return its state (for `stream` and the batching engine)."""
+        """Check a request and return its state (for `stream` and the batching engine). Builds
+        its grammar's matcher here, on the caller's thread (a large schema takes milliseconds)."""
         ids = self._prompt_ids(prompt)
         self._check_ids(ids, max_new_tokens)
         if isinstance(stop, str):
             stop = (stop,)
+        if logprobs is not None and not (isinstance(logprobs, int) and 0 <= logprobs <= 20):
+            raise RequestError(f"logprobs must be an integer in 0..20 (got {logprobs!r})")
         return RequestState(
-            ids, max_new_tokens, Sampler(sampling),
+            ids, max_new_tokens, Sampler(sampling, self.config.vocab_size),
             set(self.config.eos_token_ids if stop_ids is None else stop_ids),
             self.max_context, self.tokenizer, tuple(stop),
+            constraint=self.constraints(grammar) if grammar is not None else None, top_logprobs=logprobs,
         )
 
     def generate(
@@ -262,9 +286,12 @@ class Session:
         sampling: SamplingParams = SamplingParams(),
         stop_ids: tuple[int, ...] | None = None,
         stop: tuple[str, ...] = (),
+        *,
+        grammar: Grammar | None = None,
+        logprobs: int | None = None,
     ) -> GenerationResult:
-        """Generate to the end and return ids, text and timings."""
-        gen = self.stream(prompt, max_new_tokens, sampling, stop_ids, stop)
+        """Generate to the end and return ids, text and timings (arguments as `stream`)."""
+        gen = self.stream(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs)
         for _ in gen:
             pass
         return gen.result
@@ -277,11 +304,41 @@ class Session:
         stop_ids: tuple[int, ...] | None = None,
         stop: tuple[str, ...] = (),
         timeout: float | None = None,
+        *,
+        grammar: Grammar | None = None,
+        logprobs: int | None = None,
     ) -> AsyncGeneration:
         """`async for event in session.stream_async(...)`: served by the batching engine, so
         concurrent streams share batched decode steps. Leaving the loop early, cancelling the
         task or `timeout` (seconds, raises TimeoutError) cancels the request."""
-        return AsyncGeneration(self.engine, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop), timeout)
+        state = self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs)
+        return AsyncGeneration(self.engine, state, timeout)
+
+    def stream_async_many(
+        self,
+        prompt: str | list[int],
+        n: int,
+        max_new_tokens: int = 64,
+        sampling: SamplingParams = SamplingParams(),
+        stop_ids: tuple[int, ...] | None = None,
+        stop: tuple[str, ...] = (),
+        timeout: float | None = None,
+        *,
+        grammar: Grammar | None = None,
+        logprobs: int | None = None,
+    ) -> list[AsyncGeneration]:
+        """`n` generations of one prompt (OpenAI's n): the prompt is tokenized and prefilled
+        once and its KV copied into the other rows. With a seed, generation i samples with
+        seed + i, so they differ and each is reproducible."""
+        if not (isinstance(n, int) and n >= 1):
+            raise RequestError(f"n must be a positive integer (got {n!r})")
+        ids = self._prompt_ids(prompt)
+        states = []
+        for i in range(n):
+            seeded = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=(sampling.seed + i) % 2**64)
+            states.append(self.new_request(ids, max_new_tokens, seeded, stop_ids, stop, grammar=grammar, logprobs=logprobs))
+        shared = SharedPrompt(n) if n > 1 else None
+        return [AsyncGeneration(self.engine, state, timeout, shared) for state in states]
 
     @property
     def engine(self) -> BatchEngine:
@@ -363,6 +420,46 @@ class Session:
             )
             return np.array(logits.to_host()[0])
 
+    def embed(self, prompt: str | list[int]) -> np.ndarray:
+        """An embedding of the text: the mean over its tokens of the model's final-norm hidden
+        states, L2-normalized (float32 [hidden_size]). Runs the bundle's `embed` entry point (a
+        prefill that returns hidden states) in chunks, in a KV-cache row of its own."""
+        if "embed" not in self._fns:
+            raise RequestError(f"{self.bundle}: this bundle has no embeddings entry point (recompile it without --no-embeddings)")
+        ids = self._prompt_ids(prompt)
+        self._check_ids(ids, 0)
+        with self._engine_lock:
+            if self._embed_cache is None:
+                self._embed_cache = self.new_cache(1)
+        total = np.zeros(self.config.hidden_size, np.float64)
+        with self._embed_lock:
+            for first, end in chunks(len(ids), self.prefill_chunk):
+                with self._lock:
+                    hidden = self._fns["embed"](
+                        np.asarray([ids[first:end]], np.int64), np.asarray([first], np.int64), np.zeros(1, np.int64),
+                        self._attended(end - 1), *self._embed_cache.buffers,
+                    )
+                    total += np.asarray(hidden.to_host()[0], np.float64).sum(axis=0)
+        mean = total / len(ids)
+        return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+
+    def prompt_kv(self, cache: KVCache, slot: int, length: int) -> np.ndarray | None:
+        """Row `slot`'s first `length` positions on the host, [2, L, Hkv, P, D], for `store_prompt`
+        (None for a sliding-window cache, whose rows are not indexed by position)."""
+        if self.sliding_window is not None:
+            return None
+        with self._lock:
+            k, v = cache.read(slot, length)
+        return np.stack([k[:, 0], v[:, 0]])
+
+    def store_prompt(self, state: RequestState, cache: KVCache, slot: int, kv: np.ndarray) -> None:
+        """Put a prompt's KV (from `prompt_kv`) into row `slot`, as if `state`'s prompt had been
+        prefilled there."""
+        with self._lock:
+            self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
+        state.cached_tokens = len(state.ids)
+        state.pos = len(state.ids)
+
     def decode(self, tokens: list[int], positions: list[int], cache: KVCache, slots: list[int] | None = None) -> np.ndarray:
         """One decode step for a batch (its size must be compiled): token i at positions[i] of
         row slots[i] (default 0, 1, ...); returns host logits [B, V]."""
@@ -387,7 +484,7 @@ class Session:
         t = time.perf_counter()
         cache = self.new_cache(1)
         logits = self.prefill(state, cache)
-        token = state.sampler(logits)
+        token = state.choose(logits)
         state.prefill_s = time.perf_counter() - t
         t = time.perf_counter()
         try:
@@ -397,7 +494,7 @@ class Session:
                 if state.done:
                     break
                 logits = self.decode([token], [state.pos], cache)
-                token = state.sampler(logits[0])
+                token = state.choose(logits[0])
                 state.pos += 1
                 state.decode_tokens += 1
         finally:

@@ -14,7 +14,8 @@ import pytest
 
 from iree_glm.runtime import Session
 from iree_glm.runtime.normalize import parse_normalize
-from iree_glm.server.openai_api import BackgroundServer, glm4_chat_prompt
+from iree_glm.server.chat_format import glm4_chat_prompt
+from iree_glm.server.http import BackgroundServer
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_streamed_completion_and_chat(served):
     session, server = served
     want = session.generate("Hello there", 24)
     status, kind, data = _post(server.port, "/v1/completions", {"prompt": "Hello there", "max_tokens": 24, "temperature": 0, "stream": True})
-    assert status == 200 and kind == "text/event-stream"
+    assert status == 200 and kind.startswith("text/event-stream")
     events = _events(data)
     assert events[-1] == "[DONE]"
     assert "".join(e["choices"][0]["text"] for e in events[:-1]) == want.text
@@ -96,6 +97,16 @@ def test_stop_strings_and_cached_prefix(served):
     [
         ("/v1/completions", {"prompt": "", "max_tokens": 5}, "empty"),
         ("/v1/completions", {"prompt": "x" * 500, "max_tokens": 5}, "context"),
+        ("/v1/completions", {"prompt": "hi", "temperature": 3}, "temperature"),
+        ("/v1/completions", {"prompt": "hi", "n": 0}, "'n'"),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 9}, "'logprobs'"),
+        ("/v1/completions", {"prompt": "hi", "echo": True}, "'echo'"),
+        ("/v1/completions", {"prompt": "hi", "best_of": 3}, "'best_of'"),
+        ("/v1/completions", {"prompt": "hi", "frobnicate": 1}, "'frobnicate' is not supported"),
+        ("/v1/completions", {"prompt": "hi", "seed": 2**64}, "'seed'"),
+        ("/v1/completions", {"prompt": "hi", "logit_bias": {"99999": 5}}, "logit_bias"),
+        ("/v1/completions", {"prompt": "hi", "response_format": {"type": "regex", "regex": "a["}}, "regex cannot be compiled"),
+        ("/v1/completions", {"prompt": "hi", "model": "gpt-4"}, "does not exist"),
         ("/v1/completions", {"prompt": "hi", "max_tokens": -3}, "max_tokens"),
         ("/v1/completions", {"prompt": "hi", "temperature": "hot"}, "temperature"),
         ("/v1/completions", {"prompt": "hi", "top_p": 0}, "top_p"),
@@ -108,7 +119,7 @@ def test_stop_strings_and_cached_prefix(served):
 )
 def test_bad_requests_get_400_with_a_message(served, path, body, message):
     status, _, data = _post(served[1].port, path, body)
-    assert status == 400
+    assert status == (404 if "does not exist" in message else 400)
     assert message in json.loads(data)["error"]["message"]
 
 
@@ -139,7 +150,7 @@ def test_soak_concurrent_clients_with_disconnects(served):
                 if body["stream"] and rng.random() < 0.35:
                     s = socket.create_connection(("127.0.0.1", port), timeout=30)
                     data = json.dumps(body).encode()
-                    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+                    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
                     s.recv(rng.randint(1, 400))
                     s.close()  # hang up mid-stream
                     outcomes.append("disconnected")
