@@ -53,6 +53,7 @@ class EntryPoint:
     seq_len: int | None = bounded(min=1)  # None: dynamic sequence length (prefill)
     capacity: int = bounded(min=2)  # KV-cache positions per row
     all_logits: bool = False  # logits of every row [B,S,V] (speculative verification), else the last [B,V]
+    returns: str = bounded("logits", choices=("logits", "hidden"))  # "hidden": every row's final-norm hidden state (embeddings)
 
 
 @dataclass

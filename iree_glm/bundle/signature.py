@@ -49,10 +49,11 @@ def parse_signature(text: str) -> Signature | None:
 
 def check_entry_point(where: str, name: str, text: str | None, *, batch: int, seq_len: int | None,
                       cache_layers: int, kv_heads: int, slots: int, head_dim: int, cache_dtype: str,
-                      vocab_size: int | None) -> None:
+                      vocab_size: int | None, hidden_size: int | None = None) -> None:
     """Raise ValueError (one line, naming the manifest field) unless function `name`'s declared
     types agree with what the manifest says: tokens [batch, seq_len], `2 * cache_layers` caches
-    [rows, kv_heads, slots, head_dim] of `cache_dtype`, and (vocab_size given) logits [..., vocab_size]."""
+    [rows, kv_heads, slots, head_dim] of `cache_dtype`, and (vocab_size given) logits [..., vocab_size]
+    or (hidden_size given) hidden states [..., hidden_size]."""
     sig = parse_signature(text) if text else None
     if sig is None or len(sig.args) < 4 or not sig.results:
         raise ValueError(f"{where}: function '{name}' declares no iree_glm signature (compiled by an older iree_glm?)")
@@ -66,6 +67,8 @@ def check_entry_point(where: str, name: str, text: str | None, *, batch: int, se
         _check_cache(where, name, cache.dims[1:], cache.dtype, kv_heads, slots, head_dim, cache_dtype)
     if vocab_size is not None and sig.results[0].dims[-1:] != (vocab_size,):
         raise ValueError(f"{where}: model.vocab_size is {vocab_size}; '{name}' returns logits {list(sig.results[0].dims)}")
+    if hidden_size is not None and sig.results[0].dims[-1:] != (hidden_size,):
+        raise ValueError(f"{where}: model.hidden_size is {hidden_size}; '{name}' returns hidden states {list(sig.results[0].dims)}")
 
 
 def check_store_kv(where: str, text: str | None, *, cache_layers: int, kv_heads: int, slots: int,

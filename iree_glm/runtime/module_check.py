@@ -39,8 +39,10 @@ def module_problem(bundle: Path, manifest: Manifest, module, module_file: str, *
         for ep in manifest.entry_points:
             if ep.capacity != slots:
                 raise ValueError(f"{where}: entry point '{ep.name}' capacity {ep.capacity} differs from options.kv_cache_slots {slots}")
+            hidden = ep.returns == "hidden"
             check_entry_point(where, ep.name, _signature(module, ep.name, module_file, where), batch=ep.batch,
-                              seq_len=ep.seq_len, vocab_size=cfg.vocab_size if logits else None, **common)
+                              seq_len=ep.seq_len, vocab_size=cfg.vocab_size if logits and not hidden else None,
+                              hidden_size=cfg.hidden_size if logits and hidden else None, **common)
         if store_kv:
             check_store_kv(where, _signature(module, STORE_KV, module_file, where), **common)
     except ValueError as e:
