@@ -18,7 +18,7 @@ def test_manifest_lists_everything(glm4_bundle):
     m = read_manifest(glm4_bundle)
     assert m.format_version == 3
     assert {"model.vmfb", "weights.irpa", "tokenizer.json", "config.json"} <= set(m.files)
-    assert [e.name for e in m.entry_points] == ["prefill", "decode", "verify"]
+    assert [e.name for e in m.entry_points] == ["prefill", "decode", "embed", "verify"]
     assert m.modules[0].flags and m.versions["iree-base-compiler"] == "3.13.0"
     # Weights live in the parameter archive, not in the module.
     assert (glm4_bundle / "model.vmfb").stat().st_size < (glm4_bundle / "weights.irpa").stat().st_size

@@ -197,8 +197,8 @@ def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, g
     if attention_kernel.unavailable_reason():
         assert choice.kernel == "iree"
         pytest.skip("attention AVX2 kernel unavailable here")
-    # 2 layers x prefill; decode steps attend with model.decode_attention's reductions (no attention op)
-    assert to_data(choice) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "rewritten": 2, "left_to_iree": 0}
+    # 2 layers x (prefill, embed, verify); decode steps attend with model.decode_attention's reductions (no attention op)
+    assert to_data(choice) == {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"], "rewritten": 6, "left_to_iree": 0}
     assert b"iree_glm_attention_" in (glm4_bundle / "model.vmfb").read_bytes()
     prompt = [int(t) for t in np.random.default_rng(0).integers(0, 257, 100)]
     with torch.no_grad():

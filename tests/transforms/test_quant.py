@@ -172,9 +172,10 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
 
 
 def _glue_counts(model) -> dict[str, int]:
-    """The kernels' quantizations computing their input per layer: RMSNorm before q/k/v and
-    gate/up, silu(gate) * up before down; o's input (attention) is plain."""
-    layers = model.cfg.num_layers
+    """The kernels' quantizations computing their input per layer of each prompt function
+    (prefill and embed): RMSNorm before q/k/v and gate/up, silu(gate) * up before down; o's
+    input (attention) is plain."""
+    layers = 2 * model.cfg.num_layers
     return {"rms_norm": 2 * layers, "silu_mul": layers, "none": layers}
 
 
