@@ -6,6 +6,7 @@ compile-time difference, visible without running the code."""
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,28 @@ def _profile(tmp_path, flags: str):
     return load_profile(path)
 
 
-def _compile(tmp_path: Path, flags, name):
-    import iree.compiler as ic
+COMPILE_SECONDS = 300  # a matmul compiles in seconds; once, under heavy load, iree-compile sat idle for minutes
 
-    dump = tmp_path / f"configs-{name}"
-    shutil.rmtree(dump, ignore_errors=True)
-    vmfb = ic.compile_str(MATMUL, extra_args=["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
-                                              *flags, f"--iree-hal-dump-executable-configurations-to={dump}"])
+
+def _compile(tmp_path: Path, flags, name):
+    """iree-compile as a child process with a deadline, tried twice (a stuck compiler fails the
+    test instead of hanging the suite)."""
+    from iree.compiler.tools.binaries import find_tool
+
+    source, vmfb, dump = tmp_path / f"{name}.mlir", tmp_path / f"{name}.vmfb", tmp_path / f"configs-{name}"
+    source.write_text(MATMUL)
+    cmd = [find_tool("iree-compile"), str(source), "-o", str(vmfb), "--iree-hal-target-device=local",
+           "--iree-hal-local-target-device-backends=llvm-cpu", *flags, f"--iree-hal-dump-executable-configurations-to={dump}"]
+    for attempt in (1, 2):
+        shutil.rmtree(dump, ignore_errors=True)
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=COMPILE_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == 2:
+                raise
     configs = "".join(p.read_text() for p in dump.iterdir())
-    return vmfb, CONFIG.findall(configs)
+    return vmfb.read_bytes(), CONFIG.findall(configs)
 
 
 def _host_flags() -> set[str]:
