@@ -22,7 +22,11 @@ T = TypeVar("T")
 
 
 class ValidationError(UserError):
-    """Data from outside that does not fit its declared shape."""
+    """Data from outside that does not fit its declared shape (one line: control characters of
+    keys and values from the data are escaped)."""
+
+    def __init__(self, message: str):
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def bounded(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,

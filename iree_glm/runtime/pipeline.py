@@ -97,6 +97,7 @@ class PipelineSession(Session):
         self._engine_lock = threading.Lock()
         self._fns = {ep.name: None for ep in manifest.entry_points}
         self.stand_ins: dict[str, str] = {}  # device -> driver it runs on instead
+        self.draft = None  # no speculative decoding across a pipeline's stages (no verify entry point)
         self.stats = PipelineStats()
 
         self._instance = rt.VmInstance()
