@@ -101,3 +101,24 @@ def lose_devices(monkeypatch, lost_calls: set[int], message: str = "VK_ERROR_DEV
 
     monkeypatch.setattr(rt, "VmContext", context)
     return outcomes
+
+
+def x86_kernel_sets() -> list:
+    """The x86-64 kernel sets (kernels/toolchain.py): kernel tests run once per set."""
+    from iree_glm.kernels import toolchain
+
+    return [s for s in toolchain.KERNEL_SETS if s.arch == "x86_64"]
+
+
+def set_library(kernel_set, kernel: str, folder_factory, argtypes: dict[str, tuple[int, int]]) -> ctypes.CDLL:
+    """`kernel` ("int4", "int8") of `kernel_set` as a shared library (kernel_library), skipped with
+    the reason where this CPU lacks the set's features."""
+    import pytest
+
+    from iree_glm.kernels import toolchain
+
+    reason = toolchain.unavailable_reason(kernel_set)
+    if reason:
+        pytest.skip(f"{kernel} {kernel_set.name} kernels unavailable: {reason}")
+    return kernel_library(kernel_set.source(kernel), folder_factory.mktemp(f"{kernel}_{kernel_set.short}"), argtypes, kernel_set)
+

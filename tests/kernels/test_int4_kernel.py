@@ -14,26 +14,21 @@ import numpy as np
 import pytest
 import torch
 
-from iree_glm.kernels import int4 as int4_kernel, toolchain
+from iree_glm.kernels import int4 as int4_kernel
 from iree_glm.transforms.quantize import GROUP_SIZES, dequantize_int4, quantize_activations, quantize_int4
 
-from ..helpers import kernel_library, memref
+from ..helpers import memref, set_library, x86_kernel_sets
 
 
-X86_SETS = [s for s in toolchain.KERNEL_SETS if s.arch == "x86_64"]
+X86_SETS = x86_kernel_sets()
 
 
 @pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
 def lib(request, tmp_path_factory):
-    """Each x86-64 kernel set's int4 kernels (the same entry points and layouts), skipped with the
-    reason where this CPU lacks the set's features."""
-    kernel_set = request.param
-    reason = toolchain.unavailable_reason(kernel_set)
-    if reason:
-        pytest.skip(f"int4 {kernel_set.name} kernels unavailable: {reason}")
-    return kernel_library(kernel_set.source("int4"), tmp_path_factory.mktemp(f"int4_{kernel_set.short}"),
-                          {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8),
-                           "iree_glm_int4_matvec_workgroup": (4, 5)}, kernel_set)
+    """Each x86-64 kernel set's int4 kernels (the same entry points and layouts)."""
+    return set_library(request.param, "int4", tmp_path_factory,
+                       {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8),
+                           "iree_glm_int4_matvec_workgroup": (4, 5)})
 
 
 def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:

@@ -16,26 +16,21 @@ import numpy as np
 import pytest
 import torch
 
-from iree_glm.kernels import int8 as int8_kernel, toolchain
+from iree_glm.kernels import int8 as int8_kernel
 from iree_glm.transforms.quantize import quantize_activations, quantize_int8, quantize_rows
 
-from ..helpers import kernel_library, memref
+from ..helpers import memref, set_library, x86_kernel_sets
 
 
-X86_SETS = [s for s in toolchain.KERNEL_SETS if s.arch == "x86_64"]
+X86_SETS = x86_kernel_sets()
 
 
 @pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
 def lib(request, tmp_path_factory):
-    """Each x86-64 kernel set's int8 kernels (the same entry points and layouts), skipped with the
-    reason where this CPU lacks the set's features."""
-    kernel_set = request.param
-    reason = toolchain.unavailable_reason(kernel_set)
-    if reason:
-        pytest.skip(f"int8 {kernel_set.name} kernels unavailable: {reason}")
-    return kernel_library(kernel_set.source("int8"), tmp_path_factory.mktemp(f"int8_{kernel_set.short}"),
-                          {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
-                           "iree_glm_int8_matmul_workgroup": (3, 7)}, kernel_set)
+    """Each x86-64 kernel set's int8 kernels (the same entry points and layouts)."""
+    return set_library(request.param, "int8", tmp_path_factory,
+                       {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
+                           "iree_glm_int8_matmul_workgroup": (3, 7)})
 
 
 def _x(rng, k: int) -> np.ndarray:
