@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from iree_glm.kernels.toolchain import X86_64_AVX2, KernelSet
+from iree_glm.kernels.toolchain import object_format
 
 QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
 
 
-def static_executable(name: str, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+def static_executable(name: str, obj: Path) -> str:
     """The opening line of `stream.executable @{name}_exe` linking our kernel object `obj` for
-    llvm-cpu in the kernel set's executable format (IREE's `hal.executable.objects`); the caller
-    writes the body and the closing brace. Shared by every kernel's dispatches."""
+    llvm-cpu in the object's executable format (IREE's `hal.executable.objects`: embedded-elf-x86_64
+    or embedded-elf-arm_64); the caller writes the body and the closing brace. Shared by every
+    kernel's dispatches."""
     return (f"stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{\n"
-            f'  #hal.executable.target<"llvm-cpu", "{kernel_set.object_format}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
+            f'  #hal.executable.target<"llvm-cpu", "{object_format(obj)}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
 
 
 @dataclass(frozen=True)
