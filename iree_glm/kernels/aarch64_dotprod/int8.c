@@ -11,47 +11,32 @@
 // halfwords) into 4 vectors of 4 rows each, and multiplied with x's 4 k broadcast from a lane
 // (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the i32 sums exact.
 //
-// Not linked into bundles yet (kernels/toolchain.py has no aarch64 set); tested directly under
-// qemu-aarch64 (tests/kernels/test_aarch64_kernels.py). Embedded-ELF rules: no libc, no globals.
+// Prompts (M rows): iree_glm_int8_quantize_workgroup (and its fused glue forms) quantize x's
+// rows once per matmul, then iree_glm_int8_matmul_workgroup multiplies them with `sdot` on
+// tiles of 4 rows of x x 16 weight rows. aarch64_i8mm/int8.c includes this file for all but the
+// matrix kernel. Tested directly under qemu-aarch64 (tests/kernels/test_aarch64_kernels.py).
+// Embedded-ELF rules: no libc, no globals.
 
-#include <arm_neon.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "row_glue.h"
 
-#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+enum { MAX_K = 16384, LANES = 16 };
 
-enum { BLOCK = 32, MAX_K = 16384, LANES = 16 };
-
-// 32 floats -> 32 int8 (round half to even of x * (1 / d), d = max|x| / 127); returns d.
-static inline float quantize_block(const float *x, int8_t *out) {
-  float32x4_t v[8];
-  float32x4_t m = vdupq_n_f32(0.0f);
-  for (int j = 0; j < 8; ++j) {
-    v[j] = vld1q_f32(x + 4 * j);
-    m = vmaxq_f32(m, vabsq_f32(v[j]));
-  }
-  const float d = vmaxvq_f32(m) / 127.0f;
-  const float inv = d > 0.0f ? 1.0f / d : 0.0f;
-  for (int j = 0; j < 8; j += 2) {
-    const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(v[j], inv)), b = vcvtnq_s32_f32(vmulq_n_f32(v[j + 1], inv));
-    const int16x8_t h = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
-    vst1_s8(out + 4 * j, vqmovn_s16(h));
-  }
-  return d;
+// 4 k of a tile's stream (64 bytes: k0..k3 x 16 rows) -> 4 vectors, vector j = rows
+// 4j..4j+3, each 32-bit lane one row's 4 k (what `sdot` multiplies).
+static inline int8x16x4_t regroup4(const int8_t *w) {
+  const int8x16x4_t l = vld1q_s8_x4(w);
+  const int16x8_t a = vreinterpretq_s16_s8(vzip1q_s8(l.val[0], l.val[1])), b = vreinterpretq_s16_s8(vzip2q_s8(l.val[0], l.val[1]));
+  const int16x8_t c = vreinterpretq_s16_s8(vzip1q_s8(l.val[2], l.val[3])), e = vreinterpretq_s16_s8(vzip2q_s8(l.val[2], l.val[3]));
+  const int8x16x4_t v = {{vreinterpretq_s8_s16(vzip1q_s16(a, c)), vreinterpretq_s8_s16(vzip2q_s16(a, c)),
+                          vreinterpretq_s8_s16(vzip1q_s16(b, e)), vreinterpretq_s8_s16(vzip2q_s16(b, e))}};
+  return v;
 }
 
 // acc[j] (rows 4j..4j+3) += 4 k of a tile's stream `w` (64 bytes) times x's 4 k in lane `lane` of xv.
-#define DOT4(w, xv, lane, acc)                                                                      \
-  do {                                                                                              \
-    const int8x16x4_t l = vld1q_s8_x4(w);                                                           \
-    const int8x16_t a = vzip1q_s8(l.val[0], l.val[1]), b = vzip2q_s8(l.val[0], l.val[1]);           \
-    const int8x16_t c = vzip1q_s8(l.val[2], l.val[3]), e = vzip2q_s8(l.val[2], l.val[3]);           \
-    const int16x8_t a16 = vreinterpretq_s16_s8(a), b16 = vreinterpretq_s16_s8(b);                   \
-    const int16x8_t c16 = vreinterpretq_s16_s8(c), e16 = vreinterpretq_s16_s8(e);                   \
-    acc[0] = vdotq_laneq_s32(acc[0], vreinterpretq_s8_s16(vzip1q_s16(a16, c16)), xv, lane);         \
-    acc[1] = vdotq_laneq_s32(acc[1], vreinterpretq_s8_s16(vzip2q_s16(a16, c16)), xv, lane);         \
-    acc[2] = vdotq_laneq_s32(acc[2], vreinterpretq_s8_s16(vzip1q_s16(b16, e16)), xv, lane);         \
-    acc[3] = vdotq_laneq_s32(acc[3], vreinterpretq_s8_s16(vzip2q_s16(b16, e16)), xv, lane);         \
+#define DOT4(w, xv, lane, acc)                                                          \
+  do {                                                                                  \
+    const int8x16x4_t v = regroup4(w);                                                  \
+    for (int j = 0; j < 4; ++j) acc[j] = vdotq_laneq_s32(acc[j], v.val[j], xv, lane);   \
   } while (0)
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
@@ -63,7 +48,7 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   if (tile_end > tiles) tile_end = tiles;
   int8_t xq[MAX_K] __attribute__((aligned(16)));
   float dx[MAX_K / BLOCK];
-  for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, xq + c * BLOCK);
+  for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, x + c * BLOCK + 16, xq + c * BLOCK);
   const size_t tile_bytes = k * LANES;
   for (size_t t = tile_begin; t < tile_end; ++t) {
     const int8_t *w = q + t * tile_bytes;
@@ -84,3 +69,130 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
     for (int r = 0; r < 4; ++r) vst1q_f32(y + t * LANES + 4 * r, f[r]);
   }
 }
+
+// Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
+//
+// The quantization turns rows of x [m, k] into rows of xq_row_bytes(k) bytes: k int8 (per row:
+// round half to even of x * 127 / max|x|, in k order: this set's matrix kernels read them, the
+// x86 sets store another order), then the f32 row scale max|x| / 127, padded to 32 bytes (the
+// same size as the x86 sets': kernels/int8.py sizes the buffer).
+static inline size_t xq_row_bytes(size_t k) { return k + 32; }
+
+static inline void quantize_row(const float *x, size_t k, int8_t *row) {
+  const float d = quantize_row_int8(x, k, row);
+  __builtin_memcpy(row + k, &d, sizeof d);
+}
+
+void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
+                                      size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
+  x += x_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
+}
+
+// The same for x = silu(gate * sg) * (up * su) of rows [gate | up] of gu [m, 2k] and the gate/up
+// matmul's per-channel weight scale [sg | su] (row_glue.h; k <= GLUE_MAX_K).
+void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
+                                               size_t m, size_t k, size_t row_begin, size_t row_end) {
+  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  gu += gu_offset; scale += scale_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(16)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_silu_mul(gu + r * 2 * k, scale, k, x);
+    quantize_row(x, k, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (row_glue.h; k <= GLUE_MAX_K).
+void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
+                                               size_t k, float eps, size_t row_begin, size_t row_end) {
+  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
+  (void)xq_base; (void)xq_size; (void)xq_stride;
+  h += h_offset; w += w_offset; xq += xq_offset;
+  if (row_end > m) row_end = m;
+  float x[GLUE_MAX_K] __attribute__((aligned(16)));
+  for (size_t r = row_begin; r < row_end; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    quantize_row(x, k, xq + r * xq_row_bytes(k));
+  }
+}
+
+// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK): their i32
+// sums wait here between chunks of K.
+enum { MAX_ROWS = 64 };
+
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // aarch64_i8mm/int8.c includes this file for the rest
+
+// A chunk of CHUNK_K k of one weight tile (16 rows) is regrouped once (regroup4: 4 vectors per
+// 4 k, 16 KB, in L1); then tiles of TILE_M rows of x run over it with TILE_M x 4 i32
+// accumulators in registers, each weight vector serving TILE_M rows and each 16 bytes of x
+// giving 4 broadcasts (`sdot` by lane). Sums stay integers over all of K (|sum| <= K * 127 * 127
+// < 2^31 for K < 133000): one conversion and scaling per output.
+enum { CHUNK_K = 1024, TILE_M = 4 };
+
+static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv, const int8_t *x, size_t stride, size_t kc,
+                                                            int32x4_t (*acc)[4], const int tm) {
+  int32x4_t a[TILE_M][4];
+  for (int i = 0; i < tm; ++i)
+    for (int j = 0; j < 4; ++j) a[i][j] = acc[i][j];
+  for (size_t k0 = 0; k0 < kc; k0 += 16) {
+    const int8x16_t *w = wv + k0;  // 4 steps of 4 k, 4 vectors each
+    int8x16_t xv[TILE_M];
+    for (int i = 0; i < tm; ++i) xv[i] = vld1q_s8(x + i * stride + k0);
+#define STEP(s)                                                                     \
+    for (int j = 0; j < 4; ++j) {                                                   \
+      const int8x16_t v = w[4 * (s) + j];                                           \
+      for (int i = 0; i < tm; ++i) a[i][j] = vdotq_laneq_s32(a[i][j], v, xv[i], s); \
+    }
+    STEP(0) STEP(1) STEP(2) STEP(3)
+#undef STEP
+  }
+  for (int i = 0; i < tm; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = a[i][j];
+}
+
+// y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
+// iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
+void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
+                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
+  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)y_base; (void)y_size; (void)y_stride;
+  xq += xq_offset; q += q_offset; y += y_offset;
+  if (t_end > tiles) t_end = tiles;
+  if (m_end > m) m_end = m;
+  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
+  const size_t stride = xq_row_bytes(k), n = tiles * LANES;
+  int8x16_t wv[CHUNK_K];  // per 4 k: regroup4's 4 vectors
+  int32x4_t acc[MAX_ROWS][4];
+  for (size_t t = t_begin; t < t_end; ++t) {
+    const int8_t *tile = q + t * k * LANES;
+    for (size_t r = m_begin; r < m_end; ++r)
+      for (int j = 0; j < 4; ++j) acc[r - m_begin][j] = vdupq_n_s32(0);
+    for (size_t k0 = 0; k0 < k; k0 += CHUNK_K) {
+      const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;  // a multiple of 32
+      for (size_t s = 0; s < kc / 4; ++s) {
+        const int8x16x4_t v = regroup4(tile + (k0 + 4 * s) * LANES);
+        for (int j = 0; j < 4; ++j) wv[4 * s + j] = v.val[j];
+      }
+      const int8_t *x = xq + m_begin * stride + k0;
+      size_t r = m_begin;
+      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride) rows_tile(wv, x, stride, kc, acc + (r - m_begin), TILE_M);
+      switch (m_end - r) {  // the last rows, with the tile height a constant
+        case 3: rows_tile(wv, x, stride, kc, acc + (r - m_begin), 3); break;
+        case 2: rows_tile(wv, x, stride, kc, acc + (r - m_begin), 2); break;
+        case 1: rows_tile(wv, x, stride, kc, acc + (r - m_begin), 1); break;
+        default: break;
+      }
+    }
+    for (size_t r = m_begin; r < m_end; ++r) {  // acc[j]: rows 4j..4j+3 of the tile
+      float d;
+      __builtin_memcpy(&d, xq + r * stride + k, sizeof d);
+      for (int j = 0; j < 4; ++j) vst1q_f32(y + r * n + t * LANES + 4 * j, vmulq_n_f32(vcvtq_f32_s32(acc[r - m_begin][j]), d));
+    }
+  }
+}
+
+#endif  // IREE_GLM_OWN_MATRIX_KERNEL
