@@ -76,9 +76,9 @@ X86_64_AVX512 = KernelSet(
     base=X86_64_AVX2,
 )
 # Arm: freestanding PIC code as the x86 sets'; -mno-outline-atomics keeps GCC from calling
-# libgcc's atomics helpers, which IREE's embedded-ELF linker cannot resolve.
+# libgcc's atomics helpers, which IREE's embedded-ELF link cannot resolve.
 _ARM_CFLAGS = ("-O3", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
-               "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-mno-outline-atomics", "-fvisibility=hidden")
+               "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-mno-outline-atomics")
 AARCH64_DOTPROD = KernelSet(
     name="aarch64_dotprod",
     short="dotprod",
@@ -183,8 +183,10 @@ def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2
         raise KernelUnavailable(reason)
     cc = _compiler(kernel_set.arch)
     out = Path(folder) / f"{source.stem}_{kernel_set.short}.{'so' if shared else 'o'}"
-    mode = "-shared" if shared else "-c"
-    proc = subprocess.run([*cc, *kernel_set.cflags, mode, str(source), "-o", str(out)], capture_output=True, text=True)
+    # Objects: hidden symbols, so IREE's link calls them directly; with default visibility the
+    # aarch64 link went through a PLT slot that IREE's embedded-ELF loader left unresolved (SIGSEGV).
+    mode = ("-shared",) if shared else ("-c", "-fvisibility=hidden")
+    proc = subprocess.run([*cc, *kernel_set.cflags, *mode, str(source), "-o", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise KernelUnavailable(f"{cc[0]} failed on {source.name}: {proc.stderr.strip().splitlines()[-1:]}")
     return out
