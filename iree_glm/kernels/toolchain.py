@@ -83,8 +83,8 @@ AARCH64_DOTPROD = KernelSet(
     name="aarch64_dotprod",
     short="dotprod",
     arch="aarch64",
-    features=("dotprod",),
-    cflags=("-march=armv8.2-a+dotprod", *_ARM_CFLAGS),
+    features=("dotprod", "fullfp16"),
+    cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
     kernels=("int8",),
 )
@@ -93,9 +93,9 @@ AARCH64_I8MM = KernelSet(
     short="i8mm",
     arch="aarch64",
     # Its own sources are the prompt kernels (`smmla`); decode and row quantization are the
-    # dotprod set's, hence dotprod too.
-    features=("dotprod", "i8mm"),
-    cflags=("-march=armv8.2-a+dotprod+i8mm", *_ARM_CFLAGS),
+    # dotprod set's, hence its features too.
+    features=("dotprod", "fullfp16", "i8mm"),
+    cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
     kernels=(),
     base=AARCH64_DOTPROD,
