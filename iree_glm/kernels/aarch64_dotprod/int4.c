@@ -162,7 +162,14 @@ static inline void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k
     for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? half_to_float(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
 }
 
-#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // aarch64_i8mm/int4.c defines pack_strip and tile itself
+// Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`.
+static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
+                       size_t kc, int8x16_t *strip, float *scales);
+static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
+                                                       size_t ldy, size_t cols, const int tm);
+
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL
 
 // Per block, per quad of rows (0..3, 4..7): vector p (0..3) = bytes 4p..4p+3 of its 4 rows, one
 // row per 32-bit lane (a 4 x 4 transpose of 32-bit words), as low nibbles and high nibbles:

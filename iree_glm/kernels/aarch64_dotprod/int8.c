@@ -120,19 +120,34 @@ void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(co
   }
 }
 
-// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK): their i32
-// sums wait here between chunks of K.
+// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };
 
-#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // aarch64_i8mm/int8.c includes this file for the rest
-
-// A chunk of CHUNK_K k of one weight tile (16 rows) is regrouped once (regroup4: 4 vectors per
-// 4 k, 16 KB, in L1); then tiles of TILE_M rows of x run over it with TILE_M x 4 i32
-// accumulators in registers, each weight vector serving TILE_M rows and each 16 bytes of x
-// giving 4 broadcasts (`sdot` by lane). Sums stay integers over all of K (|sum| <= K * 127 * 127
-// < 2^31 for K < 133000): one conversion and scaling per output.
+// The matrix kernel walks K in chunks of CHUNK_K: a chunk of one weight tile (16 rows) is
+// regrouped once into CHUNK_K vectors (16 KB, in L1; regroup_chunk), then tiles of TILE_M rows
+// of x run over it (rows_tile), each weight vector serving TILE_M rows. Sums stay integers over
+// all of K (|sum| <= K * 127 * 127 < 2^31 for K < 133000): one conversion and scaling per
+// output. Between chunks the rows' i32 sums wait in `acc`: acc[r][j] = row r, columns 4j..4j+3
+// of the tile.
 enum { CHUNK_K = 1024, TILE_M = 4 };
 
+// Defined below, or by aarch64_i8mm/int8.c (which includes this file) for `smmla`.
+static inline void regroup_chunk(const int8_t *tile, size_t k0, size_t kc, int8x16_t *wv);
+static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv, const int8_t *x, size_t stride, size_t kc,
+                                                            int32x4_t (*acc)[4], const int tm);
+
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL
+
+// regroup4's 4 vectors per 4 k of the chunk.
+static inline void regroup_chunk(const int8_t *tile, size_t k0, size_t kc, int8x16_t *wv) {
+  for (size_t s = 0; s < kc / 4; ++s) {
+    const int8x16x4_t v = regroup4(tile + (k0 + 4 * s) * LANES);
+    for (int j = 0; j < 4; ++j) wv[4 * s + j] = v.val[j];
+  }
+}
+
+// acc[0 .. tm) += tm rows of x (from x, row stride `stride`) times the chunk: per 16 k, 16 bytes
+// of each row give 4 broadcasts (`sdot` by lane) against the 4 vectors of each 4 k.
 static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv, const int8_t *x, size_t stride, size_t kc,
                                                             int32x4_t (*acc)[4], const int tm) {
   int32x4_t a[TILE_M][4];
@@ -154,6 +169,8 @@ static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv,
     for (int j = 0; j < 4; ++j) acc[i][j] = a[i][j];
 }
 
+#endif  // IREE_GLM_OWN_MATRIX_KERNEL
+
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
 void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
@@ -165,18 +182,14 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
   if (m_end > m) m_end = m;
   if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
-  int8x16_t wv[CHUNK_K];  // per 4 k: regroup4's 4 vectors
+  int8x16_t wv[CHUNK_K];
   int32x4_t acc[MAX_ROWS][4];
   for (size_t t = t_begin; t < t_end; ++t) {
-    const int8_t *tile = q + t * k * LANES;
     for (size_t r = m_begin; r < m_end; ++r)
       for (int j = 0; j < 4; ++j) acc[r - m_begin][j] = vdupq_n_s32(0);
     for (size_t k0 = 0; k0 < k; k0 += CHUNK_K) {
       const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;  // a multiple of 32
-      for (size_t s = 0; s < kc / 4; ++s) {
-        const int8x16x4_t v = regroup4(tile + (k0 + 4 * s) * LANES);
-        for (int j = 0; j < 4; ++j) wv[4 * s + j] = v.val[j];
-      }
+      regroup_chunk(q + t * k * LANES, k0, kc, wv);
       const int8_t *x = xq + m_begin * stride + k0;
       size_t r = m_begin;
       for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride) rows_tile(wv, x, stride, kc, acc + (r - m_begin), TILE_M);
@@ -187,12 +200,10 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
         default: break;
       }
     }
-    for (size_t r = m_begin; r < m_end; ++r) {  // acc[j]: rows 4j..4j+3 of the tile
+    for (size_t r = m_begin; r < m_end; ++r) {
       float d;
       __builtin_memcpy(&d, xq + r * stride + k, sizeof d);
       for (int j = 0; j < 4; ++j) vst1q_f32(y + r * n + t * LANES + 4 * j, vmulq_n_f32(vcvtq_f32_s32(acc[r - m_begin][j]), d));
     }
   }
 }
-
-#endif  // IREE_GLM_OWN_MATRIX_KERNEL
