@@ -7,9 +7,10 @@
 //
 // Weights (transforms/quantize.py's int8 layout): qweight i8 [N/16, K, 16]: tile t holds rows
 // 16t..16t+15, for each k their 16 bytes. `sdot` wants 4 consecutive k of one row per 32-bit
-// lane, so each 4 k x 16 rows (64 bytes) are regrouped by two rounds of zips (bytes, then
-// halfwords) into 4 vectors of 4 rows each, and multiplied with x's 4 k broadcast from a lane
-// (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the i32 sums exact.
+// lane, so each 4 k x 16 rows (64 bytes) are regrouped in registers into 4 vectors of 4 rows
+// each (decode: `ld4` + `tbl`, prompts: zips, once per chunk) and multiplied with x's 4 k
+// broadcast from a lane (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the
+// i32 sums exact. The x86 kernels share this layout, so it is not changed for Arm.
 //
 // Prompts (M rows): iree_glm_int8_quantize_workgroup (and its fused glue forms) quantize x's
 // rows once per matmul, then iree_glm_int8_matmul_workgroup multiplies them with `sdot` on
@@ -22,7 +23,8 @@
 enum { MAX_K = 16384, LANES = 16 };
 
 // 4 k of a tile's stream (64 bytes: k0..k3 x 16 rows) -> 4 vectors, vector j = rows
-// 4j..4j+3, each 32-bit lane one row's 4 k (what `sdot` multiplies).
+// 4j..4j+3, each 32-bit lane one row's 4 k (what `sdot` multiplies): the prompt kernel's
+// regroup, in row order (its cost is shared by all rows of x).
 static inline int8x16x4_t regroup4(const int8_t *w) {
   const int8x16x4_t l = vld1q_s8_x4(w);
   const int16x8_t a = vreinterpretq_s16_s8(vzip1q_s8(l.val[0], l.val[1])), b = vreinterpretq_s16_s8(vzip2q_s8(l.val[0], l.val[1]));
@@ -32,12 +34,16 @@ static inline int8x16x4_t regroup4(const int8_t *w) {
   return v;
 }
 
-// acc[j] (rows 4j..4j+3) += 4 k of a tile's stream `w` (64 bytes) times x's 4 k in lane `lane` of xv.
-#define DOT4(w, xv, lane, acc)                                                          \
-  do {                                                                                  \
-    const int8x16x4_t v = regroup4(w);                                                  \
-    for (int j = 0; j < 4; ++j) acc[j] = vdotq_laneq_s32(acc[j], v.val[j], xv, lane);   \
-  } while (0)
+// The decode kernel regroups differently, for fewer instructions per weight byte: `ld4`
+// de-interleaves 4 k x 16 rows (64 bytes) as it loads them, vector i = rows i, 4 + i, 8 + i,
+// 12 + i of each of the 4 k, and one single-register `tbl` per vector (a 4 x 4 byte transpose)
+// makes 32-bit lane c of it row 4c + i's 4 k. Accumulator i then holds rows 4c + i (c = 0..3),
+// which `st4` interleaves back into row order when the tile is stored. 4 `tbl` where regroup4
+// takes 8 `zip`, and fewer registers live (llvm-mca's estimates: docs/arm.md).
+static inline void dot4_by_lane(const int8_t *w, int8x16_t xv, const int lane, const uint8x16_t transpose, int32x4_t acc[4]) {
+  const int8x16x4_t l = vld4q_s8(w);
+  for (int i = 0; i < 4; ++i) acc[i] = vdotq_laneq_s32(acc[i], vqtbl1q_s8(l.val[i], transpose), xv, lane);
+}
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
 void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
@@ -50,6 +56,7 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   float dx[MAX_K / BLOCK];
   for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, x + c * BLOCK + 16, xq + c * BLOCK);
   const size_t tile_bytes = k * LANES;
+  const uint8x16_t transpose = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};  // byte 4c + j <- 4j + c
   for (size_t t = tile_begin; t < tile_end; ++t) {
     const int8_t *w = q + t * tile_bytes;
     float32x4_t f[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
@@ -59,14 +66,15 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
         const int8_t *p = w + (c * BLOCK + j) * LANES;
         const int8x16_t xv = vld1q_s8(xq + c * BLOCK + j);
         __builtin_prefetch(p + 1024);
-        DOT4(p, xv, 0, acc);
-        DOT4(p + 64, xv, 1, acc);
-        DOT4(p + 128, xv, 2, acc);
-        DOT4(p + 192, xv, 3, acc);
+        dot4_by_lane(p, xv, 0, transpose, acc);
+        dot4_by_lane(p + 64, xv, 1, transpose, acc);
+        dot4_by_lane(p + 128, xv, 2, transpose, acc);
+        dot4_by_lane(p + 192, xv, 3, transpose, acc);
       }
       for (int r = 0; r < 4; ++r) f[r] = vfmaq_n_f32(f[r], vcvtq_f32_s32(acc[r]), dx[c]);
     }
-    for (int r = 0; r < 4; ++r) vst1q_f32(y + t * LANES + 4 * r, f[r]);
+    const float32x4x4_t rows = {{f[0], f[1], f[2], f[3]}};  // f[i] lane c = row 4c + i
+    vst4q_f32(y + t * LANES, rows);
   }
 }
 
