@@ -191,7 +191,169 @@ def check_int8_matmul(lib) -> bool:
     return ok
 
 
-SUITES = {"int8_matvec": check_int8_matvec, "int8_quantize": check_int8_quantize, "int8_matmul": check_int8_matmul}
+# --- int4 -----------------------------------------------------------------------------------
+
+
+def int4_weights(rng, n: int, k: int, kind: str) -> np.ndarray:
+    if kind == "extremes":
+        return np.where(rng.random((n, k)) < 0.5, -8, 7).astype(np.int8)
+    if kind == "equal":
+        return np.full((n, k), -8, np.int8)
+    return rng.integers(-8, 8, (n, k), dtype=np.int8)
+
+
+def pack_int4(w: np.ndarray, group: int, kind: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    """[N, K] in [-8, 7] -> (qweight [N, K/G, G/2] nibbles + 8, f16 scales [N, K/G]) (quantize_int4's layout)."""
+    n, k = w.shape
+    u = (w.astype(np.int16) + 8).reshape(n, k // group, group)
+    packed = (u[:, :, : group // 2] | (u[:, :, group // 2:] << 4)).astype(np.uint8).view(np.int8)
+    scales = np.full((n, k // group), 1.0 if kind in ("equal", "integers") else 0.0)
+    if kind not in ("equal", "integers"):
+        scales = rng.random((n, k // group)) * 0.1 + 1e-3
+    return np.ascontiguousarray(packed), scales.astype(np.float16)
+
+
+def int4_blocks(x: np.ndarray, group: int) -> np.ndarray:
+    """x [..., K] -> its activation blocks [..., K/32, 32] in the weights' order (part j of group g:
+    x[gG + 16j ..] then x[gG + G/2 + 16j ..])."""
+    *lead, k = x.shape
+    v = x.reshape(*lead, k // group, 2, group // 32, 16)
+    return np.swapaxes(v, -3, -2).reshape(*lead, k // 32, 32)
+
+
+def int4_reference(q: np.ndarray, d: np.ndarray, w: np.ndarray, scales: np.ndarray, group: int):
+    """q [M, K/32, 32] int8 blocks, d [M, K/32] -> (y [M, N] float64, f32 error bound)."""
+    n, k = w.shape
+    wb = int4_blocks(w.astype(np.int64), group)  # [N, K/32, 32]
+    sums = np.einsum("mcj,ncj->mnc", q.astype(np.int64), wb)
+    blk_scale = d[:, None, :].astype(np.float64) * np.repeat(scales.astype(np.float64), group // 32, axis=1)[None]
+    return (sums * blk_scale).sum(axis=-1), block_bound(sums, blk_scale)
+
+
+def check_int4_matvec(lib) -> bool:
+    fn = lib.iree_glm_int4_matvec_workgroup
+    fn.argtypes = MEMREF * 4 + [SIZE] * 5
+    rng, ok = np.random.default_rng(3), True
+    for n, k, group, kind in ((1, 32, 32, "random"), (7, 64, 32, "random"), (13, 256, 128, "random"), (16, 8192, 32, "extremes"),
+                              (5, 128, 64, "zeros"), (9, 96, 32, "tiny"), (4, 4096, 4096, "extremes"), (6, 512, 256, "equal"),
+                              (33, 2048, 64, "random"), (11, 1024, 128, "integers")):
+        w = int4_weights(rng, n, k, kind)
+        x = activations(rng, k, kind)
+        if kind == "integers":  # d = 1 and scale 1: y is the integer sum itself (< 2^24: exact in f32)
+            x = rng.integers(-127, 128, k).astype(F32)
+            x[::16] = 127
+        packed, scales = pack_int4(w, group, kind, rng)
+        y = np.full(n, np.nan, F32)
+        for begin, end in ((0, n // 2), (n // 2, n + 3)):  # as a dispatch splits rows; past the end
+            fn(*memref(x), *memref(packed), *memref(scales), *memref(y), n, k, group, begin, end)
+        q, d = quantize_blocks(int4_blocks(x, group))
+        want, bound = int4_reference(q[None], d[None], w, scales, group)
+        err = np.abs(y.astype(np.float64) - want[0])
+        if kind == "integers":
+            bound = np.zeros_like(bound)
+        ok &= report("int4_matvec", f"N={n} K={k} G={group} {kind}", bool(np.all(np.isfinite(y)) and np.all(err <= bound[0])),
+                     f"max error {err.max():.3g} (bound {bound.max():.3g})")
+    return ok
+
+
+def int4_row_bytes(k: int) -> int:
+    return k + (k // 32 * 8 + 31) // 32 * 32
+
+
+def int4_rows(q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Blocks q [M, K/32, 32] + scales [M, K/32] -> the kernels' row format (K int8, f32 dx, i32 8 * block sums)."""
+    m, blocks, _ = q.shape
+    k = blocks * 32
+    out = np.zeros((m, int4_row_bytes(k)), np.int8)
+    out[:, :k] = q.reshape(m, k)
+    out[:, k:k + 4 * blocks] = d.astype(F32).view(np.int8).reshape(m, -1)
+    out[:, k + 4 * blocks:k + 8 * blocks] = (8 * q.astype(np.int32).sum(axis=2)).astype(np.int32).view(np.int8).reshape(m, -1)
+    return out
+
+
+def check_int4_quantize(lib) -> bool:
+    """Plain quantization bit-exact against the f32 reference; glue forms within 1 (glue_close's reasoning)."""
+    rng, ok = np.random.default_rng(4), True
+    plain = lib.iree_glm_int4_quantize_workgroup
+    plain.argtypes = MEMREF * 2 + [SIZE] * 5
+    silu = lib.iree_glm_int4_quantize_silu_mul_workgroup
+    silu.argtypes = MEMREF * 2 + [SIZE] * 5
+    rms = lib.iree_glm_int4_quantize_rms_norm_workgroup
+    rms.argtypes = MEMREF * 3 + [SIZE, SIZE, SIZE, ctypes.c_float, SIZE, SIZE]
+    for m, k, group, kind in ((1, 32, 32, "random"), (3, 256, 128, "random"), (17, 2048, 64, "random"), (4, 64, 32, "zeros"),
+                              (2, 96, 32, "tiny"), (5, 512, 512, "equal"), (3, 8192, 128, "extremes")):
+        rb = int4_row_bytes(k)
+        x = activations(rng, (m, k), kind)
+        xq = run_quantize(plain, [x], m, k, rb, [group])
+        want = int4_rows(*quantize_blocks_rows(int4_blocks(x, group)))
+        ok &= report("int4_quantize", f"M={m} K={k} G={group} {kind}", bool(np.array_equal(xq[:, :k + 8 * (k // 32)], want[:, :k + 8 * (k // 32)])))
+        gu = activations(rng, (m, 2 * k), kind) * F32(0.01) if kind == "random" else activations(rng, (m, 2 * k), kind)
+        xq = run_quantize(silu, [gu], m, k, rb, [group])
+        g, u = gu[:, :k].astype(np.float64), gu[:, k:].astype(np.float64)
+        ok &= int4_glue_close("int4_silu_mul", f"M={m} K={k} G={group} {kind}", xq, u * g / (1 + np.exp(-g)), k, group)
+        wn = (rng.random(k) + 0.5).astype(F32)
+        xq = run_quantize(rms, [x, wn], m, k, rb, [group, F32(1e-5)])
+        xd = x.astype(np.float64)
+        ref = wn * xd / np.sqrt((xd * xd).mean(axis=1, keepdims=True) + 1e-5)
+        ok &= int4_glue_close("int4_rms_norm", f"M={m} K={k} G={group} {kind}", xq, ref, k, group)
+    return ok
+
+
+def quantize_blocks_rows(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[M, B, 32] -> quantize_blocks per row."""
+    m, b, _ = blocks.shape
+    q, d = quantize_blocks(blocks.reshape(m * b, 32).astype(F32))
+    return q.reshape(m, b, 32), d.reshape(m, b)
+
+
+def int4_glue_close(suite: str, case: str, xq: np.ndarray, ref: np.ndarray, k: int, group: int) -> bool:
+    q, d = quantize_blocks_rows(int4_blocks(ref.astype(F32), group))
+    blocks = k // 32
+    got_q = xq[:, :k].astype(np.int64)
+    got_d = xq[:, k:k + 4 * blocks].copy().view(F32)
+    got_s = xq[:, k + 4 * blocks:k + 8 * blocks].copy().view(np.int32)
+    dq = np.abs(got_q - q.reshape(-1, k))
+    rel = np.abs(got_d.astype(np.float64) - d) / np.maximum(d, 1e-38)
+    sums_ok = np.array_equal(got_s, 8 * got_q.reshape(-1, blocks, 32).sum(axis=2))
+    return report(suite, case, bool(dq.max() <= 1 and rel.max() <= 1e-5 and sums_ok),
+                  f"max |dq| {dq.max()}, scale rel {rel.max():.2g}, block sums {'ok' if sums_ok else 'wrong'}")
+
+
+def check_int4_matmul(lib) -> bool:
+    fn = lib.iree_glm_int4_matmul_workgroup
+    fn.argtypes = MEMREF * 4 + [SIZE] * 8
+    rng, ok = np.random.default_rng(5), True
+    for m, n, k, group, kind in ((1, 16, 32, 32, "random"), (3, 13, 96, 32, "random"), (17, 40, 2080, 32, "random"),
+                                 (4, 16, 4096, 1024, "extremes"), (70, 16, 64, 64, "random"), (5, 24, 512, 128, "equal"),
+                                 (2, 16, 64, 32, "zeros"), (9, 32, 8192, 128, "random"), (6, 20, 1024, 64, "integers")):
+        w = int4_weights(rng, n, k, kind)
+        packed, scales = pack_int4(w, group, kind, rng)
+        if kind == "zeros":
+            q = np.zeros((m, k // 32, 32), np.int64)
+        elif kind in ("extremes", "equal"):
+            q = np.where(rng.random((m, k // 32, 32)) < 0.5, -127, 127) if kind == "extremes" else np.full((m, k // 32, 32), 127)
+        else:
+            q = rng.integers(-127, 128, (m, k // 32, 32))
+        d = (rng.random((m, k // 32)) * 0.01 + 1e-3).astype(F32)
+        if kind == "integers":  # y is the integer sum itself
+            d = np.ones_like(d)
+        xq = int4_rows(q, d)
+        y = np.full((m, n), np.nan, F32)
+        # A dispatch's grid: panels of 16 weight rows x ranges of at most 64 rows of x.
+        for n0, n1 in ((0, 16), (16, n + 16)):
+            for m0 in range(0, m, 64):
+                fn(*memref(xq), *memref(packed), *memref(scales), *memref(y), m, n, k, group, n0, min(n1, n), m0, min(m0 + 64, m))
+        want, bound = int4_reference(q, d, w, scales, group)
+        err = np.abs(y.astype(np.float64) - want)
+        if kind == "integers":
+            bound = np.zeros_like(bound)
+        ok &= report("int4_matmul", f"M={m} N={n} K={k} G={group} {kind}", bool(np.all(np.isfinite(y)) and np.all(err <= bound)),
+                     f"max error {err.max():.3g} (bound {bound.max():.3g})")
+    return ok
+
+
+SUITES = {"int4_matvec": check_int4_matvec, "int4_quantize": check_int4_quantize, "int4_matmul": check_int4_matmul,
+          "int8_matvec": check_int8_matvec, "int8_quantize": check_int8_quantize, "int8_matmul": check_int8_matmul}
 
 
 def main(library: str, *suites: str) -> int:

@@ -19,7 +19,10 @@ CROSS_CC = "aarch64-linux-gnu-gcc"
 CHECK = Path(__file__).with_name("aarch64_kernels_check.py")
 # (folder, -march, qemu CPU, suites the check script runs on it)
 SETS = {
-    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("int8_matvec", "int8_quantize", "int8_matmul")),
+    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
+                                                             "int4_quantize", "int4_matmul")),
+    # The i8mm files hold only the matrix kernels (smmla); the rest is the dotprod set's code.
+    "aarch64_i8mm": ("armv8.6-a+dotprod+i8mm", "max", ("int8_matmul", "int4_matmul")),
 }
 
 pytestmark = [
@@ -82,3 +85,16 @@ def test_int8_quantize_and_glue(results):
 
 def test_int8_matmul_is_exact(results):
     check(results, "int8_matmul", "int8_matmul", 8)
+
+
+def test_int4_matvec(results):
+    check(results, "int4_matvec", "int4_matvec", 10)
+
+
+def test_int4_quantize_and_glue(results):
+    for prefix in ("int4_quantize", "int4_silu_mul", "int4_rms_norm"):
+        check(results, "int4_quantize", prefix, 7)
+
+
+def test_int4_matmul(results):
+    check(results, "int4_matmul", "int4_matmul", 9)

@@ -7,9 +7,10 @@
 //
 // Weights (transforms/quantize.py's int8 layout): qweight i8 [N/16, K, 16]: tile t holds rows
 // 16t..16t+15, for each k their 16 bytes. `sdot` wants 4 consecutive k of one row per 32-bit
-// lane, so each 4 k x 16 rows (64 bytes) are regrouped by two rounds of zips (bytes, then
-// halfwords) into 4 vectors of 4 rows each, and multiplied with x's 4 k broadcast from a lane
-// (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the i32 sums exact.
+// lane, so each 4 k x 16 rows (64 bytes) are regrouped in registers into 4 vectors of 4 rows
+// each (decode: `ld4` + `tbl`, prompts: zips, once per chunk) and multiplied with x's 4 k
+// broadcast from a lane (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the
+// i32 sums exact. The x86 kernels share this layout, so it is not changed for Arm.
 //
 // Prompts (M rows): iree_glm_int8_quantize_workgroup (and its fused glue forms) quantize x's
 // rows once per matmul, then iree_glm_int8_matmul_workgroup multiplies them with `sdot` on
@@ -22,7 +23,8 @@
 enum { MAX_K = 16384, LANES = 16 };
 
 // 4 k of a tile's stream (64 bytes: k0..k3 x 16 rows) -> 4 vectors, vector j = rows
-// 4j..4j+3, each 32-bit lane one row's 4 k (what `sdot` multiplies).
+// 4j..4j+3, each 32-bit lane one row's 4 k (what `sdot` multiplies): the prompt kernel's
+// regroup, in row order (its cost is shared by all rows of x).
 static inline int8x16x4_t regroup4(const int8_t *w) {
   const int8x16x4_t l = vld1q_s8_x4(w);
   const int16x8_t a = vreinterpretq_s16_s8(vzip1q_s8(l.val[0], l.val[1])), b = vreinterpretq_s16_s8(vzip2q_s8(l.val[0], l.val[1]));
@@ -32,12 +34,16 @@ static inline int8x16x4_t regroup4(const int8_t *w) {
   return v;
 }
 
-// acc[j] (rows 4j..4j+3) += 4 k of a tile's stream `w` (64 bytes) times x's 4 k in lane `lane` of xv.
-#define DOT4(w, xv, lane, acc)                                                          \
-  do {                                                                                  \
-    const int8x16x4_t v = regroup4(w);                                                  \
-    for (int j = 0; j < 4; ++j) acc[j] = vdotq_laneq_s32(acc[j], v.val[j], xv, lane);   \
-  } while (0)
+// The decode kernel regroups differently, for fewer instructions per weight byte: `ld4`
+// de-interleaves 4 k x 16 rows (64 bytes) as it loads them, vector i = rows i, 4 + i, 8 + i,
+// 12 + i of each of the 4 k, and one single-register `tbl` per vector (a 4 x 4 byte transpose)
+// makes 32-bit lane c of it row 4c + i's 4 k. Accumulator i then holds rows 4c + i (c = 0..3),
+// which `st4` interleaves back into row order when the tile is stored. 4 `tbl` where regroup4
+// takes 8 `zip`, and fewer registers live (llvm-mca's estimates: docs/arm.md).
+static inline void dot4_by_lane(const int8_t *w, int8x16_t xv, const int lane, const uint8x16_t transpose, int32x4_t acc[4]) {
+  const int8x16x4_t l = vld4q_s8(w);
+  for (int i = 0; i < 4; ++i) acc[i] = vdotq_laneq_s32(acc[i], vqtbl1q_s8(l.val[i], transpose), xv, lane);
+}
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
 void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
@@ -50,6 +56,7 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   float dx[MAX_K / BLOCK];
   for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, x + c * BLOCK + 16, xq + c * BLOCK);
   const size_t tile_bytes = k * LANES;
+  const uint8x16_t transpose = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};  // byte 4c + j <- 4j + c
   for (size_t t = tile_begin; t < tile_end; ++t) {
     const int8_t *w = q + t * tile_bytes;
     float32x4_t f[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
@@ -59,14 +66,15 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
         const int8_t *p = w + (c * BLOCK + j) * LANES;
         const int8x16_t xv = vld1q_s8(xq + c * BLOCK + j);
         __builtin_prefetch(p + 1024);
-        DOT4(p, xv, 0, acc);
-        DOT4(p + 64, xv, 1, acc);
-        DOT4(p + 128, xv, 2, acc);
-        DOT4(p + 192, xv, 3, acc);
+        dot4_by_lane(p, xv, 0, transpose, acc);
+        dot4_by_lane(p + 64, xv, 1, transpose, acc);
+        dot4_by_lane(p + 128, xv, 2, transpose, acc);
+        dot4_by_lane(p + 192, xv, 3, transpose, acc);
       }
       for (int r = 0; r < 4; ++r) f[r] = vfmaq_n_f32(f[r], vcvtq_f32_s32(acc[r]), dx[c]);
     }
-    for (int r = 0; r < 4; ++r) vst1q_f32(y + t * LANES + 4 * r, f[r]);
+    const float32x4x4_t rows = {{f[0], f[1], f[2], f[3]}};  // f[i] lane c = row 4c + i
+    vst4q_f32(y + t * LANES, rows);
   }
 }
 
@@ -120,19 +128,34 @@ void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(co
   }
 }
 
-// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK): their i32
-// sums wait here between chunks of K.
+// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };
 
-#ifndef IREE_GLM_OWN_MATRIX_KERNEL  // aarch64_i8mm/int8.c includes this file for the rest
-
-// A chunk of CHUNK_K k of one weight tile (16 rows) is regrouped once (regroup4: 4 vectors per
-// 4 k, 16 KB, in L1); then tiles of TILE_M rows of x run over it with TILE_M x 4 i32
-// accumulators in registers, each weight vector serving TILE_M rows and each 16 bytes of x
-// giving 4 broadcasts (`sdot` by lane). Sums stay integers over all of K (|sum| <= K * 127 * 127
-// < 2^31 for K < 133000): one conversion and scaling per output.
+// The matrix kernel walks K in chunks of CHUNK_K: a chunk of one weight tile (16 rows) is
+// regrouped once into CHUNK_K vectors (16 KB, in L1; regroup_chunk), then tiles of TILE_M rows
+// of x run over it (rows_tile), each weight vector serving TILE_M rows. Sums stay integers over
+// all of K (|sum| <= K * 127 * 127 < 2^31 for K < 133000): one conversion and scaling per
+// output. Between chunks the rows' i32 sums wait in `acc`: acc[r][j] = row r, columns 4j..4j+3
+// of the tile.
 enum { CHUNK_K = 1024, TILE_M = 4 };
 
+// Defined below, or by aarch64_i8mm/int8.c (which includes this file) for `smmla`.
+static inline void regroup_chunk(const int8_t *tile, size_t k0, size_t kc, int8x16_t *wv);
+static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv, const int8_t *x, size_t stride, size_t kc,
+                                                            int32x4_t (*acc)[4], const int tm);
+
+#ifndef IREE_GLM_OWN_MATRIX_KERNEL
+
+// regroup4's 4 vectors per 4 k of the chunk.
+static inline void regroup_chunk(const int8_t *tile, size_t k0, size_t kc, int8x16_t *wv) {
+  for (size_t s = 0; s < kc / 4; ++s) {
+    const int8x16x4_t v = regroup4(tile + (k0 + 4 * s) * LANES);
+    for (int j = 0; j < 4; ++j) wv[4 * s + j] = v.val[j];
+  }
+}
+
+// acc[0 .. tm) += tm rows of x (from x, row stride `stride`) times the chunk: per 16 k, 16 bytes
+// of each row give 4 broadcasts (`sdot` by lane) against the 4 vectors of each 4 k.
 static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv, const int8_t *x, size_t stride, size_t kc,
                                                             int32x4_t (*acc)[4], const int tm) {
   int32x4_t a[TILE_M][4];
@@ -154,6 +177,8 @@ static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv,
     for (int j = 0; j < 4; ++j) acc[i][j] = a[i][j];
 }
 
+#endif  // IREE_GLM_OWN_MATRIX_KERNEL
+
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
 void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
@@ -165,18 +190,14 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
   if (m_end > m) m_end = m;
   if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
-  int8x16_t wv[CHUNK_K];  // per 4 k: regroup4's 4 vectors
+  int8x16_t wv[CHUNK_K];
   int32x4_t acc[MAX_ROWS][4];
   for (size_t t = t_begin; t < t_end; ++t) {
-    const int8_t *tile = q + t * k * LANES;
     for (size_t r = m_begin; r < m_end; ++r)
       for (int j = 0; j < 4; ++j) acc[r - m_begin][j] = vdupq_n_s32(0);
     for (size_t k0 = 0; k0 < k; k0 += CHUNK_K) {
       const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;  // a multiple of 32
-      for (size_t s = 0; s < kc / 4; ++s) {
-        const int8x16x4_t v = regroup4(tile + (k0 + 4 * s) * LANES);
-        for (int j = 0; j < 4; ++j) wv[4 * s + j] = v.val[j];
-      }
+      regroup_chunk(q + t * k * LANES, k0, kc, wv);
       const int8_t *x = xq + m_begin * stride + k0;
       size_t r = m_begin;
       for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride) rows_tile(wv, x, stride, kc, acc + (r - m_begin), TILE_M);
@@ -187,12 +208,10 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
         default: break;
       }
     }
-    for (size_t r = m_begin; r < m_end; ++r) {  // acc[j]: rows 4j..4j+3 of the tile
+    for (size_t r = m_begin; r < m_end; ++r) {
       float d;
       __builtin_memcpy(&d, xq + r * stride + k, sizeof d);
       for (int j = 0; j < 4; ++j) vst1q_f32(y + r * n + t * LANES + 4 * j, vmulq_n_f32(vcvtq_f32_s32(acc[r - m_begin][j]), d));
     }
   }
 }
-
-#endif  // IREE_GLM_OWN_MATRIX_KERNEL
