@@ -86,7 +86,7 @@ AARCH64_DOTPROD = KernelSet(
     features=("dotprod", "fullfp16"),
     cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
-    kernels=("int8",),
+    kernels=("int4", "int8"),
 )
 AARCH64_I8MM = KernelSet(
     name="aarch64_i8mm",
@@ -97,7 +97,7 @@ AARCH64_I8MM = KernelSet(
     features=("dotprod", "fullfp16", "i8mm"),
     cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
-    kernels=(),
+    kernels=("int4", "int8"),
     base=AARCH64_DOTPROD,
 )
 # Best first: a target gets the first set whose architecture and features it has.

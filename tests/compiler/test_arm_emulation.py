@@ -35,19 +35,19 @@ QEMU_CPU = {"raspberry-pi-5": "cortex-a76", "snapdragon-8-gen3": "max"}
 PROMPT = "1,17,33,250,9,101,7,64,3"
 NEW_TOKENS = 6
 # Largest |logit difference| Arm vs host (logits here are ~0.5-3 in size). fp32: reassociation
-# only. int8: both sides run our kernels' numbers (activations quantized the same way, exact
-# integer sums). int4: Arm's int4 layers are IREE's fused form with f32 activations where the
-# host's kernels quantize them per block of 32.
-LOGIT_BOUND = {"none": 1e-4, "int8": 1e-4, "int4": 0.1}
-# The kernel set whose code each quantized bundle's int8 matmuls call (the manifest's
-# int8_kernel.kernel_set: the set holding the source, kernels/toolchain.py `provider`).
-INT8_SET = {"raspberry-pi-5": "aarch64_dotprod", "snapdragon-8-gen3": "aarch64_dotprod"}
-# Symbols the compiled module must link per weight format: decode matvec (int8 layers and the
-# int8 head of int4 bundles), int8 prompts' row quantization (with its glue) and matrix kernel.
+# only. int8, int4: both sides run our kernels' numbers (activations quantized the same way,
+# exact integer sums; only the float order of the scaling differs).
+LOGIT_BOUND = {"none": 1e-4, "int8": 1e-4, "int4": 1e-4}
+# The kernel set whose objects each profile's quantized bundles link (the manifest's
+# int4_kernel / int8_kernel.kernel_set): dotprod (`sdot`) on the Pi's Cortex-A76, i8mm (`smmla`
+# prompt kernels over the dotprod code) on the phones.
+KERNEL_SET = {"raspberry-pi-5": "aarch64_dotprod", "snapdragon-8-gen3": "aarch64_i8mm"}
+# Symbols the compiled module must link per weight format: int8 decode matvec (int8 layers and the
+# int8 head of int4 bundles), the prompts' row quantizations (plain and with their glue) and matrix kernel.
+_PROMPT = ("quantize", "quantize_rms_norm", "quantize_silu_mul", "matmul")
 LINKED = {
-    "int8": {"iree_glm_int8_matvec_workgroup", "iree_glm_int8_quantize_workgroup", "iree_glm_int8_quantize_rms_norm_workgroup",
-             "iree_glm_int8_quantize_silu_mul_workgroup", "iree_glm_int8_matmul_workgroup"},
-    "int4": {"iree_glm_int8_matvec_workgroup"},
+    "int8": {f"iree_glm_int8_{s}_workgroup" for s in ("matvec", *_PROMPT)},
+    "int4": {"iree_glm_int8_matvec_workgroup", *(f"iree_glm_int4_{s}_workgroup" for s in ("matvec", *_PROMPT))},
 }
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -101,9 +101,12 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_pat
     assert "--iree-global-opt-data-tiling=true" in manifest["modules"][0]["flags"]
     assert manifest["options"]["attention_kernel"]["kernel"] == "iree"  # no attention kernel of ours for Arm
     if mode != "none":  # our kernels: the manifest's choice and the symbols in the compiled module
-        int8 = manifest["options"]["int8_kernel"]
-        assert (int8["kernel_set"], int8["decode"]) == (INT8_SET[profile], "matvec")
-        assert int8["prefill"] == ("matmul" if mode == "int8" else None)
+        options = manifest["options"]
+        assert (options["int8_kernel"]["kernel_set"], options["int8_kernel"]["decode"]) == (KERNEL_SET[profile], "matvec")
+        if mode == "int8":
+            assert options["int8_kernel"]["prefill"] == "matmul"
+        else:
+            assert options["int4_kernel"]["kernel_set"] == KERNEL_SET[profile]
         assert LINKED[mode] <= linked_kernels(arm / "model.vmfb")
     proc = arm_python(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
     assert proc.returncode == 0, proc.stderr[-2000:]
