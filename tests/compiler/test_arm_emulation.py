@@ -118,21 +118,13 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_pat
     assert diff <= LOGIT_BOUND[mode]
 
 
-def test_dotprod_bundle_on_cpu_without_it_stops_with_one_line(bundles):
-    """IREE 3.13 itself does not check: its `sdot` code dies with SIGILL on a CPU without
-    dotprod (docs/arm.md). The runtime reads the CPU's features from the kernel's hwcaps and
-    refuses the bundle first."""
-    proc = arm_python("cortex-a57", "-m", "iree_glm.run", str(bundles("raspberry-pi-5", "int8")), "--prompt-ids", PROMPT,
-                "--max-new-tokens", "2", "--no-verify")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "dotprod" in lines[0], proc.stderr
-
-
-def test_i8mm_bundle_on_cpu_without_it_stops_with_one_line(bundles):
-    """A phone bundle (generic v9.2-A with i8mm: IREE's `smmla` prompt code) on a Cortex-A76."""
-    proc = arm_python("cortex-a76", "-m", "iree_glm.run", str(bundles("snapdragon-8-gen3", "int8")), "--prompt-ids", PROMPT,
+@pytest.mark.parametrize("profile, cpu, feature", [("raspberry-pi-5", "cortex-a57", "dotprod"), ("snapdragon-8-gen3", "cortex-a76", "i8mm")])
+def test_bundle_on_cpu_without_its_features_stops_with_one_line(profile, cpu, feature, bundles):
+    """IREE 3.13 itself does not check: the Pi's `sdot` code died with SIGILL on a CPU without
+    dotprod (docs/arm.md), as the phones' `smmla` code would without i8mm. The runtime reads the
+    CPU's features from the kernel's hwcaps and refuses the bundle first."""
+    proc = arm_python(cpu, "-m", "iree_glm.run", str(bundles(profile, "int8")), "--prompt-ids", PROMPT,
                       "--max-new-tokens", "2", "--no-verify")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "i8mm" in lines[0], proc.stderr
+    assert len(lines) == 1 and feature in lines[0], proc.stderr
