@@ -201,41 +201,19 @@ void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(co
 }
 
 // The packed bytes of weight rows n0..n0 + strip (null from n on) from element k0.
-static inline void strip_rows(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0, size_t strip, const int8_t **rows) {
-  for (size_t r = 0; r < strip; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * (k / 2) + k0 / 2 : 0;
+static inline __attribute__((always_inline)) void strip_rows(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0,
+                                                             size_t strip, const int8_t **rows) {
+  const size_t row_bytes = k / 2;
+  for (size_t r = 0; r < strip; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * row_bytes + k0 / 2 : 0;
 }
 
 // The f16 group scales of weight rows n0..n0 + strip (zeros from n on), groups of elements
 // k0..k0 + kc, as f32 [kc / group][strip].
-static inline void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0, size_t kc,
-                                size_t strip, float *scales) {
+static inline __attribute__((always_inline)) void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k, size_t group,
+                                                               size_t k0, size_t kc, size_t strip, float *scales) {
+  const size_t groups = k / group, g0 = k0 / group;
   for (size_t g = 0; g < kc / group; ++g)
-    for (size_t r = 0; r < strip; ++r) scales[g * strip + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * (k / group) + k0 / group + g]) : 0.0f;
-}
-
-// The nibbles of weight rows n0..n0+7 (zeros from n on), elements k0..k0+kc of each -> [kc / BLOCK][8]
-// vectors, one row per 32-bit lane: the low nibbles of bytes 0..3 of every row, their high
-// nibbles, bytes 4..7, ... (the AVX-512 set puts two of these side by side for its 16 rows).
-static void pack_rows8(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0, size_t kc, __m256i *strip) {
-  const int8_t *rows[8], zeros[16] = {0};
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  strip_rows(q, n, n0, k, k0, 8, rows);
-  for (size_t c = 0; c < kc / BLOCK; ++c) {
-    __m256i a[4];  // a[r] = 16 bytes of row r, then of row r + 4
-    for (int r = 0; r < 4; ++r) {
-      const int8_t *lo = rows[r] ? rows[r] + c * 16 : zeros, *hi = rows[r + 4] ? rows[r + 4] + c * 16 : zeros;
-      a[r] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi));
-    }
-    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
-    // v[p] = bytes 4p..4p+3 of rows 0..3 | of rows 4..7
-    const __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
-                          _mm256_unpackhi_epi64(t1, t3)};
-    for (int p = 0; p < 4; ++p) {
-      strip[c * 8 + 2 * p] = _mm256_and_si256(v[p], mask);
-      strip[c * 8 + 2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v[p], 4), mask);
-    }
-  }
+    for (size_t r = 0; r < strip; ++r) scales[g * strip + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * groups + g0 + g]) : 0.0f;
 }
 
 // The matrix kernels' view of tm (<= MAX_TILE_M) quantized rows of x from `xq` (row stride
@@ -276,7 +254,25 @@ enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048 };
 // their group scales as f32 [kc / group][8].
 static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
                        size_t kc, __m256i *strip, float *scales) {
-  pack_rows8(q, n, n0, k, k0, kc, strip);
+  const int8_t *rows[STRIP], zeros[16] = {0};
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  strip_rows(q, n, n0, k, k0, STRIP, rows);
+  for (size_t c = 0; c < kc / BLOCK; ++c) {
+    __m256i a[4];  // a[r] = 16 bytes of row r, then of row r + 4
+    for (int r = 0; r < 4; ++r) {
+      const int8_t *lo = rows[r] ? rows[r] + c * 16 : zeros, *hi = rows[r + 4] ? rows[r + 4] + c * 16 : zeros;
+      a[r] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi));
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+    // v[p] = bytes 4p..4p+3 of rows 0..3 | of rows 4..7
+    const __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                          _mm256_unpackhi_epi64(t1, t3)};
+    for (int p = 0; p < 4; ++p) {
+      strip[c * 8 + 2 * p] = _mm256_and_si256(v[p], mask);
+      strip[c * 8 + 2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v[p], 4), mask);
+    }
+  }
   strip_scales(s, n, n0, k, group, k0, kc, STRIP, scales);
 }
 

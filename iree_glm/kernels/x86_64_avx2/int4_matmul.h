@@ -14,7 +14,7 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
   const size_t stride = xq_row_bytes(k);
   const size_t chunk = CHUNK_K / group * group;  // whole groups
   strip_vector strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];
-  float scales_a[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(64))), scales_b[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(64)));
+  float scales_a[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32))), scales_b[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32)));
   for (size_t n0 = n_begin; n0 < n_end; n0 += 2 * STRIP) {
     const size_t cols = n_end - n0 < 2 * STRIP ? n_end - n0 : 2 * STRIP;
     for (size_t k0 = 0; k0 < k; k0 += chunk) {
