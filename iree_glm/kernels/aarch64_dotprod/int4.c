@@ -108,40 +108,8 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
   quantize_x(x, k, group, row, dx, (int32_t *)(dx + k / BLOCK));
 }
 
-void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t group,
-                                      size_t row_begin, size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, group, xq + r * xq_row_bytes(k));
-}
-
-// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xq), size_t m, size_t k,
-                                               size_t group, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
-    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The same for x = RMSNorm(h) with weight w [k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
-                                               size_t k, size_t group, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_rms_norm(h + r * k, w, k, eps, x);
-    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
-  }
-}
+#define IREE_GLM_INT4_ENTRIES
+#include "../common/quantize_entries.h"
 
 // The matrix kernel: strips of STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k
 // repacked once (pack_strip, 16 KB) into STRIP_VECTORS vectors per block, then tiles of TILE_M
@@ -152,6 +120,11 @@ enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048, STRIP_VECTORS = 16 };
 // The weight rows n0..n0+7 of q (zeros from n on), their bytes from k0 / 2: pointers (or NULL).
 static inline void strip_rows(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0, const int8_t *rows[STRIP]) {
   for (size_t r = 0; r < STRIP; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * (k / 2) + k0 / 2 : 0;
+}
+
+// Block c's 16 bytes of a strip row (zeros for a row past n).
+static inline uint8x16_t strip_block(const int8_t *row, size_t c) {
+  return row ? vld1q_u8((const uint8_t *)row + c * 16) : vdupq_n_u8(0);
 }
 
 // The strip's group scales for chunk k0..k0+kc as f32 [kc / group][STRIP] (0 past n).
@@ -177,12 +150,11 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
 static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
                        size_t kc, int8x16_t *strip, float *scales) {
   const int8_t *rows[STRIP];
-  const uint8_t zeros[16] = {0};
   strip_rows(q, n, n0, k, k0, rows);
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int quad = 0; quad < 2; ++quad) {
       uint32x4_t a[4];
-      for (int r = 0; r < 4; ++r) a[r] = vreinterpretq_u32_u8(vld1q_u8(rows[4 * quad + r] ? (const uint8_t *)rows[4 * quad + r] + c * 16 : zeros));
+      for (int r = 0; r < 4; ++r) a[r] = vreinterpretq_u32_u8(strip_block(rows[4 * quad + r], c));
       const uint32x4_t t0 = vzip1q_u32(a[0], a[1]), t1 = vzip2q_u32(a[0], a[1]);
       const uint32x4_t t2 = vzip1q_u32(a[2], a[3]), t3 = vzip2q_u32(a[2], a[3]);
       const uint64x2_t u0 = vreinterpretq_u64_u32(t0), u1 = vreinterpretq_u64_u32(t1);

@@ -91,42 +91,8 @@ static inline void quantize_row(const float *x, size_t k, int8_t *row) {
   __builtin_memcpy(row + k, &d, sizeof d);
 }
 
-void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
-                                      size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
-}
-
-// The same for x = silu(gate * sg) * (up * su) of rows [gate | up] of gu [m, 2k] and the gate/up
-// matmul's per-channel weight scale [sg | su] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
-                                               size_t m, size_t k, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; scale += scale_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_silu_mul(gu + r * 2 * k, scale, k, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The same for x = RMSNorm(h) with weight w [k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
-                                               size_t k, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_rms_norm(h + r * k, w, k, eps, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
+#define IREE_GLM_INT8_ENTRIES
+#include "../common/quantize_entries.h"
 
 // The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };

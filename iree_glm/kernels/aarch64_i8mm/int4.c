@@ -15,12 +15,10 @@
 static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
                        size_t kc, int8x16_t *strip, float *scales) {
   const int8_t *rows[STRIP];
-  const uint8_t zeros[16] = {0};
   strip_rows(q, n, n0, k, k0, rows);
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int p = 0; p < STRIP / 2; ++p) {
-      const uint8x16_t b0 = vld1q_u8(rows[2 * p] ? (const uint8_t *)rows[2 * p] + c * 16 : zeros);
-      const uint8x16_t b1 = vld1q_u8(rows[2 * p + 1] ? (const uint8_t *)rows[2 * p + 1] + c * 16 : zeros);
+      const uint8x16_t b0 = strip_block(rows[2 * p], c), b1 = strip_block(rows[2 * p + 1], c);
       const int64x2_t lo0 = vreinterpretq_s64_s8(low_nibbles(b0)), lo1 = vreinterpretq_s64_s8(low_nibbles(b1));
       const int64x2_t hi0 = vreinterpretq_s64_s8(high_nibbles(b0)), hi1 = vreinterpretq_s64_s8(high_nibbles(b1));
       int8x16_t *out = strip + c * STRIP_VECTORS + 4 * p;

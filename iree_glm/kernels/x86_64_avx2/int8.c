@@ -151,42 +151,8 @@ static void quantize_row(const float *xr, size_t k, int8_t *row) {
   *(float *)(row + k) = amax / 127.0f;
 }
 
-void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
-                                      size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
-}
-
-// The same for x = silu(gate * sg) * (up * su) of rows [gate | up] of gu [m, 2k] and the gate/up
-// matmul's per-channel weight scale [sg | su] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
-                                               size_t m, size_t k, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; scale += scale_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(32)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_silu_mul(gu + r * 2 * k, scale, k, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The same for x = RMSNorm(h) with weight w [k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
-                                               size_t k, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(32)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_rms_norm(h + r * k, w, k, eps, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
+#define IREE_GLM_INT8_ENTRIES
+#include "../common/quantize_entries.h"
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int8.c includes this file for the rest
 
