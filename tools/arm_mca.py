@@ -42,7 +42,7 @@ class Loop:
     i8mm: bool = False  # needs i8mm (not on cortex-a76 / neoverse-n1)
 
 
-DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.6-a+dotprod+i8mm+fp16"
+DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.2-a+dotprod+fp16+i8mm"
 LOOPS = (
     Loop("llama_q8_dot", "llama.cpp Q8_0 x Q8_0, dotprod (vec_dot)", file="llama_q8_0_q8_0_dotprod.s", blocks=1),
     Loop("llama_q8_mm", "llama.cpp Q8_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q8_0_q8_0_i8mm.s",

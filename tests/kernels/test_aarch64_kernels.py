@@ -21,7 +21,7 @@ SETS = {
     "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
                                                              "int4_quantize", "int4_matmul")),
     # The i8mm files hold only the matrix kernels (smmla); the rest is the dotprod set's code.
-    "aarch64_i8mm": ("armv8.6-a+dotprod+i8mm", "max", ("int8_matmul", "int4_matmul")),
+    "aarch64_i8mm": ("armv8.2-a+dotprod+fp16+i8mm", "max", ("int8_matmul", "int4_matmul")),
 }
 
 pytestmark = [
