@@ -181,22 +181,32 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
     const float32x4_t s0 = vld1q_f32(scales + g * STRIP), s1 = vld1q_f32(scales + g * STRIP + 4);
     for (size_t end = c + per_group; c < end; ++c) {
       const int8x16_t *w = strip + c * STRIP_VECTORS;
-      for (int i = 0; i < tm; ++i) {
+      int8x16_t xlo[TILE_M], xhi[TILE_M];
+      int32x4_t d[TILE_M][2];
+      float dx[TILE_M];
+      for (int i = 0; i < tm; ++i) {  // the sums start at -8 * sum(x): the nibbles' + 8 taken off
         const int8_t *row = xq + i * stride;
-        const int8x16_t xlo = vld1q_s8(row + k0 + c * BLOCK), xhi = vld1q_s8(row + k0 + c * BLOCK + 16);
-        int32x4_t d0 = vdupq_n_s32(0), d1 = d0;
-#define PART(p)                                                                                     \
-  d0 = vdotq_laneq_s32(vdotq_laneq_s32(d0, w[2 * (p)], xlo, p), w[2 * (p) + 1], xhi, p);            \
-  d1 = vdotq_laneq_s32(vdotq_laneq_s32(d1, w[8 + 2 * (p)], xlo, p), w[8 + 2 * (p) + 1], xhi, p);
-        PART(0) PART(1) PART(2) PART(3)
-#undef PART
-        float dx;
         int32_t sum8;
-        __builtin_memcpy(&dx, row + k + 4 * (k0 / BLOCK + c), sizeof dx);
+        __builtin_memcpy(&dx[i], row + k + 4 * (k0 / BLOCK + c), sizeof dx[i]);
         __builtin_memcpy(&sum8, row + k + 4 * (k / BLOCK + k0 / BLOCK + c), sizeof sum8);
-        const int32x4_t off = vdupq_n_s32(sum8);
-        acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(vsubq_s32(d0, off)), vmulq_n_f32(s0, dx));
-        acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(vsubq_s32(d1, off)), vmulq_n_f32(s1, dx));
+        xlo[i] = vld1q_s8(row + k0 + c * BLOCK);
+        xhi[i] = vld1q_s8(row + k0 + c * BLOCK + 16);
+        d[i][0] = d[i][1] = vdupq_n_s32(-sum8);
+      }
+      // Part p: 4 weight vectors (the quads' low and high nibbles) live at a time, each serving tm rows.
+#define PART(p)                                                                                         \
+  {                                                                                                     \
+    const int8x16_t a = w[2 * (p)], b = w[2 * (p) + 1], e = w[8 + 2 * (p)], f = w[8 + 2 * (p) + 1];     \
+    for (int i = 0; i < tm; ++i) {                                                                      \
+      d[i][0] = vdotq_laneq_s32(vdotq_laneq_s32(d[i][0], a, xlo[i], p), b, xhi[i], p);                  \
+      d[i][1] = vdotq_laneq_s32(vdotq_laneq_s32(d[i][1], e, xlo[i], p), f, xhi[i], p);                  \
+    }                                                                                                   \
+  }
+      PART(0) PART(1) PART(2) PART(3)
+#undef PART
+      for (int i = 0; i < tm; ++i) {
+        acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(d[i][0]), vmulq_n_f32(s0, dx[i]));
+        acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(d[i][1]), vmulq_n_f32(s1, dx[i]));
       }
     }
   }
