@@ -76,8 +76,8 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
         const int8x16_t xlo = vld1q_s8(xq + c * BLOCK), xhi = vld1q_s8(xq + c * BLOCK + 16);
         const int32x4_t p01 = vpaddq_s32(block_dot(w0 + c * 16, xlo, xhi), block_dot(w1 + c * 16, xlo, xhi));
         const int32x4_t p23 = vpaddq_s32(block_dot(w2 + c * 16, xlo, xhi), block_dot(w3 + c * 16, xlo, xhi));
-        const int32x4_t sums = vsubq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(sum8[c]));  // rows r..r+3, exact
-        acc = vfmaq_f32(acc, vmulq_n_f32(vcvtq_f32_s32(sums), dx[c]), sg);
+        const int32x4_t sums = vaddq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(SUM_BIAS - sum8[c]));  // rows r..r+3, exact
+        acc = vfmaq_f32(acc, vmulq_n_f32(biased_sum_to_float(sums), dx[c]), sg);
       }
     }
     vst1q_f32(y + r, acc);
@@ -184,14 +184,14 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
       int8x16_t xlo[TILE_M], xhi[TILE_M];
       int32x4_t d[TILE_M][2];
       float dx[TILE_M];
-      for (int i = 0; i < tm; ++i) {  // the sums start at -8 * sum(x): the nibbles' + 8 taken off
+      for (int i = 0; i < tm; ++i) {  // the sums start at -8 * sum(x) (the nibbles' + 8 taken off), biased
         const int8_t *row = xq + i * stride;
         int32_t sum8;
         __builtin_memcpy(&dx[i], row + k + 4 * (k0 / BLOCK + c), sizeof dx[i]);
         __builtin_memcpy(&sum8, row + k + 4 * (k / BLOCK + k0 / BLOCK + c), sizeof sum8);
         xlo[i] = vld1q_s8(row + k0 + c * BLOCK);
         xhi[i] = vld1q_s8(row + k0 + c * BLOCK + 16);
-        d[i][0] = d[i][1] = vdupq_n_s32(-sum8);
+        d[i][0] = d[i][1] = vdupq_n_s32(SUM_BIAS - sum8);
       }
       // Part p: 4 weight vectors (the quads' low and high nibbles) live at a time, each serving tm rows.
 #define PART(p)                                                                                         \
@@ -205,8 +205,8 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
       PART(0) PART(1) PART(2) PART(3)
 #undef PART
       for (int i = 0; i < tm; ++i) {
-        acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(d[i][0]), vmulq_n_f32(s0, dx[i]));
-        acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(d[i][1]), vmulq_n_f32(s1, dx[i]));
+        acc[i][0] = vfmaq_f32(acc[i][0], biased_sum_to_float(d[i][0]), vmulq_n_f32(s0, dx[i]));
+        acc[i][1] = vfmaq_f32(acc[i][1], biased_sum_to_float(d[i][1]), vmulq_n_f32(s1, dx[i]));
       }
     }
   }

@@ -65,6 +65,17 @@ static void glue_rms_norm(const float *x, const float *w, size_t k, float eps, f
   for (size_t i = 0; i < k; i += 4) vst1q_f32(out + i, vmulq_f32(vld1q_f32(w + i), vmulq_f32(vld1q_f32(x + i), r)));
 }
 
+// Per-block integer sums to f32 without `scvtf` (two micro-ops and half the rate of a float add
+// on the Neoverse-class cores' models, and one per block of every output): a sum accumulated
+// from SUM_BIAS, the bits of the float 1.5 * 2^23, holds the bits of the float 1.5 * 2^23 + sum
+// as long as |sum| < 2^22, and one exact subtraction leaves the sum. Block sums are far below
+// that (int4: 32 * 8 * 127 < 2^15). Used by the int4 kernels, whose per-block float work is a
+// large part of their loops (the int8 decode loop measured no gain).
+#define SUM_BIAS 0x4B400000
+static inline float32x4_t biased_sum_to_float(int32x4_t biased) {
+  return vsubq_f32(vreinterpretq_f32_s32(biased), vdupq_n_f32(12582912.0f));
+}
+
 // 16 f32 (four vectors) times inv, rounded half to even, saturated to [-127, 127] int8 -> out.
 static inline int8x16_t round_to_int8(const float32x4_t v[4], float32x4_t inv) {
   int16x8_t h[2];

@@ -67,13 +67,13 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
         __builtin_memcpy(&o0, rows[2 * p] + k + 4 * (k / BLOCK + blk), sizeof o0);
         __builtin_memcpy(&o1, rows[2 * p + 1] + k + 4 * (k / BLOCK + blk), sizeof o1);
         const float32x4_t dv = {d0, d0, d1, d1};
-        const int32x4_t start = {-o0, -o0, -o1, -o1};  // the nibbles' + 8 taken off
+        const int32x4_t start = {SUM_BIAS - o0, SUM_BIAS - o0, SUM_BIAS - o1, SUM_BIAS - o1};  // the nibbles' + 8 off, biased
         for (int j = 0; j < WPAIRS; ++j) {
           int32x4_t sum = vmmlaq_s32(start, xv[0], w[4 * j]);
           sum = vmmlaq_s32(sum, xv[1], w[4 * j + 1]);
           sum = vmmlaq_s32(sum, xv[2], w[4 * j + 2]);
           sum = vmmlaq_s32(sum, xv[3], w[4 * j + 3]);
-          acc[p][j] = vfmaq_f32(acc[p][j], vcvtq_f32_s32(sum), vmulq_f32(sg[j], dv));
+          acc[p][j] = vfmaq_f32(acc[p][j], biased_sum_to_float(sum), vmulq_f32(sg[j], dv));
         }
       }
     }
