@@ -51,13 +51,8 @@ static inline int32x4_t block_dot(const int8_t *w, int8x16_t xlo, int8x16_t xhi)
 // Rows row_begin..row_end of y for one row of x. Four rows at a time share each block of x;
 // their four partial vectors are summed pairwise (addp) into one vector of four rows' block
 // sums, so the + 8 correction, conversion and scaling are one instruction each per 4 rows.
-void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
-                                    size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (row_end > n) row_end = n;
+static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, float *y, size_t k, size_t group, size_t row_begin,
+                        size_t row_end) {
   const size_t per_group = group / BLOCK, groups = k / group, row_bytes = k / 2;
   int8_t xq[MAX_K] __attribute__((aligned(16)));
   float dx[MAX_K / BLOCK];
@@ -109,7 +104,7 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
 }
 
 #define IREE_GLM_INT4_ENTRIES
-#include "../common/quantize_entries.h"
+#include "../common/entry_points.h"
 
 // The matrix kernel: strips of STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k
 // repacked once (pack_strip, 16 KB) into STRIP_VECTORS vectors per block, then tiles of TILE_M
@@ -136,8 +131,7 @@ static inline void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k
 }
 
 // Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`.
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales);
+static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip);
 static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
                                                        size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
                                                        size_t ldy, size_t cols, const int tm);
@@ -147,10 +141,7 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
 // Per block, per quad of rows (0..3, 4..7): vector p (0..3) = bytes 4p..4p+3 of its 4 rows, one
 // row per 32-bit lane (a 4 x 4 transpose of 32-bit words), as low nibbles and high nibbles:
 // strip[c * 16 + quad * 8 + 2p] (low), + 1 (high).
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales) {
-  const int8_t *rows[STRIP];
-  strip_rows(q, n, n0, k, k0, rows);
+static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int quad = 0; quad < 2; ++quad) {
       uint32x4_t a[4];
@@ -165,7 +156,6 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
         strip[c * STRIP_VECTORS + quad * 8 + 2 * p + 1] = high_nibbles(vreinterpretq_u8_u64(v[p]));
       }
     }
-  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
 
 // y[0 .. tm, 0 .. cols) (row stride ldy) (+)= the strip times tm rows of quantized x from `xq`
@@ -222,14 +212,8 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
 
 // y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
 // weight rows n_begin..n_end.
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
+static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
+                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k);
   const size_t chunk = CHUNK_K / group * group;  // whole groups
   int8x16_t strip[CHUNK_K / BLOCK * STRIP_VECTORS];
@@ -238,7 +222,10 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
     const size_t cols = n_end - n0 < STRIP ? n_end - n0 : STRIP;
     for (size_t k0 = 0; k0 < k; k0 += chunk) {
       const size_t kc = k - k0 < chunk ? k - k0 : chunk;
-      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip, scales);
+      const int8_t *rows[STRIP];
+      strip_rows(q, n_end, n0, k, k0, rows);
+      pack_strip(rows, kc, strip);
+      strip_scales(s, n_end, n0, k, group, k0, kc, scales);
       size_t r = m_begin;
       const int8_t *x = xq + r * stride;
       float *out = y + r * n + n0;

@@ -46,12 +46,7 @@ static inline void dot4_by_lane(const int8_t *w, int8x16_t xv, const int lane, c
 }
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
-void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
-                                    size_t k, size_t tile_begin, size_t tile_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; y += y_offset;
-  if (tile_end > tiles) tile_end = tiles;
+static void int8_matvec(const float *x, const int8_t *q, float *y, size_t k, size_t tile_begin, size_t tile_end) {
   int8_t xq[MAX_K] __attribute__((aligned(16)));
   float dx[MAX_K / BLOCK];
   for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, x + c * BLOCK + 16, xq + c * BLOCK);
@@ -92,7 +87,7 @@ static inline void quantize_row(const float *x, size_t k, int8_t *row) {
 }
 
 #define IREE_GLM_INT8_ENTRIES
-#include "../common/quantize_entries.h"
+#include "../common/entry_points.h"
 
 // The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };
@@ -147,13 +142,8 @@ static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv,
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
+static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
   int8x16_t wv[CHUNK_K];

@@ -12,10 +12,7 @@
 
 // Per block, per pair q (weight rows 2q, 2q + 1 of the strip): 4 vectors, each 8 nibbles of row
 // 2q then the same 8 of row 2q + 1: strip[c * 16 + 4q + (low 0..7, low 8..15, high 0..7, high 8..15)].
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales) {
-  const int8_t *rows[STRIP];
-  strip_rows(q, n, n0, k, k0, rows);
+static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int p = 0; p < STRIP / 2; ++p) {
       const uint8x16_t b0 = strip_block(rows[2 * p], c), b1 = strip_block(rows[2 * p + 1], c);
@@ -27,7 +24,6 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
       out[2] = vreinterpretq_s8_s64(vzip1q_s64(hi0, hi1));
       out[3] = vreinterpretq_s8_s64(vzip2q_s64(hi0, hi1));
     }
-  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
 
 // y[0 .. tm, 0 .. cols) (row stride ldy) (+)= the strip times tm rows of quantized x, elements

@@ -86,13 +86,8 @@ static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float
   }
 }
 
-void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
-                                    size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (row_end > n) row_end = n;
+static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, float *y, size_t k, size_t group, size_t row_begin,
+                        size_t row_end) {
   const size_t per_group = group / BLOCK, groups = k / group;
   int8_t xq[MAX_K] __attribute__((aligned(32)));
   float dx[MAX_K / BLOCK], off[MAX_K / BLOCK], sf[4][MAX_K / BLOCK];  // sf: current rows' scales
@@ -172,7 +167,7 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
 }
 
 #define IREE_GLM_INT4_ENTRIES
-#include "../common/quantize_entries.h"
+#include "../common/entry_points.h"
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int4.c includes this file for the rest
 
@@ -269,14 +264,8 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
 
 // y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
 // weight rows n_begin..n_end (the dispatch gives whole panels of 2 * STRIP rows).
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
+static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
+                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k);
   const size_t chunk = CHUNK_K / group * group;  // whole groups
   __m256i strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];

@@ -91,12 +91,7 @@ static void quantize_x(const float *x, size_t k, int8_t *xs, int8_t *xa, float *
 }
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
-void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
-                                    size_t k, size_t tile_begin, size_t tile_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; y += y_offset;
-  if (tile_end > tiles) tile_end = tiles;
+static void int8_matvec(const float *x, const int8_t *q, float *y, size_t k, size_t tile_begin, size_t tile_end) {
   int8_t xs[MAX_K] __attribute__((aligned(32))), xa[MAX_K] __attribute__((aligned(32)));
   float dx[MAX_K / BLOCK];
   quantize_x(x, k, xs, xa, dx);
@@ -152,7 +147,7 @@ static void quantize_row(const float *xr, size_t k, int8_t *row) {
 }
 
 #define IREE_GLM_INT8_ENTRIES
-#include "../common/quantize_entries.h"
+#include "../common/entry_points.h"
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int8.c includes this file for the rest
 
@@ -187,13 +182,8 @@ static inline __attribute__((always_inline)) void rows_tile(const __m256i *wv, c
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
+static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
   __m256i wv[CHUNK_K / 8 * 8];  // per 8 k: (vector, its absolute value) x 4

@@ -106,14 +106,8 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
 // y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
 // weight rows n_begin..n_end (the dispatch gives whole panels of 16 rows; this kernel takes 32 at
 // a time, the last 16 as a half-empty pair).
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
+static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
+                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k);
   const size_t chunk = CHUNK_K / group * group;  // whole groups (group <= CHUNK_K: int4.py's fits)
   __m512i strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];

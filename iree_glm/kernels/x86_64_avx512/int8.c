@@ -94,13 +94,8 @@ static inline int32_t row_sum(const int8_t *row, size_t k) {
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
+static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   if (m_end <= m_begin) return;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES, rows = m_end - m_begin;
