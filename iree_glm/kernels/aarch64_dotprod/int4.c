@@ -104,7 +104,7 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
 }
 
 #define IREE_GLM_INT4_ENTRIES
-#include "../common/entry_points.h"
+#include "entry_points.h"
 
 // The matrix kernel: strips of STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k
 // repacked once (pack_strip, 16 KB) into STRIP_VECTORS vectors per block, then tiles of TILE_M

@@ -87,7 +87,7 @@ static inline void quantize_row(const float *x, size_t k, int8_t *row) {
 }
 
 #define IREE_GLM_INT8_ENTRIES
-#include "../common/entry_points.h"
+#include "entry_points.h"
 
 // The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };

@@ -1,5 +1,5 @@
-// What every aarch64 kernel file shares (dotprod and i8mm sets): the MEMREF argument
-// convention, the activation quantization per block of 32 and per row, and the row transforms
+// What every aarch64 kernel file shares (dotprod and i8mm sets): IREE's memref arguments
+// (../memref.h), the activation quantization per block of 32 and per row, and the row transforms
 // ("glue") the fused quantization dispatches apply before quantizing (passes/dequant_matmul.py):
 // - silu(gate) * up of a row [gate (k) | up (k)], each optionally times its column's scale;
 // - RMSNorm: x * rsqrt(mean(x^2) + eps) * w.
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+#include "../memref.h"
 
 // BLOCK: activation block of the decode kernels; GLUE_MAX_K: the longest row a fused
 // quantization transforms (on the stack, 32 KB; passes/int4_kernel.py's GLUE_MAX_K).

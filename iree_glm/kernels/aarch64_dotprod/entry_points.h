@@ -1,27 +1,26 @@
-// The entry points of the int8 and int4 kernels, the same in every kernel set (the symbols and
-// MEMREF arguments kernels/int8.py and int4.py call): quantize rows of x (plain, or after the
-// silu_mul / rms_norm glue) into rows of xq_row_bytes(k) bytes, one row after another, for rows
-// row_begin..row_end of m; and the descriptor handling around the set's own int8_matvec /
-// int4_matvec (decode) and int8_matmul / int4_matmul (prompts). Included by each set's int8.c (IREE_GLM_INT8_ENTRIES)
-// and int4.c (IREE_GLM_INT4_ENTRIES) after it has defined, with the set's instructions: MEMREF,
-// GLUE_MAX_K, glue_silu_mul, glue_rms_norm (its row_glue.h), xq_row_bytes and quantize_row (the
-// set's quantized-row format; int4's takes the group size).
-// Each dispatch writes its own rows. Embedded-ELF rules: no libc, no globals; the glue's row
-// (k <= GLUE_MAX_K floats, 32 KB) is on the stack.
+// The entry points of the aarch64 int8 and int4 kernels (the symbols and MEMREF arguments
+// kernels/int8.py and int4.py call, as for the x86 sets), written once for both files and both
+// aarch64 sets: quantize rows of x (plain, or after the silu_mul / rms_norm glue) into rows of
+// xq_row_bytes(k) bytes, for rows row_begin..row_end of m; and the argument handling around
+// the set's int8_matvec / int4_matvec (decode) and int8_matmul / int4_matmul (prompts).
+// Included by int8.c (IREE_GLM_INT8_ENTRIES) and int4.c (IREE_GLM_INT4_ENTRIES) after they
+// define GLUE_MAX_K, glue_silu_mul, glue_rms_norm (row_glue.h), xq_row_bytes, quantize_row (the
+// quantized-row format; int4's takes the group size) and the decode bodies. Embedded-ELF rules:
+// no libc, no globals; the glue's row (k <= GLUE_MAX_K floats, 32 KB) is on the stack.
 
 #if defined(IREE_GLM_INT8_ENTRIES)
 #define IREE_GLM_ENTRY(name) iree_glm_int8_##name##_workgroup
 #define IREE_GLM_GROUP_ARG
 #define IREE_GLM_GROUP
 #define IREE_GLM_SILU_SCALE MEMREF(const float, scale),
-#define IREE_GLM_SILU_SCALE_USE (void)scale_base; (void)scale_size; (void)scale_stride; scale += scale_offset;
+#define IREE_GLM_SILU_SCALE_START MEMREF_START(scale);
 #define IREE_GLM_SILU_SCALE_PTR scale
 #elif defined(IREE_GLM_INT4_ENTRIES)
 #define IREE_GLM_ENTRY(name) iree_glm_int4_##name##_workgroup
 #define IREE_GLM_GROUP_ARG size_t group,
 #define IREE_GLM_GROUP group,
 #define IREE_GLM_SILU_SCALE
-#define IREE_GLM_SILU_SCALE_USE
+#define IREE_GLM_SILU_SCALE_START
 #define IREE_GLM_SILU_SCALE_PTR NULL
 #else
 #error "define IREE_GLM_INT8_ENTRIES or IREE_GLM_INT4_ENTRIES before including entry_points.h"
@@ -29,8 +28,7 @@
 
 void IREE_GLM_ENTRY(quantize)(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, IREE_GLM_GROUP_ARG
                               size_t row_begin, size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
+  MEMREF_START(x); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, IREE_GLM_GROUP xq + r * xq_row_bytes(k));
 }
@@ -39,9 +37,7 @@ void IREE_GLM_ENTRY(quantize)(MEMREF(const float, x), MEMREF(int8_t, xq), size_t
 // matmul's per-channel weight scale [sg | su] (applied after its kernel), int4: no scale.
 void IREE_GLM_ENTRY(quantize_silu_mul)(MEMREF(const float, gu), IREE_GLM_SILU_SCALE MEMREF(int8_t, xq), size_t m, size_t k,
                                        IREE_GLM_GROUP_ARG size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  IREE_GLM_SILU_SCALE_USE
-  gu += gu_offset; xq += xq_offset;
+  MEMREF_START(gu); MEMREF_START(xq); IREE_GLM_SILU_SCALE_START
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -53,9 +49,7 @@ void IREE_GLM_ENTRY(quantize_silu_mul)(MEMREF(const float, gu), IREE_GLM_SILU_SC
 // x = RMSNorm(h) with weight w [k].
 void IREE_GLM_ENTRY(quantize_rms_norm)(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m, size_t k,
                                        IREE_GLM_GROUP_ARG float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
+  MEMREF_START(h); MEMREF_START(w); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -69,10 +63,9 @@ void IREE_GLM_ENTRY(quantize_rms_norm)(MEMREF(const float, h), MEMREF(const floa
 // int8_matvec, defined before this file is included.
 void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
                                     size_t k, size_t tile_begin, size_t tile_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(y);
   if (tile_end > tiles) tile_end = tiles;
-  int8_matvec(x + x_offset, q + q_offset, y + y_offset, k, tile_begin, tile_end);
+  int8_matvec(x, q, y, k, tile_begin, tile_end);
 }
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of quantized x and weight tiles
@@ -81,11 +74,10 @@ static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tile
                         size_t m_begin, size_t m_end);
 void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
                                     size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
+  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(y);
   if (t_end > tiles) t_end = tiles;
   if (m_end > m) m_end = m;
-  int8_matmul(xq + xq_offset, q + q_offset, y + y_offset, tiles, k, t_begin, t_end, m_begin, m_end);
+  int8_matmul(xq, q, y, tiles, k, t_begin, t_end, m_begin, m_end);
 }
 #else
 // Decode: rows row_begin..row_end of y for one row of x: the set's int4_matvec, defined before
@@ -93,10 +85,9 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
 void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                     MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
                                     size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (row_end > n) row_end = n;
-  int4_matvec(x + x_offset, q + q_offset, s + s_offset, y + y_offset, k, group, row_begin, row_end);
+  int4_matvec(x, q, s, y, k, group, row_begin, row_end);
 }
 
 // y[m, n] for rows m_begin..m_end of quantized x and weight rows n_begin..n_end: the set's
@@ -106,11 +97,10 @@ static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, fl
 void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                     MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
                                     size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (n_end > n) n_end = n;
   if (m_end > m) m_end = m;
-  int4_matmul(xq + xq_offset, q + q_offset, s + s_offset, y + y_offset, n, k, group, n_begin, n_end, m_begin, m_end);
+  int4_matmul(xq, q, s, y, n, k, group, n_begin, n_end, m_begin, m_end);
 }
 #endif
 
@@ -118,5 +108,5 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
 #undef IREE_GLM_GROUP_ARG
 #undef IREE_GLM_GROUP
 #undef IREE_GLM_SILU_SCALE
-#undef IREE_GLM_SILU_SCALE_USE
+#undef IREE_GLM_SILU_SCALE_START
 #undef IREE_GLM_SILU_SCALE_PTR
