@@ -1,5 +1,5 @@
 // int4 x f32 matrix products for aarch64 with dotprod (`sdot`), the counterpart of
-// x86_64_avx2/int4.c: the same symbols, arguments, weight layout and numbers model. A
+// x86_64_avx2/int4.c: the same symbols, arguments (entry_points.h), weight layout and numbers model. A
 // matrix-vector kernel for decode (M = 1); for prefill / batched decode a quantization of x's
 // rows (plain, or after the silu_mul / rms_norm glue of row_glue.h) and a matrix kernel.
 //

@@ -1,9 +1,8 @@
-// int8 x f32 decode matrix-vector kernel for aarch64 with dotprod (`sdot`), the counterpart of
-// x86_64_avx2/int8.c's iree_glm_int8_matvec_workgroup: the same symbol, arguments, weight
-// layout and numbers model (x quantized per block of 32, exact integer sums per block).
-//
-// y[n] = sum_c dx[c] * sum_{k in block c} w[n, k] * xq[k]   (the per-channel weight scale is
-// applied after, in the graph)
+// int8 x f32 matrix products for aarch64 with dotprod (`sdot`), the counterpart of
+// x86_64_avx2/int8.c: the same entry points and arguments (entry_points.h), weight layout and
+// numbers model. Decode: x quantized per block of 32, exact integer sums per block,
+// y[n] = sum_c dx[c] * sum_{k in block c} w[n, k] * xq[k]; prompts: x quantized per row, exact
+// integer sums over all of K (the per-channel weight scale is applied after, in the graph).
 //
 // Weights (transforms/quantize.py's int8 layout): qweight i8 [N/16, K, 16]: tile t holds rows
 // 16t..16t+15, for each k their 16 bytes. `sdot` wants 4 consecutive k of one row per 32-bit
