@@ -38,7 +38,7 @@ class Loop:
     then: str = ""
     blocks: float = 0  # ... and the (32-weight block, activation row) pairs one iteration computes
     source: str = ""  # or our kernel: its C file under iree_glm/kernels/, the function holding the loop
-    function: str = ""  # (the set's static body, e.g. int8_matvec, or its entry point if GCC inlined it there)
+    function: str = ""  # (a static body such as int8_matvec, looked for in its entry point if GCC inlined it)
     i8mm: bool = False  # needs i8mm (not on cortex-a76 / neoverse-n1)
 
 
@@ -51,12 +51,12 @@ LOOPS = (
     Loop("llama_q4_mm", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q4_0_q8_0_i8mm.s",
          then="llama_i8mm_2x2_block.s", blocks=4, i8mm=True),
     Loop("ours_int8_mv", "ours: int8 decode matvec, dotprod", source="aarch64_dotprod/int8.c", function="int8_matvec"),
-    Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="int8_matmul"),
-    Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="int8_matmul",
+    Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="matmul_rows"),
+    Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="matmul_rows",
          i8mm=True),
     Loop("ours_int4_mv", "ours: int4 decode matvec, dotprod", source="aarch64_dotprod/int4.c", function="int4_matvec"),
-    Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="int4_matmul"),
-    Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="int4_matmul",
+    Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matmul_workgroup"),
+    Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="iree_glm_int4_matmul_workgroup",
          i8mm=True),
     Loop("iree_generic", "IREE generic int8 decode (f32)", file="iree_generic_int8_decode_f32.s", blocks=2),
     Loop("iree_mmt4d_dot", "IREE mmt4d int8 prompt, dotprod 8x8x4", file="iree_mmt4d_s8s8s32_dotprod_8x8x4.s", blocks=8),
@@ -70,7 +70,7 @@ def inner_loop(asm: str, function: str) -> list[str]:
     """The instructions of `function`'s innermost loop (a label and a later branch back to it,
     holding no other loop) with the most sdot / smmla: the kernel's hot loop."""
     lines = asm.splitlines()
-    if f"{function}:" not in lines:  # inlined into its one caller, the entry point
+    if f"{function}:" not in lines and function.startswith("int"):  # a body GCC inlined into its entry point
         function = f"iree_glm_{function}_workgroup"
     start = lines.index(f"{function}:")
     end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(".size") and function in lines[i])

@@ -2,7 +2,8 @@
 // kernels/int8.py and int4.py call, as for the x86 sets), written once for both files and both
 // aarch64 sets: quantize rows of x (plain, or after the silu_mul / rms_norm glue) into rows of
 // xq_row_bytes(k) bytes, for rows row_begin..row_end of m; and the argument handling around
-// the set's int8_matvec / int4_matvec (decode) and int8_matmul / int4_matmul (prompts).
+// the set's int8_matvec / int4_matvec (decode). The prompt matrix kernels' entry points are
+// ../int8_matmul.h and ../int4_matmul.h, shared with the x86 sets.
 // Included by int8.c (IREE_GLM_INT8_ENTRIES) and int4.c (IREE_GLM_INT4_ENTRIES) after they
 // define GLUE_MAX_K, glue_silu_mul, glue_rms_norm (row_glue.h), xq_row_bytes, quantize_row (the
 // quantized-row format; int4's takes the group size) and the decode bodies. Embedded-ELF rules:
@@ -68,17 +69,6 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   int8_matvec(x, q, y, k, tile_begin, tile_end);
 }
 
-// y[m, n] (before the weight scale) for rows m_begin..m_end of quantized x and weight tiles
-// t_begin..t_end: the set's int8_matmul, defined after this file is included.
-static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
-                        size_t m_begin, size_t m_end);
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(y);
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
-  int8_matmul(xq, q, y, tiles, k, t_begin, t_end, m_begin, m_end);
-}
 #else
 // Decode: rows row_begin..row_end of y for one row of x: the set's int4_matvec, defined before
 // this file is included.
@@ -90,18 +80,6 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   int4_matvec(x, q, s, y, k, group, row_begin, row_end);
 }
 
-// y[m, n] for rows m_begin..m_end of quantized x and weight rows n_begin..n_end: the set's
-// int4_matmul, defined after this file is included.
-static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
-                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end);
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
-  int4_matmul(xq, q, s, y, n, k, group, n_begin, n_end, m_begin, m_end);
-}
 #endif
 
 #undef IREE_GLM_ENTRY

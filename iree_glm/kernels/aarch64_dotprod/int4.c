@@ -13,7 +13,7 @@
 // unsigned nibbles (0..15, exact as int8) by xq; the + 8 is taken off as 8 * sum(xq of the
 // block), an integer: the block's sum is exact before its one conversion to f32.
 //
-// aarch64_i8mm/int4.c defines its own matrix kernel pieces (pack_strip, tile) and includes
+// aarch64_i8mm/int4.c defines its own matrix kernel pieces (pack_rows, strip_tile) and includes
 // this file for the rest. Embedded-ELF rules: no libc, no globals.
 
 #include "row_glue.h"
@@ -106,10 +106,11 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
 #define IREE_GLM_INT4_ENTRIES
 #include "entry_points.h"
 
-// The matrix kernel: strips of STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k
-// repacked once (pack_strip, 16 KB) into STRIP_VECTORS vectors per block, then tiles of TILE_M
-// rows of x run over the strip (tile): each strip vector serves TILE_M rows of x. K is walked
-// in chunks of whole groups; y is stored by the first chunk and added to by the others.
+// The matrix kernel (the driver is ../int4_matmul.h, shared with the x86 sets): strips of
+// STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k repacked once (pack_rows, 16 KB)
+// into STRIP_VECTORS vectors per block, then tiles of TILE_M rows of x run over the strip
+// (strip_tile): each strip vector serves TILE_M rows of x. K is walked in chunks of whole
+// groups; y is stored by the first chunk and added to by the others.
 enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048, STRIP_VECTORS = 16 };
 
 // The weight rows n0..n0+7 of q (zeros from n on), their bytes from k0 / 2: pointers (or NULL).
@@ -130,18 +131,19 @@ static inline void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k
     for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? half_to_float(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
 }
 
-// Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`.
-static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip);
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm);
+// Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`: a strip's
+// packing (STRIP_VECTORS vectors per block) and its tile of tm rows of x x `cols` <= STRIP columns.
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip);
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm);
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL
 
 // Per block, per quad of rows (0..3, 4..7): vector p (0..3) = bytes 4p..4p+3 of its 4 rows, one
 // row per 32-bit lane (a 4 x 4 transpose of 32-bit words), as low nibbles and high nibbles:
 // strip[c * 16 + quad * 8 + 2p] (low), + 1 (high).
-static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int quad = 0; quad < 2; ++quad) {
       uint32x4_t a[4];
@@ -161,9 +163,9 @@ static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *st
 // y[0 .. tm, 0 .. cols) (row stride ldy) (+)= the strip times tm rows of quantized x from `xq`
 // (row stride `stride`), elements k0..k0+kc. Per block the i32 sums of each (quad, row of x)
 // are exact; then (sum - sum8) * dx * scale is added in f32. tm <= TILE_M is a constant after inlining.
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm) {
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm) {
   const size_t per_group = group / BLOCK;
   float32x4_t acc[TILE_M][2];
   for (int i = 0; i < tm; ++i) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
@@ -210,33 +212,24 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL
 
-// y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
-// weight rows n_begin..n_end.
-static void int4_matmul(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
-                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  const size_t stride = xq_row_bytes(k);
-  const size_t chunk = CHUNK_K / group * group;  // whole groups
-  int8x16_t strip[CHUNK_K / BLOCK * STRIP_VECTORS];
-  float scales[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(16)));
-  for (size_t n0 = n_begin; n0 < n_end; n0 += STRIP) {
-    const size_t cols = n_end - n0 < STRIP ? n_end - n0 : STRIP;
-    for (size_t k0 = 0; k0 < k; k0 += chunk) {
-      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
-      const int8_t *rows[STRIP];
-      strip_rows(q, n_end, n0, k, k0, rows);
-      pack_strip(rows, kc, strip);
-      strip_scales(s, n_end, n0, k, group, k0, kc, scales);
-      size_t r = m_begin;
-      const int8_t *x = xq + r * stride;
-      float *out = y + r * n + n0;
-      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride, out += TILE_M * n)
-        tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, TILE_M);
-      switch (m_end - r) {  // the last rows, with the tile height a constant
-        case 3: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 3); break;
-        case 2: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 2); break;
-        case 1: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 1); break;
-        default: break;
-      }
-    }
-  }
+// The hooks of the shared int4 driver (../int4_matmul.h): it walks panels of two strips.
+typedef int8x16x2_t strip_vector;  // STRIP_VECTORS / 2 per block, as the driver sizes the strips
+
+static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0, size_t kc,
+                       strip_vector *strip, float *scales) {
+  const int8_t *rows[STRIP];
+  strip_rows(q, n, n0, k, k0, rows);
+  pack_rows(rows, kc, (int8x16_t *)strip);
+  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
+
+static inline __attribute__((always_inline)) void tile(const strip_vector *strip_a, const strip_vector *strip_b,
+                                                       const float *scales_a, const float *scales_b, const int8_t *xq,
+                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
+                                                       size_t ldy, size_t cols, const int tm) {
+  strip_tile((const int8x16_t *)strip_a, scales_a, xq, stride, k, group, k0, kc, y, ldy, cols < STRIP ? cols : STRIP, tm);
+  if (cols > STRIP)
+    strip_tile((const int8x16_t *)strip_b, scales_b, xq, stride, k, group, k0, kc, y + STRIP, ldy, cols - STRIP, tm);
+}
+
+#include "../int4_matmul.h"

@@ -141,9 +141,8 @@ static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv,
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
                         size_t m_begin, size_t m_end) {
-  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
   int8x16_t wv[CHUNK_K];
   int32x4_t acc[MAX_ROWS][4];
@@ -170,3 +169,6 @@ static void int8_matmul(const int8_t *xq, const int8_t *q, float *y, size_t tile
     }
   }
 }
+
+// The entry point (ranges clamped, then matmul_rows), shared with the x86 sets.
+#include "../int8_matmul.h"

@@ -12,7 +12,7 @@
 
 // Per block, per pair q (weight rows 2q, 2q + 1 of the strip): 4 vectors, each 8 nibbles of row
 // 2q then the same 8 of row 2q + 1: strip[c * 16 + 4q + (low 0..7, low 8..15, high 0..7, high 8..15)].
-static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int p = 0; p < STRIP / 2; ++p) {
       const uint8x16_t b0 = strip_block(rows[2 * p], c), b1 = strip_block(rows[2 * p + 1], c);
@@ -30,9 +30,9 @@ static void pack_strip(const int8_t *const rows[STRIP], size_t kc, int8x16_t *st
 // k0..k0+kc, in pairs of rows of x (an odd last row paired with itself, its copy dropped).
 // Per block and (pair of x rows, pair of weight rows) the 2 x 2 i32 sums are exact; then
 // (sum - sum8) * dx * scale is added in f32. tm <= TILE_M is a constant after inlining.
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm) {
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm) {
   enum { PAIRS = TILE_M / 2, WPAIRS = STRIP / 2 };
   const int pairs = (tm + 1) / 2;
   const size_t per_group = group / BLOCK;
