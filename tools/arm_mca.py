@@ -34,24 +34,27 @@ MACS = {"sdot": 16, "smmla": 32}  # multiply-adds per instruction: a block-row i
 class Loop:
     key: str
     what: str
-    file: str = ""  # a listing in tools/arm_mca/ ...
+    file: str = ""  # a listing in tools/arm_mca/ (with `then` appended) ...
+    then: str = ""
     blocks: float = 0  # ... and the (32-weight block, activation row) pairs one iteration computes
     source: str = ""  # or our kernel: its C file under iree_glm/kernels/, the function holding the loop
-    function: str = ""
+    function: str = ""  # (a static body such as int8_matvec, looked for in its entry point if GCC inlined it)
     i8mm: bool = False  # needs i8mm (not on cortex-a76 / neoverse-n1)
 
 
-DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.6-a+dotprod+i8mm+fp16"
+DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.2-a+dotprod+fp16+i8mm"
 LOOPS = (
     Loop("llama_q8_dot", "llama.cpp Q8_0 x Q8_0, dotprod (vec_dot)", file="llama_q8_0_q8_0_dotprod.s", blocks=1),
-    Loop("llama_q8_mm", "llama.cpp Q8_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q8_0_q8_0_i8mm.s", blocks=4, i8mm=True),
+    Loop("llama_q8_mm", "llama.cpp Q8_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q8_0_q8_0_i8mm.s",
+         then="llama_i8mm_2x2_block.s", blocks=4, i8mm=True),
     Loop("llama_q4_dot", "llama.cpp Q4_0 x Q8_0, dotprod (vec_dot)", file="llama_q4_0_q8_0_dotprod.s", blocks=1),
-    Loop("llama_q4_mm", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q4_0_q8_0_i8mm.s", blocks=4, i8mm=True),
-    Loop("ours_int8_mv", "ours: int8 decode matvec, dotprod", source="aarch64_dotprod/int8.c", function="iree_glm_int8_matvec_workgroup"),
-    Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="iree_glm_int8_matmul_workgroup"),
-    Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="iree_glm_int8_matmul_workgroup",
+    Loop("llama_q4_mm", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q4_0_q8_0_i8mm.s",
+         then="llama_i8mm_2x2_block.s", blocks=4, i8mm=True),
+    Loop("ours_int8_mv", "ours: int8 decode matvec, dotprod", source="aarch64_dotprod/int8.c", function="int8_matvec"),
+    Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="matmul_rows"),
+    Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="matmul_rows",
          i8mm=True),
-    Loop("ours_int4_mv", "ours: int4 decode matvec, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matvec_workgroup"),
+    Loop("ours_int4_mv", "ours: int4 decode matvec, dotprod", source="aarch64_dotprod/int4.c", function="int4_matvec"),
     Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matmul_workgroup"),
     Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="iree_glm_int4_matmul_workgroup",
          i8mm=True),
@@ -67,6 +70,8 @@ def inner_loop(asm: str, function: str) -> list[str]:
     """The instructions of `function`'s innermost loop (a label and a later branch back to it,
     holding no other loop) with the most sdot / smmla: the kernel's hot loop."""
     lines = asm.splitlines()
+    if f"{function}:" not in lines and function.startswith("int"):  # a body GCC inlined into its entry point
+        function = f"iree_glm_{function}_workgroup"
     start = lines.index(f"{function}:")
     end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(".size") and function in lines[i])
     body = lines[start:end]
@@ -87,8 +92,12 @@ def macs(line: str) -> int:
 
 def listing(loop: Loop, cc: str, folder: Path) -> tuple[Path, float]:
     """(the loop's assembly file, block-rows per iteration)."""
-    if loop.file:
+    if loop.file and not loop.then:
         return HERE / loop.file, loop.blocks
+    if loop.file:
+        out = folder / f"{loop.key}.s"
+        out.write_text((HERE / loop.file).read_text() + (HERE / loop.then).read_text())
+        return out, loop.blocks
     march = I8MM_MARCH if loop.i8mm else DOTPROD_MARCH
     asm = subprocess.run([cc, "-O3", f"-march={march}", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-S",
                           "-o", "-", str(KERNELS / loop.source)], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,13 @@ def memref(a: np.ndarray) -> list:
     return [a.ctypes.data, a.ctypes.data, 0, a.size, 1]
 
 
+def entry(lib, name: str, argtypes: list):
+    """The library's function `name` with its C argument types."""
+    fn = getattr(lib, name)
+    fn.argtypes = argtypes
+    return fn
+
+
 def report(suite: str, case: str, ok: bool, detail: str = "") -> bool:
     print(f"{suite} {case}: {detail} {'ok' if ok else 'MISMATCH'}", flush=True)
     return ok
@@ -53,12 +60,13 @@ def activations(rng, shape, kind: str) -> np.ndarray:
     return (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(F32)
 
 
-def int8_weights(rng, n: int, k: int, kind: str) -> np.ndarray:
+def weights(rng, n: int, k: int, kind: str, lo: int, hi: int) -> np.ndarray:
+    """[N, K] integer weights in [lo, hi] (int8: -127, 127; int4: -8, 7): random, or at the extremes, or all lo."""
     if kind == "extremes":
-        return np.where(rng.random((n, k)) < 0.5, -127, 127).astype(np.int8)
+        return np.where(rng.random((n, k)) < 0.5, lo, hi).astype(np.int8)
     if kind == "equal":
-        return np.full((n, k), -127, np.int8)
-    return rng.integers(-127, 128, (n, k), dtype=np.int8)
+        return np.full((n, k), lo, np.int8)
+    return rng.integers(lo, hi + 1, (n, k), dtype=np.int8)
 
 
 def pack_int8(w: np.ndarray) -> np.ndarray:
@@ -77,13 +85,12 @@ def block_bound(sums: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def check_int8_matvec(lib) -> bool:
-    fn = lib.iree_glm_int8_matvec_workgroup
-    fn.argtypes = MEMREF * 3 + [SIZE] * 4
+    fn = entry(lib, "iree_glm_int8_matvec_workgroup", MEMREF * 3 + [SIZE] * 4)
     rng, ok = np.random.default_rng(0), True
     cases = [(16, 32, "random"), (48, 96, "random"), (112, 480, "random"), (16, 16384, "extremes"),
              (32, 64, "zeros"), (80, 160, "tiny"), (16, 4096, "extremes"), (32, 1024, "integers"), (48, 256, "equal")]
     for n, k, kind in cases:
-        w = int8_weights(rng, n, k, kind)
+        w = weights(rng, n, k, kind, -127, 127)
         x = activations(rng, k, "random" if kind == "integers" else kind)
         if kind == "integers":  # d = 1 in every block: y is the integer sum itself (< 2^24: exact in f32)
             x = rng.integers(-127, 128, k).astype(F32)
@@ -129,12 +136,9 @@ def check_int8_quantize(lib) -> bool:
     in float64, then the same quantization (at most 1 apart where the f32 transform rounds
     across a .5)."""
     rng, ok = np.random.default_rng(1), True
-    plain = lib.iree_glm_int8_quantize_workgroup
-    plain.argtypes = MEMREF * 2 + [SIZE] * 4
-    silu = lib.iree_glm_int8_quantize_silu_mul_workgroup
-    silu.argtypes = MEMREF * 3 + [SIZE] * 4
-    rms = lib.iree_glm_int8_quantize_rms_norm_workgroup
-    rms.argtypes = MEMREF * 3 + [SIZE, SIZE, ctypes.c_float, SIZE, SIZE]
+    plain = entry(lib, "iree_glm_int8_quantize_workgroup", MEMREF * 2 + [SIZE] * 4)
+    silu = entry(lib, "iree_glm_int8_quantize_silu_mul_workgroup", MEMREF * 3 + [SIZE] * 4)
+    rms = entry(lib, "iree_glm_int8_quantize_rms_norm_workgroup", MEMREF * 3 + [SIZE, SIZE, ctypes.c_float, SIZE, SIZE])
     for m, k, kind in ((1, 32, "random"), (3, 96, "random"), (17, 2048, "random"), (4, 64, "zeros"), (2, 32, "tiny"),
                        (5, 160, "equal"), (3, 8192, "extremes")):
         x = activations(rng, (m, k), kind)
@@ -164,13 +168,12 @@ def glue_close(suite: str, case: str, xq: np.ndarray, ref: np.ndarray, k: int) -
 
 def check_int8_matmul(lib) -> bool:
     """Quantized rows x weights: exact (f32(integer sum) * row scale, bit for bit)."""
-    fn = lib.iree_glm_int8_matmul_workgroup
-    fn.argtypes = MEMREF * 3 + [SIZE] * 7
+    fn = entry(lib, "iree_glm_int8_matmul_workgroup", MEMREF * 3 + [SIZE] * 7)
     rng, ok = np.random.default_rng(2), True
     for m, tiles, k, kind in ((1, 1, 32, "random"), (3, 3, 96, "random"), (17, 5, 1056, "random"), (4, 2, 4096, "extremes"),
                               (70, 2, 64, "random"), (5, 1, 2048, "equal"), (2, 1, 32, "zeros"), (9, 4, 16384, "random")):
         n = tiles * 16
-        w = int8_weights(rng, n, k, kind)
+        w = weights(rng, n, k, kind, -127, 127)
         if kind == "zeros":
             q = np.zeros((m, k), np.int8)
         elif kind in ("extremes", "equal"):
@@ -192,14 +195,6 @@ def check_int8_matmul(lib) -> bool:
 
 
 # --- int4 -----------------------------------------------------------------------------------
-
-
-def int4_weights(rng, n: int, k: int, kind: str) -> np.ndarray:
-    if kind == "extremes":
-        return np.where(rng.random((n, k)) < 0.5, -8, 7).astype(np.int8)
-    if kind == "equal":
-        return np.full((n, k), -8, np.int8)
-    return rng.integers(-8, 8, (n, k), dtype=np.int8)
 
 
 def pack_int4(w: np.ndarray, group: int, kind: str, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -231,13 +226,12 @@ def int4_reference(q: np.ndarray, d: np.ndarray, w: np.ndarray, scales: np.ndarr
 
 
 def check_int4_matvec(lib) -> bool:
-    fn = lib.iree_glm_int4_matvec_workgroup
-    fn.argtypes = MEMREF * 4 + [SIZE] * 5
+    fn = entry(lib, "iree_glm_int4_matvec_workgroup", MEMREF * 4 + [SIZE] * 5)
     rng, ok = np.random.default_rng(3), True
     for n, k, group, kind in ((1, 32, 32, "random"), (7, 64, 32, "random"), (13, 256, 128, "random"), (16, 8192, 32, "extremes"),
                               (5, 128, 64, "zeros"), (9, 96, 32, "tiny"), (4, 4096, 4096, "extremes"), (6, 512, 256, "equal"),
                               (33, 2048, 64, "random"), (11, 1024, 128, "integers")):
-        w = int4_weights(rng, n, k, kind)
+        w = weights(rng, n, k, kind, -8, 7)
         x = activations(rng, k, kind)
         if kind == "integers":  # d = 1 and scale 1: y is the integer sum itself (< 2^24: exact in f32)
             x = rng.integers(-127, 128, k).astype(F32)
@@ -274,12 +268,9 @@ def int4_rows(q: np.ndarray, d: np.ndarray) -> np.ndarray:
 def check_int4_quantize(lib) -> bool:
     """Plain quantization bit-exact against the f32 reference; glue forms within 1 (glue_close's reasoning)."""
     rng, ok = np.random.default_rng(4), True
-    plain = lib.iree_glm_int4_quantize_workgroup
-    plain.argtypes = MEMREF * 2 + [SIZE] * 5
-    silu = lib.iree_glm_int4_quantize_silu_mul_workgroup
-    silu.argtypes = MEMREF * 2 + [SIZE] * 5
-    rms = lib.iree_glm_int4_quantize_rms_norm_workgroup
-    rms.argtypes = MEMREF * 3 + [SIZE, SIZE, SIZE, ctypes.c_float, SIZE, SIZE]
+    plain = entry(lib, "iree_glm_int4_quantize_workgroup", MEMREF * 2 + [SIZE] * 5)
+    silu = entry(lib, "iree_glm_int4_quantize_silu_mul_workgroup", MEMREF * 2 + [SIZE] * 5)
+    rms = entry(lib, "iree_glm_int4_quantize_rms_norm_workgroup", MEMREF * 3 + [SIZE, SIZE, SIZE, ctypes.c_float, SIZE, SIZE])
     for m, k, group, kind in ((1, 32, 32, "random"), (3, 256, 128, "random"), (17, 2048, 64, "random"), (4, 64, 32, "zeros"),
                               (2, 96, 32, "tiny"), (5, 512, 512, "equal"), (3, 8192, 128, "extremes")):
         rb = int4_row_bytes(k)
@@ -320,13 +311,12 @@ def int4_glue_close(suite: str, case: str, xq: np.ndarray, ref: np.ndarray, k: i
 
 
 def check_int4_matmul(lib) -> bool:
-    fn = lib.iree_glm_int4_matmul_workgroup
-    fn.argtypes = MEMREF * 4 + [SIZE] * 8
+    fn = entry(lib, "iree_glm_int4_matmul_workgroup", MEMREF * 4 + [SIZE] * 8)
     rng, ok = np.random.default_rng(5), True
     for m, n, k, group, kind in ((1, 16, 32, 32, "random"), (3, 13, 96, 32, "random"), (17, 40, 2080, 32, "random"),
                                  (4, 16, 4096, 1024, "extremes"), (70, 16, 64, 64, "random"), (5, 24, 512, 128, "equal"),
                                  (2, 16, 64, 32, "zeros"), (9, 32, 8192, 128, "random"), (6, 20, 1024, 64, "integers")):
-        w = int4_weights(rng, n, k, kind)
+        w = weights(rng, n, k, kind, -8, 7)
         packed, scales = pack_int4(w, group, kind, rng)
         if kind == "zeros":
             q = np.zeros((m, k // 32, 32), np.int64)

@@ -4,7 +4,6 @@ process per set): every entry point against its numpy integer reference on odd s
 extremes, zeros and all-equal rows. The dotprod set runs on `-cpu cortex-a76` (no i8mm: its
 code must not need it), the i8mm set on `-cpu max`."""
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +21,7 @@ SETS = {
     "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
                                                              "int4_quantize", "int4_matmul")),
     # The i8mm files hold only the matrix kernels (smmla); the rest is the dotprod set's code.
-    "aarch64_i8mm": ("armv8.6-a+dotprod+i8mm", "max", ("int8_matmul", "int4_matmul")),
+    "aarch64_i8mm": ("armv8.2-a+dotprod+fp16+i8mm", "max", ("int8_matmul", "int4_matmul")),
 }
 
 pytestmark = [
@@ -63,38 +62,25 @@ def results(request, tmp_path_factory) -> tuple[tuple[str, ...], dict[str, list[
     return suites, lines
 
 
-def check(results, suite: str, prefix: str, cases: int) -> None:
-    """Every case of `suite` whose lines start with `prefix` passed, and all `cases` ran."""
+# (suite, the case prefixes its lines start with, how many cases each has)
+CASES = [
+    ("int8_matvec", ("int8_matvec",), 9),
+    ("int8_quantize", ("int8_quantize", "int8_silu_mul", "int8_rms_norm"), 7),
+    ("int8_matmul", ("int8_matmul",), 8),
+    ("int4_matvec", ("int4_matvec",), 10),
+    ("int4_quantize", ("int4_quantize", "int4_silu_mul", "int4_rms_norm"), 7),
+    ("int4_matmul", ("int4_matmul",), 9),
+]
+
+
+@pytest.mark.parametrize("suite, prefixes, cases", CASES, ids=[c[0] for c in CASES])
+def test_kernel_against_reference(results, suite, prefixes, cases):
+    """Every case of `suite` passed (exact where the reference is exact), and all of them ran."""
     suites, lines = results
     if suite not in suites:
         pytest.skip(f"this set has no {suite} kernel of its own (it takes the dotprod set's)")
-    lines = lines.get(prefix, [])
-    bad = [line for line in lines if not re.search(r" ok$", line)]
-    assert not bad, "\n".join(bad)
-    assert len(lines) == cases, lines
-
-
-def test_int8_matvec_is_exact(results):
-    check(results, "int8_matvec", "int8_matvec", 9)
-
-
-def test_int8_quantize_and_glue(results):
-    for prefix in ("int8_quantize", "int8_silu_mul", "int8_rms_norm"):
-        check(results, "int8_quantize", prefix, 7)
-
-
-def test_int8_matmul_is_exact(results):
-    check(results, "int8_matmul", "int8_matmul", 8)
-
-
-def test_int4_matvec(results):
-    check(results, "int4_matvec", "int4_matvec", 10)
-
-
-def test_int4_quantize_and_glue(results):
-    for prefix in ("int4_quantize", "int4_silu_mul", "int4_rms_norm"):
-        check(results, "int4_quantize", prefix, 7)
-
-
-def test_int4_matmul(results):
-    check(results, "int4_matmul", "int4_matmul", 9)
+    for prefix in prefixes:
+        got = lines.get(prefix, [])
+        bad = [line for line in got if not line.endswith(" ok")]
+        assert not bad, "\n".join(bad)
+        assert len(got) == cases, got

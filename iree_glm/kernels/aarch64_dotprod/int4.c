@@ -1,5 +1,5 @@
 // int4 x f32 matrix products for aarch64 with dotprod (`sdot`), the counterpart of
-// x86_64_avx2/int4.c: the same symbols, arguments, weight layout and numbers model. A
+// x86_64_avx2/int4.c: the same symbols, arguments (entry_points.h), weight layout and numbers model. A
 // matrix-vector kernel for decode (M = 1); for prefill / batched decode a quantization of x's
 // rows (plain, or after the silu_mul / rms_norm glue of row_glue.h) and a matrix kernel.
 //
@@ -13,7 +13,7 @@
 // unsigned nibbles (0..15, exact as int8) by xq; the + 8 is taken off as 8 * sum(xq of the
 // block), an integer: the block's sum is exact before its one conversion to f32.
 //
-// aarch64_i8mm/int4.c defines its own matrix kernel pieces (pack_strip, tile) and includes
+// aarch64_i8mm/int4.c defines its own matrix kernel pieces (pack_rows, strip_tile) and includes
 // this file for the rest. Embedded-ELF rules: no libc, no globals.
 
 #include "row_glue.h"
@@ -51,13 +51,8 @@ static inline int32x4_t block_dot(const int8_t *w, int8x16_t xlo, int8x16_t xhi)
 // Rows row_begin..row_end of y for one row of x. Four rows at a time share each block of x;
 // their four partial vectors are summed pairwise (addp) into one vector of four rows' block
 // sums, so the + 8 correction, conversion and scaling are one instruction each per 4 rows.
-void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
-                                    size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (row_end > n) row_end = n;
+static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, float *y, size_t k, size_t group, size_t row_begin,
+                        size_t row_end) {
   const size_t per_group = group / BLOCK, groups = k / group, row_bytes = k / 2;
   int8_t xq[MAX_K] __attribute__((aligned(16)));
   float dx[MAX_K / BLOCK];
@@ -76,8 +71,8 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
         const int8x16_t xlo = vld1q_s8(xq + c * BLOCK), xhi = vld1q_s8(xq + c * BLOCK + 16);
         const int32x4_t p01 = vpaddq_s32(block_dot(w0 + c * 16, xlo, xhi), block_dot(w1 + c * 16, xlo, xhi));
         const int32x4_t p23 = vpaddq_s32(block_dot(w2 + c * 16, xlo, xhi), block_dot(w3 + c * 16, xlo, xhi));
-        const int32x4_t sums = vsubq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(sum8[c]));  // rows r..r+3, exact
-        acc = vfmaq_f32(acc, vmulq_n_f32(vcvtq_f32_s32(sums), dx[c]), sg);
+        const int32x4_t sums = vaddq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(SUM_BIAS - sum8[c]));  // rows r..r+3, exact
+        acc = vfmaq_f32(acc, vmulq_n_f32(biased_sum_to_float(sums), dx[c]), sg);
       }
     }
     vst1q_f32(y + r, acc);
@@ -108,50 +103,24 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
   quantize_x(x, k, group, row, dx, (int32_t *)(dx + k / BLOCK));
 }
 
-void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t group,
-                                      size_t row_begin, size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, group, xq + r * xq_row_bytes(k));
-}
+#define IREE_GLM_INT4_ENTRIES
+#include "entry_points.h"
 
-// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xq), size_t m, size_t k,
-                                               size_t group, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
-    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The same for x = RMSNorm(h) with weight w [k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
-                                               size_t k, size_t group, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_rms_norm(h + r * k, w, k, eps, x);
-    quantize_row(x, k, group, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The matrix kernel: strips of STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k
-// repacked once (pack_strip, 16 KB) into STRIP_VECTORS vectors per block, then tiles of TILE_M
-// rows of x run over the strip (tile): each strip vector serves TILE_M rows of x. K is walked
-// in chunks of whole groups; y is stored by the first chunk and added to by the others.
+// The matrix kernel (the driver is ../int4_matmul.h, shared with the x86 sets): strips of
+// STRIP = 8 weight rows, their bytes for a chunk of CHUNK_K k repacked once (pack_rows, 16 KB)
+// into STRIP_VECTORS vectors per block, then tiles of TILE_M rows of x run over the strip
+// (strip_tile): each strip vector serves TILE_M rows of x. K is walked in chunks of whole
+// groups; y is stored by the first chunk and added to by the others.
 enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048, STRIP_VECTORS = 16 };
 
 // The weight rows n0..n0+7 of q (zeros from n on), their bytes from k0 / 2: pointers (or NULL).
 static inline void strip_rows(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0, const int8_t *rows[STRIP]) {
   for (size_t r = 0; r < STRIP; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * (k / 2) + k0 / 2 : 0;
+}
+
+// Block c's 16 bytes of a strip row (zeros for a row past n).
+static inline uint8x16_t strip_block(const int8_t *row, size_t c) {
+  return row ? vld1q_u8((const uint8_t *)row + c * 16) : vdupq_n_u8(0);
 }
 
 // The strip's group scales for chunk k0..k0+kc as f32 [kc / group][STRIP] (0 past n).
@@ -162,27 +131,23 @@ static inline void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k
     for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? half_to_float(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
 }
 
-// Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`.
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales);
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm);
+// Defined below, or by aarch64_i8mm/int4.c (which includes this file) for `smmla`: a strip's
+// packing (STRIP_VECTORS vectors per block) and its tile of tm rows of x x `cols` <= STRIP columns.
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip);
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm);
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL
 
 // Per block, per quad of rows (0..3, 4..7): vector p (0..3) = bytes 4p..4p+3 of its 4 rows, one
 // row per 32-bit lane (a 4 x 4 transpose of 32-bit words), as low nibbles and high nibbles:
 // strip[c * 16 + quad * 8 + 2p] (low), + 1 (high).
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales) {
-  const int8_t *rows[STRIP];
-  const uint8_t zeros[16] = {0};
-  strip_rows(q, n, n0, k, k0, rows);
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int quad = 0; quad < 2; ++quad) {
       uint32x4_t a[4];
-      for (int r = 0; r < 4; ++r) a[r] = vreinterpretq_u32_u8(vld1q_u8(rows[4 * quad + r] ? (const uint8_t *)rows[4 * quad + r] + c * 16 : zeros));
+      for (int r = 0; r < 4; ++r) a[r] = vreinterpretq_u32_u8(strip_block(rows[4 * quad + r], c));
       const uint32x4_t t0 = vzip1q_u32(a[0], a[1]), t1 = vzip2q_u32(a[0], a[1]);
       const uint32x4_t t2 = vzip1q_u32(a[2], a[3]), t3 = vzip2q_u32(a[2], a[3]);
       const uint64x2_t u0 = vreinterpretq_u64_u32(t0), u1 = vreinterpretq_u64_u32(t1);
@@ -193,15 +158,14 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
         strip[c * STRIP_VECTORS + quad * 8 + 2 * p + 1] = high_nibbles(vreinterpretq_u8_u64(v[p]));
       }
     }
-  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
 
 // y[0 .. tm, 0 .. cols) (row stride ldy) (+)= the strip times tm rows of quantized x from `xq`
 // (row stride `stride`), elements k0..k0+kc. Per block the i32 sums of each (quad, row of x)
 // are exact; then (sum - sum8) * dx * scale is added in f32. tm <= TILE_M is a constant after inlining.
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm) {
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm) {
   const size_t per_group = group / BLOCK;
   float32x4_t acc[TILE_M][2];
   for (int i = 0; i < tm; ++i) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
@@ -209,22 +173,32 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
     const float32x4_t s0 = vld1q_f32(scales + g * STRIP), s1 = vld1q_f32(scales + g * STRIP + 4);
     for (size_t end = c + per_group; c < end; ++c) {
       const int8x16_t *w = strip + c * STRIP_VECTORS;
-      for (int i = 0; i < tm; ++i) {
+      int8x16_t xlo[TILE_M], xhi[TILE_M];
+      int32x4_t d[TILE_M][2];
+      float dx[TILE_M];
+      for (int i = 0; i < tm; ++i) {  // the sums start at -8 * sum(x) (the nibbles' + 8 taken off), biased
         const int8_t *row = xq + i * stride;
-        const int8x16_t xlo = vld1q_s8(row + k0 + c * BLOCK), xhi = vld1q_s8(row + k0 + c * BLOCK + 16);
-        int32x4_t d0 = vdupq_n_s32(0), d1 = d0;
-#define PART(p)                                                                                     \
-  d0 = vdotq_laneq_s32(vdotq_laneq_s32(d0, w[2 * (p)], xlo, p), w[2 * (p) + 1], xhi, p);            \
-  d1 = vdotq_laneq_s32(vdotq_laneq_s32(d1, w[8 + 2 * (p)], xlo, p), w[8 + 2 * (p) + 1], xhi, p);
-        PART(0) PART(1) PART(2) PART(3)
-#undef PART
-        float dx;
         int32_t sum8;
-        __builtin_memcpy(&dx, row + k + 4 * (k0 / BLOCK + c), sizeof dx);
+        __builtin_memcpy(&dx[i], row + k + 4 * (k0 / BLOCK + c), sizeof dx[i]);
         __builtin_memcpy(&sum8, row + k + 4 * (k / BLOCK + k0 / BLOCK + c), sizeof sum8);
-        const int32x4_t off = vdupq_n_s32(sum8);
-        acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(vsubq_s32(d0, off)), vmulq_n_f32(s0, dx));
-        acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(vsubq_s32(d1, off)), vmulq_n_f32(s1, dx));
+        xlo[i] = vld1q_s8(row + k0 + c * BLOCK);
+        xhi[i] = vld1q_s8(row + k0 + c * BLOCK + 16);
+        d[i][0] = d[i][1] = vdupq_n_s32(SUM_BIAS - sum8);
+      }
+      // Part p: 4 weight vectors (the quads' low and high nibbles) live at a time, each serving tm rows.
+#define PART(p)                                                                                         \
+  {                                                                                                     \
+    const int8x16_t a = w[2 * (p)], b = w[2 * (p) + 1], e = w[8 + 2 * (p)], f = w[8 + 2 * (p) + 1];     \
+    for (int i = 0; i < tm; ++i) {                                                                      \
+      d[i][0] = vdotq_laneq_s32(vdotq_laneq_s32(d[i][0], a, xlo[i], p), b, xhi[i], p);                  \
+      d[i][1] = vdotq_laneq_s32(vdotq_laneq_s32(d[i][1], e, xlo[i], p), f, xhi[i], p);                  \
+    }                                                                                                   \
+  }
+      PART(0) PART(1) PART(2) PART(3)
+#undef PART
+      for (int i = 0; i < tm; ++i) {
+        acc[i][0] = vfmaq_f32(acc[i][0], biased_sum_to_float(d[i][0]), vmulq_n_f32(s0, dx[i]));
+        acc[i][1] = vfmaq_f32(acc[i][1], biased_sum_to_float(d[i][1]), vmulq_n_f32(s1, dx[i]));
       }
     }
   }
@@ -238,36 +212,24 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL
 
-// y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
-// weight rows n_begin..n_end.
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
-  const size_t stride = xq_row_bytes(k);
-  const size_t chunk = CHUNK_K / group * group;  // whole groups
-  int8x16_t strip[CHUNK_K / BLOCK * STRIP_VECTORS];
-  float scales[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(16)));
-  for (size_t n0 = n_begin; n0 < n_end; n0 += STRIP) {
-    const size_t cols = n_end - n0 < STRIP ? n_end - n0 : STRIP;
-    for (size_t k0 = 0; k0 < k; k0 += chunk) {
-      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
-      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip, scales);
-      size_t r = m_begin;
-      const int8_t *x = xq + r * stride;
-      float *out = y + r * n + n0;
-      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride, out += TILE_M * n)
-        tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, TILE_M);
-      switch (m_end - r) {  // the last rows, with the tile height a constant
-        case 3: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 3); break;
-        case 2: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 2); break;
-        case 1: tile(strip, scales, x, stride, k, group, k0, kc, out, n, cols, 1); break;
-        default: break;
-      }
-    }
-  }
+// The hooks of the shared int4 driver (../int4_matmul.h): it walks panels of two strips.
+typedef int8x16x2_t strip_vector;  // STRIP_VECTORS / 2 per block, as the driver sizes the strips
+
+static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0, size_t kc,
+                       strip_vector *strip, float *scales) {
+  const int8_t *rows[STRIP];
+  strip_rows(q, n, n0, k, k0, rows);
+  pack_rows(rows, kc, (int8x16_t *)strip);
+  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
+
+static inline __attribute__((always_inline)) void tile(const strip_vector *strip_a, const strip_vector *strip_b,
+                                                       const float *scales_a, const float *scales_b, const int8_t *xq,
+                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
+                                                       size_t ldy, size_t cols, const int tm) {
+  strip_tile((const int8x16_t *)strip_a, scales_a, xq, stride, k, group, k0, kc, y, ldy, cols < STRIP ? cols : STRIP, tm);
+  if (cols > STRIP)
+    strip_tile((const int8x16_t *)strip_b, scales_b, xq, stride, k, group, k0, kc, y + STRIP, ldy, cols - STRIP, tm);
+}
+
+#include "../int4_matmul.h"

@@ -1,9 +1,8 @@
-// int8 x f32 decode matrix-vector kernel for aarch64 with dotprod (`sdot`), the counterpart of
-// x86_64_avx2/int8.c's iree_glm_int8_matvec_workgroup: the same symbol, arguments, weight
-// layout and numbers model (x quantized per block of 32, exact integer sums per block).
-//
-// y[n] = sum_c dx[c] * sum_{k in block c} w[n, k] * xq[k]   (the per-channel weight scale is
-// applied after, in the graph)
+// int8 x f32 matrix products for aarch64 with dotprod (`sdot`), the counterpart of
+// x86_64_avx2/int8.c: the same entry points and arguments (entry_points.h), weight layout and
+// numbers model. Decode: x quantized per block of 32, exact integer sums per block,
+// y[n] = sum_c dx[c] * sum_{k in block c} w[n, k] * xq[k]; prompts: x quantized per row, exact
+// integer sums over all of K (the per-channel weight scale is applied after, in the graph).
 //
 // Weights (transforms/quantize.py's int8 layout): qweight i8 [N/16, K, 16]: tile t holds rows
 // 16t..16t+15, for each k their 16 bytes. `sdot` wants 4 consecutive k of one row per 32-bit
@@ -46,12 +45,7 @@ static inline void dot4_by_lane(const int8_t *w, int8x16_t xv, const int lane, c
 }
 
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
-void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
-                                    size_t k, size_t tile_begin, size_t tile_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; y += y_offset;
-  if (tile_end > tiles) tile_end = tiles;
+static void int8_matvec(const float *x, const int8_t *q, float *y, size_t k, size_t tile_begin, size_t tile_end) {
   int8_t xq[MAX_K] __attribute__((aligned(16)));
   float dx[MAX_K / BLOCK];
   for (size_t c = 0; c < k / BLOCK; ++c) dx[c] = quantize_block(x + c * BLOCK, x + c * BLOCK + 16, xq + c * BLOCK);
@@ -91,42 +85,8 @@ static inline void quantize_row(const float *x, size_t k, int8_t *row) {
   __builtin_memcpy(row + k, &d, sizeof d);
 }
 
-void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
-                                      size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
-}
-
-// The same for x = silu(gate * sg) * (up * su) of rows [gate | up] of gu [m, 2k] and the gate/up
-// matmul's per-channel weight scale [sg | su] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
-                                               size_t m, size_t k, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; scale += scale_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_silu_mul(gu + r * 2 * k, scale, k, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
-
-// The same for x = RMSNorm(h) with weight w [k] (row_glue.h; k <= GLUE_MAX_K).
-void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
-                                               size_t k, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
-  if (row_end > m) row_end = m;
-  float x[GLUE_MAX_K] __attribute__((aligned(16)));
-  for (size_t r = row_begin; r < row_end; ++r) {
-    glue_rms_norm(h + r * k, w, k, eps, x);
-    quantize_row(x, k, xq + r * xq_row_bytes(k));
-  }
-}
+#define IREE_GLM_INT8_ENTRIES
+#include "entry_points.h"
 
 // The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
 enum { MAX_ROWS = 64 };
@@ -181,14 +141,8 @@ static inline __attribute__((always_inline)) void rows_tile(const int8x16_t *wv,
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
-  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
+static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
   int8x16_t wv[CHUNK_K];
   int32x4_t acc[MAX_ROWS][4];
@@ -215,3 +169,6 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
     }
   }
 }
+
+// The entry point (ranges clamped, then matmul_rows), shared with the x86 sets.
+#include "../int8_matmul.h"

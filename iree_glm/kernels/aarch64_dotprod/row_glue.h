@@ -1,5 +1,5 @@
-// What every aarch64 kernel file shares (dotprod and i8mm sets): the MEMREF argument
-// convention, the activation quantization per block of 32 and per row, and the row transforms
+// What every aarch64 kernel file shares (dotprod and i8mm sets): IREE's memref arguments
+// (../memref.h), the activation quantization per block of 32 and per row, and the row transforms
 // ("glue") the fused quantization dispatches apply before quantizing (passes/dequant_matmul.py):
 // - silu(gate) * up of a row [gate (k) | up (k)], each optionally times its column's scale;
 // - RMSNorm: x * rsqrt(mean(x^2) + eps) * w.
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+#include "../memref.h"
 
 // BLOCK: activation block of the decode kernels; GLUE_MAX_K: the longest row a fused
 // quantization transforms (on the stack, 32 KB; passes/int4_kernel.py's GLUE_MAX_K).
@@ -63,6 +63,17 @@ static void glue_rms_norm(const float *x, const float *w, size_t k, float eps, f
   const float mean = vaddvq_f32(vaddq_f32(a0, a1)) / (float)k + eps;
   const float32x4_t r = vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(vdupq_n_f32(mean)));
   for (size_t i = 0; i < k; i += 4) vst1q_f32(out + i, vmulq_f32(vld1q_f32(w + i), vmulq_f32(vld1q_f32(x + i), r)));
+}
+
+// Per-block integer sums to f32 without `scvtf` (two micro-ops and half the rate of a float add
+// on the Neoverse-class cores' models, and one per block of every output): a sum accumulated
+// from SUM_BIAS, the bits of the float 1.5 * 2^23, holds the bits of the float 1.5 * 2^23 + sum
+// as long as |sum| < 2^22, and one exact subtraction leaves the sum. Block sums are far below
+// that (int4: 32 * 8 * 127 < 2^15). Used by the int4 kernels, whose per-block float work is a
+// large part of their loops (the int8 decode loop measured no gain).
+#define SUM_BIAS 0x4B400000
+static inline float32x4_t biased_sum_to_float(int32x4_t biased) {
+  return vsubq_f32(vreinterpretq_f32_s32(biased), vdupq_n_f32(12582912.0f));
 }
 
 // 16 f32 (four vectors) times inv, rounded half to even, saturated to [-127, 127] int8 -> out.

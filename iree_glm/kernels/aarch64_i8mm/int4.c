@@ -12,15 +12,10 @@
 
 // Per block, per pair q (weight rows 2q, 2q + 1 of the strip): 4 vectors, each 8 nibbles of row
 // 2q then the same 8 of row 2q + 1: strip[c * 16 + 4q + (low 0..7, low 8..15, high 0..7, high 8..15)].
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, int8x16_t *strip, float *scales) {
-  const int8_t *rows[STRIP];
-  const uint8_t zeros[16] = {0};
-  strip_rows(q, n, n0, k, k0, rows);
+static void pack_rows(const int8_t *const rows[STRIP], size_t kc, int8x16_t *strip) {
   for (size_t c = 0; c < kc / BLOCK; ++c)
     for (int p = 0; p < STRIP / 2; ++p) {
-      const uint8x16_t b0 = vld1q_u8(rows[2 * p] ? (const uint8_t *)rows[2 * p] + c * 16 : zeros);
-      const uint8x16_t b1 = vld1q_u8(rows[2 * p + 1] ? (const uint8_t *)rows[2 * p + 1] + c * 16 : zeros);
+      const uint8x16_t b0 = strip_block(rows[2 * p], c), b1 = strip_block(rows[2 * p + 1], c);
       const int64x2_t lo0 = vreinterpretq_s64_s8(low_nibbles(b0)), lo1 = vreinterpretq_s64_s8(low_nibbles(b1));
       const int64x2_t hi0 = vreinterpretq_s64_s8(high_nibbles(b0)), hi1 = vreinterpretq_s64_s8(high_nibbles(b1));
       int8x16_t *out = strip + c * STRIP_VECTORS + 4 * p;
@@ -29,16 +24,15 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
       out[2] = vreinterpretq_s8_s64(vzip1q_s64(hi0, hi1));
       out[3] = vreinterpretq_s8_s64(vzip2q_s64(hi0, hi1));
     }
-  strip_scales(s, n, n0, k, group, k0, kc, scales);
 }
 
 // y[0 .. tm, 0 .. cols) (row stride ldy) (+)= the strip times tm rows of quantized x, elements
 // k0..k0+kc, in pairs of rows of x (an odd last row paired with itself, its copy dropped).
 // Per block and (pair of x rows, pair of weight rows) the 2 x 2 i32 sums are exact; then
 // (sum - sum8) * dx * scale is added in f32. tm <= TILE_M is a constant after inlining.
-static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
-                                                       size_t stride, size_t k, size_t group, size_t k0, size_t kc, float *y,
-                                                       size_t ldy, size_t cols, const int tm) {
+static inline __attribute__((always_inline)) void strip_tile(const int8x16_t *strip, const float *scales, const int8_t *xq,
+                                                             size_t stride, size_t k, size_t group, size_t k0, size_t kc,
+                                                             float *y, size_t ldy, size_t cols, const int tm) {
   enum { PAIRS = TILE_M / 2, WPAIRS = STRIP / 2 };
   const int pairs = (tm + 1) / 2;
   const size_t per_group = group / BLOCK;
@@ -69,13 +63,13 @@ static inline __attribute__((always_inline)) void tile(const int8x16_t *strip, c
         __builtin_memcpy(&o0, rows[2 * p] + k + 4 * (k / BLOCK + blk), sizeof o0);
         __builtin_memcpy(&o1, rows[2 * p + 1] + k + 4 * (k / BLOCK + blk), sizeof o1);
         const float32x4_t dv = {d0, d0, d1, d1};
-        const int32x4_t off = {o0, o0, o1, o1};
+        const int32x4_t start = {SUM_BIAS - o0, SUM_BIAS - o0, SUM_BIAS - o1, SUM_BIAS - o1};  // the nibbles' + 8 off, biased
         for (int j = 0; j < WPAIRS; ++j) {
-          int32x4_t sum = vmmlaq_s32(vnegq_s32(off), xv[0], w[4 * j]);
+          int32x4_t sum = vmmlaq_s32(start, xv[0], w[4 * j]);
           sum = vmmlaq_s32(sum, xv[1], w[4 * j + 1]);
           sum = vmmlaq_s32(sum, xv[2], w[4 * j + 2]);
           sum = vmmlaq_s32(sum, xv[3], w[4 * j + 3]);
-          acc[p][j] = vfmaq_f32(acc[p][j], vcvtq_f32_s32(sum), vmulq_f32(sg[j], dv));
+          acc[p][j] = vfmaq_f32(acc[p][j], biased_sum_to_float(sum), vmulq_f32(sg[j], dv));
         }
       }
     }
