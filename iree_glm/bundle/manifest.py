@@ -145,6 +145,7 @@ class BundleOptions:
     int8_kernel: KernelChoice | None = None
     stages: list[StageEntry] | None = None
     target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles
+    compute_dtype: str = bounded("f32", choices=("f32", "bf16"))  # bf16: f32 matmuls multiply bf16-rounded inputs (compiler/compute_dtype.py)
 
 
 @dataclass
