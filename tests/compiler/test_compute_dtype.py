@@ -15,9 +15,10 @@ from iree_glm.compiler.target import HOST_CPU_FLAGS
 from iree_glm.errors import BundleError, UserError, run_cli
 from iree_glm.runtime import Session
 
-# Logits of the tiny GLM-4 (|logit| up to ~0.7) moved by at most ~0.004 here; 330M seeded
-# (|logit| ~2.7): 0.018 (docs/accuracy.md). The bound leaves room for other prompts and CPUs.
-LOGIT_BOUND = 0.02
+# The tiny GLM-4's last-row logits (|logit| up to 1.9) moved by 0.015 with this prompt; the
+# 330M config's (|logit| up to 2.7) by 0.018 (docs/accuracy.md). bf16 keeps 8 bits of mantissa
+# (relative rounding 2^-9 per input); the bound leaves room for other prompts and CPUs.
+LOGIT_BOUND = 0.05
 NO_BF16 = "avx512bf16" not in cpu_features.host_features()
 
 
