@@ -84,19 +84,18 @@ class PlanSet:
                 self.switches += 1
         return name
 
-    def for_power_budget(self, watts: float) -> str:
-        """The plan with the fastest first token among those estimated to draw at most `watts`;
-        none: the one drawing least (said in one warning line)."""
+    def for_power_budget(self, watts: float) -> tuple[str, str | None]:
+        """(plan, note): the plan with the fastest first token among those estimated to draw at
+        most `watts`, note None; if none does, the one drawing least and a one-line note saying so."""
         if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not watts >= 0:
             raise RequestError(f"a power budget is a number of watts >= 0 (got {watts!r})")
         usable = [e for name, e in self.entries.items() if name not in self.unavailable]
         fitting = [e for e in usable if e.power_w <= watts]
         if fitting:
-            return min(fitting, key=lambda e: (e.prefill_ms + e.handoff_ms, e.decode_ms)).name
+            return min(fitting, key=lambda e: (e.prefill_ms + e.handoff_ms, e.decode_ms)).name, None
         least = min(usable, key=lambda e: e.power_w)
-        warnings.warn(f"no plan of {self.bundle} meets a {watts:g} W budget: using plan '{least.name}', the least "
-                      f"({least.power_w:g} W estimated)", PlanFallbackWarning, stacklevel=3)
-        return least.name
+        return least.name, (f"no plan of {self.bundle} meets a {watts:g} W budget: using plan '{least.name}', the "
+                            f"least-drawing ({least.power_w:g} W estimated)")
 
     def describe(self) -> list[dict]:
         """Each plan: name, whether it is in use or can run, and its estimates (for serve's admin endpoint)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -36,7 +37,7 @@ from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.runtime.module_check import module_problem
 from iree_glm.runtime.normalize import Normalizer, parse_normalize
 from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE
-from iree_glm.runtime.plans import PlanSet
+from iree_glm.runtime.plans import PlanFallbackWarning, PlanSet
 from iree_glm.runtime.prefix_cache import PrefixCache, bundle_hash, budget_bytes
 from iree_glm.runtime.request import GenerationResult, RequestState, StreamEvent
 from iree_glm.runtime.sampling import Sampler, SamplingParams
@@ -413,7 +414,10 @@ class Session:
         """Switch to the fastest plan estimated to draw at most `watts` (none: the least-drawing
         one, with a warning line); returns its name."""
         plans = self._plan_set()
-        return plans.use(plans.for_power_budget(watts))
+        name, note = plans.for_power_budget(watts)
+        if note:
+            warnings.warn(note, PlanFallbackWarning, stacklevel=2)
+        return plans.use(name)
 
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:
