@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
           f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''}"
           f"{f', prompt normalized ({normalizer})' if normalizer else ''}"
-          f"{f', plan {session.plan}' if session.plan is not None else ''}"
+          f"{f', plan {session.plan}' if session.plans is not None and len(session.plans.entries) > 1 else ''}"
           f"{f', draft acceptance {r.acceptance_rate:.0%}, {r.tokens_per_target_call:.2f} tokens per call' if r.acceptance_rate is not None else ''})",
           file=sys.stderr)
     return 0

@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     norm = f", prompts normalized ({normalizer})" if normalizer else ""
     norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
     key = ", API key required" if api_key else ""
-    key += f", plan {session.plan}" if session.plan is not None else ""
+    key += f", plan {session.plan}" if session.plans is not None and len(session.plans.entries) > 1 else ""
     logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
