@@ -152,7 +152,7 @@ def main() -> int:
         for n in prompts:
             r = measured[plan]["prompts"][str(n)]
             (pd, dd), (pc, dc) = est[plan]["declared"][n], est[plan]["calibrated"][n]
-            print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r["handoff_ms"] / r["ttft_ms"]:.3g}%) | "
+            print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r['handoff_ms'] / r['ttft_ms']:.3g}%) | "
                   f"{r['prefill_device_ms']:.1f} | {pd:.1f} / {pc:.1f} | {r['decode_ms']:.2f} | {dd:.2f} / {dc:.2f} |")
     split = measured.get("phase-split")
     if split is not None:
