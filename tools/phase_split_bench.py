@@ -8,7 +8,9 @@ then runs in its own process: per prompt length, `--runs` prefills into a fresh 
 prefix cache) and `--steps` decode steps, medians. The estimates are the cost model's for the
 same placements, with the numbers the bundle was built with (declared) and with the shipped
 host-cpu-vulkan profile's calibrated numbers. The switch cost is timed in the phase-split process:
-`use_plan` back and forth, against one decode step and the measured KV hand-off.
+`use_plan` back and forth, against one decode step and the measured KV hand-off. Every plan's
+greedy tokens must be equal (exit 1 otherwise). On a machine with a real Vulkan GPU the same
+command builds and runs the split there (the check a lent GPU machine should run).
 
     python tools/phase_split_bench.py [--bundle DIR] [--checkpoint CKPT] [--prompts 32,96] [--runs 5] [--steps 16]
 """
@@ -84,6 +86,8 @@ def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) ->
         med = lambda xs: statistics.median(xs[1:]) * 1e3  # noqa: E731
         out["prompts"][n] = {"ttft_ms": med(ttft), "handoff_ms": med(handoff), "prefill_device_ms": med(device),
                              "decode_ms": med(decode)}
+    out["tokens"] = s.generate([(i * 7919) % s.config.vocab_size for i in range(1, prompts[-1] + 1)],
+                               max_new_tokens=steps).generated_ids
     if placement is not None:
         other = next(name for name in s.plans.entries if name != plan)
         t = time.perf_counter()
@@ -154,13 +158,15 @@ def main() -> int:
             (pd, dd), (pc, dc) = est[plan]["declared"][n], est[plan]["calibrated"][n]
             print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r['handoff_ms'] / r['ttft_ms']:.3g}%) | "
                   f"{r['prefill_device_ms']:.1f} | {pd:.1f} / {pc:.1f} | {r['decode_ms']:.2f} | {dd:.2f} / {dc:.2f} |")
+    same = len({tuple(m["tokens"]) for m in measured.values()}) == 1
+    print(f"greedy tokens of every plan equal (the phase split against the CPU module's): {same}")
     split = measured.get("phase-split")
     if split is not None:
         n = str(prompts[-1])
         step, handoff = split["prompts"][n]["decode_ms"], split["prompts"][n]["handoff_ms"]
         print(f"plan switch: {split['switch_us']:.2f} us against one decode step {step:.2f} ms + the {n}-token hand-off "
               f"{handoff:.2f} ms (ratio {split['switch_us'] / 1e3 / (step + handoff):.2e})")
-    return 0
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -214,6 +214,13 @@ def _check_file_names(manifest: Manifest, where: Path) -> None:
             raise BundleError(f"{where}: {key}: '{name}' is not a file listed (hashed) in the manifest (recompile the bundle)")
     if not manifest.modules:
         raise BundleError(f"{where}: modules: the bundle lists no compiled module (recompile the bundle)")
+    compiled = {m.file for m in manifest.modules}
+    staged = [(f"options.stages[{i}].file", s.file) for i, s in enumerate(manifest.options.stages or [])]
+    for i, plan in enumerate(manifest.options.plans or []):
+        staged += [(f"options.plans[{i}].prefill_stages[{j}].file", s.file) for j, s in enumerate(plan.prefill_stages or [])]
+    for key, name in staged:
+        if name not in compiled:
+            raise BundleError(f"{where}: {key}: '{name}' is not one of the bundle's modules (recompile the bundle)")
 
 
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:

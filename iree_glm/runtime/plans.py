@@ -55,8 +55,12 @@ class PlanSet:
 
     @staticmethod
     def _load(session, entry: PlanEntry, allow_stand_in: bool) -> PrefillPlacement | None:
-        if entry.prefill_stages is None:
+        if not entry.prefill_stages:
             return None
+        layers = sorted(layer for info in entry.prefill_stages for layer in info.cache_layers)
+        if layers != list(range(session.config.num_layers)):
+            raise BundleError(f"{session.bundle}: plan '{entry.name}': its prefill stages' cache_layers {layers} are not "
+                              f"each of the model's {session.config.num_layers} layers once (recompile the bundle)")
         for info in entry.prefill_stages:
             if not info.stand_in and not driver_available(info.device_driver):
                 raise BundleError(f"{session.bundle}: prefills on '{info.device}', whose HAL driver '{info.device_driver}' is not available here")
