@@ -87,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.warn(f"serving on {args.host} without an API key: anyone who can reach this port can use the model "
                       "(set --api-key or IREE_GLM_API_KEY)")
     normalizer = parse_normalize(args.normalize)
+    policy = None
+    if args.thermal_policy is not None:  # checked before the (slow) load
+        from iree_glm.runtime.thermal import ThermalPolicy, parse_steps
+
+        policy = ThermalPolicy(parse_steps(args.thermal_policy), args.thermal_root)
     manifest = read_manifest(args.bundle, verify=False)
     budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
     window = sliding_window(manifest)
@@ -99,10 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     session.gather_ms = args.gather_ms
     stop_thermal = None
-    if args.thermal_policy is not None:
-        from iree_glm.runtime.thermal import ThermalPolicy, parse_steps
-
-        policy = ThermalPolicy(parse_steps(args.thermal_policy), args.thermal_root)
+    if policy is not None:
         policy.apply(session)  # a machine without thermal zones stops here, in one line
         stop_thermal = policy.watch(session, args.thermal_interval)
     server = OpenAIServer(session, args.bundle.name, normalizer, body_timeout=args.body_timeout)

@@ -35,3 +35,13 @@ def test_zones_are_read_in_degrees_and_broken_ones_skipped(tmp_path):
 def test_no_thermal_zones_is_one_line(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path}: no readable thermal_zone"):
         ThermalPolicy(parse_steps("60:8"), tmp_path).apply(object())
+
+
+def test_serve_checks_the_policy_before_loading():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "iree_glm.serve", "no-such-bundle", "--thermal-policy", "60:4,75:8"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--thermal-policy: a hotter step must not allow more watts" in r.stderr
