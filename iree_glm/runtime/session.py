@@ -359,7 +359,8 @@ class Session:
 
     # -- plans -------------------------------------------------------------------------------
 
-    def _plan_set(self) -> PlanSet:
+    def plan_set(self) -> PlanSet:
+        """The bundle's plans (a RequestError for a bundle that carries one)."""
         if self.plans is None:
             raise RequestError(f"{self.bundle}: this bundle carries one plan (recompile it to get its plans)")
         return self.plans
@@ -372,12 +373,12 @@ class Session:
     def use_plan(self, name: str) -> str:
         """Switch plans, between requests or between decode steps: the next prefill runs on the
         new plan's devices; a generation in progress continues unchanged."""
-        return self._plan_set().use(name)
+        return self.plan_set().use(name)
 
     def set_power_budget(self, watts: float) -> str:
         """Switch to the fastest plan estimated to draw at most `watts` (none: the least-drawing
         one, with a warning line); returns its name."""
-        plans = self._plan_set()
+        plans = self.plan_set()
         name, note = plans.for_power_budget(watts)
         if note:
             warnings.warn(note, PlanFallbackWarning, stacklevel=2)

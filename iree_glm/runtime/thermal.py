@@ -87,7 +87,7 @@ class ThermalPolicy:
         zones = read_zones(self.root)
         if not zones:
             raise UserError(f"{self.root}: no readable thermal_zone*/temp (this OS exposes no thermal zones here)")
-        plans = session._plan_set()
+        plans = session.plan_set()
         name, note = plans.for_power_budget(self.budget(zones))
         if note and note != self._said:
             warnings.warn(note, PlanFallbackWarning, stacklevel=2)

@@ -140,7 +140,7 @@ class OpenAIServer:
         data = schema.parse_body(body)
         if len(set(data) & {"plan", "power_budget_w"}) != 1 or set(data) - {"plan", "power_budget_w"}:
             raise BadRequest("give exactly one of 'plan' (a name) or 'power_budget_w' (watts)")
-        plans = self.session._plan_set()
+        plans = self.session.plan_set()
         if "plan" in data:
             if not isinstance(data["plan"], str):
                 raise BadRequest("'plan' must be a string", param="plan")
