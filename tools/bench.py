@@ -180,8 +180,8 @@ def _child(engine: str, target: str, args, prompt_len: int | None = None, extra:
     prompt_len = args.prompt_len if prompt_len is None else prompt_len
     cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(prompt_len), *extra,
            "--decode-tokens", str(args.decode_tokens), "--runs", str(args.runs), "--threads", str(args.threads)]
-    # Passive OpenMP waiting, as tools/llamacpp.py does: torch's busy-waiting threads lost 5-25x
-    # to a shared, oversubscribed machine (IREE's workers do not use OpenMP).
+    # Passive OpenMP waiting, as tools/llamacpp.py does: torch's busy-waiting threads prefilled 15-30x slower on
+    # a shared, oversubscribed machine (IREE's workers do not use OpenMP).
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="passive")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
