@@ -163,6 +163,7 @@ class BundleOptions:
     stages: list[StageEntry] | None = None  # the decode placement's stages (None: one module, modules[0])
     plans: list[PlanEntry] | None = None  # plans the runtime can switch between; the first is the default
     target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles
+    compute_dtype: str = bounded("f32", choices=("f32", "bf16"))  # bf16: f32 matmuls multiply bf16-rounded inputs (compiler/compute_dtype.py)
 
 
 @dataclass
