@@ -109,6 +109,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_proj_bias)
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
+        self.sparse_as_mask = False  # the pattern as the mask of the dense form (sparse_attention.enable)
         self.fused_qkv = False  # see fuse_qkv
 
     def fuse_qkv(self) -> None:
@@ -148,7 +149,7 @@ class Attention(nn.Module):
         q = rotary.apply(q, cos, sin)
         k = rotary.apply(k, cos, sin)
 
-        if self.sparse is not None:  # exported as one marked op; passes/sparse_attention.py lowers it
+        if self.sparse is not None and not self.sparse_as_mask:  # one marked op; passes/sparse_attention.py lowers it
             out = sparse_attention.attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, self.sparse)
             out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
             return self.o_proj(out)
@@ -159,13 +160,17 @@ class Attention(nn.Module):
         # Attend over the n keys asked for; positions not yet written (or in the future) are masked.
         n = key_positions.shape[0]
         visible = key_positions[None, None, :] <= positions[:, :, None]  # [B, S, n]
+        if self.sparse_as_mask:
+            visible = visible & sparse_attention.in_pattern(key_positions, positions, self.sparse)
         mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[:, None]  # [B, 1, S, n]
         # Grouped-query attention without copying K/V `group` times: the query heads that share
         # a KV head become extra rows of one attention over that head's cache.
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
         mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
-        if type(s) is int and s == 1:  # a decode step (its query length is static when exported)
+        # A decode step (its query length is static when exported); a sparse one stays in the
+        # kernel's form, which reads only the pattern's blocks of the cache.
+        if type(s) is int and s == 1 and not self.sparse_as_mask:
             out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
         else:
             keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
