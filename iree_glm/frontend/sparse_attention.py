@@ -9,6 +9,9 @@ The model marks its attention with the custom op `iree_glm::block_sparse_attenti
 (`attend`); the MLIR pass in `iree_glm.passes.sparse_attention` replaces each marked op by
 `block_sparse_attention` below, exported through torch. `dense_reference` is the same
 pattern as a dense masked SDPA: the reference for tests, never the implementation.
+A build whose attention calls our kernel exports the pattern instead as the mask of the
+model's dense attention (`enable(..., as_mask=True)`, `in_pattern`): the kernel, told the
+pattern, skips the key blocks outside it (passes/attention_kernel.py).
 
 Sliding-window KV cache (`ring`): since no query sees a key more than W positions back
 (globals aside), the cache only needs the G globals plus a ring of the last W' >= W + B
