@@ -57,14 +57,23 @@ def _peak_mb() -> float:
 # -- builds (cached in the work folder) ----------------------------------------------------
 
 
-def build_model(work: Path, pattern: str | None) -> Path:
+def build_model(work: Path, pattern: str | None, attention_kernel: bool = True) -> Path:
+    """The default model, dense or sparse; `attention_kernel` False: a profile without our
+    attention kernel (the sparse pattern then takes IREE's lowering of the gathers, as it did
+    before the kernel was told the pattern)."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.bundle.sparse_pattern import parse_pattern
+    from importlib import resources
 
-    out = work / ("model-dense" if pattern is None else "model-sparse")
+    out = work / (("model-dense" if pattern is None else "model-sparse") + ("" if attention_kernel else "-iree"))
+    profile = "host-cpu"
+    if not attention_kernel:
+        text = (resources.files("iree_glm.planner.profiles") / "host-cpu.toml").read_text()
+        profile = str(work / "host-cpu-no-attention-kernel.toml")
+        Path(profile).write_text(text.replace('hal_driver = "local-task"', 'hal_driver = "local-task"\nattention_kernel = false', 1))
     if not (out / "manifest.json").exists():
         sparse = parse_pattern(pattern) if pattern else None
-        build_bundle(None, out, BuildOptions(max_context=CONTEXT, sparse_attention=sparse))
+        build_bundle(None, out, BuildOptions(max_context=CONTEXT, sparse_attention=sparse, profile=profile))
     return out
 
 
@@ -292,7 +301,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="timed runs per process (after a warm-up)")
     p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: model, model-decode, attention, decode")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: model, model-decode, before (the sparse "
+                   "bundle without our attention kernel), attention, decode")
     p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
     p.add_argument("--decode-contexts", default="1024,4096,16384")
     p.add_argument("--ring", default="ring", help="the sliding-window option: ring (W + B slots) or ring=N")
@@ -322,6 +332,8 @@ def main() -> None:
     rows = []
     if "model" not in args.skip:
         bundles = {name: build_model(args.work, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
+        if "before" not in args.skip:  # the sparse pattern lowered by IREE (no attention kernel)
+            bundles["before"] = build_model(args.work, args.pattern, attention_kernel=False)
         for n in lengths:
             r = _compare("model", bundles, n, args.runs, args.rounds)
             rows.append(("whole-model prefill (default model, cache 4096)", n, r))
@@ -350,11 +362,13 @@ def main() -> None:
     if rows:
         print(f"\nsparse = {args.pattern}; medians of {args.rounds} x {args.runs} runs; each engine in its own "
               "processes, alternated\n")
-        print("| what | tokens | dense ms | sparse ms | speed-up | IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
-        print("|---|---|---|---|---|---|---|")
+        print("| what | tokens | dense ms | sparse ms | speed-up | sparse without our attention kernel ms | speed-up "
+              "| IREE peak MB dense / sparse | peak RSS MB dense / sparse |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for what, n, r in rows:
         d, s = r["dense"], r["sparse"]
-        print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | "
+        before = f"{r['before']['ms']:.1f} | {d['ms'] / r['before']['ms']:.2f}x" if "before" in r else "- | -"
+        print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | {before} | "
               f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
 
     if decode_rows:
