@@ -268,6 +268,13 @@ def test_model_logits_match_dense_with_equivalent_mask(glm4_checkpoint, monkeypa
         causal, _, _ = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(gk, rk, atol=1e-5, rtol=0)
+    if as_mask:  # the decode step's form (whole cache rows, the pattern's mask over them)
+        sa.enable(model, PATTERN, as_mask=True)
+        k, v = model.empty_cache(1, CAPACITY)
+        with torch.no_grad():
+            model.all_logits(tokens[:, :-1], torch.zeros(1, dtype=torch.int64), k, v)
+            step, _, _ = model.all_logits(tokens[:, -1:], torch.tensor([s - 1]), k, v)
+        torch.testing.assert_close(step[0, 0], ref[0, -1], atol=1e-5, rtol=0)
     assert (got[0, :PATTERN.local] - causal[0, :PATTERN.local]).abs().max() < 1e-5  # window covers all
     assert (got[0, -1] - causal[0, -1]).abs().max() > 1e-3  # beyond the window the pattern matters
 
@@ -287,20 +294,26 @@ def test_bundle_has_no_dense_attention(sparse_bundle):
     gathers replace it."""
     out, dump = sparse_bundle
     assert any(dump.glob("*prefill*.mlir")) and any(dump.glob("*decode*.mlir"))
-    assert sparse_pass.dense_scores_in_dispatches(dump, CAPACITY) == []
     from iree_glm.bundle.manifest import read_manifest
     from iree_glm.passes import attention_kernel
 
-    options = read_manifest(out).options
+    manifest = read_manifest(out)
+    options = manifest.options
     assert options.sparse_attention == "local=16,global=4,block=8"
     choice = options.attention_kernel
+    found = sparse_pass.dense_scores_in_dispatches(dump, CAPACITY)
     if attention_kernel.unavailable_reason() is None:
+        # The scores live on the kernel's stack; the only C-wide tensor left is a decode step's
+        # mask over its cache row ([query heads per KV head, C]), which the kernel reads by block.
+        group = manifest.model.num_heads // manifest.model.num_kv_heads
+        assert all("decode" in f and f.endswith(f": tensor<{group}x{CAPACITY}xf32>") for f in found), found
         assert (choice.kernel, choice.sparse, choice.left_to_iree) == ("avx2", "local=16,global=4", 0)
         assert choice.rewritten >= 2  # the prefill's and the decode step's attention at least
         calls = [p.read_text() for p in dump.glob("*iree_glm_attention_*.mlir")]
         assert len(calls) >= 2 and all(attention_kernel.SYMBOL in text for text in calls)  # prompt and decode forms
         assert all("arith.constant 16 : index" in text and "arith.constant 4 : index" in text for text in calls)
     else:
+        assert found == []
         assert choice.kernel == "iree" and "block-sparse attention" in choice.reason
 
 
