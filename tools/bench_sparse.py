@@ -301,7 +301,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="timed runs per process (after a warm-up)")
     p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: model, model-decode, before (the sparse "
+    p.add_argument("--skip", default="", help="comma list of parts to skip: model, prefill, model-decode, before (the sparse "
                    "bundle without our attention kernel), attention, decode")
     p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
     p.add_argument("--decode-contexts", default="1024,4096,16384")
@@ -334,7 +334,7 @@ def main() -> None:
         bundles = {name: build_model(args.work, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
         if "before" not in args.skip:  # the sparse pattern lowered by IREE (no attention kernel)
             bundles["before"] = build_model(args.work, args.pattern, attention_kernel=False)
-        for n in lengths:
+        for n in lengths if "prefill" not in args.skip else []:
             r = _compare("model", bundles, n, args.runs, args.rounds)
             rows.append(("whole-model prefill (default model, cache 4096)", n, r))
             print(f"model {n}: {r}", file=sys.stderr)
