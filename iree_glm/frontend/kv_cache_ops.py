@@ -38,7 +38,8 @@ def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch
 
 def read_cache_rows(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """The whole rows `slots` of cache [R,Hkv,C,D] -> [B,Hkv,C,D]: one row is a slice at a
-    run-time offset, which IREE reads in place; several rows are one gather over rows only."""
+    run-time offset (read in place by the reductions IREE generates; an external kernel's
+    operand gets a copy); several rows are one gather over rows only."""
     if slots.shape[0] == 1:
         row = slots[0].item()
         torch._check(row >= 0)
