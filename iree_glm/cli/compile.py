@@ -109,13 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report and result.plan is not None:
         from iree_glm.compiler.stages import stand_ins
         from iree_glm.planner.phases import plan_phases
-        from iree_glm.planner.report import phase_report, text_report
+        from iree_glm.planner.report import phase_report, plans_report, text_report
         from iree_glm.planner.scheduler import quant_dtypes
 
         print(text_report(result.plan, stand_ins(m.options.stages)))
         print(phase_report(plan_phases(m.model, profile, quant_dtypes(quant.mode, quant.head, quant.embeddings),
                                        m.options.kv_cache_slots)))
-        print("  (a bundle runs one placement for both phases today; the phase split is the planner's estimate)")
+        print(plans_report(m.options.plans))
         print(f"plan picture: {out / 'plan.svg'}")
     if m.tokenizer is None:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")

@@ -26,6 +26,8 @@ from iree_glm.planner.report import svg_picture
 from iree_glm.planner.profile import Profile, load_profile
 from iree_glm.planner.scheduler import PartitionPlan, plan_partition, quant_dtypes
 from iree_glm.compiler.stages import compile_stages, stand_ins
+from iree_glm.compiler import phases
+from iree_glm.planner.phases import plan_phases
 from iree_glm.export.stages import export_stages, stages_of
 from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
@@ -158,8 +160,14 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
+            weight_dtypes = quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings)
+            plan = plan_partition(config, profile, weight_dtypes, capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            phase_plan = plan_phases(config, profile, weight_dtypes, capacity=cache_slots(opts))
+            not_split = phases.why_not_run(phase_plan, bool(stages), dtype, opts.sparse_attention is not None)
+            if not_split:
+                progress(f"phase plan: prefill elsewhere would be faster, but {not_split}")
+            prefill_specs = phases.prefill_specs(phase_plan) if phase_plan.split and not not_split else []
             # The embed entry point: single-module bundles with a KV cache indexed by position.
             entry_points = _entry_points(opts, bool(stages), embed=opts.embeddings and not stages and cache_slots(opts) == opts.max_context)
             quantized_matmuls = _fused_expected(model, entry_points)
@@ -187,6 +195,9 @@ def build_bundle(
                 exported = export_stages(model, stages, entry_points, work)
             else:
                 mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
+            prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
+            if prefill_specs:
+                exported_prefill = export_stages(model, prefill_specs, prefill_entry, work, phases.PREFILL_PREFIX)
             seconds["export"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -208,6 +219,13 @@ def build_bundle(
                 compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, pipeline)
                 kernels.record(compiled.pass_results)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
+            prefill_entries = None
+            if prefill_specs:
+                progress(f"compile the prefill placement ({', '.join(s.device for s in prefill_specs)})")
+                more, prefill_entries = compile_stages(exported_prefill, prefill_specs, profile, folder, opts.extra_flags, log,
+                                                       lambda n: PassPipeline([DequantMatmulPass(n)] if n else []),
+                                                       phases.PREFILL_PREFIX)
+                modules += more
             seconds["compile"] = time.perf_counter() - t
             _say_pass_results(kernels, progress)
 
@@ -230,6 +248,7 @@ def build_bundle(
                 int4_kernel=kernels.int4 if opts.quant.mode == "int4" and not staged else None,
                 int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
                 stages=stage_entries,
+                plans=phases.plan_entries(phase_plan, profile, prefill_entries),
                 target_cpu=_target_cpu_record(device_target(profile.host), opts.extra_flags),
             )
             manifest = Manifest(
