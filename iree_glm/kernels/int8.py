@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable  # noqa: F401
+from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401
+                                                quantize_dispatch, quantize_executable, quantize_inputs)
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 
 SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.source("int8")`
@@ -75,7 +76,7 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path) -> str:
+def definitions(k: int, tiles: int, obj: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
@@ -86,34 +87,14 @@ def definitions(k: int, tiles: int, obj: Path) -> str:
     per = -(-tiles // WORKGROUPS)  # tiles per workgroup
     count = -(-tiles // per)
     qn = tiles * k * LANES
-    sig = "memref<?xf32>, memref<?xi8>, memref<?xf32>, index, index, index, index"
+    dispatch = KernelDispatch(
+        name=name, symbol=SYMBOL, grid=(count,),
+        bindings=(Binding("x", "f32", "%k"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%n")),
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "per": per},
+        lines=("%t0 = arith.muli %wx, %per : index", "%t1 = arith.addi %t0, %per : index"),
+        args=("%tiles", "%k", "%t0", "%t1"))
     return f"""
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    stream.return %count, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %tiles = arith.constant {tiles} : index
-      %qn = arith.constant {qn} : index
-      %per = arith.constant {per} : index
-      %wg = stream.dispatch.workgroup.id[0] : index
-      %t0 = arith.muli %wg, %per : index
-      %t1 = arith.addi %t0, %per : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
-      func.call @{SYMBOL}(%x, %q, %y, %tiles, %k, %t0, %t1) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}
+{dispatch.text(obj, kernel_set)}
 util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
   %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
@@ -124,7 +105,8 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None,
+                       kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
     ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
@@ -145,43 +127,14 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
-    sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
+    dispatch = KernelDispatch(
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn")),
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": M_CHUNK},
+        lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, row, {}, glue)}
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
-    stream.return %count, %chunks, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %tiles = arith.constant {tiles} : index
-      %qn = arith.constant {qn} : index
-      %row = arith.constant {row} : index
-      %per = arith.constant {per} : index
-      %chunk = arith.constant {M_CHUNK} : index
-      %xn = arith.muli %m, %row : index
-      %yn = arith.muli %m, %n : index
-      %wx = stream.dispatch.workgroup.id[0] : index
-      %wy = stream.dispatch.workgroup.id[1] : index
-      %t0 = arith.muli %wx, %per : index
-      %t1 = arith.addi %t0, %per : index
-      %m0 = arith.muli %wy, %chunk : index
-      %m1 = arith.addi %m0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{MATMUL_SYMBOL}(%x, %q, %y, %m, %tiles, %k, %t0, %t1, %m0, %m1) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}
+{quantize_executable(qname, obj, symbol, k, row, {}, glue, kernel_set)}
+{dispatch.text(obj, kernel_set)}
 util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {row} : index
