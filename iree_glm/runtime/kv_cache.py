@@ -46,11 +46,13 @@ class KVCache:
         """Writable host arrays that are the buffers' memory (CPU devices: the device's memory is
         the process's), or None where it is not (a GPU: it takes `store_kv`). Mapped once, kept."""
         if self._views is None:
+            # Asked first, so that an unmappable buffer is not copied to the host just to find out.
             if not all(b._is_mappable() for b in self.buffers):
                 self._views = []
             else:
                 views = [b.to_host() for b in self.buffers]
-                self._views = views if all(v.flags.writeable for v in views) else []
+                mapped = all(b.is_host_accessible and v.flags.writeable for b, v in zip(self.buffers, views))
+                self._views = views if mapped else []
         return self._views or None
 
     def write(self, slot: int, parts: list[np.ndarray]) -> bool:
