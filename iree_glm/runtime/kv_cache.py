@@ -36,11 +36,14 @@ class KVCache:
     _views: list | None = field(default=None, repr=False)  # host_views' answer, once known
 
     @classmethod
-    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32) -> "KVCache":
+    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
+              upload=None) -> "KVCache":
+        """`upload`: host array -> device array, where the buffers need particular memory."""
         import iree.runtime as rt
 
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
-        return cls([rt.asdevicearray(device, zeros) for _ in range(2 * layers)], rows, np.dtype(dtype))
+        put = upload or (lambda a: rt.asdevicearray(device, a))
+        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype))
 
     def host_views(self) -> list[np.ndarray] | None:
         """Writable host arrays that are the buffers' memory (CPU devices: the device's memory is
