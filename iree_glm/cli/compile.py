@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"matmuls: {o.compute_dtype} inputs, f32 accumulation (--compute-dtype {o.compute_dtype})")
     attention = o.attention_kernel
     if attention.ours:
-        print(f"attention: AVX2 flash-attention kernel ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
+        pattern = f", skipping the key blocks outside {attention.sparse}" if attention.sparse else ""
+        print(f"attention: AVX2 flash-attention kernel{pattern} ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
     else:
         print(f"attention: IREE's lowering ({attention.reason})")
     if o.kv_cache_slots != m.max_context:

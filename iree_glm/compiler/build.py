@@ -193,7 +193,7 @@ def build_bundle(
 
             int8_activations = opts.int8_activations or profile.host.int8_activations
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
-                target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
                 opts.kernel_set or profile.host.kernel_set))
             if kernels.int8.ours:
@@ -201,11 +201,14 @@ def build_bundle(
 
             t = time.perf_counter()
             progress("export to MLIR")
-            sparse_attention.enable(model, opts.sparse_attention)
+            # Where the attention kernel is ours, the pattern is its parameter: the model exports
+            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            as_mask = kernels.attention.ours
+            sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None, work)
+                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
             prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
             if prefill_specs:
                 exported_prefill = export_stages(model, prefill_specs, prefill_entry, work, phases.PREFILL_PREFIX)
