@@ -144,6 +144,55 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   }
 }
 
+// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// must come out bit for bit as the matrix-vector kernel's for that row alone, so that a verified
+// token is what a decode step would choose. Each block of a weight row is unpacked once and
+// applied to every row of x with the matrix-vector kernel's operations in its order (the exact
+// integer dot product, one conversion, the fmsub of x's block scale and offset, the FMA of the
+// group scale into the row's own accumulator, one horizontal sum at the end). Rows' quantized x
+// live on the stack, VERIFY_X_BYTES in all: rows beyond that take another pass over the weights.
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
+
+// Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
+void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                         MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
+                                         size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
+  if (row_end > n) row_end = n;
+  size_t per_pass = VERIFY_X_BYTES / k;
+  if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
+  const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
+  int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(32)));
+  float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK], sf[MAX_K / BLOCK];
+  __m256 acc[VERIFY_ROWS];
+  const __m256i ones = _mm256_set1_epi16(1), shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    for (size_t i = 0; i < rows; ++i) quantize_x(x + (r0 + i) * k, k, group, xq + i * k, dx + i * blocks, off + i * blocks);
+    for (size_t r = row_begin; r < row_end; ++r) {
+      const int8_t *w = q + r * row_bytes;
+      widen(s + r * groups, sf, groups);
+      for (size_t i = 0; i < rows; ++i) acc[i] = _mm256_setzero_ps();
+      for (size_t g = 0, c = 0; g < groups; ++g) {
+        const __m256 sg = _mm256_broadcast_ss(sf + g);
+        for (size_t end = c + per_group; c < end; ++c) {
+          _mm_prefetch((const char *)(w + 2 * row_bytes + c * 16), _MM_HINT_T0);
+          const __m256i nib = nibbles(w + c * 16, shifts);
+          for (size_t i = 0; i < rows; ++i) {
+            const __m256i xv = _mm256_load_si256((const __m256i *)(xq + i * k + c * BLOCK));
+            const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib, xv), ones));
+            const __m256 v = _mm256_fmsub_ps(dot, _mm256_broadcast_ss(dx + i * blocks + c), _mm256_broadcast_ss(off + i * blocks + c));
+            acc[i] = _mm256_fmadd_ps(v, sg, acc[i]);
+          }
+        }
+      }
+      for (size_t i = 0; i < rows; ++i) y[(r0 + i) * n + r] = hsum(acc[i]);
+    }
+  }
+}
+
 // Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
 //
 // iree_glm_int4_quantize_workgroup turns rows of x [m, k] into rows of xq_row_bytes(k) bytes:
