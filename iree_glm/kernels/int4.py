@@ -29,6 +29,7 @@ SOURCE = X86_64_AVX2.source("int4")  # the AVX2 set's; other sets: `kernel_set.s
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
+VERIFY_SYMBOL = "iree_glm_int4_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
@@ -57,37 +58,55 @@ def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
     return f"iree_glm_int4_matvec_{k}x{n}g{group}{rows}"
 
 
+def verify_name(k: int, n: int, group: int) -> str:
+    """The verify entry point's few-row kernel call (VERIFY_SYMBOL) for K x N, group G."""
+    return f"iree_glm_int4_verify_{k}x{n}g{group}"
+
+
 def quantize_name(k: int, group: int, m: Optional[int]) -> str:
     """The quantization dispatch's name: one per K, G and M, shared by the layers with that input."""
     return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
 
 
-def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None) -> str:
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None,
+                verify: bool = False) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
     [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (M = 1: the
     matrix-vector kernel), or for M != 1 the quantization and matrix dispatches
     (`_matmul_definitions`; with `glue`, the wrapper takes the glue's inputs instead of x:
-    Glue.inputs). M is static or None (dynamic).
+    Glue.inputs). M is static or None (dynamic). With `verify` (M dynamic, a few rows), one
+    dispatch of VERIFY_SYMBOL, whose every row is the matrix-vector kernel's for that row alone.
     """
-    if m != 1:
+    if m != 1 and not verify:
         return _matmul_definitions(k, n, group, obj, m, glue)
-    name, gn, half = function_name(k, n, group), k // group, group // 2
+    name, gn, half = verify_name(k, n, group) if verify else function_name(k, n, group), k // group, group // 2
     rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
     count = -(-n // rows)
     qn, sn = n * gn * half, n * gn
-    sig = "memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index"
+    sig = f"memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, {'index, ' * verify}index, index, index, index, index"
+    if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
+        symbol, m_param, m_arg, mt = VERIFY_SYMBOL, ", %m: index", "%m, ", "?"
+        sizes = "      %xn = arith.muli %m, %k : index\n      %yn = arith.muli %m, %n : index\n"
+        x_in, y_out, x_t, y_t = "%x", "%y", f"tensor<?x{k}xf32>{{%m}}", f"tensor<?x{n}xf32>{{%m}}"
+        head, tail = f"%c0 = arith.constant 0 : index\n  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>", ""
+    else:
+        symbol, m_param, m_arg, mt = SYMBOL, "", "", "1"
+        sizes = f"      %xn = arith.constant {k} : index\n      %yn = arith.constant {n} : index\n"
+        x_in, y_out, x_t, y_t = "%xf", "%y1", f"tensor<{k}xf32>", f"tensor<{n}xf32>"
+        head = f"%xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>"
+        tail = f"\n  %y = tensor.expand_shape %y1 [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>"
     return f"""
 {static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
+  stream.executable.export public @{name} workgroups({m_param[2:]}) -> (index, index, index) {{
     %count = arith.constant {count} : index
     %c1 = arith.constant 1 : index
     stream.return %count, %c1, %c1 : index, index, index
   }}
   builtin.module {{
-    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding) {{
+    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding{m_param}) {{
       %c0 = arith.constant 0 : index
       %k = arith.constant {k} : index
       %n = arith.constant {n} : index
@@ -95,25 +114,24 @@ def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glu
       %qn = arith.constant {qn} : index
       %sn = arith.constant {sn} : index
       %rows = arith.constant {rows} : index
-      %wg = stream.dispatch.workgroup.id[0] : index
+{sizes}      %wg = stream.dispatch.workgroup.id[0] : index
       %r0 = arith.muli %wg, %rows : index
       %r1 = arith.addi %r0, %rows : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
       %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
       %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
-      func.call @{SYMBOL}(%x, %q, %s, %y, %n, %k, %g, %r0, %r1) : ({sig}) -> ()
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{symbol}(%x, %q, %s, %y, {m_arg}%n, %k, %g, %r0, %r1) : ({sig}) -> ()
       return
     }}
   }}
 }}
-util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
-  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
+  {head}
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
   %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
-  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf, %sf) : (tensor<{k}xf32>, tensor<{qn}xi8>, tensor<{sn}xf16>) -> tensor<{n}xf32>
-  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
-  util.return %y2 : tensor<1x{n}xf32>
+  {y_out} = flow.dispatch @{name}_exe::@{name}{"[%m]" if verify else ""}({x_in}, %qf, %sf{", %m" if verify else ""}) : ({x_t}, tensor<{qn}xi8>, tensor<{sn}xf16>{", index" if verify else ""}) -> {y_t}{tail}
+  util.return %y : tensor<{mt}x{n}xf32>
 }}
 """
 

@@ -33,6 +33,7 @@ SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.s
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int8_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int8_quantize_rms_norm_workgroup"}
+VERIFY_SYMBOL = "iree_glm_int8_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int8_matmul_workgroup"  # quantized rows of x x a range of weight tiles
 MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
@@ -65,6 +66,11 @@ def function_name(k: int, n: int, m: Optional[int] = 1) -> str:
     return f"iree_glm_int8_matvec_{k}x{n}{rows}"
 
 
+def verify_name(k: int, n: int) -> str:
+    """The verify entry point's few-row kernel call (VERIFY_SYMBOL) for K x N."""
+    return f"iree_glm_int8_verify_{k}x{n}"
+
+
 def quantize_name(k: int, m: Optional[int]) -> str:
     """The quantization dispatch's name: one per K and M, shared by the layers with that input."""
     return f"iree_glm_int8_quantize_{k}_m{m if m is not None else 'dyn'}"
@@ -75,51 +81,63 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path) -> str:
+def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
-    the weight scale); it flattens them for one `flow.dispatch` of WORKGROUPS tile ranges.
+    the weight scale); it flattens them for one `flow.dispatch` of WORKGROUPS tile ranges. With
+    `verify`, x is [M, K] (M dynamic, a few rows) and the dispatch calls VERIFY_SYMBOL, whose
+    every row is the matrix-vector kernel's result for that row alone.
     """
     n = tiles * LANES
-    name = function_name(k, n)
+    name = verify_name(k, n) if verify else function_name(k, n)
     per = -(-tiles // WORKGROUPS)  # tiles per workgroup
     count = -(-tiles // per)
     qn = tiles * k * LANES
-    sig = "memref<?xf32>, memref<?xi8>, memref<?xf32>, index, index, index, index"
+    sig = f"memref<?xf32>, memref<?xi8>, memref<?xf32>, {'index, ' * verify}index, index, index, index"
+    if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
+        symbol, m_param, m_arg, mt = VERIFY_SYMBOL, ", %m: index", "%m, ", "?"
+        sizes = "      %xn = arith.muli %m, %k : index\n      %yn = arith.muli %m, %n : index\n"
+        body = f"""%c0 = arith.constant 0 : index
+  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %y = flow.dispatch @{name}_exe::@{name}[%m](%x, %qf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, index) -> tensor<?x{n}xf32>{{%m}}"""
+    else:
+        symbol, m_param, m_arg, mt, sizes = SYMBOL, "", "", "1", "      %xn = arith.constant {k} : index\n      %yn = arith.constant {n} : index\n".format(k=k, n=n)
+        body = f"""%xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %y1 = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
+  %y = tensor.expand_shape %y1 [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>"""
     return f"""
 {static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups() -> (index, index, index) {{
+  stream.executable.export public @{name} workgroups({m_param[2:]}) -> (index, index, index) {{
     %count = arith.constant {count} : index
     %c1 = arith.constant 1 : index
     stream.return %count, %c1, %c1 : index, index, index
   }}
   builtin.module {{
-    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding) {{
+    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
+    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding{m_param}) {{
       %c0 = arith.constant 0 : index
       %k = arith.constant {k} : index
       %n = arith.constant {n} : index
       %tiles = arith.constant {tiles} : index
       %qn = arith.constant {qn} : index
       %per = arith.constant {per} : index
-      %wg = stream.dispatch.workgroup.id[0] : index
+{sizes}      %wg = stream.dispatch.workgroup.id[0] : index
       %t0 = arith.muli %wg, %per : index
       %t1 = arith.addi %t0, %per : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%k}}
+      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
       %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%n}}
-      func.call @{SYMBOL}(%x, %q, %y, %tiles, %k, %t0, %t1) : ({sig}) -> ()
+      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
+      func.call @{symbol}(%x, %q, %y, {m_arg}%tiles, %k, %t0, %t1) : ({sig}) -> ()
       return
     }}
   }}
 }}
-util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
-  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
-  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
-  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
-  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
-  util.return %y2 : tensor<1x{n}xf32>
+util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
+  {body}
+  util.return %y : tensor<{mt}x{n}xf32>
 }}
 """
 
