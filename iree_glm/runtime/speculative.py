@@ -65,15 +65,35 @@ class AdaptiveK:
             self.rate = 0.5  # probe again after the pause
 
 
-def accept_greedy(draft: list[int], logits: np.ndarray) -> list[int]:
-    """The kept draft tokens plus the target's next token; logits [k+1, V]."""
+# Greedy verification where verify's rows may differ from decode steps in the last bits: a row
+# whose two best logits are closer than this fraction of its largest |logit| decides nothing
+# (docs/speculative.md, "Exactness"): the difference seen between the two paths is ~1e-7 of it.
+MARGIN = 2.0 ** -10
+
+
+def decided(row: np.ndarray, margin: float) -> int | None:
+    """The row's argmax, or None where its lead over the runner-up is within `margin` x max|row|."""
+    best = int(np.argmax(row))
+    if margin > 0:
+        top2 = np.partition(row, -2)[-2:]
+        if top2[1] - top2[0] <= margin * float(np.abs(row).max()):
+            return None
+    return best
+
+
+def accept_greedy(draft: list[int], logits: np.ndarray, margin: float = 0.0) -> tuple[list[int], bool]:
+    """(The kept draft tokens plus the target's next token, True); logits [k+1, V]. With
+    `margin`, a row too close to call ends the list there without the target's token: (the kept
+    draft tokens before it, False), and that position takes a plain decode step."""
     out = []
-    for i, token in enumerate(draft):
-        best = int(np.argmax(logits[i]))
-        if best != token:
-            return out + [best]
-        out.append(token)
-    return out + [int(np.argmax(logits[len(draft)]))]
+    for i in range(len(draft) + 1):
+        best = decided(logits[i], margin)
+        if best is None:
+            return out, False
+        if i == len(draft) or best != draft[i]:
+            return out + [best], True
+        out.append(best)
+    raise AssertionError("unreachable")
 
 
 def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> list[int]:
@@ -104,6 +124,9 @@ class DraftedRequest:
         self.run = draft.start(state.sampler.params)
         self.adapt = AdaptiveK(max_k)
         self.greedy = state.sampler.params.temperature == 0
+        # Verify rows bit for bit decode steps (the bundle says so): argmax decides alone.
+        self.margin = 0.0 if getattr(session, "verify_exact", False) else MARGIN
+        self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
@@ -111,6 +134,8 @@ class DraftedRequest:
         tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
         session = self.session
         k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
+        if self.undecided:
+            k, self.undecided = 0, False
         context = state.ids + state.generated
         proposal = self.run.propose(context, k) if k > 0 else Proposal([])
         proposal.tokens = proposal.tokens[: max(k, 0)]
@@ -118,11 +143,17 @@ class DraftedRequest:
         if not proposal.tokens:
             return [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
+        complete = True
         if self.greedy:
-            emitted = accept_greedy(proposal.tokens, rows)
+            emitted, complete = accept_greedy(proposal.tokens, rows, self.margin)
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
-        kept = len(emitted) - 1
+        kept = len(emitted) - complete
+        if not emitted:  # not even the pending token's successor is decided: decode it
+            emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+            state.target_calls += 1
+        elif not complete:  # the last kept token is pending; its successor is a decode step's
+            self.undecided = True
         self.run.accepted(len(context), kept)
         self.adapt.update(len(proposal.tokens), kept)
         state.drafted += len(proposal.tokens)

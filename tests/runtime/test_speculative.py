@@ -209,9 +209,16 @@ def test_rejection_rule_keeps_the_target_distribution(draft):
 
 def test_greedy_rule_and_adaptive_k():
     logits = np.eye(6)[[2, 4, 1, 0]]  # argmax per row: 2, 4, 1, 0
-    assert accept_greedy([2, 4, 1], logits) == [2, 4, 1, 0]
-    assert accept_greedy([2, 3, 1], logits) == [2, 4]
-    assert accept_greedy([5, 4, 1], logits) == [2]
+    assert accept_greedy([2, 4, 1], logits) == ([2, 4, 1, 0], True)
+    assert accept_greedy([2, 3, 1], logits) == ([2, 4], True)
+    assert accept_greedy([5, 4, 1], logits) == ([2], True)
+    # A near-tie (lead <= margin x max|row|) decides nothing: the kept tokens before it, no more.
+    close = logits.copy()
+    close[2, 3] = 1 - 1e-4
+    assert accept_greedy([2, 4, 1], close) == ([2, 4, 1, 0], True)  # no margin: argmax alone
+    assert accept_greedy([2, 4, 1], close, margin=2 ** -10) == ([2, 4], False)
+    close[0, 5] = 1 - 1e-4
+    assert accept_greedy([2, 4, 1], close, margin=2 ** -10) == ([], False)
     adapt = AdaptiveK(8)
     assert adapt.next() == 4
     adapt.update(4, 4)
@@ -318,3 +325,43 @@ def test_serve_cli_draft_options_are_checked(glm4_bundle, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --draft-tokens is only used with --draft"
     assert run_cli(serve_main, [str(glm4_bundle), "--port", "0", "--no-verify", "--draft", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().endswith("is neither 'prompt-lookup' nor a bundle folder")
+
+
+@pytest.fixture(scope="module")
+def near_tie_bundle(tmp_path_factory):
+    """The tiny GLM-4 whose head makes two tokens the best by far, their logits apart by
+    ~1e-7 of their size: which one wins depends on the last bits of the arithmetic, and verify
+    (prompt-shaped matmuls) and decode (one row) round differently (fp32 bundle)."""
+    import torch
+
+    from ..helpers import byte_level_tokenizer_json, make_hf_model
+
+    model = make_hf_model("glm4_gqa", seed=5)
+    with torch.no_grad():
+        w = model.lm_head.weight
+        w[20] = w[20] * 6
+        w[21] = w[20] + torch.randn_like(w[20]) * 4e-7 * w[20].abs().mean()
+    path = tmp_path_factory.mktemp("ckpt") / "near-tie"
+    model.save_pretrained(path)
+    (path / "tokenizer.json").write_text(byte_level_tokenizer_json())
+    out = tmp_path_factory.mktemp("bundles") / "near-tie"
+    build_bundle(path, out, BuildOptions(max_context=128))
+    return out
+
+
+def test_near_ties_stay_identical(near_tie_bundle, monkeypatch):
+    """Greedy output stays the plain decode's where the best two logits nearly tie: such rows
+    are left to a decode step (speculative.MARGIN). Without the margin, verify's argmax
+    disagrees with decode's on this model (the test has power)."""
+    from iree_glm.runtime import speculative
+
+    plain = Session.load(near_tie_bundle, verify=False)
+    spec = Session.load(near_tie_bundle, verify=False, draft=near_tie_bundle, draft_tokens=6)  # a self-draft: proposes decode's own tokens
+    prompts = [PROMPTS[1], PROMPTS[3], REPEAT]
+    wants = [plain.generate(p, 24, stop_ids=()).generated_ids for p in prompts]
+    assert {t for w in wants for t in w} & {20, 21}  # the near-tied pair is what decode emits
+    for prompt, want in zip(prompts, wants):
+        assert spec.generate(prompt, 24, stop_ids=()).generated_ids == want
+    monkeypatch.setattr(speculative, "MARGIN", 0.0)
+    unchecked = Session.load(near_tie_bundle, verify=False, draft=near_tie_bundle, draft_tokens=6)
+    assert any(unchecked.generate(p, 24, stop_ids=()).generated_ids != w for p, w in zip(prompts, wants))

@@ -63,18 +63,26 @@ static inline __m256i even_odd(__m256i v) {
   return _mm256_shuffle_epi8(v, order);
 }
 
+// 8 k of a tile (128 bytes at w) -> the 4 vectors described above.
+static inline void regroup_k8(const int8_t *w, __m256i v[4]) {
+  const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+  const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
+  const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);  // rows 0-7 | 8-15: (k0, k2) / (k1, k3)
+  const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);  // (k4, k6) / (k5, k7)
+  v[0] = _mm256_unpacklo_epi16(p0, p2);
+  v[1] = _mm256_unpackhi_epi16(p0, p2);
+  v[2] = _mm256_unpacklo_epi16(p1, p3);
+  v[3] = _mm256_unpackhi_epi16(p1, p3);
+}
+
 // 16 i32 dot products (4 vectors: rows 4j..4j+3, the low and high halves holding different k)
 // of 8 k of a tile's stream `w` with x's 8 k (`xs` signed, `xa` absolute, both as even_odd).
 static inline void dot8(const int8_t *w, const int8_t *xs, const int8_t *xa, __m256i acc[4]) {
   const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), ones = _mm256_set1_epi16(1);
   const __m256i s = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)xs)), pick);
   const __m256i a = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)xa)), pick);
-  const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-  const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
-  const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);  // rows 0-7 | 8-15: (k0, k2) / (k1, k3)
-  const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);  // (k4, k6) / (k5, k7)
-  const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
-                        _mm256_unpackhi_epi16(p1, p3)};
+  __m256i v[4];
+  regroup_k8(w, v);
   for (int j = 0; j < 4; ++j)
     acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(v[j], s)), ones));
 }
@@ -173,12 +181,8 @@ void iree_glm_int8_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const in
           const int8_t *p = w + (c * BLOCK + 8 * s) * LANES;
           _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
           _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T0);
-          const __m256i l0 = _mm256_loadu_si256((const __m256i *)p), l1 = _mm256_loadu_si256((const __m256i *)(p + 32));
-          const __m256i l2 = _mm256_loadu_si256((const __m256i *)(p + 64)), l3 = _mm256_loadu_si256((const __m256i *)(p + 96));
-          const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);
-          const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);
-          const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
-                                _mm256_unpackhi_epi16(p1, p3)};
+          __m256i v[4];
+          regroup_k8(p, v);
           for (int j = 0; j < 4; ++j) {
             wv[s * 8 + 2 * j] = v[j];
             wv[s * 8 + 2 * j + 1] = _mm256_abs_epi8(v[j]);
@@ -318,12 +322,8 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
       const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;
       for (size_t s = 0; s < kc / 8; ++s) {
         const int8_t *w = tile + (k0 + 8 * s) * LANES;
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-        const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
-        const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);
-        const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);
-        const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
-                              _mm256_unpackhi_epi16(p1, p3)};
+        __m256i v[4];
+        regroup_k8(w, v);
         for (int j = 0; j < 4; ++j) {
           wv[s * 8 + 2 * j] = v[j];
           wv[s * 8 + 2 * j + 1] = _mm256_abs_epi8(v[j]);
