@@ -18,7 +18,7 @@ positions <= its own). The prefix cache only ever stores the prompt (Session.pre
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -33,14 +33,17 @@ DEFAULT_DRAFT_TOKENS = 8
 @dataclass
 class AdaptiveK:
     """Draft length from the acceptance seen so far: grow after a fully accepted draft, shrink
-    towards what was kept otherwise; after repeated misses speculate not at all for a while
-    (plain decode steps), doubling the pause each time, so a useless draft costs little."""
+    towards what was kept otherwise; after repeated misses, or where the measured time of a
+    step with k draft tokens buys fewer tokens per second than plain decode steps at this
+    acceptance, speculate not at all for a while (plain decode steps), doubling the pause each
+    time, so a useless draft costs little."""
 
     max_k: int
     k: int = 0
     rate: float = 1.0  # moving average of accepted / proposed
     pause: int = 0  # steps left without speculation
     backoff: int = 2
+    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a step's time by draft length (0: plain)
 
     def __post_init__(self) -> None:
         self.k = self.k or max(1, self.max_k // 2)
@@ -51,6 +54,19 @@ class AdaptiveK:
             return 0
         return self.k
 
+    def timed(self, proposed: int, seconds: float) -> None:
+        """A step with `proposed` draft tokens (0: a plain decode step) took `seconds`."""
+        old = self.seconds.get(proposed)
+        self.seconds[proposed] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def worth(self, k: int) -> bool:
+        """Whether steps of k draft tokens are expected to yield more tokens per second than plain
+        steps: (1 - a^(k+1)) / (1 - a) tokens at acceptance a, by the measured times (unmeasured: yes)."""
+        if 0 not in self.seconds or k not in self.seconds:
+            return True
+        a = min(self.rate, 0.999)
+        return (1 - a ** (k + 1)) / (1 - a) / self.seconds[k] >= 1 / self.seconds[0]
+
     def update(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
             return
@@ -60,7 +76,7 @@ class AdaptiveK:
             self.backoff = 2
         else:
             self.k = max(1, min(self.k - 1, accepted + 1))
-        if self.rate < 0.2:
+        if self.rate < 0.2 or not self.worth(proposed):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
             self.rate = 0.5  # probe again after the pause
 
@@ -132,7 +148,7 @@ class DraftedRequest:
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
         tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
-        session = self.session
+        session, start = self.session, time.perf_counter()
         k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
         if self.undecided:
             k, self.undecided = 0, False
@@ -141,7 +157,9 @@ class DraftedRequest:
         proposal.tokens = proposal.tokens[: max(k, 0)]
         state.target_calls += 1
         if not proposal.tokens:
-            return [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+            token = state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])
+            self.adapt.timed(0, time.perf_counter() - start)
+            return [token]
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
         complete = True
         if self.greedy:
@@ -149,6 +167,7 @@ class DraftedRequest:
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
         kept = len(emitted) - complete
+        self.adapt.timed(len(proposal.tokens), time.perf_counter() - start)
         if not emitted:  # not even the pending token's successor is decided: decode it
             emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
             state.target_calls += 1

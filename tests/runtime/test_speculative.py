@@ -229,6 +229,14 @@ def test_greedy_rule_and_adaptive_k():
         adapt.update(adapt.k, 0)
     paused = [adapt.next() for _ in range(3)]
     assert 0 in paused  # misses pause speculation
+    # Measured costs: a draft of 4 whose step takes 3 plain steps' time pays only above ~0.7 acceptance.
+    costly = AdaptiveK(8, k=4)
+    costly.timed(0, 1.0)
+    costly.timed(4, 3.0)
+    costly.update(4, 3)  # acceptance 0.7 * 1 + 0.3 * 0.75 = 0.925: worth it
+    assert costly.worth(4) and costly.pause == 0
+    costly.update(4, 1)  # 0.925 * 0.7 + 0.3 * 0.25 = 0.72: 2.7 tokens in 3 steps' time: not
+    assert not costly.worth(4) and costly.pause > 0 and costly.next() == 0
 
 
 def test_prompt_lookup_proposes_the_latest_match():
