@@ -140,8 +140,7 @@ class DraftedRequest:
         self.run = draft.start(state.sampler.params)
         self.adapt = AdaptiveK(max_k)
         self.greedy = state.sampler.params.temperature == 0
-        # Verify rows bit for bit decode steps (the bundle says so): argmax decides alone.
-        self.margin = 0.0 if getattr(session, "verify_exact", False) else MARGIN
+        self.margin = MARGIN  # read here: tests set it
         self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
