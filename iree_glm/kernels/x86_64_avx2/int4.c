@@ -168,6 +168,7 @@ static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, c
     __m256 sg[4];
     for (int b = 0; b < nw; ++b) sg[b] = _mm256_broadcast_ss(sf + b * groups + g);
     for (size_t end = c + per_group; c < end; ++c) {
+      _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
       __m256i nib[4];
       for (int b = 0; b < nw; ++b) nib[b] = nibbles(q + (r + b) * row_bytes + c * 16, shifts);
       for (int a = 0; a < nx; ++a) {
@@ -184,6 +185,11 @@ static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, c
   for (int a = 0; a < nx; ++a)
     for (int b = 0; b < nw; ++b) y[(i + a) * n + r + b] = hsum(acc[a][b]);
 }
+
+// A pair of rows of x (x86_64_avx512/int4.c: both in one 512-bit vector, the same per-lane operations).
+#ifndef VERIFY_PAIR
+#define VERIFY_PAIR(q, sf, r, nw, xq, dx, off, i, k, group, n, y) verify_tile(q, sf, r, nw, xq, dx, off, i, 2, k, group, n, y)
+#endif
 
 // Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
 void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
@@ -207,13 +213,13 @@ void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const in
     for (; r + 4 <= row_end; r += 4) {
       widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
       size_t i = 0;
-      for (; i + 2 <= rows; i += 2) verify_tile(q, sf, r, 4, xq, dx, off, i, 2, k, group, n, yr);
+      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 4, xq, dx, off, i, k, group, n, yr);
       if (i < rows) verify_tile(q, sf, r, 4, xq, dx, off, i, 1, k, group, n, yr);
     }
     for (; r < row_end; ++r) {
       widen(s + r * groups, sf, groups);
       size_t i = 0;
-      for (; i + 2 <= rows; i += 2) verify_tile(q, sf, r, 1, xq, dx, off, i, 2, k, group, n, yr);
+      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 1, xq, dx, off, i, k, group, n, yr);
       if (i < rows) verify_tile(q, sf, r, 1, xq, dx, off, i, 1, k, group, n, yr);
     }
   }
