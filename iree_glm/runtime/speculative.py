@@ -43,7 +43,7 @@ class AdaptiveK:
     rate: float = 1.0  # moving average of accepted / proposed
     pause: int = 0  # steps left without speculation
     backoff: int = 2
-    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a step's time by draft length (0: plain)
+    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy step's time by draft length (0: plain)
 
     def __post_init__(self) -> None:
         self.k = self.k or max(1, self.max_k // 2)
@@ -144,6 +144,12 @@ class DraftedRequest:
         self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
+    def _timed(self, proposed: int, start: float) -> None:
+        """Greedy requests only: their tokens do not depend on k, while a seeded sampled request's
+        draws do (its k follows acceptance alone, so the same seed gives the same text)."""
+        if self.greedy:
+            self.adapt.timed(proposed, time.perf_counter() - start)
+
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
         tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
@@ -157,7 +163,7 @@ class DraftedRequest:
         state.target_calls += 1
         if not proposal.tokens:
             token = state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])
-            self.adapt.timed(0, time.perf_counter() - start)
+            self._timed(0, start)
             return [token]
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
         complete = True
@@ -166,7 +172,7 @@ class DraftedRequest:
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
         kept = len(emitted) - complete
-        self.adapt.timed(len(proposal.tokens), time.perf_counter() - start)
+        self._timed(len(proposal.tokens), start)
         if not emitted:  # not even the pending token's successor is decided: decode it
             emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
             state.target_calls += 1

@@ -121,8 +121,12 @@ def test_pruned_draft_greedy_identical(glm4_bundle, pruned_bundle, plain):
     assert calls
 
 
-def test_self_draft_accepts_everything(glm4_bundle, plain):
-    """The target as its own draft: every proposal is what the target would choose."""
+def test_self_draft_accepts_everything(glm4_bundle, plain, monkeypatch):
+    """The target as its own draft: every proposal is what the target would choose. (Its
+    measured cost, a target-sized draft, would pause speculation: the acceptance rule is tested.)"""
+    from iree_glm.runtime.speculative import AdaptiveK
+
+    monkeypatch.setattr(AdaptiveK, "worth", lambda self, k: True)
     spec = Session.load(glm4_bundle, verify=False, draft=glm4_bundle, draft_tokens=4)
     (r,) = _same_tokens(plain, spec, [PROMPTS[1]], 30, stop_ids=())
     assert r.acceptance_rate == 1.0 and r.tokens_per_target_call > 3
@@ -363,6 +367,7 @@ def test_near_ties_stay_identical(near_tie_bundle, monkeypatch):
     disagrees with decode's on this model (the test has power)."""
     from iree_glm.runtime import speculative
 
+    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)  # a self-draft: never worth its time
     plain = Session.load(near_tie_bundle, verify=False)
     spec = Session.load(near_tie_bundle, verify=False, draft=near_tie_bundle, draft_tokens=6)  # a self-draft: proposes decode's own tokens
     prompts = [PROMPTS[1], PROMPTS[3], REPEAT]
