@@ -59,13 +59,15 @@ class AdaptiveK:
         old = self.seconds.get(proposed)
         self.seconds[proposed] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
-    def worth(self, k: int) -> bool:
-        """Whether steps of k draft tokens are expected to yield more tokens per second than plain
-        steps: (1 - a^(k+1)) / (1 - a) tokens at acceptance a, by the measured times (unmeasured: yes)."""
-        if 0 not in self.seconds or k not in self.seconds:
-            return True
+    def speed(self, k: int) -> float:
+        """Expected tokens per second of steps with k draft tokens: (1 - a^(k+1)) / (1 - a) tokens
+        at acceptance a over the measured time of such a step (k must be measured)."""
         a = min(self.rate, 0.999)
-        return (1 - a ** (k + 1)) / (1 - a) / self.seconds[k] >= 1 / self.seconds[0]
+        return (1 - a ** (k + 1)) / (1 - a) / self.seconds[k]
+
+    def worth(self, k: int) -> bool:
+        """Whether steps of k draft tokens beat plain steps by the measured times (unmeasured: yes)."""
+        return 0 not in self.seconds or k not in self.seconds or self.speed(k) >= self.speed(0)
 
     def update(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
@@ -76,6 +78,8 @@ class AdaptiveK:
             self.backoff = 2
         else:
             self.k = max(1, min(self.k - 1, accepted + 1))
+        if self.k in self.seconds:  # the fastest measured length, once this one is measured too
+            self.k = max((k for k in self.seconds if 0 < k <= self.max_k), key=self.speed)
         if self.rate < 0.2 or not self.worth(proposed):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
             self.rate = 0.5  # probe again after the pause

@@ -241,6 +241,12 @@ def test_greedy_rule_and_adaptive_k():
     assert costly.worth(4) and costly.pause == 0
     costly.update(4, 1)  # 0.925 * 0.7 + 0.3 * 0.25 = 0.72: 2.7 tokens in 3 steps' time: not
     assert not costly.worth(4) and costly.pause > 0 and costly.next() == 0
+    # Several lengths measured: k goes to the fastest at the current acceptance.
+    fast = AdaptiveK(8, k=2, rate=0.9)
+    for k, t in ((0, 1.0), (1, 1.05), (2, 1.6), (3, 2.4)):
+        fast.timed(k, t)
+    fast.update(2, 2)  # rate 0.93, would grow to 3: k = 1 yields 1.93 / 1.05, 2 yields 2.8 / 1.6, 3 yields 3.5 / 2.4
+    assert fast.k == 1 and fast.next() == 1
 
 
 def test_prompt_lookup_proposes_the_latest_match():
