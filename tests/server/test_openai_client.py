@@ -262,10 +262,13 @@ def test_agent_actions_in_open_autoglm_format(served):
         parse_action('do(action="Tap", element=[5000, 1])')
 
 
-def test_speculative_acceptance_in_usage(served_bundle, served):
+def test_speculative_acceptance_in_usage(served_bundle, served, monkeypatch):
     """With a draft, usage counts the draft's kept and rejected tokens in OpenAI's prediction
     fields (and tokens per target call in our extension), as the runtime reports them; the text
     is the plain server's; without a draft the fields are absent."""
+    from iree_glm.runtime.speculative import AdaptiveK
+
+    monkeypatch.setattr(AdaptiveK, "timed", lambda self, k, s: None)  # k by acceptance alone: the same counts each run
     _, _, plain_client = served
     prompt = "tap 12 34; tap 12 35; tap 12 36; tap 12 37; tap 12 38; tap 12"
     plain = plain_client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
