@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable # noqa: F401  (QUANT_ROWS: this kernel's API)
+from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401  (QUANT_ROWS: this kernel's API)
+                                                quantize_dispatch, quantize_executable, quantize_inputs)
 
 from pathlib import Path
 from typing import Optional
@@ -69,7 +70,7 @@ def quantize_name(k: int, group: int, m: Optional[int]) -> str:
 
 
 def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None,
-                verify: bool = False) -> str:
+                kernel_set: toolchain.KernelSet = X86_64_AVX2, verify: bool = False) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
@@ -80,63 +81,45 @@ def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glu
     dispatch of VERIFY_SYMBOL, whose every row is the matrix-vector kernel's for that row alone.
     """
     if m != 1 and not verify:
-        return _matmul_definitions(k, n, group, obj, m, glue)
+        return _matmul_definitions(k, n, group, obj, m, glue, kernel_set)
     name, gn, half = verify_name(k, n, group) if verify else function_name(k, n, group), k // group, group // 2
     rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
     count = -(-n // rows)
     qn, sn = n * gn * half, n * gn
-    sig = f"memref<?xf32>, memref<?xi8>, memref<?xf16>, memref<?xf32>, {'index, ' * verify}index, index, index, index, index"
+    dispatch = KernelDispatch(
+        name=name, symbol=VERIFY_SYMBOL if verify else SYMBOL, grid=(count,),
+        bindings=(Binding("x", "f32", "%xn" if verify else "%k"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"),
+                  Binding("y", "f32", "%yn" if verify else "%n")),
+        constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "rows": rows},
+        lines=(*VERIFY_SIZES * verify, "%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index"),
+        args=(*("%m",) * verify, "%n", "%k", "%g", "%r0", "%r1"), operands=("%m",) * verify)
+    weights = f"""%qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>"""
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
-        symbol, m_param, m_arg, mt = VERIFY_SYMBOL, ", %m: index", "%m, ", "?"
-        sizes = "      %xn = arith.muli %m, %k : index\n      %yn = arith.muli %m, %n : index\n"
-        x_in, y_out, x_t, y_t = "%x", "%y", f"tensor<?x{k}xf32>{{%m}}", f"tensor<?x{n}xf32>{{%m}}"
-        head, tail = f"%c0 = arith.constant 0 : index\n  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>", ""
-    else:
-        symbol, m_param, m_arg, mt = SYMBOL, "", "", "1"
-        sizes = f"      %xn = arith.constant {k} : index\n      %yn = arith.constant {n} : index\n"
-        x_in, y_out, x_t, y_t = "%xf", "%y1", f"tensor<{k}xf32>", f"tensor<{n}xf32>"
-        head = f"%xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>"
-        tail = f"\n  %y = tensor.expand_shape %y1 [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>"
-    return f"""
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups({m_param[2:]}) -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    stream.return %count, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding{m_param}) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %g = arith.constant {group} : index
-      %qn = arith.constant {qn} : index
-      %sn = arith.constant {sn} : index
-      %rows = arith.constant {rows} : index
-{sizes}      %wg = stream.dispatch.workgroup.id[0] : index
-      %r0 = arith.muli %wg, %rows : index
-      %r1 = arith.addi %r0, %rows : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{symbol}(%x, %q, %s, %y, {m_arg}%n, %k, %g, %r0, %r1) : ({sig}) -> ()
-      return
-    }}
-  }}
+        return f"""
+{dispatch.text(obj, kernel_set)}
+util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<?x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
+  {weights}
+  %y = flow.dispatch @{name}_exe::@{name}(%x, %qf, %sf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<?x{n}xf32>{{%m}}
+  util.return %y : tensor<?x{n}xf32>
 }}
-util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
-  {head}
-  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
-  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
-  {y_out} = flow.dispatch @{name}_exe::@{name}{"[%m]" if verify else ""}({x_in}, %qf, %sf{", %m" if verify else ""}) : ({x_t}, tensor<{qn}xi8>, tensor<{sn}xf16>{", index" if verify else ""}) -> {y_t}{tail}
-  util.return %y : tensor<{mt}x{n}xf32>
+"""
+    return f"""
+{dispatch.text(obj, kernel_set)}
+util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
+  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  {weights}
+  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf, %sf) : (tensor<{k}xf32>, tensor<{qn}xi8>, tensor<{sn}xf16>) -> tensor<{n}xf32>
+  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
+  util.return %y2 : tensor<1x{n}xf32>
 }}
 """
 
 
-def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue],
+                        kernel_set: toolchain.KernelSet) -> str:
     """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
     kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
@@ -148,48 +131,17 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int],
     qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
-    sig = "memref<?xi8>, memref<?xi8>, memref<?xf16>, memref<?xf32>, index, index, index, index, index, index, index, index"
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
     symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
     args = "".join(f"{v}: {t}, " for v, t, _ in ins)
+    dispatch = KernelDispatch(
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"), Binding("y", "f32", "%yn")),
+        constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": M_CHUNK},
+        lines=MATMUL_RANGES, args=("%m", "%n", "%k", "%g", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
-    stream.return %count, %chunks, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %bs: !stream.binding, %by: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %g = arith.constant {group} : index
-      %qn = arith.constant {qn} : index
-      %sn = arith.constant {sn} : index
-      %row = arith.constant {xq_row} : index
-      %rows = arith.constant {rows} : index
-      %chunk = arith.constant {M_CHUNK} : index
-      %xn = arith.muli %m, %row : index
-      %yn = arith.muli %m, %n : index
-      %wx = stream.dispatch.workgroup.id[0] : index
-      %wy = stream.dispatch.workgroup.id[1] : index
-      %r0 = arith.muli %wx, %rows : index
-      %r1 = arith.addi %r0, %rows : index
-      %m0 = arith.muli %wy, %chunk : index
-      %m1 = arith.addi %m0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %s = stream.binding.subspan %bs[%c0] : !stream.binding -> memref<?xf16>{{%sn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{MATMUL_SYMBOL}(%x, %q, %s, %y, %m, %n, %k, %g, %r0, %r1, %m0, %m1) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}
+{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue, kernel_set)}
+{dispatch.text(obj, kernel_set)}
 util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {xq_row} : index

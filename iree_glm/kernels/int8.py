@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import QUANT_ROWS, Glue, quantize_dispatch, quantize_executable, quantize_inputs, static_executable  # noqa: F401
+from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401
+                                                quantize_dispatch, quantize_executable, quantize_inputs)
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 
 SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.source("int8")`
@@ -81,7 +82,7 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
+def definitions(k: int, tiles: int, obj: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2, verify: bool = False) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
@@ -94,55 +95,37 @@ def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
     per = -(-tiles // WORKGROUPS)  # tiles per workgroup
     count = -(-tiles // per)
     qn = tiles * k * LANES
-    sig = f"memref<?xf32>, memref<?xi8>, memref<?xf32>, {'index, ' * verify}index, index, index, index"
+    dispatch = KernelDispatch(
+        name=name, symbol=VERIFY_SYMBOL if verify else SYMBOL, grid=(count,),
+        bindings=(Binding("x", "f32", "%xn" if verify else "%k"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn" if verify else "%n")),
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "per": per},
+        lines=(*VERIFY_SIZES * verify, "%t0 = arith.muli %wx, %per : index", "%t1 = arith.addi %t0, %per : index"),
+        args=(*("%m",) * verify, "%tiles", "%k", "%t0", "%t1"), operands=("%m",) * verify)
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
-        symbol, m_param, m_arg, mt = VERIFY_SYMBOL, ", %m: index", "%m, ", "?"
-        sizes = "      %xn = arith.muli %m, %k : index\n      %yn = arith.muli %m, %n : index\n"
-        body = f"""%c0 = arith.constant 0 : index
+        return f"""
+{dispatch.text(obj, kernel_set)}
+util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<?x{n}xf32> {{
+  %c0 = arith.constant 0 : index
   %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
-  %y = flow.dispatch @{name}_exe::@{name}[%m](%x, %qf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, index) -> tensor<?x{n}xf32>{{%m}}"""
-    else:
-        symbol, m_param, m_arg, mt, sizes = SYMBOL, "", "", "1", "      %xn = arith.constant {k} : index\n      %yn = arith.constant {n} : index\n".format(k=k, n=n)
-        body = f"""%xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
-  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
-  %y1 = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
-  %y = tensor.expand_shape %y1 [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>"""
-    return f"""
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups({m_param[2:]}) -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    stream.return %count, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding{m_param}) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %tiles = arith.constant {tiles} : index
-      %qn = arith.constant {qn} : index
-      %per = arith.constant {per} : index
-{sizes}      %wg = stream.dispatch.workgroup.id[0] : index
-      %t0 = arith.muli %wg, %per : index
-      %t1 = arith.addi %t0, %per : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{symbol}(%x, %q, %y, {m_arg}%tiles, %k, %t0, %t1) : ({sig}) -> ()
-      return
-    }}
-  }}
+  %y = flow.dispatch @{name}_exe::@{name}(%x, %qf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, index) -> tensor<?x{n}xf32>{{%m}}
+  util.return %y : tensor<?x{n}xf32>
 }}
-util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
-  {body}
-  util.return %y : tensor<{mt}x{n}xf32>
+"""
+    return f"""
+{dispatch.text(obj, kernel_set)}
+util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
+  %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf) : (tensor<{k}xf32>, tensor<{qn}xi8>) -> tensor<{n}xf32>
+  %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
+  util.return %y2 : tensor<1x{n}xf32>
 }}
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None,
+                       kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
     ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
@@ -163,43 +146,14 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
-    sig = "memref<?xi8>, memref<?xi8>, memref<?xf32>, index, index, index, index, index, index, index"
+    dispatch = KernelDispatch(
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn")),
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": M_CHUNK},
+        lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, row, {}, glue)}
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
-    %count = arith.constant {count} : index
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {M_CHUNK})>()[%m]
-    stream.return %count, %chunks, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{MATMUL_SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, %bq: !stream.binding, %by: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %n = arith.constant {n} : index
-      %tiles = arith.constant {tiles} : index
-      %qn = arith.constant {qn} : index
-      %row = arith.constant {row} : index
-      %per = arith.constant {per} : index
-      %chunk = arith.constant {M_CHUNK} : index
-      %xn = arith.muli %m, %row : index
-      %yn = arith.muli %m, %n : index
-      %wx = stream.dispatch.workgroup.id[0] : index
-      %wy = stream.dispatch.workgroup.id[1] : index
-      %t0 = arith.muli %wx, %per : index
-      %t1 = arith.addi %t0, %per : index
-      %m0 = arith.muli %wy, %chunk : index
-      %m1 = arith.addi %m0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xi8>{{%xn}}
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xi8>{{%qn}}
-      %y = stream.binding.subspan %by[%c0] : !stream.binding -> memref<?xf32>{{%yn}}
-      func.call @{MATMUL_SYMBOL}(%x, %q, %y, %m, %tiles, %k, %t0, %t1, %m0, %m1) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}
+{quantize_executable(qname, obj, symbol, k, row, {}, glue, kernel_set)}
+{dispatch.text(obj, kernel_set)}
 util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {row} : index

@@ -18,9 +18,93 @@ QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
 def static_executable(name: str, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
     """The opening line of `stream.executable @{name}_exe` linking our kernel object `obj` for
     llvm-cpu in the kernel set's executable format (IREE's `hal.executable.objects`); the caller
-    writes the body and the closing brace. Shared by every kernel's dispatches."""
+    writes the body and the closing brace."""
     return (f"stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{\n"
             f'  #hal.executable.target<"llvm-cpu", "{kernel_set.object_format}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A dispatch buffer the kernel reads or writes, seen as a flat `memref<?x{element}>` named
+    `%{name}` (its binding `%b{name}`) of `size` elements (an SSA index value of the function)."""
+
+    name: str
+    element: str
+    size: str
+
+
+@dataclass(frozen=True)
+class Ceildiv:
+    """A grid dimension of ceil(M / rows) workgroups, M being the dispatch's workload `%m`."""
+
+    rows: int
+
+
+@dataclass(frozen=True)
+class KernelDispatch:
+    """One `stream.executable` whose only function calls the C function `symbol` once per
+    workgroup: the grid (up to 3 dimensions: a count or a Ceildiv of %m; %wx, %wy, %wz are the
+    workgroup's ids), the buffers, the index operands after them (`%m` first where the grid
+    depends on it), index constants, lines computing the rest (sizes, row ranges) and the call's
+    arguments after the buffers' views (`%value` is an index, `(%value, type)` any other type).
+    Every kernel of ours (int4, int8, attention) is described this way; `text` writes the MLIR."""
+
+    name: str
+    symbol: str
+    grid: tuple[int | Ceildiv, ...]
+    bindings: tuple[Binding, ...]
+    constants: dict[str, int | str]
+    lines: tuple[str, ...]
+    args: tuple[str | tuple[str, str], ...]
+    operands: tuple[str, ...] = ()
+
+    def text(self, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+        dynamic = any(isinstance(g, Ceildiv) for g in self.grid)
+        grid = [*self.grid, *[1] * (3 - len(self.grid))]
+        counts, values = [], []
+        for i, g in enumerate(grid):
+            if isinstance(g, Ceildiv):
+                counts.append(f"    %g{i} = affine.apply affine_map<()[s0] -> (s0 ceildiv {g.rows})>()[%m]")
+            else:
+                counts.append(f"    %g{i} = arith.constant {g} : index")
+            values.append(f"%g{i}")
+        args = [(a, "index") if isinstance(a, str) else a for a in self.args]
+        sig = ", ".join([f"memref<?x{b.element}>" for b in self.bindings] + [t for _, t in args])
+        params = ", ".join([f"%b{b.name}: !stream.binding" for b in self.bindings] + [f"{o}: index" for o in self.operands])
+        consts = [f"      %{c} = arith.constant {v} : index" if isinstance(v, int) else f"      %{c} = arith.constant {v}"
+                  for c, v in self.constants.items()]
+        views = [f"      %{b.name} = stream.binding.subspan %b{b.name}[%c0] : !stream.binding -> memref<?x{b.element}>{{{b.size}}}"
+                 for b in self.bindings]
+        call_args = ", ".join([f"%{b.name}" for b in self.bindings] + [a for a, _ in args])
+        body = "\n".join([*consts, *(f"      {line}" for line in self.lines), *views])
+        return f"""{static_executable(self.name, obj, kernel_set)}
+  stream.executable.export public @{self.name} workgroups({"%m: index" if dynamic else ""}) -> (index, index, index) {{
+{chr(10).join(counts)}
+    stream.return {", ".join(values)} : index, index, index
+  }}
+  builtin.module {{
+    func.func private @{self.symbol}({sig}) attributes {{hal.import.static}}
+    func.func @{self.name}({params}) {{
+      %c0 = arith.constant 0 : index
+      %wx = stream.dispatch.workgroup.id[0] : index
+      %wy = stream.dispatch.workgroup.id[1] : index
+{body}
+      func.call @{self.symbol}({call_args}) : ({sig}) -> ()
+      return
+    }}
+  }}
+}}"""
+
+
+# A matrix kernel's workgroup (%wx, %wy) takes weight rows [%r0, %r1) (%rows a workgroup) and rows of
+# x [%m0, %m1) (%chunk a workgroup); %xn / %yn are the quantized x's bytes and y's elements.
+MATMUL_RANGES = ("%xn = arith.muli %m, %row : index", "%yn = arith.muli %m, %n : index",
+                 "%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index",
+                 "%m0 = arith.muli %wy, %chunk : index", "%m1 = arith.addi %m0, %chunk : index")
+
+
+# A verify kernel's x [M, K] and y [M, N] as flat buffers: %xn and %yn elements (M the operand %m).
+VERIFY_SIZES = ("%xn = arith.muli %m, %k : index", "%yn = arith.muli %m, %n : index")
 
 
 @dataclass(frozen=True)
@@ -67,7 +151,7 @@ def quantize_dispatch(qname: str, k: int, m: Optional[int], glue: Optional[Glue]
 
 
 def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int],
-                        glue: Optional[Glue] = None) -> str:
+                        glue: Optional[Glue] = None, kernel_set: KernelSet = X86_64_AVX2) -> str:
     """`stream.executable @{name}_exe` whose dispatch quantizes M rows of x [M, K] f32 (QUANT_ROWS a
     workgroup) into rows of `row_bytes` by calling the kernel `symbol`(x, out, M, K, *params,
     first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none).
@@ -75,40 +159,18 @@ def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: in
     [eps,] first row, end row)."""
     extra = glue is not None and (glue.kind == "rms_norm" or glue.scaled)
     width = 2 * k if glue is not None and glue.kind == "silu_mul" else k
-    memrefs = ["memref<?xf32>", *(["memref<?xf32>"] if extra else []), "memref<?xi8>"]
     eps = glue is not None and glue.kind == "rms_norm"
-    sig = ", ".join([*memrefs, *["index"] * (2 + len(params)), *(["f32"] if eps else []), "index", "index"])
-    consts = "".join(f"      %{p} = arith.constant {v} : index\n" for p, v in params.items())
+    constants: dict[str, int | str] = {"k": k, "width": width, **params, "row": row_bytes, "chunk": QUANT_ROWS}
+    if extra:
+        constants["wn"] = width if glue.kind == "silu_mul" else k
     if eps:
-        consts += f"      %eps = arith.constant 0x{glue.eps_bits():08X} : f32\n"
-    args = "".join(f"%{p}, " for p in params) + ("%eps, " if eps else "")
-    w_binding = "%bw: !stream.binding, " if extra else ""
-    w_view = (f"      %wn = arith.constant {width if glue.kind == 'silu_mul' else k} : index\n"
-              f"      %w = stream.binding.subspan %bw[%c0] : !stream.binding -> memref<?xf32>{{%wn}}\n") if extra else ""
-    w_arg = "%w, " if extra else ""
-    return f"""{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
-    %c1 = arith.constant 1 : index
-    %chunks = affine.apply affine_map<()[s0] -> (s0 ceildiv {QUANT_ROWS})>()[%m]
-    stream.return %chunks, %c1, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{symbol}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bx: !stream.binding, {w_binding}%bo: !stream.binding, %m: index) {{
-      %c0 = arith.constant 0 : index
-      %k = arith.constant {k} : index
-      %width = arith.constant {width} : index
-{consts}      %row = arith.constant {row_bytes} : index
-      %chunk = arith.constant {QUANT_ROWS} : index
-      %xn = arith.muli %m, %width : index
-      %on = arith.muli %m, %row : index
-      %wg = stream.dispatch.workgroup.id[0] : index
-      %r0 = arith.muli %wg, %chunk : index
-      %r1 = arith.addi %r0, %chunk : index
-      %x = stream.binding.subspan %bx[%c0] : !stream.binding -> memref<?xf32>{{%xn}}
-{w_view}      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xi8>{{%on}}
-      func.call @{symbol}(%x, {w_arg}%o, %m, %k, {args}%r0, %r1) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}"""
+        constants["eps"] = f"0x{glue.eps_bits():08X} : f32"
+    return KernelDispatch(
+        name=name, symbol=symbol, grid=(Ceildiv(QUANT_ROWS),),
+        bindings=(Binding("x", "f32", "%xn"), *([Binding("w", "f32", "%wn")] if extra else []), Binding("o", "i8", "%on")),
+        constants=constants,
+        lines=("%xn = arith.muli %m, %width : index", "%on = arith.muli %m, %row : index",
+               "%r0 = arith.muli %wx, %chunk : index", "%r1 = arith.addi %r0, %chunk : index"),
+        args=("%m", "%k", *(f"%{p}" for p in params), *([("%eps", "f32")] if eps else []), "%r0", "%r1"),
+        operands=("%m",),
+    ).text(obj, kernel_set)

@@ -35,7 +35,7 @@ from typing import ClassVar, Optional, Sequence
 from iree.compiler import ir
 
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import static_executable
+from iree_glm.kernels.static_executable import Binding, Ceildiv, KernelDispatch
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import indexing_maps, producer, shape
@@ -191,49 +191,20 @@ def definitions(m: _Match, obj: Path) -> str:
     def typed(x, t):
         return f"{t}{{{', '.join(dims[x][1])}}}" if dims[x][1] else str(t)
 
-    head_stride = "%mn" if m.mask.head_stride is None else f"%c{m.mask.head_stride}_hs"
-    hs_def = ("%mn = arith.muli %m, %n : index" if m.mask.head_stride is None
-              else f"%c{m.mask.head_stride}_hs = arith.constant {m.mask.head_stride} : index")
-    sig = "memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, memref<?xf32>, index, index, index, index, f32, index, index, index, index"
+    head_stride = "%mn" if m.mask.head_stride is None else "%hs"
+    dispatch = KernelDispatch(
+        name=name, symbol=SYMBOL, grid=(Ceildiv(ROWS), heads),
+        bindings=(Binding("q", "f32", "%qn"), Binding("k", "f32", "%kn"), Binding("v", "f32", "%vn"),
+                  Binding("mask", "f32", "%mlen"), Binding("o", "f32", "%on")),
+        constants={"heads": heads, "d": d, "e": e, "rows": ROWS, "div": m.mask.row_div, "scale": m.scale,
+                   **({} if m.mask.head_stride is None else {"hs": m.mask.head_stride})},
+        lines=("%mn = arith.muli %m, %n : index", "%hm = arith.muli %heads, %m : index", "%hn = arith.muli %heads, %n : index",
+               "%qn = arith.muli %hm, %d : index", "%kn = arith.muli %hn, %d : index", "%vn = arith.muli %hn, %e : index",
+               "%on = arith.muli %hm, %e : index", "%r0 = arith.muli %wx, %rows : index"),
+        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0"),
+        operands=("%m", "%n", "%mlen"))
     return f"""
-{static_executable(name, obj)}
-  stream.executable.export public @{name} workgroups(%m: index) -> (index, index, index) {{
-    %heads = arith.constant {heads} : index
-    %c1 = arith.constant 1 : index
-    %tiles = affine.apply affine_map<()[s0] -> (s0 ceildiv {ROWS})>()[%m]
-    stream.return %tiles, %heads, %c1 : index, index, index
-  }}
-  builtin.module {{
-    func.func private @{SYMBOL}({sig}) attributes {{hal.import.static}}
-    func.func @{name}(%bq: !stream.binding, %bk: !stream.binding, %bv: !stream.binding, %bmask: !stream.binding,
-                      %bo: !stream.binding, %m: index, %n: index, %mlen: index) {{
-      %c0 = arith.constant 0 : index
-      %heads = arith.constant {heads} : index
-      %d = arith.constant {d} : index
-      %e = arith.constant {e} : index
-      %rows = arith.constant {ROWS} : index
-      %div = arith.constant {m.mask.row_div} : index
-      %scale = arith.constant {m.scale}
-      {hs_def}
-      %hm = arith.muli %heads, %m : index
-      %hn = arith.muli %heads, %n : index
-      %qn = arith.muli %hm, %d : index
-      %kn = arith.muli %hn, %d : index
-      %vn = arith.muli %hn, %e : index
-      %on = arith.muli %hm, %e : index
-      %wx = stream.dispatch.workgroup.id[0] : index
-      %wy = stream.dispatch.workgroup.id[1] : index
-      %r0 = arith.muli %wx, %rows : index
-      %q = stream.binding.subspan %bq[%c0] : !stream.binding -> memref<?xf32>{{%qn}}
-      %k = stream.binding.subspan %bk[%c0] : !stream.binding -> memref<?xf32>{{%kn}}
-      %v = stream.binding.subspan %bv[%c0] : !stream.binding -> memref<?xf32>{{%vn}}
-      %mask = stream.binding.subspan %bmask[%c0] : !stream.binding -> memref<?xf32>{{%mlen}}
-      %o = stream.binding.subspan %bo[%c0] : !stream.binding -> memref<?xf32>{{%on}}
-      func.call @{SYMBOL}(%q, %k, %v, %mask, %o, %m, %n, %d, %e, %scale, {head_stride}, %div, %wy, %r0) : ({sig}) -> ()
-      return
-    }}
-  }}
-}}
+{dispatch.text(obj)}
 util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}) -> {ot} {{
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index

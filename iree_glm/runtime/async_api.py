@@ -83,7 +83,7 @@ class AsyncSession:
     def stream(self, prompt, max_new_tokens: int = 64, sampling=None, stop_ids=None, stop=(), timeout=None) -> AsyncGeneration:
         from iree_glm.runtime.sampling import SamplingParams
 
-        return self.session.stream_async(prompt, max_new_tokens, sampling or SamplingParams(), stop_ids, stop, timeout)
+        return self.session.stream_async(prompt, max_new_tokens, sampling or SamplingParams(), stop_ids, stop, timeout=timeout)
 
     async def generate(self, prompt, max_new_tokens: int = 64, sampling=None, stop_ids=None, stop=(), timeout=None) -> GenerationResult:
         return await self.stream(prompt, max_new_tokens, sampling, stop_ids, stop, timeout).collect()

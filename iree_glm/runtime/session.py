@@ -233,26 +233,6 @@ class Session:
     def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
         return self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
 
-    def stream(
-        self,
-        prompt: str | list[int],
-        max_new_tokens: int = 64,
-        sampling: SamplingParams = SamplingParams(),
-        stop_ids: tuple[int, ...] | None = None,
-        stop: tuple[str, ...] = (),
-        *,
-        grammar: Grammar | None = None,
-        logprobs: int | None = None,
-    ) -> "Generation":
-        """Iterate over generated tokens as they come; `.result` holds the totals afterwards.
-
-        Generation ends at a stop id (default: the model's end-of-sequence ids), a stop string
-        in `stop` (the text is cut before it), `max_new_tokens`, a full context, or when the
-        text matches all of `grammar` (runtime/constrained.py: each step samples only tokens
-        the grammar allows). `logprobs` (0..20 alternatives per token) records each token's
-        log-probability in the events and the result."""
-        return Generation(self, self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs))
-
     def new_request(
         self,
         prompt: str | list[int],
@@ -264,8 +244,15 @@ class Session:
         grammar: Grammar | None = None,
         logprobs: int | None = None,
     ) -> RequestState:
-        """Check a request and return its state (for `stream` and the batching engine). Builds
-        its grammar's matcher here, on the caller's thread (a large schema takes milliseconds)."""
+        """Check a request and return its state. `stream`, `generate`, `stream_async` and
+        `stream_async_many` take these same arguments.
+
+        Generation ends at a stop id (default: the model's end-of-sequence ids), a stop string
+        in `stop` (the text is cut before it), `max_new_tokens`, a full context, or when the
+        text matches all of `grammar` (runtime/constrained.py: each step samples only tokens
+        the grammar allows; its matcher is built here, on the caller's thread, as a large
+        schema takes milliseconds). `logprobs` (0..20 alternatives per token) records each
+        token's log-probability in the events and the result."""
         ids = self._prompt_ids(prompt)
         self._check_ids(ids, max_new_tokens)
         if isinstance(stop, str):
@@ -279,64 +266,41 @@ class Session:
             constraint=self.constraints(grammar) if grammar is not None else None, top_logprobs=logprobs,
         )
 
-    def generate(
-        self,
-        prompt: str | list[int],
-        max_new_tokens: int = 64,
-        sampling: SamplingParams = SamplingParams(),
-        stop_ids: tuple[int, ...] | None = None,
-        stop: tuple[str, ...] = (),
-        *,
-        grammar: Grammar | None = None,
-        logprobs: int | None = None,
-    ) -> GenerationResult:
-        """Generate to the end and return ids, text and timings (arguments as `stream`)."""
-        gen = self.stream(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs)
+    def stream(self, prompt: str | list[int], *args, **kwargs) -> "Generation":
+        """Iterate over generated tokens as they come (arguments as `new_request`); `.result`
+        holds the totals afterwards."""
+        return Generation(self, self.new_request(prompt, *args, **kwargs))
+
+    def generate(self, prompt: str | list[int], *args, **kwargs) -> GenerationResult:
+        """Generate to the end and return ids, text and timings (arguments as `new_request`)."""
+        gen = self.stream(prompt, *args, **kwargs)
         for _ in gen:
             pass
         return gen.result
 
-    def stream_async(
-        self,
-        prompt: str | list[int],
-        max_new_tokens: int = 64,
-        sampling: SamplingParams = SamplingParams(),
-        stop_ids: tuple[int, ...] | None = None,
-        stop: tuple[str, ...] = (),
-        timeout: float | None = None,
-        *,
-        grammar: Grammar | None = None,
-        logprobs: int | None = None,
-    ) -> AsyncGeneration:
-        """`async for event in session.stream_async(...)`: served by the batching engine, so
-        concurrent streams share batched decode steps. Leaving the loop early, cancelling the
-        task or `timeout` (seconds, raises TimeoutError) cancels the request."""
-        state = self.new_request(prompt, max_new_tokens, sampling, stop_ids, stop, grammar=grammar, logprobs=logprobs)
-        return AsyncGeneration(self.engine, state, timeout)
+    def stream_async(self, prompt: str | list[int], *args, timeout: float | None = None, **kwargs) -> AsyncGeneration:
+        """`async for event in session.stream_async(...)` (arguments as `new_request`): served
+        by the batching engine, so concurrent streams share batched decode steps. Leaving the
+        loop early, cancelling the task or `timeout` (seconds, raises TimeoutError) cancels the
+        request."""
+        return AsyncGeneration(self.engine, self.new_request(prompt, *args, **kwargs), timeout)
 
-    def stream_async_many(
-        self,
-        prompt: str | list[int],
-        n: int,
-        max_new_tokens: int = 64,
-        sampling: SamplingParams = SamplingParams(),
-        stop_ids: tuple[int, ...] | None = None,
-        stop: tuple[str, ...] = (),
-        timeout: float | None = None,
-        *,
-        grammar: Grammar | None = None,
-        logprobs: int | None = None,
-    ) -> list[AsyncGeneration]:
-        """`n` generations of one prompt (OpenAI's n): the prompt is tokenized and prefilled
-        once and its KV copied into the other rows. With a seed, generation i samples with
-        seed + i, so they differ and each is reproducible."""
+    def stream_async_many(self, prompt: str | list[int], n: int, *args, timeout: float | None = None,
+                          **kwargs) -> list[AsyncGeneration]:
+        """`n` generations of one prompt (OpenAI's n; other arguments as `new_request`): the
+        prompt is tokenized and prefilled once and its KV copied into the other rows. With a
+        seed, generation i samples with seed + i, so they differ and each is reproducible."""
         if not (isinstance(n, int) and n >= 1):
             raise RequestError(f"n must be a positive integer (got {n!r})")
         ids = self._prompt_ids(prompt)
-        states = []
-        for i in range(n):
-            seeded = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=(sampling.seed + i) % 2**64)
-            states.append(self.new_request(ids, max_new_tokens, seeded, stop_ids, stop, grammar=grammar, logprobs=logprobs))
+        first = self.new_request(ids, *args, **kwargs)
+        states = [first]
+        seed = first.sampler.params.seed
+        for i in range(1, n):
+            state = self.new_request(ids, *args, **kwargs)
+            if seed is not None:
+                state.sampler = Sampler(dataclasses.replace(state.sampler.params, seed=(seed + i) % 2**64), self.config.vocab_size)
+            states.append(state)
         shared = SharedPrompt(n) if n > 1 else None
         return [AsyncGeneration(self.engine, state, timeout, shared) for state in states]
 

@@ -138,7 +138,7 @@ class OpenAIServer:
 
     def _generations(self, prompt, params: schema.GenerationParams, grammar) -> list[AsyncGeneration]:
         return self.session.stream_async_many(
-            prompt, params.n, params.max_tokens, params.sampling, None, params.stop, params.timeout,
+            prompt, params.n, params.max_tokens, params.sampling, None, params.stop, timeout=params.timeout,
             grammar=grammar, logprobs=params.logprobs,
         )
 

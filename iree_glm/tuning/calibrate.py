@@ -74,32 +74,23 @@ def _module(dtype: str) -> str:
         n, k = _weights(dtype)[name]
         return f"util.global.load @{name} : tensor<{n}x{k}x{t}>"
 
-    def chain(name: str, length: int) -> str:
-        w = CHAIN_WIDTH
-        # `length` dependent 1xW @ WxW products: each is its own dispatch (matmuls do not fuse).
+    def products(name: str, length: int, n: int, stored: bool) -> str:
+        # `length` dependent 1xN products, each its own dispatch (matmuls do not fuse): x @ W with
+        # one W argument (a chain of small calls), or, `stored`, x -> x @ W0^T -> ... over
+        # `length` distinct [n, n] weight parameters (streaming weights from memory).
         body, x = [], "%x"
+        transposed = ("indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, "
+                      "affine_map<(m, n, k) -> (m, n)>] ")
         for i in range(length):
-            body.append(f"""    %f{i} = linalg.fill ins(%zero : {t}) outs(%e : tensor<1x{w}x{t}>) -> tensor<1x{w}x{t}>
-    %y{i} = linalg.matmul ins({x}, %w : tensor<1x{w}x{t}>, tensor<{w}x{w}x{t}>) outs(%f{i} : tensor<1x{w}x{t}>) -> tensor<1x{w}x{t}>""")
+            w = f"%w{i}" if stored else "%w"
+            if stored:
+                body.append(f"    %w{i} = {load(f'{name}_w{i}')}")
+            body.append(f"""    %f{i} = linalg.fill ins(%zero : {t}) outs(%e : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>
+    %y{i} = linalg.matmul {transposed if stored else ""}ins({x}, {w} : tensor<1x{n}x{t}>, tensor<{n}x{n}x{t}>) outs(%f{i} : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>""")
             x = f"%y{i}"
+        weight = "" if stored else f", %w: tensor<{n}x{n}x{t}>"
         return f"""
-  func.func @{name}(%x: tensor<1x{w}x{t}>, %w: tensor<{w}x{w}x{t}>) -> tensor<1x{w}x{t}> {{
-    %zero = arith.constant 0.0 : {t}
-    %e = tensor.empty() : tensor<1x{w}x{t}>
-{chr(10).join(body)}
-    return {x} : tensor<1x{w}x{t}>
-  }}"""
-
-    def matvecs(name: str, count: int, n: int) -> str:
-        # x -> x @ W0^T -> ... -> x @ W{count-1}^T over `count` distinct [n, n] weight parameters.
-        body, x = [], "%x"
-        for i in range(count):
-            body.append(f"""    %w{i} = {load(f"{name}_w{i}")}
-    %f{i} = linalg.fill ins(%zero : {t}) outs(%e : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>
-    %y{i} = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>] ins({x}, %w{i} : tensor<1x{n}x{t}>, tensor<{n}x{n}x{t}>) outs(%f{i} : tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}>""")
-            x = f"%y{i}"
-        return f"""
-  func.func @{name}(%x: tensor<1x{n}x{t}>) -> tensor<1x{n}x{t}> {{
+  func.func @{name}(%x: tensor<1x{n}x{t}>{weight}) -> tensor<1x{n}x{t}> {{
     %zero = arith.constant 0.0 : {t}
     %e = tensor.empty() : tensor<1x{n}x{t}>
 {chr(10).join(body)}
@@ -122,8 +113,8 @@ def _module(dtype: str) -> str:
 
     funcs = [dynamic_mm("matmul", MATMUL_K, MATMUL_N)]
     if dtype == "f32":
-        funcs += [matvecs("stream", *STREAM), matvecs("cached", *CACHED),
-                  chain("chain_1", 1), chain("chain_n", CHAIN), f"""
+        funcs += [products("stream", *STREAM, stored=True), products("cached", *CACHED, stored=True),
+                  products("chain_1", 1, CHAIN_WIDTH, stored=False), products("chain_n", CHAIN, CHAIN_WIDTH, stored=False), f"""
   func.func @fresh(%x: tensor<16x{t}>) -> tensor<{FRESH}x{t}> {{
     %c0 = arith.constant 0 : index
     %v = tensor.extract %x[%c0] : tensor<16x{t}>

@@ -23,7 +23,7 @@
 
 #include "row_glue.h"
 
-#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+#include "../memref.h"
 
 enum { BLOCK = 32, MAX_K = 8192 };
 
@@ -89,9 +89,7 @@ static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float
 void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                     MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
                                     size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (row_end > n) row_end = n;
   const size_t per_group = group / BLOCK, groups = k / group;
   int8_t xq[MAX_K] __attribute__((aligned(32)));
@@ -254,8 +252,7 @@ static void quantize_row(const float *x, size_t k, size_t group, int8_t *row) {
 
 void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t group,
                                       size_t row_begin, size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
+  MEMREF_START(x); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, group, xq + r * xq_row_bytes(k));
 }
@@ -263,8 +260,7 @@ void iree_glm_int4_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq)
 // The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
 void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xq), size_t m, size_t k,
                                                size_t group, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; xq += xq_offset;
+  MEMREF_START(gu); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -276,15 +272,49 @@ void iree_glm_int4_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(i
 // The same for x = RMSNorm(h) with weight w [k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
 void iree_glm_int4_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
                                                size_t k, size_t group, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
+  MEMREF_START(h); MEMREF_START(w); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
     glue_rms_norm(h + r * k, w, k, eps, x);
     quantize_row(x, k, group, xq + r * xq_row_bytes(k));
   }
+}
+
+// The packed bytes of weight rows n0..n0 + strip (null from n on) from element k0.
+static inline __attribute__((always_inline)) void strip_rows(const int8_t *q, size_t n, size_t n0, size_t k, size_t k0,
+                                                             size_t strip, const int8_t **rows) {
+  const size_t row_bytes = k / 2;
+  for (size_t r = 0; r < strip; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * row_bytes + k0 / 2 : 0;
+}
+
+// The f16 group scales of weight rows n0..n0 + strip (zeros from n on), groups of elements
+// k0..k0 + kc, as f32 [kc / group][strip].
+static inline __attribute__((always_inline)) void strip_scales(const uint16_t *s, size_t n, size_t n0, size_t k, size_t group,
+                                                               size_t k0, size_t kc, size_t strip, float *scales) {
+  const size_t groups = k / group, g0 = k0 / group;
+  for (size_t g = 0; g < kc / group; ++g)
+    for (size_t r = 0; r < strip; ++r) scales[g * strip + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * groups + g0 + g]) : 0.0f;
+}
+
+// The matrix kernels' view of tm (<= MAX_TILE_M) quantized rows of x from `xq` (row stride
+// `stride`; the layout of xq_row_bytes): row i's int8 elements from k0, its block scales and its
+// blocks' sums from block k0 / BLOCK.
+enum { MAX_TILE_M = 8 };
+typedef struct { const int8_t *x[MAX_TILE_M]; const float *dx[MAX_TILE_M]; const int32_t *sum8[MAX_TILE_M]; } tile_rows;
+static inline __attribute__((always_inline)) tile_rows tile_rows_at(const int8_t *xq, size_t stride, size_t k, size_t k0, int tm) {
+  tile_rows t;
+  for (int i = 0; i < tm; ++i) {
+    t.x[i] = xq + i * stride + k0;
+    t.dx[i] = (const float *)(xq + i * stride + k) + k0 / BLOCK;
+    t.sum8[i] = (const int32_t *)(xq + i * stride + k) + k / BLOCK + k0 / BLOCK;
+  }
+  return t;
+}
+
+// One row of a tile's results into y: stored for the first chunk of K (k0 = 0), added after.
+static inline void tile_store(float *y, const float *out, size_t cols, size_t k0) {
+  for (size_t j = 0; j < cols; ++j) y[j] = k0 ? y[j] + out[j] : out[j];
 }
 
 #ifndef IREE_GLM_OWN_MATRIX_KERNEL  // x86_64_avx512/int4.c includes this file for the rest
@@ -305,10 +335,9 @@ enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048 };
 // their group scales as f32 [kc / group][8].
 static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
                        size_t kc, __m256i *strip, float *scales) {
-  const size_t row_bytes = k / 2, groups = k / group;
   const int8_t *rows[STRIP], zeros[16] = {0};
   const __m256i mask = _mm256_set1_epi8(0x0F);
-  for (size_t r = 0; r < STRIP; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * row_bytes + k0 / 2 : 0;
+  strip_rows(q, n, n0, k, k0, STRIP, rows);
   for (size_t c = 0; c < kc / BLOCK; ++c) {
     __m256i a[4];  // a[r] = 16 bytes of row r, then of row r + 4
     for (int r = 0; r < 4; ++r) {
@@ -325,8 +354,7 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
       strip[c * 8 + 2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v[p], 4), mask);
     }
   }
-  for (size_t g = 0; g < kc / group; ++g)
-    for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
+  strip_scales(s, n, n0, k, group, k0, kc, STRIP, scales);
 }
 
 // y[0 .. tm, 0 .. cols) (row stride ldy, cols <= 2 * STRIP) += strips a and b (weight rows
@@ -337,34 +365,26 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
                                                        const float *scales_b, const int8_t *xq, size_t stride, size_t k,
                                                        size_t group, size_t k0, size_t kc, float *y, size_t ldy, size_t cols,
                                                        const int tm) {
-  const size_t per_group = group / BLOCK;
   const __m256i ones = _mm256_set1_epi16(1);
-  const int8_t *xr[TILE_M];
-  const float *dx[TILE_M];
-  const int32_t *sum8[TILE_M];
-  for (int i = 0; i < tm; ++i) {
-    xr[i] = xq + i * stride + k0;
-    dx[i] = (const float *)(xq + i * stride + k) + k0 / BLOCK;
-    sum8[i] = (const int32_t *)(xq + i * stride + k) + k / BLOCK + k0 / BLOCK;
-  }
+  const tile_rows x = tile_rows_at(xq, stride, k, k0, tm);
   __m256 acc[TILE_M][2];
   for (int i = 0; i < tm; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (size_t g = 0, c = 0; g < kc / group; ++g) {
     const __m256 sa = _mm256_load_ps(scales_a + g * STRIP), sb = _mm256_load_ps(scales_b + g * STRIP);
-    for (size_t end = c + per_group; c < end; ++c) {
+    for (size_t end = c + group / BLOCK; c < end; ++c) {
       __m256i dot[TILE_M][2];  // i16 sums of 8 product pairs: <= 8 * 2 * 15 * 127, exact
       for (int i = 0; i < tm; ++i) dot[i][0] = dot[i][1] = _mm256_setzero_si256();
       for (int p = 0; p < 8; ++p) {
         const __m256i wa = _mm256_load_si256(strip_a + c * 8 + p), wb = _mm256_load_si256(strip_b + c * 8 + p);
         for (int i = 0; i < tm; ++i) {  // the block's x: the low nibbles' 16, then the high nibbles' 16
-          const __m256i xb = _mm256_set1_epi32(((const int32_t *)(xr[i] + c * BLOCK))[(p & 1) * 4 + p / 2]);
+          const __m256i xb = _mm256_set1_epi32(((const int32_t *)(x.x[i] + c * BLOCK))[(p & 1) * 4 + p / 2]);
           dot[i][0] = _mm256_add_epi16(dot[i][0], _mm256_maddubs_epi16(wa, xb));
           dot[i][1] = _mm256_add_epi16(dot[i][1], _mm256_maddubs_epi16(wb, xb));
         }
       }
       for (int i = 0; i < tm; ++i) {
-        const __m256i off = _mm256_set1_epi32(sum8[i][c]);
-        const __m256 d = _mm256_broadcast_ss(dx[i] + c);
+        const __m256i off = _mm256_set1_epi32(x.sum8[i][c]);
+        const __m256 d = _mm256_broadcast_ss(x.dx[i] + c);
         const __m256i da = _mm256_sub_epi32(_mm256_madd_epi16(dot[i][0], ones), off);
         const __m256i db = _mm256_sub_epi32(_mm256_madd_epi16(dot[i][1], ones), off);
         acc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da), _mm256_mul_ps(sa, d), acc[i][0]);
@@ -376,43 +396,11 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
     float out[2 * STRIP];
     _mm256_storeu_ps(out, acc[i][0]);
     _mm256_storeu_ps(out + STRIP, acc[i][1]);
-    for (size_t j = 0; j < cols; ++j) y[i * ldy + j] = k0 ? y[i * ldy + j] + out[j] : out[j];
+    tile_store(y + i * ldy, out, cols, k0);
   }
 }
 
-// y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
-// weight rows n_begin..n_end (the dispatch gives whole panels of 2 * STRIP rows).
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
-  const size_t stride = xq_row_bytes(k);
-  const size_t chunk = CHUNK_K / group * group;  // whole groups
-  __m256i strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];
-  float scales_a[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32))), scales_b[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(32)));
-  for (size_t n0 = n_begin; n0 < n_end; n0 += 2 * STRIP) {
-    const size_t cols = n_end - n0 < 2 * STRIP ? n_end - n0 : 2 * STRIP;
-    for (size_t k0 = 0; k0 < k; k0 += chunk) {
-      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
-      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip_a, scales_a);
-      pack_strip(q, s, n_end, n0 + STRIP, k, group, k0, kc, strip_b, scales_b);
-      size_t r = m_begin;
-      const int8_t *x = xq + r * stride;
-      float *out = y + r * n + n0;
-      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride, out += TILE_M * n)
-        tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, TILE_M);
-      switch (m_end - r) {  // the last rows, with the tile height a constant
-        case 3: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 3); break;
-        case 2: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 2); break;
-        case 1: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 1); break;
-        default: break;
-      }
-    }
-  }
-}
+typedef __m256i strip_vector;
+#include "int4_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

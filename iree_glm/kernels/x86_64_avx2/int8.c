@@ -26,7 +26,7 @@
 
 #include "row_glue.h"
 
-#define MEMREF(T, name) T *name##_base, T *name, size_t name##_offset, size_t name##_size, size_t name##_stride
+#include "../memref.h"
 
 enum { BLOCK = 32, MAX_K = 16384, LANES = 16 };
 
@@ -101,9 +101,7 @@ static void quantize_x(const float *x, size_t k, int8_t *xs, int8_t *xa, float *
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
 void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t tiles,
                                     size_t k, size_t tile_begin, size_t tile_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; y += y_offset;
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(y);
   if (tile_end > tiles) tile_end = tiles;
   int8_t xs[MAX_K] __attribute__((aligned(32))), xa[MAX_K] __attribute__((aligned(32)));
   float dx[MAX_K / BLOCK];
@@ -235,8 +233,7 @@ static void quantize_row(const float *xr, size_t k, int8_t *row) {
 
 void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq), size_t m, size_t k, size_t row_begin,
                                       size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)xq_base; (void)xq_size; (void)xq_stride;
-  x += x_offset; xq += xq_offset;
+  MEMREF_START(x); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   for (size_t r = row_begin; r < row_end; ++r) quantize_row(x + r * k, k, xq + r * xq_row_bytes(k));
 }
@@ -245,9 +242,7 @@ void iree_glm_int8_quantize_workgroup(MEMREF(const float, x), MEMREF(int8_t, xq)
 // matmul's per-channel weight scale [sg | su] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
 void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(const float, scale), MEMREF(int8_t, xq),
                                                size_t m, size_t k, size_t row_begin, size_t row_end) {
-  (void)gu_base; (void)gu_size; (void)gu_stride; (void)scale_base; (void)scale_size; (void)scale_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  gu += gu_offset; scale += scale_offset; xq += xq_offset;
+  MEMREF_START(gu); MEMREF_START(scale); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -259,9 +254,7 @@ void iree_glm_int8_quantize_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(c
 // The same for x = RMSNorm(h) with weight w [k] (x86_64_avx2/row_glue.h; k <= GLUE_MAX_K).
 void iree_glm_int8_quantize_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xq), size_t m,
                                                size_t k, float eps, size_t row_begin, size_t row_end) {
-  (void)h_base; (void)h_size; (void)h_stride; (void)w_base; (void)w_size; (void)w_stride;
-  (void)xq_base; (void)xq_size; (void)xq_stride;
-  h += h_offset; w += w_offset; xq += xq_offset;
+  MEMREF_START(h); MEMREF_START(w); MEMREF_START(xq);
   if (row_end > m) row_end = m;
   float x[GLUE_MAX_K] __attribute__((aligned(32)));
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -301,16 +294,8 @@ static inline __attribute__((always_inline)) void rows_tile(const __m256i *wv, c
   if (two) { acc1[0] = b0; acc1[1] = b1; acc1[2] = b2; acc1[3] = b3; }
 }
 
-// y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
-// iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
-  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
+static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k), n = tiles * LANES;
   __m256i wv[CHUNK_K / 8 * 8];  // per 8 k: (vector, its absolute value) x 4
   __m256i acc[MAX_ROWS][4];
@@ -344,5 +329,7 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
     }
   }
 }
+
+#include "int8_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -67,10 +67,9 @@ enum { STRIP = 16, TILE_M = 4, CHUNK_K = 1024 };
 // vectors and their group scales as f32 [kc / group][16].
 static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
                        size_t kc, __m512i *strip, float *scales) {
-  const size_t row_bytes = k / 2, groups = k / group;
   const int8_t *rows[STRIP], zeros[16] = {0};
   const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (size_t r = 0; r < STRIP; ++r) rows[r] = n0 + r < n ? q + (n0 + r) * row_bytes + k0 / 2 : 0;
+  strip_rows(q, n, n0, k, k0, STRIP, rows);
   for (size_t c = 0; c < kc / BLOCK; ++c) {
     __m512i a[4];  // a[r]: 16 bytes of rows r, r + 4, r + 8, r + 12 (one per 128-bit lane)
     for (int r = 0; r < 4; ++r) {
@@ -90,8 +89,7 @@ static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, 
       strip[c * 8 + 2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16(v[p], 4), mask);
     }
   }
-  for (size_t g = 0; g < kc / group; ++g)
-    for (size_t r = 0; r < STRIP; ++r) scales[g * STRIP + r] = n0 + r < n ? _cvtsh_ss(s[(n0 + r) * groups + k0 / group + g]) : 0.0f;
+  strip_scales(s, n, n0, k, group, k0, kc, STRIP, scales);
 }
 
 static inline int32_t load_i32(const int8_t *p) {
@@ -107,32 +105,24 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
                                                        const float *scales_b, const int8_t *xq, size_t stride, size_t k,
                                                        size_t group, size_t k0, size_t kc, float *y, size_t ldy, size_t cols,
                                                        const int tm) {
-  const size_t per_group = group / BLOCK;
-  const int8_t *xr[TILE_M];
-  const float *dx[TILE_M];
-  const int32_t *sum8[TILE_M];
-  for (int i = 0; i < tm; ++i) {
-    xr[i] = xq + i * stride + k0;
-    dx[i] = (const float *)(xq + i * stride + k) + k0 / BLOCK;
-    sum8[i] = (const int32_t *)(xq + i * stride + k) + k / BLOCK + k0 / BLOCK;
-  }
+  const tile_rows x = tile_rows_at(xq, stride, k, k0, tm);
   __m512 acc[TILE_M][2];
   for (int i = 0; i < tm; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (size_t g = 0, c = 0; g < kc / group; ++g) {
     const __m512 sa = _mm512_loadu_ps(scales_a + g * STRIP), sb = _mm512_loadu_ps(scales_b + g * STRIP);
-    for (size_t end = c + per_group; c < end; ++c) {
+    for (size_t end = c + group / BLOCK; c < end; ++c) {
       __m512i dot[TILE_M][2];  // exact i32 sums w * x of the block
-      for (int i = 0; i < tm; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(-sum8[i][c]);
+      for (int i = 0; i < tm; ++i) dot[i][0] = dot[i][1] = _mm512_set1_epi32(-x.sum8[i][c]);
       for (int p = 0; p < 8; ++p) {
         const __m512i wa = _mm512_load_si512(strip_a + c * 8 + p), wb = _mm512_load_si512(strip_b + c * 8 + p);
         for (int i = 0; i < tm; ++i) {  // the block's x: the low nibbles' 16, then the high nibbles' 16
-          const __m512i xb = _mm512_set1_epi32(load_i32(xr[i] + c * BLOCK + 4 * ((p & 1) * 4 + p / 2)));
+          const __m512i xb = _mm512_set1_epi32(load_i32(x.x[i] + c * BLOCK + 4 * ((p & 1) * 4 + p / 2)));
           dot[i][0] = _mm512_dpbusd_epi32(dot[i][0], wa, xb);
           dot[i][1] = _mm512_dpbusd_epi32(dot[i][1], wb, xb);
         }
       }
       for (int i = 0; i < tm; ++i) {
-        const __m512 d = _mm512_set1_ps(dx[i][c]);
+        const __m512 d = _mm512_set1_ps(x.dx[i][c]);
         acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][0]), _mm512_mul_ps(sa, d), acc[i][0]);
         acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][1]), _mm512_mul_ps(sb, d), acc[i][1]);
       }
@@ -142,42 +132,9 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
     float out[2 * STRIP];
     _mm512_storeu_ps(out, acc[i][0]);
     _mm512_storeu_ps(out + STRIP, acc[i][1]);
-    for (size_t j = 0; j < cols; ++j) y[i * ldy + j] = k0 ? y[i * ldy + j] + out[j] : out[j];
+    tile_store(y + i * ldy, out, cols, k0);
   }
 }
 
-// y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
-// weight rows n_begin..n_end (the dispatch gives whole panels of 16 rows; this kernel takes 32 at
-// a time, the last 16 as a half-empty pair).
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; s += s_offset; y += y_offset;
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
-  const size_t stride = xq_row_bytes(k);
-  const size_t chunk = CHUNK_K / group * group;  // whole groups (group <= CHUNK_K: int4.py's fits)
-  __m512i strip_a[CHUNK_K / BLOCK * 8], strip_b[CHUNK_K / BLOCK * 8];
-  float scales_a[CHUNK_K / BLOCK * STRIP], scales_b[CHUNK_K / BLOCK * STRIP];
-  for (size_t n0 = n_begin; n0 < n_end; n0 += 2 * STRIP) {
-    const size_t cols = n_end - n0 < 2 * STRIP ? n_end - n0 : 2 * STRIP;
-    for (size_t k0 = 0; k0 < k; k0 += chunk) {
-      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
-      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip_a, scales_a);
-      pack_strip(q, s, n_end, n0 + STRIP, k, group, k0, kc, strip_b, scales_b);
-      size_t r = m_begin;
-      const int8_t *x = xq + r * stride;
-      float *out = y + r * n + n0;
-      for (; r + TILE_M <= m_end; r += TILE_M, x += TILE_M * stride, out += TILE_M * n)
-        tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, TILE_M);
-      switch (m_end - r) {  // the last rows, with the tile height a constant
-        case 3: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 3); break;
-        case 2: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 2); break;
-        case 1: tile(strip_a, strip_b, scales_a, scales_b, x, stride, k, group, k0, kc, out, n, cols, 1); break;
-        default: break;
-      }
-    }
-  }
-}
+typedef __m512i strip_vector;
+#include "../x86_64_avx2/int4_matmul.h"

@@ -92,17 +92,10 @@ static inline int32_t row_sum(const int8_t *row, size_t k) {
   return total;
 }
 
-// y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
-// iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end.
-void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
-                                    size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
-  (void)xq_base; (void)xq_size; (void)xq_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)y_base; (void)y_size; (void)y_stride;
-  xq += xq_offset; q += q_offset; y += y_offset;
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
-  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
-  if (m_end <= m_begin) return;
+// Rows m_begin..m_end of x (1..MAX_ROWS) x weight tiles t_begin..t_end (x86_64_avx2/int8.c's
+// iree_glm_int8_matmul_workgroup clamps the ranges and calls this).
+static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
+                        size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k), n = tiles * LANES, rows = m_end - m_begin;
   const int8_t *x = xq + m_begin * stride;
   __m512i wv[CHUNK_K / 4 * TILES];
@@ -136,3 +129,5 @@ void iree_glm_int8_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
                          _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][j], offset[r])), scale[r]));
   }
 }
+
+#include "../x86_64_avx2/int8_matmul.h"
