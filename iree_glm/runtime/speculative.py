@@ -85,20 +85,10 @@ class AdaptiveK:
             self.rate = 0.5  # probe again after the pause
 
 
-# Greedy verification where verify's rows may differ from decode steps: a row whose two best
-# logits are closer than this fraction of its largest |logit| decides nothing (docs/speculative.md,
-# "Exactness"). fp32 bundles: the two paths differ by ~1e-6 of it. Bundles quantizing
-# activations at run time (int8 / int4): a last-bit difference can flip an activation's rounding,
-# seen to move logits by up to ~1e-2 of the largest.
+# Greedy verification where verify's rows may differ from decode steps in the last bits: a row
+# whose two best logits are closer than this fraction of its largest |logit| decides nothing and
+# is left to a decode step (docs/speculative.md, "Exactness": what this does and does not ensure).
 MARGIN = 2.0 ** -10
-MARGIN_QUANTIZED = 2.0 ** -5
-
-
-def margin_for(session) -> float:
-    """The margin for `session`'s bundle: MARGIN_QUANTIZED where its layers are int8 / int4."""
-    manifest = getattr(session, "manifest", None)
-    quantized = manifest is not None and manifest.options.quant.mode != "none"
-    return MARGIN_QUANTIZED if quantized else MARGIN
 
 
 def decided(row: np.ndarray, margin: float) -> int | None:
@@ -154,7 +144,7 @@ class DraftedRequest:
         self.run = draft.start(state.sampler.params)
         self.adapt = AdaptiveK(max_k)
         self.greedy = state.sampler.params.temperature == 0
-        self.margin = margin_for(session)  # read here: tests set MARGIN / MARGIN_QUANTIZED
+        self.margin = MARGIN  # read here: tests set it
         self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
