@@ -123,10 +123,12 @@ def test_pruned_draft_greedy_identical(glm4_bundle, pruned_bundle, plain):
 
 def test_self_draft_accepts_everything(glm4_bundle, plain, monkeypatch):
     """The target as its own draft: every proposal is what the target would choose. (Its
-    measured cost, a target-sized draft, would pause speculation: the acceptance rule is tested.)"""
-    from iree_glm.runtime.speculative import AdaptiveK
+    measured cost, a target-sized draft, would pause speculation, and a row within the margin
+    would count its draft tokens as not kept: the acceptance rule alone is tested.)"""
+    from iree_glm.runtime import speculative
 
-    monkeypatch.setattr(AdaptiveK, "worth", lambda self, k: True)
+    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)
+    monkeypatch.setattr(speculative, "MARGIN", 0.0)
     spec = Session.load(glm4_bundle, verify=False, draft=glm4_bundle, draft_tokens=4)
     (r,) = _same_tokens(plain, spec, [PROMPTS[1]], 30, stop_ids=())
     assert r.acceptance_rate == 1.0 and r.tokens_per_target_call > 3
