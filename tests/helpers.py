@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 from pathlib import Path
 
@@ -122,3 +123,24 @@ def set_library(kernel_set, kernel: str, folder_factory, argtypes: dict[str, tup
         pytest.skip(f"{kernel} {kernel_set.name} kernels unavailable: {reason}")
     return kernel_library(kernel_set.source(kernel), folder_factory.mktemp(f"{kernel}_{kernel_set.short}"), argtypes, kernel_set)
 
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def write_profile(path: Path, data: dict) -> None:
+    """A device profile (as parsed from TOML) written back as TOML."""
+    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, (list, dict))]
+    lines += ["[policy]"] + [f"{k} = {_toml(v)}" for k, v in data["policy"].items()]
+    for table in ("devices", "links"):
+        for row in data[table]:
+            lines += [f"[[{table}]]"] + [f"{k} = {_toml(v)}" for k, v in row.items()]
+    path.write_text("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ slowest dispatches are visible.
     python tools/bench.py --config 330m --prompt-lens 128,512,2048 --breakdown 512
     python tools/bench.py --checkpoint path/to/hf_folder
     python tools/bench.py --config 330m --quant none,int8@none,int8@prefill   # quantized bundles, llama.cpp Q8_0
+    python tools/bench.py --config 330m --quant none,none@bf16 --engines iree,torch-bf16   # fp32 weights, matmuls in bf16 (AVX-512 BF16)
 
 Prints Markdown tables with ratios measured side by side in this run, and the machine load.
 """
@@ -73,19 +74,21 @@ def profile_key(profile: str) -> str:
 
 
 def make_bundle(checkpoint: Path, folder: Path, context: int, profile: str = "host-cpu", quant=None,
-                int8_activations: str | None = None) -> Path:
+                int8_activations: str | None = None, compute_dtype: str | None = None) -> Path:
     """Build (or reuse, keyed by the code hash and options) a bundle of `checkpoint`;
-    `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights), `int8_activations` the
-    compile option of that name (None: the profile's)."""
+    `quant` is an `iree_glm.quant.QuantSpec` (default: fp32 weights), `int8_activations` and
+    `compute_dtype` the compile options of those names (None: the profile's)."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.transforms.quantize import QuantSpec
 
     quant = quant or QuantSpec()
     tag = profile_key(profile) + ("" if quant.mode == "none" else f"-{quant.mode}" + (f"g{quant.group_size}" if quant.mode == "int4" else ""))
     tag += f"-act{int8_activations}" if int8_activations else ""
+    tag += f"-compute{compute_dtype}" if compute_dtype else ""
     out = folder / f"{checkpoint.name}-{tag}-bundle-{context}-{source_hash()}"
     if not (out / "manifest.json").exists():
-        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, quant=quant, int8_activations=int8_activations))
+        build_bundle(checkpoint, out, BuildOptions(max_context=context, profile=profile, quant=quant, int8_activations=int8_activations,
+                                                       compute_dtype=compute_dtype))
     return out
 
 
@@ -93,14 +96,17 @@ LLAMA_TYPES = {"none": "f32", "int8": "q8_0", "int4": "q4_0"}  # our weight form
 
 
 def parse_quant(text: str) -> tuple[str, str | None]:
-    """A benchmark's quantization mode: `none`, `int8`, `int4`, or `int8@none|prefill|all` for
-    int8 with that `--int8-activations` (plain `int8`: the profile's). Returns (mode, activations)."""
+    """A benchmark's quantization mode: `none`, `int8`, `int4`, `int8@none|prefill|all` for
+    int8 with that `--int8-activations` (plain `int8`: the profile's), or `none@bf16` for fp32
+    weights with `--compute-dtype bf16`. Returns (mode, the part after @)."""
     mode, _, act = text.partition("@")
     return mode, act or None
 
 
 def quant_label(text: str, group_size: int = 32) -> str:
     mode, act = parse_quant(text)
+    if mode == "none":
+        return "IREE none" + (f" compute {act}" if act else "")
     return f"IREE {mode}" + (f" g{group_size}" if mode == "int4" else "") + (f" act {act}" if act else "")
 
 
@@ -174,7 +180,9 @@ def _child(engine: str, target: str, args, prompt_len: int | None = None, extra:
     prompt_len = args.prompt_len if prompt_len is None else prompt_len
     cmd = [sys.executable, __file__, "--child", engine, target, "--prompt-len", str(prompt_len), *extra,
            "--decode-tokens", str(args.decode_tokens), "--runs", str(args.runs), "--threads", str(args.threads)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    # Passive OpenMP waiting, as tools/llamacpp.py does: torch's busy-waiting threads prefilled 15-30x slower on
+    # a shared, oversubscribed machine (IREE's workers do not use OpenMP).
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="passive")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{engine} benchmark failed:\n{out.stderr[-2000:]}")
@@ -340,7 +348,7 @@ def main() -> None:
                     mode, act = parse_quant(q)
                     label = "IREE" if quants == ["none"] else quant_label(q)
                     label += f" [{Path(prof).stem}]" if len(profiles) > 1 else ""
-                    bundles[label] = make_bundle(ckpt, args.work, context, prof, QuantSpec(mode), act)
+                    bundles[label] = make_bundle(ckpt, args.work, context, prof, QuantSpec(mode), *((None, act) if mode == "none" else (act,)))
         ggufs = {}
         if llama is not None:
             for kind in dict.fromkeys(LLAMA_TYPES[parse_quant(q)[0]] for q in quants):

@@ -84,6 +84,8 @@ ROWS = [
         lambda: {**_quant("int8", embeddings="none")(), "int8_activations": "none"}),
     Row("int8-act", "int8 weights + int8 activations per row (prefill's i8 x i8 matmuls)",
         lambda: {**_quant("int8")(), "int8_activations": "prefill"}, entry="prefill"),
+    Row("bf16-compute", "fp32 weights, matmul inputs rounded to bf16 (--compute-dtype bf16; AVX-512 BF16 CPUs only)",
+        lambda: {"compute_dtype": "bf16"}),
     Row("int4-g32", "int4 weights, group 32", _quant("int4", 32)),
     Row("int4-g64", "int4 weights, group 64", _quant("int4", 64)),
     Row("int4-g128", "int4 weights, group 128", _quant("int4", 128)),

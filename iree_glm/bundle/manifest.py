@@ -83,6 +83,7 @@ class KernelChoice:
     quantize_glue: dict[str, int] | str | None = None  # fused row quantizations by kind, or why none
     rewritten: int | None = None  # attention: ops that call the kernel ...
     left_to_iree: int | None = None  # ... and ops of another form, left to IREE
+    sparse: str | None = None  # attention: the block-sparse pattern it skips key blocks by ("local=W,global=G")
 
     @property
     def ours(self) -> bool:
@@ -115,6 +116,23 @@ class StageEntry:
 
 
 @dataclass
+class PlanEntry:
+    """One plan a bundle can run. Every plan decodes on the bundle's decode placement (its main
+    module, or `options.stages`); a phase-split plan prefills prompts on its own stage modules
+    and hands the prompt's KV cache to the decode devices. The estimates (the profile's cost
+    model) let the runtime choose a plan for a power budget."""
+
+    name: str
+    prefill_stages: list[StageEntry] | None  # None: prompts are prefilled on the decode placement
+    power_w: float = bounded(min=0.0)  # estimated draw of the busier phase (devices in use active, the rest idle)
+    prefill_ms: float = bounded(min=0.0)  # estimated, for `prompt_tokens`
+    handoff_ms: float = bounded(min=0.0)  # estimated KV hand-off of that prompt
+    decode_ms: float = bounded(min=0.0)  # estimated per token
+    prompt_tokens: int = bounded(min=1)
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TargetCpuRecord:
     """The CPU an llvm-cpu bundle was compiled for and the instruction-set features its code may
     use: a machine without one of them refuses the bundle in one line (never SIGILL)."""
@@ -143,8 +161,10 @@ class BundleOptions:
     prefill_chunk: int | None = bounded(None, min=0)
     int4_kernel: KernelChoice | None = None
     int8_kernel: KernelChoice | None = None
-    stages: list[StageEntry] | None = None
+    stages: list[StageEntry] | None = None  # the decode placement's stages (None: one module, modules[0])
+    plans: list[PlanEntry] | None = None  # plans the runtime can switch between; the first is the default
     target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles
+    compute_dtype: str = bounded("f32", choices=("f32", "bf16"))  # bf16: f32 matmuls multiply bf16-rounded inputs (compiler/compute_dtype.py)
 
 
 @dataclass
@@ -196,6 +216,13 @@ def _check_file_names(manifest: Manifest, where: Path) -> None:
             raise BundleError(f"{where}: {key}: '{name}' is not a file listed (hashed) in the manifest (recompile the bundle)")
     if not manifest.modules:
         raise BundleError(f"{where}: modules: the bundle lists no compiled module (recompile the bundle)")
+    compiled = {m.file for m in manifest.modules}
+    staged = [(f"options.stages[{i}].file", s.file) for i, s in enumerate(manifest.options.stages or [])]
+    for i, plan in enumerate(manifest.options.plans or []):
+        staged += [(f"options.plans[{i}].prefill_stages[{j}].file", s.file) for j, s in enumerate(plan.prefill_stages or [])]
+    for key, name in staged:
+        if name not in compiled:
+            raise BundleError(f"{where}: {key}: '{name}' is not one of the bundle's modules (recompile the bundle)")
 
 
 def read_manifest(bundle: Path, verify: bool = True) -> Manifest:

@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
     p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
     p.add_argument("--activation-dtype", help="f32, f16 or bf16: the dtype weights are stored in and activations and the KV cache computed in; norms, rotary frequencies and logits stay f32 (default: the profile's device activation_dtype, f32 on host-cpu)")
+    p.add_argument("--compute-dtype", help="f32 or bf16: what the f32 matmuls multiply in; bf16 rounds their inputs to bf16 and accumulates in f32 (x86-64 with avx512bf16 only; weights, KV cache and everything else stay f32; logit error: docs/accuracy.md) (default: the profile's device compute_dtype, f32 on host-cpu)")
     p.add_argument("--no-embeddings", action="store_true", help="leave out the `embed` entry point (final-norm hidden states, served as /v1/embeddings)")
     p.add_argument("--int8-activations", help="with --quant int8: which matmuls also quantize their activations per row and multiply i8 x i8 -> i32: none, prefill (multi-token calls) or all (default: the profile's device int8_activations)")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model; default: the profile's policy.sparse_attention; 'none' turns it off)")
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sparse.check(max_context, f"{profile.source}: policy.sparse_attention")  # name where it came from
     opts = BuildOptions(max_context=max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse,
-                        activation_dtype=args.activation_dtype, int8_activations=args.int8_activations,
+                        activation_dtype=args.activation_dtype, compute_dtype=args.compute_dtype, int8_activations=args.int8_activations,
                         embeddings=not args.no_embeddings)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
@@ -93,9 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote bundle {out} ({m.model.family}, {m.model.num_layers} layers, context {m.max_context}; {timing})")
     o = m.options
     print(f"weights: {o.parameter_bytes / 2**20:.1f} MiB, {o.compression_vs_fp32:.3f} of fp32 (quant {quant.mode})")
+    if o.compute_dtype != "f32":
+        print(f"matmuls: {o.compute_dtype} inputs, f32 accumulation (--compute-dtype {o.compute_dtype})")
     attention = o.attention_kernel
     if attention.ours:
-        print(f"attention: AVX2 flash-attention kernel ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
+        pattern = f", skipping the key blocks outside {attention.sparse}" if attention.sparse else ""
+        print(f"attention: AVX2 flash-attention kernel{pattern} ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
     else:
         print(f"attention: IREE's lowering ({attention.reason})")
     if o.kv_cache_slots != m.max_context:
@@ -108,13 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report and result.plan is not None:
         from iree_glm.compiler.stages import stand_ins
         from iree_glm.planner.phases import plan_phases
-        from iree_glm.planner.report import phase_report, text_report
+        from iree_glm.planner.report import phase_report, plans_report, text_report
         from iree_glm.planner.scheduler import quant_dtypes
 
         print(text_report(result.plan, stand_ins(m.options.stages)))
         print(phase_report(plan_phases(m.model, profile, quant_dtypes(quant.mode, quant.head, quant.embeddings),
                                        m.options.kv_cache_slots)))
-        print("  (a bundle runs one placement for both phases today; the phase split is the planner's estimate)")
+        print(plans_report(m.options.plans))
         print(f"plan picture: {out / 'plan.svg'}")
     if m.tokenizer is None:
         print("note: the checkpoint has no tokenizer; run it with --prompt-ids")

@@ -47,6 +47,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "tokenizer in one call of the bundle (same output, fewer passes over the weights)")
     p.add_argument("--draft-tokens", type=int, metavar="K", help="at most K draft tokens per call (default 8; adapts to the acceptance rate)")
     p.add_argument("--allow-stand-in", action="store_true", help="multi-device bundles: run a partition whose device driver is absent (an NPU) on the CPU, marked stand-in")
+    plan = p.add_mutually_exclusive_group()
+    plan.add_argument("--plan", metavar="NAME", help="run the bundle's plan NAME (e.g. phase-split, one-placement; default: its first that can run here)")
+    plan.add_argument("--power-budget", type=option(float, "--power-budget", min=0.0), metavar="WATTS",
+                      help="run the fastest of the bundle's plans estimated to draw at most WATTS")
     return p.parse_args(argv)
 
 
@@ -76,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stand_in = ""
     if is_multi_device(read_manifest(args.bundle, verify=False)):  # one module per device (plan stages)
         for option, value in (("--prefix-cache-dir", args.prefix_cache_dir), ("--prefix-cache-mb", args.prefix_cache_mb),
-                              ("--normalize", normalizer), ("--draft", args.draft)):
+                              ("--normalize", normalizer), ("--draft", args.draft), ("--plan", args.plan),
+                              ("--power-budget", args.power_budget)):
             if value is not None:
                 raise UserError(f"{option} is not supported for multi-device bundles")
         session = PipelineSession.load(args.bundle, verify=not args.no_verify, allow_stand_in=args.allow_stand_in,
@@ -86,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = Session.load(args.bundle, verify=not args.no_verify, prefix_cache_dir=args.prefix_cache_dir,
                                prefix_cache_bytes=None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20),
                                normalize=normalizer, prefill_chunk=args.prefill_chunk, draft=args.draft,
-                               draft_tokens=draft_tokens)
+                               draft_tokens=draft_tokens, plan=args.plan, allow_stand_in=args.allow_stand_in)
+        if args.power_budget is not None:
+            session.set_power_budget(args.power_budget)
     prompt = args.prompt if args.prompt is not None else args.prompt_ids
     sampling = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     source = session.manifest.source.get("default_model")
@@ -97,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out["normalized"] = str(normalizer)
         if isinstance(session, PipelineSession):
             out["stand_in"] = session.stand_ins
+        if session.plan is not None:
+            out["plan"] = session.plan
         print(json.dumps(out))
         return 0
     if source:
@@ -113,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({len(r.generated_ids)} tokens, stopped: {r.stop_reason}"
           f"{f', {r.cached_tokens} prompt tokens from the prefix cache' if r.cached_tokens else ''}"
           f"{f', prompt normalized ({normalizer})' if normalizer else ''}"
+          f"{f', plan {session.plan}' if session.plans is not None and len(session.plans.entries) > 1 else ''}"
           f"{f', draft acceptance {r.acceptance_rate:.0%}, {r.tokens_per_target_call:.2f} tokens per call' if r.acceptance_rate is not None else ''})",
           file=sys.stderr)
     return 0

@@ -45,6 +45,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body has to arrive (default 30)")
     p.add_argument("--max-connections", type=int, default=256, help="open connections served at once; more get 503 (default 256)")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.add_argument("--plan", metavar="NAME", help="start with the bundle's plan NAME (switch later: POST /admin/plan)")
+    p.add_argument("--allow-stand-in", action="store_true", help="let a plan's NPU stages run on the CPU, marked stand-in")
+    p.add_argument("--thermal-policy", metavar="C:W,...",
+                   help="power budget from the hottest Linux thermal zone, e.g. 60:8,75:4 (from 60 C at most 8 W, from 75 C 4 W); "
+                        "switches to the fastest plan within it every --thermal-interval seconds")
+    p.add_argument("--thermal-interval", type=option(float, "--thermal-interval", min=0.1), default=5.0, help="seconds between thermal readings (default 5)")
+    p.add_argument("--thermal-root", type=Path, default=Path("/sys/class/thermal"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -80,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.warn(f"serving on {args.host} without an API key: anyone who can reach this port can use the model "
                       "(set --api-key or IREE_GLM_API_KEY)")
     normalizer = parse_normalize(args.normalize)
+    policy = None
+    if args.thermal_policy is not None:  # checked before the (slow) load
+        from iree_glm.runtime.thermal import ThermalPolicy, parse_steps
+
+        policy = ThermalPolicy(parse_steps(args.thermal_policy), args.thermal_root)
     manifest = read_manifest(args.bundle, verify=False)
     budget = budget_bytes(None if args.prefix_cache_mb is None else int(args.prefix_cache_mb * 2**20), manifest)
     window = sliding_window(manifest)
@@ -88,9 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     session = Session.load(
         args.bundle, verify=not args.no_verify, prefix_cache=budget > 0,
         prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
-        draft=args.draft, draft_tokens=draft_tokens,
+        draft=args.draft, draft_tokens=draft_tokens, plan=args.plan, allow_stand_in=args.allow_stand_in,
     )
     session.gather_ms = args.gather_ms
+    stop_thermal = None
+    if policy is not None:
+        policy.apply(session)  # a machine without thermal zones stops here, in one line
+        stop_thermal = policy.watch(session, args.thermal_interval)
     server = OpenAIServer(session, args.bundle.name, normalizer, body_timeout=args.body_timeout)
     config = make_config(make_app(server, api_key, tuple(args.allow_origin)), args.host, args.port, args.header_timeout,
                          args.access_log, args.max_connections)
@@ -101,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     norm = f", prompts normalized ({normalizer})" if normalizer else ""
     norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
     key = ", API key required" if api_key else ""
+    key += f", plan {session.plan}" if session.plans is not None and len(session.plans.entries) > 1 else ""
     logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
@@ -109,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
+        if stop_thermal is not None:
+            stop_thermal.set()
         session.close()
     return 0
 

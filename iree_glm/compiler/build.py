@@ -26,11 +26,13 @@ from iree_glm.planner.report import svg_picture
 from iree_glm.planner.profile import Profile, load_profile
 from iree_glm.planner.scheduler import PartitionPlan, plan_partition, quant_dtypes
 from iree_glm.compiler.stages import compile_stages, stand_ins
+from iree_glm.compiler import phases
+from iree_glm.planner.phases import plan_phases
 from iree_glm.export.stages import export_stages, stages_of
 from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
-from iree_glm.compiler import kernel_choice
+from iree_glm.compiler import compute_dtype, kernel_choice
 from iree_glm.compiler.target import Target, device_target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -53,6 +55,7 @@ class BuildOptions:
     quant: QuantSpec = field(default_factory=QuantSpec)  # weight quantization (iree_glm/quant.py)
     sparse_attention: sparse_attention.SparsePattern | None = None  # block-sparse attention (passes/sparse_attention.py)
     activation_dtype: str | None = None  # f32, f16 or bf16 (iree_glm/activation_dtype.py); None: the profile's
+    compute_dtype: str | None = None  # f32 or bf16: what f32 matmuls multiply in (compiler/compute_dtype.py); None: the profile's
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
     kernel_set: str | None = None  # our kernels' instruction-set level ("best" or a set's name, kernels/toolchain.py); None: the profile's
     embeddings: bool = True  # an `embed` entry point (final-norm hidden states, for /v1/embeddings)
@@ -116,6 +119,8 @@ def _check_options(opts: BuildOptions) -> Profile:
     opts.quant.check()
     if opts.activation_dtype is not None:
         activation_dtype.check(opts.activation_dtype)
+    if opts.compute_dtype is not None:
+        compute_dtype.check(opts.compute_dtype)
     if opts.int8_activations is not None and opts.int8_activations not in INT8_ACTIVATIONS:
         raise UserError(f"--int8-activations: unknown mode '{opts.int8_activations}' (choose from {', '.join(INT8_ACTIVATIONS)})")
     return load_profile(opts.profile)
@@ -131,6 +136,11 @@ def build_bundle(
     opts = opts or BuildOptions()
     profile = _check_options(opts)
     target = device_target(profile.host)
+    compute = opts.compute_dtype or profile.host.compute_dtype
+    refused = compute_dtype.refusal(compute, target.backend, [*target.flags, *opts.extra_flags])
+    if refused:
+        raise UserError(refused)
+    extra_flags = (*opts.extra_flags, *compute_dtype.flag_overrides(compute, [*target.flags, *opts.extra_flags]))
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="iree_glm-") as work:
         work = Path(work)
@@ -143,6 +153,8 @@ def build_bundle(
         dtype = opts.activation_dtype or profile.host.activation_dtype
         if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
             raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
+        if compute != "f32" and dtype != "f32":
+            raise UserError(f"--compute-dtype {compute} is for f32 activations (--activation-dtype {dtype} already multiplies in {dtype})")
         with writing_bundle(out) as folder:
             t = time.perf_counter()
             progress("load weights")
@@ -158,20 +170,30 @@ def build_bundle(
             model.fuse_qkv()
             if opts.quant.mode != "none":
                 model = quantize_model(model, opts.quant)
-            plan = plan_partition(config, profile, quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings), capacity=cache_slots(opts))
+            weight_dtypes = quant_dtypes(opts.quant.mode, opts.quant.head, opts.quant.embeddings)
+            plan = plan_partition(config, profile, weight_dtypes, capacity=cache_slots(opts))
             stages = stages_of(plan) if len(plan.devices_used) > 1 else []  # one module per device
+            phase_plan = plan_phases(config, profile, weight_dtypes, capacity=cache_slots(opts))
+            not_split = phases.why_not_run(phase_plan, bool(stages), dtype, opts.sparse_attention is not None)
+            if not_split:
+                progress(f"phase plan: prefill elsewhere would be faster, but {not_split}")
+            prefill_specs = phases.prefill_specs(phase_plan) if phase_plan.split and not not_split else []
+            if prefill_specs and compute != "f32":  # the other device's prefill module would multiply in f32
+                raise UserError(f"--compute-dtype {compute} is not supported with a prefill placed on another device (profile {profile.name})")
             # The embed entry point: single-module bundles with a KV cache indexed by position.
             entry_points = _entry_points(opts, bool(stages), embed=opts.embeddings and not stages and cache_slots(opts) == opts.max_context)
             quantized_matmuls = _fused_expected(model, entry_points)
             if stages and dtype != "f32":
                 raise UserError(f"--activation-dtype {dtype} is not supported with a multi-device plan (profile {profile.name})")
+            if stages and compute != "f32":
+                raise UserError(f"--compute-dtype {compute} is not supported with a multi-device plan (profile {profile.name})")
             if stages and opts.sparse_attention is not None:
                 raise UserError(f"--sparse-attention is not supported with a multi-device plan (profile {profile.name})")
             model = activation_dtype.convert(model, dtype)
 
             int8_activations = opts.int8_activations or profile.host.int8_activations
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
-                target, opts.extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
                 opts.kernel_set or profile.host.kernel_set))
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
@@ -179,11 +201,17 @@ def build_bundle(
 
             t = time.perf_counter()
             progress("export to MLIR")
-            sparse_attention.enable(model, opts.sparse_attention)
+            # Where the attention kernel is ours, the pattern is its parameter: the model exports
+            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            as_mask = kernels.attention.ours
+            sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None, work)
+                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
+            prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
+            if prefill_specs:
+                exported_prefill = export_stages(model, prefill_specs, prefill_entry, work, phases.PREFILL_PREFIX)
             seconds["export"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -198,13 +226,20 @@ def build_bundle(
             _say_kernels(kernels, opts.quant, progress)
             stage_entries = None
             if stages:
-                modules, stage_entries = compile_stages(exported, stages, profile, folder, opts.extra_flags, log,
+                modules, stage_entries = compile_stages(exported, stages, profile, folder, extra_flags, log,
                                                         lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
                 pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
-                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, opts.extra_flags, log, pipeline)
+                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline)
                 kernels.record(compiled.pass_results)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
+            prefill_entries = None
+            if prefill_specs:
+                progress(f"compile the prefill placement ({', '.join(s.device for s in prefill_specs)})")
+                more, prefill_entries = compile_stages(exported_prefill, prefill_specs, profile, folder, opts.extra_flags, log,
+                                                       lambda n: PassPipeline([DequantMatmulPass(n)] if n else []),
+                                                       phases.PREFILL_PREFIX)
+                modules += more
             seconds["compile"] = time.perf_counter() - t
             _say_pass_results(kernels, progress)
 
@@ -217,7 +252,7 @@ def build_bundle(
             staged = bool(stages)
             options = BundleOptions(
                 max_context=opts.max_context, dtype=activation_dtype.DTYPES[dtype], activation_dtype=dtype,
-                kv_cache_slots=cache_slots(opts),
+                compute_dtype=compute, kv_cache_slots=cache_slots(opts),
                 quant=QuantRecord(**opts.quant.to_dict(), **({"int8_activations": int8_activations} if opts.quant.mode != "none" and not staged else {})),
                 parameter_bytes=parameter_bytes, compression_vs_fp32=round(parameter_bytes / fp32_bytes, 4),
                 attention_kernel=kernels.attention, plan=PLAN_FILE,
@@ -227,7 +262,8 @@ def build_bundle(
                 int4_kernel=kernels.int4 if opts.quant.mode == "int4" and not staged else None,
                 int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
                 stages=stage_entries,
-                target_cpu=_target_cpu_record(device_target(profile.host), opts.extra_flags),
+                plans=phases.plan_entries(phase_plan, profile, prefill_entries),
+                target_cpu=_target_cpu_record(device_target(profile.host), extra_flags),
             )
             manifest = Manifest(
                 model=config, max_context=opts.max_context, entry_points=entry_points, modules=modules,

@@ -141,19 +141,20 @@ def export_stage_mlir(stage: Stage, entry_points: Iterable[EntryPoint], cache_dt
 
 # -- building a bundle's stage modules -------------------------------------------------------
 
-def stage_file(spec: StageSpec) -> str:
-    return f"stage{spec.index}-{spec.device}.vmfb"
+def stage_file(spec: StageSpec, prefix: str = "") -> str:
+    """The stage's module file; `prefix` tells a phase's own stages apart ("prefill-")."""
+    return f"{prefix}stage{spec.index}-{spec.device}.vmfb"
 
 
-def export_stages(model: nn.Module, stages: list[StageSpec], entry_points: list[EntryPoint], work) -> list:
-    """Export every stage to `work/stage{i}.mlirbc`; returns [(path, quantized matmul count)]."""
+def export_stages(model: nn.Module, stages: list[StageSpec], entry_points: list[EntryPoint], work, prefix: str = "") -> list:
+    """Export every stage to `work/{prefix}stage{i}.mlirbc`; returns [(path, quantized matmul count)]."""
     from iree_glm.transforms.quantize import quantized_layer_count
 
     out = []
     for spec in stages:
         stage = Stage(model, spec)
         module, _ctx = export_stage_mlir(stage, entry_points)
-        path = work / f"stage{spec.index}.mlirbc"
+        path = work / f"{prefix}stage{spec.index}.mlirbc"
         with open(path, "wb") as f:
             module.operation.write_bytecode(f)
         out.append((path, quantized_layer_count(stage) * len(entry_points)))

@@ -133,17 +133,20 @@ def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     return host_reason(kernel_set) or build_reason(kernel_set)
 
 
-def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False) -> Path:
+def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False,
+                 defines: tuple[str, ...] = ()) -> Path:
     """Compile `source` (a kernel of `kernel_set`) to an ELF object in `folder` (kept until IREE
     has linked it; named after the set, as one build may link several sets' objects); with
-    `shared`, to a shared library instead (tests call the kernels directly)."""
+    `shared`, to a shared library instead (tests call the kernels directly, `defines` switching
+    on what a test probes)."""
     reason = build_reason(kernel_set) or (host_reason(kernel_set) if shared else None)
     if reason:
         raise KernelUnavailable(reason)
     cc = _compiler()
     out = Path(folder) / f"{source.stem}_{kernel_set.short}.{'so' if shared else 'o'}"
     mode = "-shared" if shared else "-c"
-    proc = subprocess.run([cc, *kernel_set.cflags, mode, str(source), "-o", str(out)], capture_output=True, text=True)
+    flags = [*kernel_set.cflags, *(f"-D{d}" for d in defines)]
+    proc = subprocess.run([cc, *flags, mode, str(source), "-o", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise KernelUnavailable(f"{cc} failed on {source.name}: {proc.stderr.strip().splitlines()[-1:]}")
     return out

@@ -11,7 +11,9 @@ attention op of the form our model exports (q [H, M, D], k [H, N, D], v [H, N, E
 scale, an additive mask [H, M, N], out [H, M, E]; H = batch x KV heads, M = positions x the
 query heads of one KV head) by a dispatch calling `kernels/x86_64_avx2/attention.c`: an online
 softmax over blocks of keys for 32 query rows per workgroup, skipping key blocks whose mask is
--inf for all of them. The dispatch needs its operands in memory, so the pass hands it the mask
+-inf for all of them. A block-sparse build (`--sparse-attention`, passes `window`) gives the
+kernel its pattern too: a tile then visits only the key blocks of the globals and of its rows'
+windows, the rest are neither read nor computed (dense is the pattern of every block). The dispatch needs its operands in memory, so the pass hands it the mask
 before the broadcasts the model applies (over KV heads and over the query heads of a
 position) and tells the kernel how to index it; otherwise the [H, M, N] mask would be written
 and read H x group times over.
@@ -19,8 +21,8 @@ and read H x group times over.
 The object is built like the int4 kernels' (kernels/toolchain.py, the same host checks);
 on other targets the op is left to IREE (build.py records which form was built).
 
-Use: `run(module, kernel_object) -> number of attention ops rewritten`, or
-`python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir`.
+Use: `run(module, kernel_object[, window]) -> (rewritten, left to IREE)`, or
+`python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir [--sparse local=W,global=G,block=B]`.
 """
 
 from __future__ import annotations
@@ -167,19 +169,33 @@ def _count(t: ir.RankedTensorType, name: str) -> tuple[str, str]:
     return "\n  ".join(lines), f"%{name}_n"
 
 
-def function_name(m: _Match) -> str:
+@dataclass(frozen=True)
+class Window:
+    """The block-sparse pattern the kernel skips key blocks by: a query at p sees the keys
+    k <= p with k < `global_` or k > p - `local` (the model's mask must be exactly that)."""
+
+    local: int
+    global_: int
+
+
+DENSE = Window(0, 0)  # the kernel's `local` = 0: every key block
+
+
+def function_name(m: _Match, window: Window = DENSE) -> str:
     types = [str(x.type) for x in (m.q, m.k, m.v, m.mask.value, m.op.results[0])]
     key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div)])
+    if window != DENSE:
+        key += f"|{window.local},{window.global_}"
     return f"iree_glm_attention_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def definitions(m: _Match, obj: Path) -> str:
+def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the op becomes a call of.
 
     The wrapper takes q, k, v and the mask source, and runs one `flow.dispatch` of
     ceil(M / ROWS) x H workgroups, each the kernel on ROWS query rows of one head.
     """
-    name = function_name(m)
+    name = function_name(m, window)
     qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, m.k, m.v, m.mask.value))
     ot = ir.RankedTensorType(m.op.results[0].type)
     heads, d, e = qt.shape[0], qt.shape[2], vt.shape[2]
@@ -197,11 +213,12 @@ def definitions(m: _Match, obj: Path) -> str:
         bindings=(Binding("q", "f32", "%qn"), Binding("k", "f32", "%kn"), Binding("v", "f32", "%vn"),
                   Binding("mask", "f32", "%mlen"), Binding("o", "f32", "%on")),
         constants={"heads": heads, "d": d, "e": e, "rows": ROWS, "div": m.mask.row_div, "scale": m.scale,
+                   "local": window.local, "global": window.global_,
                    **({} if m.mask.head_stride is None else {"hs": m.mask.head_stride})},
         lines=("%mn = arith.muli %m, %n : index", "%hm = arith.muli %heads, %m : index", "%hn = arith.muli %heads, %n : index",
                "%qn = arith.muli %hm, %d : index", "%kn = arith.muli %hn, %d : index", "%vn = arith.muli %hn, %e : index",
                "%on = arith.muli %hm, %e : index", "%r0 = arith.muli %wx, %rows : index"),
-        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0"),
+        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0", "%local", "%global"),
         operands=("%m", "%n", "%mlen"))
     return f"""
 {dispatch.text(obj)}
@@ -222,9 +239,10 @@ util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}) -> {ot} {{
 """
 
 
-def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
-    """Replace every matching attention op by a call of the kernel's dispatch; returns how many
-    were rewritten and how many were left to IREE (forms the kernel does not compute)."""
+def run(module: ir.Module, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
+    """Replace every matching attention op by a call of the kernel's dispatch (all of them with
+    the pattern `window`); returns how many were rewritten and how many were left to IREE (forms
+    the kernel does not compute)."""
     ops: list[ir.Operation] = []
 
     def collect(op):
@@ -240,9 +258,9 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
         if m is None:
             left += 1
             continue
-        name = function_name(m)
+        name = function_name(m, window)
         if name not in defined:
-            defs = ir.Module.parse(definitions(m, kernel))
+            defs = ir.Module.parse(definitions(m, kernel, window))
             for d in list(defs.body.operations):
                 d.detach_from_parent()
                 module.body.append(d)
@@ -258,9 +276,9 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
     return done, left
 
 
-def rewrite_file(src: Path, dst: Path, kernel: Path) -> tuple[int, int]:
+def rewrite_file(src: Path, dst: Path, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
     """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
-    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel))
+    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel, window))
 
 
 @dataclass(frozen=True)
@@ -274,23 +292,31 @@ class AttentionKernelPass:
     """The pass as a build runs it (passes/pipeline.py)."""
 
     name: ClassVar[str] = "attention_kernel"
+    window: Window = DENSE  # a block-sparse build's pattern
 
     def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
-        return AttentionKernelResult(*run(module, build_object(work)))
+        return AttentionKernelResult(*run(module, build_object(work), self.window))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m iree_glm.passes.attention_kernel", description=__doc__.splitlines()[0])
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="rewritten MLIR (the kernel's object is written beside it)")
+    p.add_argument("--sparse", metavar="local=W,global=G,block=B", help="the block-sparse pattern of the module's masks (blocks outside it are skipped)")
     args = p.parse_args(argv)
+    window = DENSE
+    if args.sparse:
+        from iree_glm.bundle.sparse_pattern import parse_pattern
+
+        pattern = parse_pattern(args.sparse, "--sparse")
+        window = Window(pattern.local, pattern.global_)
     try:
         kernel = build_object(args.output.resolve().parent)
     except KernelUnavailable as e:
         from iree_glm.errors import UserError
 
         raise UserError(f"attention kernel: {e}") from None
-    done, left = rewrite_file(args.input, args.output, kernel)
+    done, left = rewrite_file(args.input, args.output, kernel, window)
     print(f"attention-kernel: rewrote {done} attention op(s), left {left} to IREE")
     return 0
 

@@ -80,6 +80,7 @@ class Device:
     fresh_memory_gbs: float | None = bounded(None, min=0.0)  # writing memory a call allocates (page faults included); default: bandwidth
     attention_gflops: float | None = bounded(None, min=0.0)  # achieved by the attention op (default: peak f32)
     activation_dtype: str = bounded("f32", choices=("f32", "f16", "bf16"))  # what bundles compute in by default (iree_glm/activation_dtype.py)
+    compute_dtype: str = bounded("f32", choices=("f32", "bf16"))  # what f32 matmuls multiply in by default (compiler/compute_dtype.py)
     int8_activations: str = bounded("none", choices=INT8_ACTIVATIONS)  # which int8-weight matmuls quantize activations to int8 (none, prefill, all; passes/dequant_matmul.py)
     attention_kernel: bool = True  # llvm-cpu on an x86-64 AVX2 host: attention calls our kernel (passes/attention_kernel.py)
     int8_prefill_kernel: bool = True  # same hosts: int8 prompts' integer matmuls call our matrix kernel, not IREE's mmt4d (passes/int8_kernel.py)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
+from iree_glm.bundle.manifest import PlanEntry
 from iree_glm.planner.phases import PhasePlan
 from iree_glm.planner.scheduler import PartitionPlan
 
@@ -74,6 +75,18 @@ def phase_report(pp: PhasePlan) -> str:
              f"  time to first token {pp.ttft_ms:.1f} ms against {pp.single_prefill_ms:.1f} ms with one placement "
              f"({pp.speedup:.2f}x)" if pp.split else f"  one placement for both phases: time to first token {pp.ttft_ms:.1f} ms"]
     lines += [f"  why: {r}" for r in pp.reasons]
+    return "\n".join(lines)
+
+
+def plans_report(plans: list[PlanEntry] | None) -> str:
+    """The plans a bundle carries (the runtime switches between them; the first is its default)."""
+    if not plans:
+        return "plans: one (the bundle predates plans)"
+    lines = ["plans in the bundle (first: default; switch with run --plan/--power-budget, Session.use_plan, POST /admin/plan):"]
+    for p in plans:
+        where = ", ".join(dict.fromkeys(s.device for s in p.prefill_stages)) if p.prefill_stages else "the decode placement"
+        lines.append(f"  {p.name}: prefill on {where}, time to first token {p.prefill_ms + p.handoff_ms:.1f} ms "
+                     f"({p.prompt_tokens} tokens), decode {p.decode_ms:.2f} ms/token, {p.power_w:g} W (estimates)")
     return "\n".join(lines)
 
 

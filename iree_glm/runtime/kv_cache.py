@@ -34,11 +34,14 @@ class KVCache:
     rows: int
 
     @classmethod
-    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32) -> "KVCache":
+    def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
+              upload=None) -> "KVCache":
+        """`upload`: host array -> device array, where the buffers need particular memory."""
         import iree.runtime as rt
 
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
-        return cls([rt.asdevicearray(device, zeros) for _ in range(2 * layers)], rows)
+        put = upload or (lambda a: rt.asdevicearray(device, a))
+        return cls([put(zeros) for _ in range(2 * layers)], rows)
 
     def read(self, slot: int, length: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Host copies of row `slot`'s positions start..length-1: k, v [L, 1, Hkv, length - start, D]."""

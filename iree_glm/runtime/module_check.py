@@ -18,9 +18,10 @@ from iree_glm.bundle.signature import SIGNATURE_KEY, check_entry_point, check_st
 
 
 def module_problem(bundle: Path, manifest: Manifest, module, module_file: str, *, cache_layers: int,
-                   logits: bool, store_kv: bool, sliding_window: bool) -> str | None:
+                   logits: bool, store_kv: bool, sliding_window: bool, only: tuple[str, ...] | None = None) -> str | None:
     """Why `module` (a VmModule) was not compiled for what `manifest` says, or None. (A message,
-    not an exception: the caller frees the mapped module before raising, see devices.py.)"""
+    not an exception: the caller frees the mapped module before raising, see devices.py.)
+    `only`: the entry points the module has (a prefill stage's), else all the manifest lists."""
     where = f"{Path(bundle) / MANIFEST}"
     cfg, opts = manifest.model, manifest.options
     slots = opts.kv_cache_slots
@@ -37,6 +38,8 @@ def module_problem(bundle: Path, manifest: Manifest, module, module_file: str, *
         common = dict(cache_layers=cache_layers, kv_heads=cfg.num_kv_heads, slots=slots,
                       head_dim=cfg.head_dim, cache_dtype=opts.activation_dtype)
         for ep in manifest.entry_points:
+            if only is not None and ep.name not in only:
+                continue
             if ep.capacity != slots:
                 raise ValueError(f"{where}: entry point '{ep.name}' capacity {ep.capacity} differs from options.kv_cache_slots {slots}")
             hidden = ep.returns == "hidden"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +37,7 @@ from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.runtime.module_check import module_problem
 from iree_glm.runtime.normalize import Normalizer, parse_normalize
 from iree_glm.bundle.kv_layout import DEFAULT_BLOCK_SIZE
+from iree_glm.runtime.plans import PlanFallbackWarning, PlanSet
 from iree_glm.runtime.prefix_cache import PrefixCache, bundle_hash, budget_bytes
 from iree_glm.runtime.request import GenerationResult, RequestState, StreamEvent
 from iree_glm.runtime.sampling import Sampler, SamplingParams
@@ -84,6 +86,8 @@ class Session:
         prefix_block_size: int = DEFAULT_BLOCK_SIZE,
         normalize: Normalizer | str | None = None,
         prefill_chunk: int | None = None,
+        plan: str | None = None,
+        allow_stand_in: bool = False,
     ):
         import iree.runtime as rt
 
@@ -124,6 +128,10 @@ class Session:
         self._engine_lock = threading.Lock()
         self._embed_cache: KVCache | None = None
         self._embed_lock = threading.Lock()
+        # The bundle's plans (runtime/plans.py): where prompts are prefilled; None: one plan.
+        self.plans: PlanSet | None = PlanSet(self, allow_stand_in, plan) if manifest.options.plans else None
+        if plan is not None and self.plans is None:
+            raise BundleError(f"{self.bundle}: this bundle carries no plans to choose from (recompile it)")
 
     def _load_module(self, file: str):
         """(device, entry points) of the bundle's module on a device of `self.driver` (raises
@@ -158,6 +166,8 @@ class Session:
         prefill_chunk: int | None = None,
         draft=None,
         draft_tokens: int = DEFAULT_DRAFT_TOKENS,
+        plan: str | None = None,
+        allow_stand_in: bool = False,
     ) -> "Session":
         """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
 
@@ -169,11 +179,13 @@ class Session:
         prefill call, 0: the whole prompt at once) overrides the bundle's profile setting.
         `draft` turns on speculative decoding (runtime/speculative.py): "prompt-lookup", a
         draft bundle folder with the same tokenizer, a Session or a `drafts.Draft`; at most
-        `draft_tokens` draft tokens are checked per target call."""
+        `draft_tokens` draft tokens are checked per target call. `plan` picks one of the bundle's
+        plans (default: its first that can run here, see runtime/plans.py); `allow_stand_in` lets
+        a plan's NPU stages run as CPU stand-ins."""
         session = cls(
             Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
             Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
-            normalize, prefill_chunk,
+            normalize, prefill_chunk, plan, allow_stand_in,
         )
         if draft is not None:
             session._set_draft(draft, draft_tokens, verify)
@@ -338,9 +350,39 @@ class Session:
         `prefill_chunk` tokens (a sliding-window cache: at most `SparsePattern.chunk`), each
         extending what the previous ones wrote; last position's logits."""
         size = self.prefill_chunk if self.sliding_window is None else self.sliding_window.call_tokens(self.prefill_chunk)
+        placement = self.plans.placement() if self.plans is not None else None
+        if placement is not None:  # a phase-split plan: its own devices, then the KV hand-off
+            return placement.run(self, chunks(len(ids), size), ids, start, cache, slot)
         for first, end in chunks(len(ids), size):
             logits = self._prefill_call(ids[first:end], start + first, cache, slot)
         return logits
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def plan_set(self) -> PlanSet:
+        """The bundle's plans (a RequestError for a bundle that carries one)."""
+        if self.plans is None:
+            raise RequestError(f"{self.bundle}: this bundle carries one plan (recompile it to get its plans)")
+        return self.plans
+
+    @property
+    def plan(self) -> str | None:
+        """The plan prompts are prefilled with (None: a bundle without plans)."""
+        return self.plans.current if self.plans is not None else None
+
+    def use_plan(self, name: str) -> str:
+        """Switch plans, between requests or between decode steps: the next prefill runs on the
+        new plan's devices; a generation in progress continues unchanged."""
+        return self.plan_set().use(name)
+
+    def set_power_budget(self, watts: float) -> str:
+        """Switch to the fastest plan estimated to draw at most `watts` (none: the least-drawing
+        one, with a warning line); returns its name."""
+        plans = self.plan_set()
+        name, note = plans.for_power_budget(watts)
+        if note:
+            warnings.warn(note, PlanFallbackWarning, stacklevel=2)
+        return plans.use(name)
 
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:

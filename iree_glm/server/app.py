@@ -74,6 +74,8 @@ class OpenAIServer:
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/admin/plans", self.plans, methods=["GET"]),
+            Route("/admin/plan", self.switch_plan, methods=["POST"]),
         ], exception_handlers={404: self._not_found, 405: self._wrong_method})
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -125,6 +127,33 @@ class OpenAIServer:
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "iree_glm"}]})
+
+    # -- plans (runtime/plans.py) ---------------------------------------------------------------
+
+    async def plans(self, request: Request) -> Response:
+        plans = self.session.plans
+        return JSONResponse({"current": self.session.plan, "plans": plans.describe() if plans is not None else []})
+
+    def prepare_switch(self, body: bytes) -> dict:
+        """{"plan": NAME} or {"power_budget_w": WATTS} -> the switch done (between decode steps:
+        running generations continue; the next prefill uses the plan)."""
+        data = schema.parse_body(body)
+        if len(set(data) & {"plan", "power_budget_w"}) != 1 or set(data) - {"plan", "power_budget_w"}:
+            raise BadRequest("give exactly one of 'plan' (a name) or 'power_budget_w' (watts)")
+        plans = self.session.plan_set()
+        if "plan" in data:
+            if not isinstance(data["plan"], str):
+                raise BadRequest("'plan' must be a string", param="plan")
+            return {"plan": plans.use(data["plan"])}
+        name, note = plans.for_power_budget(data["power_budget_w"])
+        if note:
+            log.warning(note)
+        return {"plan": plans.use(name), **({"warning": note} if note else {})}
+
+    async def switch_plan(self, request: Request) -> Response:
+        async def respond(request, done):
+            return JSONResponse(done)
+        return await self._handle(request, self.prepare_switch, respond)
 
     # -- preparing (worker thread) ------------------------------------------------------------
 

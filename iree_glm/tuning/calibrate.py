@@ -181,7 +181,7 @@ class _Bench:
         """Host -> device as the multi-device runtime hands activations over (pipeline.py)."""
         import iree.runtime as rt
 
-        from iree_glm.runtime.pipeline import host_visible_upload
+        from iree_glm.runtime.stages import host_visible_upload
 
         if self.driver.startswith("local-"):
             return rt.asdevicearray(self.config.device, arr)

@@ -27,6 +27,11 @@ def test_manifest_round_trips(glm4_bundle):
     (("model", "family"), "bert", "model.family: 'bert' is not one of glm4, glm, llama"),
     (("entry_points",), [{"name": "prefill", "batch": 1, "seq_len": None}], "entry_points[0].capacity: missing"),
     (("options", "attention_kernel", "color"), "red", "options.attention_kernel.color: unknown key"),
+    (("options", "plans", 0, "power_w"), -1.0, "options.plans[0].power_w: -1.0 is below the minimum 0.0"),
+    (("options", "plans", 0, "prefill_stages"),
+     [{"index": 0, "device": "gpu", "parts": ["embed"], "file": "model.vmfb.bak", "device_driver": "vulkan", "stand_in": False,
+       "allow_stand_in": False, "cache_layers": []}],
+     "options.plans[0].prefill_stages[0].file: 'model.vmfb.bak' is not one of the bundle's modules"),
 ])
 def test_an_edited_manifest_is_refused_naming_the_key(glm4_bundle, tmp_path, path, value, message):
     out = tmp_path / "b"

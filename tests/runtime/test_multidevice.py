@@ -8,7 +8,6 @@ Its greedy tokens must equal the CPU-only bundle's.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tomllib
@@ -25,33 +24,12 @@ from iree_glm.planner.profile import parse_profile
 from iree_glm.planner.scheduler import GB, PartitionPlan, model_parts
 
 from ..helpers import lose_devices
-from ..helpers import PROFILES
+from ..helpers import PROFILES, write_profile
 
 CONTEXT = 128
 PROMPT = [5, 17, 99, 3, 42, 7]
 
 pytestmark = pytest.mark.skipif(not driver_available("vulkan"), reason="no Vulkan device (lavapipe) on this machine")
-
-
-def _toml(value) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return repr(value)
-
-
-def _write_profile(path: Path, data: dict) -> None:
-    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, (list, dict))]
-    lines += ["[policy]"] + [f"{k} = {_toml(v)}" for k, v in data["policy"].items()]
-    for table in ("devices", "links"):
-        for row in data[table]:
-            lines += [f"[[{table}]]"] + [f"{k} = {_toml(v)}" for k, v in row.items()]
-    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +55,7 @@ def split_profile(glm4_checkpoint, tmp_path_factory) -> Path:
     data["links"][0].update(bandwidth_gbs=50.0, latency_us=5.0)
     data["links"].append({"between": ["cpu", "npu"], "bandwidth_gbs": 50.0, "latency_us": 5.0, "shared_memory": True})
     path = tmp_path_factory.mktemp("profiles") / "split.toml"
-    _write_profile(path, data)
+    write_profile(path, data)
     return path
 
 

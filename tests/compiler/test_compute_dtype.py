@@ -1,0 +1,101 @@
+"""`--compute-dtype bf16`: f32 matmuls multiply bf16-rounded inputs on CPUs with AVX-512 BF16,
+within a stated logit bound of f32, recorded in the manifest, refused for targets without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iree_glm.bundle import cpu_features
+from iree_glm.bundle.manifest import read_manifest
+from iree_glm.cli import compile as compile_cli
+from iree_glm.compiler import compute_dtype
+from iree_glm.compiler.build import BuildOptions, build_bundle
+from iree_glm.compiler.target import HOST_CPU_FLAGS
+from iree_glm.errors import BundleError, UserError, run_cli
+from iree_glm.runtime import Session
+
+# The tiny GLM-4's last-row logits (|logit| up to 1.9) moved by 0.015 with this prompt; the
+# 330M config's (|logit| up to 2.7) by 0.018 (docs/accuracy.md). bf16 keeps 8 bits of mantissa
+# (relative rounding 2^-9 per input); the bound leaves room for other prompts and CPUs.
+LOGIT_BOUND = 0.05
+NO_BF16 = "avx512bf16" not in cpu_features.host_features()
+
+
+def test_the_demotion_is_added_to_the_preprocessing_pipeline():
+    (flag,) = compute_dtype.flag_overrides("bf16", HOST_CPU_FLAGS)
+    name, pipeline = flag.split("=", 1)
+    assert name == compute_dtype.PIPELINE_FLAG
+    # the attention decomposition stays, and the demotion runs in the same util.func pipeline
+    assert "iree-linalg-ext-decompose-attention," in pipeline and pipeline.endswith(compute_dtype.DEMOTE_PASS + "))")
+    assert compute_dtype.flag_overrides("f32", HOST_CPU_FLAGS) == ()
+    (alone,) = compute_dtype.flag_overrides("bf16", ["--iree-opt-level=O3"])
+    assert alone.endswith(f"=builtin.module(util.func({compute_dtype.DEMOTE_PASS}))")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--iree-llvmcpu-target-cpu=znver3"], "target CPU x86_64 znver3 lacks avx512bf16"),
+    (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=-avx512bf16"], "lacks avx512bf16"),
+    (["--iree-llvmcpu-target-triple=aarch64-linux-gnu", "--iree-llvmcpu-target-cpu=cortex-x4"], "x86-64 with avx512bf16 only"),
+])
+def test_targets_without_avx512_bf16_are_refused(flags, needle):
+    why = compute_dtype.refusal("bf16", "llvm-cpu", flags)
+    assert why is not None and needle in why and "\n" not in why
+    assert compute_dtype.refusal("f32", "llvm-cpu", flags) is None
+    assert compute_dtype.refusal("bf16", "llvm-cpu", ["--iree-llvmcpu-target-cpu=sapphirerapids"]) is None
+    assert "llvm-cpu" in compute_dtype.refusal("bf16", "vulkan-spirv", [])
+
+
+def test_build_refuses_before_any_work(tmp_path):
+    with pytest.raises(UserError, match="znver3 lacks avx512bf16"):
+        build_bundle(None, tmp_path / "b", BuildOptions(compute_dtype="bf16", extra_flags=("--iree-llvmcpu-target-cpu=znver3",)))
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(UserError, match="unknown compute dtype 'f16'"):
+        build_bundle(None, tmp_path / "b", BuildOptions(compute_dtype="f16"))
+
+
+def test_the_cli_refuses_in_one_line(tmp_path, capsys, glm4_checkpoint):
+    code = run_cli(compile_cli.main, [str(glm4_checkpoint[0]), "-o", str(tmp_path / "b"), "--compute-dtype", "bf16",
+                                      "--activation-dtype", "bf16"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "--compute-dtype bf16 is for f32 activations" in errors[0]
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def bf16_bundle(glm4_checkpoint, tmp_path_factory):
+    if NO_BF16:
+        pytest.skip("this CPU has no avx512_bf16: bf16 compute is refused for its host target")
+    out = tmp_path_factory.mktemp("bundles") / "glm4-bf16"
+    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=128, compute_dtype="bf16"))
+    return out
+
+
+def test_the_manifest_records_bf16_compute_and_its_feature(bf16_bundle, glm4_bundle):
+    options = read_manifest(bf16_bundle).options
+    assert options.compute_dtype == "bf16" and options.activation_dtype == "f32"
+    assert "avx512bf16" in options.target_cpu.features
+    assert read_manifest(glm4_bundle).options.compute_dtype == "f32"
+    flags = read_manifest(bf16_bundle).modules[0].flags
+    assert any(compute_dtype.DEMOTE_PASS in f for f in flags)
+
+
+def test_bf16_logits_are_within_the_bound_of_f32(bf16_bundle, glm4_bundle):
+    ids = [(i * 37) % 200 + 1 for i in range(40)]
+    logits = {}
+    for name, bundle in (("f32", glm4_bundle), ("bf16", bf16_bundle)):
+        session = Session.load(bundle)
+        logits[name] = np.asarray(session.run_prefill(ids, 0, session.new_cache()), dtype=np.float32)
+    err = np.abs(logits["bf16"] - logits["f32"]).max()
+    assert 0 < err < LOGIT_BOUND  # not bit-identical: the matmuls did run in bf16
+    session = Session.load(bf16_bundle)
+    out = session.generate(ids, max_new_tokens=6, stop_ids=())
+    assert len(out.generated_ids) == 6 and out.stop_reason == "max_new_tokens"
+
+
+def test_a_cpu_without_avx512_bf16_refuses_the_bundle(bf16_bundle, monkeypatch):
+    real = cpu_features.host_features()
+    monkeypatch.setattr(cpu_features, "host_features", lambda: real - {"avx512bf16"})
+    with pytest.raises(BundleError) as e:
+        Session.load(bf16_bundle)
+    assert "avx512bf16" in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,31 @@
+"""What a bundle records of its phase plan: the prefill stages and the plans to switch between."""
+
+from __future__ import annotations
+
+from iree_glm.compiler.phases import ONE, SPLIT, phase_power, plan_entries, prefill_specs, why_not_run
+from iree_glm.planner.phases import plan_phases
+
+from ..planner.test_phases import _two
+from ..planner.test_scheduler import CFG, _profile
+
+
+def test_a_split_gives_prefill_stages_and_two_plans():
+    profile = _two(gpu_gflops=4000.0, gpu_call_us=3000.0)
+    pp = plan_phases(CFG, profile, "f16", capacity=1024, prompt_tokens=512)
+    specs = prefill_specs(pp)
+    assert [p for s in specs for p in s.parts] == [p.part for p in pp.decode.parts]
+    assert [d for s in specs for d in [s.device] * len(s.parts)] == pp.prefill_devices
+    assert all(a.device != b.device for a, b in zip(specs, specs[1:]))  # runs are maximal
+    assert why_not_run(pp, False, "f32", False) is None
+    assert "several devices" in why_not_run(pp, True, "f32", False) and "f32 only" in why_not_run(pp, False, "f16", False)
+    split, one = plan_entries(pp, profile, prefill_stages=["stand-in for StageEntry"])
+    assert (split.name, one.name) == (SPLIT, ONE) and one.prefill_stages is None
+    assert one.power_w == phase_power(profile, {"cpu"}) and split.power_w >= one.power_w
+    assert split.prefill_ms + split.handoff_ms < one.prefill_ms and split.decode_ms == one.decode_ms
+
+
+def test_no_split_is_one_plan():
+    profile = _profile()  # equal devices: one placement
+    pp = plan_phases(CFG, profile, "f16")
+    assert not pp.split and why_not_run(pp, True, "f16", True) is None
+    assert [p.name for p in plan_entries(pp, profile, None)] == [ONE]

@@ -1,0 +1,173 @@
+"""Phase-split plans measured on CPU + lavapipe: hand-off share of time to first token, estimate vs
+measured per phase, and what a plan switch costs.
+
+Builds (or reuses) a bundle of the default model (or `--checkpoint`) from host-cpu-vulkan with
+lavapipe declared fast at matmuls but call-heavy (as tests/runtime/test_phase_split.py), so
+the planner prefills on lavapipe and decodes on the CPU; the bundle carries both plans. Each plan
+then runs in its own process: per prompt length, `--runs` prefills into a fresh KV row (no
+prefix cache) and `--steps` decode steps, medians. The estimates are the cost model's for the
+same placements, with the numbers the bundle was built with (declared) and with the shipped
+host-cpu-vulkan profile's calibrated numbers. The switch cost is timed in the phase-split process:
+`use_plan` back and forth, against one decode step and the measured KV hand-off. Every plan's
+greedy tokens must be equal (exit 1 otherwise). On a machine with a real Vulkan GPU the same
+command builds and runs the split there (the check a lent GPU machine should run).
+
+    python tools/phase_split_bench.py [--bundle DIR] [--checkpoint CKPT] [--prompts 32,96] [--runs 5] [--steps 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def write_profile(path: Path) -> None:
+    """host-cpu-vulkan with a CPU declared slow at matmuls and lavapipe declared fast but call-heavy."""
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers import PROFILES, write_profile as write
+
+    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
+    data["name"] = "phase-split-bench"
+    data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, attention_gflops=1.0)
+    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
+                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0, active_power_w=15.0)
+    write(path, data)
+
+
+def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) -> dict:
+    """Measure one plan in this process (JSON on stdout)."""
+    import numpy as np
+
+    from iree_glm.runtime import Session
+    from iree_glm.runtime.request import RequestState
+    from iree_glm.runtime.sampling import Sampler, SamplingParams
+
+    s = Session.load(bundle, plan=plan)
+    placement = s.plans.placement()
+    out = {"plan": plan, "prompts": {}}
+    for n in prompts:
+        ids = [(i * 7919) % s.config.vocab_size for i in range(1, n + 1)]
+        ttft, handoff, device, decode = [], [], [], []
+        for _ in range(runs + 1):  # the first run warms up
+            state = RequestState(ids, steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
+            cache = s.new_cache()
+            h0 = placement.stats.handoff_seconds if placement else 0.0
+            d0 = placement.stats.prefill_seconds if placement else 0.0
+            t = time.perf_counter()
+            logits = s.prefill(state, cache)
+            token = int(np.argmax(logits))
+            ttft.append(time.perf_counter() - t)
+            handoff.append((placement.stats.handoff_seconds - h0) if placement else 0.0)
+            device.append((placement.stats.prefill_seconds - d0) if placement else ttft[-1])
+            pos, times = n, []
+            for _ in range(steps):
+                t = time.perf_counter()
+                token = int(np.argmax(s.decode([token], [pos], cache)[0]))
+                times.append(time.perf_counter() - t)
+                pos += 1
+            decode.append(statistics.median(times))
+        med = lambda xs: statistics.median(xs[1:]) * 1e3  # noqa: E731
+        out["prompts"][n] = {"ttft_ms": med(ttft), "handoff_ms": med(handoff), "prefill_device_ms": med(device),
+                             "decode_ms": med(decode)}
+    out["tokens"] = s.generate([(i * 7919) % s.config.vocab_size for i in range(1, prompts[-1] + 1)],
+                               max_new_tokens=steps).generated_ids
+    if placement is not None:
+        other = next(name for name in s.plans.entries if name != plan)
+        t = time.perf_counter()
+        for _ in range(1000):
+            s.use_plan(other)
+            s.use_plan(plan)
+        out["switch_us"] = (time.perf_counter() - t) / 2000 * 1e6
+    return out
+
+
+def estimates(bundle: Path, profile_path: Path, prompts: list[int]) -> dict:
+    """Cost-model estimates of each plan's placements: {plan: {profile: {n: (prefill ms, decode ms)}}}."""
+    from iree_glm.bundle.manifest import read_manifest
+    from iree_glm.planner.profile import load_profile
+    from iree_glm.planner.scheduler import PartitionPlan, estimate_placement
+
+    m = read_manifest(bundle, verify=False)
+    decode = [p.device for p in PartitionPlan.from_json((bundle / m.options.plan).read_text()).parts]
+    profiles = {"declared": load_profile(str(profile_path)), "calibrated": load_profile("host-cpu-vulkan")}
+    out = {}
+    for plan in m.options.plans:
+        prefill = [s.device for s in plan.prefill_stages for _ in s.parts] if plan.prefill_stages else decode
+        out[plan.name] = {
+            name: {n: (estimate_placement(m.model, prof, prefill, capacity=m.options.kv_cache_slots, prefill_tokens=n)["prefill_ms"],
+                       estimate_placement(m.model, prof, decode, capacity=m.options.kv_cache_slots, context=n)["decode_ms"])
+                   for n in prompts}
+            for name, prof in profiles.items()}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", type=Path, default=Path("/tmp/iree_glm-phase-split-bench"))
+    p.add_argument("--checkpoint", type=Path, help="checkpoint to build from (default: the shipped default model)")
+    p.add_argument("--prompts", default="32,96")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    prompts = [int(x) for x in args.prompts.split(",")]
+    if args.child:
+        print(json.dumps(child(args.bundle, args.child, prompts, args.runs, args.steps)))
+        return 0
+    profile = args.bundle.with_name(args.bundle.name + ".profile.toml")
+    if not (args.bundle / "manifest.json").exists():
+        from iree_glm.compiler.build import BuildOptions, build_bundle
+
+        write_profile(profile)
+        build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=max(prompts) + args.steps + 16, profile=str(profile)))
+    from iree_glm.bundle.manifest import read_manifest
+
+    plans = [pl.name for pl in read_manifest(args.bundle, verify=False).options.plans]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    measured = {}
+    for plan in plans:
+        r = subprocess.run([sys.executable, __file__, "--bundle", str(args.bundle), "--child", plan, "--prompts", args.prompts,
+                            "--runs", str(args.runs), "--steps", str(args.steps)], capture_output=True, text=True, env=env, check=True)
+        measured[plan] = json.loads(r.stdout.strip().splitlines()[-1])
+    est = estimates(args.bundle, profile, prompts)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
+    print(f"bundle {args.bundle}; medians of {args.runs} runs, {args.steps} decode steps each; each plan in its own process")
+    print("| plan | prompt | TTFT ms | hand-off ms (share of TTFT) | prefill on devices ms | est. prefill ms declared / calibrated "
+          "| decode ms/token | est. decode declared / calibrated |")
+    print("|---|---|---|---|---|---|---|---|")
+    for plan in plans:
+        for n in prompts:
+            r = measured[plan]["prompts"][str(n)]
+            (pd, dd), (pc, dc) = est[plan]["declared"][n], est[plan]["calibrated"][n]
+            print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r['handoff_ms'] / r['ttft_ms']:.3g}%) | "
+                  f"{r['prefill_device_ms']:.1f} | {pd:.1f} / {pc:.1f} | {r['decode_ms']:.2f} | {dd:.2f} / {dc:.2f} |")
+    same = len({tuple(m["tokens"]) for m in measured.values()}) == 1
+    print(f"greedy tokens of every plan equal (the phase split against the CPU module's): {same}")
+    split = measured.get("phase-split")
+    if split is not None:
+        n = str(prompts[-1])
+        step, handoff = split["prompts"][n]["decode_ms"], split["prompts"][n]["handoff_ms"]
+        print(f"plan switch: {split['switch_us']:.2f} us against one decode step {step:.2f} ms + the {n}-token hand-off "
+              f"{handoff:.2f} ms (ratio {split['switch_us'] / 1e3 / (step + handoff):.2e})")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
