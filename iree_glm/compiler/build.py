@@ -34,7 +34,7 @@ from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import compute_dtype, kernel_choice
 from iree_glm.compiler.target import Target, device_target
-from iree_glm.kernels import target_cpu
+from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.pipeline import PassPipeline
 
@@ -196,8 +196,8 @@ def build_bundle(
                 target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
                 opts.kernel_set or profile.host.kernel_set))
-            if kernels.int8.ours:
-                mark_verify_like_decode(model)
+            if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
+                mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
 
             t = time.perf_counter()
             progress("export to MLIR")

@@ -104,6 +104,10 @@ MATMUL_RANGES = ("%xn = arith.muli %m, %row : index", "%yn = arith.muli %m, %n :
                  "%m0 = arith.muli %wy, %chunk : index", "%m1 = arith.addi %m0, %chunk : index")
 
 
+# A verify kernel's x [M, K] and y [M, N] as flat buffers: %xn and %yn elements (M the operand %m).
+VERIFY_SIZES = ("%xn = arith.muli %m, %k : index", "%yn = arith.muli %m, %n : index")
+
+
 @dataclass(frozen=True)
 class Glue:
     """The elementwise step producing x that a quantization dispatch computes itself

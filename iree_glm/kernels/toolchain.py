@@ -34,6 +34,9 @@ class KernelSet:
     object_format: str  # IREE's executable format the object links into
     kernels: tuple[str, ...] = ("int4", "int8", "attention")  # the kernels with a source in this set's folder
     base: Optional["KernelSet"] = None  # the set whose code the others are (the target has its features too)
+    # Its int4 / int8 sources have the few-row matrix-vector kernels that `verify` calls (each row
+    # bit for bit the decode kernel's); a set without them verifies on the prompt path.
+    verify_rows: bool = False
 
     def provider(self, kernel: str) -> Optional["KernelSet"]:
         """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
@@ -60,6 +63,7 @@ X86_64_AVX2 = KernelSet(
     cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
             "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
+    verify_rows=True,
 )
 X86_64_AVX512 = KernelSet(
     name="x86_64_avx512",
@@ -74,6 +78,7 @@ X86_64_AVX512 = KernelSet(
     object_format="embedded-elf-x86_64",
     kernels=("int4", "int8"),
     base=X86_64_AVX2,
+    verify_rows=True,  # x86_64_avx2's, included
 )
 # Arm: freestanding PIC code as the x86 sets'; -mno-outline-atomics keeps GCC from calling
 # libgcc's atomics helpers, which IREE's embedded-ELF link cannot resolve.
