@@ -45,7 +45,7 @@ M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS
 
 
 
-def build_object(folder: Path) -> Path:
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
     """The int8 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
     they cannot build or run). The MLIR below is the same for every set: the same symbols,
     arguments, weight layouts and quantized rows of x."""
