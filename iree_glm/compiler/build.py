@@ -324,6 +324,11 @@ def _say_kernels(kernels: kernel_choice.KernelPlan, quant: QuantSpec, progress: 
         progress(f"int8 {'layers' if quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
         if int8.prefill:
             progress(f"int8 layers: prompt matmuls {f'call our {int8.kernel_set} matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
+    attention = kernels.attention
+    if attention.ours:
+        progress(f"attention: call our {attention.kernel_set} kernel")
+    elif attention.reason not in (None, "multi-device plan"):
+        progress(f"attention: IREE's lowering ({attention.reason})")
 
 
 def _say_pass_results(kernels: kernel_choice.KernelPlan, progress: Callable[[str], None]) -> None:

@@ -99,9 +99,9 @@ def kernel_set_for(target: Target, extra_flags: tuple[str, ...], wanted: str = "
 
 def choose(req: KernelRequest) -> KernelPlan:
     kernel_set, reason = kernel_set_for(req.target, req.extra_flags, req.kernel_set_wanted)
-    int4 = _int4(req, _ours(kernel_set, "int4"), reason)
-    int8 = _int8(req, _ours(kernel_set, "int8"), reason)
-    attention = _attention(req, _ours(kernel_set, "attention"), reason)
+    int4 = _int4(req, *_ours(kernel_set, "int4", reason))
+    int8 = _int8(req, *_ours(kernel_set, "int8", reason))
+    attention = _attention(req, *_ours(kernel_set, "attention", reason))
     window = Window(req.sparse.local, req.sparse.global_) if req.sparse and attention.ours else DENSE
     plan = KernelPlan(int4, int8, attention, glue=False, window=window)
     entry = plan._glue_entry()
@@ -114,13 +114,16 @@ def choose(req: KernelRequest) -> KernelPlan:
     return plan
 
 
-def _ours(kernel_set: toolchain.KernelSet | None, kernel: str) -> KernelChoice | None:
+def _ours(kernel_set: toolchain.KernelSet | None, kernel: str, reason: str | None) -> tuple[KernelChoice | None, str | None]:
     """The choice of our `kernel` in `kernel_set`: the set that holds its code (a set without a
-    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel)."""
+    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel),
+    or None and why not (no set, or a set without that kernel, e.g. attention on Arm)."""
     if kernel_set is None:
-        return None
+        return None, reason
     provider = kernel_set.provider(kernel)
-    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features))
+    if provider is None:
+        return None, f"kernel set {kernel_set.name} has no {kernel} kernel"
+    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features)), None
 
 
 def _int4(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:

@@ -69,8 +69,7 @@ def quantize_name(k: int, group: int, m: Optional[int]) -> str:
     return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
 
 
-def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None,
-                kernel_set: toolchain.KernelSet = X86_64_AVX2, verify: bool = False) -> str:
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None, verify: bool = False) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
@@ -81,7 +80,7 @@ def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glu
     dispatch of VERIFY_SYMBOL, whose every row is the matrix-vector kernel's for that row alone.
     """
     if m != 1 and not verify:
-        return _matmul_definitions(k, n, group, obj, m, glue, kernel_set)
+        return _matmul_definitions(k, n, group, obj, m, glue)
     name, gn, half = verify_name(k, n, group) if verify else function_name(k, n, group), k // group, group // 2
     rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
     count = -(-n // rows)
@@ -97,7 +96,7 @@ def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glu
   %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>"""
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
         return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<?x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
@@ -107,7 +106,7 @@ util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 }}
 """
     return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
   %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
   {weights}
@@ -118,8 +117,7 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 """
 
 
-def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue],
-                        kernel_set: toolchain.KernelSet) -> str:
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue]) -> str:
     """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
     kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
@@ -140,8 +138,8 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int],
         constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": M_CHUNK},
         lines=MATMUL_RANGES, args=("%m", "%n", "%k", "%g", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue, kernel_set)}
-{dispatch.text(obj, kernel_set)}
+{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
+{dispatch.text(obj)}
 util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {xq_row} : index

@@ -82,7 +82,7 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2, verify: bool = False) -> str:
+def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
@@ -103,7 +103,7 @@ def definitions(k: int, tiles: int, obj: Path, kernel_set: toolchain.KernelSet =
         args=(*("%m",) * verify, "%tiles", "%k", "%t0", "%t1"), operands=("%m",) * verify)
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
         return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<?x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
@@ -113,7 +113,7 @@ util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 }}
 """
     return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
   %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
@@ -124,8 +124,7 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None,
-                       kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
     ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
@@ -152,8 +151,8 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
         constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": M_CHUNK},
         lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, row, {}, glue, kernel_set)}
-{dispatch.text(obj, kernel_set)}
+{quantize_executable(qname, obj, symbol, k, row, {}, glue)}
+{dispatch.text(obj)}
 util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {row} : index

@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from iree_glm.kernels.toolchain import X86_64_AVX2, KernelSet
+from iree_glm.kernels.toolchain import object_format
 
 QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
 
 
-def static_executable(name: str, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+def static_executable(name: str, obj: Path) -> str:
     """The opening line of `stream.executable @{name}_exe` linking our kernel object `obj` for
-    llvm-cpu in the kernel set's executable format (IREE's `hal.executable.objects`); the caller
-    writes the body and the closing brace."""
+    llvm-cpu in the object's executable format (IREE's `hal.executable.objects`: embedded-elf-x86_64
+    or embedded-elf-arm_64); the caller writes the body and the closing brace. Shared by every
+    kernel's dispatches."""
     return (f"stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{\n"
-            f'  #hal.executable.target<"llvm-cpu", "{kernel_set.object_format}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
+            f'  #hal.executable.target<"llvm-cpu", "{object_format(obj)}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class KernelDispatch:
     args: tuple[str | tuple[str, str], ...]
     operands: tuple[str, ...] = ()
 
-    def text(self, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+    def text(self, obj: Path) -> str:
         dynamic = any(isinstance(g, Ceildiv) for g in self.grid)
         grid = [*self.grid, *[1] * (3 - len(self.grid))]
         counts, values = [], []
@@ -77,7 +78,7 @@ class KernelDispatch:
                  for b in self.bindings]
         call_args = ", ".join([f"%{b.name}" for b in self.bindings] + [a for a, _ in args])
         body = "\n".join([*consts, *(f"      {line}" for line in self.lines), *views])
-        return f"""{static_executable(self.name, obj, kernel_set)}
+        return f"""{static_executable(self.name, obj)}
   stream.executable.export public @{self.name} workgroups({"%m: index" if dynamic else ""}) -> (index, index, index) {{
 {chr(10).join(counts)}
     stream.return {", ".join(values)} : index, index, index
@@ -151,7 +152,7 @@ def quantize_dispatch(qname: str, k: int, m: Optional[int], glue: Optional[Glue]
 
 
 def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int],
-                        glue: Optional[Glue] = None, kernel_set: KernelSet = X86_64_AVX2) -> str:
+                        glue: Optional[Glue] = None) -> str:
     """`stream.executable @{name}_exe` whose dispatch quantizes M rows of x [M, K] f32 (QUANT_ROWS a
     workgroup) into rows of `row_bytes` by calling the kernel `symbol`(x, out, M, K, *params,
     first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none).
@@ -173,4 +174,4 @@ def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: in
                "%r0 = arith.muli %wx, %chunk : index", "%r1 = arith.addi %r0, %chunk : index"),
         args=("%m", "%k", *(f"%{p}" for p in params), *([("%eps", "f32")] if eps else []), "%r0", "%r1"),
         operands=("%m",),
-    ).text(obj, kernel_set)
+    ).text(obj)

@@ -401,6 +401,6 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
 }
 
 typedef __m256i strip_vector;
-#include "int4_matmul.h"
+#include "../int4_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -330,6 +330,6 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
   }
 }
 
-#include "int8_matmul.h"
+#include "../int8_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

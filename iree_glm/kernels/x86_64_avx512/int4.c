@@ -137,4 +137,4 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
 }
 
 typedef __m512i strip_vector;
-#include "../x86_64_avx2/int4_matmul.h"
+#include "../int4_matmul.h"

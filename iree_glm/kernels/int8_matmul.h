@@ -1,6 +1,6 @@
-// The int8 prompt (matrix) kernel's entry point, shared by every x86 set: it clamps the
-// dispatch's ranges and calls the set's own `matmul_rows` (and MAX_ROWS), defined before this
-// file is included.
+// The int8 prompt (matrix) kernel's entry point, shared by every kernel set (x86 and aarch64):
+// it clamps the dispatch's ranges and calls the set's own `matmul_rows` (and MAX_ROWS), defined
+// before this file is included.
 
 // y[m, n] (before the weight scale) for rows m_begin..m_end of x (rows of
 // iree_glm_int8_quantize_workgroup's output, at most MAX_ROWS) and weight tiles t_begin..t_end:
