@@ -16,7 +16,10 @@ kernel its pattern too: a tile then visits only the key blocks of the globals an
 windows, the rest are neither read nor computed (dense is the pattern of every block). The dispatch needs its operands in memory, so the pass hands it the mask
 before the broadcasts the model applies (over KV heads and over the query heads of a
 position) and tells the kernel how to index it; otherwise the [H, M, N] mask would be written
-and read H x group times over.
+and read H x group times over. Likewise a decode step's K and V that are one row of a cache
+[R, Hkv, C, D] picked at run time (`read_cache_rows`): the dispatch takes the caches and the
+row index and the kernel reads the row in place; a slice as the dispatch's operand would be
+copied (IREE's `slow_memcpy`) at every step.
 
 The object is built like the int4 kernels' (kernels/toolchain.py, the same host checks);
 on other targets the op is left to IREE (build.py records which form was built).
