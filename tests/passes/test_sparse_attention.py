@@ -336,19 +336,25 @@ def test_compiled_model_matches_dense_with_equivalent_mask(sparse_bundle, glm4_c
     np.testing.assert_allclose(step[0], ref[0, s].numpy(), atol=1e-4, rtol=0)
 
 
+def _dense_reference_logits(glm4_checkpoint, monkeypatch, ids: torch.Tensor) -> torch.Tensor:
+    """The torch model's logits for every position of `ids` [1, S] under the pattern, computed
+    by dense attention under its mask."""
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    sa.enable(model, PATTERN)
+    monkeypatch.setattr(sa, "attend", _dense_attend)
+    k, v = model.empty_cache(1, CAPACITY)
+    with torch.no_grad():
+        return model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)[0]
+
+
 def test_compiled_chunks_and_decode_steps_match_dense(sparse_bundle, glm4_checkpoint, monkeypatch):
     """A prompt in chunks that start and end on and off the pattern's and the kernel's blocks,
     then decode steps past the window: every logit row as the dense masked reference."""
     from iree_glm.runtime import Session
 
     session = Session.load(sparse_bundle[0])
-    model = load_model(open_checkpoint(glm4_checkpoint[0]))
-    sa.enable(model, PATTERN)
-    monkeypatch.setattr(sa, "attend", _dense_attend)
     ids = torch.randint(0, 257, (1, 104), generator=torch.Generator().manual_seed(7))
-    k, v = model.empty_cache(1, CAPACITY)
-    with torch.no_grad():
-        ref, _, _ = model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids)
     cache = session.new_cache()
     bounds = [0, 3, 8, 37, 64, 65, 96]
     for first, end in zip(bounds, bounds[1:]):
@@ -373,13 +379,8 @@ def test_decode_step_reads_its_cache_row_in_place(sparse_bundle, glm4_checkpoint
         copies = [p.name for p in decode if "slow_memcpy" in p.read_text()]
         assert copies == [], copies
     session = Session.load(out)
-    model = load_model(open_checkpoint(glm4_checkpoint[0]))
-    sa.enable(model, PATTERN)
-    monkeypatch.setattr(sa, "attend", _dense_attend)
     ids = torch.randint(0, 257, (3, 60), generator=torch.Generator().manual_seed(11))
-    k, v = model.empty_cache(1, CAPACITY)
-    with torch.no_grad():
-        ref, _, _ = model.all_logits(ids[1:2], torch.zeros(1, dtype=torch.int64), k, v)
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids[1:2])
     cache = session.new_cache(3)
     for row in (0, 2, 1):
         session.run_prefill(ids[row, :50].tolist(), 0, cache, slot=row)
