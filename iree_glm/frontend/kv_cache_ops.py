@@ -38,8 +38,9 @@ def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch
 
 def read_cache_rows(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """The whole rows `slots` of cache [R,Hkv,C,D] -> [B,Hkv,C,D]: one row is a slice at a
-    run-time offset (read in place by the reductions IREE generates; an external kernel's
-    operand gets a copy); several rows are one gather over rows only."""
+    run-time offset (read in place by the reductions IREE generates; the attention kernel's
+    pass hands the kernel the cache and the offset, passes/attention_kernel.py, since a slice
+    as a dispatch operand is copied); several rows are one gather over rows only."""
     if slots.shape[0] == 1:
         row = slots[0].item()
         torch._check(row >= 0)

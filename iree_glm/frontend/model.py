@@ -160,8 +160,8 @@ class Attention(nn.Module):
         # Attend over the n keys asked for; positions not yet written (or in the future) are masked.
         sparse_step = self.sparse_as_mask and type(s) is int and s == 1
         if sparse_step:
-            # A sparse decode step attends over whole cache rows (no gather of the n keys; IREE
-            # still copies the row into the kernel's operand, the row being picked at run time):
+            # A sparse decode step attends over whole cache rows (no gather of the n keys; the
+            # kernel's pass gives the kernel the cache and the row, which it reads in place):
             # the kernel, told the pattern, visits only the pattern's blocks of it.
             keys, values = read_cache_rows(k_cache, slots), read_cache_rows(v_cache, slots)
             within = torch.arange(k_cache.shape[2], device=x.device)

@@ -27,11 +27,13 @@ def static_executable(name: str, obj: Path) -> str:
 @dataclass(frozen=True)
 class Binding:
     """A dispatch buffer the kernel reads or writes, seen as a flat `memref<?x{element}>` named
-    `%{name}` (its binding `%b{name}`) of `size` elements (an SSA index value of the function)."""
+    `%{name}` (its binding `%b{name}`) of `size` elements (an SSA index value of the function),
+    starting `offset` bytes into the binding (a part of a larger tensor, read where it lies)."""
 
     name: str
     element: str
     size: str
+    offset: str = "%c0"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class KernelDispatch:
         params = ", ".join([f"%b{b.name}: !stream.binding" for b in self.bindings] + [f"{o}: index" for o in self.operands])
         consts = [f"      %{c} = arith.constant {v} : index" if isinstance(v, int) else f"      %{c} = arith.constant {v}"
                   for c, v in self.constants.items()]
-        views = [f"      %{b.name} = stream.binding.subspan %b{b.name}[%c0] : !stream.binding -> memref<?x{b.element}>{{{b.size}}}"
+        views = [f"      %{b.name} = stream.binding.subspan %b{b.name}[{b.offset}] : !stream.binding -> memref<?x{b.element}>{{{b.size}}}"
                  for b in self.bindings]
         call_args = ", ".join([f"%{b.name}" for b in self.bindings] + [a for a, _ in args])
         body = "\n".join([*consts, *(f"      {line}" for line in self.lines), *views])

@@ -336,19 +336,25 @@ def test_compiled_model_matches_dense_with_equivalent_mask(sparse_bundle, glm4_c
     np.testing.assert_allclose(step[0], ref[0, s].numpy(), atol=1e-4, rtol=0)
 
 
+def _dense_reference_logits(glm4_checkpoint, monkeypatch, ids: torch.Tensor) -> torch.Tensor:
+    """The torch model's logits for every position of `ids` [1, S] under the pattern, computed
+    by dense attention under its mask."""
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    sa.enable(model, PATTERN)
+    monkeypatch.setattr(sa, "attend", _dense_attend)
+    k, v = model.empty_cache(1, CAPACITY)
+    with torch.no_grad():
+        return model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)[0]
+
+
 def test_compiled_chunks_and_decode_steps_match_dense(sparse_bundle, glm4_checkpoint, monkeypatch):
     """A prompt in chunks that start and end on and off the pattern's and the kernel's blocks,
     then decode steps past the window: every logit row as the dense masked reference."""
     from iree_glm.runtime import Session
 
     session = Session.load(sparse_bundle[0])
-    model = load_model(open_checkpoint(glm4_checkpoint[0]))
-    sa.enable(model, PATTERN)
-    monkeypatch.setattr(sa, "attend", _dense_attend)
     ids = torch.randint(0, 257, (1, 104), generator=torch.Generator().manual_seed(7))
-    k, v = model.empty_cache(1, CAPACITY)
-    with torch.no_grad():
-        ref, _, _ = model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids)
     cache = session.new_cache()
     bounds = [0, 3, 8, 37, 64, 65, 96]
     for first, end in zip(bounds, bounds[1:]):
@@ -356,4 +362,28 @@ def test_compiled_chunks_and_decode_steps_match_dense(sparse_bundle, glm4_checkp
         np.testing.assert_allclose(logits, ref[0, end - 1].numpy(), atol=1e-4, rtol=0)
     for pos in range(96, 104):
         step = session.decode([int(ids[0, pos])], [pos], cache)
+        np.testing.assert_allclose(step[0], ref[0, pos].numpy(), atol=1e-4, rtol=0)
+
+
+def test_decode_step_reads_its_cache_row_in_place(sparse_bundle, glm4_checkpoint, monkeypatch):
+    """A decode step's attention reads the pattern's blocks of its row where they lie in the
+    cache: no dispatch copies the row (IREE's `slow_memcpy` of a slice picked at run time), and
+    a row between two others that hold other prompts decodes as the dense masked reference."""
+    from iree_glm.passes import attention_kernel
+    from iree_glm.runtime import Session
+
+    out, dump = sparse_bundle
+    decode = [p for p in dump.glob("*decode*.mlir") if "iree_glm_attention_" not in p.name]
+    assert decode
+    if attention_kernel.unavailable_reason() is None:
+        copies = [p.name for p in decode if "slow_memcpy" in p.read_text()]
+        assert copies == [], copies
+    session = Session.load(out)
+    ids = torch.randint(0, 257, (3, 60), generator=torch.Generator().manual_seed(11))
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids[1:2])
+    cache = session.new_cache(3)
+    for row in (0, 2, 1):
+        session.run_prefill(ids[row, :50].tolist(), 0, cache, slot=row)
+    for pos in range(50, 60):
+        step = session.decode([int(ids[1, pos])], [pos], cache, slots=[1])
         np.testing.assert_allclose(step[0], ref[0, pos].numpy(), atol=1e-4, rtol=0)
