@@ -330,32 +330,15 @@ static inline void tile_store(float *y, const float *out, size_t cols, size_t k0
 // unpacked strips, 16 KB each, stay in L1; any K fits the stack).
 enum { STRIP = 8, TILE_M = 4, CHUNK_K = 2048 };
 
-// Weight rows n0..n0+7 (zeros from n on), elements k0..k0+kc of each -> strip [kc / BLOCK][8]
-// vectors (low nibbles of bytes 0..3 of every row, their high nibbles, bytes 4..7, ...), and
-// their group scales as f32 [kc / group][8].
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, __m256i *strip, float *scales) {
-  const int8_t *rows[STRIP], zeros[16] = {0};
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  strip_rows(q, n, n0, k, k0, STRIP, rows);
-  for (size_t c = 0; c < kc / BLOCK; ++c) {
-    __m256i a[4];  // a[r] = 16 bytes of row r, then of row r + 4
-    for (int r = 0; r < 4; ++r) {
-      const int8_t *lo = rows[r] ? rows[r] + c * 16 : zeros, *hi = rows[r + 4] ? rows[r + 4] + c * 16 : zeros;
-      a[r] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi));
-    }
-    const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
-    // v[p] = bytes 4p..4p+3 of rows 0..3 | of rows 4..7
-    const __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
-                          _mm256_unpackhi_epi64(t1, t3)};
-    for (int p = 0; p < 4; ++p) {
-      strip[c * 8 + 2 * p] = _mm256_and_si256(v[p], mask);
-      strip[c * 8 + 2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v[p], 4), mask);
-    }
-  }
-  strip_scales(s, n, n0, k, group, k0, kc, STRIP, scales);
+// The strip operations at 256 bits (../int4_strip.h): 8 rows a strip.
+typedef __m256i strip_vector;
+#define SV(op) _mm256_##op
+#define SV_AND _mm256_and_si256
+static inline __attribute__((always_inline)) strip_vector sv_load_rows(const int8_t *const *rows, int r, size_t at, const int8_t *zeros) {
+  const int8_t *lo = rows[r] ? rows[r] + at : zeros, *hi = rows[r + 4] ? rows[r + 4] + at : zeros;
+  return _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi));
 }
+#include "../int4_strip.h"
 
 // y[0 .. tm, 0 .. cols) (row stride ldy, cols <= 2 * STRIP) += strips a and b (weight rows
 // 0..7, 8..15 of the tile) times tm rows of quantized x starting at `xq` (row stride `stride`),
@@ -400,7 +383,6 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
   }
 }
 
-typedef __m256i strip_vector;
 #include "../int4_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -63,34 +63,18 @@ static inline __attribute__((always_inline)) void verify_pair512(const int8_t *q
 // two strips (32 weight rows). K is walked in chunks of CHUNK_K (two unpacked strips: 32 KB).
 enum { STRIP = 16, TILE_M = 4, CHUNK_K = 1024 };
 
-// Weight rows n0..n0+15 (zeros from n on), elements k0..k0+kc of each -> strip [kc / BLOCK][8]
-// vectors and their group scales as f32 [kc / group][16].
-static void pack_strip(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0,
-                       size_t kc, __m512i *strip, float *scales) {
-  const int8_t *rows[STRIP], zeros[16] = {0};
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  strip_rows(q, n, n0, k, k0, STRIP, rows);
-  for (size_t c = 0; c < kc / BLOCK; ++c) {
-    __m512i a[4];  // a[r]: 16 bytes of rows r, r + 4, r + 8, r + 12 (one per 128-bit lane)
-    for (int r = 0; r < 4; ++r) {
-      const int8_t *p[4];
-      for (int j = 0; j < 4; ++j) p[j] = rows[r + 4 * j] ? rows[r + 4 * j] + c * 16 : zeros;
-      const __m256i lo = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)p[0]), _mm_loadu_si128((const __m128i *)p[1]));
-      const __m256i hi = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)p[2]), _mm_loadu_si128((const __m128i *)p[3]));
-      a[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
-    // v[p] = bytes 4p..4p+3 of rows 0..3 | 4..7 | 8..11 | 12..15: lane r is row r
-    const __m512i v[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2), _mm512_unpacklo_epi64(t1, t3),
-                          _mm512_unpackhi_epi64(t1, t3)};
-    for (int p = 0; p < 4; ++p) {
-      strip[c * 8 + 2 * p] = _mm512_and_si512(v[p], mask);
-      strip[c * 8 + 2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16(v[p], 4), mask);
-    }
-  }
-  strip_scales(s, n, n0, k, group, k0, kc, STRIP, scales);
+// The strip operations at 512 bits (../int4_strip.h): 16 rows a strip.
+typedef __m512i strip_vector;
+#define SV(op) _mm512_##op
+#define SV_AND _mm512_and_si512
+static inline __attribute__((always_inline)) strip_vector sv_load_rows(const int8_t *const *rows, int r, size_t at, const int8_t *zeros) {
+  const int8_t *p[4];
+  for (int j = 0; j < 4; ++j) p[j] = rows[r + 4 * j] ? rows[r + 4 * j] + at : zeros;
+  const __m256i lo = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)p[0]), _mm_loadu_si128((const __m128i *)p[1]));
+  const __m256i hi = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)p[2]), _mm_loadu_si128((const __m128i *)p[3]));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
+#include "../int4_strip.h"
 
 static inline int32_t load_i32(const int8_t *p) {
   int32_t v;
@@ -136,5 +120,4 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
   }
 }
 
-typedef __m512i strip_vector;
 #include "../int4_matmul.h"
