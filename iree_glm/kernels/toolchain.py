@@ -77,10 +77,11 @@ X86_64_AMX = KernelSet(
     name="x86_64_amx",
     short="amx",
     arch="x86_64",
-    # The int8 prompt kernel runs on AMX tiles (tdpbssd); the rest is the AVX-512 set's. The
+    # The int8 prompt kernel runs on AMX tiles (tdpbssd), regrouping weights with vpermt2b
+    # (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
-    features=(*X86_64_AVX512.features, "amx-tile", "amx-int8"),
-    cflags=(*X86_64_AVX512.cflags, "-mamx-tile", "-mamx-int8"),
+    features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
+    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
     object_format="embedded-elf-x86_64",
     kernels=("int8",),
     base=X86_64_AVX512,

@@ -23,6 +23,24 @@
 // its own A and C tiles, configured with that many rows: one configuration per call.
 enum { AMX_CHUNK_K = 512, TILE_BYTES = 1024, ACC_STRIDE = 128 };  // ACC_STRIDE: bytes of acc's rows (2 C tiles)
 
+// 8 k of a weight tile (128 bytes: k0..k7 x 16 rows) -> 2 rows of a B tile: row r's bytes
+// k0 k2 k4 k6 in the first's lane r, k1 k3 k5 k7 in the second's (interleave8's numbers), one
+// vpermt2b each (AVX-512 VBMI) instead of interleave8's unpacks. `pick`: pick_indices().
+static inline void regroup_b(const int8_t *w, const __m512i pick[2], int8_t *b) {
+  const __m512i lo = _mm512_loadu_si512((const void *)w), hi = _mm512_loadu_si512((const void *)(w + 64));
+  _mm512_store_si512((void *)b, _mm512_permutex2var_epi8(lo, pick[0], hi));
+  _mm512_store_si512((void *)(b + 64), _mm512_permutex2var_epi8(lo, pick[1], hi));
+}
+
+// Byte 4r + i of the even row is k = 2i of row r: index 16 * 2i + r of the 128 bytes (odd: 2i + 1).
+static inline void pick_indices(__m512i pick[2]) {
+  const __m512i r = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32(0x01010101)),  // r in every byte ...
+                                        _mm512_set1_epi32(0x60402000));                         // ... + 32 i in byte i
+  pick[0] = base;
+  pick[1] = _mm512_add_epi8(base, _mm512_set1_epi8(16));
+}
+
 // Palette 1's 64-byte configuration (Intel SDM, LDTILECFG).
 struct tile_config {
   uint8_t palette, start_row, reserved[14];
@@ -75,6 +93,8 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
   const int8_t *x = xq + m_begin * stride;
   int8_t wb[AMX_CHUNK_K / 64 * 2 * TILE_BYTES] __attribute__((aligned(64)));  // per 64 k: B tiles of weight tiles 0, 1
   int32_t acc[MAX_ROWS][2 * LANES] __attribute__((aligned(64)));
+  __m512i pick[2];
+  pick_indices(pick);
   configure((int)(rows - full));
   for (size_t t0 = t_begin; t0 < t_end; t0 += 2) {
     const int nt = t_end - t0 < 2 ? 1 : 2;
@@ -82,10 +102,8 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
       const size_t kc = k - k0 < AMX_CHUNK_K ? k - k0 : AMX_CHUNK_K, steps = (kc + 63) / 64;
       for (int j = 0; j < nt; ++j) {
         const int8_t *tile = q + (t0 + j) * k * LANES + k0 * LANES;
-        for (size_t s = 0; s < kc / 8; ++s) {  // 8 k = 2 rows of a B tile
-          __m512i *b = (__m512i *)(wb + (2 * (s / 8) + j) * TILE_BYTES) + 2 * (s % 8);
-          interleave8(tile + 8 * s * LANES, b, b + 1);
-        }
+        for (size_t s = 0; s < kc / 8; ++s)  // 8 k = 2 rows of a B tile
+          regroup_b(tile + 8 * s * LANES, pick, wb + (2 * (s / 8) + j) * TILE_BYTES + 128 * (s % 8));
         if (kc % 64)  // K = 64 j + 32: the last B tile's rows past K are zero, so A's bytes there (the row scale) add nothing
           for (int r = 8; r < 16; ++r)
             _mm512_store_si512((void *)(wb + (2 * (steps - 1) + j) * TILE_BYTES + 64 * r), _mm512_setzero_si512());
