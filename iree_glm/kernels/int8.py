@@ -40,7 +40,13 @@ BLOCK = 32  # activation block (and K's granularity)
 LANES = 16  # output rows per tile of the stored layout
 WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
 N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
-M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS)
+M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS) ...
+M_CHUNKS = {"x86_64_amx": 256}  # ... or, for these sets, this many (AMX_MAX_ROWS: the weights are read once per range)
+
+
+def m_chunk(kernel_set: toolchain.KernelSet) -> int:
+    """Rows of x one matrix-kernel call of `kernel_set` takes (its C file's limit)."""
+    return M_CHUNKS.get(kernel_set.name, M_CHUNK)
 
 
 
@@ -109,7 +115,7 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
                        kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
-    ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
+    ranges x ceil(M / m_chunk(kernel_set)). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
     returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul.
     With `glue` (its silu_mul form `scaled`: the C kernel takes the gate/up weight scale) the
     wrapper takes the glue's inputs instead of x (Glue)."""
@@ -128,9 +134,9 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
     dispatch = KernelDispatch(
-        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(m_chunk(kernel_set))),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn")),
-        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": M_CHUNK},
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": m_chunk(kernel_set)},
         lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
 {quantize_executable(qname, obj, symbol, k, row, {}, glue, kernel_set)}

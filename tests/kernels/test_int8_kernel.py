@@ -28,9 +28,11 @@ X86_SETS = x86_kernel_sets()
 @pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
 def lib(request, tmp_path_factory):
     """Each x86-64 kernel set's int8 kernels (the same entry points and layouts)."""
-    return set_library(request.param, "int8", tmp_path_factory,
-                       {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
-                           "iree_glm_int8_matmul_workgroup": (3, 7)})
+    lib = set_library(request.param, "int8", tmp_path_factory,
+                      {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
+                       "iree_glm_int8_matmul_workgroup": (3, 7)})
+    lib.kernel_set = request.param
+    return lib
 
 
 def _x(rng, k: int) -> np.ndarray:
@@ -151,6 +153,21 @@ def test_matrix_kernel_is_exact(lib, m, n, k):
     np.testing.assert_array_equal(got, _exact_reference(rows[0], q, k))
 
 
+def test_matrix_kernel_takes_the_rows_its_dispatch_gives(lib):
+    """Calls of m_chunk(set) rows (the dispatch grid's ranges: 256 for the AMX set) write every
+    output, and a range past that limit is clamped to it."""
+    chunk = int8_kernel.m_chunk(lib.kernel_set)
+    m, k, n = 2 * chunk + 44, 96, 48
+    rng = np.random.default_rng(chunk)
+    q = rng.integers(-127, 128, (n // 16, k, 16), dtype=np.int8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    rows = []
+    got = _matmul(lib, x, q, [(0, n // 16)], [(r, r + chunk) for r in range(0, m, chunk)], rows)
+    np.testing.assert_array_equal(got, _exact_reference(rows[0], q, k))
+    clamped = _matmul(lib, x, q, [(0, n // 16)], [(0, m)])
+    assert not np.isnan(clamped[:chunk]).any() and np.isnan(clamped[chunk:]).all()
+
+
 def test_matrix_kernel_extremes_are_exact(lib):
     """x and w at +-127 in every product (the largest sums) over 17 rows and 3 tiles."""
     k, tiles, m = 1056, 3, 17
@@ -168,10 +185,10 @@ def test_python_constants_match_the_c_source(kernel_set):
     file after the files of the sets it includes, down to the AVX2 one)."""
     import re
 
-    chain = []
-    while kernel_set is not None:
-        chain.insert(0, kernel_set.source("int8"))
-        kernel_set = kernel_set.base
+    chain, level = [], kernel_set
+    while level is not None:
+        chain.insert(0, level.source("int8"))
+        level = level.base
     source = "".join(dict.fromkeys(p.read_text() for p in chain))
     values = {}
     for body in re.findall(r"enum \{([^}]*)\}", source):
@@ -179,5 +196,6 @@ def test_python_constants_match_the_c_source(kernel_set):
             name, value = (t.strip() for t in item.split("="))
             values[name] = int(value)
     assert values["BLOCK"] == int8_kernel.BLOCK and values["MAX_K"] == int8_kernel.MAX_K and values["LANES"] == int8_kernel.LANES
-    assert values["MAX_ROWS"] == int8_kernel.M_CHUNK
+    rows = values["AMX_MAX_ROWS"] if "IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS" in source else values["MAX_ROWS"]
+    assert rows == int8_kernel.m_chunk(kernel_set)
     assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96

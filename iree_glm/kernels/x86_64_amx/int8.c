@@ -21,7 +21,9 @@
 // L1); then blocks of 16 rows of x run over it into 2 C tiles (16 rows x 16 outputs each). Sums
 // of other chunks wait in `acc` as i32 (tiles load and store them). A block of fewer rows uses
 // its own A and C tiles, configured with that many rows: one configuration per call.
-enum { AMX_CHUNK_K = 512, TILE_BYTES = 1024, ACC_STRIDE = 128 };  // ACC_STRIDE: bytes of acc's rows (2 C tiles)
+// A call takes up to AMX_MAX_ROWS rows of x, not the other sets' 64: at 64 rows a call, AMX
+// multiplies faster than the weights (read once per call) arrive (kernels.md).
+enum { AMX_CHUNK_K = 512, TILE_BYTES = 1024, ACC_STRIDE = 128, AMX_MAX_ROWS = 256 };  // ACC_STRIDE: bytes of acc's rows (2 C tiles)
 
 // 8 k of a weight tile (128 bytes: k0..k7 x 16 rows) -> 2 rows of a B tile: row r's bytes
 // k0 k2 k4 k6 in the first's lane r, k1 k3 k5 k7 in the second's (interleave8's numbers), one
@@ -85,14 +87,14 @@ static inline void configure(int tail) {
     if (nt == 2) _tile_stored(C1, acc + LANES, ACC_STRIDE);                               \
   } while (0)
 
-// Rows m_begin..m_end of x (1..MAX_ROWS) x weight tiles t_begin..t_end (x86_64_avx2/int8.c's
+// Rows m_begin..m_end of x (1..AMX_MAX_ROWS) x weight tiles t_begin..t_end (x86_64_avx2/int8.c's
 // iree_glm_int8_matmul_workgroup clamps the ranges and calls this).
 static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
                         size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k), n = tiles * LANES, rows = m_end - m_begin, full = rows / 16 * 16;
   const int8_t *x = xq + m_begin * stride;
   int8_t wb[AMX_CHUNK_K / 64 * 2 * TILE_BYTES] __attribute__((aligned(64)));  // per 64 k: B tiles of weight tiles 0, 1
-  int32_t acc[MAX_ROWS][2 * LANES] __attribute__((aligned(64)));
+  int32_t acc[AMX_MAX_ROWS][2 * LANES] __attribute__((aligned(64)));
   __m512i pick[2];
   pick_indices(pick);
   configure((int)(rows - full));
@@ -129,4 +131,5 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
   _tile_release();
 }
 
+#define IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS
 #include "../x86_64_avx2/int8_matmul.h"
