@@ -1,9 +1,12 @@
 """Static speed estimates for Arm (docs/arm.md): llvm-mca cycles per block of 32 weights for the
-inner loops in tools/arm_mca/*.s, and from them and each Arm profile's bandwidth the decode and
+inner loops of our aarch64 kernels (compiled here from iree_glm/kernels/aarch64_*/ and cut out
+of the compiler's assembly) and of llama.cpp's and IREE's loops (listings in tools/arm_mca/),
+and from them and each Arm profile's memory bandwidth (planner/profiles/*.toml) the decode and
 prefill tokens/s of a GLM-edge-1.5B-class shape. These are estimates from a scheduling model,
 not measurements: no Arm device was used.
 
-Usage: python tools/arm_mca.py [--llvm-mca llvm-mca-19]   (Debian: apt-get install llvm-19)
+Usage: python tools/arm_mca.py [--llvm-mca llvm-mca-19] [--cc aarch64-linux-gnu-gcc] [--show-loops]
+(Debian: apt-get install llvm-19 gcc-aarch64-linux-gnu)
 """
 
 from __future__ import annotations
@@ -11,57 +14,130 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-HERE = Path(__file__).resolve().parent / "arm_mca"
-CPUS = ("cortex-a76", "cortex-x4", "cortex-a720")
+REPO = Path(__file__).resolve().parents[1]
+HERE = REPO / "tools" / "arm_mca"
+KERNELS = REPO / "iree_glm" / "kernels"
+PROFILES = REPO / "iree_glm" / "planner" / "profiles"
+# neoverse-n1 is the Cortex-A76's server twin (the same core design): LLVM 19 has no A76 model
+# of its own and schedules -mcpu=cortex-a76 with its Cortex-A57 model (see the printed models).
+CPUS = ("cortex-a76", "neoverse-n1", "cortex-x4", "cortex-a720")
+MACS = {"sdot": 16, "smmla": 32}  # multiply-adds per instruction: a block-row is 32 of them
 
 
 @dataclass(frozen=True)
 class Loop:
-    file: str
+    key: str
     what: str
-    blocks: float  # (32-weight block, activation row) pairs one iteration computes
-    i8mm: bool = False  # needs i8mm (not on cortex-a76)
+    file: str = ""  # a listing in tools/arm_mca/ (with `then` appended) ...
+    then: str = ""
+    blocks: float = 0  # ... and the (32-weight block, activation row) pairs one iteration computes
+    source: str = ""  # or our kernel: its C file under iree_glm/kernels/, the function holding the loop
+    function: str = ""  # (a static body such as int8_matvec, looked for in its entry point if GCC inlined it)
+    i8mm: bool = False  # needs i8mm (not on cortex-a76 / neoverse-n1)
 
 
+DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.2-a+dotprod+fp16+i8mm"
 LOOPS = (
-    Loop("llama_q8_0_q8_0_dotprod.s", "llama.cpp Q8_0 x Q8_0, dotprod (vec_dot)", 1),
-    Loop("llama_q4_0_q8_0_dotprod.s", "llama.cpp Q4_0 x Q8_0, dotprod (vec_dot)", 1),
-    Loop("llama_q4_0_q8_0_i8mm.s", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", 4, i8mm=True),
-    Loop("ours_int8_matvec_dotprod.s", "ours: int8 decode matvec, aarch64_dotprod (sdot; not linked yet)", 16),
-    Loop("iree_generic_int8_decode_f32.s", "ours on Arm today: int8 decode, IREE generic (f32)", 2),
-    Loop("iree_mmt4d_s8s8s32_dotprod_8x8x4.s", "ours on Arm today: int8 prompt, IREE mmt4d dotprod 8x8x4", 8),
-    Loop("iree_mmt4d_s8s8s32_i8mm_8x8x8.s", "ours on Arm today: int8 prompt, IREE mmt4d i8mm 8x8x8", 16, i8mm=True),
+    Loop("llama_q8_dot", "llama.cpp Q8_0 x Q8_0, dotprod (vec_dot)", file="llama_q8_0_q8_0_dotprod.s", blocks=1),
+    Loop("llama_q8_mm", "llama.cpp Q8_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q8_0_q8_0_i8mm.s",
+         then="llama_i8mm_2x2_block.s", blocks=4, i8mm=True),
+    Loop("llama_q4_dot", "llama.cpp Q4_0 x Q8_0, dotprod (vec_dot)", file="llama_q4_0_q8_0_dotprod.s", blocks=1),
+    Loop("llama_q4_mm", "llama.cpp Q4_0 x Q8_0, i8mm (vec_dot nrc=2)", file="llama_q4_0_q8_0_i8mm.s",
+         then="llama_i8mm_2x2_block.s", blocks=4, i8mm=True),
+    Loop("ours_int8_mv", "ours: int8 decode matvec, dotprod", source="aarch64_dotprod/int8.c", function="int8_matvec"),
+    Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="matmul_rows"),
+    Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="matmul_rows",
+         i8mm=True),
+    Loop("ours_int4_mv", "ours: int4 decode matvec, dotprod", source="aarch64_dotprod/int4.c", function="int4_matvec"),
+    Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matmul_workgroup"),
+    Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="iree_glm_int4_matmul_workgroup",
+         i8mm=True),
+    Loop("iree_generic", "IREE generic int8 decode (f32)", file="iree_generic_int8_decode_f32.s", blocks=2),
+    Loop("iree_mmt4d_dot", "IREE mmt4d int8 prompt, dotprod 8x8x4", file="iree_mmt4d_s8s8s32_dotprod_8x8x4.s", blocks=8),
+    Loop("iree_mmt4d_mm", "IREE mmt4d int8 prompt, i8mm 8x8x8", file="iree_mmt4d_s8s8s32_i8mm_8x8x8.s", blocks=16, i8mm=True),
 )
 
+BRANCH = re.compile(r"^\s*(?:b(?:\.\w+)?|b\w\w|cbn?z|tbn?z)\s+(?:[^,]+,\s*)*(\.L\w+)\s*$")
 
-def cycles(mca: str, loop: Loop, cpu: str, iterations: int = 1000) -> float:
-    """Steady-state cycles per iteration: llvm-mca's total cycles over many iterations (this
-    includes loop-carried latency, unlike Block RThroughput alone)."""
-    out = subprocess.run([mca, "-mtriple=aarch64", f"-mcpu={cpu}", "-mattr=+dotprod,+i8mm,+fullfp16",
-                          f"-iterations={iterations}", str(HERE / loop.file)], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"Total Cycles:\s+(\d+)", out).group(1)) / iterations
+
+def inner_loop(asm: str, function: str) -> list[str]:
+    """The instructions of `function`'s innermost loop (a label and a later branch back to it,
+    holding no other loop) with the most sdot / smmla: the kernel's hot loop."""
+    lines = asm.splitlines()
+    if f"{function}:" not in lines and function.startswith("int"):  # a body GCC inlined into its entry point
+        function = f"iree_glm_{function}_workgroup"
+    start = lines.index(f"{function}:")
+    end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(".size") and function in lines[i])
+    body = lines[start:end]
+    labels = {line.strip()[:-1]: i for i, line in enumerate(body) if re.match(r"^\.L\w+:$", line.strip())}
+    loops = [(labels[m.group(1)], j) for j, line in enumerate(body)
+             if (m := BRANCH.match(line)) and m.group(1) in labels and labels[m.group(1)] < j]
+    inner = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+
+    def instructions(a: int, b: int) -> list[str]:
+        return [line for line in body[a:b + 1] if line.startswith("\t") and not line.strip().startswith(".")]
+
+    return max((instructions(a, b) for a, b in inner), key=lambda ins: sum(macs(line) for line in ins))
+
+
+def macs(line: str) -> int:
+    return MACS.get(line.split()[0], 0) if line.strip() else 0
+
+
+def listing(loop: Loop, cc: str, folder: Path) -> tuple[Path, float]:
+    """(the loop's assembly file, block-rows per iteration)."""
+    if loop.file and not loop.then:
+        return HERE / loop.file, loop.blocks
+    if loop.file:
+        out = folder / f"{loop.key}.s"
+        out.write_text((HERE / loop.file).read_text() + (HERE / loop.then).read_text())
+        return out, loop.blocks
+    march = I8MM_MARCH if loop.i8mm else DOTPROD_MARCH
+    asm = subprocess.run([cc, "-O3", f"-march={march}", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-S",
+                          "-o", "-", str(KERNELS / loop.source)], capture_output=True, text=True, check=True).stdout
+    body = inner_loop(asm, loop.function)
+    out = folder / f"{loop.key}.s"
+    out.write_text("\n".join(body) + "\n")
+    return out, sum(macs(line) for line in body) / 32
+
+
+def mca(tool: str, path: Path, cpu: str, iterations: int = 1000) -> tuple[float, str]:
+    """(steady-state cycles per iteration: total cycles over many iterations, which counts
+    loop-carried latency, unlike Block RThroughput alone; the scheduling model's unit prefix)."""
+    out = subprocess.run([tool, "-mtriple=aarch64", f"-mcpu={cpu}", "-mattr=+dotprod,+i8mm,+fullfp16", f"-iterations={iterations}",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    unit = re.search(r"\[[\d.]+\]\s+-\s+([A-Za-z0-9]+?)Unit", out)
+    return int(re.search(r"Total Cycles:\s+(\d+)", out).group(1)) / iterations, unit.group(1) if unit else "?"
 
 
 @dataclass(frozen=True)
 class Board:
     profile: str
     cores: tuple[tuple[str, int, float], ...]  # (llvm-mca CPU, count, GHz): the cores decode uses
-    bandwidth_gbs: float  # the profile's memory_bandwidth_gbs
+    i8mm: bool
+
+    def bandwidth_gbs(self) -> float:
+        """The profile's CPU memory_bandwidth_gbs."""
+        data = tomllib.loads((PROFILES / f"{self.profile}.toml").read_text())
+        return next(d["memory_bandwidth_gbs"] for d in data["devices"] if d.get("kind") == "cpu")
 
 
 BOARDS = (
-    Board("raspberry-pi-5", (("cortex-a76", 4, 2.4),), 10.0),
-    Board("snapdragon-8-gen3", (("cortex-x4", 1, 3.3), ("cortex-a720", 5, 3.1)), 50.0),
-    Board("dimensity-9300", (("cortex-x4", 1, 3.25), ("cortex-x4", 3, 2.85), ("cortex-a720", 4, 2.0)), 52.0),
+    Board("raspberry-pi-5", (("cortex-a76", 4, 2.4),), i8mm=False),
+    Board("snapdragon-8-gen3", (("cortex-x4", 1, 3.3), ("cortex-a720", 5, 3.1)), i8mm=True),
+    Board("dimensity-9300", (("cortex-x4", 1, 3.25), ("cortex-x4", 3, 2.85), ("cortex-a720", 4, 2.0)), i8mm=True),
 )
 # GLM-edge-1.5B-class shape (tools/pareto.py): 28 layers, hidden 2048, q 2048, k/v 512, FFN 6144;
 # an int8 head of 59264 x 2048.
 LAYER_WEIGHTS = 28 * (2048 * (2048 + 512 + 512 + 2048) + 3 * 2048 * 6144)
 HEAD_WEIGHTS = 59264 * 2048
-BYTES_PER_WEIGHT = {"int8": 1.0, "int4": 18 / 32}  # int8: + an f32 scale per row (negligible); int4: f16 scale per 32
+BYTES_PER_WEIGHT = {"int8": 1.0, "int4": 18 / 32}  # int8: + an f32 scale per row (negligible); int4: + f16 scale per group of 32
 
 
 def tokens_per_s(board: Board, cycles_per_block: dict[str, float], fmt: str, rows: int) -> tuple[float, float]:
@@ -70,42 +146,59 @@ def tokens_per_s(board: Board, cycles_per_block: dict[str, float], fmt: str, row
     blocks = (LAYER_WEIGHTS + HEAD_WEIGHTS) / 32 * rows
     blocks_per_s = sum(n * ghz * 1e9 / cycles_per_block[cpu] for cpu, n, ghz in board.cores)
     weight_bytes = LAYER_WEIGHTS * BYTES_PER_WEIGHT[fmt] + HEAD_WEIGHTS
-    return blocks_per_s / blocks * rows, board.bandwidth_gbs * 1e9 / weight_bytes * rows
+    return blocks_per_s / blocks * rows, board.bandwidth_gbs() * 1e9 / weight_bytes * rows
+
+
+def engines(board: Board) -> list[tuple[str, str, str, str]]:
+    """(engine, format, decode loop, prompt loop) rows of the roofline table for a board."""
+    mm = "mm" if board.i8mm else "dot"
+    i8mm = "_i8mm" if board.i8mm else "_dot"
+    return [
+        ("ours", "int8", "ours_int8_mv", f"ours_int8_mm{i8mm}"),
+        ("llama.cpp", "int8", "llama_q8_dot", f"llama_q8_{mm}"),
+        ("IREE generic + mmt4d", "int8", "iree_generic", f"iree_mmt4d_{mm}"),
+        ("ours", "int4", "ours_int4_mv", f"ours_int4_mm{i8mm}"),
+        ("llama.cpp", "int4", "llama_q4_dot", f"llama_q4_{mm}"),
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llvm-mca", default="llvm-mca-19")
+    ap.add_argument("--cc", default="aarch64-linux-gnu-gcc")
+    ap.add_argument("--show-loops", action="store_true", help="print our kernels' extracted inner loops")
     args = ap.parse_args()
     per_block: dict[str, dict[str, float]] = {}
-    print("| loop | " + " | ".join(f"{c} cycles/iter | per block-row" for c in CPUS) + " |")
-    print("|---|" + "---|---|" * len(CPUS))
-    for loop in LOOPS:
-        row = []
-        for cpu in CPUS:
-            if loop.i8mm and cpu == "cortex-a76":
-                row += ["-", "-"]
-                continue
-            c = cycles(args.llvm_mca, loop, cpu)
-            per_block.setdefault(loop.file, {})[cpu] = c / loop.blocks
-            row += [f"{c:.1f}", f"{c / loop.blocks:.2f}"]
-        print(f"| {loop.what} | " + " | ".join(row) + " |")
-    print()
+    models: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        print("| loop | " + " | ".join(f"{c} cycles/iter | per block-row" for c in CPUS) + " |")
+        print("|---|" + "---|---|" * len(CPUS))
+        for loop in LOOPS:
+            path, blocks = listing(loop, args.cc, Path(tmp))
+            if args.show_loops and loop.source:
+                print(f"--- {loop.key} ({blocks:g} block-rows per iteration)\n{path.read_text()}")
+            row = []
+            for cpu in CPUS:
+                if loop.i8mm and cpu in ("cortex-a76", "neoverse-n1"):
+                    row += ["-", "-"]
+                    continue
+                c, models[cpu] = mca(args.llvm_mca, path, cpu)
+                per_block.setdefault(loop.key, {})[cpu] = c / blocks
+                row += [f"{c:.1f}", f"{c / blocks:.2f}"]
+            print(f"| {loop.what} | " + " | ".join(row) + " |")
+    print("\nllvm-mca scheduling models: " + ", ".join(f"-mcpu={c}: {m}" for c, m in models.items()) + "\n")
     # Roofline: a token takes the longer of its compute time (the matmul loops on all cores) and
     # its memory time (every weight byte read once at the profile's bandwidth).
-    print("| profile | format | decode tok/s: compute bound | bandwidth bound | estimate | compute time / memory time | prefill 128 rows: compute bound tok/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| profile | engine | format | decode tok/s: compute bound | bandwidth bound | estimate | % of bandwidth bound"
+          " | compute / memory time | prefill 128 rows: compute-bound tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for board in BOARDS:
-        mmt4d = "iree_mmt4d_s8s8s32_dotprod_8x8x4.s" if board.profile == "raspberry-pi-5" else "iree_mmt4d_s8s8s32_i8mm_8x8x8.s"
-        for fmt, decode_loop, prompt_loop in (("int8", "iree_generic_int8_decode_f32.s", mmt4d),
-                                              ("int8 (our dotprod matvec)", "ours_int8_matvec_dotprod.s", mmt4d),
-                                              ("int8 (llama.cpp Q8_0 loop)", "llama_q8_0_q8_0_dotprod.s", "llama_q8_0_q8_0_dotprod.s"),
-                                              ("int4 (llama.cpp Q4_0 loop)", "llama_q4_0_q8_0_dotprod.s", "llama_q4_0_q8_0_dotprod.s")):
-            kind = fmt.split()[0]
-            compute, bandwidth = tokens_per_s(board, per_block[decode_loop], kind, 1)
-            prompt, _ = tokens_per_s(board, per_block[prompt_loop], kind, 128)
+        for engine, fmt, decode_loop, prompt_loop in engines(board):
+            compute, bandwidth = tokens_per_s(board, per_block[decode_loop], fmt, 1)
+            prompt, _ = tokens_per_s(board, per_block[prompt_loop], fmt, 128)
             est = min(compute, bandwidth)
-            print(f"| {board.profile} | {fmt} | {compute:.1f} | {bandwidth:.1f} | {est:.1f} | {bandwidth / compute:.2f} | {prompt:.0f} |")
+            print(f"| {board.profile} | {engine} | {fmt} | {compute:.1f} | {bandwidth:.1f} | {est:.1f} | {100 * est / bandwidth:.0f}%"
+                  f" | {bandwidth / compute:.2f} | {prompt:.0f} |")
 
 
 if __name__ == "__main__":

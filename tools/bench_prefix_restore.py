@@ -2,8 +2,10 @@
 
 A prompt of --prefix shared tokens + --tail new ones. Setup: one process prefills a prompt
 with the same prefix (another tail) into a fresh cache folder. Then, alternating, each in its
-own process: `cold` (no prefix cache) and `warm` (the folder; the first request restores the
-prefix). Each child reports the session load time and the first prefill's time, split into
+own process: `cold` (no prefix cache), `warm` (the folder; the first request restores the
+prefix by host copies into the mapped KV buffers, as on CPU devices) and `warm-store-kv` (the
+same through the bundle's `store_kv` call, as on devices whose memory the host cannot map).
+Each child reports the session load time and the first prefill's time, split into
 the restore (match, the KV copy, `store_kv`) and the rest; medians over --reps.
 
     python tools/bench_prefix_restore.py BUNDLE                 # 1024 + 16 tokens
@@ -33,7 +35,7 @@ def _prompt(n: int, vocab: int, salt: int) -> list[int]:
     return [(i * 7919 + salt) % (vocab - 1) + 1 for i in range(n)]
 
 
-def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int) -> dict:
+def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int, store_kv: bool) -> dict:
     from iree_glm.bundle.kv_layout import STORE_KV
     from iree_glm.runtime import Session
 
@@ -43,6 +45,8 @@ def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int) 
     vocab = s.config.vocab_size
     ids = _prompt(prefix, vocab, 0) + _prompt(tail, vocab, salt)
     state, cache = s.new_request(ids, max_new_tokens=1), s.new_cache()
+    if store_kv:
+        cache._views = []  # as if the host could not map the buffers: the restore calls store_kv
     spent = {"store_kv": 0.0, "run_prefill": 0.0, "insert": 0.0}
 
     def timed(name, fn):
@@ -67,6 +71,8 @@ def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int) 
 
 def _run(args, mode: str, folder: Path | None, salt: int) -> dict:
     cmd = [sys.executable, __file__, str(args.bundle), "--child", "--prefix", str(args.prefix), "--tail", str(args.tail), "--salt", str(salt)]
+    if mode == "warm-store-kv":
+        cmd.append("--store-kv")
     if folder is not None:
         cmd += ["--folder", str(folder)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -82,25 +88,34 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--salt", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--store-kv", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt)))
+        print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt, args.store_kv)))
         return
-    rows: dict[str, list[dict]] = {"cold": [], "warm": []}
+    modes = ("cold", "warm", "warm-store-kv")
+    rows: dict[str, list[dict]] = {m: [] for m in modes}
+    from iree_glm.tuning.calibrate import machine_summary
+
+    load = machine_summary()
     with tempfile.TemporaryDirectory() as work:
         for rep in range(args.reps):
             folder = Path(work) / f"cache{rep}"  # fresh: each warm run restores the same blocks
             _run(args, "persist", folder, salt=9)
-            for mode in ("cold", "warm") if rep % 2 == 0 else ("warm", "cold"):
-                rows[mode].append(_run(args, mode, folder if mode == "warm" else None, salt=1 + rep))
+            for mode in modes[1:]:  # a copy each: both warm runs find the same blocks and store their new one
+                shutil.copytree(folder, Path(work) / f"{mode}{rep}")
+            for mode in modes[rep % 3:] + modes[: rep % 3]:  # each mode goes first once in three
+                rows[mode].append(_run(args, mode, Path(work) / f"{mode}{rep}" if mode != "cold" else None, salt=1 + rep))
             shutil.rmtree(folder)
     med = {m: {k: statistics.median(r[k] for r in rs) for k in KEYS} for m, rs in rows.items()}
     cached = rows["warm"][0]["cached_tokens"]
     print(f"{args.bundle}: prompt {args.prefix} + {args.tail} tokens, warm restores {cached}; medians of {args.reps}\n")
     print("| run | session load ms | first prefill ms | of which store_kv | prefill of the rest | storing new blocks | the rest (block lookup and copies, reading the KV back) |\n|---|---|---|---|---|---|---|")
-    for m in ("cold", "warm"):
+    for m in modes:
         print(f"| {m} | " + " | ".join(f"{med[m][k]:.1f}" for k in KEYS) + " |")
-    print(f"\nprefill cold / warm: {med['cold']['prefill_ms'] / med['warm']['prefill_ms']:.1f}x")
+    for m in modes[1:]:
+        print(f"\nprefill cold / {m}: {med['cold']['prefill_ms'] / med[m]['prefill_ms']:.1f}x", end="")
+    print(f"\nbefore: {load}\nafter: {machine_summary()}")
 
 
 if __name__ == "__main__":

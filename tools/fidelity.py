@@ -222,7 +222,7 @@ def table(results: list[tuple[Row, dict[str, Any]]], ref_ppl: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="Hugging Face checkpoint folder (default: the shipped default model)")
-    p.add_argument("--text", type=Path, help="held-out text (default: the default model's held-out stdlib docs)")
+    p.add_argument("--text", type=Path, help="held-out text (default: the default model's held-out Python docs)")
     p.add_argument("--rows", help=f"comma-separated rows (default: all available; known: {', '.join(r.name for r in ROWS)})")
     p.add_argument("--window", type=int, default=128, help="tokens per evaluation window (default 128)")
     p.add_argument("--tokens", type=int, default=2048, help="held-out tokens to evaluate (default 2048)")

@@ -83,6 +83,7 @@ class KernelChoice:
     quantize_glue: dict[str, int] | str | None = None  # fused row quantizations by kind, or why none
     rewritten: int | None = None  # attention: ops that call the kernel ...
     left_to_iree: int | None = None  # ... and ops of another form, left to IREE
+    sparse: str | None = None  # attention: the block-sparse pattern it skips key blocks by ("local=W,global=G")
 
     @property
     def ours(self) -> bool:

@@ -37,7 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quant-head", default="int8", help="output head with --quant: none or int8 (default int8)")
     p.add_argument("--quant-embeddings", default="int8", help="token embeddings with --quant: int8 (rows, dequantized on gather) or none (fp32) (default int8)")
     p.add_argument("--prune", metavar="heads=R,ffn=R", help="remove the least important fraction R of attention heads / FFN channels (ratios in [0, 1))")
-    p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of Python stdlib docs)")
+    p.add_argument("--calibration", type=Path, help="text file that ranks heads and channels for --prune (default: a sample of the default model's Python docs)")
     p.add_argument("--activation-dtype", help="f32, f16 or bf16: the dtype weights are stored in and activations and the KV cache computed in; norms, rotary frequencies and logits stay f32 (default: the profile's device activation_dtype, f32 on host-cpu)")
     p.add_argument("--compute-dtype", help="f32 or bf16: what the f32 matmuls multiply in; bf16 rounds their inputs to bf16 and accumulates in f32 (x86-64 with avx512bf16 only; weights, KV cache and everything else stay f32; logit error: docs/accuracy.md) (default: the profile's device compute_dtype, f32 on host-cpu)")
     p.add_argument("--no-embeddings", action="store_true", help="leave out the `embed` entry point (final-norm hidden states, served as /v1/embeddings)")
@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"matmuls: {o.compute_dtype} inputs, f32 accumulation (--compute-dtype {o.compute_dtype})")
     attention = o.attention_kernel
     if attention.ours:
-        print(f"attention: AVX2 flash-attention kernel ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
+        pattern = f", skipping the key blocks outside {attention.sparse}" if attention.sparse else ""
+        print(f"attention: AVX2 flash-attention kernel{pattern} ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
     else:
         print(f"attention: IREE's lowering ({attention.reason})")
     if o.kv_cache_slots != m.max_context:

@@ -34,7 +34,7 @@ from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import compute_dtype, kernel_choice
 from iree_glm.compiler.target import Target, device_target
-from iree_glm.kernels import target_cpu
+from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.pipeline import PassPipeline
 
@@ -193,19 +193,22 @@ def build_bundle(
 
             int8_activations = opts.int8_activations or profile.host.int8_activations
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
-                target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention is not None,
+                target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
                 opts.kernel_set or profile.host.kernel_set))
-            if kernels.int8.ours:
-                mark_verify_like_decode(model)
+            if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
+                mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
 
             t = time.perf_counter()
             progress("export to MLIR")
-            sparse_attention.enable(model, opts.sparse_attention)
+            # Where the attention kernel is ours, the pattern is its parameter: the model exports
+            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            as_mask = kernels.attention.ours
+            sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None, work)
+                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
             prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
             if prefill_specs:
                 exported_prefill = export_stages(model, prefill_specs, prefill_entry, work, phases.PREFILL_PREFIX)
@@ -321,6 +324,11 @@ def _say_kernels(kernels: kernel_choice.KernelPlan, quant: QuantSpec, progress: 
         progress(f"int8 {'layers' if quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
         if int8.prefill:
             progress(f"int8 layers: prompt matmuls {f'call our {int8.kernel_set} matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
+    attention = kernels.attention
+    if attention.ours:
+        progress(f"attention: call our {attention.kernel_set} kernel")
+    elif attention.reason not in (None, "multi-device plan"):
+        progress(f"attention: IREE's lowering ({attention.reason})")
 
 
 def _say_pass_results(kernels: kernel_choice.KernelPlan, progress: Callable[[str], None]) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from iree_glm.bundle.manifest import KernelChoice
+from iree_glm.bundle.sparse_pattern import SparsePattern
 from iree_glm.errors import UserError
 from iree_glm.compiler.target import Target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
-from iree_glm.passes.attention_kernel import AttentionKernelPass
+from iree_glm.passes.attention_kernel import DENSE, AttentionKernelPass, Window
 from iree_glm.passes.pipeline import PassPipeline
 
 
@@ -29,7 +30,7 @@ class KernelRequest:
     quant_head: str  # none, int8
     int8_activations: str  # none, prefill, all
     dtype: str  # activation dtype
-    sparse: bool  # block-sparse attention
+    sparse: SparsePattern | None  # block-sparse attention
     staged: bool  # a multi-device plan (one module per device: the passes run per stage)
     attention_wanted: bool  # the host profile's attention_kernel
     int8_prefill_wanted: bool  # ... int8_prefill_kernel
@@ -45,6 +46,7 @@ class KernelPlan:
     int8: KernelChoice
     attention: KernelChoice
     glue: bool  # the prompt kernels' row quantizations compute silu(gate) * up and RMSNorm themselves
+    window: Window = DENSE  # the block-sparse pattern the attention kernel skips key blocks by
 
     def input_pipeline(self, quantized_matmuls: int, cpu: bool, int8_activations: str) -> PassPipeline:
         """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
@@ -56,7 +58,7 @@ class KernelPlan:
                                             kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
                                             int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
         if self.attention.ours:
-            passes.append(AttentionKernelPass())
+            passes.append(AttentionKernelPass(self.window))
         return PassPipeline(passes)
 
     def record(self, results: dict) -> None:
@@ -97,10 +99,11 @@ def kernel_set_for(target: Target, extra_flags: tuple[str, ...], wanted: str = "
 
 def choose(req: KernelRequest) -> KernelPlan:
     kernel_set, reason = kernel_set_for(req.target, req.extra_flags, req.kernel_set_wanted)
-    int4 = _int4(req, _ours(kernel_set, "int4"), reason)
-    int8 = _int8(req, _ours(kernel_set, "int8"), reason)
-    attention = _attention(req, _ours(kernel_set, "attention"), reason)
-    plan = KernelPlan(int4, int8, attention, glue=False)
+    int4 = _int4(req, *_ours(kernel_set, "int4", reason))
+    int8 = _int8(req, *_ours(kernel_set, "int8", reason))
+    attention = _attention(req, *_ours(kernel_set, "attention", reason))
+    window = Window(req.sparse.local, req.sparse.global_) if req.sparse and attention.ours else DENSE
+    plan = KernelPlan(int4, int8, attention, glue=False, window=window)
     entry = plan._glue_entry()
     if entry is not None:
         if req.glue_wanted:
@@ -111,13 +114,16 @@ def choose(req: KernelRequest) -> KernelPlan:
     return plan
 
 
-def _ours(kernel_set: toolchain.KernelSet | None, kernel: str) -> KernelChoice | None:
+def _ours(kernel_set: toolchain.KernelSet | None, kernel: str, reason: str | None) -> tuple[KernelChoice | None, str | None]:
     """The choice of our `kernel` in `kernel_set`: the set that holds its code (a set without a
-    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel)."""
+    form of its own takes its base set's, e.g. the AVX-512 set's attention is the AVX2 kernel),
+    or None and why not (no set, or a set without that kernel, e.g. attention on Arm)."""
     if kernel_set is None:
-        return None
+        return None, reason
     provider = kernel_set.provider(kernel)
-    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features))
+    if provider is None:
+        return None, f"kernel set {kernel_set.name} has no {kernel} kernel"
+    return KernelChoice(provider.short, kernel_set=provider.name, features=list(provider.features)), None
 
 
 def _int4(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
@@ -148,13 +154,17 @@ def _int8(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> 
 
 
 def _attention(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
-    """Attention calls the flash-attention kernel, else IREE's own lowering and why."""
+    """Attention calls the flash-attention kernel, else IREE's own lowering and why. Block-sparse
+    attention is the kernel told the pattern (`sparse` records it), except with a sliding-window
+    cache, whose slots are not positions: the pattern's blocks are not the cache's."""
     if not req.attention_wanted:
         return KernelChoice("iree", reason="profile: attention_kernel = false")
     if req.dtype != "f32":
         return KernelChoice("iree", reason=f"activation dtype {req.dtype} (the kernel is f32)")
-    if req.sparse:
-        return KernelChoice("iree", reason="block-sparse attention")
+    if req.sparse and req.sparse.ring:
+        return KernelChoice("iree", reason="block-sparse attention over a sliding-window (ring) cache")
     if req.staged:
         return KernelChoice("iree", reason="multi-device plan")
-    return replace(ours) if ours else KernelChoice("iree", reason=reason)
+    if ours is None:
+        return KernelChoice("iree", reason=f"block-sparse attention: {reason}" if req.sparse else reason)
+    return replace(ours, sparse=f"local={req.sparse.local},global={req.sparse.global_}" if req.sparse else None)

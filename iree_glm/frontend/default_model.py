@@ -1,11 +1,13 @@
 """The small model a new user gets when `compile` is given no checkpoint.
 
-A 5 M-parameter GLM-4 trained on the Python standard library's docstrings, with a byte-level
-BPE tokenizer trained on the same text, both shipped in `default_model_files/` (made by
-`tools/train_default_model.py`, reproducible from its seed). It writes docstring-like English:
-small, but readable, so a first run shows a model that learned something. The folder also holds
-held-out text (modules the model never saw) for perplexity, and a sample of the training text
-(the default calibration text of `--prune`).
+A 5 M-parameter GLM-4 trained on Python's documentation (the manual Debian ships as
+`python3-doc`, the stdlib docstrings, and questions about stdlib names answered in GLM-4's chat
+layout), with a byte-level BPE tokenizer, all shipped in `default_model_files/` (made by
+`tools/train_default_model.py`, reproducible from its seed; training.json records the sources'
+versions). It writes documentation-like English: small, but readable, so a first run shows a
+model that learned something. The folder also holds held-out text (modules and manual pages the
+model never saw) for perplexity, and a sample of the training text (the default calibration
+text of `--prune`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ DEFAULT_BUNDLE = Path("bundles") / "default"
 def _description() -> str:
     info = json.loads((FILES / "training.json").read_text())
     return (
-        f"default model: GLM-4 trained on Python stdlib docs, {info['parameters'] / 1e6:.1f} M params "
+        f"default model: GLM-4 trained on the Python manual and stdlib docs, {info['parameters'] / 1e6:.1f} M params "
         f"(held-out perplexity {info['heldout_perplexity']:.0f})"
     )
 

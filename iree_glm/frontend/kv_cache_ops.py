@@ -33,11 +33,17 @@ def read_cache_prefix(cache: torch.Tensor, slots: torch.Tensor, n: int) -> torch
     first because torch.export checks every view's contiguity: a [B,Hkv,n,D] view of the
     cache would compare n with C and fix n to one of them (so would converting the view: the
     rows are converted before slicing; compiled, the conversion fuses into the reads)."""
+    return read_cache_rows(cache, slots).float().permute(2, 0, 1, 3).narrow(0, 0, n)
+
+
+def read_cache_rows(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """The whole rows `slots` of cache [R,Hkv,C,D] -> [B,Hkv,C,D]: one row is a slice at a
+    run-time offset (read in place by the reductions IREE generates; the attention kernel's
+    pass hands the kernel the cache and the offset, passes/attention_kernel.py, since a slice
+    as a dispatch operand is copied); several rows are one gather over rows only."""
     if slots.shape[0] == 1:
         row = slots[0].item()
         torch._check(row >= 0)
         torch._check(row < cache.shape[0])
-        rows = cache.narrow(0, row, 1)
-    else:
-        rows = cache.index_select(0, slots)
-    return rows.float().permute(2, 0, 1, 3).narrow(0, 0, n)
+        return cache.narrow(0, row, 1)
+    return cache.index_select(0, slots)

@@ -13,7 +13,7 @@ its whole small row: it ignores `key_positions`.
 
 from __future__ import annotations
 
-from iree_glm.frontend.kv_cache_ops import read_cache, read_cache_prefix, write_cache_
+from iree_glm.frontend.kv_cache_ops import read_cache, read_cache_prefix, read_cache_rows, write_cache_
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +109,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_proj_bias)
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
+        self.sparse_as_mask = False  # the pattern as the mask of the dense form (sparse_attention.enable)
         self.fused_qkv = False  # see fuse_qkv
 
     def fuse_qkv(self) -> None:
@@ -148,7 +149,7 @@ class Attention(nn.Module):
         q = rotary.apply(q, cos, sin)
         k = rotary.apply(k, cos, sin)
 
-        if self.sparse is not None:  # exported as one marked op; passes/sparse_attention.py lowers it
+        if self.sparse is not None and not self.sparse_as_mask:  # one marked op; passes/sparse_attention.py lowers it
             out = sparse_attention.attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, self.sparse)
             out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * d)
             return self.o_proj(out)
@@ -157,18 +158,31 @@ class Attention(nn.Module):
         write_cache_(v_cache, v, slots, positions)
 
         # Attend over the n keys asked for; positions not yet written (or in the future) are masked.
+        sparse_step = self.sparse_as_mask and type(s) is int and s == 1
+        if sparse_step:
+            # A sparse decode step attends over whole cache rows (no gather of the n keys; the
+            # kernel's pass gives the kernel the cache and the row, which it reads in place):
+            # the kernel, told the pattern, visits only the pattern's blocks of it.
+            keys, values = read_cache_rows(k_cache, slots), read_cache_rows(v_cache, slots)
+            within = torch.arange(k_cache.shape[2], device=x.device)
+            visible = (within < key_positions.shape[0])[None, None, :] & (within[None, None, :] <= positions[:, :, None])
+            key_positions = within
+        else:
+            visible = key_positions[None, None, :] <= positions[:, :, None]  # [B, S, n]
         n = key_positions.shape[0]
-        visible = key_positions[None, None, :] <= positions[:, :, None]  # [B, S, n]
+        if self.sparse_as_mask:
+            visible = visible & sparse_attention.in_pattern(key_positions, positions, self.sparse)
         mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[:, None]  # [B, 1, S, n]
         # Grouped-query attention without copying K/V `group` times: the query heads that share
         # a KV head become extra rows of one attention over that head's cache.
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
         mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
-        if type(s) is int and s == 1:  # a decode step (its query length is static when exported)
+        if type(s) is int and s == 1 and not sparse_step:  # a decode step (its query length is static when exported)
             out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
         else:
-            keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
+            if not sparse_step:
+                keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.reshape(b, hkv, s, group, d).permute(0, 2, 1, 3, 4).reshape(b, s, cfg.num_heads * d)
         return self.o_proj(out)

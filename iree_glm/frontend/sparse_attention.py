@@ -9,6 +9,9 @@ The model marks its attention with the custom op `iree_glm::block_sparse_attenti
 (`attend`); the MLIR pass in `iree_glm.passes.sparse_attention` replaces each marked op by
 `block_sparse_attention` below, exported through torch. `dense_reference` is the same
 pattern as a dense masked SDPA: the reference for tests, never the implementation.
+A build whose attention calls our kernel exports the pattern instead as the mask of the
+model's dense attention (`enable(..., as_mask=True)`, `in_pattern`): the kernel, told the
+pattern, skips the key blocks outside it (passes/attention_kernel.py).
 
 Sliding-window KV cache (`ring`): since no query sees a key more than W positions back
 (globals aside), the cache only needs the G globals plus a ring of the last W' >= W + B
@@ -182,7 +185,20 @@ def attention(q, k, v, positions, slots, key_positions, k_cache, v_cache, patter
     return attend(q, keys, values, positions, pattern)
 
 
-def enable(model: torch.nn.Module, pattern: SparsePattern | None) -> None:
-    """Switch every attention layer of a `CausalLM` to `pattern` (None: dense)."""
+def in_pattern(key_positions: torch.Tensor, positions: torch.Tensor, pattern: SparsePattern) -> torch.Tensor:
+    """[B,S,n]: whether the query at positions [B,S] may see key_positions [n] under the pattern
+    (causality aside): the globals and the last `local` positions."""
+    key = key_positions[None, None, :]
+    return (key < pattern.global_) | (key > positions[:, :, None] - pattern.local)
+
+
+def enable(model: torch.nn.Module, pattern: SparsePattern | None, as_mask: bool = False) -> None:
+    """Switch every attention layer of a `CausalLM` to `pattern` (None: dense).
+
+    `as_mask`: export the pattern as the mask of the dense attention (prefill and decode alike),
+    for a build whose attention kernel skips the key blocks it masks (passes/attention_kernel.py);
+    else as the marked op that passes/sparse_attention.py lowers. A sliding-window cache (`ring`)
+    is always the marked op."""
     for layer in model.model.layers:
         layer.self_attn.sparse = pattern
+        layer.self_attn.sparse_as_mask = as_mask and pattern is not None and not pattern.ring

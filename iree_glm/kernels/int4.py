@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401  (QUANT_ROWS: this kernel's API)
+from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401  (QUANT_ROWS: this kernel's API)
                                                 quantize_dispatch, quantize_executable, quantize_inputs)
 
 from pathlib import Path
@@ -30,6 +30,7 @@ SOURCE = X86_64_AVX2.source("int4")  # the AVX2 set's; other sets: `kernel_set.s
 SYMBOL = "iree_glm_int4_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks (prefill, batched decode)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
+VERIFY_SYMBOL = "iree_glm_int4_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
@@ -58,39 +59,57 @@ def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
     return f"iree_glm_int4_matvec_{k}x{n}g{group}{rows}"
 
 
+def verify_name(k: int, n: int, group: int) -> str:
+    """The verify entry point's few-row kernel call (VERIFY_SYMBOL) for K x N, group G."""
+    return f"iree_glm_int4_verify_{k}x{n}g{group}"
+
+
 def quantize_name(k: int, group: int, m: Optional[int]) -> str:
     """The quantization dispatch's name: one per K, G and M, shared by the layers with that input."""
     return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
 
 
-def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None,
-                kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
+def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None, verify: bool = False) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
     [M, N] f32; it flattens them for one `flow.dispatch` of WORKGROUPS row ranges (M = 1: the
     matrix-vector kernel), or for M != 1 the quantization and matrix dispatches
     (`_matmul_definitions`; with `glue`, the wrapper takes the glue's inputs instead of x:
-    Glue.inputs). M is static or None (dynamic).
+    Glue.inputs). M is static or None (dynamic). With `verify` (M dynamic, a few rows), one
+    dispatch of VERIFY_SYMBOL, whose every row is the matrix-vector kernel's for that row alone.
     """
-    if m != 1:
-        return _matmul_definitions(k, n, group, obj, m, glue, kernel_set)
-    name, gn, half = function_name(k, n, group), k // group, group // 2
+    if m != 1 and not verify:
+        return _matmul_definitions(k, n, group, obj, m, glue)
+    name, gn, half = verify_name(k, n, group) if verify else function_name(k, n, group), k // group, group // 2
     rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
     count = -(-n // rows)
     qn, sn = n * gn * half, n * gn
     dispatch = KernelDispatch(
-        name=name, symbol=SYMBOL, grid=(count,),
-        bindings=(Binding("x", "f32", "%k"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"), Binding("y", "f32", "%n")),
+        name=name, symbol=VERIFY_SYMBOL if verify else SYMBOL, grid=(count,),
+        bindings=(Binding("x", "f32", "%xn" if verify else "%k"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"),
+                  Binding("y", "f32", "%yn" if verify else "%n")),
         constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "rows": rows},
-        lines=("%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index"),
-        args=("%n", "%k", "%g", "%r0", "%r1"))
+        lines=(*VERIFY_SIZES * verify, "%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index"),
+        args=(*("%m",) * verify, "%n", "%k", "%g", "%r0", "%r1"), operands=("%m",) * verify)
+    weights = f"""%qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
+  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>"""
+    if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
+        return f"""
+{dispatch.text(obj)}
+util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<?x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
+  {weights}
+  %y = flow.dispatch @{name}_exe::@{name}(%x, %qf, %sf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, tensor<{sn}xf16>, index) -> tensor<?x{n}xf32>{{%m}}
+  util.return %y : tensor<?x{n}xf32>
+}}
+"""
     return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<1x{n}xf32> {{
   %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
-  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
-  %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>
+  {weights}
   %y = flow.dispatch @{name}_exe::@{name}(%xf, %qf, %sf) : (tensor<{k}xf32>, tensor<{qn}xi8>, tensor<{sn}xf16>) -> tensor<{n}xf32>
   %y2 = tensor.expand_shape %y [[0, 1]] output_shape [1, {n}] : tensor<{n}xf32> into tensor<1x{n}xf32>
   util.return %y2 : tensor<1x{n}xf32>
@@ -98,8 +117,7 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 """
 
 
-def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue],
-                        kernel_set: toolchain.KernelSet) -> str:
+def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue]) -> str:
     """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
     kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
@@ -120,8 +138,8 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int],
         constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": M_CHUNK},
         lines=MATMUL_RANGES, args=("%m", "%n", "%k", "%g", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue, kernel_set)}
-{dispatch.text(obj, kernel_set)}
+{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
+{dispatch.text(obj)}
 util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {xq_row} : index

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from iree_glm.kernels import toolchain
-from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401
+from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401
                                                 quantize_dispatch, quantize_executable, quantize_inputs)
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 
@@ -34,6 +34,7 @@ SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.s
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
 QUANTIZE_SYMBOL = "iree_glm_int8_quantize_workgroup"  # rows of x -> int8 per row (prefill)
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int8_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int8_quantize_rms_norm_workgroup"}
+VERIFY_SYMBOL = "iree_glm_int8_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int8_matmul_workgroup"  # quantized rows of x x a range of weight tiles
 MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
@@ -72,6 +73,11 @@ def function_name(k: int, n: int, m: Optional[int] = 1) -> str:
     return f"iree_glm_int8_matvec_{k}x{n}{rows}"
 
 
+def verify_name(k: int, n: int) -> str:
+    """The verify entry point's few-row kernel call (VERIFY_SYMBOL) for K x N."""
+    return f"iree_glm_int8_verify_{k}x{n}"
+
+
 def quantize_name(k: int, m: Optional[int]) -> str:
     """The quantization dispatch's name: one per K and M, shared by the layers with that input."""
     return f"iree_glm_int8_quantize_{k}_m{m if m is not None else 'dyn'}"
@@ -82,25 +88,38 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
+def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
-    the weight scale); it flattens them for one `flow.dispatch` of WORKGROUPS tile ranges.
+    the weight scale); it flattens them for one `flow.dispatch` of WORKGROUPS tile ranges. With
+    `verify`, x is [M, K] (M dynamic, a few rows) and the dispatch calls VERIFY_SYMBOL, whose
+    every row is the matrix-vector kernel's result for that row alone.
     """
     n = tiles * LANES
-    name = function_name(k, n)
+    name = verify_name(k, n) if verify else function_name(k, n)
     per = -(-tiles // WORKGROUPS)  # tiles per workgroup
     count = -(-tiles // per)
     qn = tiles * k * LANES
     dispatch = KernelDispatch(
-        name=name, symbol=SYMBOL, grid=(count,),
-        bindings=(Binding("x", "f32", "%k"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%n")),
+        name=name, symbol=VERIFY_SYMBOL if verify else SYMBOL, grid=(count,),
+        bindings=(Binding("x", "f32", "%xn" if verify else "%k"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn" if verify else "%n")),
         constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "per": per},
-        lines=("%t0 = arith.muli %wx, %per : index", "%t1 = arith.addi %t0, %per : index"),
-        args=("%tiles", "%k", "%t0", "%t1"))
+        lines=(*VERIFY_SIZES * verify, "%t0 = arith.muli %wx, %per : index", "%t1 = arith.addi %t0, %per : index"),
+        args=(*("%m",) * verify, "%tiles", "%k", "%t0", "%t1"), operands=("%m",) * verify)
+    if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
+        return f"""
+{dispatch.text(obj)}
+util.func private @{name}(%x: tensor<?x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<?x{n}xf32> {{
+  %c0 = arith.constant 0 : index
+  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
+  %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
+  %y = flow.dispatch @{name}_exe::@{name}(%x, %qf, %m) : (tensor<?x{k}xf32>{{%m}}, tensor<{qn}xi8>, index) -> tensor<?x{n}xf32>{{%m}}
+  util.return %y : tensor<?x{n}xf32>
+}}
+"""
     return f"""
-{dispatch.text(obj, kernel_set)}
+{dispatch.text(obj)}
 util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<1x{n}xf32> {{
   %xf = tensor.collapse_shape %x [[0, 1]] : tensor<1x{k}xf32> into tensor<{k}xf32>
   %qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{tiles}x{k}x{LANES}xi8> into tensor<{qn}xi8>
@@ -111,8 +130,7 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None,
-                       kernel_set: toolchain.KernelSet = X86_64_AVX2) -> str:
+def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
     ranges x ceil(M / m_chunk(kernel_set)). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
@@ -139,8 +157,8 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
         constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": m_chunk(kernel_set)},
         lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, row, {}, glue, kernel_set)}
-{dispatch.text(obj, kernel_set)}
+{quantize_executable(qname, obj, symbol, k, row, {}, glue)}
+{dispatch.text(obj)}
 util.func private @{name}{suffix}({args}%q: tensor<{tiles}x{k}x{LANES}xi8>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index
   %row = arith.constant {row} : index

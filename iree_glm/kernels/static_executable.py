@@ -10,27 +10,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from iree_glm.kernels.toolchain import X86_64_AVX2, KernelSet
+from iree_glm.kernels.toolchain import object_format
 
 QUANT_ROWS = 16  # rows of x per workgroup of the quantization dispatch
 
 
-def static_executable(name: str, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+def static_executable(name: str, obj: Path) -> str:
     """The opening line of `stream.executable @{name}_exe` linking our kernel object `obj` for
-    llvm-cpu in the kernel set's executable format (IREE's `hal.executable.objects`); the caller
-    writes the body and the closing brace."""
+    llvm-cpu in the object's executable format (IREE's `hal.executable.objects`: embedded-elf-x86_64
+    or embedded-elf-arm_64); the caller writes the body and the closing brace. Shared by every
+    kernel's dispatches."""
     return (f"stream.executable private @{name}_exe attributes {{hal.executable.objects = #hal.executable.objects<{{\n"
-            f'  #hal.executable.target<"llvm-cpu", "{kernel_set.object_format}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
+            f'  #hal.executable.target<"llvm-cpu", "{object_format(obj)}"> = [#hal.executable.object<{{path = "{obj}"}}>]}}>}} {{')
 
 
 @dataclass(frozen=True)
 class Binding:
     """A dispatch buffer the kernel reads or writes, seen as a flat `memref<?x{element}>` named
-    `%{name}` (its binding `%b{name}`) of `size` elements (an SSA index value of the function)."""
+    `%{name}` (its binding `%b{name}`) of `size` elements (an SSA index value of the function),
+    starting `offset` bytes into the binding (a part of a larger tensor, read where it lies)."""
 
     name: str
     element: str
     size: str
+    offset: str = "%c0"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class KernelDispatch:
     args: tuple[str | tuple[str, str], ...]
     operands: tuple[str, ...] = ()
 
-    def text(self, obj: Path, kernel_set: KernelSet = X86_64_AVX2) -> str:
+    def text(self, obj: Path) -> str:
         dynamic = any(isinstance(g, Ceildiv) for g in self.grid)
         grid = [*self.grid, *[1] * (3 - len(self.grid))]
         counts, values = [], []
@@ -73,11 +76,11 @@ class KernelDispatch:
         params = ", ".join([f"%b{b.name}: !stream.binding" for b in self.bindings] + [f"{o}: index" for o in self.operands])
         consts = [f"      %{c} = arith.constant {v} : index" if isinstance(v, int) else f"      %{c} = arith.constant {v}"
                   for c, v in self.constants.items()]
-        views = [f"      %{b.name} = stream.binding.subspan %b{b.name}[%c0] : !stream.binding -> memref<?x{b.element}>{{{b.size}}}"
+        views = [f"      %{b.name} = stream.binding.subspan %b{b.name}[{b.offset}] : !stream.binding -> memref<?x{b.element}>{{{b.size}}}"
                  for b in self.bindings]
         call_args = ", ".join([f"%{b.name}" for b in self.bindings] + [a for a, _ in args])
         body = "\n".join([*consts, *(f"      {line}" for line in self.lines), *views])
-        return f"""{static_executable(self.name, obj, kernel_set)}
+        return f"""{static_executable(self.name, obj)}
   stream.executable.export public @{self.name} workgroups({"%m: index" if dynamic else ""}) -> (index, index, index) {{
 {chr(10).join(counts)}
     stream.return {", ".join(values)} : index, index, index
@@ -101,6 +104,10 @@ class KernelDispatch:
 MATMUL_RANGES = ("%xn = arith.muli %m, %row : index", "%yn = arith.muli %m, %n : index",
                  "%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index",
                  "%m0 = arith.muli %wy, %chunk : index", "%m1 = arith.addi %m0, %chunk : index")
+
+
+# A verify kernel's x [M, K] and y [M, N] as flat buffers: %xn and %yn elements (M the operand %m).
+VERIFY_SIZES = ("%xn = arith.muli %m, %k : index", "%yn = arith.muli %m, %n : index")
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ def quantize_dispatch(qname: str, k: int, m: Optional[int], glue: Optional[Glue]
 
 
 def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: int, params: dict[str, int],
-                        glue: Optional[Glue] = None, kernel_set: KernelSet = X86_64_AVX2) -> str:
+                        glue: Optional[Glue] = None) -> str:
     """`stream.executable @{name}_exe` whose dispatch quantizes M rows of x [M, K] f32 (QUANT_ROWS a
     workgroup) into rows of `row_bytes` by calling the kernel `symbol`(x, out, M, K, *params,
     first row, end row): the int4 kernels' (params: the group size) and the int8 kernels' (none).
@@ -169,4 +176,4 @@ def quantize_executable(name: str, obj: Path, symbol: str, k: int, row_bytes: in
                "%r0 = arith.muli %wx, %chunk : index", "%r1 = arith.addi %r0, %chunk : index"),
         args=("%m", "%k", *(f"%{p}" for p in params), *([("%eps", "f32")] if eps else []), "%r0", "%r1"),
         operands=("%m",),
-    ).text(obj, kernel_set)
+    ).text(obj)

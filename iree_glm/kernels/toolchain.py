@@ -34,18 +34,23 @@ class KernelSet:
     object_format: str  # IREE's executable format the object links into
     kernels: tuple[str, ...] = ("int4", "int8", "attention")  # the kernels with a source in this set's folder
     base: Optional["KernelSet"] = None  # the set whose code the others are (the target has its features too)
+    # Its int4 / int8 sources have the few-row matrix-vector kernels that `verify` calls (each row
+    # bit for bit the decode kernel's); a set without them verifies on the prompt path.
+    verify_rows: bool = False
 
-    def provider(self, kernel: str) -> "KernelSet":
+    def provider(self, kernel: str) -> Optional["KernelSet"]:
         """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
-        has no form of its own for (e.g. attention in the AVX-512 set)."""
+        has no form of its own for (e.g. attention in the AVX-512 set); None where neither has
+        one (e.g. attention in the Arm sets)."""
         if kernel in self.kernels:
             return self
-        if self.base is None:
-            raise ValueError(f"kernel set {self.name} has no {kernel} kernel")
-        return self.base.provider(kernel)
+        return self.base.provider(kernel) if self.base is not None else None
 
     def source(self, kernel: str) -> Path:
-        return FOLDER / self.provider(kernel).name / f"{kernel}.c"
+        provider = self.provider(kernel)
+        if provider is None:
+            raise ValueError(f"kernel set {self.name} has no {kernel} kernel")
+        return FOLDER / provider.name / f"{kernel}.c"
 
 
 X86_64_AVX2 = KernelSet(
@@ -58,6 +63,7 @@ X86_64_AVX2 = KernelSet(
     cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
             "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
+    verify_rows=True,
 )
 X86_64_AVX512 = KernelSet(
     name="x86_64_avx512",
@@ -72,6 +78,32 @@ X86_64_AVX512 = KernelSet(
     object_format="embedded-elf-x86_64",
     kernels=("int4", "int8"),
     base=X86_64_AVX2,
+    verify_rows=True,  # x86_64_avx2's, included
+)
+# Arm: freestanding PIC code as the x86 sets'; -mno-outline-atomics keeps GCC from calling
+# libgcc's atomics helpers, which IREE's embedded-ELF link cannot resolve.
+_ARM_CFLAGS = ("-O3", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt",
+               "-fno-asynchronous-unwind-tables", "-fno-exceptions", "-mno-outline-atomics")
+AARCH64_DOTPROD = KernelSet(
+    name="aarch64_dotprod",
+    short="dotprod",
+    arch="aarch64",
+    features=("dotprod", "fullfp16"),
+    cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
+    object_format="embedded-elf-arm_64",
+    kernels=("int4", "int8"),
+)
+AARCH64_I8MM = KernelSet(
+    name="aarch64_i8mm",
+    short="i8mm",
+    arch="aarch64",
+    # Its own sources are the prompt kernels (`smmla`); decode and row quantization are the
+    # dotprod set's, hence its features too.
+    features=("dotprod", "fullfp16", "i8mm"),
+    cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
+    object_format="embedded-elf-arm_64",
+    kernels=("int4", "int8"),
+    base=AARCH64_DOTPROD,
 )
 X86_64_AMX = KernelSet(
     name="x86_64_amx",
@@ -85,9 +117,10 @@ X86_64_AMX = KernelSet(
     object_format="embedded-elf-x86_64",
     kernels=("int8",),
     base=X86_64_AVX512,
+    verify_rows=True,  # x86_64_avx2's, included
 )
 # Best first: a target gets the first set whose architecture and features it has.
-KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2)
+KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)
 
 
 def by_name(name: str) -> KernelSet:
@@ -128,15 +161,34 @@ def host_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     return request_amx() if needs_amx(kernel_set.features) else None
 
 
-def _compiler() -> Optional[str]:
-    return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+def _compiler(arch: str) -> Optional[list[str]]:
+    """The command that compiles C for `arch` here: the native compiler, or a cross compiler
+    (Debian's `ARCH-linux-gnu-gcc`, or clang told the target)."""
+    native = [[c] for c in ("cc", "gcc")] if arch == host_arch() else []
+    candidates = [*native, [f"{arch}-linux-gnu-gcc"], ["clang", *(() if arch == host_arch() else (f"--target={arch}-linux-gnu",))]]
+    return next((c for c in candidates if shutil.which(c[0])), None)
 
 
 def build_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     """Why `kernel_set` cannot be built here (None if it can)."""
-    if kernel_set.arch != host_arch():
-        return f"no C compiler for {kernel_set.arch} here"
-    return None if _compiler() else "no C compiler (cc, gcc or clang) on PATH"
+    if _compiler(kernel_set.arch):
+        return None
+    if kernel_set.arch == host_arch():
+        return "no C compiler (cc, gcc or clang) on PATH"
+    return f"no {kernel_set.arch} C compiler ({kernel_set.arch}-linux-gnu-gcc or clang)"
+
+
+def object_format(obj: Path) -> str:
+    """IREE's executable format for an object of ours (`hal.executable.objects` links an object
+    only into executables of its format), from the object's own ELF machine, so the MLIR cannot
+    name a format the object was not built for."""
+    with open(obj, "rb") as f:
+        header = f.read(20)
+    arch = {62: "x86_64", 183: "aarch64"}.get(int.from_bytes(header[18:20], "little")) if header[:4] == b"\x7fELF" else None
+    found = next((s.object_format for s in KERNEL_SETS if s.arch == arch), None)
+    if found is None:
+        raise KernelUnavailable(f"{obj}: not an x86-64 or aarch64 ELF object")
+    return found
 
 
 def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
@@ -144,17 +196,22 @@ def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     return host_reason(kernel_set) or build_reason(kernel_set)
 
 
-def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False) -> Path:
+def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False,
+                 defines: tuple[str, ...] = ()) -> Path:
     """Compile `source` (a kernel of `kernel_set`) to an ELF object in `folder` (kept until IREE
     has linked it; named after the set, as one build may link several sets' objects); with
-    `shared`, to a shared library instead (tests call the kernels directly)."""
+    `shared`, to a shared library instead (tests call the kernels directly, `defines` switching
+    on what a test probes)."""
     reason = build_reason(kernel_set) or (host_reason(kernel_set) if shared else None)
     if reason:
         raise KernelUnavailable(reason)
-    cc = _compiler()
+    cc = _compiler(kernel_set.arch)
     out = Path(folder) / f"{source.stem}_{kernel_set.short}.{'so' if shared else 'o'}"
-    mode = "-shared" if shared else "-c"
-    proc = subprocess.run([cc, *kernel_set.cflags, mode, str(source), "-o", str(out)], capture_output=True, text=True)
+    # Objects: hidden symbols, so IREE's link calls them directly; with default visibility the
+    # aarch64 link went through a PLT slot that IREE's embedded-ELF loader left unresolved (SIGSEGV).
+    mode = ("-shared",) if shared else ("-c", "-fvisibility=hidden")
+    flags = [*kernel_set.cflags, *(f"-D{d}" for d in defines)]
+    proc = subprocess.run([*cc, *flags, *mode, str(source), "-o", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise KernelUnavailable(f"{cc} failed on {source.name}: {proc.stderr.strip().splitlines()[-1:]}")
+        raise KernelUnavailable(f"{cc[0]} failed on {source.name}: {proc.stderr.strip().splitlines()[-1:]}")
     return out

@@ -11,16 +11,21 @@ attention op of the form our model exports (q [H, M, D], k [H, N, D], v [H, N, E
 scale, an additive mask [H, M, N], out [H, M, E]; H = batch x KV heads, M = positions x the
 query heads of one KV head) by a dispatch calling `kernels/x86_64_avx2/attention.c`: an online
 softmax over blocks of keys for 32 query rows per workgroup, skipping key blocks whose mask is
--inf for all of them. The dispatch needs its operands in memory, so the pass hands it the mask
+-inf for all of them. A block-sparse build (`--sparse-attention`, passes `window`) gives the
+kernel its pattern too: a tile then visits only the key blocks of the globals and of its rows'
+windows, the rest are neither read nor computed (dense is the pattern of every block). The dispatch needs its operands in memory, so the pass hands it the mask
 before the broadcasts the model applies (over KV heads and over the query heads of a
 position) and tells the kernel how to index it; otherwise the [H, M, N] mask would be written
-and read H x group times over.
+and read H x group times over. Likewise a decode step's K and V that are one row of a cache
+[R, Hkv, C, D] picked at run time (`read_cache_rows`): the dispatch takes the caches and the
+row index and the kernel reads the row in place; a slice as the dispatch's operand would be
+copied (IREE's `slow_memcpy`) at every step.
 
 The object is built like the int4 kernels' (kernels/toolchain.py, the same host checks);
 on other targets the op is left to IREE (build.py records which form was built).
 
-Use: `run(module, kernel_object) -> number of attention ops rewritten`, or
-`python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir`.
+Use: `run(module, kernel_object[, window]) -> (rewritten, left to IREE)`, or
+`python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir [--sparse local=W,global=G,block=B]`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,16 @@ class _Mask:
 
 
 @dataclass
+class _Row:
+    """K or V as one row of a cache [R, Hkv, C, D] picked at run time (a decode step's
+    `read_cache_rows`): the kernel is handed the cache and the row, and reads the row in place.
+    Handed the slice instead, IREE would copy the row into the dispatch's operand every step."""
+
+    cache: ir.Value
+    index: ir.Value  # the row, an index value
+
+
+@dataclass
 class _Match:
     op: ir.Operation
     q: ir.Value
@@ -72,6 +87,7 @@ class _Match:
     v: ir.Value
     mask: _Mask
     scale: str  # the constant's attribute text, e.g. "0.125 : f32"
+    rows: Optional[tuple[_Row, _Row]] = None  # K's and V's cache rows, when both are one
 
 
 def _broadcast_input(op: Optional[ir.Operation]) -> Optional[tuple[ir.Value, list[str]]]:
@@ -113,6 +129,29 @@ def _mask_source(mask: ir.Value) -> _Mask:
     return _Mask(shared, 0, 1)
 
 
+def _cache_row(x: ir.Value) -> Optional[_Row]:
+    """`x` [Hkv, C, D] as the collapse of `tensor.extract_slice %cache[%row, 0, 0, 0] [1, Hkv, C, D]`
+    of a cache [R, Hkv, C, D] (a whole row at a run-time row index), else None."""
+    collapse = producer(x)
+    if collapse is None or collapse.name != "tensor.collapse_shape":
+        return None
+    if str(collapse.attributes["reassociation"]) != "[[0, 1], [2], [3]]":
+        return None
+    sl = producer(collapse.operands[0])
+    if sl is None or sl.name != "tensor.extract_slice" or len(sl.operands) != 2:
+        return None
+    cache = sl.operands[0]
+    full = shape(cache)
+    offsets = list(ir.DenseI64ArrayAttr(sl.attributes["static_offsets"]))
+    sizes = list(ir.DenseI64ArrayAttr(sl.attributes["static_sizes"]))
+    strides = list(ir.DenseI64ArrayAttr(sl.attributes["static_strides"]))
+    if len(full) != 4 or any(ir.ShapedType.is_dynamic_size(size) for size in full[1:]):
+        return None
+    if offsets[1:] != [0, 0, 0] or sizes != [1, *full[1:]] or strides != [1, 1, 1, 1]:
+        return None
+    return _Row(cache, sl.operands[1])
+
+
 def match(op: ir.Operation) -> Optional[_Match]:
     """An attention op the kernel computes: f32, the maps above, a constant scale, a mask, D and E
     static multiples of 8 up to MAX_D, and a body that yields the score unchanged."""
@@ -133,7 +172,9 @@ def match(op: ir.Operation) -> Optional[_Match]:
     const = producer(scale)
     if const is None or const.name != "arith.constant" or not isinstance(const.attributes["value"], ir.FloatAttr):
         return None
-    return _Match(op, q, k, v, _mask_source(mask), str(const.attributes["value"]))
+    rows = _cache_row(k), _cache_row(v)
+    in_place = (rows[0], rows[1]) if rows[0] is not None and rows[1] is not None else None
+    return _Match(op, q, k, v, _mask_source(mask), str(const.attributes["value"]), in_place)
 
 
 def _dims(t: ir.RankedTensorType, name: str) -> tuple[str, list[str]]:
@@ -167,22 +208,43 @@ def _count(t: ir.RankedTensorType, name: str) -> tuple[str, str]:
     return "\n  ".join(lines), f"%{name}_n"
 
 
-def function_name(m: _Match) -> str:
-    types = [str(x.type) for x in (m.q, m.k, m.v, m.mask.value, m.op.results[0])]
-    key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div)])
+@dataclass(frozen=True)
+class Window:
+    """The block-sparse pattern the kernel skips key blocks by: a query at p sees the keys
+    k <= p with k < `global_` or k > p - `local` (the model's mask must be exactly that)."""
+
+    local: int
+    global_: int
+
+
+DENSE = Window(0, 0)  # the kernel's `local` = 0: every key block
+
+
+def _kv(m: _Match) -> tuple[ir.Value, ir.Value]:
+    """The K and V tensors the dispatch takes: the caches when K and V are rows of them."""
+    return (m.rows[0].cache, m.rows[1].cache) if m.rows else (m.k, m.v)
+
+
+def function_name(m: _Match, window: Window = DENSE) -> str:
+    k, v = _kv(m)
+    types = [str(x.type) for x in (m.q, k, v, m.mask.value, m.op.results[0])]
+    key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div), str(m.rows is not None)])
+    if window != DENSE:
+        key += f"|{window.local},{window.global_}"
     return f"iree_glm_attention_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def definitions(m: _Match, obj: Path) -> str:
+def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the op becomes a call of.
 
-    The wrapper takes q, k, v and the mask source, and runs one `flow.dispatch` of
-    ceil(M / ROWS) x H workgroups, each the kernel on ROWS query rows of one head.
+    The wrapper takes q, k, v and the mask source (k and v being the caches plus their rows'
+    indices when they are cache rows), and runs one `flow.dispatch` of ceil(M / ROWS) x H
+    workgroups, each the kernel on ROWS query rows of one head.
     """
-    name = function_name(m)
-    qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, m.k, m.v, m.mask.value))
+    name = function_name(m, window)
+    qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, *_kv(m), m.mask.value))
     ot = ir.RankedTensorType(m.op.results[0].type)
-    heads, d, e = qt.shape[0], qt.shape[2], vt.shape[2]
+    heads, d, e = qt.shape[0], qt.shape[2], vt.shape[-1]
     mask_count, mask_len = _count(mt, "mask")
     dims = {x: _dims(t, x) for x, t in (("q", qt), ("k", kt), ("v", vt), ("mask", mt))}
     qd = dims["q"][1]
@@ -192,39 +254,49 @@ def definitions(m: _Match, obj: Path) -> str:
         return f"{t}{{{', '.join(dims[x][1])}}}" if dims[x][1] else str(t)
 
     head_stride = "%mn" if m.mask.head_stride is None else "%hs"
+    # A cache row starts row x (its H x N x D elements) x 4 bytes into the cache's binding.
+    offsets = ("%krow_n = arith.muli %krow, %kn : index", "%kb = arith.muli %krow_n, %f32_bytes : index",
+               "%vrow_n = arith.muli %vrow, %vn : index", "%vb = arith.muli %vrow_n, %f32_bytes : index") if m.rows else ()
+    rows = ("%krow", "%vrow") if m.rows else ()
     dispatch = KernelDispatch(
         name=name, symbol=SYMBOL, grid=(Ceildiv(ROWS), heads),
-        bindings=(Binding("q", "f32", "%qn"), Binding("k", "f32", "%kn"), Binding("v", "f32", "%vn"),
+        bindings=(Binding("q", "f32", "%qn"), Binding("k", "f32", "%kn", "%kb" if m.rows else "%c0"),
+                  Binding("v", "f32", "%vn", "%vb" if m.rows else "%c0"),
                   Binding("mask", "f32", "%mlen"), Binding("o", "f32", "%on")),
         constants={"heads": heads, "d": d, "e": e, "rows": ROWS, "div": m.mask.row_div, "scale": m.scale,
-                   **({} if m.mask.head_stride is None else {"hs": m.mask.head_stride})},
+                   "local": window.local, "global": window.global_,
+                   **({} if m.mask.head_stride is None else {"hs": m.mask.head_stride}), **({"f32_bytes": 4} if m.rows else {})},
         lines=("%mn = arith.muli %m, %n : index", "%hm = arith.muli %heads, %m : index", "%hn = arith.muli %heads, %n : index",
                "%qn = arith.muli %hm, %d : index", "%kn = arith.muli %hn, %d : index", "%vn = arith.muli %hn, %e : index",
-               "%on = arith.muli %hm, %e : index", "%r0 = arith.muli %wx, %rows : index"),
-        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0"),
-        operands=("%m", "%n", "%mlen"))
+               "%on = arith.muli %hm, %e : index", "%r0 = arith.muli %wx, %rows : index", *offsets),
+        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0", "%local", "%global"),
+        operands=("%m", "%n", "%mlen", *rows))
+    row_params = ", %krow: index, %vrow: index" if m.rows else ""
+    row_operands = ", %krow, %vrow" if m.rows else ""
+    row_types = ", index, index" if m.rows else ""
     return f"""
 {dispatch.text(obj)}
-util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}) -> {ot} {{
+util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}{row_params}) -> {ot} {{
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
   %c2 = arith.constant 2 : index
   %c3 = arith.constant 3 : index
   %m = tensor.dim %q, %c1 : {qt}
-  %n = tensor.dim %k, %c1 : {kt}
+  %n = tensor.dim %k, {"%c2" if m.rows else "%c1"} : {kt}
   {dims["q"][0]}
   {dims["k"][0]}
   {dims["v"][0]}
   {mask_count}
-  %o = flow.dispatch @{name}_exe::@{name}[%m](%q, %k, %v, %mask, %m, %n, {mask_len}) : ({typed("q", qt)}, {typed("k", kt)}, {typed("v", vt)}, {typed("mask", mt)}, index, index, index) -> {ot}{odims}
+  %o = flow.dispatch @{name}_exe::@{name}[%m](%q, %k, %v, %mask, %m, %n, {mask_len}{row_operands}) : ({typed("q", qt)}, {typed("k", kt)}, {typed("v", vt)}, {typed("mask", mt)}, index, index, index{row_types}) -> {ot}{odims}
   util.return %o : {ot}
 }}
 """
 
 
-def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
-    """Replace every matching attention op by a call of the kernel's dispatch; returns how many
-    were rewritten and how many were left to IREE (forms the kernel does not compute)."""
+def run(module: ir.Module, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
+    """Replace every matching attention op by a call of the kernel's dispatch (all of them with
+    the pattern `window`); returns how many were rewritten and how many were left to IREE (forms
+    the kernel does not compute)."""
     ops: list[ir.Operation] = []
 
     def collect(op):
@@ -240,16 +312,17 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
         if m is None:
             left += 1
             continue
-        name = function_name(m)
+        name = function_name(m, window)
         if name not in defined:
-            defs = ir.Module.parse(definitions(m, kernel))
+            defs = ir.Module.parse(definitions(m, kernel, window))
             for d in list(defs.body.operations):
                 d.detach_from_parent()
                 module.body.append(d)
             defined.add(name)
         with ir.InsertionPoint(op), op.location:
             call = ir.Operation.create(
-                "util.call", results=[op.results[0].type], operands=[m.q, m.k, m.v, m.mask.value],
+                "util.call", results=[op.results[0].type],
+                operands=[m.q, *_kv(m), m.mask.value, *([m.rows[0].index, m.rows[1].index] if m.rows else [])],
                 attributes={"callee": ir.FlatSymbolRefAttr.get(name),
                             "tied_operands": ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IndexType.get(), -1)])})
         op.results[0].replace_all_uses_with(call.results[0])
@@ -258,9 +331,9 @@ def run(module: ir.Module, kernel: Path) -> tuple[int, int]:
     return done, left
 
 
-def rewrite_file(src: Path, dst: Path, kernel: Path) -> tuple[int, int]:
+def rewrite_file(src: Path, dst: Path, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
     """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
-    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel))
+    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel, window))
 
 
 @dataclass(frozen=True)
@@ -274,23 +347,31 @@ class AttentionKernelPass:
     """The pass as a build runs it (passes/pipeline.py)."""
 
     name: ClassVar[str] = "attention_kernel"
+    window: Window = DENSE  # a block-sparse build's pattern
 
     def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
-        return AttentionKernelResult(*run(module, build_object(work)))
+        return AttentionKernelResult(*run(module, build_object(work), self.window))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m iree_glm.passes.attention_kernel", description=__doc__.splitlines()[0])
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="rewritten MLIR (the kernel's object is written beside it)")
+    p.add_argument("--sparse", metavar="local=W,global=G,block=B", help="the block-sparse pattern of the module's masks (blocks outside it are skipped)")
     args = p.parse_args(argv)
+    window = DENSE
+    if args.sparse:
+        from iree_glm.bundle.sparse_pattern import parse_pattern
+
+        pattern = parse_pattern(args.sparse, "--sparse")
+        window = Window(pattern.local, pattern.global_)
     try:
         kernel = build_object(args.output.resolve().parent)
     except KernelUnavailable as e:
         from iree_glm.errors import UserError
 
         raise UserError(f"attention kernel: {e}") from None
-    done, left = rewrite_file(args.input, args.output, kernel)
+    done, left = rewrite_file(args.input, args.output, kernel, window)
     print(f"attention-kernel: rewrote {done} attention op(s), left {left} to IREE")
     return 0
 

@@ -629,16 +629,21 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
     return rows, gn * 2 * half, n, 2 * half, q[0].value, s[0].value
 
 
-def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional[dict[str, int]] = None) -> Optional[ir.Operation]:
+def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional[dict[str, int]] = None,
+                      verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py); with
     `glue` (counts by kind), the quantization of a prompt's rows computes x from the step that
-    produces it where quantize_glue matches one."""
+    produces it where quantize_glue matches one. `verify`: the few-row matrix-vector kernel
+    (every row as a decode step computes it)."""
     from iree_glm.kernels import int4 as int4_kernel
 
     found = _int4_layout(m)
     if found is None:
         return None
     rows, k, n, group, qweight, scale = found
+    if verify and int4_kernel.fits(k, group, 1):
+        return _call_kernel(m, int4_kernel.verify_name(k, n, group), lambda: int4_kernel.definitions(k, n, group, kernel, None, verify=True),
+                            [m.lhs, qweight, scale], defined)
     if not int4_kernel.fits(k, group, rows):
         _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row, groups <= {int4_kernel.MATMUL_MAX_GROUP} for several")
         return None
@@ -697,12 +702,13 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
 
 
 def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool,
-                      glue: Optional[dict[str, int]] = None) -> Optional[ir.Operation]:
+                      glue: Optional[dict[str, int]] = None, verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
     `sitofp`, zero-filled f32 output) by a call of the kernels' dispatches (int8_kernel.py): the
     matrix-vector kernel for M=1; for other M, if `integer` (the matmul multiplies per-row int8
     activations, as `rewrite_integer` would), the quantization and matrix kernels (with `glue`:
-    as `_call_int4_kernel`'s)."""
+    as `_call_int4_kernel`'s); `verify`: the few-row matrix-vector kernel (every row as a decode
+    step computes it)."""
     from iree_glm.kernels import int8 as int8_kernel
 
     f32 = ir.F32Type.get()
@@ -713,7 +719,9 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
         return None
     tiles, k, lanes = m.d_shape
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
-    if int8_kernel.fits(k, lanes, rows):
+    if verify and int8_kernel.fits(k, lanes, 1):
+        name, defs = int8_kernel.verify_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel, verify=True)
+    elif int8_kernel.fits(k, lanes, rows):
         name, defs = int8_kernel.function_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel)
     elif rows != 1 and integer and int8_kernel.matmul_fits(k, lanes):
         name, defs = int8_kernel.function_name(k, tiles * lanes, rows), lambda: int8_kernel.matmul_definitions(k, tiles, kernel, rows)
@@ -738,7 +746,8 @@ def _function_name(op: ir.Operation) -> str | None:
 
 
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-        int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> list[str]:
+        int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
+        verify_rows: bool = False) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
@@ -749,7 +758,8 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
     matmuls `int8_activations` asks for. `glue`: a dict to count in; the kernels' quantization
     of several rows computes x itself from the silu(gate) * up or RMSNorm producing it
-    (passes/quantize_glue.py), counted by kind ("none": plain); None: never.
+    (passes/quantize_glue.py), counted by kind ("none": plain); None: never. `verify_rows`: the
+    kernels' objects have the few-row matrix-vector kernels; the `verify` entry point calls them.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -775,14 +785,16 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
             integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
         else:
             integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
-        # verify quantizes the x that IREE computed, as decode's one-row kernels do (no glue).
+        # verify quantizes the x that IREE computed, as decode's one-row kernels do (no glue);
+        # with `verify_rows`, in the decode kernels' few-row form (bit for bit a decode step's rows).
         op_glue = None if verify else glue
+        rows_kernel = verify and verify_rows
         if q_weight is not None and int8_kernel is not None and \
-                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, op_glue) is not None:
+                _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, op_glue, rows_kernel) is not None:
             pass
         elif integer:
             rewrite_integer(m, q_weight)
-        elif kernel is None or _call_int4_kernel(m, kernel, defined, op_glue) is None:
+        elif kernel is None or _call_int4_kernel(m, kernel, defined, op_glue, rows_kernel) is None:
             rewrite(m, cpu_tiles)
     return done
 
@@ -820,7 +832,8 @@ class DequantMatmulPass:
         kernel_set = toolchain.by_name(self.kernel_set)
         glue: Optional[dict[str, int]] = {} if self.glue else None
         done = run(module, self.cpu_tiles, self.int8_activations, int4.build_object(work, kernel_set) if self.int4_kernel else None,
-                   int8.build_object(work, kernel_set) if self.int8_kernel else None, self.int8_matmul, glue)
+                   int8.build_object(work, kernel_set) if self.int8_kernel else None, self.int8_matmul, glue,
+                   kernel_set.verify_rows)
         if len(done) != self.expected:
             raise RuntimeError(f"dequant-matmul pass fused {len(done)} of {self.expected} quantized matmuls")
         return DequantMatmulResult(len(done), glue or {})

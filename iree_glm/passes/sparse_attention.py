@@ -4,6 +4,9 @@ Why a pass: IREE lowers a masked attention densely (every S x C score is compute
 or not), so a sparsity pattern expressed as a mask saves nothing. This pass replaces the
 attention itself: each query block gathers only the key/value blocks of its window plus the
 G global keys and attends over them (`iree_glm.sparse_attention.block_sparse_attention`).
+Where our attention kernel is built, a build does not use this pass: the pattern is then a
+parameter of that kernel (passes/attention_kernel.py). This pass serves the rest: a
+sliding-window (`ring`) cache, and targets without the kernel.
 
 Design: the model exports its attention as one recognisable op,
 `torch.operator "torch.iree_glm.block_sparse_attention"(q, k_cache, v_cache, positions,

@@ -10,7 +10,7 @@ attention masks them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class KVCache:
 
     buffers: list
     rows: int
+    dtype: np.dtype = np.dtype(np.float32)  # the element type; parts are cast to it as astype would
+    _views: list | None = field(default=None, repr=False)  # host_views' answer, once known
 
     @classmethod
     def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
@@ -41,7 +43,38 @@ class KVCache:
 
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
         put = upload or (lambda a: rt.asdevicearray(device, a))
-        return cls([put(zeros) for _ in range(2 * layers)], rows)
+        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype))
+
+    def host_views(self) -> list[np.ndarray] | None:
+        """Writable host arrays that are the buffers' memory (CPU devices: the device's memory is
+        the process's), or None where it is not (a GPU: it takes `store_kv`). Mapped once, kept."""
+        if self._views is None:
+            # Asked first, so that an unmappable buffer is not copied to the host just to find out.
+            if not all(b._is_mappable() for b in self.buffers):
+                self._views = []
+            else:
+                views = [b.to_host() for b in self.buffers]
+                mapped = all(b.is_host_accessible and v.flags.writeable for b, v in zip(self.buffers, views))
+                self._views = views if mapped else []
+        return self._views or None
+
+    def write(self, slot: int, parts: list[np.ndarray]) -> bool:
+        """Put `parts` (each [2, L, Hkv, n_i, D], consecutive) at positions 0.. of row `slot`
+        with host copies into the mapped buffers, cast to the cache's dtype as `astype` casts: no
+        device call (in a new process the first one also wakes IREE's task workers) and no
+        staging copy of the whole prefix. False (nothing written) where the buffers cannot be
+        mapped or map to another numpy type; call store_kv then. The caller holds the lock that
+        orders device calls: none may run meanwhile."""
+        views = self.host_views()
+        if views is None or views[0].dtype != self.dtype:  # another mapping of the element type (bf16?)
+            return False
+        for i, view in enumerate(views):
+            start = 0
+            for p in parts:
+                n = p.shape[3]
+                view[slot, :, start : start + n] = p[i % 2, i // 2]
+                start += n
+        return True
 
     def read(self, slot: int, length: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Host copies of row `slot`'s positions start..length-1: k, v [L, 1, Hkv, length - start, D]."""

@@ -33,6 +33,9 @@ class GenerationResult:
     # generated tokens per call of the target after the prompt.
     acceptance_rate: float | None = None
     tokens_per_target_call: float | None = None
+    draft_accepted: int | None = None  # draft tokens kept (None without a draft) ...
+    draft_rejected: int | None = None  # ... and proposed but not kept
+    target_calls: int | None = None  # decode / verify calls of the target after the prompt (with a draft)
     logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
 
     def to_dict(self) -> dict:
@@ -165,5 +168,8 @@ class RequestState:
             cached_tokens=self.cached_tokens,
             acceptance_rate=(self.draft_accepted / self.drafted if self.drafted else 0.0) if self.speculative else None,
             tokens_per_target_call=(self.decode_tokens / self.target_calls if self.target_calls else 0.0) if self.speculative else None,
+            draft_accepted=self.draft_accepted if self.speculative else None,
+            draft_rejected=self.drafted - self.draft_accepted if self.speculative else None,
+            target_calls=self.target_calls if self.speculative else None,
             logprobs=list(self.logprobs) if self.top_logprobs is not None else None,
         )

@@ -402,9 +402,7 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                kv = np.concatenate([b.kv for b in blocks], axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
-                with self._lock:
-                    self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
+                self._store_kv(cache, slot, [b.kv for b in blocks])
                 start = len(blocks) * pc.block_size
         logits = self.run_prefill(ids[start:], start, cache, slot)
         first = pc.first_missing(ids) if pc is not None else None
@@ -461,10 +459,18 @@ class Session:
     def store_prompt(self, state: RequestState, cache: KVCache, slot: int, kv: np.ndarray) -> None:
         """Put a prompt's KV (from `prompt_kv`) into row `slot`, as if `state`'s prompt had been
         prefilled there."""
-        with self._lock:
-            self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
+        self._store_kv(cache, slot, [kv])
         state.cached_tokens = len(state.ids)
         state.pos = len(state.ids)
+
+    def _store_kv(self, cache: KVCache, slot: int, parts: list[np.ndarray]) -> None:
+        """KV parts [2, L, Hkv, n_i, D], consecutive, into positions 0.. of row `slot`: host
+        copies into the mapped buffers where the device's memory is the host's, else one call of
+        the bundle's store_kv."""
+        with self._lock:
+            if not cache.write(slot, parts):
+                kv = np.concatenate(parts, axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
+                self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
 
     def decode(self, tokens: list[int], positions: list[int], cache: KVCache, slots: list[int] | None = None) -> np.ndarray:
         """One decode step for a batch (its size must be compiled): token i at positions[i] of

@@ -18,7 +18,7 @@ positions <= its own). The prefix cache only ever stores the prompt (Session.pre
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -33,14 +33,17 @@ DEFAULT_DRAFT_TOKENS = 8
 @dataclass
 class AdaptiveK:
     """Draft length from the acceptance seen so far: grow after a fully accepted draft, shrink
-    towards what was kept otherwise; after repeated misses speculate not at all for a while
-    (plain decode steps), doubling the pause each time, so a useless draft costs little."""
+    towards what was kept otherwise; after repeated misses, or where the measured time of a
+    step with k draft tokens buys fewer tokens per second than plain decode steps at this
+    acceptance, speculate not at all for a while (plain decode steps), doubling the pause each
+    time, so a useless draft costs little."""
 
     max_k: int
     k: int = 0
     rate: float = 1.0  # moving average of accepted / proposed
     pause: int = 0  # steps left without speculation
     backoff: int = 2
+    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy step's time by draft length (0: plain)
 
     def __post_init__(self) -> None:
         self.k = self.k or max(1, self.max_k // 2)
@@ -51,6 +54,21 @@ class AdaptiveK:
             return 0
         return self.k
 
+    def timed(self, proposed: int, seconds: float) -> None:
+        """A step with `proposed` draft tokens (0: a plain decode step) took `seconds`."""
+        old = self.seconds.get(proposed)
+        self.seconds[proposed] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def speed(self, k: int) -> float:
+        """Expected tokens per second of steps with k draft tokens: (1 - a^(k+1)) / (1 - a) tokens
+        at acceptance a over the measured time of such a step (k must be measured)."""
+        a = min(self.rate, 0.999)
+        return (1 - a ** (k + 1)) / (1 - a) / self.seconds[k]
+
+    def worth(self, k: int) -> bool:
+        """Whether steps of k draft tokens beat plain steps by the measured times (unmeasured: yes)."""
+        return 0 not in self.seconds or k not in self.seconds or self.speed(k) >= self.speed(0)
+
     def update(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
             return
@@ -60,20 +78,42 @@ class AdaptiveK:
             self.backoff = 2
         else:
             self.k = max(1, min(self.k - 1, accepted + 1))
-        if self.rate < 0.2:
+        if self.k in self.seconds:  # the fastest measured length, once this one is measured too
+            self.k = max((k for k in self.seconds if 0 < k <= self.max_k), key=self.speed)
+        if self.rate < 0.2 or not self.worth(proposed):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
             self.rate = 0.5  # probe again after the pause
 
 
-def accept_greedy(draft: list[int], logits: np.ndarray) -> list[int]:
-    """The kept draft tokens plus the target's next token; logits [k+1, V]."""
+# Greedy verification where verify's rows may differ from decode steps in the last bits: a row
+# whose two best logits are closer than this fraction of its largest |logit| decides nothing and
+# is left to a decode step (docs/speculative.md, "Exactness": what this does and does not ensure).
+MARGIN = 2.0 ** -10
+
+
+def decided(row: np.ndarray, margin: float) -> int | None:
+    """The row's argmax, or None where its lead over the runner-up is within `margin` x max|row|."""
+    best = int(np.argmax(row))
+    if margin > 0:
+        top2 = np.partition(row, -2)[-2:]
+        if top2[1] - top2[0] <= margin * float(np.abs(row).max()):
+            return None
+    return best
+
+
+def accept_greedy(draft: list[int], logits: np.ndarray, margin: float = 0.0) -> tuple[list[int], bool]:
+    """(The kept draft tokens plus the target's next token, True); logits [k+1, V]. With
+    `margin`, a row too close to call ends the list there without the target's token: (the kept
+    draft tokens before it, False), and that position takes a plain decode step."""
     out = []
-    for i, token in enumerate(draft):
-        best = int(np.argmax(logits[i]))
-        if best != token:
-            return out + [best]
-        out.append(token)
-    return out + [int(np.argmax(logits[len(draft)]))]
+    for i in range(len(draft) + 1):
+        best = decided(logits[i], margin)
+        if best is None:
+            return out, False
+        if i == len(draft) or best != draft[i]:
+            return out + [best], True
+        out.append(best)
+    raise AssertionError("unreachable")
 
 
 def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> list[int]:
@@ -104,25 +144,44 @@ class DraftedRequest:
         self.run = draft.start(state.sampler.params)
         self.adapt = AdaptiveK(max_k)
         self.greedy = state.sampler.params.temperature == 0
+        self.margin = MARGIN  # read here: tests set it
+        self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
+
+    def _timed(self, proposed: int, start: float) -> None:
+        """Greedy requests only: their tokens do not depend on k, while a seeded sampled request's
+        draws do (its k follows acceptance alone, so the same seed gives the same text)."""
+        if self.greedy:
+            self.adapt.timed(proposed, time.perf_counter() - start)
 
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
         tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
-        session = self.session
+        session, start = self.session, time.perf_counter()
         k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
+        if self.undecided:
+            k, self.undecided = 0, False
         context = state.ids + state.generated
         proposal = self.run.propose(context, k) if k > 0 else Proposal([])
         proposal.tokens = proposal.tokens[: max(k, 0)]
         state.target_calls += 1
         if not proposal.tokens:
-            return [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+            token = state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])
+            self._timed(0, start)
+            return [token]
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
+        complete = True
         if self.greedy:
-            emitted = accept_greedy(proposal.tokens, rows)
+            emitted, complete = accept_greedy(proposal.tokens, rows, self.margin)
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
-        kept = len(emitted) - 1
+        kept = len(emitted) - complete
+        self._timed(len(proposal.tokens), start)
+        if not emitted:  # not even the pending token's successor is decided: decode it
+            emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+            state.target_calls += 1
+        elif not complete:  # the last kept token is pending; its successor is a decode step's
+            self.undecided = True
         self.run.accepted(len(context), kept)
         self.adapt.update(len(proposal.tokens), kept)
         state.drafted += len(proposal.tokens)

@@ -236,8 +236,16 @@ class OpenAIServer:
     def _usage(self, results: list[GenerationResult]) -> dict:
         n = len(results[0].prompt_ids)
         m = sum(len(r.generated_ids) for r in results)
-        return {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m,
-                "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens}}
+        usage = {"prompt_tokens": n, "completion_tokens": m, "total_tokens": n + m,
+                 "prompt_tokens_details": {"cached_tokens": results[0].cached_tokens}}
+        drafted = [r for r in results if r.draft_accepted is not None]
+        if drafted:  # speculative decoding: OpenAI's prediction fields count the draft's tokens
+            accepted, rejected = sum(r.draft_accepted for r in drafted), sum(r.draft_rejected for r in drafted)
+            usage["completion_tokens_details"] = {"accepted_prediction_tokens": accepted, "rejected_prediction_tokens": rejected}
+            calls = sum(r.target_calls for r in drafted)
+            usage["speculative"] = {  # our extension (docs/speculative.md): decode tokens per call of the target
+                "target_calls": calls, "tokens_per_target_call": sum(r.tokens_per_target_call * r.target_calls for r in drafted) / calls if calls else 0.0}
+        return usage
 
     def _choice(self, p: Prepared, index: int, r: GenerationResult) -> dict:
         finish = FINISH[r.stop_reason]

@@ -30,7 +30,7 @@ from iree_glm.errors import UserError
 from iree_glm.frontend import default_model
 from iree_glm.frontend.model import CausalLM
 
-# A sample of the default model's training text (Python stdlib docstrings): plain English.
+# A sample of the default model's training text (the Python manual, stdlib docstrings): plain English.
 DEFAULT_CALIBRATION = default_model.FILES / "calibration.txt"
 CALIBRATION_TOKENS = 4096
 CALIBRATION_WINDOW = 256
@@ -219,7 +219,7 @@ def prune_model(model: CausalLM, spec: PruneSpec, calibration_ids: list[int]) ->
 
 
 def calibration_ids(tokenizer_json: Path | None, text_file: Path | None) -> list[int]:
-    """Token ids of the calibration text (default: the shipped sample of stdlib docstrings)."""
+    """Token ids of the calibration text (default: the shipped sample of the default model's training text)."""
     from iree_glm.bundle.tokenizer import TextTokenizer
 
     if tokenizer_json is None:

@@ -4,7 +4,9 @@ Each Arm profile's CPU lowering (data tiling, IREE's Arm ukernels, decomposed at
 prompt matmuls) is compiled for a small model of unusual shape (head_dim 24, partial rotary, GQA)
 in fp32, int8 and int4, run by an arm64 Python with the runtime's Session under `qemu-aarch64
 -cpu <the profile's CPU>`, and compared with the same weight format compiled for and run on the
-host: the same greedy tokens, logits within the bounds below.
+host: the same greedy tokens, logits within the bounds below. Quantized bundles link our Arm
+kernel sets (kernels/toolchain.py: dotprod on the Pi, i8mm on the phones): the manifest says so
+and the compiled module's aarch64 executable holds the kernels' symbols.
 
 Needs qemu-user and the cache that tools/arm_sysroot.sh fills (an arm64 Python and the aarch64
 iree-base-runtime 3.13.0 wheel); skips with the reason where either is missing.
@@ -12,6 +14,7 @@ iree-base-runtime 3.13.0 wheel); skips with the reason where either is missing.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +35,20 @@ QEMU_CPU = {"raspberry-pi-5": "cortex-a76", "snapdragon-8-gen3": "max"}
 PROMPT = "1,17,33,250,9,101,7,64,3"
 NEW_TOKENS = 6
 # Largest |logit difference| Arm vs host (logits here are ~0.5-3 in size). fp32: reassociation
-# only. int8/int4: both sides sum integers exactly, but the host's decode kernels quantize the
-# activations per block of 32 where Arm decodes with f32 activations (IREE's fused form).
-LOGIT_BOUND = {"none": 1e-4, "int8": 0.1, "int4": 0.1}
+# only. int8, int4: both sides run our kernels' numbers (activations quantized the same way,
+# exact integer sums; only the float order of the scaling differs).
+LOGIT_BOUND = {"none": 1e-4, "int8": 1e-4, "int4": 1e-4}
+# The kernel set whose objects each profile's quantized bundles link (the manifest's
+# int4_kernel / int8_kernel.kernel_set): dotprod (`sdot`) on the Pi's Cortex-A76, i8mm (`smmla`
+# prompt kernels over the dotprod code) on the phones.
+KERNEL_SET = {"raspberry-pi-5": "aarch64_dotprod", "snapdragon-8-gen3": "aarch64_i8mm"}
+# Symbols the compiled module must link per weight format: int8 decode matvec (int8 layers and the
+# int8 head of int4 bundles), the prompts' row quantizations (plain and with their glue) and matrix kernel.
+_PROMPT = ("quantize", "quantize_rms_norm", "quantize_silu_mul", "matmul")
+LINKED = {
+    "int8": {f"iree_glm_int8_{s}_workgroup" for s in ("matvec", *_PROMPT)},
+    "int4": {"iree_glm_int8_matvec_workgroup", *(f"iree_glm_int4_{s}_workgroup" for s in ("matvec", *_PROMPT))},
+}
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -61,6 +75,17 @@ def bundles(checkpoint, tmp_path_factory):
     return get
 
 
+def linked_kernels(vmfb: Path) -> set[str]:
+    """Our kernel symbols in the module's aarch64 executables (their ELF symbol tables; IREE
+    keeps them), asserting every embedded executable is aarch64 code."""
+    data = vmfb.read_bytes()
+    starts = [m.start() for m in re.finditer(rb"\x7fELF", data)]
+    assert starts, f"{vmfb}: no embedded executable"
+    for at in starts:
+        assert int.from_bytes(data[at + 18:at + 20], "little") == 183, f"{vmfb}: an executable is not aarch64 (EM_AARCH64)"
+    return {m.decode() for m in re.findall(rb"(iree_glm_\w+_workgroup)\x00", data[starts[0]:])}
+
+
 def _probe_host(bundle: Path, out: Path) -> dict:
     subprocess.run([sys.executable, str(PROBE), str(bundle), str(out), PROMPT, str(NEW_TOKENS)], check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -74,8 +99,15 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_pat
     manifest = json.loads((arm / "manifest.json").read_text())
     assert manifest["options"]["target_cpu"]["arch"] == "aarch64"
     assert "--iree-global-opt-data-tiling=true" in manifest["modules"][0]["flags"]
-    if mode == "int8":  # integer prompt matmuls: IREE's mmt4d (sdot / smmla), not the generic form
-        assert manifest["options"]["int8_kernel"]["prefill"] == "mmt4d"
+    assert manifest["options"]["attention_kernel"]["kernel"] == "iree"  # no attention kernel of ours for Arm
+    if mode != "none":  # our kernels: the manifest's choice and the symbols in the compiled module
+        options = manifest["options"]
+        assert (options["int8_kernel"]["kernel_set"], options["int8_kernel"]["decode"]) == (KERNEL_SET[profile], "matvec")
+        if mode == "int8":
+            assert options["int8_kernel"]["prefill"] == "matmul"
+        else:
+            assert options["int4_kernel"]["kernel_set"] == KERNEL_SET[profile]
+        assert LINKED[mode] <= linked_kernels(arm / "model.vmfb")
     proc = arm_python(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = dict(np.load(tmp_path / "arm.npz"))
@@ -86,12 +118,13 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_pat
     assert diff <= LOGIT_BOUND[mode]
 
 
-def test_dotprod_bundle_on_cpu_without_it_stops_with_one_line(bundles):
-    """IREE 3.13 itself does not check: its `sdot` code dies with SIGILL on a CPU without
-    dotprod (docs/arm.md). The runtime reads the CPU's features from the kernel's hwcaps and
-    refuses the bundle first."""
-    proc = arm_python("cortex-a57", "-m", "iree_glm.run", str(bundles("raspberry-pi-5", "int8")), "--prompt-ids", PROMPT,
-                "--max-new-tokens", "2", "--no-verify")
+@pytest.mark.parametrize("profile, cpu, feature", [("raspberry-pi-5", "cortex-a57", "dotprod"), ("snapdragon-8-gen3", "cortex-a76", "i8mm")])
+def test_bundle_on_cpu_without_its_features_stops_with_one_line(profile, cpu, feature, bundles):
+    """IREE 3.13 itself does not check: the Pi's `sdot` code died with SIGILL on a CPU without
+    dotprod (docs/arm.md), as the phones' `smmla` code would without i8mm. The runtime reads the
+    CPU's features from the kernel's hwcaps and refuses the bundle first."""
+    proc = arm_python(cpu, "-m", "iree_glm.run", str(bundles(profile, "int8")), "--prompt-ids", PROMPT,
+                      "--max-new-tokens", "2", "--no-verify")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "dotprod" in lines[0], proc.stderr
+    assert len(lines) == 1 and feature in lines[0], proc.stderr

@@ -64,7 +64,7 @@ def test_held_out_perplexity_is_far_below_chance(model):
 
 def test_compiled_default_bundle_writes_readable_text(default_bundle):
     session = Session.load(default_bundle)
-    assert "Python stdlib docs" in session.manifest.source["default_model"]
+    assert "Python manual" in session.manifest.source["default_model"]
     result = session.generate("Return the", max_new_tokens=40, stop_ids=())  # past <eos>: more text to judge
     text = result.text
     assert len(result.generated_ids) >= 5
@@ -73,3 +73,30 @@ def test_compiled_default_bundle_writes_readable_text(default_bundle):
     words = text.split()
     wordlike = [w for w in words if re.fullmatch(r"[(`'\"]*[A-Za-z]+[.,:;)`'\"]*", w)]
     assert len(words) >= 4 and len(wordlike) / len(words) > 0.6, text
+
+
+def _readable(text: str) -> bool:
+    """Mostly printable ASCII and mostly words (not punctuation, not one token)."""
+    printable = sum(c.isascii() and (c.isprintable() or c in "\n\t") for c in text)
+    words = text.split()
+    wordlike = [w for w in words if re.fullmatch(r"[(`'\"]*[A-Za-z]+[.,:;)`'\"]*", w)]
+    return printable / max(1, len(text)) > 0.95 and len(words) >= 4 and len(wordlike) / len(words) > 0.6
+
+
+@pytest.mark.parametrize("prompt", ["Hello", "Write a function that", "The file", "Return a list of the"])
+def test_everyday_prompts_get_readable_text_as_run_prints_it(default_bundle, prompt):
+    """README's first command and everyday prompts, greedy and stopping at the end-of-text token
+    as `python -m iree_glm.run` does (an earlier default model answered "Hello" with ".")."""
+    text = Session.load(default_bundle).generate(prompt, max_new_tokens=32).text
+    assert _readable(text), text
+
+
+def test_chat_layout_gets_a_docstring_style_answer(default_bundle):
+    """The layout `serve` renders for a chat without a template: the model answers in a sentence."""
+    from iree_glm.server.chat_format import glm4_chat_prompt
+
+    prompt = glm4_chat_prompt([{"role": "user", "content": "How do I read a file?"}])
+    result = Session.load(default_bundle).generate(prompt, max_new_tokens=48)
+    words = result.text.split()
+    assert result.stop_reason == "eos" and 3 <= len(words) <= 40 and words[0][0].isupper(), result.text
+

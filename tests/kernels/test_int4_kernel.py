@@ -28,7 +28,7 @@ def lib(request, tmp_path_factory):
     """Each x86-64 kernel set's int4 kernels (the same entry points and layouts)."""
     return set_library(request.param, "int4", tmp_path_factory,
                        {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8),
-                           "iree_glm_int4_matvec_workgroup": (4, 5)})
+                           "iree_glm_int4_matvec_workgroup": (4, 5), "iree_glm_int4_matvec_rows_workgroup": (4, 6)})
 
 
 def _matmul(lib, x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int, n_ranges, m_ranges) -> np.ndarray:
@@ -120,3 +120,22 @@ def test_every_offered_group_size_takes_the_kernels(lib, group):
     for r0, r1 in ((0, 8), (8, 16)):
         lib.iree_glm_int4_matvec_workgroup(*memref(x), *memref(q), *memref(s), *memref(y), n, k, group, r0, r1)
     np.testing.assert_allclose(y, _reference(x[None], q, s.view(np.float16), group)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,k,group", [(21, 96, 32), (40, 4224, 64), (8, 8192, 128), (13, 2048, 32)])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 9, 16, 17])
+def test_verify_rows_are_bit_identical_to_the_matvec_kernel(lib, m, n, k, group):
+    """Speculative verification's kernel: each of m rows equals, bit for bit, the decode kernel's
+    result for that row alone (odd shapes; K = 8192 takes several passes of rows)."""
+    rng = np.random.default_rng(m * 7919 + n * 1000 + k)
+    q, s = quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group)
+    q, s = np.ascontiguousarray(q.numpy()), np.ascontiguousarray(s.numpy())
+    x = (rng.standard_normal((m, k)) * np.where(rng.random((m, k)) < 0.05, 20, 1)).astype(np.float32)
+    x[:, :32] = 0  # an all-zero block
+    y = np.full((m, n), np.nan, np.float32)
+    for r0, r1 in [(0, 4), (4, n + 3)]:
+        lib.iree_glm_int4_matvec_rows_workgroup(*memref(x), *memref(q), *memref(s), *memref(y), m, n, k, group, r0, r1)
+    for r in range(m):
+        one = np.full(n, np.nan, np.float32)
+        lib.iree_glm_int4_matvec_workgroup(*memref(np.ascontiguousarray(x[r])), *memref(q), *memref(s), *memref(one), n, k, group, 0, n)
+        assert np.array_equal(y[r].view(np.uint32), one.view(np.uint32)), f"row {r} differs from the one-row kernel"

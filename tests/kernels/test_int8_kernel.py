@@ -30,7 +30,7 @@ def lib(request, tmp_path_factory):
     """Each x86-64 kernel set's int8 kernels (the same entry points and layouts)."""
     lib = set_library(request.param, "int8", tmp_path_factory,
                       {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
-                       "iree_glm_int8_matmul_workgroup": (3, 7)})
+                       "iree_glm_int8_matmul_workgroup": (3, 7), "iree_glm_int8_matvec_rows_workgroup": (3, 5)})
     lib.kernel_set = request.param
     return lib
 
@@ -199,3 +199,22 @@ def test_python_constants_match_the_c_source(kernel_set):
     rows = values["AMX_MAX_ROWS"] if "IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS" in source else values["MAX_ROWS"]
     assert rows == int8_kernel.m_chunk(kernel_set)
     assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96
+
+
+@pytest.mark.parametrize("n,k", [(48, 96), (20, 2816), (16, 32), (64, 16384)])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 9, 16, 17])
+def test_verify_rows_are_bit_identical_to_the_matvec_kernel(lib, m, n, k):
+    """Speculative verification's kernel: each of m rows equals, bit for bit, the decode kernel's
+    result for that row alone (odd shapes; K = 16384 takes several passes of rows)."""
+    rng = np.random.default_rng(m * 7919 + n * 1000 + k)
+    q, _ = quantize_int8(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)))
+    q = np.ascontiguousarray(q.numpy())
+    tiles = q.shape[0]
+    x = np.stack([_x(rng, k) for _ in range(m)])
+    y = np.full((m, tiles * 16), np.nan, np.float32)
+    for t0, t1 in [(0, 1), (1, tiles + 2)]:
+        lib.iree_glm_int8_matvec_rows_workgroup(*memref(x), *memref(q), *memref(y), m, tiles, k, t0, t1)
+    for r in range(m):
+        one = np.full(tiles * 16, np.nan, np.float32)
+        lib.iree_glm_int8_matvec_workgroup(*memref(np.ascontiguousarray(x[r])), *memref(q), *memref(one), tiles, k, 0, tiles)
+        assert np.array_equal(y[r].view(np.uint32), one.view(np.uint32)), f"row {r} differs from the one-row kernel"

@@ -38,7 +38,11 @@ def test_named_cpus_and_explicit_features():
     (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=-avx512vnni"], "x86_64_avx2"),
     (["--iree-llvmcpu-target-cpu=haswell", "--iree-llvmcpu-target-cpu-features=+avx512f,+avx512bw,+avx512vl,+avx512vnni"], "x86_64_avx512"),
     (["--iree-llvmcpu-target-cpu=x86-64"], "target x86_64 x86-64 lacks avx2, fma, f16c"),
-    ([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"], "target aarch64 cortex-a76: no kernel set of ours for aarch64"),
+    ([ARM, "--iree-llvmcpu-target-cpu=cortex-a76"], "aarch64_dotprod"),
+    ([ARM, "--iree-llvmcpu-target-cpu=generic", "--iree-llvmcpu-target-cpu-features=+v9.2a,+neon,+fullfp16,+dotprod,+i8mm,-sve"], "aarch64_i8mm"),
+    ([ARM, "--iree-llvmcpu-target-cpu=cortex-x4"], "aarch64_i8mm"),
+    ([ARM, "--iree-llvmcpu-target-cpu=cortex-a57"], "target aarch64 cortex-a57 lacks dotprod, fullfp16"),
+    (["--iree-llvmcpu-target-triple=riscv64-linux-gnu", "--iree-llvmcpu-target-cpu=generic"], "target riscv64 generic: no kernel set of ours for riscv64"),
     (["--iree-llvmcpu-target-cpu=mystery-9"], "target x86_64 mystery-9: unknown CPU"),
 ])
 def test_select_reads_the_target_not_the_build_machine(flags, expected):
@@ -75,17 +79,75 @@ def test_arm_profiles_get_the_fast_lowering_for_their_cpu(profile, cpu, has, lac
     assert device.int8_activations == "prefill"
 
 
-def test_arm_int8_prompts_are_recorded_as_iree_mmt4d():
-    """No kernel set of ours applies on Arm yet: int8 decode is the generic form, and prompts
-    (integer activations) IREE's mmt4d, as the manifest says."""
+def _pi_plan(quant_mode: str = "int8") -> kernel_choice.KernelPlan:
     from iree_glm.compiler.target import device_target
     from iree_glm.planner.profile import load_profile
 
     device = next(d for d in load_profile("raspberry-pi-5").devices if d.kind == "cpu")
-    req = kernel_choice.KernelRequest(device_target(device), (), "int8", "int8", "prefill", "f32", sparse=False, staged=False,
+    req = kernel_choice.KernelRequest(device_target(device), (), quant_mode, "int8", "prefill", "f32", sparse=False, staged=False,
                                       attention_wanted=True, int8_prefill_wanted=True, glue_wanted=True)
-    int8 = kernel_choice.choose(req).int8
-    assert (int8.kernel, int8.prefill) == ("generic", "mmt4d") and "aarch64" in int8.reason
+    return kernel_choice.choose(req)
+
+
+def test_cross_compiling_for_arm_never_reads_the_build_machine(monkeypatch):
+    """A Pi bundle built here gets the dotprod set from the profile's CPU: /proc/cpuinfo (the
+    build machine's features) is not read."""
+    from iree_glm.kernels import target_cpu
+
+    def no_host(*_):
+        raise AssertionError("read the build machine's CPU features")
+
+    monkeypatch.setattr(target_cpu, "host_features", no_host)
+    monkeypatch.setattr(toolchain, "missing_features", no_host)
+    monkeypatch.setattr(toolchain, "_compiler", lambda arch: [f"{arch}-linux-gnu-gcc"])
+    plan = _pi_plan()
+    assert (plan.int8.kernel_set, plan.int8.decode, plan.int8.prefill) == ("aarch64_dotprod", "matvec", "matmul")
+    assert plan.int8.features == ["dotprod", "fullfp16"]
+    # The Arm sets have no attention kernel: attention keeps IREE's lowering, with the reason.
+    assert (plan.attention.kernel, plan.attention.reason) == ("iree", "kernel set aarch64_dotprod has no attention kernel")
+
+
+def test_without_an_aarch64_compiler_arm_builds_go_on_without_our_kernels(monkeypatch):
+    """No cross compiler: the build takes IREE's forms (integer prompts: its mmt4d) and the
+    manifest's choices say why."""
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    assert toolchain.build_reason(toolchain.AARCH64_DOTPROD) == "no aarch64 C compiler (aarch64-linux-gnu-gcc or clang)"
+    plan = _pi_plan()
+    assert (plan.int8.kernel, plan.int8.prefill) == ("generic", "mmt4d")
+    assert plan.int8.reason == plan.attention.reason == "no aarch64 C compiler (aarch64-linux-gnu-gcc or clang)"
+
+
+def test_the_cross_compiler_is_debians_or_clang_told_the_target(monkeypatch):
+    installed = {"clang"}
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: name if name in installed else None)
+    assert toolchain._compiler("aarch64") == ["clang", "--target=aarch64-linux-gnu"]
+    installed.add("aarch64-linux-gnu-gcc")
+    assert toolchain._compiler("aarch64") == ["aarch64-linux-gnu-gcc"]
+
+
+@pytest.mark.skipif(toolchain.build_reason(toolchain.AARCH64_DOTPROD) is not None,
+                    reason=str(toolchain.build_reason(toolchain.AARCH64_DOTPROD)))
+def test_an_arm_object_links_as_embedded_elf_arm_64(tmp_path):
+    """The executable format the MLIR names is the object's own (IREE links an object only into
+    executables of its format)."""
+    from iree_glm.kernels import int8
+
+    obj = int8.build_object(tmp_path, toolchain.AARCH64_DOTPROD)
+    assert toolchain.object_format(obj) == "embedded-elf-arm_64"
+    assert '"embedded-elf-arm_64"> = [#hal.executable.object<{path = "' + str(obj) in int8.definitions(64, 2, obj)
+    (tmp_path / "junk.o").write_bytes(b"not an object")
+    with pytest.raises(toolchain.KernelUnavailable, match="not an x86-64 or aarch64 ELF object"):
+        toolchain.object_format(tmp_path / "junk.o")
+
+
+def test_every_kernel_a_set_lists_has_its_source():
+    for s in toolchain.KERNEL_SETS:
+        for kernel in s.kernels:
+            assert s.source(kernel).is_file(), (s.name, kernel)
+    assert toolchain.AARCH64_I8MM.base is toolchain.AARCH64_DOTPROD
+    assert set(toolchain.AARCH64_DOTPROD.features) <= set(toolchain.AARCH64_I8MM.features)
+    with pytest.raises(ValueError, match="kernel set aarch64_dotprod has no attention kernel"):
+        toolchain.AARCH64_DOTPROD.source("attention")
 
 
 def test_a_profile_can_name_an_older_set_but_not_one_the_target_lacks():
@@ -128,7 +190,7 @@ def test_cpuinfo_amx_flags_are_llvm_names(monkeypatch, tmp_path):
     Sapphire Rapids machine selects the AMX set as the name sapphirerapids does."""
     from iree_glm.bundle import cpu_features
 
-    flags = "fpu avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni amx_bf16 amx_tile amx_int8"
+    flags = "fpu avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512vbmi amx_bf16 amx_tile amx_int8"
     monkeypatch.setattr(cpu_features, "host_arch", lambda: "x86_64")
     monkeypatch.setattr(cpu_features, "Path", lambda _: type("P", (), {"read_text": lambda self: f"flags\t\t: {flags}\n"})())
     have = cpu_features.host_features()

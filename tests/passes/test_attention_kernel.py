@@ -19,6 +19,7 @@ from iree.compiler import ir
 from iree_glm.compiler import kernel_choice
 from iree_glm.validation import to_data
 from iree_glm.bundle.manifest import read_manifest
+from iree_glm.bundle.sparse_pattern import SparsePattern
 from iree_glm.compiler.target import Target, host_cpu_target
 from iree_glm.passes import attention_kernel
 from ..helpers import TESTDATA
@@ -161,14 +162,14 @@ def test_decode_form_matches_iree(modules):
     np.testing.assert_allclose(_call(ours, "decode", q, k, v, mask), _call(theirs, "decode", q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
-def _attention_choice(target, extra_flags=(), dtype="f32", sparse=False, staged=False, wanted=True):
+def _attention_choice(target, extra_flags=(), dtype="f32", sparse=None, staged=False, wanted=True):
     return kernel_choice.choose(kernel_choice.KernelRequest(target, extra_flags, "none", "int8", "none", dtype, sparse, staged,
                                                             wanted, True, True)).attention
 
 
 def test_kernel_only_where_it_applies():
-    """Other backends, cross targets, non-f32 activations, block-sparse attention, multi-device
-    plans and the profile's switch keep IREE's lowering, and say why."""
+    """Other backends, cross targets, non-f32 activations, block-sparse attention over a ring
+    cache, multi-device plans and the profile's switch keep IREE's lowering, and say why."""
     host = host_cpu_target()
     reason = attention_kernel.unavailable_reason()
     expected = {"kernel": "iree", "reason": reason} if reason else {"kernel": "avx2", "kernel_set": "x86_64_avx2", "features": ["avx2", "fma", "f16c"]}
@@ -177,13 +178,18 @@ def test_kernel_only_where_it_applies():
         (dict(target=Target("vulkan-spirv", "vulkan")), "backend vulkan-spirv"),
         (dict(target=host, extra_flags=("--iree-llvmcpu-target-triple=aarch64-linux-android",)), "target aarch64"),
         (dict(target=host, dtype="bf16"), "activation dtype bf16"),
-        (dict(target=host, sparse=True), "block-sparse"),
+        (dict(target=host, sparse=SparsePattern(256, 16, 64, ring=320)), "sliding-window (ring)"),
+        (dict(target=host, extra_flags=("--iree-llvmcpu-target-triple=aarch64-linux-android",), sparse=SparsePattern(256, 16, 64)),
+         "block-sparse attention: target aarch64"),
         (dict(target=host, staged=True), "multi-device"),
         (dict(target=host, wanted=False), "attention_kernel = false"),
     ]
     for kwargs, why in cases:
         choice = _attention_choice(**kwargs)
         assert choice.kernel == "iree" and why in choice.reason
+    if not reason:  # block-sparse attention is the kernel told the pattern
+        sparse = _attention_choice(host, sparse=SparsePattern(256, 16, 64))
+        assert to_data(sparse) == {**expected, "sparse": "local=256,global=16"}
 
 
 def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, glm4_checkpoint):

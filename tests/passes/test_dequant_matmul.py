@@ -21,10 +21,10 @@ FLAGS = ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backe
 
 
 def _rewrite(name: str, cpu_tiles: bool = False, kernel: Path | None = None, int8: Path | None = None,
-             int8_activations: str = "none") -> tuple[str, int]:
+             int8_activations: str = "none", verify_rows: bool = False, text: str | None = None) -> tuple[str, int]:
     with ir.Context():
-        module = ir.Module.parse((TESTDATA / name).read_text())
-        done = dequant_matmul.run(module, cpu_tiles, int8_activations, kernel=kernel, int8_kernel=int8)
+        module = ir.Module.parse(text or (TESTDATA / name).read_text())
+        done = dequant_matmul.run(module, cpu_tiles, int8_activations, kernel=kernel, int8_kernel=int8, verify_rows=verify_rows)
         module.operation.verify()
         return str(module), len(done)
 
@@ -310,3 +310,34 @@ def test_a_shape_outside_the_kernels_range_is_reported(int8_kernel_object, int4_
         with pytest.warns(dequant_matmul.KernelNotUsed, match=r"K=64 (group 32 )?rows 1 is outside the AVX2 kernel's range.*generic fused form"):
             text, n = _rewrite(name, cpu_tiles=True, **kwargs)
         assert n == 2 and "util.call" not in _function(text, "decode")
+
+
+@pytest.mark.parametrize("name", ["int8_channel.mlir", "int4_group.mlir"])
+def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kernel_object, name):
+    """The `verify` entry point (here: the test data's prefill renamed) calls the decode kernels'
+    few-row form: each of its rows equals the decode function's result for that row alone, bit
+    for bit, through IREE (R = 1..16). The prompt path (the integer matrix kernel) does not."""
+    verify = (TESTDATA / name).read_text().replace("@prefill(", "@verify(")
+    text, n = _rewrite(name, cpu_tiles=True, kernel=int4_kernel_object, int8=int8_kernel_object, int8_activations="prefill",
+                       verify_rows=True, text=verify)
+    assert n == 2
+    body = text[text.index("util.func public @verify"):]
+    kernel = int4_kernel if name.startswith("int4") else int8_kernel
+    callee = kernel.verify_name(64, 32, 32) if kernel is int4_kernel else kernel.verify_name(64, 32)
+    assert f"util.call @{callee}(" in body[: body.index("util.return")]
+    assert f"func.func private @{kernel.VERIFY_SYMBOL}(" in text
+    import iree.compiler as ic
+    import iree.runtime as rt
+
+    ctx = rt.SystemContext(config=rt.Config("local-sync"))
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, ic.compile_str(text, extra_args=FLAGS)))
+    scale = np.float32(1)
+    if kernel is int8_kernel:  # this decode function has no weight scale (a multiply in f32, as numpy's)
+        import re
+        scale = np.frombuffer(bytes.fromhex(re.search(r'@scale = dense<"0x([0-9A-F]+)">', verify).group(1)), np.float32)
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 9, 16):
+        x = (rng.standard_normal((m, 64)) * np.where(rng.random((m, 64)) < 0.05, 20, 1)).astype(np.float32)
+        rows = np.asarray(ctx.modules.module["verify"](x).to_host())
+        steps = np.concatenate([np.asarray(ctx.modules.module["decode"](x[i: i + 1]).to_host()) * scale for i in range(m)])
+        assert np.array_equal(rows.view(np.uint32), steps.view(np.uint32)), m

@@ -254,10 +254,10 @@ def _dense_attend(q, k, v, positions, pattern):
     return sa.dense_reference(q, k, v, positions, pattern.local, pattern.global_, pattern.block)
 
 
-@pytest.mark.parametrize("s", [48, 45])  # a multiple of the block and not
-def test_model_logits_match_dense_with_equivalent_mask(glm4_checkpoint, monkeypatch, s):
+@pytest.mark.parametrize("s, as_mask", [(48, False), (45, False), (45, True)])  # a multiple of the block and not; both forms
+def test_model_logits_match_dense_with_equivalent_mask(glm4_checkpoint, monkeypatch, s, as_mask):
     model = load_model(open_checkpoint(glm4_checkpoint[0]))
-    sa.enable(model, PATTERN)
+    sa.enable(model, PATTERN, as_mask=as_mask)
     tokens = torch.randint(0, 257, (1, s), generator=torch.Generator().manual_seed(s))
     k, v = model.empty_cache(1, CAPACITY)
     with torch.no_grad():
@@ -268,6 +268,13 @@ def test_model_logits_match_dense_with_equivalent_mask(glm4_checkpoint, monkeypa
         causal, _, _ = model.all_logits(tokens, torch.zeros(1, dtype=torch.int64), k, v)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(gk, rk, atol=1e-5, rtol=0)
+    if as_mask:  # the decode step's form (whole cache rows, the pattern's mask over them)
+        sa.enable(model, PATTERN, as_mask=True)
+        k, v = model.empty_cache(1, CAPACITY)
+        with torch.no_grad():
+            model.all_logits(tokens[:, :-1], torch.zeros(1, dtype=torch.int64), k, v)
+            step, _, _ = model.all_logits(tokens[:, -1:], torch.tensor([s - 1]), k, v)
+        torch.testing.assert_close(step[0, 0], ref[0, -1], atol=1e-5, rtol=0)
     assert (got[0, :PATTERN.local] - causal[0, :PATTERN.local]).abs().max() < 1e-5  # window covers all
     assert (got[0, -1] - causal[0, -1]).abs().max() > 1e-3  # beyond the window the pattern matters
 
@@ -282,12 +289,32 @@ def sparse_bundle(glm4_checkpoint, tmp_path_factory):
 
 
 def test_bundle_has_no_dense_attention(sparse_bundle):
+    """IREE never computes the attention densely: on a host with our attention kernel every
+    attention op calls it with the pattern (the manifest says so); elsewhere the marked op's
+    gathers replace it."""
     out, dump = sparse_bundle
     assert any(dump.glob("*prefill*.mlir")) and any(dump.glob("*decode*.mlir"))
-    assert sparse_pass.dense_scores_in_dispatches(dump, CAPACITY) == []
     from iree_glm.bundle.manifest import read_manifest
+    from iree_glm.passes import attention_kernel
 
-    assert read_manifest(out).options.sparse_attention == "local=16,global=4,block=8"
+    manifest = read_manifest(out)
+    options = manifest.options
+    assert options.sparse_attention == "local=16,global=4,block=8"
+    choice = options.attention_kernel
+    found = sparse_pass.dense_scores_in_dispatches(dump, CAPACITY)
+    if attention_kernel.unavailable_reason() is None:
+        # The scores live on the kernel's stack; the only C-wide tensor left is a decode step's
+        # mask over its cache row ([query heads per KV head, C]), which the kernel reads by block.
+        group = manifest.model.num_heads // manifest.model.num_kv_heads
+        assert all("decode" in f and f.endswith(f": tensor<{group}x{CAPACITY}xf32>") for f in found), found
+        assert (choice.kernel, choice.sparse, choice.left_to_iree) == ("avx2", "local=16,global=4", 0)
+        assert choice.rewritten >= 2  # the prefill's and the decode step's attention at least
+        calls = [p.read_text() for p in dump.glob("*iree_glm_attention_*.mlir")]
+        assert len(calls) >= 2 and all(attention_kernel.SYMBOL in text for text in calls)  # prompt and decode forms
+        assert all("arith.constant 16 : index" in text and "arith.constant 4 : index" in text for text in calls)
+    else:
+        assert found == []
+        assert choice.kernel == "iree" and "block-sparse attention" in choice.reason
 
 
 @pytest.mark.parametrize("s", [40, 53])
@@ -307,3 +334,56 @@ def test_compiled_model_matches_dense_with_equivalent_mask(sparse_bundle, glm4_c
     np.testing.assert_allclose(logits, ref[0, s - 1].numpy(), atol=1e-4, rtol=0)
     step = session.decode([int(ids[0, s])], [s], cache)
     np.testing.assert_allclose(step[0], ref[0, s].numpy(), atol=1e-4, rtol=0)
+
+
+def _dense_reference_logits(glm4_checkpoint, monkeypatch, ids: torch.Tensor) -> torch.Tensor:
+    """The torch model's logits for every position of `ids` [1, S] under the pattern, computed
+    by dense attention under its mask."""
+    model = load_model(open_checkpoint(glm4_checkpoint[0]))
+    sa.enable(model, PATTERN)
+    monkeypatch.setattr(sa, "attend", _dense_attend)
+    k, v = model.empty_cache(1, CAPACITY)
+    with torch.no_grad():
+        return model.all_logits(ids, torch.zeros(1, dtype=torch.int64), k, v)[0]
+
+
+def test_compiled_chunks_and_decode_steps_match_dense(sparse_bundle, glm4_checkpoint, monkeypatch):
+    """A prompt in chunks that start and end on and off the pattern's and the kernel's blocks,
+    then decode steps past the window: every logit row as the dense masked reference."""
+    from iree_glm.runtime import Session
+
+    session = Session.load(sparse_bundle[0])
+    ids = torch.randint(0, 257, (1, 104), generator=torch.Generator().manual_seed(7))
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids)
+    cache = session.new_cache()
+    bounds = [0, 3, 8, 37, 64, 65, 96]
+    for first, end in zip(bounds, bounds[1:]):
+        logits = session.run_prefill(ids[0, first:end].tolist(), first, cache)
+        np.testing.assert_allclose(logits, ref[0, end - 1].numpy(), atol=1e-4, rtol=0)
+    for pos in range(96, 104):
+        step = session.decode([int(ids[0, pos])], [pos], cache)
+        np.testing.assert_allclose(step[0], ref[0, pos].numpy(), atol=1e-4, rtol=0)
+
+
+def test_decode_step_reads_its_cache_row_in_place(sparse_bundle, glm4_checkpoint, monkeypatch):
+    """A decode step's attention reads the pattern's blocks of its row where they lie in the
+    cache: no dispatch copies the row (IREE's `slow_memcpy` of a slice picked at run time), and
+    a row between two others that hold other prompts decodes as the dense masked reference."""
+    from iree_glm.passes import attention_kernel
+    from iree_glm.runtime import Session
+
+    out, dump = sparse_bundle
+    decode = [p for p in dump.glob("*decode*.mlir") if "iree_glm_attention_" not in p.name]
+    assert decode
+    if attention_kernel.unavailable_reason() is None:
+        copies = [p.name for p in decode if "slow_memcpy" in p.read_text()]
+        assert copies == [], copies
+    session = Session.load(out)
+    ids = torch.randint(0, 257, (3, 60), generator=torch.Generator().manual_seed(11))
+    ref = _dense_reference_logits(glm4_checkpoint, monkeypatch, ids[1:2])
+    cache = session.new_cache(3)
+    for row in (0, 2, 1):
+        session.run_prefill(ids[row, :50].tolist(), 0, cache, slot=row)
+    for pos in range(50, 60):
+        step = session.decode([int(ids[1, pos])], [pos], cache, slots=[1])
+        np.testing.assert_allclose(step[0], ref[0, pos].numpy(), atol=1e-4, rtol=0)

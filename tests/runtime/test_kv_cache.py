@@ -139,3 +139,25 @@ def test_decode_reads_the_cache_without_packing_it(glm4_checkpoint, tmp_path):
         over_keys = [d for d in re.findall(r"stream\.cmd\.dispatch @(\S+)", body) if re.search(r"[_x]D[x_]", d)]
         assert len(over_keys) >= 2 * model.cfg.num_layers, (fn, over_keys)  # scores and output per layer
         assert not [d for d in over_keys if "pack" in d or "mmt4d" in d], (fn, over_keys)
+
+
+def test_mapped_kv_write_matches_store_kv_and_touches_only_its_row(session):
+    """Restoring KV by host copies into the mapped buffers (CPU devices) equals the bundle's
+    store_kv: same buffers, same logits after it; other rows stay as they were."""
+    cfg = session.config
+    kv = np.random.default_rng(0).standard_normal((2, cfg.num_layers, cfg.num_kv_heads, 40, cfg.head_dim)).astype(np.float32)
+    mapped, stored = session.new_cache(3), session.new_cache(3)
+    stored._views = []  # as on a device whose memory the host cannot map: store_kv runs
+    assert mapped.host_views() is not None and stored.host_views() is None
+    session._store_kv(mapped, 1, [kv[:, :, :, :16], kv[:, :, :, 16:]])  # as prefix-cache blocks come
+    session._store_kv(stored, 1, [kv[:, :, :, :16], kv[:, :, :, 16:]])
+    for a, b in zip(mapped.buffers, stored.buffers):
+        assert np.array_equal(np.array(a.to_host()), np.array(b.to_host()))
+    k, v = mapped.read(1, 40)
+    assert np.array_equal(k[:, 0], kv[0]) and np.array_equal(v[:, 0], kv[1])
+    assert not np.array(mapped.buffers[0].to_host())[[0, 2]].any()
+    ids = list(range(7, 19))
+    np.testing.assert_array_equal(session.run_prefill(ids, 40, mapped, 1), session.run_prefill(ids, 40, stored, 1))
+    other = session.new_cache(1)
+    other.dtype = np.dtype(np.float16)  # buffers that do not map to the cache's numpy type: no host write
+    assert not other.write(0, [kv]) and not np.array(other.buffers[0].to_host()).any()

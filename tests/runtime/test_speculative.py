@@ -121,8 +121,14 @@ def test_pruned_draft_greedy_identical(glm4_bundle, pruned_bundle, plain):
     assert calls
 
 
-def test_self_draft_accepts_everything(glm4_bundle, plain):
-    """The target as its own draft: every proposal is what the target would choose."""
+def test_self_draft_accepts_everything(glm4_bundle, plain, monkeypatch):
+    """The target as its own draft: every proposal is what the target would choose. (Its
+    measured cost, a target-sized draft, would pause speculation, and a row within the margin
+    would count its draft tokens as not kept: the acceptance rule alone is tested.)"""
+    from iree_glm.runtime import speculative
+
+    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)
+    monkeypatch.setattr(speculative, "MARGIN", 0.0)
     spec = Session.load(glm4_bundle, verify=False, draft=glm4_bundle, draft_tokens=4)
     (r,) = _same_tokens(plain, spec, [PROMPTS[1]], 30, stop_ids=())
     assert r.acceptance_rate == 1.0 and r.tokens_per_target_call > 3
@@ -209,9 +215,16 @@ def test_rejection_rule_keeps_the_target_distribution(draft):
 
 def test_greedy_rule_and_adaptive_k():
     logits = np.eye(6)[[2, 4, 1, 0]]  # argmax per row: 2, 4, 1, 0
-    assert accept_greedy([2, 4, 1], logits) == [2, 4, 1, 0]
-    assert accept_greedy([2, 3, 1], logits) == [2, 4]
-    assert accept_greedy([5, 4, 1], logits) == [2]
+    assert accept_greedy([2, 4, 1], logits) == ([2, 4, 1, 0], True)
+    assert accept_greedy([2, 3, 1], logits) == ([2, 4], True)
+    assert accept_greedy([5, 4, 1], logits) == ([2], True)
+    # A near-tie (lead <= margin x max|row|) decides nothing: the kept tokens before it, no more.
+    close = logits.copy()
+    close[2, 3] = 1 - 1e-4
+    assert accept_greedy([2, 4, 1], close) == ([2, 4, 1, 0], True)  # no margin: argmax alone
+    assert accept_greedy([2, 4, 1], close, margin=2 ** -10) == ([2, 4], False)
+    close[0, 5] = 1 - 1e-4
+    assert accept_greedy([2, 4, 1], close, margin=2 ** -10) == ([], False)
     adapt = AdaptiveK(8)
     assert adapt.next() == 4
     adapt.update(4, 4)
@@ -222,6 +235,20 @@ def test_greedy_rule_and_adaptive_k():
         adapt.update(adapt.k, 0)
     paused = [adapt.next() for _ in range(3)]
     assert 0 in paused  # misses pause speculation
+    # Measured costs: a draft of 4 whose step takes 3 plain steps' time pays only above ~0.7 acceptance.
+    costly = AdaptiveK(8, k=4)
+    costly.timed(0, 1.0)
+    costly.timed(4, 3.0)
+    costly.update(4, 3)  # acceptance 0.7 * 1 + 0.3 * 0.75 = 0.925: worth it
+    assert costly.worth(4) and costly.pause == 0
+    costly.update(4, 1)  # 0.925 * 0.7 + 0.3 * 0.25 = 0.72: 2.7 tokens in 3 steps' time: not
+    assert not costly.worth(4) and costly.pause > 0 and costly.next() == 0
+    # Several lengths measured: k goes to the fastest at the current acceptance.
+    fast = AdaptiveK(8, k=2, rate=0.9)
+    for k, t in ((0, 1.0), (1, 1.05), (2, 1.6), (3, 2.4)):
+        fast.timed(k, t)
+    fast.update(2, 2)  # rate 0.93, would grow to 3: k = 1 yields 1.93 / 1.05, 2 yields 2.8 / 1.6, 3 yields 3.5 / 2.4
+    assert fast.k == 1 and fast.next() == 1
 
 
 def test_prompt_lookup_proposes_the_latest_match():
@@ -318,3 +345,44 @@ def test_serve_cli_draft_options_are_checked(glm4_bundle, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --draft-tokens is only used with --draft"
     assert run_cli(serve_main, [str(glm4_bundle), "--port", "0", "--no-verify", "--draft", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().endswith("is neither 'prompt-lookup' nor a bundle folder")
+
+
+@pytest.fixture(scope="module")
+def near_tie_bundle(tmp_path_factory):
+    """The tiny GLM-4 (fp32) whose head makes two tokens the best by far, their logits apart by
+    ~1e-8 of their size: below the arithmetic's rounding, so the margin must leave them to decode."""
+
+    import torch
+
+    from ..helpers import byte_level_tokenizer_json, make_hf_model
+
+    model = make_hf_model("glm4_gqa", seed=5)
+    with torch.no_grad():
+        w = model.lm_head.weight
+        w[20] = w[20] * 6
+        w[21] = w[20] + torch.randn_like(w[20]) * 2e-8 * w[20].abs().mean()
+    path = tmp_path_factory.mktemp("ckpt") / "near-tie"
+    model.save_pretrained(path)
+    (path / "tokenizer.json").write_text(byte_level_tokenizer_json())
+    out = tmp_path_factory.mktemp("bundles") / "near-tie"
+    build_bundle(path, out, BuildOptions(max_context=128))
+    return out
+
+
+def test_near_ties_stay_identical(near_tie_bundle, monkeypatch):
+    """Greedy output stays the plain decode's where the best two logits nearly tie: such rows
+    are found (speculative.MARGIN) and left to a decode step."""
+    from iree_glm.runtime import speculative
+
+    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)  # a self-draft: never worth its time
+    undecided = []
+    real = speculative.decided
+    monkeypatch.setattr(speculative, "decided", lambda row, margin: undecided.append(1) if real(row, margin) is None else real(row, margin))
+    plain = Session.load(near_tie_bundle, verify=False)
+    spec = Session.load(near_tie_bundle, verify=False, draft=near_tie_bundle, draft_tokens=6)  # a self-draft: proposes decode's own tokens
+    prompts = [PROMPTS[1], PROMPTS[3], REPEAT]
+    wants = [plain.generate(p, 24, stop_ids=()).generated_ids for p in prompts]
+    assert {t for w in wants for t in w} & {20, 21}  # the near-tied pair is what decode emits
+    for prompt, want in zip(prompts, wants):
+        assert spec.generate(prompt, 24, stop_ids=()).generated_ids == want
+    assert undecided  # the near-tied rows went to decode steps

@@ -260,3 +260,36 @@ def test_agent_actions_in_open_autoglm_format(served):
     assert names <= {"do", "finish"}
     with pytest.raises(ValueError):
         parse_action('do(action="Tap", element=[5000, 1])')
+
+
+def test_speculative_acceptance_in_usage(served_bundle, served, monkeypatch):
+    """With a draft, usage counts the draft's kept and rejected tokens in OpenAI's prediction
+    fields (and tokens per target call in our extension), as the runtime reports them; the text
+    is the plain server's; without a draft the fields are absent."""
+    from iree_glm.runtime.speculative import AdaptiveK
+
+    monkeypatch.setattr(AdaptiveK, "timed", lambda self, k, s: None)  # k by acceptance alone: the same counts each run
+    _, _, plain_client = served
+    prompt = "tap 12 34; tap 12 35; tap 12 36; tap 12 37; tap 12 38; tap 12"
+    plain = plain_client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+    assert plain.usage.completion_tokens_details is None
+    session = Session.load(served_bundle, draft="prompt-lookup", draft_tokens=4)
+    want = session.generate(prompt, 24)
+    server = BackgroundServer(session, model_name=MODEL)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0, timeout=120)
+    try:
+        r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+        assert r.choices[0].text == plain.choices[0].text == want.text
+        details = r.usage.completion_tokens_details
+        assert (details.accepted_prediction_tokens, details.rejected_prediction_tokens) == (want.draft_accepted, want.draft_rejected)
+        assert want.draft_accepted + want.draft_rejected > 0
+        assert r.usage.model_extra["speculative"]["tokens_per_target_call"] == pytest.approx(want.tokens_per_target_call)
+        assert r.usage.model_extra["speculative"]["target_calls"] == want.target_calls
+        stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0, stream=True,
+                                           stream_options={"include_usage": True})
+        usage = [c.usage for c in stream if c.usage is not None][-1]
+        assert usage.completion_tokens_details.accepted_prediction_tokens == want.draft_accepted
+    finally:
+        client.close()
+        server.close()
+        session.close()

@@ -87,7 +87,7 @@ static inline void configure(int tail) {
     if (nt == 2) _tile_stored(C1, acc + LANES, ACC_STRIDE);                               \
   } while (0)
 
-// Rows m_begin..m_end of x (1..AMX_MAX_ROWS) x weight tiles t_begin..t_end (x86_64_avx2/int8.c's
+// Rows m_begin..m_end of x (1..AMX_MAX_ROWS) x weight tiles t_begin..t_end (int8_matmul.h's
 // iree_glm_int8_matmul_workgroup clamps the ranges and calls this).
 static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tiles, size_t k, size_t t_begin, size_t t_end,
                         size_t m_begin, size_t m_end) {
@@ -132,4 +132,4 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
 }
 
 #define IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS
-#include "../x86_64_avx2/int8_matmul.h"
+#include "../int8_matmul.h"

@@ -23,8 +23,17 @@
 // 8 query heads x 2 KV heads, head dim 64, causal over the last 256 of N keys): 25 flop/cycle at
 // N = 2048, 21 at 256 (the FMA peak is 32: 2 FMAs of 8 lanes).
 //
+// Block-sparse attention (`local` > 0) is the same kernel told the pattern of its mask: a query at
+// position p sees the keys k <= p with k < `global_` or k > p - `local`. The tile then visits only
+// the key blocks of [0, global_) and of its rows' windows; the blocks between are neither read
+// nor computed (the mask scan above would skip them too, but only after reading their mask: at
+// 4k keys that scan alone is as long as the window's products). Each row's p is found from its
+// mask with a few probes (`last_seen`). Dense attention is `local` = 0: every block.
+//
 // A row whose keys are all masked has no softmax (0 / 0); it gives NaN like the decomposed
 // form IREE generates for the op (tests compare both).
+// IREE_GLM_ATTENTION_PROBE (tests only, never in a bundle's object): count the key blocks whose
+// mask a tile reads and those it computes, in two exported globals.
 // Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
 // (base, aligned base, offset, size, stride).
 
@@ -37,6 +46,13 @@
 
 enum { ROWS = 32, VECS = ROWS / 8, BLOCK = 64, MAX_D = 128 };
 #define LOG2E 1.44269504088896341f  // scores and mask are kept in base 2: softmax by exp2
+
+#ifdef IREE_GLM_ATTENTION_PROBE
+size_t iree_glm_attention_blocks_read, iree_glm_attention_blocks_computed;
+#define PROBE_COUNT(counter) (++(counter))
+#else
+#define PROBE_COUNT(counter) ((void)0)
+#endif
 
 // 2^x, relative error ~2.3e-7 (a degree-5 fit of 2^f on [-0.5, 0.5], Horner); exactly 0 below
 // -126 (and for -inf). The kernel works in base 2 (scores pre-scaled by log2(e)): 5 FMAs a
@@ -152,6 +168,22 @@ static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float 
   }
 }
 
+// The last key a mask row `mr` of the block-sparse pattern sees (its query's position p, the
+// keys being causal), or -1 if none. Within [global_, n) the row sees the interval
+// (p - local, p]: a probe every `local` keys from the end hits it when it is that long; otherwise
+// it lies in [global_, global_ + local) (p is near the globals), read whole; else p < global_.
+static ptrdiff_t last_seen(const float *mr, size_t n, size_t global_, size_t local) {
+  const float ninf = -__builtin_inff();
+  for (ptrdiff_t k = (ptrdiff_t)n - 1; k >= (ptrdiff_t)global_; k -= (ptrdiff_t)local) {
+    if (mr[k] == ninf) continue;
+    for (size_t j = (size_t)k + local < n ? (size_t)k + local : n; j-- > (size_t)k;)  // the interval is < local long
+      if (mr[j] != ninf) return (ptrdiff_t)j;
+  }
+  for (size_t j = global_ + local < n ? global_ + local : n; j-- > 0;)
+    if (mr[j] != ninf) return (ptrdiff_t)j;
+  return -1;
+}
+
 // Rows row_begin .. row_begin + ROWS (clipped to m) of head `head`. d: q/k width, e: v/out
 // width, both multiples of 8 and <= MAX_D (the pass checks). Layouts on the stack are
 // row-minor (q^T, scores^T, out^T: [.][ROWS]) so that a vector holds 8 query rows: the
@@ -160,7 +192,7 @@ static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float 
 void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
                                   MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
                                   size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
-                                  size_t row_begin) {
+                                  size_t row_begin, size_t local, size_t global_) {
   UNUSED_MEMREF(q); UNUSED_MEMREF(k); UNUSED_MEMREF(v); UNUSED_MEMREF(mask); UNUSED_MEMREF(out);
   q += q_offset; k += k_offset; v += v_offset; mask += mask_offset; out += out_offset;
   if (row_begin >= m) return;
@@ -193,8 +225,27 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
     run_sum[w] = zero;
     uniform[w] = mrow[8 * w] == mrow[8 * w + 7];
   }
-  for (size_t j0 = 0; j0 < n; j0 += BLOCK) {
-    const size_t block = n - j0 < BLOCK ? n - j0 : BLOCK;
+  // Keys [0, end) are visited but for the blocks in [gap_from, gap_to): those a sparse tile's
+  // rows cannot see (between the globals and the earliest window, after the latest query).
+  size_t end = n, gap_from = n, gap_to = n;
+  if (local) {
+    ptrdiff_t lo = PTRDIFF_MAX, hi = -1;
+    for (size_t r = 0; r < rows; ++r) {
+      if (r > 0 && mrow[r] == mrow[r - 1]) continue;
+      const ptrdiff_t p = last_seen(mrow[r], n, global_, local);
+      if (p < 0) continue;
+      if (p > hi) hi = p;
+      if (p - (ptrdiff_t)local + 1 < lo) lo = p - (ptrdiff_t)local + 1;
+    }
+    end = hi < 0 ? (global_ < n ? global_ : n) : (size_t)hi + 1;
+    gap_from = (global_ + BLOCK - 1) / BLOCK * BLOCK;
+    gap_to = hi < 0 || lo < 0 ? 0 : (size_t)lo / BLOCK * BLOCK;
+  }
+  for (size_t j0 = 0; j0 < end; j0 += BLOCK) {
+    if (j0 >= gap_from && j0 < gap_to) j0 = gap_to;
+    if (j0 >= end) break;
+    const size_t block = end - j0 < BLOCK ? end - j0 : BLOCK;
+    PROBE_COUNT(iree_glm_attention_blocks_read);
     // The block's mask (each distinct row once): `keys` = 1 + the last key a row sees (0: skip
     // the block; causal prefill skips about half and trims the diagonal's), `plain` = the mask is
     // 0 on all of them for every row (no mask to add, the max taken from the scores' registers).
@@ -216,6 +267,7 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
       }
     }
     if (keys == 0) continue;
+    PROBE_COUNT(iree_glm_attention_blocks_computed);
     const int plain = nonzero >= keys;
     __m256 top[VECS];
     for (int w = 0; w < VECS; ++w) top[w] = ninf;

@@ -142,6 +142,87 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   }
 }
 
+// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// must come out bit for bit as the matrix-vector kernel's for that row alone, so that a verified
+// token is what a decode step would choose. Each row of x goes through the matrix-vector
+// kernel's operations in its order (the exact integer dot product, one conversion, the fmsub of
+// x's block scale and offset, the FMA of the group scale into the output's own accumulator, one
+// horizontal sum at the end). Weight rows are taken 4 at a time, as decode does, and rows of x
+// in pairs: the 4 rows' nibbles are unpacked once per block for both (the 2 KB of a quad stay
+// in L1 for the other pairs). Rows' quantized x live on the stack, VERIFY_X_BYTES in all: rows
+// beyond that take another pass over the weights.
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
+
+// Weight rows r..r+nw-1 (nw = 4 or 1) against rows i..i+nx-1 (nx = 2 or 1) of the quantized x.
+static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, const float *sf, size_t r, const int nw,
+                                                              const int8_t *xq, const float *dx, const float *off, size_t i,
+                                                              const int nx, size_t k, size_t group, size_t n, float *y) {
+  const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
+  const __m256i ones = _mm256_set1_epi16(1), shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  __m256 acc[2][4];
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 4; ++b) acc[a][b] = _mm256_setzero_ps();
+  for (size_t g = 0, c = 0; g < groups; ++g) {
+    __m256 sg[4];
+    for (int b = 0; b < nw; ++b) sg[b] = _mm256_broadcast_ss(sf + b * groups + g);
+    for (size_t end = c + per_group; c < end; ++c) {
+      _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
+      __m256i nib[4];
+      for (int b = 0; b < nw; ++b) nib[b] = nibbles(q + (r + b) * row_bytes + c * 16, shifts);
+      for (int a = 0; a < nx; ++a) {
+        const size_t row = i + a;
+        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + row * k + c * BLOCK));
+        const __m256 d = _mm256_broadcast_ss(dx + row * blocks + c), o = _mm256_broadcast_ss(off + row * blocks + c);
+        for (int b = 0; b < nw; ++b) {
+          const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib[b], xv), ones));
+          acc[a][b] = _mm256_fmadd_ps(_mm256_fmsub_ps(dot, d, o), sg[b], acc[a][b]);
+        }
+      }
+    }
+  }
+  for (int a = 0; a < nx; ++a)
+    for (int b = 0; b < nw; ++b) y[(i + a) * n + r + b] = hsum(acc[a][b]);
+}
+
+// A pair of rows of x (x86_64_avx512/int4.c: both in one 512-bit vector, the same per-lane operations).
+#ifndef VERIFY_PAIR
+#define VERIFY_PAIR(q, sf, r, nw, xq, dx, off, i, k, group, n, y) verify_tile(q, sf, r, nw, xq, dx, off, i, 2, k, group, n, y)
+#endif
+
+// Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
+void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                         MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
+                                         size_t row_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
+  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
+  if (row_end > n) row_end = n;
+  size_t per_pass = VERIFY_X_BYTES / k;
+  if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
+  const size_t groups = k / group, blocks = k / BLOCK;
+  int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(32)));
+  float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK], sf[4 * (MAX_K / BLOCK)];
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    const float *xr = x + r0 * k;
+    float *yr = y + r0 * n;
+    for (size_t i = 0; i < rows; ++i) quantize_x(xr + i * k, k, group, xq + i * k, dx + i * blocks, off + i * blocks);
+    size_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) {
+      widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
+      size_t i = 0;
+      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 4, xq, dx, off, i, k, group, n, yr);
+      if (i < rows) verify_tile(q, sf, r, 4, xq, dx, off, i, 1, k, group, n, yr);
+    }
+    for (; r < row_end; ++r) {
+      widen(s + r * groups, sf, groups);
+      size_t i = 0;
+      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 1, xq, dx, off, i, k, group, n, yr);
+      if (i < rows) verify_tile(q, sf, r, 1, xq, dx, off, i, 1, k, group, n, yr);
+    }
+  }
+}
+
 // Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
 //
 // iree_glm_int4_quantize_workgroup turns rows of x [m, k] into rows of xq_row_bytes(k) bytes:
@@ -320,6 +401,6 @@ static inline __attribute__((always_inline)) void tile(const __m256i *strip_a, c
 }
 
 typedef __m256i strip_vector;
-#include "int4_matmul.h"
+#include "../int4_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -63,30 +63,38 @@ static inline __m256i even_odd(__m256i v) {
   return _mm256_shuffle_epi8(v, order);
 }
 
+// 8 k of a tile (128 bytes at w) -> the 4 vectors described above.
+static inline void regroup_k8(const int8_t *w, __m256i v[4]) {
+  const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+  const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
+  const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);  // rows 0-7 | 8-15: (k0, k2) / (k1, k3)
+  const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);  // (k4, k6) / (k5, k7)
+  v[0] = _mm256_unpacklo_epi16(p0, p2);
+  v[1] = _mm256_unpackhi_epi16(p0, p2);
+  v[2] = _mm256_unpacklo_epi16(p1, p3);
+  v[3] = _mm256_unpackhi_epi16(p1, p3);
+}
+
 // 16 i32 dot products (4 vectors: rows 4j..4j+3, the low and high halves holding different k)
 // of 8 k of a tile's stream `w` with x's 8 k (`xs` signed, `xa` absolute, both as even_odd).
 static inline void dot8(const int8_t *w, const int8_t *xs, const int8_t *xa, __m256i acc[4]) {
   const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), ones = _mm256_set1_epi16(1);
   const __m256i s = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)xs)), pick);
   const __m256i a = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)xa)), pick);
-  const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-  const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
-  const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);  // rows 0-7 | 8-15: (k0, k2) / (k1, k3)
-  const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);  // (k4, k6) / (k5, k7)
-  const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
-                        _mm256_unpackhi_epi16(p1, p3)};
+  __m256i v[4];
+  regroup_k8(w, v);
   for (int j = 0; j < 4; ++j)
     acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(v[j], s)), ones));
 }
 
-// x [k] -> xs (int8 per block of 32, in even_odd order), xa = |xs|, dx (block scales).
+// x [k] -> xs (int8 per block of 32, in even_odd order), xa = |xs| (unless NULL), dx (block scales).
 static void quantize_x(const float *x, size_t k, int8_t *xs, int8_t *xa, float *dx) {
   for (size_t c = 0; c < k / BLOCK; ++c) {
     __m256i q;
     dx[c] = quantize_block(x + c * BLOCK, &q);
     q = even_odd(q);
     _mm256_store_si256((__m256i *)(xs + c * BLOCK), q);
-    _mm256_store_si256((__m256i *)(xa + c * BLOCK), _mm256_abs_epi8(q));
+    if (xa) _mm256_store_si256((__m256i *)(xa + c * BLOCK), _mm256_abs_epi8(q));
   }
 }
 
@@ -118,6 +126,80 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
     const __m256 hi = _mm256_add_ps(_mm256_permute2f128_ps(f[2], f[3], 0x20), _mm256_permute2f128_ps(f[2], f[3], 0x31));
     _mm256_storeu_ps(y + t * LANES, lo);
     _mm256_storeu_ps(y + t * LANES + 8, hi);
+  }
+}
+
+// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// must come out bit for bit as the matrix-vector kernel's for that row alone, so that a verified
+// token is what a decode step would choose. Each block of a tile is regrouped once (as dot8
+// does, keeping each vector and its absolute value) and applied to every row: the integer sums
+// are exact whatever the order, and each row's floats go through the same operations in the
+// same order as in iree_glm_int8_matvec_workgroup (per block one conversion and one FMA per
+// lane into the row's own accumulators, then the same halves added). Rows' int8 copies of x
+// live on the stack, VERIFY_X_BYTES in all: rows beyond that take another pass over the tiles.
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
+
+// 16 i32 dot products of one block (32 k) of a tile with one row's xs (even_odd order), from the
+// block's regrouped vectors `wv` (per 8 k: 4 x (vector, its absolute value)): the sign trick with
+// the roles of x and w swapped (|w| * sign(x, w) = x * w, the same exact sums as dot8).
+static inline void dot_block(const __m256i *wv, const int8_t *xs, __m256i acc[4]) {
+  const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), ones = _mm256_set1_epi16(1);
+  for (int s = 0; s < BLOCK / 8; ++s) {
+    const __m256i xb = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(xs + 8 * s))), pick);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = wv[s * 8 + 2 * j], u = wv[s * 8 + 2 * j + 1];
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(xb, v)), ones));
+    }
+  }
+}
+
+// Tiles tile_begin..tile_end of y [m, tiles * 16] for the m rows of x [m, k]; k a multiple of 32.
+void iree_glm_int8_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
+                                         size_t tiles, size_t k, size_t tile_begin, size_t tile_end) {
+  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
+  (void)y_base; (void)y_size; (void)y_stride;
+  x += x_offset; q += q_offset; y += y_offset;
+  if (tile_end > tiles) tile_end = tiles;
+  size_t per_pass = VERIFY_X_BYTES / k;
+  if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
+  int8_t xs[VERIFY_X_BYTES] __attribute__((aligned(32)));
+  float dx[VERIFY_X_BYTES / BLOCK];
+  __m256 f[VERIFY_ROWS][4];
+  __m256i wv[BLOCK / 8 * 8];
+  const size_t tile_bytes = k * LANES, blocks = k / BLOCK, n = tiles * LANES;
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    for (size_t r = 0; r < rows; ++r) quantize_x(x + (r0 + r) * k, k, xs + r * k, NULL, dx + r * blocks);
+    for (size_t t = tile_begin; t < tile_end; ++t) {
+      const int8_t *w = q + t * tile_bytes;
+      for (size_t r = 0; r < rows; ++r)
+        for (int j = 0; j < 4; ++j) f[r][j] = _mm256_setzero_ps();
+      for (size_t c = 0; c < blocks; ++c) {
+        for (int s = 0; s < BLOCK / 8; ++s) {
+          const int8_t *p = w + (c * BLOCK + 8 * s) * LANES;
+          _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T0);
+          _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+          __m256i v[4];
+          regroup_k8(p, v);
+          for (int j = 0; j < 4; ++j) {
+            wv[s * 8 + 2 * j] = v[j];
+            wv[s * 8 + 2 * j + 1] = _mm256_abs_epi8(v[j]);
+          }
+        }
+        for (size_t r = 0; r < rows; ++r) {
+          __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+          dot_block(wv, xs + r * k + c * BLOCK, acc);
+          const __m256 d = _mm256_broadcast_ss(dx + r * blocks + c);
+          for (int j = 0; j < 4; ++j) f[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j]), d, f[r][j]);
+        }
+      }
+      for (size_t r = 0; r < rows; ++r) {  // as the matrix-vector kernel's last step
+        const __m256 lo = _mm256_add_ps(_mm256_permute2f128_ps(f[r][0], f[r][1], 0x20), _mm256_permute2f128_ps(f[r][0], f[r][1], 0x31));
+        const __m256 hi = _mm256_add_ps(_mm256_permute2f128_ps(f[r][2], f[r][3], 0x20), _mm256_permute2f128_ps(f[r][2], f[r][3], 0x31));
+        _mm256_storeu_ps(y + (r0 + r) * n + t * LANES, lo);
+        _mm256_storeu_ps(y + (r0 + r) * n + t * LANES + 8, hi);
+      }
+    }
   }
 }
 
@@ -225,12 +307,8 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
       const size_t kc = k - k0 < CHUNK_K ? k - k0 : CHUNK_K;
       for (size_t s = 0; s < kc / 8; ++s) {
         const int8_t *w = tile + (k0 + 8 * s) * LANES;
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-        const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
-        const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);
-        const __m256i p2 = _mm256_unpacklo_epi8(l2, l3), p3 = _mm256_unpackhi_epi8(l2, l3);
-        const __m256i v[4] = {_mm256_unpacklo_epi16(p0, p2), _mm256_unpackhi_epi16(p0, p2), _mm256_unpacklo_epi16(p1, p3),
-                              _mm256_unpackhi_epi16(p1, p3)};
+        __m256i v[4];
+        regroup_k8(w, v);
         for (int j = 0; j < 4; ++j) {
           wv[s * 8 + 2 * j] = v[j];
           wv[s * 8 + 2 * j + 1] = _mm256_abs_epi8(v[j]);
@@ -252,6 +330,6 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
   }
 }
 
-#include "int8_matmul.h"
+#include "../int8_matmul.h"
 
 #endif  // IREE_GLM_OWN_MATRIX_KERNEL

@@ -12,8 +12,51 @@
 // it is exactly sum w * x; then one conversion and one FMA (x's block scale times the group
 // scale) per 16 outputs.
 
+#include <stddef.h>
+#include <stdint.h>
+
+// Speculative verification's pairs of rows of x (x86_64_avx2/int4.c's verify kernel, below).
+static inline __attribute__((always_inline)) void verify_pair512(const int8_t *q, const float *sf, size_t r, const int nw,
+                                                                 const int8_t *xq, const float *dx, const float *off, size_t i,
+                                                                 size_t k, size_t group, size_t n, float *y);
+#define VERIFY_PAIR verify_pair512
 #define IREE_GLM_OWN_MATRIX_KERNEL
 #include "../x86_64_avx2/int4.c"
+
+// Rows i and i + 1 of x in the two halves of 512-bit vectors, each half going through the AVX2
+// verify_tile's operations lane for lane (vpdpbusd's 4-byte sums are vpmaddubsw + vpmaddwd's,
+// exact integers; the same conversion, fmsub and FMA; the same horizontal sum per half): each
+// row stays bit for bit the decode kernel's, at half the instructions per row.
+static inline __attribute__((always_inline)) void verify_pair512(const int8_t *q, const float *sf, size_t r, const int nw,
+                                                                 const int8_t *xq, const float *dx, const float *off, size_t i,
+                                                                 size_t k, size_t group, size_t n, float *y) {
+  const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
+  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  __m512 acc[4];
+  for (int b = 0; b < 4; ++b) acc[b] = _mm512_setzero_ps();
+  const int8_t *x0 = xq + i * k, *x1 = x0 + k;
+  const float *d0 = dx + i * blocks, *d1 = d0 + blocks, *o0 = off + i * blocks, *o1 = o0 + blocks;
+  for (size_t g = 0, c = 0; g < groups; ++g) {
+    __m512 sg[4];
+    for (int b = 0; b < nw; ++b) sg[b] = _mm512_set1_ps(sf[b * groups + g]);
+    for (size_t end = c + per_group; c < end; ++c) {
+      _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
+      const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)(x0 + c * BLOCK))),
+                                            _mm256_load_si256((const __m256i *)(x1 + c * BLOCK)), 1);
+      const __m512 d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(d0[c])), _mm256_castps_pd(_mm256_set1_ps(d1[c])), 1));
+      const __m512 o = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(o0[c])), _mm256_castps_pd(_mm256_set1_ps(o1[c])), 1));
+      for (int b = 0; b < nw; ++b) {
+        const __m512i nib = _mm512_broadcast_i64x4(nibbles(q + (r + b) * row_bytes + c * 16, shifts));
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv));
+        acc[b] = _mm512_fmadd_ps(_mm512_fmsub_ps(dot, d, o), sg[b], acc[b]);
+      }
+    }
+  }
+  for (int b = 0; b < nw; ++b) {
+    y[i * n + r + b] = hsum(_mm512_castps512_ps256(acc[b]));
+    y[(i + 1) * n + r + b] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b]), 1)));
+  }
+}
 
 // Strips of STRIP = 16 weight rows, one row per 32-bit lane: per block of 32, 8 vectors (bytes
 // 4p..4p+3 of every row: their low nibbles, then their high). A tile is TILE_M rows of x against
@@ -94,4 +137,4 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
 }
 
 typedef __m512i strip_vector;
-#include "../x86_64_avx2/int4_matmul.h"
+#include "../int4_matmul.h"

@@ -139,6 +139,6 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
   }
 }
 
-#include "../x86_64_avx2/int8_matmul.h"
+#include "../int8_matmul.h"
 
 #endif  // IREE_GLM_AMX_MATRIX_KERNEL

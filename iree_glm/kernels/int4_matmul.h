@@ -1,6 +1,6 @@
-// The int4 prompt (matrix) kernel's driver, shared by every x86 set: it walks weight strips and
-// chunks of K and calls the set's own `pack_strip` and `tile` (and vector type `strip_vector`),
-// defined before this file is included. Only the strip and tile code differ between sets.
+// The int4 prompt (matrix) kernel's driver, shared by every kernel set (x86 and aarch64): it
+// walks weight strips and chunks of K and calls the set's own `pack_strip` and `tile` (and
+// vector type `strip_vector`), defined before this file is included. Only the strip and tile code differ between sets.
 
 // y[m, n] for rows m_begin..m_end of x (rows of iree_glm_int4_quantize_workgroup's output) and
 // weight rows n_begin..n_end (the dispatch gives whole panels of 16 rows, taken 2 * STRIP at a time:

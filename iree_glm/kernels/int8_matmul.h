@@ -1,6 +1,6 @@
-// The int8 prompt (matrix) kernel's entry point, shared by every x86 set: it clamps the
-// dispatch's ranges and calls the set's own `matmul_rows` (and MAX_ROWS, or the rows its file
-// names in IREE_GLM_MATMUL_MAX_ROWS), defined before this file is included.
+// The int8 prompt (matrix) kernel's entry point, shared by every kernel set (x86 and aarch64):
+// it clamps the dispatch's ranges and calls the set's own `matmul_rows` (and MAX_ROWS, or the
+// rows its file names in IREE_GLM_MATMUL_MAX_ROWS), defined before this file is included.
 
 #ifndef IREE_GLM_MATMUL_MAX_ROWS
 #define IREE_GLM_MATMUL_MAX_ROWS MAX_ROWS

@@ -1,0 +1,110 @@
+"""Speculative verification's kernels against a decode step, on one thread: time of R rows of x
+through the few-row matrix-vector kernel (each row bit for bit the decode kernel's), through
+the prompt path (row quantization + matrix kernel, different rounding), and of one row through
+the decode kernel, for the int8 and int4 kernels of the best kernel set this CPU runs, on the
+330M config's layer shapes (summed over qkv, o, gate_up, down). Time is the thread's CPU time
+(bench_kernels.py: a shared machine deschedules long calls, which wall time would count):
+
+    python tools/bench_verify_kernels.py --rows 1,2,3,5,9,16 --runs 5
+
+Kernel time only: what a verify call costs end to end is tools/bench_speculative.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_kernels import MEMREF, SHAPES, Int4Case, Int8Case, _memref  # noqa: E402
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+class Rows:
+    """The few-row kernel (`verify`) or, with `one`, the decode kernel once per row's worth of
+    one row (rows = 1)."""
+
+    def __init__(self, fmt: str, lib, m: int, k: int, n: int, rng, one: bool = False):
+        self.fmt, self.lib, self.m, self.k, self.n, self.one = fmt, lib, 1 if one else m, k, n, one
+        self.x = rng.standard_normal((self.m, k)).astype(np.float32)
+        self.y = np.zeros((self.m, n), np.float32)
+        if fmt == "int8":
+            self.q = rng.integers(-127, 128, (n // 16, k, 16), dtype=np.int8)
+            lib.iree_glm_int8_matvec_workgroup.argtypes = MEMREF * 3 + [ctypes.c_size_t] * 4
+            lib.iree_glm_int8_matvec_rows_workgroup.argtypes = MEMREF * 3 + [ctypes.c_size_t] * 5
+        else:
+            self.q = rng.integers(-128, 128, (n, k // 32, 16), dtype=np.int8)
+            self.s = np.full((n, k // 32), 0.01, np.float16).view(np.uint16)
+            lib.iree_glm_int4_matvec_workgroup.argtypes = MEMREF * 4 + [ctypes.c_size_t] * 5
+            lib.iree_glm_int4_matvec_rows_workgroup.argtypes = MEMREF * 4 + [ctypes.c_size_t] * 6
+
+    def __call__(self) -> None:
+        lib, m, k, n = self.lib, self.m, self.k, self.n
+        if self.fmt == "int8":
+            t = n // 16
+            if self.one:
+                lib.iree_glm_int8_matvec_workgroup(*_memref(self.x), *_memref(self.q), *_memref(self.y), t, k, 0, t)
+            else:
+                lib.iree_glm_int8_matvec_rows_workgroup(*_memref(self.x), *_memref(self.q), *_memref(self.y), m, t, k, 0, t)
+        elif self.one:
+            lib.iree_glm_int4_matvec_workgroup(*_memref(self.x), *_memref(self.q), *_memref(self.s), *_memref(self.y), n, k, 32, 0, n)
+        else:
+            lib.iree_glm_int4_matvec_rows_workgroup(*_memref(self.x), *_memref(self.q), *_memref(self.s), *_memref(self.y), m, n, k,
+                                                    32, 0, n)
+
+
+def main() -> int:
+    from iree_glm.kernels import toolchain
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", default="1,2,3,5,9,16")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--formats", default="int8,int4")
+    args = p.parse_args()
+    kernel_set = next((s for s in toolchain.KERNEL_SETS if s.verify_rows and toolchain.unavailable_reason(s) is None), None)
+    if kernel_set is None:
+        print("no kernel set with verify kernels runs on this CPU")
+        return 2
+    print(f"# {_cpu()}, kernel set {kernel_set.name}, one thread, CPU time, medians of {args.runs}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in args.formats.split(","):
+            lib = ctypes.CDLL(str(toolchain.build_object(Path(tmp), kernel_set.source(fmt), kernel_set, shared=True)))
+            print(f"\n{fmt}: ms per call over the 330M layer shapes (x decode step)\n")
+            print("| rows | decode kernel x 1 | verify kernel | prompt path |")
+            print("|---|---|---|---|")
+            one = None
+            for m in [int(r) for r in args.rows.split(",")]:
+                kinds = {"one": [Rows(fmt, lib, m, k, n, rng, one=True) for k, n in SHAPES.values()],
+                         "rows": [Rows(fmt, lib, m, k, n, rng) for k, n in SHAPES.values()],
+                         "prompt": [(Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng) for k, n in SHAPES.values()]}
+                times: dict[str, list[float]] = {name: [] for name in kinds}
+                for _ in range(args.runs):
+                    for name, cases in kinds.items():  # alternated within a run
+                        t = time.thread_time()
+                        for case in cases:
+                            case()
+                        times[name].append(time.thread_time() - t)
+                med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+                one = one or med["one"]
+                print(f"| {m} | {med['one']:.2f} | {med['rows']:.2f} ({med['rows'] / one:.2f}x) | {med['prompt']:.2f} ({med['prompt'] / one:.2f}x) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
