@@ -45,7 +45,7 @@ class Int8Case:
         from iree_glm.kernels import int8
 
         self.lib, self.m, self.k, self.tiles = lib, m, k, n // 16
-        self.rows = int8.m_chunk(kernel_set)  # rows a call takes, as the dispatch's grid gives them
+        self.rows = int8.m_chunk(kernel_set.short)  # rows a call takes, as the dispatch's grid gives them
         lib.iree_glm_int8_quantize_workgroup.argtypes = MEMREF * 2 + [ctypes.c_size_t] * 4
         lib.iree_glm_int8_matmul_workgroup.argtypes = MEMREF * 3 + [ctypes.c_size_t] * 7
         self.x = rng.standard_normal((m, k)).astype(np.float32)
