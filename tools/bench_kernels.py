@@ -41,10 +41,11 @@ def _aligned(nbytes: int) -> np.ndarray:
 
 
 class Int8Case:
-    def __init__(self, lib, m: int, k: int, n: int, rng):
+    def __init__(self, lib, m: int, k: int, n: int, rng, kernel_set):
         from iree_glm.kernels import int8
 
         self.lib, self.m, self.k, self.tiles = lib, m, k, n // 16
+        self.rows = int8.m_chunk(kernel_set.short)  # rows a call takes, as the dispatch's grid gives them
         lib.iree_glm_int8_quantize_workgroup.argtypes = MEMREF * 2 + [ctypes.c_size_t] * 4
         lib.iree_glm_int8_matmul_workgroup.argtypes = MEMREF * 3 + [ctypes.c_size_t] * 7
         self.x = rng.standard_normal((m, k)).astype(np.float32)
@@ -55,9 +56,9 @@ class Int8Case:
     def __call__(self) -> None:
         lib, m, k = self.lib, self.m, self.k
         lib.iree_glm_int8_quantize_workgroup(*_memref(self.x), *_memref(self.xq), m, k, 0, m)
-        for m0 in range(0, m, 64):
+        for m0 in range(0, m, self.rows):
             lib.iree_glm_int8_matmul_workgroup(*_memref(self.xq), *_memref(self.q), *_memref(self.y), m, self.tiles, k, 0,
-                                               self.tiles, m0, m0 + 64)
+                                               self.tiles, m0, m0 + self.rows)
 
 
 class Int4Case:
@@ -76,7 +77,7 @@ class Int4Case:
     def __call__(self) -> None:
         lib, m, k, n, g = self.lib, self.m, self.k, self.n, self.group
         lib.iree_glm_int4_quantize_workgroup(*_memref(self.x), *_memref(self.xq), m, k, g, 0, m)
-        for m0 in range(0, m, 64):
+        for m0 in range(0, m, self.rows):
             lib.iree_glm_int4_matmul_workgroup(*_memref(self.xq), *_memref(self.q), *_memref(self.s), *_memref(self.y), m, n, k,
                                                g, 0, n, m0, m0 + 64)
 
@@ -98,10 +99,11 @@ def main() -> int:
     print("| format | M | shape K x N | " + " | ".join(f"{s.short} GOP/s" for s in sets) + " |")
     print("|---|---|---|" + "---|" * len(sets))
     for fmt in args.formats.split(","):
-        libs = {s.short: ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))) for s in sets}
+        libs = {s.short: (ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))), s) for s in sets}
         for m in (int(v) for v in args.m.split(",")):
             for name, (k, n) in SHAPES.items():
-                cases = {short: (Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng) for short, lib in libs.items()}
+                cases = {short: Int8Case(lib, m, k, n, rng, s) if fmt == "int8" else Int4Case(lib, m, k, n, rng)
+                         for short, (lib, s) in libs.items()}
                 times: dict[str, list[float]] = {short: [] for short in cases}
                 for case in cases.values():
                     case()  # warm-up

@@ -4,12 +4,15 @@ checks the machine it runs on (a missing feature is one line, never SIGILL)."""
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import platform
 from pathlib import Path
 
 # /proc/cpuinfo flag -> LLVM feature, where they differ (x86 "flags" and Arm "Features" lines).
 _CPUINFO = {"avx512_vnni": "avx512vnni", "avx512_bf16": "avx512bf16", "avx512vbmi": "avx512vbmi", "avx512_vbmi2": "avx512vbmi2",
-            "avx512_bitalg": "avx512bitalg", "avx512_vpopcntdq": "avx512vpopcntdq", "amx_int8": "amx-int8", "amx_bf16": "amx-bf16",
+            "avx512_bitalg": "avx512bitalg", "avx512_vpopcntdq": "avx512vpopcntdq", "amx_tile": "amx-tile",
+            "amx_int8": "amx-int8", "amx_bf16": "amx-bf16", 
             "asimddp": "dotprod", "asimd": "neon", "fp": "fp-armv8", "asimdhp": "fullfp16", "avx_vnni": "avxvnni"}
 # Linux aarch64 hardware capabilities (asm/hwcap.h): (auxv entry, bit) -> LLVM feature. The
 # kernel's word on what user code may run; qemu-user sets them from its `-cpu` model, where its
@@ -57,3 +60,26 @@ def missing_features(needed: list[str] | tuple[str, ...]) -> list[str]:
     """Those of `needed` this machine lacks (all of them if /proc/cpuinfo cannot be read)."""
     have = host_features()
     return [f for f in needed if f not in have]
+
+
+# Linux x86-64 (asm/prctl.h, uapi/asm/unistd_64.h): a process must ask for the AMX tile data
+# state before its first tile instruction, which otherwise raises SIGILL.
+_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
+
+
+def needs_amx(features: list[str] | tuple[str, ...]) -> bool:
+    """Whether code using `features` runs tile instructions (and so needs request_amx first)."""
+    return any(f.startswith("amx-") for f in features)
+
+
+@functools.cache
+def request_amx() -> str | None:
+    """Ask Linux once per process for the AMX tile state; None when granted, else why not (one line)."""
+    if host_arch() != "x86_64" or platform.system() != "Linux":
+        return f"AMX tiles need Linux on x86-64 (this is {platform.system()} on {platform.machine()})"
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    rc = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM), ctypes.c_ulong(_XFEATURE_XTILEDATA))
+    if rc != 0:
+        return f"Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: {os.strerror(ctypes.get_errno())})"
+    return None

@@ -41,7 +41,18 @@ BLOCK = 32  # activation block (and K's granularity)
 LANES = 16  # output rows per tile of the stored layout
 WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
 N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
-M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS)
+M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS) ...
+M_CHUNKS = {"amx": 256}  # ... or, for these sets (short names), this many (AMX_MAX_ROWS: the weights are read once per range)
+
+
+def m_chunk(short: str) -> int:
+    """Rows of x one matrix-kernel call of the set named `short` (KernelSet.short) takes: its C file's limit."""
+    return M_CHUNKS.get(short, M_CHUNK)
+
+
+def object_set(obj: Path) -> str:
+    """The short name of the set an object was built for (toolchain.build_object names it `int8_<short>.o`)."""
+    return obj.stem.rsplit("_", 1)[-1]
 
 
 
@@ -127,7 +138,7 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
-    ranges x ceil(M / M_CHUNK). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
+    ranges x ceil(M / m_chunk(its set)). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
     returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul.
     With `glue` (its silu_mul form `scaled`: the C kernel takes the gate/up weight scale) the
     wrapper takes the glue's inputs instead of x (Glue)."""
@@ -145,10 +156,11 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
+    chunk = m_chunk(object_set(obj))
     dispatch = KernelDispatch(
-        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(chunk)),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn")),
-        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": M_CHUNK},
+        constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "row": row, "rows": per, "chunk": chunk},
         lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
 {quantize_executable(qname, obj, symbol, k, row, {}, glue)}

@@ -17,13 +17,14 @@ from iree_glm.bundle.cpu_features import host_arch, host_features
 _X86_HASWELL = ("avx", "avx2", "fma", "f16c", "bmi2")
 _X86_AVX512 = (*_X86_HASWELL, "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd")
 _X86_ICELAKE = (*_X86_AVX512, "avx512vnni", "avx512vbmi", "avx512vbmi2", "avx512bitalg", "avx512vpopcntdq")
+_X86_SAPPHIRE = (*_X86_ICELAKE, "avx512bf16", "amx-tile", "amx-int8", "amx-bf16")
 _ARM_V82 = ("neon", "fp-armv8", "fullfp16", "dotprod")
 # LLVM CPU name -> the features our kernel sets ask about (not LLVM's full list).
 KNOWN_CPUS: dict[str, tuple[str, ...]] = {
     "x86-64": (), "x86-64-v2": (), "x86-64-v3": _X86_HASWELL, "x86-64-v4": _X86_AVX512,
     "haswell": _X86_HASWELL, "skylake": _X86_HASWELL, "znver1": _X86_HASWELL, "znver2": _X86_HASWELL, "znver3": _X86_HASWELL,
     "skylake-avx512": _X86_AVX512, "cascadelake": (*_X86_AVX512, "avx512vnni"), "icelake-server": _X86_ICELAKE,
-    "znver4": (*_X86_ICELAKE, "avx512bf16"), "sapphirerapids": (*_X86_ICELAKE, "avx512bf16", "amx-int8", "amx-bf16"),
+    "znver4": (*_X86_ICELAKE, "avx512bf16"), "sapphirerapids": _X86_SAPPHIRE, "emeraldrapids": _X86_SAPPHIRE, "graniterapids": _X86_SAPPHIRE,
     "generic": (), "cortex-a53": ("neon", "fp-armv8"), "cortex-a55": _ARM_V82, "cortex-a57": ("neon", "fp-armv8"),
     "cortex-a72": ("neon", "fp-armv8"), "cortex-a76": _ARM_V82, "cortex-a78": _ARM_V82,
     "cortex-x1": _ARM_V82, "cortex-a710": (*_ARM_V82, "i8mm", "bf16", "sve", "sve2"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from iree_glm.bundle.cpu_features import host_arch, missing_features
+from iree_glm.bundle.cpu_features import host_arch, missing_features, needs_amx, request_amx
 from iree_glm.kernels.target_cpu import TargetCpu
 
 FOLDER = Path(__file__).resolve().parent
@@ -105,8 +105,22 @@ AARCH64_I8MM = KernelSet(
     kernels=("int4", "int8"),
     base=AARCH64_DOTPROD,
 )
+X86_64_AMX = KernelSet(
+    name="x86_64_amx",
+    short="amx",
+    arch="x86_64",
+    # The int8 prompt kernel runs on AMX tiles (tdpbssd), regrouping weights with vpermt2b
+    # (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
+    # process must request the tile state from Linux first (cpu_features.request_amx).
+    features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
+    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
+    object_format="embedded-elf-x86_64",
+    kernels=("int8",),
+    base=X86_64_AVX512,
+    verify_rows=True,  # x86_64_avx2's, included
+)
 # Best first: a target gets the first set whose architecture and features it has.
-KERNEL_SETS = (X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)
+KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)
 
 
 def by_name(name: str) -> KernelSet:
@@ -136,12 +150,15 @@ class KernelUnavailable(RuntimeError):
 
 
 def host_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
-    """Why this machine cannot run `kernel_set`'s code (None if it can): tests that call the
-    kernels directly skip with it."""
+    """Why this machine cannot run `kernel_set`'s code (None if it can): tests and benchmarks
+    that call the kernels directly skip with it."""
     if host_arch() != kernel_set.arch:
         return f"the host is {platform.machine()}, the {kernel_set.name} kernels need {kernel_set.arch}"
     missing = missing_features(kernel_set.features)
-    return f"the CPU lacks {', '.join(missing)}" if missing else None
+    if missing:
+        return f"the CPU lacks {', '.join(missing)}"
+    # Running a tile kernel needs the process's AMX permission, which this requests (once).
+    return request_amx() if needs_amx(kernel_set.features) else None
 
 
 def _compiler(arch: str) -> Optional[list[str]]:

@@ -54,7 +54,7 @@ class ProfileError(UserError):
 
 
 # "best" or one of kernels/toolchain.py's KERNEL_SETS (named here: the planner does not import kernels/; a test checks they agree).
-KERNEL_SET_CHOICES = ("best", "x86_64_avx512", "x86_64_avx2", "aarch64_i8mm", "aarch64_dotprod")
+KERNEL_SET_CHOICES = ("best", "x86_64_amx", "x86_64_avx512", "x86_64_avx2", "aarch64_i8mm", "aarch64_dotprod")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 
 from pathlib import Path
 
-from iree_glm.bundle.cpu_features import host_arch, missing_features
+from iree_glm.bundle.cpu_features import host_arch, missing_features, needs_amx, request_amx
 from iree_glm.bundle.manifest import Manifest
 from iree_glm.errors import BundleError, RequestError
 
@@ -128,7 +128,8 @@ def driver_available(driver: str) -> bool:
 
 def check_cpu(bundle: Path, manifest: Manifest) -> None:
     """Refuse, in one line, an llvm-cpu bundle whose code this machine's CPU cannot run (another
-    architecture, or a missing instruction-set feature): running it would die of SIGILL."""
+    architecture, or a missing instruction-set feature): running it would die of SIGILL. Code
+    using AMX tiles also needs the process's permission from Linux, requested here."""
     target = manifest.options.target_cpu
     if target is None:
         return
@@ -141,3 +142,7 @@ def check_cpu(bundle: Path, manifest: Manifest) -> None:
     if missing:
         raise BundleError(f"{bundle}: compiled for {target.cpu}, whose code uses {', '.join(missing)}: this CPU lacks "
                           f"{'it' if len(missing) == 1 else 'them'} (recompile with a profile for this machine, e.g. --profile host-cpu)")
+    if needs_amx(needed):
+        reason = request_amx()
+        if reason:
+            raise BundleError(f"{bundle}: its kernels use AMX tiles, but {reason}")

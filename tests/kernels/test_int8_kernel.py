@@ -28,9 +28,11 @@ X86_SETS = x86_kernel_sets()
 @pytest.fixture(scope="module", params=X86_SETS, ids=lambda s: s.short)
 def lib(request, tmp_path_factory):
     """Each x86-64 kernel set's int8 kernels (the same entry points and layouts)."""
-    return set_library(request.param, "int8", tmp_path_factory,
-                       {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
-                           "iree_glm_int8_matmul_workgroup": (3, 7), "iree_glm_int8_matvec_rows_workgroup": (3, 5)})
+    lib = set_library(request.param, "int8", tmp_path_factory,
+                      {"iree_glm_int8_matvec_workgroup": (3, 4), "iree_glm_int8_quantize_workgroup": (2, 4),
+                       "iree_glm_int8_matmul_workgroup": (3, 7), "iree_glm_int8_matvec_rows_workgroup": (3, 5)})
+    lib.kernel_set = request.param
+    return lib
 
 
 def _x(rng, k: int) -> np.ndarray:
@@ -79,8 +81,9 @@ def test_workgroup_writes_only_its_tiles(lib):
     assert (y[:16] == -1).all() and (y[48:] == -1).all() and np.allclose(y[16:48], k)
 
 
-def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndarray:
-    """The two dispatches' work, one call per workgroup: quantize rows, then the matrix kernel."""
+def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges, rows_out: list | None = None) -> np.ndarray:
+    """The two dispatches' work, one call per workgroup: quantize rows, then the matrix kernel
+    (with `rows_out`, the quantized rows of x are appended to it)."""
     m, k = x.shape
     tiles = q.shape[0]
     row = int8_kernel.xq_row_bytes(k)
@@ -93,6 +96,8 @@ def _matmul(lib, x: np.ndarray, q: np.ndarray, tile_ranges, m_ranges) -> np.ndar
     for t0, t1 in tile_ranges:
         for m0, m1 in m_ranges:
             lib.iree_glm_int8_matmul_workgroup(*memref(xq), *memref(q), *memref(y), m, tiles, k, t0, t1, m0, m1)
+    if rows_out is not None:
+        rows_out.append(xq.reshape(m, row).copy())
     return y
 
 
@@ -126,20 +131,73 @@ def test_matrix_kernel_extremes_do_not_saturate(lib):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def _exact_reference(rows: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """y from the kernel's own quantized rows of x: exact integer sums (int64) times the row
+    scale in f32, the rounding every set's kernel does."""
+    xs = rows[:, :k].reshape(len(rows), k // 8, 2, 4).transpose(0, 1, 3, 2).reshape(len(rows), k)  # undo even_odd
+    scale = rows[:, k: k + 4].copy().view(np.float32)  # [m, 1]
+    sums = xs.astype(np.int64) @ q.astype(np.int64).transpose(1, 0, 2).reshape(k, -1)
+    return sums.astype(np.float32) * scale
+
+
+@pytest.mark.parametrize("m", [1, 3, 17, 64])
+@pytest.mark.parametrize("n,k", [(16, 32), (32, 64), (48, 96), (80, 1056)])
+def test_matrix_kernel_is_exact(lib, m, n, k):
+    """Every set's matrix kernel gives the integer reference's numbers bit for bit: M not a
+    multiple of 16 (the AMX set's partial tiles), odd tile counts, K = 64 j + 32 (its K tail)."""
+    rng = np.random.default_rng(m * 7919 + n * 31 + k)
+    q = rng.integers(-127, 128, (n // 16, k, 16), dtype=np.int8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    rows = []
+    got = _matmul(lib, x, q, [(0, n // 16)], [(0, 64)], rows)
+    np.testing.assert_array_equal(got, _exact_reference(rows[0], q, k))
+
+
+def test_matrix_kernel_takes_the_rows_its_dispatch_gives(lib):
+    """Calls of m_chunk(set) rows (the dispatch grid's ranges: 256 for the AMX set) write every
+    output, and a range past that limit is clamped to it."""
+    chunk = int8_kernel.m_chunk(lib.kernel_set.short)
+    m, k, n = 2 * chunk + 44, 96, 48
+    rng = np.random.default_rng(chunk)
+    q = rng.integers(-127, 128, (n // 16, k, 16), dtype=np.int8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    rows = []
+    got = _matmul(lib, x, q, [(0, n // 16)], [(r, r + chunk) for r in range(0, m, chunk)], rows)
+    np.testing.assert_array_equal(got, _exact_reference(rows[0], q, k))
+    clamped = _matmul(lib, x, q, [(0, n // 16)], [(0, m)])
+    assert not np.isnan(clamped[:chunk]).any() and np.isnan(clamped[chunk:]).all()
+
+
+def test_matrix_kernel_extremes_are_exact(lib):
+    """x and w at +-127 in every product (the largest sums) over 17 rows and 3 tiles."""
+    k, tiles, m = 1056, 3, 17
+    q = np.where(np.arange(tiles * k * 16).reshape(tiles, k, 16) % 7 < 4, -127, 127).astype(np.int8)
+    x = np.where((np.arange(m * k).reshape(m, k) // 3) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    rows = []
+    got = _matmul(lib, x, q, [(0, tiles)], [(0, 64)], rows)
+    assert np.abs(rows[0][:, :k]).min() == 127
+    np.testing.assert_array_equal(got, _exact_reference(rows[0], q, k))
+
+
 @pytest.mark.parametrize("kernel_set", X86_SETS, ids=lambda s: s.short)
 def test_python_constants_match_the_c_source(kernel_set):
     """int8_kernel.py sizes the dispatches by the C kernels' limits: they must agree (a set's
-    file after the AVX2 file it includes)."""
+    file after the files of the sets it includes, down to the AVX2 one)."""
     import re
 
-    source = int8_kernel.SOURCE.read_text() + kernel_set.source("int8").read_text()
+    chain, level = [], kernel_set
+    while level is not None:
+        chain.insert(0, level.source("int8"))
+        level = level.base
+    source = "".join(dict.fromkeys(p.read_text() for p in chain))
     values = {}
     for body in re.findall(r"enum \{([^}]*)\}", source):
         for item in body.split(","):
             name, value = (t.strip() for t in item.split("="))
             values[name] = int(value)
     assert values["BLOCK"] == int8_kernel.BLOCK and values["MAX_K"] == int8_kernel.MAX_K and values["LANES"] == int8_kernel.LANES
-    assert values["MAX_ROWS"] == int8_kernel.M_CHUNK
+    rows = values["AMX_MAX_ROWS"] if "IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS" in source else values["MAX_ROWS"]
+    assert rows == int8_kernel.m_chunk(kernel_set.short)
     assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96
 
 

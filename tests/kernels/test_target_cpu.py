@@ -28,7 +28,11 @@ def test_named_cpus_and_explicit_features():
 @pytest.mark.parametrize("flags, expected", [
     (["--iree-llvmcpu-target-cpu=haswell"], "x86_64_avx2"),
     (["--iree-llvmcpu-target-cpu=znver4"], "x86_64_avx512"),
-    (["--iree-llvmcpu-target-cpu=sapphirerapids"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=sapphirerapids"], "x86_64_amx"),  # AMX-INT8 tiles
+    (["--iree-llvmcpu-target-cpu=graniterapids"], "x86_64_amx"),
+    (["--iree-llvmcpu-target-cpu=sapphirerapids", "--iree-llvmcpu-target-cpu-features=-amx-int8"], "x86_64_avx512"),
+    (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=+amx-int8"], "x86_64_avx512"),  # no amx-tile
+    (["--iree-llvmcpu-target-cpu=icelake-server"], "x86_64_avx512"),
     (["--iree-llvmcpu-target-cpu=cascadelake"], "x86_64_avx512"),  # VNNI without BF16: the set needs no BF16
     (["--iree-llvmcpu-target-cpu=skylake-avx512"], "x86_64_avx2"),  # AVX-512 without VNNI
     (["--iree-llvmcpu-target-cpu=znver4", "--iree-llvmcpu-target-cpu-features=-avx512vnni"], "x86_64_avx2"),
@@ -172,3 +176,26 @@ def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
     assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_avx512"
     assert s.provider("attention") is toolchain.X86_64_AVX2 and s.source("attention") == toolchain.X86_64_AVX2.source("attention")
     assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code
+
+
+def test_the_amx_set_has_only_its_own_int8_kernel():
+    s = toolchain.X86_64_AMX
+    assert s.source("int8").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
+    assert s.provider("int4") is toolchain.X86_64_AVX512 and s.provider("attention") is toolchain.X86_64_AVX2
+    assert set(toolchain.X86_64_AVX512.features) < set(s.features) and {"amx-tile", "amx-int8"} <= set(s.features)
+
+
+def test_cpuinfo_amx_flags_are_llvm_names(monkeypatch, tmp_path):
+    """/proc/cpuinfo's amx_tile / amx_int8 are LLVM's amx-tile / amx-int8, so `host` on a
+    Sapphire Rapids machine selects the AMX set as the name sapphirerapids does."""
+    from iree_glm.bundle import cpu_features
+
+    flags = "fpu avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512vbmi amx_bf16 amx_tile amx_int8"
+    monkeypatch.setattr(cpu_features, "host_arch", lambda: "x86_64")
+    monkeypatch.setattr(cpu_features, "Path", lambda _: type("P", (), {"read_text": lambda self: f"flags\t\t: {flags}\n"})())
+    have = cpu_features.host_features()
+    assert {"amx-tile", "amx-int8", "amx-bf16", "avx512vnni"} <= have and "amx_tile" not in have
+    from iree_glm.kernels import target_cpu
+
+    monkeypatch.setattr(target_cpu, "host_arch", lambda: "x86_64")
+    assert toolchain.select(from_flags(["--iree-llvmcpu-target-cpu=host"]))[0] is toolchain.X86_64_AMX

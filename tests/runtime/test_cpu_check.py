@@ -69,3 +69,36 @@ def test_an_avx512_bundle_on_an_avx2_cpu_names_what_is_missing(glm4_bundle, tmp_
     message = str(e.value)
     assert "compiled for znver4, whose code uses avx512f, avx512bw, avx512vl, avx512vnni: this CPU lacks them" in message
     assert "\n" not in message
+
+
+def test_amx_permission_is_granted_on_an_amx_cpu():
+    """Linux grants the tile state to a process on a CPU with AMX (the kernels would die of
+    SIGILL without it); elsewhere request_amx says why not in one line."""
+    reason = cpu_features.request_amx()
+    if {"amx-tile", "amx-int8"} <= cpu_features.host_features():
+        assert reason is None
+    else:
+        assert reason and "\n" not in reason
+
+
+def test_a_refused_amx_permission_is_one_line(glm4_bundle, tmp_path, monkeypatch):
+    """A bundle whose int8 kernels use AMX tiles, in a process Linux refuses the tile state,
+    stops in one line before any tile instruction runs."""
+    from iree_glm.kernels import toolchain
+    from iree_glm.runtime import devices
+
+    out = tmp_path / "b"
+    shutil.copytree(glm4_bundle, out)
+    data = json.loads((out / "manifest.json").read_text())
+    amx = toolchain.X86_64_AMX
+    data["options"]["target_cpu"] = {"arch": cpu_features.host_arch(), "cpu": "sapphirerapids", "features": list(amx.features)}
+    data["options"]["int8_kernel"] = {"kernel": amx.short, "kernel_set": amx.name, "decode": "matvec", "prefill": "matmul",
+                                      "features": list(amx.features)}
+    (out / "manifest.json").write_text(json.dumps(data))
+    monkeypatch.setattr(cpu_features, "host_features", lambda: frozenset(amx.features))
+    monkeypatch.setattr(devices, "request_amx", lambda: "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: Invalid argument)")
+    with pytest.raises(BundleError) as e:
+        Session.load(out, verify=False)
+    assert str(e.value).endswith("its kernels use AMX tiles, but Linux refused the AMX tile state "
+                                 "(arch_prctl ARCH_REQ_XCOMP_PERM: Invalid argument)")
+    assert "\n" not in str(e.value)

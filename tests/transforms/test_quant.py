@@ -215,7 +215,7 @@ def test_int8_bundle_size_and_manifest(int8_bundle):
     result, _ = int8_bundle
     o = result.manifest.options
     assert to_data(o.quant) == {"mode": "int8", "head": "int8", "embeddings": "int8", "int8_activations": "prefill"}
-    assert o.int8_kernel.kernel in ("avx2", "avx512", "generic")
+    assert o.int8_kernel.kernel in ("avx2", "avx512", "amx", "generic")
     irpa = result.bundle / "weights.irpa"
     assert abs(irpa.stat().st_size - o.parameter_bytes) < 0.05 * o.parameter_bytes + 65536
     # Tiny test model: every table int8, plus fp32 norms, biases and per-row scales.
@@ -305,6 +305,27 @@ def test_int8_logits_match_eager_and_stay_close_to_fp32(int8_bundle, fp32_model)
     scale = np.abs(want_fp).max()
     assert np.abs(got - want_fp).max() < 0.03 * scale
     assert (got.argmax(-1) == want_fp.argmax(-1)).mean() >= 0.85
+
+
+def test_an_amx_host_bundle_gives_the_avx512_sets_numbers(int8_bundle, glm4_checkpoint, tmp_path_factory):
+    """On a CPU with AMX a host bundle's prompt matmuls link int8_amx.o, and the tile kernel's
+    exact sums give what the AVX-512 set's bundle gives: equal logits, the same greedy tokens
+    (a prompt of 2 full 16-row tiles and a partial one)."""
+    from iree_glm.kernels import toolchain
+
+    if _host_set() is not toolchain.X86_64_AMX:
+        pytest.skip(f"no AMX set here: {toolchain.host_reason(toolchain.X86_64_AMX) or 'the host set is another'}")
+    result, dump = int8_bundle
+    _assert_links(dump, "*iree_glm_int8_matvec_*_mdyn_exe.mlir", "int8")
+    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill", kernel_set="x86_64_avx512")
+    avx512 = build_bundle(glm4_checkpoint[0], tmp_path_factory.mktemp("quant8_avx512") / "bundle", opts)
+    assert avx512.manifest.options.int8_kernel.kernel_set == "x86_64_avx512"
+    assert result.manifest.options.int8_kernel.kernel_set == "x86_64_amx"
+    prompt = [(i * 37) % 200 + 1 for i in range(40)]
+    got, tokens = _logits(Session.load(result.bundle), prompt, 4)
+    want, want_tokens = _logits(Session.load(avx512.bundle), prompt, 4)
+    assert tokens == want_tokens
+    np.testing.assert_array_equal(got, want)
 
 
 def test_int8_decode_matches_eager(int8_bundle, fp32_model):

@@ -23,8 +23,9 @@
 enum { CHUNK_K = 256, MAX_ROWS = 64, TILES = 4, TILE_M = 6 };
 
 // 8 k of a tile (128 bytes: k0..k7 x 16 rows) -> 2 vectors, lane r = row r's bytes k0 k2 k4 k6
-// (the first) and k1 k3 k5 k7 (the second), + 128: the order of x's quantized rows (even_odd).
-static inline void regroup8(const int8_t *w, __m512i *even, __m512i *odd) {
+// (the first) and k1 k3 k5 k7 (the second): the order of x's quantized rows (even_odd). Per 4 k
+// this is also AMX's VNNI layout of a B tile row (x86_64_amx/int8.c).
+static inline void interleave8(const int8_t *w, __m512i *even, __m512i *odd) {
   const __m256i l0 = _mm256_loadu_si256((const __m256i *)w), l1 = _mm256_loadu_si256((const __m256i *)(w + 32));
   const __m256i l2 = _mm256_loadu_si256((const __m256i *)(w + 64)), l3 = _mm256_loadu_si256((const __m256i *)(w + 96));
   const __m256i p0 = _mm256_unpacklo_epi8(l0, l1), p1 = _mm256_unpackhi_epi8(l0, l1);
@@ -32,11 +33,19 @@ static inline void regroup8(const int8_t *w, __m512i *even, __m512i *odd) {
   // v[j]: rows 4j..4j+3 (as dot8 in x86_64_avx2/int8.c), even k in the low 128 bits, odd k in the high.
   const __m256i v0 = _mm256_unpacklo_epi16(p0, p2), v1 = _mm256_unpackhi_epi16(p0, p2);
   const __m256i v2 = _mm256_unpacklo_epi16(p1, p3), v3 = _mm256_unpackhi_epi16(p1, p3);
+  *even = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(v0, v1, 0x20)),
+                             _mm256_permute2x128_si256(v2, v3, 0x20), 1);
+  *odd = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(v0, v1, 0x31)),
+                            _mm256_permute2x128_si256(v2, v3, 0x31), 1);
+}
+
+#ifndef IREE_GLM_AMX_MATRIX_KERNEL  // x86_64_amx/int8.c includes this file for the rest
+
+// interleave8, + 128: vpdpbusd's unsigned operand.
+static inline void regroup8(const int8_t *w, __m512i *even, __m512i *odd) {
   const __m512i bias = _mm512_set1_epi8((char)0x80);
-  const __m512i e = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(v0, v1, 0x20)),
-                                       _mm256_permute2x128_si256(v2, v3, 0x20), 1);
-  const __m512i o = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(v0, v1, 0x31)),
-                                       _mm256_permute2x128_si256(v2, v3, 0x31), 1);
+  __m512i e, o;
+  interleave8(w, &e, &o);
   *even = _mm512_xor_si512(e, bias);
   *odd = _mm512_xor_si512(o, bias);
 }
@@ -131,3 +140,5 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, float *y, size_t tile
 }
 
 #include "../int8_matmul.h"
+
+#endif  // IREE_GLM_AMX_MATRIX_KERNEL
