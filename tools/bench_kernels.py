@@ -75,11 +75,13 @@ class Int4Case:
         self.y = np.zeros((m, n), np.float32)
 
     def __call__(self) -> None:
+        from iree_glm.kernels import int4
+
         lib, m, k, n, g = self.lib, self.m, self.k, self.n, self.group
         lib.iree_glm_int4_quantize_workgroup(*_memref(self.x), *_memref(self.xq), m, k, g, 0, m)
-        for m0 in range(0, m, self.rows):
+        for m0 in range(0, m, int4.M_CHUNK):
             lib.iree_glm_int4_matmul_workgroup(*_memref(self.xq), *_memref(self.q), *_memref(self.s), *_memref(self.y), m, n, k,
-                                               g, 0, n, m0, m0 + 64)
+                                               g, 0, n, m0, m0 + int4.M_CHUNK)
 
 
 def main() -> int:
