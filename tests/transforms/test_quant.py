@@ -110,16 +110,17 @@ def _host_set():
     return kernel_set if kernel_set is not None and toolchain.unavailable_reason(kernel_set) is None else None
 
 
-def _ours(**extra) -> dict:
-    """The manifest's KernelChoice of the host's kernel set, with `extra` fields."""
-    s = _host_set()
+def _ours(kernel: str, **extra) -> dict:
+    """The manifest's KernelChoice for `kernel` on the host's kernel set (the set holding its code:
+    the AMX set's int4 is the AVX-512 set's), with `extra` fields."""
+    s = _host_set().provider(kernel)
     return {"kernel": s.short, "kernel_set": s.name, "features": list(s.features), **extra}
 
 
 def _assert_links(dump, pattern: str, kernel: str) -> None:
     """Every kernel executable matching `pattern` links the host set's object of `kernel` (e.g.
-    int8_avx512.o on an AVX-512 VNNI CPU, not the AVX2 one)."""
-    obj = f"{kernel}_{_host_set().short}.o"
+    int8_avx512.o on an AVX-512 VNNI CPU, not the AVX2 one; the set holding the kernel's code)."""
+    obj = f"{kernel}_{_host_set().provider(kernel).short}.o"
     files = sorted(dump.glob(pattern))
     assert files and all(obj in f.read_text() for f in files), f"{pattern} does not link {obj}"
 
@@ -148,7 +149,7 @@ def test_int8_runs_the_kernels(int8_bundle, fp32_model):
     result, dump = int8_bundle
     if not _int8_kernel(result):
         pytest.skip("our int8 kernels are unavailable on this host")
-    assert to_data(result.manifest.options.int8_kernel) == _ours(decode="matvec", prefill="matmul", quantize_glue=_glue_counts(fp32_model))
+    assert to_data(result.manifest.options.int8_kernel) == _ours("int8", decode="matvec", prefill="matmul", quantize_glue=_glue_counts(fp32_model))
     _assert_links(dump, "*iree_glm_int8_matvec_*.mlir", "int8")
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))
     shape = lambda m: (m.in_features, m.qweight.shape[0] * m.qweight.shape[2])  # noqa: E731
@@ -382,7 +383,7 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     if not _int4_kernel_expected():
         assert result.manifest.options.int4_kernel.kernel == "generic"
         pytest.skip("our int4 kernels are unavailable on this host")
-    assert to_data(result.manifest.options.int4_kernel) == _ours(quantize_glue=_glue_counts(fp32_model))
+    assert to_data(result.manifest.options.int4_kernel) == _ours("int4", quantize_glue=_glue_counts(fp32_model))
     _assert_links(dump, "*iree_glm_int4_matvec_*.mlir", "int4")
     qmodel = quantize_model(copy.deepcopy(fp32_model), INT4)
     layers = {(m.in_features, m.qweight.shape[0]) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
@@ -390,14 +391,16 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
     assert sorted(f.name for f in kernels) == sorted(
         f"module_iree_glm_int4_matvec_{k}x{n}g32{rows}_exe.mlir" for k, n in layers for rows in ("", "_mdyn"))
     quantize = sorted(f.name for f in dump.glob("*iree_glm_int4_quantize_*.mlir"))  # x's rows, once per input size
-    c = fp32_model.cfg  # speculative verify quantizes IREE's x as decode does (no glue): plain ones per input size
-    verify = {(k, "") for k in (c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim)}
+    # speculative verify: a set with few-row kernels (verify_rows) runs decode's kernel per row (no
+    # quantization dispatch); otherwise verify quantizes IREE's x as decode does: plain ones per input size
+    c = fp32_model.cfg
+    verify = set() if _host_set().verify_rows else {(k, "") for k in (c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim)}
     assert quantize == sorted(f"module_iree_glm_int4_quantize_{k}g32_mdyn{glue}_exe.mlir" for k, glue in _quantize_inputs(fp32_model, "_silu_mul") | verify)
     _assert_glue_fused(dump)
     for f in kernels:
         assert "hal.import.static" in f.read_text() and "iree_glm_int4_mat" in f.read_text()
     head = qmodel.lm_head  # int8: its one-row calls run the int8 kernel
-    assert to_data(result.manifest.options.int8_kernel) == _ours(decode="matvec")
+    assert to_data(result.manifest.options.int8_kernel) == _ours("int8", decode="matvec")
     assert [f.name for f in dump.glob("*iree_glm_int8_matvec_*.mlir")] == [
         f"module_iree_glm_int8_matvec_{head.in_features}x{head.qweight.shape[0] * 16}_exe.mlir"]
     int4_packed = {_dims(m.qweight.shape) for m in qmodel.modules() if isinstance(m, QuantLinear) and m.mode == "int4"}
