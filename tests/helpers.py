@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,19 @@ def write_profile(path: Path, data: dict) -> None:
         for row in data[table]:
             lines += [f"[[{table}]]"] + [f"{k} = {_toml(v)}" for k, v in row.items()]
     path.write_text("\n".join(lines) + "\n")
+
+
+def run_in_threads(work, count: int, timeout: float = 60) -> list:
+    """work(0) .. work(count - 1), each on its own thread at once (concurrent requests); their
+    results in order."""
+    results = [None] * count
+
+    def run(i):
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results

@@ -1,7 +1,6 @@
 """Continuous batching and the async API: same tokens as one-at-a-time, cancellation, timeouts, stops."""
 
 import asyncio
-import threading
 import time
 
 import numpy as np
@@ -12,6 +11,8 @@ from iree_glm.runtime import SamplingParams, Session
 from iree_glm.runtime.async_api import AsyncSession
 from iree_glm.runtime.batching import BatchEngine
 from iree_glm.runtime.request import StopStrings
+
+from ..helpers import run_in_threads
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +43,12 @@ def test_batched_threads_match_one_at_a_time(session):
     prompts = _prompts(7)
     want = [session.generate(p, 20, stop_ids=()).generated_ids for p in prompts]
     engine = BatchEngine(session, gather_ms=20)
-    got = [None] * len(prompts)
 
     def work(i):
         time.sleep(0.002 * i)
-        got[i] = [e.token_id for e in engine.run(session.new_request(prompts[i], 20, stop_ids=()))]
+        return [e.token_id for e in engine.run(session.new_request(prompts[i], 20, stop_ids=()))]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = run_in_threads(work, len(prompts))
     engine.close()
     assert got == want
     assert max(engine.stats.batch_sizes) == 4  # 7 requests shared 4-row steps
@@ -63,16 +59,7 @@ def test_batched_threads_match_one_at_a_time(session):
 def test_sync_api_is_thread_safe(session):
     prompts = _prompts(4, seed=1)
     want = [session.generate(p, 15, stop_ids=()).generated_ids for p in prompts]
-    got = [None] * 4
-
-    def work(i):
-        got[i] = session.generate(prompts[i], 15, stop_ids=()).generated_ids
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = run_in_threads(lambda i: session.generate(prompts[i], 15, stop_ids=()).generated_ids, 4)
     assert got == want
 
 

@@ -18,6 +18,8 @@ from iree_glm.frontend.checkpoint import load_model, open_checkpoint
 from iree_glm.errors import run_cli
 from iree_glm.errors import BundleError, RequestError
 
+from ..helpers import run_in_threads
+
 RING = sa.parse_pattern("local=16,global=4,block=8,ring")  # 4 globals + a ring of 24: 28 slots
 CONTEXT = 96  # longest conversation; the cache holds 28 positions whatever it is
 PROMPT, NEW = 45, 40  # a prompt longer than the ring (not a multiple of B), 85 positions in all
@@ -84,23 +86,13 @@ def test_greedy_tokens_and_logits_match_dense_cache_reference(session, glm4_chec
 
 def test_batching_engine_serves_the_ring(session):
     """Two concurrent requests share decode_b2 steps over their own rows and match one-at-a-time."""
-    import threading
 
     from iree_glm.runtime.batching import BatchEngine
 
     prompts = [_prompt(2, 33), _prompt(3, 50)]
     alone = [session.generate(p, 30, stop_ids=()).generated_ids for p in prompts]
     engine = BatchEngine(session, gather_ms=50)
-    got = [None, None]
-
-    def run(i):
-        got[i] = [e.token_id for e in engine.run(session.new_request(prompts[i], 30, stop_ids=()))]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = run_in_threads(lambda i: [e.token_id for e in engine.run(session.new_request(prompts[i], 30, stop_ids=()))], 2)
     engine.close()
     assert got == alone
     assert max(engine.stats.batch_sizes) == 2

@@ -19,6 +19,8 @@ from iree_glm.runtime.speculative import AdaptiveK, accept_greedy, accept_sample
 from iree_glm.transforms.prune import parse_prune_spec
 from iree_glm.transforms.quantize import QuantSpec
 
+from ..helpers import run_in_threads
+
 REPEAT = [11, 12, 13, 14, 15, 16, 17, 18] * 5 + [11, 12, 13]
 PROMPTS = [
     REPEAT,
@@ -313,7 +315,6 @@ def test_run_cli_draft(glm4_bundle, capsys):
 def test_batching_engine_with_a_draft(batched_bundle):
     """Alone, a request takes speculative steps (fewer calls than tokens); several share plain
     batched steps; every request's tokens equal one-at-a-time plain decoding."""
-    import threading
 
     from iree_glm.runtime.batching import BatchEngine
 
@@ -324,18 +325,9 @@ def test_batching_engine_with_a_draft(batched_bundle):
     alone = list(engine.run(spec.new_request(PROMPTS[0], 24, stop_ids=())))
     assert [e.token_id for e in alone] == want[0]
     assert engine.stats.steps < 23  # drafts were accepted: fewer target calls than tokens
-    got: dict[int, list[int]] = {}
-
-    def work(i):
-        got[i] = [e.token_id for e in engine.run(spec.new_request(PROMPTS[i], 24, stop_ids=()))]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = run_in_threads(lambda i: [e.token_id for e in engine.run(spec.new_request(PROMPTS[i], 24, stop_ids=()))], 4)
     engine.close()
-    assert [got[i] for i in range(4)] == want
+    assert got == want
 
 
 def test_serve_cli_draft_options_are_checked(glm4_bundle, tmp_path, capsys):
