@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from iree_glm.frontend import default_model
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
 from iree_glm.bundle.model_config import ModelConfig
@@ -91,6 +93,36 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
     if not staged and not ring:
         eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
     return eps
+
+
+# Rows of a `verify` call that are each bit for bit a one-row call: IREE's llvm-cpu code for the
+# dispatches with a dynamic row count (norms, RoPE, elementwise steps, the fp32 data-tiled
+# matmuls) processes rows in vector tiles of 8 or 16 on x86-64; a call of fewer rows than the
+# smallest tile runs only the code a one-row call runs, row by row. At 8 rows and more, full
+# tiles take other code (rows then differ in the last bits: docs/speculative.md, "Exactness").
+EXACT_ROWS = 7
+
+
+def exact_verify_rows(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> int | None:
+    """EXACT_ROWS where every matmul of the model calls our decode kernel for one row and its
+    few-row form for several (bit for bit the same per row, tests/kernels), so that decode steps
+    can be one-row `verify` calls at the decode kernels' speed (the pass branches on the row
+    count, passes/dequant_matmul.py); None elsewhere: fp32 matmuls for a dynamic row count are
+    data-tiled 16 rows at a time, a one-row call of them would cost ~1.7 decode steps (measured
+    on the 330M shapes), so those bundles keep their decode function and the margin."""
+    from iree_glm.kernels import int4 as int4_kernel, int8 as int8_kernel
+
+    fp32_matmuls = any(isinstance(m, torch.nn.Linear) for m in model.modules()) or not isinstance(getattr(model, "lm_head", None), QuantLinear)
+    if dtype != "f32" or sparse or fp32_matmuls:
+        return None
+    for m in model.modules():
+        if not isinstance(m, QuantLinear):
+            continue
+        choice = kernels.int4 if m.mode == "int4" else kernels.int8
+        fits = int4_kernel.fits(m.in_features, m.group, 1) if m.mode == "int4" else int8_kernel.fits(m.in_features, int8_kernel.LANES, 1)
+        if not (choice.ours and fits and toolchain.by_name(choice.kernel_set).verify_rows):
+            return None
+    return EXACT_ROWS if quantized_layer_count(model) else None
 
 
 def mark_verify_like_decode(model) -> None:
@@ -198,6 +230,8 @@ def build_bundle(
                 opts.kernel_set or profile.host.kernel_set))
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
+            exact = exact_verify_rows(model, kernels, dtype, opts.sparse_attention is not None)
+            entry_points = [replace(ep, exact_rows=exact) if ep.name == VERIFY else ep for ep in entry_points]
 
             t = time.perf_counter()
             progress("export to MLIR")

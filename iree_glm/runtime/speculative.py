@@ -142,9 +142,12 @@ class DraftedRequest:
     def __init__(self, session: Model, draft: Draft, max_k: int, state: RequestState):
         self.session = session
         self.run = draft.start(state.sampler.params)
-        self.adapt = AdaptiveK(max_k)
+        exact = session.exact_verify_rows
+        # Where verify's rows are decode steps bit for bit, only calls of up to that many rows
+        # are; elsewhere rows differ from decode in the last bits and a margin guards greedy.
+        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k)
         self.greedy = state.sampler.params.temperature == 0
-        self.margin = MARGIN  # read here: tests set it
+        self.margin = 0.0 if exact else MARGIN  # read here: tests set it
         self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
