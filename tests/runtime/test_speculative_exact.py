@@ -92,3 +92,39 @@ def test_verify_rows_are_decode_steps_bit_for_bit(bundle):
 
 def _common(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_prompt_lookup_chunks_context_end_stops_and_batching(bundle):
+    """Prompt lookup on the exact bundle: chunked prefill, a context that fills while drafts are
+    checked, a stop id, the batching engine (a request alone speculates): plain decoding's
+    tokens every time."""
+    from iree_glm.runtime.batching import BatchEngine
+
+    plain = Session.load(bundle, verify=False, prefill_chunk=16)
+    spec = Session.load(bundle, verify=False, prefill_chunk=16, draft="prompt-lookup", draft_tokens=8)
+    repeat = PROMPTS[1] * 2  # 96 tokens: the context (128) ends during the generation
+    stop = plain.generate(PROMPTS[1], TOKENS, stop_ids=()).generated_ids[9]
+    for prompt, stop_ids, reason in ((repeat, (), "context_full"), (PROMPTS[0], (), "max_new_tokens"), (PROMPTS[1], (stop,), "eos")):
+        want = plain.generate(prompt, TOKENS, stop_ids=stop_ids)
+        got = spec.generate(prompt, TOKENS, stop_ids=stop_ids)
+        assert (got.generated_ids, got.stop_reason) == (want.generated_ids, reason)
+        assert got.acceptance_rate is not None
+    engine = BatchEngine(spec, gather_ms=0)
+    try:
+        alone = [e.token_id for e in engine.run(spec.new_request(repeat, 24, stop_ids=()))]
+    finally:
+        engine.close()
+    assert alone == plain.generate(repeat, 24, stop_ids=()).generated_ids
+
+
+def test_bundle_draft_of_itself_keeps_every_token(bundle, monkeypatch):
+    """A draft bundle (here the target itself, whose one-row steps are verify calls too): every
+    proposal is the target's choice, so all are kept and the output is plain decoding's."""
+    from iree_glm.runtime import speculative
+
+    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)  # a target-sized draft would pause
+    plain = Session.load(bundle, verify=False)
+    spec = Session.load(bundle, verify=False, draft=bundle, draft_tokens=6)
+    got = spec.generate(PROMPTS[0], 32, stop_ids=())
+    assert got.generated_ids == plain.generate(PROMPTS[0], 32, stop_ids=()).generated_ids
+    assert got.acceptance_rate == 1.0
