@@ -34,7 +34,7 @@ from iree_glm.export.stages import export_stages, stages_of
 from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
-from iree_glm.compiler import compute_dtype, kernel_choice
+from iree_glm.compiler import compute_dtype, exact_rows, kernel_choice
 from iree_glm.compiler.target import Target, device_target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -95,34 +95,27 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
     return eps
 
 
-# Rows of a `verify` call that are each bit for bit a one-row call: IREE's llvm-cpu code for the
-# dispatches with a dynamic row count (norms, RoPE, elementwise steps, the fp32 data-tiled
-# matmuls) processes rows in vector tiles of 8 or 16 on x86-64; a call of fewer rows than the
-# smallest tile runs only the code a one-row call runs, row by row. At 8 rows and more, full
-# tiles take other code (rows then differ in the last bits: docs/speculative.md, "Exactness").
-EXACT_ROWS = 7
-
-
-def exact_verify_rows(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> int | None:
-    """EXACT_ROWS where every matmul of the model calls our decode kernel for one row and its
-    few-row form for several (bit for bit the same per row, tests/kernels), so that decode steps
-    can be one-row `verify` calls at the decode kernels' speed (the pass branches on the row
-    count, passes/dequant_matmul.py); None elsewhere: fp32 matmuls for a dynamic row count are
-    data-tiled 16 rows at a time, a one-row call of them would cost ~1.7 decode steps (measured
-    on the 330M shapes), so those bundles keep their decode function and the margin."""
+def exact_verify_eligible(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> bool:
+    """Whether every matmul of the model calls our decode kernel for one row and its few-row
+    form for several (bit for bit the same per row, tests/kernels), so that decode steps can be
+    one-row `verify` calls at the decode kernels' speed (the pass branches on the row count,
+    passes/dequant_matmul.py) and a verify call of a few rows computes each as one row
+    (compiler/exact_rows.py says how many). Not with fp32 matmuls: for a dynamic row count they
+    are data-tiled 16 rows at a time, a one-row call costs ~1.7 decode steps (dispatch profile,
+    330M shapes), so those bundles keep their decode function and the margin."""
     from iree_glm.kernels import int4 as int4_kernel, int8 as int8_kernel
 
     fp32_matmuls = any(isinstance(m, torch.nn.Linear) for m in model.modules()) or not isinstance(getattr(model, "lm_head", None), QuantLinear)
     if dtype != "f32" or sparse or fp32_matmuls:
-        return None
+        return False
     for m in model.modules():
         if not isinstance(m, QuantLinear):
             continue
         choice = kernels.int4 if m.mode == "int4" else kernels.int8
         fits = int4_kernel.fits(m.in_features, m.group, 1) if m.mode == "int4" else int8_kernel.fits(m.in_features, int8_kernel.LANES, 1)
         if not (choice.ours and fits and toolchain.by_name(choice.kernel_set).verify_rows):
-            return None
-    return EXACT_ROWS if quantized_layer_count(model) else None
+            return False
+    return quantized_layer_count(model) > 0
 
 
 def mark_verify_like_decode(model) -> None:
@@ -230,8 +223,7 @@ def build_bundle(
                 opts.kernel_set or profile.host.kernel_set))
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
-            exact = exact_verify_rows(model, kernels, dtype, opts.sparse_attention is not None)
-            entry_points = [replace(ep, exact_rows=exact) if ep.name == VERIFY else ep for ep in entry_points]
+            exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
 
             t = time.perf_counter()
             progress("export to MLIR")
@@ -264,8 +256,12 @@ def build_bundle(
                                                         lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
                 pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
-                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline)
+                configurations = work / "configurations" if exact else None
+                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline, configurations)
                 kernels.record(compiled.pass_results)
+                if exact:  # how many rows of a verify call compute as one-row calls do
+                    rows = exact_rows.exact_rows(configurations, exact_rows.MAX_ROWS)
+                    entry_points = [replace(ep, exact_rows=rows) if ep.name == VERIFY else ep for ep in entry_points]
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
             prefill_entries = None
             if prefill_specs:

@@ -27,10 +27,13 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module", params=["int8", "int4"])
+# Quantization and kernel set (None: the host's best: AMX / AVX-512 here; the AVX2 set's int4
+# decode kernel is another code than the AVX-512 set's).
+@pytest.fixture(scope="module", params=[("int8", None), ("int4", None), ("int4", "x86_64_avx2")], ids=["int8", "int4", "int4-avx2"])
 def bundle(request, checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("b330") / request.param
-    build_bundle(checkpoint, out, BuildOptions(max_context=128, quant=QuantSpec(request.param, group_size=32)))
+    quant, kernel_set = request.param
+    out = tmp_path_factory.mktemp("b330") / quant
+    build_bundle(checkpoint, out, BuildOptions(max_context=128, quant=QuantSpec(quant, group_size=32), kernel_set=kernel_set))
     return out
 
 
@@ -64,6 +67,22 @@ def test_oracle_draft_is_plain_decoding(bundle):
         got = spec.generate(prompt, TOKENS, stop_ids=())
         assert got.generated_ids == runs[tuple(prompt)], f"left plain decoding after {_common(got.generated_ids, runs[tuple(prompt)])} tokens"
         assert got.acceptance_rate == 1.0 and got.tokens_per_target_call > 3
+
+
+def test_fp32_keeps_decode_and_the_margin(checkpoint, tmp_path_factory):
+    """fp32 bundles are not exact by construction (docs/speculative.md): no exact rows, decode
+    steps run `decode`, and the oracle draft still gives plain decoding's tokens (the margin
+    sends close rows to decode steps)."""
+    out = tmp_path_factory.mktemp("b330") / "fp32"
+    build_bundle(checkpoint, out, BuildOptions(max_context=128))
+    plain = Session.load(out, verify=False)
+    assert plain.exact_verify_rows == 0
+    runs = {tuple(p): plain.generate(p, TOKENS, stop_ids=()).generated_ids for p in PROMPTS}
+    spec = Session.load(out, verify=False, draft=Oracle(runs), draft_tokens=6)
+    for prompt in PROMPTS:
+        got = spec.generate(prompt, TOKENS, stop_ids=())
+        assert got.generated_ids == runs[tuple(prompt)], f"left plain decoding after {_common(got.generated_ids, runs[tuple(prompt)])} tokens"
+        assert got.acceptance_rate > 0.5
 
 
 def test_verify_rows_are_decode_steps_bit_for_bit(bundle):
