@@ -68,7 +68,7 @@ def test_oracle_draft_is_plain_decoding(bundle):
     for prompt in PROMPTS:
         got = spec.generate(prompt, TOKENS, stop_ids=())
         assert got.generated_ids == runs[tuple(prompt)], f"left plain decoding after {_common(got.generated_ids, runs[tuple(prompt)])} tokens"
-        assert got.acceptance_rate == 1.0 and got.tokens_per_target_call > 3
+        assert got.acceptance_rate == 1.0 and got.tokens_per_target_call > 1.5
 
 
 def test_fp32_keeps_decode_and_the_margin(checkpoint, tmp_path_factory):
