@@ -55,7 +55,7 @@ def _reference(x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int) -> np.nd
 @pytest.mark.parametrize("m,n,k,group,n_ranges,m_ranges", [
     (13, 40, 96, 32, [(0, 16), (16, 32), (32, 48)], [(0, 64)]),  # 3 + 4-row tiles; N in strips, the last range past N
     (7, 21, 4224, 64, [(0, 24)], [(0, 3), (3, 7)]),  # N = 21: a partial strip; K = 4224: three K chunks; M split
-    (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of M_CHUNK rows, the second partial
+    (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of 64 rows (a call of any set), the second partial
     (1, 16, 64, 32, [(0, 8), (8, 16)], [(0, 64)]),  # one row of x (the matrix kernel's smallest case)
     (9, 50, 2048, 32, [(0, 48), (48, 64)], [(0, 64)]),  # 32-row pairs of strips, a half-empty pair, a 2-row strip
 ])
