@@ -118,17 +118,17 @@ X86_64_AMX = KernelSet(
     name="x86_64_amx",
     short="amx",
     arch="x86_64",
-    # The int8 prompt kernel runs on AMX tiles (tdpbssd), regrouping weights with vpermt2b
-    # (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
+    # The int8 and int4 prompt kernels run on AMX tiles (tdpbssd), int8 regrouping weights with
+    # vpermt2b (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
     features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
     cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
     object_format="embedded-elf-x86_64",
-    kernels=("int8",),
+    kernels=("int4", "int8"),
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
-    # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int8.c.
-    matmul_rows=(("int8", 256),),
+    # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int4.c, int8.c.
+    matmul_rows=(("int4", 256), ("int8", 256)),
 )
 # Best first: a target gets the first set whose architecture and features it has.
 KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)

@@ -178,10 +178,10 @@ def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
     assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code
 
 
-def test_the_amx_set_has_only_its_own_int8_kernel():
+def test_the_amx_set_has_its_own_int8_and_int4_kernels():
     s = toolchain.X86_64_AMX
-    assert s.source("int8").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
-    assert s.provider("int4") is toolchain.X86_64_AVX512 and s.provider("attention") is toolchain.X86_64_AVX2
+    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
+    assert s.provider("int4") is s and s.provider("attention") is toolchain.X86_64_AVX2
     assert set(toolchain.X86_64_AVX512.features) < set(s.features) and {"amx-tile", "amx-int8"} <= set(s.features)
 
 

@@ -411,6 +411,27 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
         assert not read & int4_packed, f"{f.name} reads a packed int4 weight in generated code"
 
 
+def test_an_amx_host_bundle_gives_the_avx512_sets_int4_numbers(int4_bundle, glm4_checkpoint, tmp_path_factory):
+    """On a CPU with AMX a host int4 bundle links int4_amx.o, and the tile kernel (exact block
+    sums, the AVX-512 kernel's float steps in its order) gives what the AVX-512 set's bundle
+    gives: equal logits, the same greedy tokens (a prompt of 2 full 16-row tiles and a partial one)."""
+    from iree_glm.kernels import toolchain
+
+    if _host_set() is not toolchain.X86_64_AMX:
+        pytest.skip(f"no AMX set here: {toolchain.host_reason(toolchain.X86_64_AMX) or 'the host set is another'}")
+    result, dump = int4_bundle
+    _assert_links(dump, "*iree_glm_int4_matvec_*_mdyn_exe.mlir", "int4")
+    assert result.manifest.options.int4_kernel.kernel_set == "x86_64_amx"
+    avx512 = build_bundle(glm4_checkpoint[0], tmp_path_factory.mktemp("quant4_avx512") / "bundle",
+                          BuildOptions(max_context=64, quant=INT4, kernel_set="x86_64_avx512"))
+    assert avx512.manifest.options.int4_kernel.kernel_set == "x86_64_avx512"
+    prompt = [(i * 37) % 200 + 1 for i in range(40)]
+    got, tokens = _logits(Session.load(result.bundle), prompt, 4)
+    want, want_tokens = _logits(Session.load(avx512.bundle), prompt, 4)
+    assert tokens == want_tokens
+    np.testing.assert_array_equal(got, want)
+
+
 def _stepwise_logits(model, ids: list[int], tokens: list[int], quantized_activations: bool) -> np.ndarray:
     """Eager prefill of `ids`, then one call per token (M = 1, as decode runs); int4 layers
     quantize their input like the CPU kernel when `quantized_activations`."""

@@ -1,0 +1,159 @@
+// int4 x f32 matrix products for x86-64 with AMX (AMX-TILE, AMX-INT8) besides AVX-512 VNNI,
+// linked into IREE dispatches. The same weight layout, quantized rows of x and entry points as
+// x86_64_avx512/int4.c, which this file includes for everything but the prompt (matrix) kernel
+// (decode reads every weight once: tiles do not help it).
+//
+// y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
+//
+// Per block of 32 k, tdpbssd multiplies 16 rows of x (an A tile of 32 bytes a row, x's
+// quantized block as stored) by 16 weight rows (a B tile of 8 rows: per 4 k, 4 bytes of each
+// weight row), signed by signed: the nibbles less 8 are the weights themselves, so the i32 sum
+// is exactly sum w * x, the number the AVX-512 kernel's vpdpbusd sum less 8 * sum(x) gives.
+// Then, as the AVX-512 kernel, per block one conversion and one FMA of x's block scale times
+// the group scale, accumulated per chunk of CHUNK_K in the same order and added into y the same
+// way: the results are the AVX-512 set's bit for bit (tests compare them).
+//
+// x's block scales differ per row and block, so the i32 sums cannot run on across blocks in the
+// tiles as the int8 kernel's do: each block's C tile goes to memory and through that float step.
+//
+// The process must have asked Linux for the tile state (bundle/cpu_features.py's request_amx)
+// before any tile instruction runs, or it dies of SIGILL.
+
+#define IREE_GLM_AMX_MATRIX_KERNEL
+#include "../x86_64_avx512/int4.c"
+
+// A call takes up to AMX_MAX_ROWS rows of x (kernels/toolchain.py's X86_64_AMX.matmul_rows):
+// it unpacks each strip of weights once for all of them.
+enum { AMX_MAX_ROWS = 256, B_TILE = 8 * 64, LAG = 4, RING = 8, CHUNK_BLOCKS = CHUNK_K / BLOCK };  // B_TILE: bytes of one block's B tile; LAG, RING: see row_tile
+
+// Palette 1's 64-byte configuration (Intel SDM, LDTILECFG).
+struct tile_config {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tiles: 0 and 1 A (`rows` x 32 bytes), 2 and 3 B (8 rows x 64 bytes), 4 to 7 C (`rows` x 16
+// i32): blocks take them in turn, so 4 blocks' products are in flight (one C tile goes from zero
+// through tdpbssd to memory: with 2 C tiles that chain, not the multiplier, set the pace).
+static inline void configure(int rows) {
+  struct tile_config c __attribute__((aligned(64)));
+  _mm512_store_si512((void *)&c, _mm512_setzero_si512());
+  c.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    c.rows[t] = (uint8_t)(t == 2 || t == 3 ? 8 : rows);
+    c.colsb[t] = (uint16_t)(t < 2 ? BLOCK : 64);
+  }
+  _tile_loadconfig(&c);
+}
+
+// pack_strip's vectors of a block (2p: the low nibbles of bytes 4p..4p+3, k 4p..4p+3 of x's
+// block; 2p + 1: their high nibbles, k 16 + 4p..) -> the block's B tile in place: row q holds k
+// 4q..4q+3 of every weight row, as the nibbles less 8.
+static inline void to_b_tiles(strip_vector *strip, size_t blocks) {
+  const __m512i eight = _mm512_set1_epi8(8);
+  for (size_t c = 0; c < blocks; ++c) {
+    strip_vector v[8];
+    for (int j = 0; j < 8; ++j) v[j] = strip[c * 8 + j];
+    for (int p = 0; p < 4; ++p) {
+      strip[c * 8 + p] = _mm512_sub_epi8(v[2 * p], eight);
+      strip[c * 8 + 4 + p] = _mm512_sub_epi8(v[2 * p + 1], eight);
+    }
+  }
+}
+
+// Block c's sums (of the chunk from k0) for the rows of x from `x` in A tile `A`, with B tile
+// `B`, into C tile `C`, stored to `buf` (16 i32 a row).
+#define BLOCK_SUMS(A, B, C, c, buf)                              \
+  do {                                                           \
+    _tile_zero(C);                                               \
+    _tile_loadd(A, x + k0 + (c) * BLOCK, stride);                \
+    _tile_loadd(B, (const int8_t *)strip + (c) * B_TILE, 64);    \
+    _tile_dpbssd(C, A, B);                                       \
+    _tile_stored(C, buf, 64);                                    \
+  } while (0)
+
+// acc[i] += block c's sums of row i (buf) times the group scales `sg` times row i's block scale
+// (dx[i * CHUNK_BLOCKS + c]: one base and constant offsets, where rows of x apart took a
+// register each and spilled, 1.5x slower).
+static inline __attribute__((always_inline)) void scale_block(__m512 *acc, const int32_t *buf, __m512 sg, const float *dx,
+                                                              size_t c, const int tm) {
+  for (int i = 0; i < tm; ++i) {
+    const __m512 d = _mm512_set1_ps(dx[i * CHUNK_BLOCKS + c]);
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(buf + 16 * i))), _mm512_mul_ps(sg, d), acc[i]);
+  }
+}
+
+// Step u (0..3) of the pipeline: block c's tile product (tiles A, B, C of step u), and the float
+// step of block c - LAG, whose sums were stored LAG products ago.
+#define PIPE_STEP(A, B, C, c)                                                                                    \
+  do {                                                                                                           \
+    if ((c) < blocks) BLOCK_SUMS(A, B, C, c, buf[(c) % RING]);                                                   \
+    if ((c) >= LAG && (c) - LAG < blocks)                                                                        \
+      scale_block(acc, buf[((c) - LAG) % RING], _mm512_load_ps(scales + ((c) - LAG) / per_group * STRIP), dx, (c) - LAG, tm); \
+  } while (0)
+
+// The sums of tm (<= 16, the rows the tiles are configured for) rows of x from `x` over the
+// chunk's blocks, software-pipelined: each block's tile product is issued LAG blocks before its
+// float step, which reads sums stored long before, so the tile unit and the vector units work at
+// once (4 C tiles in turn). Then each row's 16 outputs into y (tile_store: stored for k0 = 0,
+// added after).
+static inline __attribute__((always_inline)) void row_tile(const int8_t *x, size_t stride, size_t k, size_t k0, size_t blocks,
+                                                           const strip_vector *strip, const float *scales, size_t per_group,
+                                                           float *out_y, size_t n, size_t cols, const int tm) {
+  float dx[16 * CHUNK_BLOCKS] __attribute__((aligned(64)));  // the rows' block scales of the chunk, row after row
+  for (int i = 0; i < tm; ++i)
+    for (size_t c = 0; c < blocks; c += 16) {
+      const __mmask16 live = blocks - c < 16 ? (__mmask16)((1u << (blocks - c)) - 1) : (__mmask16)0xFFFF;
+      _mm512_mask_storeu_ps(dx + i * CHUNK_BLOCKS + c, live, _mm512_maskz_loadu_ps(live, (const float *)(x + i * stride + k) + k0 / BLOCK + c));
+    }
+  int32_t buf[RING][16 * 16] __attribute__((aligned(64)));
+  __m512 acc[16];
+  for (int i = 0; i < tm; ++i) acc[i] = _mm512_setzero_ps();
+  for (size_t c = 0; c < blocks + LAG; c += 4) {
+    PIPE_STEP(0, 2, 4, c);
+    PIPE_STEP(1, 3, 5, c + 1);
+    PIPE_STEP(0, 2, 6, c + 2);
+    PIPE_STEP(1, 3, 7, c + 3);
+  }
+  for (int i = 0; i < tm; ++i) {
+    float out[STRIP];
+    _mm512_storeu_ps(out, acc[i]);
+    tile_store(out_y + i * n, out, cols, k0);
+  }
+}
+
+// y[m, n] for rows m_begin..m_end of x (at most AMX_MAX_ROWS; rows of
+// iree_glm_int4_quantize_workgroup's output) and weight rows n_begin..n_end, a strip of STRIP
+// weight rows and a chunk of K at a time.
+void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
+                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
+  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
+  if (n_end > n) n_end = n;
+  if (m_end > m) m_end = m;
+  if (m_end > m_begin + AMX_MAX_ROWS) m_end = m_begin + AMX_MAX_ROWS;
+  if (m_end <= m_begin || n_end <= n_begin) return;
+  const size_t stride = xq_row_bytes(k), per_group = group / BLOCK;
+  const size_t chunk = CHUNK_K / group * group;  // whole groups, the AVX-512 kernel's chunks
+  const size_t rows = m_end - m_begin, full = rows / 16 * 16, tail = rows - full;
+  strip_vector strip[CHUNK_K / BLOCK * 8];  // the chunk's B tiles, block after block
+  float scales[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(64)));
+  configure(full ? 16 : (int)tail);
+  for (size_t n0 = n_begin; n0 < n_end; n0 += STRIP) {
+    const size_t cols = n_end - n0 < STRIP ? n_end - n0 : STRIP;
+    for (size_t k0 = 0; k0 < k; k0 += chunk) {
+      const size_t kc = k - k0 < chunk ? k - k0 : chunk, blocks = kc / BLOCK;
+      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip, scales);
+      to_b_tiles(strip, blocks);
+      const int8_t *x = xq + m_begin * stride;
+      float *out_y = y + m_begin * n + n0;
+      for (size_t r = 0; r < full; r += 16)
+        row_tile(x + r * stride, stride, k, k0, blocks, strip, scales, per_group, out_y + r * n, n, cols, 16);
+      if (tail && full) configure((int)tail);  // the last rows' own tile shapes (none past m_end is read)
+      if (tail) row_tile(x + full * stride, stride, k, k0, blocks, strip, scales, per_group, out_y + full * n, n, cols, (int)tail);
+      if (tail && full) configure(16);
+    }
+  }
+  _tile_release();
+}
