@@ -24,7 +24,7 @@
 
 // A call takes up to AMX_MAX_ROWS rows of x (kernels/toolchain.py's X86_64_AMX.matmul_rows):
 // it unpacks each strip of weights once for all of them.
-enum { AMX_MAX_ROWS = 256, B_TILE = 8 * 64, LAG = 4, RING = 8, CHUNK_BLOCKS = CHUNK_K / BLOCK };  // B_TILE: bytes of one block's B tile; LAG, RING: see row_tile
+enum { AMX_MAX_ROWS = 256, B_TILE = 8 * 64, LAG = 4, RING = 2 * LAG, CHUNK_BLOCKS = CHUNK_K / BLOCK };  // B_TILE: bytes of one block's B tile; LAG, RING: see row_tile
 
 // Palette 1's 64-byte configuration (Intel SDM, LDTILECFG).
 struct tile_config {
@@ -34,8 +34,8 @@ struct tile_config {
 };
 
 // Tiles: 0 and 1 A (`rows` x 32 bytes), 2 and 3 B (8 rows x 64 bytes), 4 to 7 C (`rows` x 16
-// i32): blocks take them in turn, so 4 blocks' products are in flight (one C tile goes from zero
-// through tdpbssd to memory: with 2 C tiles that chain, not the multiplier, set the pace).
+// i32): blocks take them in turn, so that 4 blocks' products can be in flight. One
+// configuration a call, or three where a call ends in a partial row tile.
 static inline void configure(int rows) {
   struct tile_config c __attribute__((aligned(64)));
   _mm512_store_si512((void *)&c, _mm512_setzero_si512());
@@ -62,6 +62,11 @@ static inline void to_b_tiles(strip_vector *strip, size_t blocks) {
   }
 }
 
+// tilestored naming what it writes: GCC's _tile_stored clobbers all memory, which made the
+// float accumulators of the block step go to the stack and back around every block.
+#define TILE_STORED(C, buf) \
+  __asm__ volatile("tilestored %%tmm" #C ", (%1,%2,1)" : "=m"(*(int32_t(*)[16 * 16])(buf)) : "r"(buf), "r"((long)64))
+
 // Block c's sums (of the chunk from k0) for the rows of x from `x` in A tile `A`, with B tile
 // `B`, into C tile `C`, stored to `buf` (16 i32 a row).
 #define BLOCK_SUMS(A, B, C, c, buf)                              \
@@ -70,12 +75,12 @@ static inline void to_b_tiles(strip_vector *strip, size_t blocks) {
     _tile_loadd(A, x + k0 + (c) * BLOCK, stride);                \
     _tile_loadd(B, (const int8_t *)strip + (c) * B_TILE, 64);    \
     _tile_dpbssd(C, A, B);                                       \
-    _tile_stored(C, buf, 64);                                    \
+    TILE_STORED(C, buf);                                         \
   } while (0)
 
 // acc[i] += block c's sums of row i (buf) times the group scales `sg` times row i's block scale
-// (dx[i * CHUNK_BLOCKS + c]: one base and constant offsets, where rows of x apart took a
-// register each and spilled, 1.5x slower).
+// (dx[i * CHUNK_BLOCKS + c], copied together per row tile: one base register and constant
+// offsets; read where they lie in x's rows, each row's offset took a register, and they spilled).
 static inline __attribute__((always_inline)) void scale_block(__m512 *acc, const int32_t *buf, __m512 sg, const float *dx,
                                                               size_t c, const int tm) {
   for (int i = 0; i < tm; ++i) {
@@ -83,15 +88,6 @@ static inline __attribute__((always_inline)) void scale_block(__m512 *acc, const
     acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(buf + 16 * i))), _mm512_mul_ps(sg, d), acc[i]);
   }
 }
-
-// Step u (0..3) of the pipeline: block c's tile product (tiles A, B, C of step u), and the float
-// step of block c - LAG, whose sums were stored LAG products ago.
-#define PIPE_STEP(A, B, C, c)                                                                                    \
-  do {                                                                                                           \
-    if ((c) < blocks) BLOCK_SUMS(A, B, C, c, buf[(c) % RING]);                                                   \
-    if ((c) >= LAG && (c) - LAG < blocks)                                                                        \
-      scale_block(acc, buf[((c) - LAG) % RING], _mm512_load_ps(scales + ((c) - LAG) / per_group * STRIP), dx, (c) - LAG, tm); \
-  } while (0)
 
 // The sums of tm (<= 16, the rows the tiles are configured for) rows of x from `x` over the
 // chunk's blocks, software-pipelined: each block's tile product is issued LAG blocks before its
@@ -107,15 +103,28 @@ static inline __attribute__((always_inline)) void row_tile(const int8_t *x, size
       const __mmask16 live = blocks - c < 16 ? (__mmask16)((1u << (blocks - c)) - 1) : (__mmask16)0xFFFF;
       _mm512_mask_storeu_ps(dx + i * CHUNK_BLOCKS + c, live, _mm512_maskz_loadu_ps(live, (const float *)(x + i * stride + k) + k0 / BLOCK + c));
     }
-  int32_t buf[RING][16 * 16] __attribute__((aligned(64)));
+  int32_t buf[RING][16 * 16] __attribute__((aligned(64)));  // block c's sums in buf[c % RING]
   __m512 acc[16];
   for (int i = 0; i < tm; ++i) acc[i] = _mm512_setzero_ps();
-  for (size_t c = 0; c < blocks + LAG; c += 4) {
-    PIPE_STEP(0, 2, 4, c);
-    PIPE_STEP(1, 3, 5, c + 1);
-    PIPE_STEP(0, 2, 6, c + 2);
-    PIPE_STEP(1, 3, 7, c + 3);
+#define SCALE(c) scale_block(acc, buf[(c) % RING], _mm512_load_ps(scales + (c) / per_group * STRIP), dx, c, tm)
+  size_t c = 0;
+  for (; c < LAG && c < blocks; ++c) BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+  for (; c + 4 <= blocks; c += 4) {  // c - LAG: the block whose float step is due; C tiles in turn
+    BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+    SCALE(c - LAG);
+    BLOCK_SUMS(1, 3, 5, c + 1, buf[(c + 1) % RING]);
+    SCALE(c + 1 - LAG);
+    BLOCK_SUMS(0, 2, 6, c + 2, buf[(c + 2) % RING]);
+    SCALE(c + 2 - LAG);
+    BLOCK_SUMS(1, 3, 7, c + 3, buf[(c + 3) % RING]);
+    SCALE(c + 3 - LAG);
   }
+  for (; c < blocks; ++c) {
+    BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+    SCALE(c - LAG);
+  }
+  for (c = blocks > LAG ? blocks - LAG : 0; c < blocks; ++c) SCALE(c);
+#undef SCALE
   for (int i = 0; i < tm; ++i) {
     float out[STRIP];
     _mm512_storeu_ps(out, acc[i]);
@@ -146,6 +155,7 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
       const size_t kc = k - k0 < chunk ? k - k0 : chunk, blocks = kc / BLOCK;
       pack_strip(q, s, n_end, n0, k, group, k0, kc, strip, scales);
       to_b_tiles(strip, blocks);
+      __asm__ volatile("" ::: "memory");  // the B tiles are in memory before a tile load reads them (it names no memory)
       const int8_t *x = xq + m_begin * stride;
       float *out_y = y + m_begin * n + n0;
       for (size_t r = 0; r < full; r += 16)
