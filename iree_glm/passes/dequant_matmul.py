@@ -756,7 +756,7 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
     measured tile sizes (see `_decode_cpu_config`). `int8_activations`: "prefill" makes int8
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
-    matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
+    matmul, "none" none. `kernel`: the int4 kernels' object (int4_kernel.build_object):
     int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
     (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
     matmuls `int8_activations` asks for. `glue`: a dict to count in; the kernels' quantization

@@ -26,25 +26,14 @@
 // it unpacks each strip of weights once for all of them.
 enum { AMX_MAX_ROWS = 256, B_TILE = 8 * 64, LAG = 4, RING = 2 * LAG, CHUNK_BLOCKS = CHUNK_K / BLOCK };  // B_TILE: bytes of one block's B tile; LAG, RING: see row_tile
 
-// Palette 1's 64-byte configuration (Intel SDM, LDTILECFG).
-struct tile_config {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+#include "tile_config.h"
 
 // Tiles: 0 and 1 A (`rows` x 32 bytes), 2 and 3 B (8 rows x 64 bytes), 4 to 7 C (`rows` x 16
 // i32): blocks take them in turn, so that 4 blocks' products can be in flight. One
 // configuration a call, or three where a call ends in a partial row tile.
 static inline void configure(int rows) {
-  struct tile_config c __attribute__((aligned(64)));
-  _mm512_store_si512((void *)&c, _mm512_setzero_si512());
-  c.palette = 1;
-  for (int t = 0; t < 8; ++t) {
-    c.rows[t] = (uint8_t)(t == 2 || t == 3 ? 8 : rows);
-    c.colsb[t] = (uint16_t)(t < 2 ? BLOCK : 64);
-  }
-  _tile_loadconfig(&c);
+  const int shape_rows[8] = {rows, rows, 8, 8, rows, rows, rows, rows}, colsb[8] = {BLOCK, BLOCK, 64, 64, 64, 64, 64, 64};
+  load_tile_config(shape_rows, colsb);
 }
 
 // pack_strip's vectors of a block (2p: the low nibbles of bytes 4p..4p+3, k 4p..4p+3 of x's
@@ -132,17 +121,11 @@ static inline __attribute__((always_inline)) void row_tile(const int8_t *x, size
   }
 }
 
-// y[m, n] for rows m_begin..m_end of x (at most AMX_MAX_ROWS; rows of
-// iree_glm_int4_quantize_workgroup's output) and weight rows n_begin..n_end, a strip of STRIP
-// weight rows and a chunk of K at a time.
-void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
-                                    MEMREF(float, y), size_t m, size_t n, size_t k, size_t group,
-                                    size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
-  MEMREF_START(xq); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
-  if (n_end > n) n_end = n;
-  if (m_end > m) m_end = m;
-  if (m_end > m_begin + AMX_MAX_ROWS) m_end = m_begin + AMX_MAX_ROWS;
-  if (m_end <= m_begin || n_end <= n_begin) return;
+// Rows m_begin..m_end of x (1..AMX_MAX_ROWS) x weight rows n_begin..n_end, a strip of STRIP
+// weight rows and a chunk of K at a time (../int4_matmul.h's iree_glm_int4_matmul_workgroup
+// clamps the ranges and calls this).
+static void matmul_rows(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
+                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
   const size_t stride = xq_row_bytes(k), per_group = group / BLOCK;
   const size_t chunk = CHUNK_K / group * group;  // whole groups, the AVX-512 kernel's chunks
   const size_t rows = m_end - m_begin, full = rows / 16 * 16, tail = rows - full;
@@ -167,3 +150,7 @@ void iree_glm_int4_matmul_workgroup(MEMREF(const int8_t, xq), MEMREF(const int8_
   }
   _tile_release();
 }
+
+#define IREE_GLM_INT4_OWN_DRIVER
+#define IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS
+#include "../int4_matmul.h"
