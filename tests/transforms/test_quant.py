@@ -112,7 +112,7 @@ def _host_set():
 
 def _ours(kernel: str, **extra) -> dict:
     """The manifest's KernelChoice for `kernel` on the host's kernel set (the set holding its code:
-    the AMX set's int4 is the AVX-512 set's), with `extra` fields."""
+    the AMX set's attention is the AVX2 set's), with `extra` fields."""
     s = _host_set().provider(kernel)
     return {"kernel": s.short, "kernel_set": s.name, "features": list(s.features), **extra}
 
