@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from iree_glm.bundle.manifest import ModuleEntry, PlanEntry, StageEntry
-from iree_glm.compiler.iree_compile import compile_mlir
+from iree_glm.compiler.iree_compile import CompileError, compile_mlir
 from iree_glm.compiler.target import device_target
 from iree_glm.export.stages import StageSpec
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -114,7 +114,11 @@ def compile_decode_modules(mlir_path: Path, pp: PhasePlan, profile: Profile, fol
         mappable = ("--iree-hal-external-resources-mappable",) if target.backend == "vulkan-spirv" else ()
         file = decode_module_file(device.name)
         pipeline = PassPipeline([DequantMatmulPass(quantized_matmuls)] if quantized_matmuls else [])
-        compiled = compile_mlir(mlir_path, folder / file, target, (*mappable, *extra_flags), log, pipeline)
+        try:
+            compiled = compile_mlir(mlir_path, folder / file, target, (*mappable, *extra_flags), log, pipeline)
+        except CompileError as e:  # an extra plan: the bundle's own plans stand without it
+            progress(f"plan {decode_plan_name(device.name)}: not carried, its module does not compile: {e}")
+            continue
         modules.append(ModuleEntry(file, device.name, target.backend, target.driver, compiled.flags))
         files[device.name] = file
     return modules, files

@@ -29,3 +29,19 @@ def test_no_split_is_one_plan():
     pp = plan_phases(CFG, profile, "f16")
     assert not pp.split and why_not_run(pp, True, "f16", True) is None
     assert [p.name for p in plan_entries(pp, profile, None)] == [ONE]
+
+
+def test_a_decode_option_with_a_module_becomes_a_plan():
+    from iree_glm.compiler.phases import why_no_decode_modules
+
+    from ..planner.test_phases import _pair
+
+    profile = _pair(gpu_power=2.0, gpu_bw=10.0)
+    pp = plan_phases(CFG, profile, "f16")
+    assert [p.name for p in plan_entries(pp, profile, None)] == [ONE]  # no module built: no plan
+    one, low = plan_entries(pp, profile, None, {"gpu": "decode-gpu.vmfb"})
+    assert (low.name, low.decode_module, low.decode_device) == ("decode-gpu", "decode-gpu.vmfb", "gpu")
+    assert low.prefill_stages is None and low.power_w < one.power_w and low.decode_ms > one.decode_ms
+    assert why_no_decode_modules(pp, False, "f32", "f32", False) is None
+    assert "multi-device" in why_no_decode_modules(pp, True, "f32", "f32", False)
+    assert "f32 only" in why_no_decode_modules(pp, False, "f16", "f32", False)
