@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +41,11 @@ def cpu_model() -> str:
 
 
 def write_profile(path: Path) -> None:
-    """host-cpu-vulkan with a CPU declared slow at matmuls and lavapipe declared fast but call-heavy."""
+    """host-cpu-vulkan with a CPU declared slow at matmuls and lavapipe declared fast but call-heavy and frugal."""
     sys.path.insert(0, str(ROOT))
-    from tests.helpers import PROFILES, write_profile as write
+    from tests.helpers import declared_lavapipe_profile
 
-    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
-    data["name"] = "plans-bench"
-    data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, attention_gflops=1.0)
-    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
-                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0, active_power_w=3.0)
-    write(path, data)
+    declared_lavapipe_profile(path, "plans-bench", 3.0, slow_cpu=True)
 
 
 def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) -> dict:
@@ -131,7 +125,8 @@ def switch_child(bundle: Path, prompt: int, runs: int, steps: int) -> dict:
                 times.append(time.perf_counter() - t)
                 pos += 1
             if plan is not None:
-                rows[leg].append((times[0], s.kv_moves.last_seconds, statistics.median(times[1:]), s.kv_moves.history[-1][2]))
+                _, _, nbytes, seconds = s.kv_moves.history[-1]
+                rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes))
         tokens = got
     out = {"plan": other, "tokens": tokens}
     for leg, xs in rows.items():
@@ -221,7 +216,7 @@ def main() -> int:
         for leg, label in (("there", f"main -> {sw['plan']}"), ("back", f"{sw['plan']} -> main")):
             r = sw[leg]
             extra = r["first_step_ms"] - r["step_ms"]
-            print(f"switch between decode devices {label} at position {n}: KV move {r['move_ms']:.2f} ms ({r['bytes'] / 2**20:.2f} MiB), "
+            print(f"switch between decode devices {label} after a {n}-token prompt: KV move {r['move_ms']:.2f} ms ({r['bytes'] / 2**20:.2f} MiB), "
                   f"first step {r['first_step_ms']:.2f} ms against {r['step_ms']:.2f} ms per later step: the switch costs "
                   f"{extra:.2f} ms, against one step + the {n}-token hand-off {r['step_ms'] + handoff:.2f} ms "
                   f"(ratio {extra / (r['step_ms'] + handoff):.2f})")

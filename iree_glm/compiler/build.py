@@ -178,7 +178,8 @@ def build_bundle(
             if not_split:
                 progress(f"phase plan: prefill elsewhere would be faster, but {not_split}")
             prefill_specs = phases.prefill_specs(phase_plan) if phase_plan.split and not not_split else []
-            no_decode_modules = phases.why_no_decode_modules(phase_plan, bool(stages), dtype, compute, opts.sparse_attention is not None)
+            no_decode_modules = phases.why_no_decode_modules(phase_plan, bool(stages), dtype, compute, opts.sparse_attention is not None,
+                                                             opts.quant.mode)
             if no_decode_modules:
                 progress(f"decode options ({', '.join(o.device for o in phase_plan.decode_options)}): {no_decode_modules}")
             if prefill_specs and compute != "f32":  # the other device's prefill module would multiply in f32

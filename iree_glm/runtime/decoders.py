@@ -37,8 +37,12 @@ class DecodeModule:
 class MoveStats:
     """KV caches moved between decode devices (for reports and tools/phase_split_bench.py)."""
 
-    moves: int = 0
-    seconds: float = 0.0
-    bytes: int = 0
-    last_seconds: float = 0.0
     history: list[tuple[str, str, int, float]] = field(default_factory=list)  # (from, to, bytes, seconds)
+
+    @property
+    def moves(self) -> int:
+        return len(self.history)
+
+    @property
+    def seconds(self) -> float:
+        return sum(h[3] for h in self.history)

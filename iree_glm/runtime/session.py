@@ -179,10 +179,7 @@ class Session:
         source = cache.device_name
         t = time.perf_counter()
         nbytes = cache.move_to(self._decoder.device, self._decoder.upload)
-        seconds = time.perf_counter() - t
-        m = self.kv_moves
-        m.moves, m.seconds, m.bytes, m.last_seconds = m.moves + 1, m.seconds + seconds, m.bytes + nbytes, seconds
-        m.history.append((source, self._decoder.device_name, nbytes, seconds))
+        self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
         cache.device_name = self._decoder.device_name
 
     @classmethod

@@ -10,19 +10,16 @@ batching engine. lavapipe is slow and flaky under load, so one session serves ev
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from iree_glm.bundle.manifest import read_manifest
-from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.errors import RequestError
 from iree_glm.runtime.devices import driver_available
 
-from ..helpers import PROFILES, write_profile
+from ..helpers import declared_lavapipe_bundle, greedy_reference
 
-CONTEXT = 128
 PROMPT = [5, 17, 99, 3, 42, 7, 11, 200, 3, 57]
 OTHER = [11, 200, 3, 57, 91, 4, 8, 150] * 4
 NEW = 10
@@ -32,23 +29,12 @@ pytestmark = pytest.mark.skipif(not driver_available("vulkan"), reason="no Vulka
 
 @pytest.fixture(scope="module")
 def switch_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
-    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
-    data["name"] = "decode-switch-test"
-    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
-                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0, active_power_w=3.0)
-    profile = tmp_path_factory.mktemp("profiles") / "decode-switch.toml"
-    write_profile(profile, data)
-    out = tmp_path_factory.mktemp("bundles") / "decode-switch"
-    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=CONTEXT, profile=str(profile), decode_batch_sizes=(1, 2)))
-    return out
+    return declared_lavapipe_bundle(glm4_checkpoint[0], tmp_path_factory, "decode-switch-test", 3.0, slow_cpu=False)
 
 
 @pytest.fixture(scope="module")
 def reference(glm4_bundle) -> dict:
-    from iree_glm.runtime import Session
-
-    s = Session.load(glm4_bundle)
-    return {tuple(p): s.generate(p, max_new_tokens=NEW).generated_ids for p in (PROMPT, OTHER)}
+    return greedy_reference(glm4_bundle, (PROMPT, OTHER), NEW)
 
 
 @pytest.fixture(scope="module")
