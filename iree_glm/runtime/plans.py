@@ -55,7 +55,7 @@ class PlanSet:
             warnings.warn(f"plan '{first}' cannot run: {self.unavailable[first]}; using plan '{usable[0]}' "
                           f"(prefill on {self.prefill_where(usable[0])})", PlanFallbackWarning, stacklevel=3)
         self.current = usable[0]
-        session._switch_decoder(self.decoders[self.current])
+        session._decoder = self.decoders[self.current]  # no device call yet: nothing to order
         if plan is not None:
             self.use(plan)
 

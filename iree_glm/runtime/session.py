@@ -167,11 +167,6 @@ class Session:
     def _fns(self) -> dict:
         return self._decoder.fns
 
-    def _switch_decoder(self, decoder: DecodeModule) -> None:
-        """Decode on `decoder` from the next device call on (each KV cache follows at its next call)."""
-        with self._lock:
-            self._decoder = decoder
-
     def _ready(self, cache: KVCache) -> None:
         """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
         if cache.device is self._decoder.device or cache.device is None:

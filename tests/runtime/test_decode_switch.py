@@ -16,6 +16,7 @@ import pytest
 
 from iree_glm.bundle.manifest import read_manifest
 from iree_glm.errors import RequestError
+from iree_glm.planner.report import plans_report
 from iree_glm.runtime.devices import driver_available
 
 from ..helpers import declared_lavapipe_bundle, greedy_reference
@@ -54,6 +55,8 @@ def test_the_bundle_carries_a_plan_decoding_on_lavapipe(switch_bundle):
     assert {mod.file: mod.driver for mod in m.modules} == {"model.vmfb": "local-task", "decode-lavapipe.vmfb": "vulkan"}
     assert low.power_w < one.power_w and low.decode_ms > one.decode_ms  # the power-saving plan
     assert "draws less" in low.reasons[0]
+    text = plans_report(m.options.plans)
+    assert "decode-lavapipe: prefill on the decode placement" in text and "decode on lavapipe (decode-lavapipe.vmfb" in text
 
 
 def _switching(session, prompt: list[int], at: dict[int, str]) -> tuple[list[int], int]:
