@@ -167,6 +167,10 @@ class Session:
     def _fns(self) -> dict:
         return self._decoder.fns
 
+    @_fns.setter
+    def _fns(self, fns: dict) -> None:  # tests and tools wrap entry points
+        self._decoder.fns = fns
+
     def _ready(self, cache: KVCache) -> None:
         """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
         if cache.device is self._decoder.device or cache.device is None:
