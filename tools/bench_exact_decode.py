@@ -36,7 +36,7 @@ def _child(bundle: str, variant: str, prompt_len: int, tokens: int, threads: int
     session = Session.load(bundle, verify=False)
     exact = session.exact_verify_rows
     if variant == "decode":
-        session.exact_verify_rows = 0  # the `decode` function, as before exact rows
+        session._exact_rows = 0  # the `decode` function, as before exact rows
     vocab = session.config.vocab_size
     prompt = [(i * 104729 + 7) % vocab for i in range(1, prompt_len + 1)]
     cache = session.new_cache(1)

@@ -100,10 +100,7 @@ class Session:
         self.max_context = manifest.max_context  # longest conversation (positions)
         self.sliding_window = sliding_window(manifest)
         self.cache_slots = manifest.options.kv_cache_slots  # KV positions per row
-        # Rows a verify call may check with each row bit for bit a one-row call (0: none); where
-        # set, one-row decode steps are one-row verify calls, so checked draft tokens are
-        # exactly what plain decoding would choose (docs/speculative.md, "Exactness").
-        self.exact_verify_rows = next((ep.exact_rows or 0 for ep in manifest.entry_points if ep.name == VERIFY), 0)
+        self._exact_rows = next((ep.exact_rows or 0 for ep in manifest.entry_points if ep.name == VERIFY), 0)
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self.cache_dtype = numpy_dtype(manifest.options.activation_dtype)  # the KV cache's element type
@@ -174,6 +171,14 @@ class Session:
     @_fns.setter
     def _fns(self, fns: dict) -> None:  # tests and tools wrap entry points
         self._decoder.fns = fns
+
+    @property
+    def exact_verify_rows(self) -> int:
+        """Rows a verify call may check with each row bit for bit a one-row call (0: none); where
+        set, one-row decode steps are one-row verify calls, so checked draft tokens are exactly
+        what plain decoding would choose (docs/speculative.md, "Exactness"). The main module's
+        only: the build derived it from that module's code, not from a plan's other device's."""
+        return self._exact_rows if self._decoder is self._main else 0
 
     def _ready(self, cache: KVCache) -> None:
         """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
