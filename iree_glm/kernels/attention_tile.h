@@ -40,7 +40,7 @@
 // (base, aligned base, offset, size, stride).
 //
 // What the including file defines first (the scores and mask are kept in base 2: softmax by exp2):
-//   vf, VW          a vector of VW floats (VW divides ROWS); TW: the transposes' block (divides 8 and VW)
+//   vf, VW          (macros) a vector type of VW floats (VW divides ROWS); TW: the transposes' block (divides 8 and VW)
 //   vf_zero() vf_set1(s) vf_bcast(const float *) vf_load(p) (aligned) vf_store(p, x)
 //   vf_add vf_sub vf_mul vf_div vf_max, vf_fma(a, b, c) = a * b + c
 //   vf_exp2(x)      2^x, exactly 0 below -126 and for -inf
@@ -50,17 +50,20 @@
 //   add_mask_rows(mr, j0, keys, st)  st[j * ROWS + i] += LOG2E * mr[i][j0 + j], i < VW, j < keys
 //   mask_bits8(p, &seen, &nz)  bit i: p[i] != -inf (seen), p[i] != 0 (nz), i < 8; NaN counts as both
 //   NK1 .. NK<ROWS / VW>: the keys (or output columns) per FMA step for that many vectors of rows
+//   (and NK_MAX where one is above 8)
 
-#ifndef IREE_GLM_ATTENTION_TILE_H_
-#define IREE_GLM_ATTENTION_TILE_H_
+//   ATTENTION_ENTRY (optional): the entry's name, then static (a file holding two vector widths
+//   includes this header once per width, e.g. the AVX-512 set's); default iree_glm_attention_workgroup.
+// All of these are undefined at the end of the header.
+
+#ifndef IREE_GLM_ATTENTION_TILE_ONCE_
+#define IREE_GLM_ATTENTION_TILE_ONCE_
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "attention_layout.h"
 #include "memref.h"
-
-enum { VECS = ROWS / VW, NK_MAX = 8 };
 
 #ifdef IREE_GLM_ATTENTION_PROBE
 size_t iree_glm_attention_blocks_read, iree_glm_attention_blocks_computed;
@@ -69,62 +72,11 @@ size_t iree_glm_attention_blocks_read, iree_glm_attention_blocks_computed;
 #define PROBE_COUNT(counter) ((void)0)
 #endif
 
-// The one FMA loop of both products, on nk x nv accumulators of VW lanes (nk, nv constants
-// after inlining): out[i][VW v..) (+)= sum_t x[t * xs + i * xi] * y[t * ROWS + VW v..].
-// Scores: x = keys (xi = d), y = q^T, t over d. Outputs: x = v (xs = e), y = p^T, t over keys.
-// One broadcast live at a time; the NK tables keep the accumulators within the register file and
-// enough of them to hide the FMA latency. With `top`, also top[v] = max(top[v], the tile's
-// outputs) (the scores' running max, while still in registers).
-static inline __attribute__((always_inline)) void fma_tile(const float *x, size_t xs, size_t xi, const float *y, size_t len,
-                                                           float *out, int accumulate, vf *top, const int nk, const int nv) {
-  vf a[NK_MAX][VECS];
-  for (int i = 0; i < nk; ++i)
-    for (int v = 0; v < nv; ++v) a[i][v] = accumulate ? vf_load(out + i * ROWS + VW * v) : vf_zero();
-  for (size_t t = 0; t < len; ++t) {
-    for (int i = 0; i < nk; ++i) {
-      const vf b = vf_bcast(x + t * xs + i * xi);
-      for (int v = 0; v < nv; ++v) a[i][v] = vf_fma(b, vf_load(y + t * ROWS + VW * v), a[i][v]);
-    }
-  }
-  for (int i = 0; i < nk; ++i)
-    for (int v = 0; v < nv; ++v) {
-      vf_store(out + i * ROWS + VW * v, a[i][v]);
-      if (top) top[v] = vf_max(top[v], a[i][v]);
-    }
-}
-
-// fma_tile over `count` outputs, NK at a time, the rest 2 and 1 at a time (a lone output has
-// too few accumulators to hide the FMA latency: a remainder of 1 after NK = 3 is taken as 2 + 2).
-#define FMA_TILES(NK, NV)                                                                                         \
-  do {                                                                                                            \
-    size_t i = 0, full = count / NK;                                                                              \
-    if (NK == 3 && count % NK == 1 && full > 0) --full;                                                           \
-    for (; full > 0; --full, i += NK) {                                                                           \
-      for (size_t p = 0; pf && p < NK * pf_row; p += 16) __builtin_prefetch(pf + i * pf_row + p, 0, 3);          \
-      fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, NK, NV);                             \
-    }                                                                                                             \
-    for (; i + 2 <= count; i += 2) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 2, NV);   \
-    if (i < count) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 1, NV);                   \
-  } while (0)
-
-static inline __attribute__((always_inline)) void fma_tiles(const float *x, size_t xs, size_t xi, const float *y,
-                                                            size_t len, float *out, int accumulate, vf *top,
-                                                            const float *pf, size_t pf_row, size_t count, int nv) {
-  switch (nv) {  // few rows (decode: the query heads of one KV head) take more outputs per step
-#if VW <= 4  // (the preprocessor's VECS: ROWS = 32)
-    case 5: FMA_TILES(NK5, 5); break;
-    case 6: FMA_TILES(NK6, 6); break;
-    case 7: FMA_TILES(NK7, 7); break;
-    case 8: FMA_TILES(NK8, 8); break;
-#endif
-#if VW <= 8
-    case 3: FMA_TILES(NK3, 3); break;
-    case 4: FMA_TILES(NK4, 4); break;
-#endif
-    case 2: FMA_TILES(NK2, 2); break;
-    default: FMA_TILES(NK1, 1); break;
-  }
-}
+#define TILE_CAT_(a, b) a##b
+#define TILE_CAT(a, b) TILE_CAT_(a, b)
+#define fma_tile TILE_CAT(fma_tile_, VW)  // one of each per vector width
+#define fma_tiles TILE_CAT(fma_tiles_, VW)
+#define VECS (ROWS / VW)
 
 // The last key a mask row `mr` of the block-sparse pattern sees (its query's position p, the
 // keys being causal), or -1 if none. Within [global_, n) the row sees the interval
@@ -165,15 +117,85 @@ static void scan_block_mask(const float *const *mrow, size_t rows, size_t j0, si
   *nonzero = nz0;
 }
 
+#endif  // IREE_GLM_ATTENTION_TILE_ONCE_
+
+#ifndef NK_MAX
+#define NK_MAX 8  // the largest NK a set's table names
+#endif
+
+// The one FMA loop of both products, on nk x nv accumulators of VW lanes (nk, nv constants
+// after inlining): out[i][VW v..) (+)= sum_t x[t * xs + i * xi] * y[t * ROWS + VW v..].
+// Scores: x = keys (xi = d), y = q^T, t over d. Outputs: x = v (xs = e), y = p^T, t over keys.
+// One broadcast live at a time; the NK tables keep the accumulators within the register file and
+// enough of them to hide the FMA latency. With `top`, also top[v] = max(top[v], the tile's
+// outputs) (the scores' running max, while still in registers).
+static inline __attribute__((always_inline)) void fma_tile(const float *x, size_t xs, size_t xi, const float *y, size_t len,
+                                                           float *out, int accumulate, vf *top, const int nk, const int nv) {
+  vf a[NK_MAX * VECS];  // a[i * nv + v]: flat, so that GCC keeps it in registers (as [NK_MAX][VECS] it
+                        // stored every accumulator to the stack at each step)
+  for (int i = 0; i < nk; ++i)
+    for (int v = 0; v < nv; ++v) a[i * nv + v] = accumulate ? vf_load(out + i * ROWS + VW * v) : vf_zero();
+  for (size_t t = 0; t < len; ++t) {
+    for (int i = 0; i < nk; ++i) {
+      const vf b = vf_bcast(x + t * xs + i * xi);
+      for (int v = 0; v < nv; ++v) a[i * nv + v] = vf_fma(b, vf_load(y + t * ROWS + VW * v), a[i * nv + v]);
+    }
+  }
+  for (int i = 0; i < nk; ++i)
+    for (int v = 0; v < nv; ++v) {
+      vf_store(out + i * ROWS + VW * v, a[i * nv + v]);
+      if (top) top[v] = vf_max(top[v], a[i * nv + v]);
+    }
+}
+
+// fma_tile over `count` outputs, NK at a time, the rest 2 and 1 at a time (a lone output has
+// too few accumulators to hide the FMA latency: a remainder of 1 after NK = 3 is taken as 2 + 2).
+#define FMA_TILES(NK, NV)                                                                                         \
+  do {                                                                                                            \
+    size_t i = 0, full = count / NK;                                                                              \
+    if (NK == 3 && count % NK == 1 && full > 0) --full;                                                           \
+    for (; full > 0; --full, i += NK) {                                                                           \
+      for (size_t p = 0; pf && p < NK * pf_row; p += 16) __builtin_prefetch(pf + i * pf_row + p, 0, 3);          \
+      fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, NK, NV);                             \
+    }                                                                                                             \
+    for (; i + 2 <= count; i += 2) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 2, NV);   \
+    if (i < count) fma_tile(x + i * xi, xs, xi, y, len, out + i * ROWS, accumulate, top, 1, NV);                   \
+  } while (0)
+
+static inline __attribute__((always_inline)) void fma_tiles(const float *x, size_t xs, size_t xi, const float *y,
+                                                            size_t len, float *out, int accumulate, vf *top,
+                                                            const float *pf, size_t pf_row, size_t count, int nv) {
+  switch (nv) {  // few rows (decode: the query heads of one KV head) take more outputs per step
+#if VW <= 4  // VECS > 4 (the preprocessor cannot read ROWS, an enum)
+    case 5: FMA_TILES(NK5, 5); break;
+    case 6: FMA_TILES(NK6, 6); break;
+    case 7: FMA_TILES(NK7, 7); break;
+    case 8: FMA_TILES(NK8, 8); break;
+#endif
+#if VW <= 8  // VECS > 2
+    case 3: FMA_TILES(NK3, 3); break;
+    case 4: FMA_TILES(NK4, 4); break;
+#endif
+    case 2: FMA_TILES(NK2, 2); break;
+    default: FMA_TILES(NK1, 1); break;
+  }
+}
+
 // Rows row_begin .. row_begin + ROWS (clipped to m) of head `head`. d: q/k width, e: v/out
 // width, both multiples of 8 and <= MAX_D (the pass checks). Layouts on the stack are
 // row-minor (q^T, scores^T, out^T: [.][ROWS]) so that a vector holds VW query rows: the
 // running max / sum and the rescaling of the outputs are lane-wise, and both products are
 // FMAs of broadcast k / v elements with vectors of rows.
-void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
-                                  MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
-                                  size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
-                                  size_t row_begin, size_t local, size_t global_) {
+#ifdef ATTENTION_ENTRY
+#define ATTENTION_LINKAGE static
+#else
+#define ATTENTION_ENTRY iree_glm_attention_workgroup
+#define ATTENTION_LINKAGE
+#endif
+ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
+                                     MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
+                                     size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
+                                     size_t row_begin, size_t local, size_t global_) {
   MEMREF_START(q); MEMREF_START(k); MEMREF_START(v); MEMREF_START(mask); MEMREF_START(out);
   if (row_begin >= m) return;
   const size_t rows = m - row_begin < ROWS ? m - row_begin : ROWS;
@@ -282,4 +304,33 @@ void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k)
   }
 }
 
-#endif  // IREE_GLM_ATTENTION_TILE_H_
+#undef ATTENTION_ENTRY
+#undef ATTENTION_LINKAGE
+#undef NK_MAX
+#undef FMA_TILES
+#undef vf
+#undef VW
+#undef TW
+#undef vf_zero
+#undef vf_set1
+#undef vf_bcast
+#undef vf_load
+#undef vf_store
+#undef vf_add
+#undef vf_sub
+#undef vf_mul
+#undef vf_div
+#undef vf_max
+#undef vf_fma
+#undef vf_exp2
+#undef vf_differs
+#undef vf_ninf_to_zero
+#undef add_mask_rows
+#undef NK1
+#undef NK2
+#undef NK3
+#undef NK4
+#undef NK5
+#undef NK6
+#undef NK7
+#undef NK8

@@ -16,7 +16,7 @@
 
 #include "../attention_layout.h"
 
-typedef float32x4_t vf;
+#define vf float32x4_t
 #define VW 4
 #define TW 4
 #define vf_zero() vdupq_n_f32(0.0f)
@@ -34,7 +34,14 @@ typedef float32x4_t vf;
 #define vf_differs(a, b) (vminvq_u32(vceqq_f32(a, b)) == 0)
 #define vf_ninf_to_zero(x) \
   vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), vceqq_f32(x, vdupq_n_f32(-__builtin_inff()))))
-enum { NK1 = 8, NK2 = 8, NK3 = 6, NK4 = 5, NK5 = 4, NK6 = 3, NK7 = 3, NK8 = 2 };
+#define NK1 8
+#define NK2 8
+#define NK3 6
+#define NK4 5
+#define NK5 4
+#define NK6 3
+#define NK7 3
+#define NK8 2
 
 // 2^x: the AVX2 kernel's degree-5 fit (relative error ~2.3e-7), exactly 0 below -126 and for -inf.
 static inline float32x4_t exp2_128(float32x4_t x) {

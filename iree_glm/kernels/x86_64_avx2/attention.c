@@ -9,7 +9,7 @@
 
 #include "attention_avx2.h"
 
-typedef __m256 vf;
+#define vf __m256
 #define VW 8
 #define TW 8
 #define vf_zero() _mm256_setzero_ps()
@@ -27,6 +27,9 @@ typedef __m256 vf;
 #define vf_differs(a, b) _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_NEQ_UQ))
 #define vf_ninf_to_zero(x) _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-__builtin_inff()), _CMP_EQ_OQ), x)
 #define add_mask_rows add_mask_rows8
-enum { NK1 = 8, NK2 = 6, NK3 = 4, NK4 = 3 };
+#define NK1 8
+#define NK2 6
+#define NK3 4
+#define NK4 3
 
 #include "../attention_tile.h"
