@@ -43,11 +43,13 @@
 //   vf, VW          (macros) a vector type of VW floats (VW divides ROWS); TW: the transposes' block (divides 8 and VW)
 //   vf_zero() vf_set1(s) vf_bcast(const float *) vf_load(p) (aligned) vf_store(p, x)
 //   vf_add vf_sub vf_mul vf_div vf_max, vf_fma(a, b, c) = a * b + c
-//   vf_exp2(x)      2^x, exactly 0 below -126 and for -inf
+//   vf_min, vf_round(x) (to nearest), vf_pow2_scale(y, n, x): y * 2^n (n integral, added to the
+//                   exponent bits), 0 in the lanes where x < -126 (exp2's last step)
 //   vf_differs(a, b)  some lane has a != b (NaN differs)
 //   vf_ninf_to_zero(x)  x with its -inf lanes 0
-//   transpose_scaled(src, ss, dst, ds, f)  dst[j * ds + i] = src[i * ss + j] * f[j], i, j < TW
-//   add_mask_rows(mr, j0, keys, st)  st[j * ROWS + i] += LOG2E * mr[i][j0 + j], i < VW, j < keys
+//   tv: a vector of TW floats (the transposes'), tv_loadu tv_storeu tv_mul tv_fma tv_set1, and
+//   transpose_regs(r, t): t[j] lane i = r[i] lane j (TW x TW); defined by the first inclusion of
+//   a file (the transposes are shared by its vector widths)
 //   mask_bits8(p, &seen, &nz)  bit i: p[i] != -inf (seen), p[i] != 0 (nz), i < 8; NaN counts as both
 //   NK1 .. NK<ROWS / VW>: the keys (or output columns) per FMA step for that many vectors of rows
 //   (and NK_MAX where one is above 8)
@@ -76,7 +78,26 @@ size_t iree_glm_attention_blocks_read, iree_glm_attention_blocks_computed;
 #define TILE_CAT(a, b) TILE_CAT_(a, b)
 #define fma_tile TILE_CAT(fma_tile_, VW)  // one of each per vector width
 #define fma_tiles TILE_CAT(fma_tiles_, VW)
+#define vf_exp2 TILE_CAT(exp2_, VW)
+#define add_mask_rows TILE_CAT(add_mask_rows_, VW)
 #define VECS (ROWS / VW)
+
+// TW x TW floats, transposed in registers and scaled: dst[j * ds + i] = src[i * ss + j] * f[j].
+static inline void transpose_scaled(const float *src, size_t ss, float *dst, size_t ds, const float *f) {
+  tv r[TW], t[TW];
+  const tv fv = tv_loadu(f);
+  for (int i = 0; i < TW; ++i) r[i] = tv_mul(tv_loadu(src + i * ss), fv);
+  transpose_regs(r, t);
+  for (int i = 0; i < TW; ++i) tv_storeu(dst + i * ds, t[i]);
+}
+
+// st[k * ROWS + i] += log2(e) x mr[i][j + k], i, k < TW: the mask of TW rows, transposed in registers.
+static inline void add_mask_block(const float *const *mr, size_t j, float *st) {
+  tv r[TW], t[TW];
+  for (int i = 0; i < TW; ++i) r[i] = tv_loadu(mr[i] + j);
+  transpose_regs(r, t);
+  for (int i = 0; i < TW; ++i) tv_storeu(st + i * ROWS, tv_fma(t[i], tv_set1(LOG2E), tv_loadu(st + i * ROWS)));
+}
 
 // The last key a mask row `mr` of the block-sparse pattern sees (its query's position p, the
 // keys being causal), or -1 if none. Within [global_, n) the row sees the interval
@@ -122,6 +143,34 @@ static void scan_block_mask(const float *const *mrow, size_t rows, size_t j0, si
 #ifndef NK_MAX
 #define NK_MAX 8  // the largest NK a set's table names
 #endif
+
+// 2^x, relative error ~2.3e-7 (a degree-5 fit of 2^f on [-0.5, 0.5], Horner); exactly 0 below
+// -126 (and for -inf). The kernel works in base 2 (scores pre-scaled by log2(e)): 5 FMAs a
+// vector here against 11 multiplies / FMAs of a natural-base expf, which shared the FMA units
+// with the products themselves.
+static inline vf vf_exp2(vf x) {
+  const vf xc = vf_min(vf_max(x, vf_set1(-126.0f)), vf_set1(127.0f));
+  const vf n = vf_round(xc), f = vf_sub(xc, n);
+  vf y = vf_fma(vf_set1(1.327647129073739e-3f), f, vf_set1(9.675540961325169e-3f));
+  y = vf_fma(y, f, vf_set1(5.550713092088699e-2f));
+  y = vf_fma(y, f, vf_set1(2.4022120237350464e-1f));
+  y = vf_fma(y, f, vf_set1(6.931469440460205e-1f));
+  y = vf_fma(y, f, vf_set1(1.0000001192092896f));
+  return vf_pow2_scale(y, n, x);  // y in [0.7, 1.42], n in [-126, 127]: stays normal
+}
+
+// st[j][0..VW) += log2(e) x the mask of VW rows (own mask rows mr[0..VW)) at keys j0 + j, j < keys:
+// TW x TW blocks transposed in registers, the last keys % TW one at a time.
+static void add_mask_rows(const float *const *mr, size_t j0, size_t keys, float *st) {
+  size_t j = 0;
+  for (; j + TW <= keys; j += TW)
+    for (int h = 0; h < VW; h += TW) add_mask_block(mr + h, j0 + j, st + j * ROWS + h);
+  for (; j < keys; ++j) {
+    float m[VW] __attribute__((aligned(64)));
+    for (int i = 0; i < VW; ++i) m[i] = mr[i][j0 + j];
+    vf_store(st + j * ROWS, vf_fma(vf_load(m), vf_set1(LOG2E), vf_load(st + j * ROWS)));
+  }
+}
 
 // The one FMA loop of both products, on nk x nv accumulators of VW lanes (nk, nv constants
 // after inlining): out[i][VW v..) (+)= sum_t x[t * xs + i * xi] * y[t * ROWS + VW v..].
@@ -310,7 +359,6 @@ ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const floa
 #undef FMA_TILES
 #undef vf
 #undef VW
-#undef TW
 #undef vf_zero
 #undef vf_set1
 #undef vf_bcast
@@ -322,10 +370,14 @@ ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const floa
 #undef vf_div
 #undef vf_max
 #undef vf_fma
-#undef vf_exp2
+#undef vf_min
+#undef VX
+#undef VX_OP
+#undef VX_OP_
+#undef vf_round
+#undef vf_pow2_scale
 #undef vf_differs
 #undef vf_ninf_to_zero
-#undef add_mask_rows
 #undef NK1
 #undef NK2
 #undef NK3

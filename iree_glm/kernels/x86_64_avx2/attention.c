@@ -11,22 +11,15 @@
 
 #define vf __m256
 #define VW 8
-#define TW 8
-#define vf_zero() _mm256_setzero_ps()
-#define vf_set1(s) _mm256_set1_ps(s)
+#define VX _mm256_
+#include "attention_ops.h"
 #define vf_bcast(p) _mm256_broadcast_ss(p)
-#define vf_load(p) _mm256_load_ps(p)
-#define vf_store(p, x) _mm256_store_ps(p, x)
-#define vf_add(a, b) _mm256_add_ps(a, b)
-#define vf_sub(a, b) _mm256_sub_ps(a, b)
-#define vf_mul(a, b) _mm256_mul_ps(a, b)
-#define vf_div(a, b) _mm256_div_ps(a, b)
-#define vf_max(a, b) _mm256_max_ps(a, b)
-#define vf_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define vf_exp2(x) exp2_256(x)
+#define vf_round(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vf_pow2_scale(y, n, x)                                                                                      \
+  _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_LT_OQ),                                         \
+                   _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23))))
 #define vf_differs(a, b) _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_NEQ_UQ))
 #define vf_ninf_to_zero(x) _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-__builtin_inff()), _CMP_EQ_OQ), x)
-#define add_mask_rows add_mask_rows8
 #define NK1 8
 #define NK2 6
 #define NK3 4

@@ -13,47 +13,18 @@
 
 #define vf __m512
 #define VW 16
-#define TW 8
 #define NK_MAX 16
-#define vf_zero() _mm512_setzero_ps()
-#define vf_set1(s) _mm512_set1_ps(s)
+#define VX _mm512_
+#include "../x86_64_avx2/attention_ops.h"
 #define vf_bcast(p) _mm512_set1_ps(*(p))
-#define vf_load(p) _mm512_load_ps(p)
-#define vf_store(p, x) _mm512_store_ps(p, x)
-#define vf_add(a, b) _mm512_add_ps(a, b)
-#define vf_sub(a, b) _mm512_sub_ps(a, b)
-#define vf_mul(a, b) _mm512_mul_ps(a, b)
-#define vf_div(a, b) _mm512_div_ps(a, b)
-#define vf_max(a, b) _mm512_max_ps(a, b)
-#define vf_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define vf_exp2(x) exp2_512(x)
+#define vf_round(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vf_pow2_scale(y, n, x)                                                                                      \
+  _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_NLT_US),                                \
+                      _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23))))
 #define vf_differs(a, b) _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ)
 #define vf_ninf_to_zero(x) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_UQ), x)
-#define add_mask_rows add_mask_rows16
 #define NK1 16
 #define NK2 12
-
-// exp2_256's fit on 16 lanes: 2^x, relative error ~2.3e-7, exactly 0 below -126 and for -inf.
-static inline __m512 exp2_512(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-126.0f);
-  const __mmask16 kept = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_US);
-  x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(127.0f));
-  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(x, n);
-  __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.327647129073739e-3f), f, _mm512_set1_ps(9.675540961325169e-3f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.550713092088699e-2f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.4022120237350464e-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.931469440460205e-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0000001192092896f));
-  const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
-  return _mm512_maskz_mov_ps(kept, _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), e)));
-}
-
-// st[j][0..16) += log2(e) x the mask of 16 rows: two 8-row halves.
-static void add_mask_rows16(const float *const *mr, size_t j0, size_t keys, float *st) {
-  add_mask_rows8(mr, j0, keys, st);
-  add_mask_rows8(mr + 8, j0, keys, st + 8);
-}
 
 #define ATTENTION_ENTRY attention_rows32
 #include "../attention_tile.h"
