@@ -8,8 +8,8 @@ Every engine in its own process, processes alternated, medians of several runs, 
 - attention alone (one layer's attention, H=16 heads over 4 KV heads, head size 64, cache = S),
   dense vs sparse, both through our attention kernel (passes/attention_kernel.py); with
   `--attention-sets avx2,avx512`, each kernel set's form of it side by side;
-- where dense prefill's time goes: attention alone at the model's shapes (its heads, one call
-  over the prompt) times its layers, the rest of the measured dense prefill being the linear
+- where dense prefill's time goes: attention alone at the model's shapes (its heads, the calls
+  of a chunked prefill: 256 queries over the keys up to each chunk's end) times its layers, the rest of the measured dense prefill being the linear
   work (projections, MLP, norms, cache writes and reads); from these the Amdahl bound on
   sparse/dense (sparse attention free) and the ratio predicted with the measured sparse
   attention, next to the measured ratio;
@@ -107,10 +107,16 @@ def model_shape() -> tuple[Shape, int]:
     return Shape(CONFIG.num_heads, CONFIG.num_kv_heads, CONFIG.head_dim), CONFIG.num_layers
 
 
-def build_attention(work: Path, length: int, pattern: str | None, shape: Shape = WIDE, kernel_set: str | None = None) -> Path:
+CHUNK = 256  # the host profile's prefill_chunk: the model's attention calls of a long prompt
+
+
+def build_attention(work: Path, length: int, pattern: str | None, shape: Shape = WIDE, kernel_set: str | None = None,
+                    chunked: bool = False) -> Path:
     """One attention (q over a cache of `length` positions) as its own module, in the model's
     form: query groups folded into rows, the mask causal (dense) or the pattern's, the op calling
-    our attention kernel (with the pattern when sparse; `kernel_set`'s form, default the host's)."""
+    our attention kernel (with the pattern when sparse; `kernel_set`'s form, default the host's).
+    `chunked`: as a chunked prefill calls it, CHUNK queries over the n <= `length` keys before
+    and in the chunk (n a run-time size)."""
     import torch
     import torch.nn.functional as F
 
@@ -124,7 +130,7 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
 
     if kernel_set is None:
         kernel_set = kernel_set_for(host_cpu_target(), ())[0].provider("attention").name
-    tag = f"{shape.heads}-{shape.kv_heads}-{shape.head_dim}-{kernel_set}"
+    tag = f"{shape.heads}-{shape.kv_heads}-{shape.head_dim}-{kernel_set}{'-chunked' if chunked else ''}"
     out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}-{tag}.vmfb"
     if out.exists():
         return out
@@ -145,10 +151,13 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
     from iree.compiler import ir
     from iree.compiler.extras.fx_importer import FxImporter
 
-    args = (torch.zeros(1, shape.heads, length, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
-            torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length)[None])
+    rows = CHUNK if chunked else length
+    args = (torch.zeros(1, shape.heads, rows, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
+            torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length - rows, length)[None])
+    keys = torch.export.Dim("n", min=CHUNK, max=length)
+    dynamic = (None, {2: keys}, {2: keys}, None) if chunked else None
     with torch.no_grad():
-        prog = torch.export.export(Attention(), args, strict=False)
+        prog = torch.export.export(Attention(), args, dynamic_shapes=dynamic, strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         prog = prog.run_decompositions(table)
@@ -268,7 +277,28 @@ def _measure_decode(bundle: str, context: int, tokens: int) -> dict:
 
 
 def _measure_model_attention(vmfb: str, length: int, runs: int) -> dict:
-    return _measure_attention(vmfb, length, runs, model_shape()[0])
+    """A chunked prefill's attention calls of one layer at the model's shapes: CHUNK queries over
+    the n = CHUNK, 2 CHUNK, ..., `length` keys before them, timed as one sum."""
+    import iree.runtime as rt
+    import numpy as np
+
+    shape = model_shape()[0]
+    module = rt.load_vm_flatbuffer_file(vmfb, driver="local-task")
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, shape.heads, CHUNK, shape.head_dim), dtype=np.float32)
+    k = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
+    v = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
+    calls = [(np.ascontiguousarray(k[:, :, :n]), np.ascontiguousarray(v[:, :, :n]), np.arange(n - CHUNK, n, dtype=np.int64)[None])
+             for n in range(CHUNK, length + 1, CHUNK)]
+    base = _rss_mb()
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        for kn, vn, pos in calls:
+            module.attention(q, kn, vn, pos).to_host()
+        if i:
+            times.append((time.perf_counter() - t) * 1e3)
+    return _result(times, rt.get_device("local-task"), base)
 
 
 def _child(kind: str, path: Path, length: int, runs: int) -> dict:
@@ -397,7 +427,7 @@ def main() -> None:
     if "shares" not in skip and prefill:
         shape, layers = model_shape()
         for n in prefill:
-            mods = {name: build_attention(args.work, n, pat, shape) for name, pat in (("dense", None), ("sparse", args.pattern))}
+            mods = {name: build_attention(args.work, n, pat, shape, chunked=True) for name, pat in (("dense", None), ("sparse", args.pattern))}
             r = _compare("model-attention", mods, n, args.runs, args.rounds)
             shares.append((n, r))
             print(f"model attention {n}: {r}", file=sys.stderr)
@@ -436,7 +466,8 @@ def main() -> None:
 
     if shares:
         shape, layers = model_shape()
-        print(f"\nwhere dense prefill's time goes: attention alone at the model's shapes ({shape}, one call over the prompt) "
+        print(f"\nwhere dense prefill's time goes: attention alone at the model's shapes ({shape}, the chunked prefill's calls: "
+              f"{CHUNK} queries over the keys up to each chunk's end) "
               f"x {layers} layers; linear = the rest of the measured dense prefill; bound = dense / linear (sparse attention "
               "free), predicted = dense / (linear + sparse attention)\n")
         print("| tokens | dense prefill ms | attention dense ms (share) | linear ms (share) | attention sparse ms "
