@@ -53,10 +53,10 @@
 //   mask_bits8(p, &seen, &nz)  bit i: p[i] != -inf (seen), p[i] != 0 (nz), i < 8; NaN counts as both
 //   NK1 .. NK<ROWS / VW>: the keys (or output columns) per FMA step for that many vectors of rows
 //   (and NK_MAX where one is above 8)
-
 //   ATTENTION_ENTRY (optional): the entry's name, then static (a file holding two vector widths
 //   includes this header once per width, e.g. the AVX-512 set's); default iree_glm_attention_workgroup.
-// All of these are undefined at the end of the header.
+// All of these but the per-file ones (TW, tv*, transpose_regs, mask_bits8) are undefined at the
+// end of the header, so that a second width can define them anew.
 
 #ifndef IREE_GLM_ATTENTION_TILE_ONCE_
 #define IREE_GLM_ATTENTION_TILE_ONCE_
