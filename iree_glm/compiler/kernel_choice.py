@@ -58,7 +58,7 @@ class KernelPlan:
                                             kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
                                             int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
         if self.attention.ours:
-            passes.append(AttentionKernelPass(self.window))
+            passes.append(AttentionKernelPass(self.window, kernel_set=self.attention.kernel_set))
         return PassPipeline(passes)
 
     def record(self, results: dict) -> None:

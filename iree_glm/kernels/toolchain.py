@@ -49,8 +49,8 @@ class KernelSet:
 
     def provider(self, kernel: str) -> Optional["KernelSet"]:
         """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
-        has no form of its own for (e.g. attention in the AVX-512 set); None where neither has
-        one (e.g. attention in the Arm sets)."""
+        has no form of its own for (e.g. attention in the AMX and i8mm sets); None where no set
+        of the chain has one."""
         if kernel in self.kernels:
             return self
         return self.base.provider(kernel) if self.base is not None else None
@@ -78,14 +78,14 @@ X86_64_AVX512 = KernelSet(
     name="x86_64_avx512",
     short="avx512",
     arch="x86_64",
-    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors; the files include the AVX2
-    # set's sources for the rest (decode, row quantization), hence its features too.
+    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors, attention 16-lane FMAs; the
+    # files include the AVX2 set's sources for the rest (decode, row quantization, attention of
+    # up to 8 rows), hence its features too.
     features=("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
     cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-std=c17",
             "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt", "-fno-asynchronous-unwind-tables", "-fno-exceptions",
             "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
-    kernels=("int4", "int8"),
     base=X86_64_AVX2,
     verify_rows=True,  # x86_64_avx2's, included
 )
@@ -100,14 +100,13 @@ AARCH64_DOTPROD = KernelSet(
     features=("dotprod", "fullfp16"),
     cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
-    kernels=("int4", "int8"),
 )
 AARCH64_I8MM = KernelSet(
     name="aarch64_i8mm",
     short="i8mm",
     arch="aarch64",
-    # Its own sources are the prompt kernels (`smmla`); decode and row quantization are the
-    # dotprod set's, hence its features too.
+    # Its own sources are the prompt kernels (`smmla`); decode, row quantization and attention
+    # are the dotprod set's, hence its features too.
     features=("dotprod", "fullfp16", "i8mm"),
     cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
