@@ -112,10 +112,11 @@ X86_64_AMX = KernelSet(
     # The int8 prompt kernel runs on AMX tiles (tdpbssd), regrouping weights with vpermt2b
     # (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
+    # Its bf16 kernel (tdpbf16ps, vdpbf16ps) needs BF16_FEATURES besides: kernels/bf16.py checks them.
     features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
-    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
+    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8", "-mavx512bf16", "-mamx-bf16"),
     object_format="embedded-elf-x86_64",
-    kernels=("int8",),
+    kernels=("int8", "bf16"),
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
 )
