@@ -39,6 +39,8 @@ enum {
 #define PREFETCH_AHEAD 1024
 #endif
 
+static inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
 static inline size_t padded_k(size_t k) { return (k + KSTEP - 1) / KSTEP * KSTEP; }
 
 // Bytes of one converted row of x: K bf16, zero-padded to a multiple of 32 k.
@@ -59,8 +61,7 @@ static void convert_row(const float *x, size_t k, uint16_t *out) {
 void iree_glm_bf16_convert_workgroup(MEMREF(const float, x), MEMREF(int8_t, xb), size_t m, size_t k, size_t row_begin,
                                      size_t row_end) {
   MEMREF_START(x); MEMREF_START(xb);
-  if (row_end > m) row_end = m;
-  for (size_t r = row_begin; r < row_end; ++r) convert_row(x + r * k, k, (uint16_t *)(xb + r * xb_row_bytes(k)));
+  for (size_t r = row_begin; r < min_size(row_end, m); ++r) convert_row(x + r * k, k, (uint16_t *)(xb + r * xb_row_bytes(k)));
 }
 
 // ---- matrix-vector kernel (decode, verify) ----
@@ -93,7 +94,7 @@ static void matvec_row(const uint32_t *xp, const uint16_t *w, float *y, size_t k
 void iree_glm_bf16_matvec_workgroup(MEMREF(const float, x), MEMREF(const uint16_t, w), MEMREF(float, y), size_t m,
                                     size_t tiles, size_t k, size_t t_begin, size_t t_end) {
   MEMREF_START(x); MEMREF_START(w); MEMREF_START(y);
-  if (t_end > tiles) t_end = tiles;
+  t_end = min_size(t_end, tiles);
   if (k > MAX_K || t_end <= t_begin) return;
   uint32_t xp[MAX_K / 2 + 16] __attribute__((aligned(64)));
   const size_t k2 = (k + 1) / 2;
@@ -193,9 +194,8 @@ static void phase(const uint8_t *x, size_t stride, const uint16_t *w, float *y, 
 void iree_glm_bf16_matmul_workgroup(MEMREF(const int8_t, xb), MEMREF(const uint16_t, w), MEMREF(float, y), size_t m,
                                     size_t tiles, size_t k, size_t t_begin, size_t t_end, size_t m_begin, size_t m_end) {
   MEMREF_START(xb); MEMREF_START(w); MEMREF_START(y);
-  if (t_end > tiles) t_end = tiles;
-  if (m_end > m) m_end = m;
-  if (m_end > m_begin + MAX_ROWS) m_end = m_begin + MAX_ROWS;
+  t_end = min_size(t_end, tiles);
+  m_end = min_size(min_size(m_end, m), m_begin + MAX_ROWS);
   if (m_end <= m_begin || t_end <= t_begin) return;
   float acc[MAX_ROWS][2 * LANES] __attribute__((aligned(64)));
   const size_t stride = xb_row_bytes(k), n = tiles * LANES, rows = m_end - m_begin, pairs = rows / 32;
