@@ -764,7 +764,8 @@ def _call_bf16_kernel(m: _Match, weight: ir.Value, kernel: Path, defined: set[st
         return None
     found = bf16.layout(m.d_shape)
     if found is None:
-        _kernel_not_used(m, f"bf16 weight {m.d_shape}", f"[N/16, K/2, 16, 2], K <= {bf16.MAX_K}")
+        warnings.warn(f"{m.matmul.location}: bf16 weight {m.d_shape} is outside the bf16 kernels' range "
+                      f"([N/16, K/2, 16, 2], K <= {bf16.MAX_K}): generic fused form", KernelNotUsed)
         return None
     tiles, k = found
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
