@@ -56,6 +56,11 @@ integer matmul (`int8_activations`, `int8_matmul`), a row quantization and a mat
 computing what `rewrite_integer` does, without mmt4d's load-time repack. The weight scale stays
 after the call.
 
+bf16 weights (quant.pack_bf16's [N/16, K2, 16, 2], widened by `extf`: `compile --compute-dtype
+bf16` on AMX-BF16 targets, `bf16_kernel`) call the bf16 kernels (kernels/bf16.py): the
+matrix-vector kernel for one row and for verify's rows, the conversion and tile kernels for
+prompts. Without the kernel object they take the generic fused form like any other chain.
+
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
 linear layers.
