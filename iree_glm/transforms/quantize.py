@@ -257,10 +257,11 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
 
 
 def bf16_layers(model: nn.Module) -> nn.Module:
-    """Replace the model's layer Linears (in place) by bf16 ones in the AMX kernel's layout
-    (`compile --compute-dtype bf16` where that kernel runs): the archive holds bf16 weights."""
+    """Replace the model's layer Linears and an untied head (in place) by bf16 ones in the AMX
+    kernel's layout (`compile --compute-dtype bf16` where that kernel runs): the archive holds
+    bf16 weights. A tied head keeps multiplying the f32 embedding table (IREE's demotion)."""
     for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear) and _is_layer_linear(name):
+        if isinstance(mod, nn.Linear) and (_is_layer_linear(name) or name == "lm_head"):
             _set(model, name, QuantLinear(mod, "bf16"))
     return model
 

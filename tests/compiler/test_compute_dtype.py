@@ -175,7 +175,7 @@ def test_targets_without_amx_bf16_keep_the_demotion():
 def test_verify_rows_of_the_kernel_bundle_are_decode_steps(bf16_bundle):
     """Speculative decoding's verify rows: the layers multiply as decode does (the same
     matrix-vector kernel per row, bit for bit in test_bf16_kernel.py), but other ops (attention,
-    the head under IREE's demotion) may differ from decode's by f32 rounding, which bf16 rounding
+    norms) may differ from decode's by f32 rounding, which bf16 rounding
     of the next matmul's input can amplify to a bf16 step (on the 330M 4-layer bundles: 0 here,
     0.007 with IREE's demotion alone). Within the stated bound, and the same greedy choice."""
     if NO_BF16_KERNEL:
