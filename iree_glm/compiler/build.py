@@ -178,6 +178,10 @@ def build_bundle(
             if not_split:
                 progress(f"phase plan: prefill elsewhere would be faster, but {not_split}")
             prefill_specs = phases.prefill_specs(phase_plan) if phase_plan.split and not not_split else []
+            no_decode_modules = phases.why_no_decode_modules(phase_plan, bool(stages), dtype, compute, opts.sparse_attention is not None,
+                                                             opts.quant.mode)
+            if no_decode_modules:
+                progress(f"decode options ({', '.join(o.device for o in phase_plan.decode_options)}): {no_decode_modules}")
             if prefill_specs and compute != "f32":  # the other device's prefill module would multiply in f32
                 raise UserError(f"--compute-dtype {compute} is not supported with a prefill placed on another device (profile {profile.name})")
             # The embed entry point: single-module bundles with a KV cache indexed by position.
@@ -236,6 +240,11 @@ def build_bundle(
                 compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline)
                 kernels.record(compiled.pass_results)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
+            decode_files: dict[str, str] = {}
+            if not stages and not no_decode_modules:
+                more, decode_files = phases.compile_decode_modules(mlir_path, phase_plan, profile, folder, opts.extra_flags, log,
+                                                                   quantized_matmuls, progress)
+                modules += more
             prefill_entries = None
             if prefill_specs:
                 progress(f"compile the prefill placement ({', '.join(s.device for s in prefill_specs)})")
@@ -266,7 +275,7 @@ def build_bundle(
                 int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
                 bf16_kernel=kernels.bf16 if kernels.bf16.kernel != "none" else None,
                 stages=stage_entries,
-                plans=phases.plan_entries(phase_plan, profile, prefill_entries),
+                plans=phases.plan_entries(phase_plan, profile, prefill_entries, decode_files),
                 target_cpu=_target_cpu_record(device_target(profile.host), extra_flags),
             )
             manifest = Manifest(

@@ -6,7 +6,7 @@ loop and repacks f32 weights to bf16 at load. On CPUs with AMX-BF16 the pass
 the archive in its tile layout (transforms/quantize.py's `pack_bf16`: half the archive, no load
 repack), with f32 x rounded to bf16 (nearest even, as IREE's demotion) and f32 sums:
 - prompts (M != 1): a dispatch converting x's rows once, then the tile kernel (`tdpbf16ps`) on
-  a grid of weight-tile ranges x ranges of M_CHUNK rows;
+  a grid of weight-tile ranges x ranges of rows (KernelSet.rows_per_call);
 - decode (M = 1) and `verify` (a few rows, each as decode computes it): a matrix-vector kernel
   on `vdpbf16ps` (it streams half the bytes of f32 weights).
 
@@ -28,13 +28,12 @@ MATMUL_SYMBOL = "iree_glm_bf16_matmul_workgroup"  # converted rows x a range of 
 LANES = 16  # output rows per weight tile
 MAX_K = 16384  # the matrix-vector kernel keeps x's bf16 row on the stack
 WORKGROUPS = 16  # matrix-vector kernel: tile ranges per dispatch
-N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
-M_CHUNK = 256  # ... times ranges of this many rows (the C file's MAX_ROWS: the weights are read once per range)
+N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch, times ranges of the set's rows per call (MAX_ROWS in bf16.c)
 
 
-def build_object(folder: Path, kernel_set: toolchain.KernelSet = toolchain.X86_64_AMX) -> Path:
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = toolchain.X86_64_AMX) -> toolchain.KernelObject:
     """The bf16 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable)."""
-    return toolchain.build_object(folder, kernel_set.source("bf16"), kernel_set)
+    return toolchain.build_kernel(folder, "bf16", kernel_set)
 
 
 def layout(d_shape: list[int]) -> Optional[tuple[int, int]]:
@@ -67,7 +66,7 @@ def matmul_name(k: int, n: int, m: Optional[int]) -> str:
     return _name("matmul", k, n, m)
 
 
-def matvec_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
+def matvec_definitions(k: int, tiles: int, obj: toolchain.KernelObject, m: Optional[int]) -> str:
     """MLIR text: x [M, K] f32 (M static or None) times the bf16 weight -> [M, N] f32 in one
     dispatch of WORKGROUPS tile ranges, each row as a one-row call computes it."""
     n, name = tiles * LANES, matvec_name(k, tiles * LANES, m)
@@ -94,9 +93,9 @@ util.func private @{name}(%x: tensor<{mt}x{k}xf32>, %w: {wt}) -> tensor<{mt}x{n}
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
+def matmul_definitions(k: int, tiles: int, obj: toolchain.KernelObject, m: Optional[int]) -> str:
     """MLIR text: two dispatches for M rows of x (static or None): x's rows converted to bf16
-    once, then the tile kernel on a grid of N_CHUNKS weight-tile ranges x ceil(M / M_CHUNK)."""
+    once, then the tile kernel on a grid of N_CHUNKS weight-tile ranges x ceil(M / rows per call)."""
     n, name, cname = tiles * LANES, matmul_name(k, tiles * LANES, m), f"iree_glm_bf16_convert_{k}_m{'dyn' if m is None else m}"
     wt, flat, wn = _weight(k, tiles)
     per = -(-tiles // N_CHUNKS)
@@ -104,9 +103,9 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int]) -> str:
     mt, dims = ("?", "{%m}") if m is None else (str(m), "")
     get_m = f"%m = tensor.dim %x, %c0 : tensor<?x{k}xf32>" if m is None else f"%m = arith.constant {m} : index"
     dispatch = KernelDispatch(
-        name=name, symbol=MATMUL_SYMBOL, grid=(-(-tiles // per), Ceildiv(M_CHUNK)),
+        name=name, symbol=MATMUL_SYMBOL, grid=(-(-tiles // per), Ceildiv(obj.rows_per_call)),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "bf16", "%wn"), Binding("y", "f32", "%yn")),
-        constants={"k": k, "n": n, "tiles": tiles, "wn": wn, "row": row, "rows": per, "chunk": M_CHUNK},
+        constants={"k": k, "n": n, "tiles": tiles, "wn": wn, "row": row, "rows": per, "chunk": obj.rows_per_call},
         lines=MATMUL_RANGES, args=("%m", "%tiles", "%k", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
 {quantize_executable(cname, obj, CONVERT_SYMBOL, k, row, {})}

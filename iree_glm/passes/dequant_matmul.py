@@ -76,7 +76,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
@@ -84,6 +84,9 @@ from iree.compiler.dialects import linalg, tensor
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import producer, shape, use_count, zero_fill
+
+if TYPE_CHECKING:
+    from iree_glm.kernels.toolchain import KernelObject
 
 # A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
 # dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
@@ -636,7 +639,7 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
     return rows, gn * 2 * half, n, 2 * half, q[0].value, s[0].value
 
 
-def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional[dict[str, int]] = None,
+def _call_int4_kernel(m: _Match, kernel: KernelObject, defined: set[str], glue: Optional[dict[str, int]] = None,
                       verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py); with
     `glue` (counts by kind), the quantization of a prompt's rows computes x from the step that
@@ -708,7 +711,7 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
     return call
 
 
-def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool,
+def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defined: set[str], integer: bool,
                       glue: Optional[dict[str, int]] = None, verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
     `sitofp`, zero-filled f32 output) by a call of the kernels' dispatches (int8_kernel.py): the
@@ -757,7 +760,7 @@ def _bf16_weight(m: _Match) -> Optional[ir.Value]:
     return leaf.value if body == ["arith.extf", "linalg.yield"] and shape(leaf.value) == m.d_shape else None
 
 
-def _call_bf16_kernel(m: _Match, weight: ir.Value, kernel: Path, defined: set[str], verify: bool) -> Optional[ir.Operation]:
+def _call_bf16_kernel(m: _Match, weight: ir.Value, kernel: KernelObject, defined: set[str], verify: bool) -> Optional[ir.Operation]:
     """Replace a bf16-weight matmul (x [M, K] f32, zero-filled f32 output) by a call of the bf16
     kernels (kernels/bf16.py): the matrix-vector kernel for one row and for `verify`'s rows
     (each as a decode step computes it), else the conversion and tile kernels."""
@@ -787,15 +790,15 @@ def _function_name(op: ir.Operation) -> str | None:
     return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None
 
 
-def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-        int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
-        verify_rows: bool = False, bf16_kernel: Optional[Path] = None) -> list[str]:
+def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[KernelObject] = None,
+        int8_kernel: Optional[KernelObject] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
+        verify_rows: bool = False, bf16_kernel: Optional[KernelObject] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
     measured tile sizes (see `_decode_cpu_config`). `int8_activations`: "prefill" makes int8
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
-    matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
+    matmul, "none" none. `kernel`: the int4 kernels' object (int4_kernel.build_object):
     int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
     (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
     matmuls `int8_activations` asks for. `glue`: a dict to count in; the kernels' quantization
@@ -845,8 +848,8 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     return done
 
 
-def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-                 int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> int:
+def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[KernelObject] = None,
+                 int8_kernel: Optional[KernelObject] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> int:
     """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
     return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul, glue)))
 

@@ -183,7 +183,7 @@ def check_int8_matmul(lib) -> bool:
         d = (rng.random(m) + 0.1).astype(F32)
         xq, packed = int8_rows(q, d), pack_int8(w)
         y = np.full((m, n), np.nan, F32)
-        # A dispatch's grid: weight-tile ranges x ranges of at most 64 rows (M_CHUNK).
+        # A dispatch's grid: weight-tile ranges x ranges of at most 64 rows (the set's rows_per_call).
         for t0, t1 in ((0, tiles // 2), (tiles // 2, tiles + 2)):
             for m0 in range(0, m, 64):
                 fn(*memref(xq), *memref(packed), *memref(y), m, tiles, k, t0, t1, m0, m0 + 64)

@@ -17,6 +17,8 @@ from iree_glm.transforms.quantize import pack_bf16, unpack_bf16
 
 from ..helpers import kernel_library, memref
 
+ROWS = toolchain.X86_64_AMX.rows_per_call("bf16")  # rows of x one matrix-kernel call takes
+
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
@@ -76,8 +78,8 @@ def test_matmul_kernel_matches_the_bf16_reference(lib, m, n, k):
     y = np.full((m, tiles * 16), np.nan, np.float32)
     per = 3
     for t0 in range(0, tiles, per):  # ranges past the last tile are clamped
-        for m0 in range(0, m, bf16.M_CHUNK):
-            lib.iree_glm_bf16_matmul_workgroup(*memref(xb), *memref(q), *memref(y), m, tiles, k, t0, t0 + per, m0, m0 + bf16.M_CHUNK)
+        for m0 in range(0, m, ROWS):
+            lib.iree_glm_bf16_matmul_workgroup(*memref(xb), *memref(q), *memref(y), m, tiles, k, t0, t0 + per, m0, m0 + ROWS)
     _close(y[:, :n], _reference(x, w), k)
     assert not y[:, n:].any()  # the layout's zero rows
 
