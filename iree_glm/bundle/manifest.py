@@ -168,6 +168,7 @@ class BundleOptions:
     prefill_chunk: int | None = bounded(None, min=0)
     int4_kernel: KernelChoice | None = None
     int8_kernel: KernelChoice | None = None
+    bf16_kernel: KernelChoice | None = None  # --compute-dtype bf16: the layers' bf16 kernels (or IREE's demotion, why)
     stages: list[StageEntry] | None = None  # the decode placement's stages (None: one module, modules[0])
     plans: list[PlanEntry] | None = None  # plans the runtime can switch between; the first is the default
     target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles

@@ -49,8 +49,8 @@ class KernelSet:
 
     def provider(self, kernel: str) -> Optional["KernelSet"]:
         """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
-        has no form of its own for (e.g. attention in the AVX-512 set); None where neither has
-        one (e.g. attention in the Arm sets)."""
+        has no form of its own for (e.g. attention in the AMX and i8mm sets); None where no set
+        of the chain has one."""
         if kernel in self.kernels:
             return self
         return self.base.provider(kernel) if self.base is not None else None
@@ -78,14 +78,14 @@ X86_64_AVX512 = KernelSet(
     name="x86_64_avx512",
     short="avx512",
     arch="x86_64",
-    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors; the files include the AVX2
-    # set's sources for the rest (decode, row quantization), hence its features too.
+    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors, attention 16-lane FMAs; the
+    # files include the AVX2 set's sources for the rest (decode, row quantization, attention of
+    # up to 8 rows), hence its features too.
     features=("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
     cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-std=c17",
             "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt", "-fno-asynchronous-unwind-tables", "-fno-exceptions",
             "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
-    kernels=("int4", "int8"),
     base=X86_64_AVX2,
     verify_rows=True,  # x86_64_avx2's, included
 )
@@ -100,14 +100,13 @@ AARCH64_DOTPROD = KernelSet(
     features=("dotprod", "fullfp16"),
     cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
-    kernels=("int4", "int8"),
 )
 AARCH64_I8MM = KernelSet(
     name="aarch64_i8mm",
     short="i8mm",
     arch="aarch64",
-    # Its own sources are the prompt kernels (`smmla`); decode and row quantization are the
-    # dotprod set's, hence its features too.
+    # Its own sources are the prompt kernels (`smmla`); decode, row quantization and attention
+    # are the dotprod set's, hence its features too.
     features=("dotprod", "fullfp16", "i8mm"),
     cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
@@ -121,14 +120,15 @@ X86_64_AMX = KernelSet(
     # The int8 and int4 prompt kernels run on AMX tiles (tdpbssd), int8 regrouping weights with
     # vpermt2b (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
+    # Its bf16 kernel (tdpbf16ps, vdpbf16ps) needs kernels/bf16.py's FEATURES besides (checked there).
     features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
-    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
+    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8", "-mavx512bf16", "-mamx-bf16"),
     object_format="embedded-elf-x86_64",
-    kernels=("int4", "int8"),
+    kernels=("int4", "int8", "bf16"),
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
     # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int4.c, int8.c.
-    matmul_rows=(("int4", 256), ("int8", 256)),
+    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: MAX_ROWS in bf16.c
 )
 # Best first: a target gets the first set whose architecture and features it has.
 KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)

@@ -103,8 +103,8 @@ def test_cross_compiling_for_arm_never_reads_the_build_machine(monkeypatch):
     plan = _pi_plan()
     assert (plan.int8.kernel_set, plan.int8.decode, plan.int8.prefill) == ("aarch64_dotprod", "matvec", "matmul")
     assert plan.int8.features == ["dotprod", "fullfp16"]
-    # The Arm sets have no attention kernel: attention keeps IREE's lowering, with the reason.
-    assert (plan.attention.kernel, plan.attention.reason) == ("iree", "kernel set aarch64_dotprod has no attention kernel")
+    # Attention calls the set's NEON flash-attention kernel.
+    assert (plan.attention.kernel, plan.attention.kernel_set, plan.attention.reason) == ("dotprod", "aarch64_dotprod", None)
 
 
 def test_without_an_aarch64_compiler_arm_builds_go_on_without_our_kernels(monkeypatch):
@@ -146,8 +146,12 @@ def test_every_kernel_a_set_lists_has_its_source():
             assert s.source(kernel).is_file(), (s.name, kernel)
     assert toolchain.AARCH64_I8MM.base is toolchain.AARCH64_DOTPROD
     assert set(toolchain.AARCH64_DOTPROD.features) <= set(toolchain.AARCH64_I8MM.features)
-    with pytest.raises(ValueError, match="kernel set aarch64_dotprod has no attention kernel"):
-        toolchain.AARCH64_DOTPROD.source("attention")
+    # Every set has an attention kernel, its own or its base's (the i8mm set's is the dotprod set's).
+    assert {s.name: s.provider("attention").name for s in toolchain.KERNEL_SETS} == {
+        "x86_64_amx": "x86_64_avx512", "x86_64_avx512": "x86_64_avx512", "x86_64_avx2": "x86_64_avx2",
+        "aarch64_i8mm": "aarch64_dotprod", "aarch64_dotprod": "aarch64_dotprod"}
+    with pytest.raises(ValueError, match="kernel set aarch64_dotprod has no bf16_matmul kernel"):
+        toolchain.AARCH64_DOTPROD.source("bf16_matmul")
 
 
 def test_a_profile_can_name_an_older_set_but_not_one_the_target_lacks():
@@ -171,17 +175,16 @@ def test_the_profile_names_every_kernel_set():
     assert KERNEL_SET_CHOICES == ("best", *(s.name for s in toolchain.KERNEL_SETS))
 
 
-def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
+def test_the_avx512_set_has_its_own_prompt_kernels_and_attention():
     s = toolchain.X86_64_AVX512
-    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_avx512"
-    assert s.provider("attention") is toolchain.X86_64_AVX2 and s.source("attention") == toolchain.X86_64_AVX2.source("attention")
+    assert s.source("int8").parent.name == s.source("int4").parent.name == s.source("attention").parent.name == "x86_64_avx512"
     assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code
 
 
 def test_the_amx_set_has_its_own_int8_and_int4_kernels():
     s = toolchain.X86_64_AMX
     assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
-    assert s.provider("int4") is s and s.provider("attention") is toolchain.X86_64_AVX2
+    assert s.provider("int4") is s and s.provider("attention") is toolchain.X86_64_AVX512
     assert set(toolchain.X86_64_AVX512.features) < set(s.features) and {"amx-tile", "amx-int8"} <= set(s.features)
 
 
