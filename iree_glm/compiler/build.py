@@ -111,6 +111,8 @@ def exact_verify_eligible(model, kernels: kernel_choice.KernelPlan, dtype: str, 
     for m in model.modules():
         if not isinstance(m, QuantLinear):
             continue
+        if m.mode not in ("int8", "int4"):  # bf16 layers: IREE's / the bf16 kernel's own code
+            return False
         choice = kernels.int4 if m.mode == "int4" else kernels.int8
         fits = int4_kernel.fits(m.in_features, m.group, 1) if m.mode == "int4" else int8_kernel.fits(m.in_features, int8_kernel.LANES, 1)
         if not (choice.ours and fits and toolchain.by_name(choice.kernel_set).verify_rows):
