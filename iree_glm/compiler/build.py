@@ -233,6 +233,10 @@ def build_bundle(
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
             exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
+            if exact:  # verify attends as a decode step does: IREE's reductions, whose row tiles exact_rows reads
+                for m in model.modules():  # (our attention kernel's key steps depend on the rows in a tile)
+                    if hasattr(m, "decode_form"):
+                        m.verify_decode_form = True
 
             t = time.perf_counter()
             progress("export to MLIR")
