@@ -153,6 +153,8 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
 // beyond that take another pass over the weights.
 enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
 
+#ifndef IREE_GLM_OWN_VERIFY_KERNEL  // x86_64_avx512/int4.c has its own (rows of x paired in 512-bit vectors)
+
 // Weight rows r..r+nw-1 (nw = 4 or 1) against rows i..i+nx-1 (nx = 2 or 1) of the quantized x.
 static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, const float *sf, size_t r, const int nw,
                                                               const int8_t *xq, const float *dx, const float *off, size_t i,
@@ -184,11 +186,6 @@ static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, c
     for (int b = 0; b < nw; ++b) y[(i + a) * n + r + b] = hsum(acc[a][b]);
 }
 
-// A pair of rows of x (x86_64_avx512/int4.c: both in one 512-bit vector, the same per-lane operations).
-#ifndef VERIFY_PAIR
-#define VERIFY_PAIR(q, sf, r, nw, xq, dx, off, i, k, group, n, y) verify_tile(q, sf, r, nw, xq, dx, off, i, 2, k, group, n, y)
-#endif
-
 // Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
 void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                          MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
@@ -211,17 +208,19 @@ void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const in
     for (; r + 4 <= row_end; r += 4) {
       widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
       size_t i = 0;
-      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 4, xq, dx, off, i, k, group, n, yr);
+      for (; i + 2 <= rows; i += 2) verify_tile(q, sf, r, 4, xq, dx, off, i, 2, k, group, n, yr);
       if (i < rows) verify_tile(q, sf, r, 4, xq, dx, off, i, 1, k, group, n, yr);
     }
     for (; r < row_end; ++r) {
       widen(s + r * groups, sf, groups);
       size_t i = 0;
-      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 1, xq, dx, off, i, k, group, n, yr);
+      for (; i + 2 <= rows; i += 2) verify_tile(q, sf, r, 1, xq, dx, off, i, 2, k, group, n, yr);
       if (i < rows) verify_tile(q, sf, r, 1, xq, dx, off, i, 1, k, group, n, yr);
     }
   }
 }
+
+#endif  // IREE_GLM_OWN_VERIFY_KERNEL
 
 // Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
 //
