@@ -134,17 +134,27 @@ def ordinary_prompt(vocab: int, length: int) -> list[int]:
     return [(i * 104729 + 7) % vocab for i in range(1, length + 1)]
 
 
-def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant) -> Path:
-    """The draft: `--prune heads=0.5,ffn=0.5` of the checkpoint, ranked on ordinary-prompt token
-    ids (the random checkpoint has no tokenizer for the calibration text), same quantization."""
+def streamed_bytes(bundle: Path) -> int:
+    """Weight bytes a decode step reads: the bundle's parameters less the embedding table, of
+    which a step reads one row per token."""
+    import iree.runtime as rt
+
+    index = rt.ParameterIndex()
+    index.load(str(bundle / "weights.irpa"))
+    return sum(entry.length for key, entry in index.items() if not key.startswith("model.embed_tokens."))
+
+
+def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant, prune: str = PRUNE) -> Path:
+    """The draft: `--prune PRUNE` of the checkpoint, ranked on ordinary-prompt token ids (the
+    random checkpoint has no tokenizer for the calibration text), same quantization."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.frontend.checkpoint import load_model, open_checkpoint, write_checkpoint
     from iree_glm.transforms.prune import parse_prune_spec, prune_model
 
-    pruned = folder / f"{checkpoint.name}-pruned"
+    pruned = folder / f"{checkpoint.name}-pruned" if prune == PRUNE else folder / f"{checkpoint.name}-pruned-{prune.replace('=', '').replace(',', '-')}"
     if not (pruned / "model.safetensors").exists():
         model = load_model(open_checkpoint(checkpoint))
-        model, _ = prune_model(model, parse_prune_spec(PRUNE), ordinary_prompt(model.cfg.vocab_size, 512))
+        model, _ = prune_model(model, parse_prune_spec(prune), ordinary_prompt(model.cfg.vocab_size, 512))
         write_checkpoint(model, pruned)
     tag = "none" if quant.mode == "none" else quant.mode
     out = folder / f"{pruned.name}-{tag}-{context}-{bench.source_hash()}"
@@ -255,6 +265,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", default="plain,prompt-lookup,agent,pruned,wrong,oracle")
+    p.add_argument("--prune", default=PRUNE, help="the pruned draft's --prune recipe")
     p.add_argument("--target", type=Path, help="use this built bundle as the target (one --quant; default: build)")
     p.add_argument("--draft", type=Path, help="use this built bundle as the pruned draft (default: build)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -279,9 +290,9 @@ def main() -> None:
     for q in args.quant.split(","):
         quant = QuantSpec(mode=q)
         target = args.target or bench.make_bundle(ckpt, args.work, context, quant=quant)
-        draft = (args.draft or pruned_bundle(ckpt, args.work, context, quant)) if "pruned" in variants else None
-        weight = (target / "weights.irpa").stat().st_size
-        draft_weight = (draft / "weights.irpa").stat().st_size if draft else 0
+        draft = (args.draft or pruned_bundle(ckpt, args.work, context, quant, args.prune)) if "pruned" in variants else None
+        weight = streamed_bytes(target)
+        draft_weight = streamed_bytes(draft) if draft else 0
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
@@ -290,7 +301,8 @@ def main() -> None:
         costs = run_child(bundle=target, variant="verify-cost", prompt="ordinary", prompt_len=args.prompt_len,
                           tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)
         cost, cost_cpu = costs["verify_ms"], costs["verify_cpu_ms"]
-        print(f"\n## {q}: weights {weight / 1e6:.0f} MB (draft {draft_weight / 1e6:.0f} MB), load {bench._load()}\n")
+        print(f"\n## {q}: {weight / 1e6:.0f} MB of weights read per step (draft {draft_weight / 1e6:.0f} MB; "
+              f"embedding tables left out), {bench._load()}\n")
         print(f"bandwidth bound: {bandwidth / weight:.1f} tok/s ({bandwidth / 1e9:.1f} GB/s / {weight / 1e6:.0f} MB)\n")
         print("| draft | prompt | decode tok/s | vs plain (same process) | tok / CPU s | vs plain (CPU) | acceptance "
               "| tokens / target call | MB read / token | effective GB/s | % of bound | tokens equal to plain |")

@@ -40,7 +40,7 @@ class AdaptiveK:
 
     max_k: int
     k: int = 0
-    rate: float = 1.0  # moving average of accepted / proposed
+    rate: float = 0.5  # moving average of accepted / proposed; no evidence yet: a useless draft pauses after 3 misses, not 5
     pause: int = 0  # steps left without speculation
     backoff: int = 2
     seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy step's time by draft length (0: plain)
