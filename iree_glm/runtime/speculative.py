@@ -82,7 +82,7 @@ class AdaptiveK:
             self.k = max((k for k in self.seconds if 0 < k <= self.max_k), key=self.speed)
         if self.rate < 0.2 or not self.worth(proposed):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
-            self.rate = 0.5  # probe again after the pause
+            self.rate = 0.25  # probe again after the pause: one more miss pauses again, one hit resumes
 
 
 # Greedy verification where verify's rows may differ from decode steps in the last bits: a row
