@@ -147,6 +147,41 @@ def write_profile(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def declared_lavapipe_profile(path: Path, name: str, lavapipe_power_w: float, slow_cpu: bool) -> Path:
+    """host-cpu-vulkan with lavapipe declared fast at matmuls but call-heavy (3 ms a call), drawing
+    `lavapipe_power_w`; `slow_cpu`: the CPU declared slow at matmuls (1 GFLOP/s), so that prompts
+    go to lavapipe. Written to `path`."""
+    import tomllib
+
+    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
+    data["name"] = name
+    if slow_cpu:
+        data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, attention_gflops=1.0)
+    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
+                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0,
+                              active_power_w=lavapipe_power_w)
+    write_profile(path, data)
+    return path
+
+
+def declared_lavapipe_bundle(checkpoint: Path, tmp_path_factory, name: str, lavapipe_power_w: float, slow_cpu: bool) -> Path:
+    """The checkpoint built (context 128, decode batches 1 and 2) from `declared_lavapipe_profile`."""
+    from iree_glm.compiler.build import BuildOptions, build_bundle
+
+    profile = declared_lavapipe_profile(tmp_path_factory.mktemp("profiles") / f"{name}.toml", name, lavapipe_power_w, slow_cpu)
+    out = tmp_path_factory.mktemp("bundles") / name
+    build_bundle(checkpoint, out, BuildOptions(max_context=128, profile=str(profile), decode_batch_sizes=(1, 2)))
+    return out
+
+
+def greedy_reference(bundle: Path, prompts: list[list[int]], new_tokens: int) -> dict[tuple[int, ...], list[int]]:
+    """Each prompt's greedy tokens from `bundle` (the CPU-only bundle the plans must match)."""
+    from iree_glm.runtime import Session
+
+    s = Session.load(bundle)
+    return {tuple(p): s.generate(p, max_new_tokens=new_tokens).generated_ids for p in prompts}
+
+
 def run_in_threads(work, count: int, timeout: float = 60) -> list:
     """work(0) .. work(count - 1), each on its own thread at once (concurrent requests); their
     results in order."""

@@ -28,6 +28,7 @@ PROFILES = REPO / "iree_glm" / "planner" / "profiles"
 # of its own and schedules -mcpu=cortex-a76 with its Cortex-A57 model (see the printed models).
 CPUS = ("cortex-a76", "neoverse-n1", "cortex-x4", "cortex-a720")
 MACS = {"sdot": 16, "smmla": 32}  # multiply-adds per instruction: a block-row is 32 of them
+FP32_MACS = {"fmla": 4}  # the attention loops' (f32): a "block-row" is then 32 f32 multiply-adds
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Loop:
     source: str = ""  # or our kernel: its C file under iree_glm/kernels/, the function holding the loop
     function: str = ""  # (a static body such as int8_matvec, looked for in its entry point if GCC inlined it)
     i8mm: bool = False  # needs i8mm (not on cortex-a76 / neoverse-n1)
+    fp32: bool = False  # counts f32 `fmla` (attention) instead of integer dot products
+    tile_macs: int = 0  # of our loops, the one with exactly this many multiply-adds (0: the most)
 
 
 DOTPROD_MARCH, I8MM_MARCH = "armv8.2-a+dotprod+fp16", "armv8.2-a+dotprod+fp16+i8mm"
@@ -58,6 +61,12 @@ LOOPS = (
     Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matmul_workgroup"),
     Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="iree_glm_int4_matmul_workgroup",
          i8mm=True),
+    # Attention: the products of a 32-row tile (q^T and p^T in 8 vectors, 2 keys / output columns
+    # a step, 16 `fmla`: the main path of prompts); IREE's decomposed attention does both
+    # products (over every key, masked or not) as its f32 mmt4d.
+    Loop("ours_attention", "ours: attention tile (2 keys x 32 rows), NEON", source="aarch64_dotprod/attention.c",
+         function="iree_glm_attention_workgroup", fp32=True, tile_macs=64),
+    Loop("iree_mmt4d_f32", "IREE mmt4d f32 (attention's QK^T and PV), 8x8x1", file="iree_mmt4d_f32_8x8x1.s", blocks=2),
     Loop("iree_generic", "IREE generic int8 decode (f32)", file="iree_generic_int8_decode_f32.s", blocks=2),
     Loop("iree_mmt4d_dot", "IREE mmt4d int8 prompt, dotprod 8x8x4", file="iree_mmt4d_s8s8s32_dotprod_8x8x4.s", blocks=8),
     Loop("iree_mmt4d_mm", "IREE mmt4d int8 prompt, i8mm 8x8x8", file="iree_mmt4d_s8s8s32_i8mm_8x8x8.s", blocks=16, i8mm=True),
@@ -66,9 +75,10 @@ LOOPS = (
 BRANCH = re.compile(r"^\s*(?:b(?:\.\w+)?|b\w\w|cbn?z|tbn?z)\s+(?:[^,]+,\s*)*(\.L\w+)\s*$")
 
 
-def inner_loop(asm: str, function: str) -> list[str]:
+def inner_loop(asm: str, function: str, fp32: bool = False, tile_macs: int = 0) -> list[str]:
     """The instructions of `function`'s innermost loop (a label and a later branch back to it,
-    holding no other loop) with the most sdot / smmla: the kernel's hot loop."""
+    holding no other loop) with the most sdot / smmla (`fp32`: fmla; `tile_macs`: the first with
+    exactly that many multiply-adds): the kernel's hot loop."""
     lines = asm.splitlines()
     if f"{function}:" not in lines and function.startswith("int"):  # a body GCC inlined into its entry point
         function = f"iree_glm_{function}_workgroup"
@@ -83,11 +93,14 @@ def inner_loop(asm: str, function: str) -> list[str]:
     def instructions(a: int, b: int) -> list[str]:
         return [line for line in body[a:b + 1] if line.startswith("\t") and not line.strip().startswith(".")]
 
-    return max((instructions(a, b) for a, b in inner), key=lambda ins: sum(macs(line) for line in ins))
+    bodies = [instructions(a, b) for a, b in inner]
+    if tile_macs:
+        return next(ins for ins in bodies if sum(macs(line, fp32) for line in ins) == tile_macs)
+    return max(bodies, key=lambda ins: sum(macs(line, fp32) for line in ins))
 
 
-def macs(line: str) -> int:
-    return MACS.get(line.split()[0], 0) if line.strip() else 0
+def macs(line: str, fp32: bool = False) -> int:
+    return (FP32_MACS if fp32 else MACS).get(line.split()[0], 0) if line.strip() else 0
 
 
 def listing(loop: Loop, cc: str, folder: Path) -> tuple[Path, float]:
@@ -101,10 +114,10 @@ def listing(loop: Loop, cc: str, folder: Path) -> tuple[Path, float]:
     march = I8MM_MARCH if loop.i8mm else DOTPROD_MARCH
     asm = subprocess.run([cc, "-O3", f"-march={march}", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector", "-S",
                           "-o", "-", str(KERNELS / loop.source)], capture_output=True, text=True, check=True).stdout
-    body = inner_loop(asm, loop.function)
+    body = inner_loop(asm, loop.function, loop.fp32, loop.tile_macs)
     out = folder / f"{loop.key}.s"
     out.write_text("\n".join(body) + "\n")
-    return out, sum(macs(line) for line in body) / 32
+    return out, sum(macs(line, loop.fp32) for line in body) / 32
 
 
 def mca(tool: str, path: Path, cpu: str, iterations: int = 1000) -> tuple[float, str]:

@@ -215,6 +215,28 @@ def _iree_tool(name: str) -> str:
     return found
 
 
+# A library whose constructor asks Linux for the AMX tile state: iree-benchmark-module does not
+# (our runtime does, bundle/cpu_features.request_amx), and the permission does not survive exec.
+AMX_SHIM = """#include <sys/syscall.h>
+#include <unistd.h>
+__attribute__((constructor)) static void request_amx(void) { syscall(SYS_arch_prctl, 0x1023, 18); }
+"""
+
+
+def _tool_env(manifest: dict, work: Path) -> dict:
+    """The environment for IREE's tools on `manifest`'s bundle: with AMX_SHIM preloaded where its
+    kernels use AMX tiles (the first tile instruction without the permission is SIGILL)."""
+    from iree_glm.bundle.cpu_features import needs_amx
+
+    options = manifest.get("options", {})
+    features = [f for name, o in options.items() if name.endswith("_kernel") and isinstance(o, dict) for f in o.get("features") or []]
+    if not needs_amx(features):
+        return dict(os.environ)
+    (work / "amx_shim.c").write_text(AMX_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", str(work / "amx_shim.c"), "-o", str(work / "amx_shim.so")], check=True)
+    return {**os.environ, "LD_PRELOAD": str(work / "amx_shim.so")}
+
+
 def _profile_call(bundle: Path, manifest: dict, tokens: int, start: int, keys: int, threads: int, runs: int) -> tuple[dict, float]:
     """One prefill call (`tokens` at positions start.., attending keys 0..keys-1) timed per
     dispatch: {dispatch: (ms per call, dispatches per call)} and the call's median wall time."""
@@ -237,7 +259,7 @@ def _profile_call(bundle: Path, manifest: dict, tokens: int, start: int, keys: i
                *[cache] * (2 * cfg["num_layers"]),
                f"--benchmark_repetitions={runs}", "--benchmark_min_time=1x",
                "--device_profiling_mode=host-execution", f"--device_profiling_output={profile}"]
-        bench = subprocess.run(cmd, capture_output=True, text=True)
+        bench = subprocess.run(cmd, capture_output=True, text=True, env=_tool_env(manifest, Path(work)))
         if bench.returncode != 0:
             raise SystemExit(f"iree-benchmark-module failed:\n{bench.stderr[-2000:]}")
         # One repetition prints no aggregates: then the single run's line is the median.

@@ -45,7 +45,7 @@ class Int8Case:
         from iree_glm.kernels import int8
 
         self.lib, self.m, self.k, self.tiles = lib, m, k, n // 16
-        self.rows = int8.m_chunk(kernel_set.short)  # rows a call takes, as the dispatch's grid gives them
+        self.rows = kernel_set.rows_per_call("int8")  # rows a call takes, as the dispatch's grid gives them
         lib.iree_glm_int8_quantize_workgroup.argtypes = MEMREF * 2 + [ctypes.c_size_t] * 4
         lib.iree_glm_int8_matmul_workgroup.argtypes = MEMREF * 3 + [ctypes.c_size_t] * 7
         self.x = rng.standard_normal((m, k)).astype(np.float32)
@@ -62,10 +62,11 @@ class Int8Case:
 
 
 class Int4Case:
-    def __init__(self, lib, m: int, k: int, n: int, rng, group: int = 32):
+    def __init__(self, lib, m: int, k: int, n: int, rng, kernel_set, group: int = 32):
         from iree_glm.kernels import int4
 
         self.lib, self.m, self.k, self.n, self.group = lib, m, k, n, group
+        self.rows = kernel_set.rows_per_call("int4")
         lib.iree_glm_int4_quantize_workgroup.argtypes = MEMREF * 2 + [ctypes.c_size_t] * 5
         lib.iree_glm_int4_matmul_workgroup.argtypes = MEMREF * 4 + [ctypes.c_size_t] * 8
         self.x = rng.standard_normal((m, k)).astype(np.float32)
@@ -75,13 +76,11 @@ class Int4Case:
         self.y = np.zeros((m, n), np.float32)
 
     def __call__(self) -> None:
-        from iree_glm.kernels import int4
-
         lib, m, k, n, g = self.lib, self.m, self.k, self.n, self.group
         lib.iree_glm_int4_quantize_workgroup(*_memref(self.x), *_memref(self.xq), m, k, g, 0, m)
-        for m0 in range(0, m, int4.M_CHUNK):
+        for m0 in range(0, m, self.rows):
             lib.iree_glm_int4_matmul_workgroup(*_memref(self.xq), *_memref(self.q), *_memref(self.s), *_memref(self.y), m, n, k,
-                                               g, 0, n, m0, m0 + int4.M_CHUNK)
+                                               g, 0, n, m0, m0 + self.rows)
 
 
 def main() -> int:
@@ -104,7 +103,7 @@ def main() -> int:
         libs = {s.short: (ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))), s) for s in sets}
         for m in (int(v) for v in args.m.split(",")):
             for name, (k, n) in SHAPES.items():
-                cases = {short: Int8Case(lib, m, k, n, rng, s) if fmt == "int8" else Int4Case(lib, m, k, n, rng)
+                cases = {short: Int8Case(lib, m, k, n, rng, s) if fmt == "int8" else Int4Case(lib, m, k, n, rng, s)
                          for short, (lib, s) in libs.items()}
                 times: dict[str, list[float]] = {short: [] for short in cases}
                 for case in cases.values():

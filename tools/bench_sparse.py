@@ -6,7 +6,13 @@ Every engine in its own process, processes alternated, medians of several runs, 
   attention kernel is built, both call it: sparse is the kernel told the pattern);
 - whole-model decode of the same two bundles, a conversation reaching each length;
 - attention alone (one layer's attention, H=16 heads over 4 KV heads, head size 64, cache = S),
-  dense vs sparse, both through our attention kernel (passes/attention_kernel.py);
+  dense vs sparse, both through our attention kernel (passes/attention_kernel.py); with
+  `--attention-sets avx2,avx512`, each kernel set's form of it side by side;
+- where dense prefill's time goes: attention alone at the model's shapes (its heads, the calls
+  of a chunked prefill: 256 queries over the keys up to each chunk's end) times its layers, the rest of the measured dense prefill being the linear
+  work (projections, MLP, norms, cache writes and reads); from these the Amdahl bound on
+  sparse/dense (sparse attention free) and the ratio predicted with the measured sparse
+  attention, next to the measured ratio;
 - `--decode`: the sparse model with a KV cache indexed by position (one slot per
   position of the context) vs a sliding-window cache (`,ring`: G + W + B slots), a conversation
   reaching each context: KV-cache size, ms per token, peak RSS while decoding.
@@ -16,6 +22,7 @@ peak RSS.
     python tools/bench_sparse.py                         # 2k/4k, W=256, G=16, B=64
     python tools/bench_sparse.py --lengths 1024 --runs 3
     python tools/bench_sparse.py --decode                # decode at 1k/4k/16k tokens of context
+    python tools/bench_sparse.py --skip prefill,model-decode,before,decode,shares --attention-sets avx2,avx512
     python tools/bench_sparse.py --fidelity --lengths 1024,4096   # logits vs dense, no timing
 
 Prints a Markdown table.
@@ -30,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,10 +85,38 @@ def build_model(work: Path, pattern: str | None, attention_kernel: bool = True) 
     return out
 
 
-def build_attention(work: Path, length: int, pattern: str | None) -> Path:
+@dataclass(frozen=True)
+class Shape:
+    """The heads of one attention layer."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    def __str__(self) -> str:
+        return f"H={self.heads}, Hkv={self.kv_heads}, D={self.head_dim}"
+
+
+WIDE = Shape(HEADS, KV_HEADS, HEAD_DIM)  # the attention-alone rows
+
+
+def model_shape() -> tuple[Shape, int]:
+    """The default model's attention heads and its number of layers."""
+    from iree_glm.frontend.default_model import CONFIG
+
+    return Shape(CONFIG.num_heads, CONFIG.num_kv_heads, CONFIG.head_dim), CONFIG.num_layers
+
+
+CHUNK = 256  # the host profile's prefill_chunk: the model's attention calls of a long prompt
+
+
+def build_attention(work: Path, length: int, pattern: str | None, shape: Shape = WIDE, kernel_set: str | None = None,
+                    chunked: bool = False) -> Path:
     """One attention (q over a cache of `length` positions) as its own module, in the model's
     form: query groups folded into rows, the mask causal (dense) or the pattern's, the op calling
-    our attention kernel (with the pattern when sparse)."""
+    our attention kernel (with the pattern when sparse; `kernel_set`'s form, default the host's).
+    `chunked`: as a chunked prefill calls it, CHUNK queries over the n <= `length` keys before
+    and in the chunk (n a run-time size)."""
     import torch
     import torch.nn.functional as F
 
@@ -88,10 +124,14 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     from iree_glm.frontend import sparse_attention as sa
     from iree_glm.compiler.iree_compile import compile_mlir
     from iree_glm.compiler.target import host_cpu_target
+    from iree_glm.compiler.kernel_choice import kernel_set_for
     from iree_glm.passes.attention_kernel import DENSE, AttentionKernelPass, Window
     from iree_glm.passes.pipeline import PassPipeline
 
-    out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}.vmfb"
+    if kernel_set is None:
+        kernel_set = kernel_set_for(host_cpu_target(), ())[0].provider("attention").name
+    tag = f"{shape.heads}-{shape.kv_heads}-{shape.head_dim}-{kernel_set}{'-chunked' if chunked else ''}"
+    out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}-{tag}.vmfb"
     if out.exists():
         return out
     sparse = parse_pattern(pattern) if pattern else None
@@ -111,10 +151,13 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     from iree.compiler import ir
     from iree.compiler.extras.fx_importer import FxImporter
 
-    args = (torch.zeros(1, HEADS, length, HEAD_DIM), torch.zeros(1, KV_HEADS, length, HEAD_DIM),
-            torch.zeros(1, KV_HEADS, length, HEAD_DIM), torch.arange(length)[None])
+    rows = CHUNK if chunked else length
+    args = (torch.zeros(1, shape.heads, rows, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
+            torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length - rows, length)[None])
+    keys = torch.export.Dim("n", min=CHUNK, max=length)
+    dynamic = (None, {2: keys}, {2: keys}, None) if chunked else None
     with torch.no_grad():
-        prog = torch.export.export(Attention(), args, strict=False)
+        prog = torch.export.export(Attention(), args, dynamic_shapes=dynamic, strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         prog = prog.run_decompositions(table)
@@ -123,7 +166,7 @@ def build_attention(work: Path, length: int, pattern: str | None) -> Path:
     src = work / f"{out.stem}.mlir"
     src.write_text(str(importer.module))
     window = Window(sparse.local, sparse.global_) if sparse is not None else DENSE
-    compile_mlir(src, out, host_cpu_target(), pipeline=PassPipeline([AttentionKernelPass(window)]))
+    compile_mlir(src, out, host_cpu_target(), pipeline=PassPipeline([AttentionKernelPass(window, kernel_set=kernel_set)]))
     return out
 
 
@@ -185,15 +228,15 @@ def _result(times: list[float], device, base_rss: float) -> dict:
             "peak_mb": _peak_mb(), "growth_mb": _peak_mb() - base_rss}
 
 
-def _measure_attention(vmfb: str, length: int, runs: int) -> dict:
+def _measure_attention(vmfb: str, length: int, runs: int, shape: Shape = WIDE) -> dict:
     import iree.runtime as rt
     import numpy as np
 
     module = rt.load_vm_flatbuffer_file(vmfb, driver="local-task")
     rng = np.random.default_rng(0)
-    q = rng.standard_normal((1, HEADS, length, HEAD_DIM), dtype=np.float32)
-    k = rng.standard_normal((1, KV_HEADS, length, HEAD_DIM), dtype=np.float32)
-    v = rng.standard_normal((1, KV_HEADS, length, HEAD_DIM), dtype=np.float32)
+    q = rng.standard_normal((1, shape.heads, length, shape.head_dim), dtype=np.float32)
+    k = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
+    v = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
     pos = np.arange(length, dtype=np.int64)[None]
     base = _rss_mb()
     times = []
@@ -231,6 +274,31 @@ def _measure_decode(bundle: str, context: int, tokens: int) -> dict:
     out.update(kv_mb=kv_cache_bytes(session.config, session.cache_slots) / 2**20, prefill_ms=prefill_ms,
                prefill_peak_mb=prefill_peak, slots=session.cache_slots)
     return out
+
+
+def _measure_model_attention(vmfb: str, length: int, runs: int) -> dict:
+    """A chunked prefill's attention calls of one layer at the model's shapes: CHUNK queries over
+    the n = CHUNK, 2 CHUNK, ..., `length` keys before them, timed as one sum."""
+    import iree.runtime as rt
+    import numpy as np
+
+    shape = model_shape()[0]
+    module = rt.load_vm_flatbuffer_file(vmfb, driver="local-task")
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1, shape.heads, CHUNK, shape.head_dim), dtype=np.float32)
+    k = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
+    v = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
+    calls = [(np.ascontiguousarray(k[:, :, :n]), np.ascontiguousarray(v[:, :, :n]), np.arange(n - CHUNK, n, dtype=np.int64)[None])
+             for n in range(CHUNK, length + 1, CHUNK)]
+    base = _rss_mb()
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        for kn, vn, pos in calls:
+            module.attention(q, kn, vn, pos).to_host()
+        if i:
+            times.append((time.perf_counter() - t) * 1e3)
+    return _result(times, rt.get_device("local-task"), base)
 
 
 def _child(kind: str, path: Path, length: int, runs: int) -> dict:
@@ -302,7 +370,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
     p.add_argument("--skip", default="", help="comma list of parts to skip: model, prefill, model-decode, before (the sparse "
-                   "bundle without our attention kernel), attention, decode")
+                   "bundle without our attention kernel), attention, shares (attention vs linear share of prefill), decode")
+    p.add_argument("--attention-sets", default="", help="comma list of kernel sets' short names (avx2,avx512): attention alone "
+                   "through each set's form, side by side (default: the host's set only)")
     p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
     p.add_argument("--decode-contexts", default="1024,4096,16384")
     p.add_argument("--ring", default="ring", help="the sliding-window option: ring (W + B slots) or ring=N")
@@ -315,7 +385,8 @@ def main() -> None:
         return
     if args.worker:
         kind, path, length, runs = args.worker
-        fn = {"model": _measure_model, "attention": _measure_attention, "decode": _measure_decode}[kind]
+        fn = {"model": _measure_model, "attention": _measure_attention, "model-attention": _measure_model_attention,
+              "decode": _measure_decode}[kind]
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
@@ -325,33 +396,55 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     if args.decode:
         args.skip += ",model,attention"
+    skip = set(args.skip.split(","))  # whole names: "model" is not "model-decode"
     # Builds are cached under a digest of iree_glm's code: a bundle of older code is never reused.
     args.work = args.work / bench.source_hash()
     args.work.mkdir(parents=True, exist_ok=True)
     lengths = [int(n) for n in args.lengths.split(",")]
     rows = []
-    if "model" not in args.skip:
+    prefill: dict[int, dict] = {}  # whole-model prefill results by length
+    if "model" not in skip:
         bundles = {name: build_model(args.work, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
-        if "before" not in args.skip:  # the sparse pattern lowered by IREE (no attention kernel)
+        if "before" not in skip:  # the sparse pattern lowered by IREE (no attention kernel)
             bundles["before"] = build_model(args.work, args.pattern, attention_kernel=False)
-        for n in lengths if "prefill" not in args.skip else []:
+        for n in lengths if "prefill" not in skip else []:
             r = _compare("model", bundles, n, args.runs, args.rounds)
             rows.append(("whole-model prefill (default model, cache 4096)", n, r))
+            prefill[n] = r
             print(f"model {n}: {r}", file=sys.stderr)
-        if "model-decode" not in args.skip:
+        if "model-decode" not in skip:
             for n in lengths:
                 r = _compare("decode", bundles, min(n, CONTEXT - 1), args.decode_tokens, args.rounds)
                 rows.append((f"whole-model decode, ms per token ({args.decode_tokens} steps reaching)", n, r))
                 print(f"model decode {n}: {r}", file=sys.stderr)
-    if "attention" not in args.skip:
+    if "attention" not in skip:
         for n in lengths:
             mods = {name: build_attention(args.work, n, pat) for name, pat in (("dense", None), ("sparse", args.pattern))}
             r = _compare("attention", mods, n, args.runs, args.rounds)
             rows.append((f"attention alone (H={HEADS}, Hkv={KV_HEADS}, D={HEAD_DIM}, cache = S)", n, r))
             print(f"attention {n}: {r}", file=sys.stderr)
+    shares = []
+    if "shares" not in skip and prefill:
+        shape, layers = model_shape()
+        for n in prefill:
+            mods = {name: build_attention(args.work, n, pat, shape, chunked=True) for name, pat in (("dense", None), ("sparse", args.pattern))}
+            r = _compare("model-attention", mods, n, args.runs, args.rounds)
+            shares.append((n, r))
+            print(f"model attention {n}: {r}", file=sys.stderr)
+    set_rows = []
+    if args.attention_sets:
+        from iree_glm.kernels.toolchain import KERNEL_SETS
+
+        names = {s.short: s.name for s in KERNEL_SETS}
+        for n in lengths:
+            mods = {(kind, short): build_attention(args.work, n, pat, kernel_set=names[short])
+                    for short in args.attention_sets.split(",") for kind, pat in (("dense", None), ("sparse", args.pattern))}
+            r = _compare("attention", {f"{k} {s}": path for (k, s), path in mods.items()}, n, args.runs, args.rounds)
+            set_rows.append((n, r))
+            print(f"attention by set {n}: {r}", file=sys.stderr)
 
     decode_rows = []
-    if "decode" not in args.skip:
+    if "decode" not in skip:
         ring = build_decode_bundle(args.work, args.pattern, None, args.ring)
         for n in [int(c) for c in args.decode_contexts.split(",")]:
             paths = {"dense": build_decode_bundle(args.work, args.pattern, n), "sparse": ring}
@@ -370,6 +463,34 @@ def main() -> None:
         before = f"{r['before']['ms']:.1f} | {d['ms'] / r['before']['ms']:.2f}x" if "before" in r else "- | -"
         print(f"| {what} | {n} | {d['ms']:.1f} | {s['ms']:.1f} | {d['ms'] / s['ms']:.2f}x | {before} | "
               f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+
+    if shares:
+        shape, layers = model_shape()
+        print(f"\nwhere dense prefill's time goes: attention alone at the model's shapes ({shape}, the chunked prefill's calls: "
+              f"{CHUNK} queries over the keys up to each chunk's end) "
+              f"x {layers} layers; linear = the rest of the measured dense prefill; bound = dense / linear (sparse attention "
+              "free), predicted = dense / (linear + sparse attention)\n")
+        print("| tokens | dense prefill ms | attention dense ms (share) | linear ms (share) | attention sparse ms "
+              "| sparse/dense bound | predicted | measured |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n, r in shares:
+            total, sparse_total = prefill[n]["dense"]["ms"], prefill[n]["sparse"]["ms"]
+            att, att_sparse = layers * r["dense"]["ms"], layers * r["sparse"]["ms"]
+            linear = total - att
+            print(f"| {n} | {total:.1f} | {att:.1f} ({att / total:.0%}) | {linear:.1f} ({linear / total:.0%}) | {att_sparse:.1f} "
+                  f"| {total / linear:.2f}x | {total / (linear + att_sparse):.2f}x | {total / sparse_total:.2f}x |")
+
+    if set_rows:
+        sets = args.attention_sets.split(",")
+        print(f"\nattention alone ({WIDE}, cache = S) through each kernel set's form; speed-up against {sets[0]}\n")
+        print("| tokens | " + " | ".join(f"dense {s} ms | sparse {s} ms" for s in sets) + " | " +
+              " | ".join(f"{s} dense / sparse speed-up" for s in sets[1:]) + " |")
+        print("|---|" + "---|---|" * len(sets) + "---|" * (len(sets) - 1))
+        for n, r in set_rows:
+            cells = [f"{r[f'{k} {s}']['ms']:.2f}" for s in sets for k in ("dense", "sparse")]
+            ups = [f"{r[f'dense {sets[0]}']['ms'] / r[f'dense {s}']['ms']:.2f}x / {r[f'sparse {sets[0]}']['ms'] / r[f'sparse {s}']['ms']:.2f}x"
+                   for s in sets[1:]]
+            print(f"| {n} | " + " | ".join(cells + ups) + " |")
 
     if decode_rows:
         print(f"\ndecode: {args.pattern}; KV cache indexed by position (as many slots as the context) vs sliding window "

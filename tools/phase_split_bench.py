@@ -2,15 +2,18 @@
 measured per phase, and what a plan switch costs.
 
 Builds (or reuses) a bundle of the default model (or `--checkpoint`) from host-cpu-vulkan with
-lavapipe declared fast at matmuls but call-heavy (as tests/runtime/test_phase_split.py), so
-the planner prefills on lavapipe and decodes on the CPU; the bundle carries both plans. Each plan
-then runs in its own process: per prompt length, `--runs` prefills into a fresh KV row (no
-prefix cache) and `--steps` decode steps, medians. The estimates are the cost model's for the
-same placements, with the numbers the bundle was built with (declared) and with the shipped
-host-cpu-vulkan profile's calibrated numbers. The switch cost is timed in the phase-split process:
-`use_plan` back and forth, against one decode step and the measured KV hand-off. Every plan's
-greedy tokens must be equal (exit 1 otherwise). On a machine with a real Vulkan GPU the same
-command builds and runs the split there (the check a lent GPU machine should run).
+lavapipe declared fast at matmuls but call-heavy and frugal (3 W), so the planner prefills on
+lavapipe and decodes on the CPU, and carries a power-saving `decode-lavapipe` plan (both phases
+on lavapipe); the bundle carries every plan. Each plan then runs in its own process: per prompt
+length, `--runs` prefills into a fresh KV row (no prefix cache) and `--steps` decode steps,
+medians. The estimates are the cost model's for the same placements, with the numbers the
+bundle was built with (declared) and with the shipped host-cpu-vulkan profile's calibrated
+numbers. Switches are timed in a process of their own: `use_plan` between plans that decode on
+the same module (no KV moves), and a switch between decode devices mid-generation (CPU ->
+lavapipe -> CPU: the KV move and the first step after it), against one decode step and the
+measured KV hand-off. Every plan's greedy tokens, and the switched generation's, must be equal
+(exit 1 otherwise). On a machine with a real Vulkan GPU the same command builds and runs the
+plans there (the check a lent GPU machine should run).
 
     python tools/phase_split_bench.py [--bundle DIR] [--checkpoint CKPT] [--prompts 32,96] [--runs 5] [--steps 16]
 """
@@ -25,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,16 +41,11 @@ def cpu_model() -> str:
 
 
 def write_profile(path: Path) -> None:
-    """host-cpu-vulkan with a CPU declared slow at matmuls and lavapipe declared fast but call-heavy."""
+    """host-cpu-vulkan with a CPU declared slow at matmuls and lavapipe declared fast but call-heavy and frugal."""
     sys.path.insert(0, str(ROOT))
-    from tests.helpers import PROFILES, write_profile as write
+    from tests.helpers import declared_lavapipe_profile
 
-    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
-    data["name"] = "phase-split-bench"
-    data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, attention_gflops=1.0)
-    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
-                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0, active_power_w=15.0)
-    write(path, data)
+    declared_lavapipe_profile(path, "plans-bench", 3.0, slow_cpu=True)
 
 
 def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) -> dict:
@@ -87,14 +84,55 @@ def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) ->
         out["prompts"][n] = {"ttft_ms": med(ttft), "handoff_ms": med(handoff), "prefill_device_ms": med(device),
                              "decode_ms": med(decode)}
     out["tokens"] = s.generate([(i * 7919) % s.config.vocab_size for i in range(1, prompts[-1] + 1)],
-                               max_new_tokens=steps).generated_ids
-    if placement is not None:
-        other = next(name for name in s.plans.entries if name != plan)
+                               max_new_tokens=3 * steps).generated_ids
+    same_module = [name for name, e in s.plans.entries.items() if name != plan and e.decode_module is None]
+    if placement is not None and same_module:
         t = time.perf_counter()
         for _ in range(1000):
-            s.use_plan(other)
+            s.use_plan(same_module[0])
             s.use_plan(plan)
         out["switch_us"] = (time.perf_counter() - t) / 2000 * 1e6
+    return out
+
+
+def switch_child(bundle: Path, prompt: int, runs: int, steps: int) -> dict:
+    """Decode on the main module, switch to `decode-lavapipe` between two steps, then back: the KV
+    move and the first step after each switch against the steps around it (JSON on stdout)."""
+    import numpy as np
+
+    from iree_glm.runtime import Session
+    from iree_glm.runtime.request import RequestState
+    from iree_glm.runtime.sampling import Sampler, SamplingParams
+
+    s = Session.load(bundle, plan="one-placement")
+    other = next(name for name, e in s.plans.entries.items() if e.decode_module is not None)
+    ids = [(i * 7919) % s.config.vocab_size for i in range(1, prompt + 1)]
+    rows = {"there": [], "back": []}
+    tokens = []
+    for _ in range(runs + 1):  # the first run warms up
+        s.use_plan("one-placement")
+        state = RequestState(ids, 3 * steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
+        cache = s.new_cache()
+        token, pos, got = int(np.argmax(s.prefill(state, cache))), prompt, []
+        for leg, plan in (("cpu", None), ("there", other), ("back", "one-placement")):
+            if plan is not None:
+                s.use_plan(plan)
+            times = []
+            for _ in range(steps):
+                got.append(token)
+                t = time.perf_counter()
+                token = int(np.argmax(s.decode([token], [pos], cache)[0]))
+                times.append(time.perf_counter() - t)
+                pos += 1
+            if plan is not None:
+                _, _, nbytes, seconds = s.kv_moves.history[-1]
+                rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes))
+        tokens = got
+    out = {"plan": other, "tokens": tokens}
+    for leg, xs in rows.items():
+        xs = xs[1:]
+        out[leg] = {"first_step_ms": statistics.median(x[0] for x in xs) * 1e3, "move_ms": statistics.median(x[1] for x in xs) * 1e3,
+                    "step_ms": statistics.median(x[2] for x in xs) * 1e3, "bytes": xs[0][3]}
     return out
 
 
@@ -109,10 +147,11 @@ def estimates(bundle: Path, profile_path: Path, prompts: list[int]) -> dict:
     profiles = {"declared": load_profile(str(profile_path)), "calibrated": load_profile("host-cpu-vulkan")}
     out = {}
     for plan in m.options.plans:
-        prefill = [s.device for s in plan.prefill_stages for _ in s.parts] if plan.prefill_stages else decode
+        own = [plan.decode_device] * len(decode) if plan.decode_device else decode
+        prefill = [s.device for s in plan.prefill_stages for _ in s.parts] if plan.prefill_stages else own
         out[plan.name] = {
             name: {n: (estimate_placement(m.model, prof, prefill, capacity=m.options.kv_cache_slots, prefill_tokens=n)["prefill_ms"],
-                       estimate_placement(m.model, prof, decode, capacity=m.options.kv_cache_slots, context=n)["decode_ms"])
+                       estimate_placement(m.model, prof, own, capacity=m.options.kv_cache_slots, context=n)["decode_ms"])
                    for n in prompts}
             for name, prof in profiles.items()}
     return out
@@ -120,7 +159,7 @@ def estimates(bundle: Path, profile_path: Path, prompts: list[int]) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", type=Path, default=Path("/tmp/iree_glm-phase-split-bench"))
+    p.add_argument("--bundle", type=Path, default=Path("/tmp/iree_glm-plans-bench"))
     p.add_argument("--checkpoint", type=Path, help="checkpoint to build from (default: the shipped default model)")
     p.add_argument("--prompts", default="32,96")
     p.add_argument("--runs", type=int, default=5)
@@ -128,6 +167,9 @@ def main() -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     prompts = [int(x) for x in args.prompts.split(",")]
+    if args.child == "--switch":
+        print(json.dumps(switch_child(args.bundle, prompts[-1], args.runs, args.steps)))
+        return 0
     if args.child:
         print(json.dumps(child(args.bundle, args.child, prompts, args.runs, args.steps)))
         return 0
@@ -136,14 +178,15 @@ def main() -> int:
         from iree_glm.compiler.build import BuildOptions, build_bundle
 
         write_profile(profile)
-        build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=max(prompts) + args.steps + 16, profile=str(profile)))
+        build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=max(prompts) + 3 * args.steps + 16, profile=str(profile)))
     from iree_glm.bundle.manifest import read_manifest
 
     plans = [pl.name for pl in read_manifest(args.bundle, verify=False).options.plans]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     measured = {}
-    for plan in plans:
-        r = subprocess.run([sys.executable, __file__, "--bundle", str(args.bundle), "--child", plan, "--prompts", args.prompts,
+    switched = "--switch" if any(pl.decode_module for pl in read_manifest(args.bundle, verify=False).options.plans) else None
+    for plan in [*plans, switched] if switched else plans:
+        r = subprocess.run([sys.executable, __file__, "--bundle", str(args.bundle), "--child=" + plan, "--prompts", args.prompts,
                             "--runs", str(args.runs), "--steps", str(args.steps)], capture_output=True, text=True, env=env, check=True)
         measured[plan] = json.loads(r.stdout.strip().splitlines()[-1])
     est = estimates(args.bundle, profile, prompts)
@@ -158,14 +201,25 @@ def main() -> int:
             (pd, dd), (pc, dc) = est[plan]["declared"][n], est[plan]["calibrated"][n]
             print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r['handoff_ms'] / r['ttft_ms']:.3g}%) | "
                   f"{r['prefill_device_ms']:.1f} | {pd:.1f} / {pc:.1f} | {r['decode_ms']:.2f} | {dd:.2f} / {dc:.2f} |")
-    same = len({tuple(m["tokens"]) for m in measured.values()}) == 1
-    print(f"greedy tokens of every plan equal (the phase split against the CPU module's): {same}")
+    n = str(prompts[-1])
+    short = min(len(m["tokens"]) for m in measured.values())
+    same = len({tuple(m["tokens"][:short]) for m in measured.values()}) == 1
+    print(f"greedy tokens of every plan and of the switched generation equal (first {short}): {same}")
     split = measured.get("phase-split")
-    if split is not None:
-        n = str(prompts[-1])
-        step, handoff = split["prompts"][n]["decode_ms"], split["prompts"][n]["handoff_ms"]
-        print(f"plan switch: {split['switch_us']:.2f} us against one decode step {step:.2f} ms + the {n}-token hand-off "
-              f"{handoff:.2f} ms (ratio {split['switch_us'] / 1e3 / (step + handoff):.2e})")
+    handoff = split["prompts"][n]["handoff_ms"] if split is not None else 0.0
+    if split is not None and "switch_us" in split:
+        step = split["prompts"][n]["decode_ms"]
+        print(f"plan switch, same decode module: {split['switch_us']:.2f} us against one decode step {step:.2f} ms + the "
+              f"{n}-token hand-off {handoff:.2f} ms (ratio {split['switch_us'] / 1e3 / (step + handoff):.2e})")
+    if switched:
+        sw = measured[switched]
+        for leg, label in (("there", f"main -> {sw['plan']}"), ("back", f"{sw['plan']} -> main")):
+            r = sw[leg]
+            extra = r["first_step_ms"] - r["step_ms"]
+            print(f"switch between decode devices {label} after a {n}-token prompt: KV move {r['move_ms']:.2f} ms ({r['bytes'] / 2**20:.2f} MiB), "
+                  f"first step {r['first_step_ms']:.2f} ms against {r['step_ms']:.2f} ms per later step: the switch costs "
+                  f"{extra:.2f} ms, against one step + the {n}-token hand-off {r['step_ms'] + handoff:.2f} ms "
+                  f"(ratio {extra / (r['step_ms'] + handoff):.2f})")
     return 0 if same else 1
 
 

@@ -117,10 +117,11 @@ class StageEntry:
 
 @dataclass
 class PlanEntry:
-    """One plan a bundle can run. Every plan decodes on the bundle's decode placement (its main
-    module, or `options.stages`); a phase-split plan prefills prompts on its own stage modules
-    and hands the prompt's KV cache to the decode devices. The estimates (the profile's cost
-    model) let the runtime choose a plan for a power budget."""
+    """One plan a bundle can run. A plan decodes on the bundle's decode placement (its main
+    module, or `options.stages`) unless it names a `decode_module` of its own (one device for
+    both phases; switching to or from it moves the live KV cache); a phase-split plan prefills
+    prompts on its own stage modules and hands the prompt's KV cache to the decode devices. The
+    estimates (the profile's cost model) let the runtime choose a plan for a power budget."""
 
     name: str
     prefill_stages: list[StageEntry] | None  # None: prompts are prefilled on the decode placement
@@ -130,6 +131,8 @@ class PlanEntry:
     decode_ms: float = bounded(min=0.0)  # estimated per token
     prompt_tokens: int = bounded(min=1)
     reasons: list[str] = field(default_factory=list)
+    decode_module: str | None = None  # a module file of its own for both phases (None: the main module)
+    decode_device: str | None = None  # the profile device that module runs on
 
 
 @dataclass
@@ -161,6 +164,7 @@ class BundleOptions:
     prefill_chunk: int | None = bounded(None, min=0)
     int4_kernel: KernelChoice | None = None
     int8_kernel: KernelChoice | None = None
+    bf16_kernel: KernelChoice | None = None  # --compute-dtype bf16: the layers' bf16 kernels (or IREE's demotion, why)
     stages: list[StageEntry] | None = None  # the decode placement's stages (None: one module, modules[0])
     plans: list[PlanEntry] | None = None  # plans the runtime can switch between; the first is the default
     target_cpu: TargetCpuRecord | None = None  # llvm-cpu bundles
@@ -220,6 +224,8 @@ def _check_file_names(manifest: Manifest, where: Path) -> None:
     staged = [(f"options.stages[{i}].file", s.file) for i, s in enumerate(manifest.options.stages or [])]
     for i, plan in enumerate(manifest.options.plans or []):
         staged += [(f"options.plans[{i}].prefill_stages[{j}].file", s.file) for j, s in enumerate(plan.prefill_stages or [])]
+        if plan.decode_module is not None:
+            staged.append((f"options.plans[{i}].decode_module", plan.decode_module))
     for key, name in staged:
         if name not in compiled:
             raise BundleError(f"{where}: {key}: '{name}' is not one of the bundle's modules (recompile the bundle)")

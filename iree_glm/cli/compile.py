@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     attention = o.attention_kernel
     if attention.ours:
         pattern = f", skipping the key blocks outside {attention.sparse}" if attention.sparse else ""
-        print(f"attention: AVX2 flash-attention kernel{pattern} ({attention.rewritten} op(s); {attention.left_to_iree} left to IREE)")
+        print(f"attention: our {attention.kernel_set} flash-attention kernel{pattern} ({attention.rewritten} op(s); "
+              f"{attention.left_to_iree} left to IREE)")
     else:
         print(f"attention: IREE's lowering ({attention.reason})")
     if o.kv_cache_slots != m.max_context:

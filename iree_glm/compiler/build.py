@@ -29,7 +29,7 @@ from iree_glm.compiler.stages import compile_stages, stand_ins
 from iree_glm.compiler import phases
 from iree_glm.planner.phases import plan_phases
 from iree_glm.export.stages import export_stages, stages_of
-from iree_glm.transforms.quantize import QuantLinear, QuantSpec, quantize_model, quantized_layer_count, state_bytes
+from iree_glm.transforms.quantize import QuantLinear, QuantSpec, bf16_layers, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import compute_dtype, kernel_choice
@@ -178,6 +178,10 @@ def build_bundle(
             if not_split:
                 progress(f"phase plan: prefill elsewhere would be faster, but {not_split}")
             prefill_specs = phases.prefill_specs(phase_plan) if phase_plan.split and not not_split else []
+            no_decode_modules = phases.why_no_decode_modules(phase_plan, bool(stages), dtype, compute, opts.sparse_attention is not None,
+                                                             opts.quant.mode)
+            if no_decode_modules:
+                progress(f"decode options ({', '.join(o.device for o in phase_plan.decode_options)}): {no_decode_modules}")
             if prefill_specs and compute != "f32":  # the other device's prefill module would multiply in f32
                 raise UserError(f"--compute-dtype {compute} is not supported with a prefill placed on another device (profile {profile.name})")
             # The embed entry point: single-module bundles with a KV cache indexed by position.
@@ -195,7 +199,10 @@ def build_bundle(
             kernels = kernel_choice.choose(kernel_choice.KernelRequest(
                 target, extra_flags, opts.quant.mode, opts.quant.head, int8_activations, dtype, opts.sparse_attention,
                 bool(stages), profile.host.attention_kernel, profile.host.int8_prefill_kernel, profile.host.quantize_glue,
-                opts.kernel_set or profile.host.kernel_set))
+                opts.kernel_set or profile.host.kernel_set, compute))
+            if kernels.bf16.ours:  # the layers' weights stored bf16 in the bf16 kernel's layout
+                model = bf16_layers(model)
+                quantized_matmuls = _fused_expected(model, entry_points)
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
 
@@ -233,6 +240,11 @@ def build_bundle(
                 compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline)
                 kernels.record(compiled.pass_results)
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
+            decode_files: dict[str, str] = {}
+            if not stages and not no_decode_modules:
+                more, decode_files = phases.compile_decode_modules(mlir_path, phase_plan, profile, folder, opts.extra_flags, log,
+                                                                   quantized_matmuls, progress)
+                modules += more
             prefill_entries = None
             if prefill_specs:
                 progress(f"compile the prefill placement ({', '.join(s.device for s in prefill_specs)})")
@@ -261,8 +273,9 @@ def build_bundle(
                 prefix_cache_mb=profile.policy.prefix_cache_mb, prefill_chunk=profile.policy.prefill_chunk,
                 int4_kernel=kernels.int4 if opts.quant.mode == "int4" and not staged else None,
                 int8_kernel=kernels.int8 if kernels.int8.kernel != "none" and not staged else None,
+                bf16_kernel=kernels.bf16 if kernels.bf16.kernel != "none" else None,
                 stages=stage_entries,
-                plans=phases.plan_entries(phase_plan, profile, prefill_entries),
+                plans=phases.plan_entries(phase_plan, profile, prefill_entries, decode_files),
                 target_cpu=_target_cpu_record(device_target(profile.host), extra_flags),
             )
             manifest = Manifest(
@@ -324,6 +337,10 @@ def _say_kernels(kernels: kernel_choice.KernelPlan, quant: QuantSpec, progress: 
         progress(f"int8 {'layers' if quant.mode == 'int8' else 'head'}: one-row (decode) matmuls {what}")
         if int8.prefill:
             progress(f"int8 layers: prompt matmuls {f'call our {int8.kernel_set} matrix kernel' if int8.prefill == 'matmul' else 'run ' + int8.prefill}")
+    if kernels.bf16.ours:
+        progress(f"bf16 compute: layers call our {kernels.bf16.kernel_set} kernels (weights stored bf16)")
+    elif kernels.bf16.kernel == "iree":
+        progress(f"bf16 compute: IREE's demotion, not our kernels ({kernels.bf16.reason})")
     attention = kernels.attention
     if attention.ours:
         progress(f"attention: call our {attention.kernel_set} kernel")

@@ -11,6 +11,11 @@ IREE has this as a pass (`iree-global-opt-demote-contraction-inputs`), but its o
 generalized the named matmuls, where it matches nothing: the bundle came out bit-identical to
 f32. We add the pass to the preprocessing pipeline instead, before that generalization.
 
+Where the target also has AMX-BF16 (and the build links the AMX kernel set), the layers'
+weights (and an untied head's) are stored bf16 instead and call our kernels (kernels/bf16.py:
+the same rounding of x, f32 sums); the demotion then covers a tied head only
+(compiler/kernel_choice.py's `_bf16`).
+
 Only for x86-64 targets with AVX-512 BF16: without `avx512bf16` IREE would emulate bf16 in
 f32 (slower than f32 and less exact), so such a target is refused in one line.
 """

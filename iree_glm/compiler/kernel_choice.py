@@ -8,13 +8,13 @@ manifest says why (`KernelChoice.reason`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from iree_glm.bundle.manifest import KernelChoice
 from iree_glm.bundle.sparse_pattern import SparsePattern
 from iree_glm.errors import UserError
 from iree_glm.compiler.target import Target
-from iree_glm.kernels import target_cpu, toolchain
+from iree_glm.kernels import bf16 as bf16_kernel, target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.attention_kernel import DENSE, AttentionKernelPass, Window
 from iree_glm.passes.pipeline import PassPipeline
@@ -36,6 +36,7 @@ class KernelRequest:
     int8_prefill_wanted: bool  # ... int8_prefill_kernel
     glue_wanted: bool  # ... quantize_glue
     kernel_set_wanted: str = "best"  # ... kernel_set: "best" or a set's name
+    compute_dtype: str = "f32"  # what f32 matmuls multiply in (compiler/compute_dtype.py)
 
 
 @dataclass
@@ -47,18 +48,19 @@ class KernelPlan:
     attention: KernelChoice
     glue: bool  # the prompt kernels' row quantizations compute silu(gate) * up and RMSNorm themselves
     window: Window = DENSE  # the block-sparse pattern the attention kernel skips key blocks by
+    bf16: KernelChoice = field(default_factory=lambda: KernelChoice("none", reason="compute dtype f32"))
 
     def input_pipeline(self, quantized_matmuls: int, cpu: bool, int8_activations: str) -> PassPipeline:
         """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
         passes = []
         if quantized_matmuls:
-            kernel_set = next((c.kernel_set for c in (self.int4, self.int8) if c.ours and c.kernel_set), None)
+            kernel_set = next((c.kernel_set for c in (self.int4, self.int8, self.bf16) if c.ours and c.kernel_set), None)
             passes.append(DequantMatmulPass(quantized_matmuls, cpu_tiles=cpu, int8_activations=int8_activations,
                                             int4_kernel=self.int4.ours, int8_kernel=self.int8.ours,
                                             kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
-                                            int8_matmul=self.int8.prefill == "matmul", glue=self.glue))
+                                            int8_matmul=self.int8.prefill == "matmul", glue=self.glue, bf16_kernel=self.bf16.ours))
         if self.attention.ours:
-            passes.append(AttentionKernelPass(self.window))
+            passes.append(AttentionKernelPass(self.window, kernel_set=self.attention.kernel_set))
         return PassPipeline(passes)
 
     def record(self, results: dict) -> None:
@@ -103,7 +105,7 @@ def choose(req: KernelRequest) -> KernelPlan:
     int8 = _int8(req, *_ours(kernel_set, "int8", reason))
     attention = _attention(req, *_ours(kernel_set, "attention", reason))
     window = Window(req.sparse.local, req.sparse.global_) if req.sparse and attention.ours else DENSE
-    plan = KernelPlan(int4, int8, attention, glue=False, window=window)
+    plan = KernelPlan(int4, int8, attention, glue=False, window=window, bf16=_bf16(req, *_ours(kernel_set, "bf16", reason)))
     entry = plan._glue_entry()
     if entry is not None:
         if req.glue_wanted:
@@ -151,6 +153,23 @@ def _int8(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> 
         return replace(ours, decode="matvec")
     prefill = "generic" if req.int8_activations == "none" else "matmul" if req.int8_prefill_wanted else "mmt4d"
     return replace(ours, decode="matvec", prefill=prefill)
+
+
+def _bf16(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:
+    """With `--compute-dtype bf16`, fp32 layer weights are stored bf16 in the bf16 kernel's
+    layout and call it (decode "matvec", prompts "matmul") where the target has its features;
+    elsewhere IREE's demotion multiplies bf16 ("iree") and why."""
+    if req.compute_dtype != "bf16":
+        return KernelChoice("none", reason=f"compute dtype {req.compute_dtype}")
+    if req.quant_mode != "none":
+        return KernelChoice("none", reason=f"{req.quant_mode} layers")
+    if ours is None:
+        return KernelChoice("iree", reason=reason)
+    cpu = target_cpu.from_flags([*req.target.flags, *req.extra_flags])
+    missing = [f for f in bf16_kernel.FEATURES if f not in cpu.features]
+    if missing:
+        return KernelChoice("iree", reason=f"target {cpu.describe()} lacks {', '.join(missing)}")
+    return replace(ours, features=[*ours.features, *bf16_kernel.FEATURES], decode="matvec", prefill="matmul")
 
 
 def _attention(req: KernelRequest, ours: KernelChoice | None, reason: str | None) -> KernelChoice:

@@ -18,7 +18,7 @@ fused form. What the kernels compute is modelled in torch by `quant.quantize_act
 
 from __future__ import annotations
 
-from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
+from iree_glm.kernels.toolchain import X86_64_AVX2, KernelObject, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.kernels import toolchain
 from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401  (QUANT_ROWS: this kernel's API)
                                                 quantize_dispatch, quantize_executable, quantize_inputs)
@@ -38,15 +38,15 @@ MATMUL_MAX_GROUP = 1024  # the matrix kernels walk K in chunks of whole groups (
 PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
 WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
 GLUE_MAX_K = 8192  # kernels/x86_64_avx2/row_glue.h: the longest row a fused quantization transforms (on the stack)
-N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch ...
-M_CHUNK = 64  # ... times ranges of this many rows of x
+N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch, times ranges of the rows of x one
+# call takes (the object's rows_per_call)
 
 
-def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> KernelObject:
     """The int4 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
     they cannot build or run). The MLIR below is the same for every set: the same symbols,
-    arguments, weight layouts and quantized rows of x."""
-    return toolchain.build_object(folder, kernel_set.source("int4"), kernel_set)
+    arguments, weight layouts and quantized rows of x; only the rows per call differ."""
+    return toolchain.build_kernel(folder, "int4", kernel_set)
 
 
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
@@ -69,7 +69,7 @@ def quantize_name(k: int, group: int, m: Optional[int]) -> str:
     return f"iree_glm_int4_quantize_{k}g{group}_m{m if m is not None else 'dyn'}"
 
 
-def definitions(k: int, n: int, group: int, obj: Path, m: Optional[int] = 1, glue: Optional[Glue] = None, verify: bool = False) -> str:
+def definitions(k: int, n: int, group: int, obj: KernelObject, m: Optional[int] = 1, glue: Optional[Glue] = None, verify: bool = False) -> str:
     """MLIR text: the executables calling the kernels and a util.func wrapper the pass calls.
 
     The wrapper takes x [M, K] f32, qweight [N, K/G, G/2] i8, scale [N, K/G] f16 and returns
@@ -117,9 +117,9 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 """
 
 
-def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int], glue: Optional[Glue]) -> str:
+def _matmul_definitions(k: int, n: int, group: int, obj: KernelObject, m: Optional[int], glue: Optional[Glue]) -> str:
     """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
-    kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / M_CHUNK)."""
+    kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / obj.rows_per_call)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
     suffix = glue.suffix() if glue else ""
     qname = quantize_name(k, group, m) + suffix
@@ -132,10 +132,11 @@ def _matmul_definitions(k: int, n: int, group: int, obj: Path, m: Optional[int],
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
     symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
     args = "".join(f"{v}: {t}, " for v, t, _ in ins)
+    chunk = obj.rows_per_call
     dispatch = KernelDispatch(
-        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(M_CHUNK)),
+        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(chunk)),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"), Binding("y", "f32", "%yn")),
-        constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": M_CHUNK},
+        constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": chunk},
         lines=MATMUL_RANGES, args=("%m", "%n", "%k", "%g", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
 {quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}

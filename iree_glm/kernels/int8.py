@@ -28,7 +28,7 @@ from typing import Optional
 from iree_glm.kernels import toolchain
 from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401
                                                 quantize_dispatch, quantize_executable, quantize_inputs)
-from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
+from iree_glm.kernels.toolchain import X86_64_AVX2, KernelObject, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 
 SOURCE = X86_64_AVX2.source("int8")  # the AVX2 set's; other sets: `kernel_set.source("int8")`
 SYMBOL = "iree_glm_int8_matvec_workgroup"  # one row of x (decode)
@@ -40,27 +40,15 @@ MAX_K = 16384  # the decode kernel keeps x's int8 copies on the stack
 BLOCK = 32  # activation block (and K's granularity)
 LANES = 16  # output rows per tile of the stored layout
 WORKGROUPS = 16  # decode: tile ranges per dispatch, several per core balance shared cores
-N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch ...
-M_CHUNK = 64  # ... times ranges of this many rows of x (the C kernel's MAX_ROWS) ...
-M_CHUNKS = {"amx": 256}  # ... or, for these sets (short names), this many (AMX_MAX_ROWS: the weights are read once per range)
+N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch, times ranges of the rows of x one
+# call takes (the object's rows_per_call: its C file's MAX_ROWS, or AMX_MAX_ROWS)
 
 
-def m_chunk(short: str) -> int:
-    """Rows of x one matrix-kernel call of the set named `short` (KernelSet.short) takes: its C file's limit."""
-    return M_CHUNKS.get(short, M_CHUNK)
-
-
-def object_set(obj: Path) -> str:
-    """The short name of the set an object was built for (toolchain.build_object names it `int8_<short>.o`)."""
-    return obj.stem.rsplit("_", 1)[-1]
-
-
-
-def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> KernelObject:
     """The int8 kernels of `kernel_set` as an object in `folder` (raises KernelUnavailable where
     they cannot build or run). The MLIR below is the same for every set: the same symbols,
-    arguments, weight layouts and quantized rows of x."""
-    return toolchain.build_object(folder, kernel_set.source("int8"), kernel_set)
+    arguments, weight layouts and quantized rows of x; only the rows per call differ."""
+    return toolchain.build_kernel(folder, "int8", kernel_set)
 
 
 def fits(k: int, lanes: int, m: Optional[int]) -> bool:
@@ -93,7 +81,7 @@ def xq_row_bytes(k: int) -> int:
     return k + 32
 
 
-def definitions(k: int, tiles: int, obj: Path, verify: bool = False) -> str:
+def definitions(k: int, tiles: int, obj: KernelObject, verify: bool = False) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the pass calls.
 
     The wrapper takes x [1, K] f32 and qweight [N/16, K, 16] i8 and returns [1, N] f32 (before
@@ -135,10 +123,10 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{tiles}x{k}x{LANES}x
 """
 
 
-def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Optional[Glue] = None) -> str:
+def matmul_definitions(k: int, tiles: int, obj: KernelObject, m: Optional[int], glue: Optional[Glue] = None) -> str:
     """Two dispatches for M rows of x (static or None: dynamic): x's rows quantized once
     (QUANT_ROWS rows a workgroup), then the matrix kernel on a grid of N_CHUNKS weight-tile
-    ranges x ceil(M / m_chunk(its set)). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
+    ranges x ceil(M / obj.rows_per_call). The wrapper takes x [M, K] f32 and qweight [N/16, K, 16] i8 and
     returns [M, N] f32 (before the weight scale), as passes/dequant_matmul.py's integer matmul.
     With `glue` (its silu_mul form `scaled`: the C kernel takes the gate/up weight scale) the
     wrapper takes the glue's inputs instead of x (Glue)."""
@@ -156,7 +144,7 @@ def matmul_definitions(k: int, tiles: int, obj: Path, m: Optional[int], glue: Op
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
-    chunk = m_chunk(object_set(obj))
+    chunk = obj.rows_per_call
     dispatch = KernelDispatch(
         name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(chunk)),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn")),

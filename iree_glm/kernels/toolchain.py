@@ -20,6 +20,7 @@ from iree_glm.bundle.cpu_features import host_arch, missing_features, needs_amx,
 from iree_glm.kernels.target_cpu import TargetCpu
 
 FOLDER = Path(__file__).resolve().parent
+MATMUL_ROWS = 64  # rows of x a matrix kernel call takes, unless its set says otherwise (KernelSet.matmul_rows)
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,19 @@ class KernelSet:
     # Its int4 / int8 sources have the few-row matrix-vector kernels that `verify` calls (each row
     # bit for bit the decode kernel's); a set without them verifies on the prompt path.
     verify_rows: bool = False
+    # Rows of x one call of a prompt (matrix) kernel takes, per kernel where not MATMUL_ROWS: the
+    # C file's limit, and the dispatch grid's range of rows (the weights are read once per call).
+    matmul_rows: tuple[tuple[str, int], ...] = ()
+
+    def rows_per_call(self, kernel: str) -> int:
+        """Rows of x one call of `kernel`'s matrix kernel takes (its provider's number)."""
+        provider = self.provider(kernel)
+        return dict(provider.matmul_rows).get(kernel, MATMUL_ROWS) if provider is not None else MATMUL_ROWS
 
     def provider(self, kernel: str) -> Optional["KernelSet"]:
         """The set whose folder holds `kernel`'s source: this one, or its base for a kernel it
-        has no form of its own for (e.g. attention in the AVX-512 set); None where neither has
-        one (e.g. attention in the Arm sets)."""
+        has no form of its own for (e.g. attention in the AMX and i8mm sets); None where no set
+        of the chain has one."""
         if kernel in self.kernels:
             return self
         return self.base.provider(kernel) if self.base is not None else None
@@ -69,14 +78,14 @@ X86_64_AVX512 = KernelSet(
     name="x86_64_avx512",
     short="avx512",
     arch="x86_64",
-    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors; the files include the AVX2
-    # set's sources for the rest (decode, row quantization), hence its features too.
+    # The int4 / int8 prompt kernels use vpdpbusd on 512-bit vectors, attention 16-lane FMAs; the
+    # files include the AVX2 set's sources for the rest (decode, row quantization, attention of
+    # up to 8 rows), hence its features too.
     features=("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
     cflags=("-O3", "-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-std=c17",
             "-ffreestanding", "-fPIC", "-fno-stack-protector", "-fno-plt", "-fno-asynchronous-unwind-tables", "-fno-exceptions",
             "-fno-tree-ter"),
     object_format="embedded-elf-x86_64",
-    kernels=("int4", "int8"),
     base=X86_64_AVX2,
     verify_rows=True,  # x86_64_avx2's, included
 )
@@ -91,14 +100,13 @@ AARCH64_DOTPROD = KernelSet(
     features=("dotprod", "fullfp16"),
     cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
-    kernels=("int4", "int8"),
 )
 AARCH64_I8MM = KernelSet(
     name="aarch64_i8mm",
     short="i8mm",
     arch="aarch64",
-    # Its own sources are the prompt kernels (`smmla`); decode and row quantization are the
-    # dotprod set's, hence its features too.
+    # Its own sources are the prompt kernels (`smmla`); decode, row quantization and attention
+    # are the dotprod set's, hence its features too.
     features=("dotprod", "fullfp16", "i8mm"),
     cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
@@ -109,15 +117,18 @@ X86_64_AMX = KernelSet(
     name="x86_64_amx",
     short="amx",
     arch="x86_64",
-    # The int8 prompt kernel runs on AMX tiles (tdpbssd), regrouping weights with vpermt2b
-    # (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
+    # The int8 and int4 prompt kernels run on AMX tiles (tdpbssd), int8 regrouping weights with
+    # vpermt2b (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
+    # Its bf16 kernel (tdpbf16ps, vdpbf16ps) needs kernels/bf16.py's FEATURES besides (checked there).
     features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
-    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8"),
+    cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8", "-mavx512bf16", "-mamx-bf16"),
     object_format="embedded-elf-x86_64",
-    kernels=("int8",),
+    kernels=("int4", "int8", "bf16"),
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
+    # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int4.c, int8.c.
+    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: MAX_ROWS in bf16.c
 )
 # Best first: a target gets the first set whose architecture and features it has.
 KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)
@@ -194,6 +205,33 @@ def object_format(obj: Path) -> str:
 def unavailable_reason(kernel_set: KernelSet = X86_64_AVX2) -> Optional[str]:
     """Why `kernel_set` cannot be built and run here (None if it can)."""
     return host_reason(kernel_set) or build_reason(kernel_set)
+
+
+@dataclass(frozen=True)
+class KernelObject:
+    """A kernel's object as a build links it, with what the dispatches calling it must know
+    (how many rows of x a matrix-kernel call takes), typed rather than read from its file name.
+    Path-like: MLIR text and `open` take it as its path."""
+
+    path: Path
+    kernel: str  # "int4", "int8"
+    kernel_set: KernelSet
+
+    @property
+    def rows_per_call(self) -> int:
+        return self.kernel_set.rows_per_call(self.kernel)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def build_kernel(folder: Path, kernel: str, kernel_set: KernelSet = X86_64_AVX2) -> KernelObject:
+    """`kernel` of `kernel_set` as an object in `folder` (raises KernelUnavailable where it cannot
+    build)."""
+    return KernelObject(build_object(folder, kernel_set.source(kernel), kernel_set), kernel, kernel_set)
 
 
 def build_object(folder: Path, source: Path, kernel_set: KernelSet = X86_64_AVX2, shared: bool = False,

@@ -1,4 +1,4 @@
-"""Attention as a call of a hand-written AVX2 flash-attention kernel (x86-64 llvm-cpu).
+"""Attention as a call of our flash-attention kernel (llvm-cpu, x86-64 and aarch64).
 
 IREE lowers `iree_linalg_ext.attention` on this CPU either through its fused path (~40x slower
 here) or, with our host flags (`ATTENTION_DECOMPOSITION` + data tiling + ukernels), as a QK^T
@@ -9,7 +9,8 @@ prompts attention then dominates prefill.
 This pass runs on the input-phase IR, like passes/dequant_matmul.py, and replaces each
 attention op of the form our model exports (q [H, M, D], k [H, N, D], v [H, N, E], a constant
 scale, an additive mask [H, M, N], out [H, M, E]; H = batch x KV heads, M = positions x the
-query heads of one KV head) by a dispatch calling `kernels/x86_64_avx2/attention.c`: an online
+query heads of one KV head) by a dispatch calling the kernel set's `attention.c` (the driver
+kernels/attention_tile.h on AVX2 / AVX-512 / NEON vectors, kernels/toolchain.py): an online
 softmax over blocks of keys for 32 query rows per workgroup, skipping key blocks whose mask is
 -inf for all of them. A block-sparse build (`--sparse-attention`, passes `window`) gives the
 kernel its pattern too: a tile then visits only the key blocks of the globals and of its rows'
@@ -21,7 +22,7 @@ and read H x group times over. Likewise a decode step's K and V that are one row
 row index and the kernel reads the row in place; a slice as the dispatch's operand would be
 copied (IREE's `slow_memcpy`) at every step.
 
-The object is built like the int4 kernels' (kernels/toolchain.py, the same host checks);
+The object is built like the int4 kernels' (kernels/toolchain.py, for the target's kernel set);
 on other targets the op is left to IREE (build.py records which form was built).
 
 Use: `run(module, kernel_object[, window]) -> (rewritten, left to IREE)`, or
@@ -45,7 +46,8 @@ from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailab
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import indexing_maps, producer, shape
 
-SOURCE = X86_64_AVX2.source("attention")
+SOURCE = X86_64_AVX2.source("attention")  # the x86 form tests call directly
+LAYOUT = toolchain.FOLDER / "attention_layout.h"  # ROWS, MAX_D: every set's
 SYMBOL = "iree_glm_attention_workgroup"
 ROWS = 32  # query rows per workgroup (the kernel's ROWS)
 MAX_D = 128  # widest head the kernel's stack buffers hold (its MAX_D)
@@ -57,9 +59,10 @@ _MAPS = ["(d0, d1, d2, d3, d4) -> (d0, d1, d3)", "(d0, d1, d2, d3, d4) -> (d0, d
 
 
 
-def build_object(folder: Path) -> Path:
-    """Compile the kernel to an ELF object in `folder` (raises KernelUnavailable off x86-64 AVX2)."""
-    return toolchain.build_object(folder, SOURCE)
+def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) -> Path:
+    """Compile `kernel_set`'s kernel to an ELF object in `folder` (raises KernelUnavailable where
+    it cannot be built)."""
+    return toolchain.build_object(folder, kernel_set.source("attention"), kernel_set)
 
 
 @dataclass
@@ -348,9 +351,10 @@ class AttentionKernelPass:
 
     name: ClassVar[str] = "attention_kernel"
     window: Window = DENSE  # a block-sparse build's pattern
+    kernel_set: str = X86_64_AVX2.name  # the set (kernels/toolchain.py) whose attention.c is linked
 
     def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
-        return AttentionKernelResult(*run(module, build_object(work), self.window))
+        return AttentionKernelResult(*run(module, build_object(work, toolchain.by_name(self.kernel_set)), self.window))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,11 @@ integer matmul (`int8_activations`, `int8_matmul`), a row quantization and a mat
 computing what `rewrite_integer` does, without mmt4d's load-time repack. The weight scale stays
 after the call.
 
+bf16 weights (quant.pack_bf16's [N/16, K2, 16, 2], widened by `extf`: `compile --compute-dtype
+bf16` on AMX-BF16 targets, `bf16_kernel`) call the bf16 kernels (kernels/bf16.py): the
+matrix-vector kernel for one row and for verify's rows, the conversion and tile kernels for
+prompts. Without the kernel object they take the generic fused form like any other chain.
+
 Not handled (left unfused, so the build's fused-count check fails loudly): `linalg.batch_matmul`
 and matmuls with transposed / broadcast indexing maps; our exporter does not produce them for
 linear layers.
@@ -71,7 +76,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
@@ -79,6 +84,9 @@ from iree.compiler.dialects import linalg, tensor
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import producer, shape, use_count, zero_fill
+
+if TYPE_CHECKING:
+    from iree_glm.kernels.toolchain import KernelObject
 
 # A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
 # dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
@@ -243,9 +251,11 @@ def _dequant_region(root: ir.Operation) -> Optional[tuple[list[ir.Operation], li
     rank = len(shape(root.results[0]))
     if not visit(root, list(range(rank))):
         return None
-    has_int_leaf = any(isinstance(ir.RankedTensorType(l.value.type).element_type, ir.IntegerType) for l in leaves)
-    converts = any(o.name in ("arith.sitofp", "arith.uitofp") for g in generics for o in g.opview.region.blocks[0].operations)
-    if not (has_int_leaf and converts):
+    elements = [ir.RankedTensorType(l.value.type).element_type for l in leaves]
+    ops = {o.name for g in generics for o in g.opview.region.blocks[0].operations}
+    integer = any(isinstance(e, ir.IntegerType) for e in elements) and ops & {"arith.sitofp", "arith.uitofp"}
+    widened = any(isinstance(e, ir.BF16Type) for e in elements) and "arith.extf" in ops  # bf16 weights (quant.pack_bf16)
+    if not (integer or widened):
         return None
     return generics, leaves
 
@@ -629,7 +639,7 @@ def _int4_layout(m: _Match) -> Optional[tuple[Optional[int], int, int, int, ir.V
     return rows, gn * 2 * half, n, 2 * half, q[0].value, s[0].value
 
 
-def _call_int4_kernel(m: _Match, kernel: Path, defined: set[str], glue: Optional[dict[str, int]] = None,
+def _call_int4_kernel(m: _Match, kernel: KernelObject, defined: set[str], glue: Optional[dict[str, int]] = None,
                       verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py); with
     `glue` (counts by kind), the quantization of a prompt's rows computes x from the step that
@@ -701,7 +711,7 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
     return call
 
 
-def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[str], integer: bool,
+def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defined: set[str], integer: bool,
                       glue: Optional[dict[str, int]] = None, verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
     `sitofp`, zero-filled f32 output) by a call of the kernels' dispatches (int8_kernel.py): the
@@ -738,6 +748,41 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: Path, defined: set[
 
 
 
+def _bf16_weight(m: _Match) -> Optional[ir.Value]:
+    """The bf16 leaf if the weight is quant.pack_bf16's layout [N/16, K2, 16, 2] widened by a
+    plain `extf` (K from dims 1 and 3, N from dims 0 and 2), else None."""
+    if len(m.generics) != 1 or len(m.leaves) != 1 or m.k_dims != [1, 3] or m.n_dims != [0, 2]:
+        return None
+    leaf = m.leaves[0]
+    if not isinstance(ir.RankedTensorType(leaf.value.type).element_type, ir.BF16Type) or leaf.dims != [0, 1, 2, 3]:
+        return None
+    body = [o.name for o in m.generics[0].opview.region.blocks[0].operations]
+    return leaf.value if body == ["arith.extf", "linalg.yield"] and shape(leaf.value) == m.d_shape else None
+
+
+def _call_bf16_kernel(m: _Match, weight: ir.Value, kernel: KernelObject, defined: set[str], verify: bool) -> Optional[ir.Operation]:
+    """Replace a bf16-weight matmul (x [M, K] f32, zero-filled f32 output) by a call of the bf16
+    kernels (kernels/bf16.py): the matrix-vector kernel for one row and for `verify`'s rows
+    (each as a decode step computes it), else the conversion and tile kernels."""
+    from iree_glm.kernels import bf16
+
+    f32 = ir.F32Type.get()
+    lhs_t = ir.RankedTensorType(m.lhs.type)
+    if lhs_t.element_type != f32 or ir.RankedTensorType(m.init.type).element_type != f32 or not zero_fill(m.init):
+        return None
+    found = bf16.layout(m.d_shape)
+    if found is None:
+        warnings.warn(f"{m.matmul.location}: bf16 weight {m.d_shape} is outside the bf16 kernels' range "
+                      f"([N/16, K/2, 16, 2], K <= {bf16.MAX_K}): generic fused form", KernelNotUsed)
+        return None
+    tiles, k = found
+    rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
+    n = tiles * bf16.LANES
+    if rows == 1 or verify:
+        return _call_kernel(m, bf16.matvec_name(k, n, rows), lambda: bf16.matvec_definitions(k, tiles, kernel, rows), [m.lhs, weight], defined)
+    return _call_kernel(m, bf16.matmul_name(k, n, rows), lambda: bf16.matmul_definitions(k, tiles, kernel, rows), [m.lhs, weight], defined)
+
+
 def _function_name(op: ir.Operation) -> str | None:
     """The exported name of the function holding `op` (IREE's ABI wraps `f` around `f$async`)."""
     while op is not None and op.name not in ("func.func", "util.func"):
@@ -745,21 +790,22 @@ def _function_name(op: ir.Operation) -> str | None:
     return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None
 
 
-def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-        int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
-        verify_rows: bool = False) -> list[str]:
+def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[KernelObject] = None,
+        int8_kernel: Optional[KernelObject] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
+        verify_rows: bool = False, bf16_kernel: Optional[KernelObject] = None) -> list[str]:
     """Rewrite every matching matmul in `module`; returns their locations.
 
     `cpu_tiles`: the module is compiled for IREE's llvm-cpu backend; decode generics carry our
     measured tile sizes (see `_decode_cpu_config`). `int8_activations`: "prefill" makes int8
     matmuls with a dynamic row count integer matmuls (`rewrite_integer`), "all" every int8
-    matmul, "none" none. `kernel`: the int4 kernels' object file (int4_kernel.build_object):
+    matmul, "none" none. `kernel`: the int4 kernels' object (int4_kernel.build_object):
     int4 matmuls call them instead of a generated loop. `int8_kernel`: the int8 kernels' object
     (int8_kernel.build_object): one-row int8 matmuls call them, and (`int8_matmul`) the integer
     matmuls `int8_activations` asks for. `glue`: a dict to count in; the kernels' quantization
     of several rows computes x itself from the silu(gate) * up or RMSNorm producing it
     (passes/quantize_glue.py), counted by kind ("none": plain); None: never. `verify_rows`: the
     kernels' objects have the few-row matrix-vector kernels; the `verify` entry point calls them.
+    `bf16_kernel`: the bf16 kernels' object (kernels/bf16.py): matmuls on bf16 weights call them.
     """
     if int8_activations not in INT8_ACTIVATIONS:
         raise ValueError(f"int8_activations: unknown mode {int8_activations!r} (choose from {', '.join(INT8_ACTIVATIONS)})")
@@ -789,7 +835,10 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         # with `verify_rows`, in the decode kernels' few-row form (bit for bit a decode step's rows).
         op_glue = None if verify else glue
         rows_kernel = verify and verify_rows
-        if q_weight is not None and int8_kernel is not None and \
+        bf16_weight = _bf16_weight(m) if bf16_kernel is not None else None
+        if bf16_weight is not None and _call_bf16_kernel(m, bf16_weight, bf16_kernel, defined, verify) is not None:
+            pass
+        elif q_weight is not None and int8_kernel is not None and \
                 _call_int8_kernel(m, q_weight, int8_kernel, defined, integer and int8_matmul, op_glue, rows_kernel) is not None:
             pass
         elif integer:
@@ -799,8 +848,8 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
     return done
 
 
-def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[Path] = None,
-                 int8_kernel: Optional[Path] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> int:
+def rewrite_file(src: Path, dst: Path, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[KernelObject] = None,
+                 int8_kernel: Optional[KernelObject] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None) -> int:
     """Run the pass on an MLIR file (text or bytecode); returns the rewrite count."""
     return len(mlir_file.rewrite(src, dst, lambda module: run(module, cpu_tiles, int8_activations, kernel, int8_kernel, int8_matmul, glue)))
 
@@ -825,15 +874,16 @@ class DequantMatmulPass:
     int8_matmul: bool = True
     glue: bool = False
     kernel_set: str = "x86_64_avx2"  # the kernel set (kernels/toolchain.py) whose objects the kernels link
+    bf16_kernel: bool = False  # bf16-weight matmuls call the bf16 kernels (kernels/bf16.py) of `kernel_set`
 
     def run(self, module: ir.Module, work: Path) -> DequantMatmulResult:
-        from iree_glm.kernels import int4, int8, toolchain
+        from iree_glm.kernels import bf16, int4, int8, toolchain
 
         kernel_set = toolchain.by_name(self.kernel_set)
         glue: Optional[dict[str, int]] = {} if self.glue else None
         done = run(module, self.cpu_tiles, self.int8_activations, int4.build_object(work, kernel_set) if self.int4_kernel else None,
                    int8.build_object(work, kernel_set) if self.int8_kernel else None, self.int8_matmul, glue,
-                   kernel_set.verify_rows)
+                   kernel_set.verify_rows, bf16.build_object(work, kernel_set) if self.bf16_kernel else None)
         if len(done) != self.expected:
             raise RuntimeError(f"dequant-matmul pass fused {len(done)} of {self.expected} quantized matmuls")
         return DequantMatmulResult(len(done), glue or {})

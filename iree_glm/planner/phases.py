@@ -43,6 +43,7 @@ class PhasePlan:
     single_prefill_ms: float  # the prompt on the decode devices (no split)
     memory_gb: dict[str, float]  # resident per device with both phases' weights
     reasons: list[str] = field(default_factory=list)
+    decode_options: list["DecodeOption"] = field(default_factory=list)  # other decode devices worth carrying
 
     @property
     def ttft_ms(self) -> float:
@@ -52,6 +53,57 @@ class PhasePlan:
     @property
     def speedup(self) -> float:
         return self.single_prefill_ms / self.ttft_ms if self.ttft_ms else 1.0
+
+
+@dataclass
+class DecodeOption:
+    """The whole model on one other device, for both phases: a plan the runtime can switch to
+    (moving the live KV cache), kept where it decodes faster or draws less than the decode plan."""
+
+    device: str
+    decode_ms: float  # per token
+    prefill_ms: float  # the prompt on that device
+    power_w: float  # draw while it works (the others idle)
+    why: str
+
+
+def phase_power(profile: Profile, devices: set[str]) -> float:
+    """Estimated draw while `devices` work: theirs active, the others idle."""
+    return sum(d.active_power_w if d.name in devices else d.idle_power_w for d in profile.devices)
+
+
+def decode_options(profile: Profile, pb: _Problem, decode: list[str], tokens: int) -> list[DecodeOption]:
+    """One-device placements other than the decode plan's devices that no other candidate beats on
+    both decode time and power: a faster plan for an unconstrained budget, or a power-saving one
+    for a tight budget (a phone that heats up). A device that cannot run every part or hold the
+    weights (beside the decode plan's, unless memory is shared) is no candidate."""
+    total = sum(p.resident_bytes for p in pb.parts)
+    main = (pb.evaluate(decode)[0], phase_power(profile, set(decode)))
+    cands = []
+    for d in profile.devices:
+        if {d.name} == set(decode) or not all(pb.can_run(p, d) for p in pb.parts):
+            continue
+        # Both decode modules stay loaded (a switch is then a KV move, not a load): their weights
+        # count twice in a pool the devices share.
+        shares = d.name != profile.host.name and all(_shares(profile, d.name, e) for e in set(decode))
+        if total > pb.caps[d.name] or (shares and 2 * total > pb.caps[d.name]):
+            continue
+        one = [d.name] * len(pb.parts)
+        cands.append((pb.evaluate(one)[0], phase_power(profile, {d.name}), d.name, pb.evaluate(one, tokens=tokens)[0]))
+    out = []
+    for t, w, name, t_prefill in cands:
+        rivals = [main] + [(t2, w2) for t2, w2, n2, _ in cands if n2 != name]
+        if any(t2 <= t and w2 <= w and (t2, w2) != (t, w) for t2, w2 in rivals):
+            continue
+        why = (f"decodes faster ({t * 1e3:.2f} against {main[0] * 1e3:.2f} ms/token)" if t < main[0] else
+               f"draws less ({w:.1f} against {main[1]:.1f} W) at {t * 1e3:.2f} ms/token")
+        out.append(DecodeOption(name, t * 1e3, t_prefill * 1e3, w, f"everything on {name}: {why}"))
+    return out
+
+
+def _shares(profile: Profile, a: str, b: str) -> bool:
+    link = profile.link(a, b)
+    return a == b or (link is not None and link.shared_memory)
 
 
 def _handoff(profile: Profile, parts, prefill: list[str], decode: list[str], tokens: int) -> tuple[float, float]:
@@ -94,8 +146,9 @@ def plan_phases(cfg: ModelConfig, profile: Profile, weight_dtype: str | Mapping[
     pb = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size)
     tokens = min(prompt_tokens, capacity)
     single = pb.evaluate(decode, tokens=tokens)[0]
+    options = decode_options(profile, pb, decode, tokens)
     base = PhasePlan(profile.name, tokens, decode_plan, list(decode), False, single * 1e3, 0.0, 0.0, single * 1e3,
-                     {d: b / GB for d, b in _memory(profile, pb, parts, decode, decode).items()})
+                     {d: b / GB for d, b in _memory(profile, pb, parts, decode, decode).items()}, decode_options=options)
     prefill = pb.solve(_Weights(1.0, 0.0), memory=False, tokens=tokens)
     if prefill is None or prefill == decode:
         base.reasons.append("one placement serves both phases: no other placement prefills faster")
@@ -123,4 +176,4 @@ def plan_phases(cfg: ModelConfig, profile: Profile, weight_dtype: str | Mapping[
     else:
         reasons.append("KV hand-off free: the devices share memory")
     return PhasePlan(profile.name, tokens, decode_plan, prefill, True, t_prefill * 1e3, t_handoff * 1e3, handoff_bytes,
-                     single * 1e3, {d: b / GB for d, b in memory.items()}, reasons)
+                     single * 1e3, {d: b / GB for d, b in memory.items()}, reasons, options)

@@ -85,8 +85,10 @@ def plans_report(plans: list[PlanEntry] | None) -> str:
     lines = ["plans in the bundle (first: default; switch with run --plan/--power-budget, Session.use_plan, POST /admin/plan):"]
     for p in plans:
         where = ", ".join(dict.fromkeys(s.device for s in p.prefill_stages)) if p.prefill_stages else "the decode placement"
+        decode = f" on {p.decode_device} ({p.decode_module}; a switch moves the KV cache)" if p.decode_device else ""
         lines.append(f"  {p.name}: prefill on {where}, time to first token {p.prefill_ms + p.handoff_ms:.1f} ms "
-                     f"({p.prompt_tokens} tokens), decode {p.decode_ms:.2f} ms/token, {p.power_w:g} W (estimates)")
+                     f"({p.prompt_tokens} tokens), decode{decode} {p.decode_ms:.2f} ms/token, {p.power_w:g} W (estimates)")
+        lines += [f"    {r}" for r in p.reasons if p.decode_device]
     return "\n".join(lines)
 
 

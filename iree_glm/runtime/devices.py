@@ -136,7 +136,8 @@ def check_cpu(bundle: Path, manifest: Manifest) -> None:
     if target.arch != host_arch():
         raise BundleError(f"{bundle}: compiled for {target.arch} ({target.cpu}); this machine is {host_arch()}")
     needed = list(target.features)
-    for choice in (manifest.options.int4_kernel, manifest.options.int8_kernel, manifest.options.attention_kernel):
+    for choice in (manifest.options.int4_kernel, manifest.options.int8_kernel, manifest.options.bf16_kernel,
+                   manifest.options.attention_kernel):
         needed += [f for f in (choice.features or []) if f not in needed] if choice is not None else []
     missing = missing_features(needed)
     if missing:

@@ -34,6 +34,8 @@ class KVCache:
     rows: int
     dtype: np.dtype = np.dtype(np.float32)  # the element type; parts are cast to it as astype would
     _views: list | None = field(default=None, repr=False)  # host_views' answer, once known
+    device: object = field(default=None, repr=False)  # the HAL device the buffers live on
+    device_name: str = ""  # its name in the bundle's plans (reports)
 
     @classmethod
     def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
@@ -43,7 +45,21 @@ class KVCache:
 
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
         put = upload or (lambda a: rt.asdevicearray(device, a))
-        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype))
+        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype), device=device)
+
+    def move_to(self, device, upload=None) -> int:
+        """Put every buffer on `device` in place (a plan switch between decode devices); returns
+        the bytes copied. Each buffer is read through a mapping (local-task memory is the
+        process's; Vulkan caches are made host-visible, see Session.new_cache) and copied once
+        into a new allocation on `device` (`upload`: where it needs host-visible memory). Whole
+        buffers, every row: a copy of the live positions alone would need a zero fill of the
+        rest first. The caller holds the lock that orders device calls."""
+        import iree.runtime as rt
+
+        put = upload or (lambda a: rt.asdevicearray(device, a))
+        moved = [put(b.to_host()) for b in self.buffers]
+        self.buffers, self._views, self.device = moved, None, device
+        return sum(int(np.prod(b.shape)) * np.dtype(b.dtype).itemsize for b in moved)
 
     def host_views(self) -> list[np.ndarray] | None:
         """Writable host arrays that are the buffers' memory (CPU devices: the device's memory is

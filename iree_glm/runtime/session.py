@@ -31,7 +31,9 @@ from iree_glm.runtime.batching import DEFAULT_GATHER_MS, BatchEngine, SharedProm
 from iree_glm.runtime.constrained import ConstraintFactory, Grammar
 from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
 from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
+from iree_glm.runtime.decoders import DecodeModule, MoveStats
 from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
+from iree_glm.runtime.stages import host_visible_upload
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.runtime.module_check import module_problem
@@ -107,7 +109,10 @@ class Session:
         self._instance = rt.VmInstance()
         self._index = rt.ParameterIndex()  # kept: the functions read the mmapped archive
         self._index.load(str(self.bundle / manifest.parameters))
-        self._device, self._fns = load_retrying(lambda: self._load_module(module.file), str(self.bundle))
+        # The module decoding now (runtime/decoders.py): the main one, or a plan's own.
+        self._main = load_retrying(lambda: self.load_decode_module(module.file, self.driver, "main"), str(self.bundle))
+        self._decoder = self._main
+        self.kv_moves = MoveStats()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
         self.constraints = ConstraintFactory(
@@ -133,24 +138,48 @@ class Session:
         if plan is not None and self.plans is None:
             raise BundleError(f"{self.bundle}: this bundle carries no plans to choose from (recompile it)")
 
-    def _load_module(self, file: str):
-        """(device, entry points) of the bundle's module on a device of `self.driver` (raises
-        `DeviceLost` when the device is lost while its initializers upload the weights)."""
+    def load_decode_module(self, file: str, driver: str, device_name: str) -> DecodeModule:
+        """A module with every entry point on a device of `driver` (raises `DeviceLost` when the
+        device is lost while its initializers upload the weights)."""
         import iree.runtime as rt
 
         try:
-            device = hal_device(self.driver)
+            device = hal_device(driver)
         except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{self.bundle}: HAL driver '{self.driver}' is not available here ({e})") from None
+            raise BundleError(f"{self.bundle}: HAL driver '{driver}' is not available here ({e})") from None
         provider = self._index.create_provider(scope=self.manifest.parameter_scope)
-        main, context = load_module(self._instance, self.driver, device, provider, str(self.bundle / file))
+        main, context = load_module(self._instance, driver, device, provider, str(self.bundle / file))
         problem = module_problem(self.bundle, self.manifest, main, file, cache_layers=self.config.num_layers,
                                  logits=True, store_kv=True, sliding_window=self.sliding_window is not None)
         if problem:
             del main, context  # before raising: see devices.load_module
             raise BundleError(problem)
         names = [ep.name for ep in self.manifest.entry_points] + [STORE_KV]
-        return device, {name: rt.FunctionInvoker(context, device, main.lookup_function(name)) for name in names}
+        fns = {name: rt.FunctionInvoker(context, device, main.lookup_function(name)) for name in names}
+        upload = None if driver.startswith("local-") else host_visible_upload(device)
+        return DecodeModule(file, device_name, driver, device, fns, upload)
+
+    @property
+    def _device(self):
+        return self._decoder.device
+
+    @property
+    def _fns(self) -> dict:
+        return self._decoder.fns
+
+    @_fns.setter
+    def _fns(self, fns: dict) -> None:  # tests and tools wrap entry points
+        self._decoder.fns = fns
+
+    def _ready(self, cache: KVCache) -> None:
+        """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
+        if cache.device is self._decoder.device or cache.device is None:
+            return
+        source = cache.device_name
+        t = time.perf_counter()
+        nbytes = cache.move_to(self._decoder.device, self._decoder.upload)
+        self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
+        cache.device_name = self._decoder.device_name
 
     @classmethod
     def load(
@@ -336,7 +365,11 @@ class Session:
     def new_cache(self, rows: int = 1) -> KVCache:
         """A zeroed device KV cache with `rows` slots."""
         cfg = self.config
-        return KVCache.zeros(self._device, cfg.num_layers, rows, cfg.num_kv_heads, self.cache_slots, cfg.head_dim, self.cache_dtype)
+        d = self._decoder
+        cache = KVCache.zeros(d.device, cfg.num_layers, rows, cfg.num_kv_heads, self.cache_slots, cfg.head_dim, self.cache_dtype,
+                              d.upload)  # Vulkan: host-visible, so that a plan switch moves it by mapping
+        cache.device_name = d.device_name
+        return cache
 
     def _attended(self, last_position: int) -> np.ndarray:
         """The `key_positions` input of a step ending at `last_position` (a sliding-window
@@ -386,6 +419,7 @@ class Session:
 
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:
+            self._ready(cache)
             logits = self._fns["prefill"](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 self._attended(start + len(ids) - 1), *cache.buffers,
@@ -418,6 +452,7 @@ class Session:
         """`verify` of `ids` at positions start.. of row `slot` (in place, like prefill): every
         row's logits [len(ids), V], for checking draft tokens in one call."""
         with self._lock:
+            self._ready(cache)
             logits = self._fns[VERIFY](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 self._attended(start + len(ids) - 1), *cache.buffers,
@@ -439,6 +474,7 @@ class Session:
         with self._embed_lock:
             for first, end in chunks(len(ids), self.prefill_chunk):
                 with self._lock:
+                    self._ready(self._embed_cache)
                     hidden = self._fns["embed"](
                         np.asarray([ids[first:end]], np.int64), np.asarray([first], np.int64), np.zeros(1, np.int64),
                         self._attended(end - 1), *self._embed_cache.buffers,
@@ -468,6 +504,7 @@ class Session:
         copies into the mapped buffers where the device's memory is the host's, else one call of
         the bundle's store_kv."""
         with self._lock:
+            self._ready(cache)
             if not cache.write(slot, parts):
                 kv = np.concatenate(parts, axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
                 self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
@@ -478,6 +515,7 @@ class Session:
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         slots = list(range(len(tokens))) if slots is None else slots
         with self._lock:
+            self._ready(cache)
             logits = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
                 self._attended(max(positions)), *cache.buffers,

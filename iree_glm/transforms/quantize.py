@@ -5,6 +5,9 @@ The layouts are chosen for the CPU decode kernel our dequant-matmul pass builds
 dimension, so one vector load brings 16 output channels of one input channel.
 
 - int8: `qweight` i8 [N/16, K, 16], `scale` f32 [N]; y = (x @ q) * scale.
+- bf16 (`compile --compute-dtype bf16` where our AMX kernel runs, not a --quant mode):
+  `qweight` bf16 [N/16, K2, 16, 2], K2 = ceil(K/2): per tile of 16 output channels and pair
+  of k, the 16 channels' two values (AMX's B-tile layout, kernels/x86_64_amx/bf16.c); no scale.
 - int4: `qweight` i8 [N, K/G, G/2] holding two nibbles per byte, each the value + 8 (0..15,
   as llama.cpp's Q4_0; "halves": the low nibble of byte j of a group is its element j, the
   high nibble element j + G/2), `scale` f16 [N, K/G]. Rows are contiguous so the CPU decode kernel
@@ -78,6 +81,21 @@ def dequantize_int8(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return qweight.permute(0, 2, 1).reshape(a * t, k).float() * scale[:, None]
 
 
+def pack_bf16(w: torch.Tensor) -> torch.Tensor:
+    """w [N, K] -> bf16 [N'/16, K2, 16, 2] (round to nearest even; N' = N rounded up to 16 with
+    zero rows, K2 = ceil(K/2), an odd K's last pair ending in a zero)."""
+    w = _pad_rows(w.detach().float())
+    n, k = w.shape
+    w = F.pad(w, (0, k % 2))
+    return w.to(torch.bfloat16).view(n // TILE, TILE, (k + 1) // 2, 2).permute(0, 2, 1, 3).contiguous()
+
+
+def unpack_bf16(qweight: torch.Tensor) -> torch.Tensor:
+    """bf16 [N'/16, K2, 16, 2] -> f32 [N', 2 * K2] (the padded matrix)."""
+    a, k2, t, _ = qweight.shape
+    return qweight.permute(0, 2, 1, 3).reshape(a * t, k2 * 2).float()
+
+
 def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """w [N, K] -> (qweight i8 [N, K/G, G/2] two nibbles (value + 8) a byte, scale f16 [N, K/G])."""
     w = w.detach().float()
@@ -146,17 +164,26 @@ class QuantLinear(nn.Module):
         # Export of the `verify` entry point where the int8 decode kernel runs (build.py's
         # mark_verify_like_decode): x per block of 32 in the graph, as that kernel does.
         self.verify_like_decode = False
-        if mode == "int8":
+        if mode == "bf16":
+            q, s = pack_bf16(linear.weight), None
+        elif mode == "int8":
             q, s = quantize_int8(linear.weight)
         else:
             q, s = quantize_int4(linear.weight, group)
         self.register_buffer("qweight", q)
-        self.register_buffer("scale", s)
+        if s is not None:
+            self.register_buffer("scale", s)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.in_features
-        if self.mode == "int8":
+        if self.mode == "bf16":  # x stays f32 here: the kernel (or IREE's demotion) rounds it
+            a, k2, t, _ = self.qweight.shape
+            x = F.pad(x, (0, 2 * k2 - k)) if 2 * k2 != k else x
+            # [A, K2, 16, 2] -> [K2 * 2, A * 16]: the weight as a [K, N'] matmul operand.
+            w = self.qweight.to(x.dtype).permute(1, 3, 0, 2).reshape(2 * k2, a * t)
+            y = torch.matmul(x, w)
+        elif self.mode == "int8":
             if self.quantized_activations:  # the CPU int8 decode kernel: x per block of 32
                 x = quantize_activations(x, ACT_BLOCK)
             a, _, t = self.qweight.shape
@@ -226,6 +253,16 @@ def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
         if model.cfg.tie_word_embeddings and getattr(model, "lm_head", None) is None:
             model.lm_head = _linear_from(model.model.embed_tokens.weight)  # an fp32 head keeps the fp32 table
         model.model.embed_tokens = QuantEmbedding(model.model.embed_tokens)
+    return model
+
+
+def bf16_layers(model: nn.Module) -> nn.Module:
+    """Replace the model's layer Linears and an untied head (in place) by bf16 ones in the AMX
+    kernel's layout (`compile --compute-dtype bf16` where that kernel runs): the archive holds
+    bf16 weights. A tied head keeps multiplying the f32 embedding table (IREE's demotion)."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Linear) and (_is_layer_linear(name) or name == "lm_head"):
+            _set(model, name, QuantLinear(mod, "bf16"))
     return model
 
 

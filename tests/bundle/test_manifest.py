@@ -32,6 +32,7 @@ def test_manifest_round_trips(glm4_bundle):
      [{"index": 0, "device": "gpu", "parts": ["embed"], "file": "model.vmfb.bak", "device_driver": "vulkan", "stand_in": False,
        "allow_stand_in": False, "cache_layers": []}],
      "options.plans[0].prefill_stages[0].file: 'model.vmfb.bak' is not one of the bundle's modules"),
+    (("options", "plans", 0, "decode_module"), "../model.vmfb", "options.plans[0].decode_module: '../model.vmfb' is not one of the bundle's modules"),
 ])
 def test_an_edited_manifest_is_refused_naming_the_key(glm4_bundle, tmp_path, path, value, message):
     out = tmp_path / "b"

@@ -5,8 +5,10 @@ prompt matmuls) is compiled for a small model of unusual shape (head_dim 24, par
 in fp32, int8 and int4, run by an arm64 Python with the runtime's Session under `qemu-aarch64
 -cpu <the profile's CPU>`, and compared with the same weight format compiled for and run on the
 host: the same greedy tokens, logits within the bounds below. Quantized bundles link our Arm
-kernel sets (kernels/toolchain.py: dotprod on the Pi, i8mm on the phones): the manifest says so
-and the compiled module's aarch64 executable holds the kernels' symbols.
+kernel sets (kernels/toolchain.py: dotprod on the Pi, i8mm on the phones), and every bundle's
+attention calls our NEON flash-attention kernel (dense, and told the pattern of a block-sparse
+build): the manifest says so and the compiled module's aarch64 executable holds the kernels'
+symbols.
 
 Needs qemu-user and the cache that tools/arm_sysroot.sh fills (an arm64 Python and the aarch64
 iree-base-runtime 3.13.0 wheel); skips with the reason where either is missing.
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iree_glm.bundle.sparse_pattern import parse_pattern
 from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.transforms.quantize import QuantSpec
 
@@ -62,15 +65,16 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(checkpoint, tmp_path_factory):
-    """Bundles built on first use, keyed by (profile, weight format)."""
-    built: dict[tuple[str, str], Path] = {}
+    """Bundles built on first use, keyed by (profile, weight format, block-sparse pattern)."""
+    built: dict[tuple[str, str, str | None], Path] = {}
 
-    def get(profile: str, mode: str) -> Path:
-        if (profile, mode) not in built:
-            out = tmp_path_factory.mktemp("arm-bundles") / f"{profile}-{mode}"
-            build_bundle(checkpoint, out, BuildOptions(max_context=32, profile=profile, quant=QuantSpec(mode)))
-            built[profile, mode] = out
-        return built[profile, mode]
+    def get(profile: str, mode: str, sparse: str | None = None) -> Path:
+        if (profile, mode, sparse) not in built:
+            out = tmp_path_factory.mktemp("arm-bundles") / f"{profile}-{mode}{'-sparse' if sparse else ''}"
+            build_bundle(checkpoint, out, BuildOptions(max_context=32, profile=profile, quant=QuantSpec(mode),
+                                                       sparse_attention=parse_pattern(sparse) if sparse else None))
+            built[profile, mode, sparse] = out
+        return built[profile, mode, sparse]
 
     return get
 
@@ -92,14 +96,22 @@ def _probe_host(bundle: Path, out: Path) -> dict:
     return dict(np.load(out))
 
 
-@pytest.mark.parametrize("mode", ["none", "int8", "int4"])
-@pytest.mark.parametrize("profile", ["raspberry-pi-5", "snapdragon-8-gen3"])
-def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_path):
-    arm = bundles(profile, mode)
+# A window of 4 keys and 2 global ones: the 9-token prompt and the greedy tokens cross both.
+SPARSE = "local=4,global=2,block=4"
+CASES = [(p, m, None) for p in ("raspberry-pi-5", "snapdragon-8-gen3") for m in ("none", "int8", "int4")]
+
+
+@pytest.mark.parametrize("profile, mode, sparse", [*CASES, ("raspberry-pi-5", "none", SPARSE)])
+def test_arm_bundle_matches_host_under_emulation(profile, mode, sparse, bundles, tmp_path):
+    arm = bundles(profile, mode, sparse)
     manifest = json.loads((arm / "manifest.json").read_text())
     assert manifest["options"]["target_cpu"]["arch"] == "aarch64"
     assert "--iree-global-opt-data-tiling=true" in manifest["modules"][0]["flags"]
-    assert manifest["options"]["attention_kernel"]["kernel"] == "iree"  # no attention kernel of ours for Arm
+    attention = manifest["options"]["attention_kernel"]  # our NEON kernel (the i8mm set's is the dotprod set's)
+    assert (attention["kernel"], attention["kernel_set"], attention["left_to_iree"]) == ("dotprod", "aarch64_dotprod", 0)
+    assert attention["rewritten"] > 0
+    assert attention.get("sparse") == (sparse.rsplit(",", 1)[0] if sparse else None)
+    assert "iree_glm_attention_workgroup" in linked_kernels(arm / "model.vmfb")
     if mode != "none":  # our kernels: the manifest's choice and the symbols in the compiled module
         options = manifest["options"]
         assert (options["int8_kernel"]["kernel_set"], options["int8_kernel"]["decode"]) == (KERNEL_SET[profile], "matvec")
@@ -111,10 +123,10 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, bundles, tmp_pat
     proc = arm_python(QEMU_CPU[profile], str(PROBE), str(arm), str(tmp_path / "arm.npz"), PROMPT, str(NEW_TOKENS))
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = dict(np.load(tmp_path / "arm.npz"))
-    want = _probe_host(bundles("host-cpu", mode), tmp_path / "host.npz")
+    want = _probe_host(bundles("host-cpu", mode, sparse), tmp_path / "host.npz")
     assert got["tokens"].tolist() == want["tokens"].tolist()
     diff = float(np.abs(got["logits"] - want["logits"]).max())
-    print(f"{profile} {mode}: max |logit diff| {diff:.2e}")
+    print(f"{profile} {mode}{' sparse' if sparse else ''}: max |logit diff| {diff:.2e}")
     assert diff <= LOGIT_BOUND[mode]
 
 

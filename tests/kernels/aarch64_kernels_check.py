@@ -183,7 +183,7 @@ def check_int8_matmul(lib) -> bool:
         d = (rng.random(m) + 0.1).astype(F32)
         xq, packed = int8_rows(q, d), pack_int8(w)
         y = np.full((m, n), np.nan, F32)
-        # A dispatch's grid: weight-tile ranges x ranges of at most 64 rows (M_CHUNK).
+        # A dispatch's grid: weight-tile ranges x ranges of at most 64 rows (the set's rows_per_call).
         for t0, t1 in ((0, tiles // 2), (tiles // 2, tiles + 2)):
             for m0 in range(0, m, 64):
                 fn(*memref(xq), *memref(packed), *memref(y), m, tiles, k, t0, t1, m0, m0 + 64)
@@ -342,7 +342,36 @@ def check_int4_matmul(lib) -> bool:
     return ok
 
 
-SUITES = {"int4_matvec": check_int4_matvec, "int4_quantize": check_int4_quantize, "int4_matmul": check_int4_matmul,
+# start, s (positions start.. over n = start + s keys), group, (local, global_) (0, 0: causal), d, e
+ATTENTION_CASES = [
+    (0, 300, 2, (256, 16), 64, 64),  # a whole prompt, the window reaching the globals
+    (1024, 256, 2, (256, 16), 64, 64),  # a chunk after earlier chunks
+    (1000, 129, 4, (256, 16), 64, 64),  # a chunk off the key blocks, 4 query heads per KV head
+    (2047, 1, 2, (256, 16), 64, 64),  # decode: the query heads of one position
+    (4000, 1, 8, (256, 16), 64, 64),  # decode, far out, 8 rows (two vectors of one mask row)
+    (700, 64, 2, (64, 70), 64, 64),  # globals over more than one block, window of one block
+    (500, 40, 1, (1, 1), 64, 64),  # each query sees the first key and itself
+    (0, 37, 1, (0, 0), 40, 24),  # causal, odd lengths: 37 rows (not a multiple of 4), d 40, e 24
+    (90, 75, 3, (0, 0), 128, 8),  # causal, 3 query heads per KV head, widest d, narrowest e
+    (0, 200, 2, (0, 0), 64, 64),  # causal (dense) prompt
+]
+
+
+def check_attention(lib) -> bool:
+    """The flash-attention kernel (built with IREE_GLM_ATTENTION_PROBE): attention_reference's
+    checks, the same as the x86 kernel's."""
+    from tests.kernels import attention_reference as ref
+
+    ref.bind(lib)
+    ok = True
+    for start, s, group, (local, global_), d, e in ATTENTION_CASES:
+        problems = ref.check_case(lib, start, s, group, local, global_, d=d, e=e)
+        ok &= report("attention", f"start={start} S={s} group={group} local={local} global={global_} D={d} E={e}",
+                     not problems, "; ".join(problems))
+    return ok
+
+
+SUITES = {"attention": check_attention, "int4_matvec": check_int4_matvec, "int4_quantize": check_int4_quantize, "int4_matmul": check_int4_matmul,
           "int8_matvec": check_int8_matvec, "int8_quantize": check_int8_quantize, "int8_matmul": check_int8_matmul}
 
 

@@ -18,9 +18,9 @@ CROSS_CC = "aarch64-linux-gnu-gcc"
 CHECK = Path(__file__).with_name("aarch64_kernels_check.py")
 # (folder, -march, qemu CPU, suites the check script runs on it)
 SETS = {
-    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
+    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("attention", "int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
                                                              "int4_quantize", "int4_matmul")),
-    # The i8mm files hold only the matrix kernels (smmla); the rest is the dotprod set's code.
+    # The i8mm files hold only the matrix kernels (smmla); the rest (attention too) is the dotprod set's code.
     "aarch64_i8mm": ("armv8.2-a+dotprod+fp16+i8mm", "max", ("int8_matmul", "int4_matmul")),
 }
 
@@ -31,13 +31,14 @@ pytestmark = [
 
 
 def build(folder: str, march: str, out: Path) -> Path:
-    """One shared object with every kernel file of the set (the files' symbols are disjoint)."""
+    """One shared object with every kernel file of the set (the files' symbols are disjoint); the
+    attention kernel counts the key blocks it reads and computes (IREE_GLM_ATTENTION_PROBE)."""
     sources = sorted((FOLDER / folder).glob("*.c"))
     objects = []
     for src in sources:
         obj = out / f"{folder}_{src.stem}.o"
         subprocess.run([CROSS_CC, "-O3", f"-march={march}", "-std=c17", "-ffreestanding", "-fPIC", "-fno-stack-protector",
-                        "-Wall", "-Werror", "-c", str(src), "-o", str(obj)], check=True)
+                        "-Wall", "-Werror", "-DIREE_GLM_ATTENTION_PROBE", "-c", str(src), "-o", str(obj)], check=True)
         undefined = subprocess.run(["aarch64-linux-gnu-nm", "-u", str(obj)], capture_output=True, text=True, check=True).stdout
         assert undefined.strip() == "", f"{src.name} needs symbols an embedded ELF does not have: {undefined}"
         objects.append(str(obj))
@@ -64,6 +65,7 @@ def results(request, tmp_path_factory) -> tuple[tuple[str, ...], dict[str, list[
 
 # (suite, the case prefixes its lines start with, how many cases each has)
 CASES = [
+    ("attention", ("attention",), 10),
     ("int8_matvec", ("int8_matvec",), 9),
     ("int8_quantize", ("int8_quantize", "int8_silu_mul", "int8_rms_norm"), 7),
     ("int8_matmul", ("int8_matmul",), 8),

@@ -55,7 +55,7 @@ def _reference(x: np.ndarray, q: np.ndarray, s: np.ndarray, group: int) -> np.nd
 @pytest.mark.parametrize("m,n,k,group,n_ranges,m_ranges", [
     (13, 40, 96, 32, [(0, 16), (16, 32), (32, 48)], [(0, 64)]),  # 3 + 4-row tiles; N in strips, the last range past N
     (7, 21, 4224, 64, [(0, 24)], [(0, 3), (3, 7)]),  # N = 21: a partial strip; K = 4224: three K chunks; M split
-    (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of M_CHUNK rows, the second partial
+    (70, 8, 384, 128, [(0, 8)], [(0, 64), (64, 128)]),  # two ranges of 64 rows (a call of any set), the second partial
     (1, 16, 64, 32, [(0, 8), (8, 16)], [(0, 64)]),  # one row of x (the matrix kernel's smallest case)
     (9, 50, 2048, 32, [(0, 48), (48, 64)], [(0, 64)]),  # 32-row pairs of strips, a half-empty pair, a 2-row strip
 ])
@@ -85,11 +85,19 @@ def test_matrix_kernel_extremes_are_exact(lib):
 @pytest.mark.parametrize("kernel_set", X86_SETS, ids=lambda s: s.short)
 def test_python_constants_match_the_c_source(kernel_set):
     """int4_kernel.py admits groups up to MATMUL_MAX_GROUP: each set's matrix kernel walks K in
-    chunks of whole groups (CHUNK_K), which must hold one."""
+    chunks of whole groups (CHUNK_K), which must hold one; the rows per call the dispatch gives
+    are the C kernel's limit (AMX_MAX_ROWS, else the 64 of int4_matmul.h's callers)."""
     import re
 
-    chunk = int(re.findall(r"CHUNK_K = (\d+)", kernel_set.source("int4").read_text())[-1])
+    chain, level = [], kernel_set  # the set's file after the files it includes, down to the AVX2 one
+    while level is not None:
+        chain.insert(0, level.source("int4"))
+        level = level.base
+    source = "".join(dict.fromkeys(p.read_text() for p in chain))
+    chunk = int(re.findall(r"CHUNK_K = (\d+)", source)[-1])
     assert int4_kernel.MATMUL_MAX_GROUP <= chunk
+    limits = re.findall(r"AMX_MAX_ROWS = (\d+)", source)
+    assert kernel_set.rows_per_call("int4") == (int(limits[0]) if limits else 64)
     big = int4_kernel.MATMUL_MAX_GROUP
     assert not int4_kernel.fits(4 * big, 2 * big, None) and int4_kernel.fits(4 * big, big, None)
 
@@ -139,3 +147,51 @@ def test_verify_rows_are_bit_identical_to_the_matvec_kernel(lib, m, n, k, group)
         one = np.full(n, np.nan, np.float32)
         lib.iree_glm_int4_matvec_workgroup(*memref(np.ascontiguousarray(x[r])), *memref(q), *memref(s), *memref(one), n, k, group, 0, n)
         assert np.array_equal(y[r].view(np.uint32), one.view(np.uint32)), f"row {r} differs from the one-row kernel"
+
+
+AMX = next((s for s in X86_SETS if s.short == "amx"), None)
+AVX512 = next((s for s in X86_SETS if s.short == "avx512"), None)
+
+
+@pytest.fixture(scope="module")
+def amx_and_avx512(tmp_path_factory):
+    """The AMX set's int4 kernels and the AVX-512 set's (skipped with the reason without AMX)."""
+    argtypes = {"iree_glm_int4_quantize_workgroup": (2, 5), "iree_glm_int4_matmul_workgroup": (4, 8)}
+    return set_library(AMX, "int4", tmp_path_factory, argtypes), set_library(AVX512, "int4", tmp_path_factory, argtypes)
+
+
+@pytest.mark.parametrize("group", GROUP_SIZES)
+@pytest.mark.parametrize("m,n,groups,m_ranges", [
+    (1, 16, 2, [(0, 256)]),  # one row: a tail tile alone
+    (37, 21, 3, [(0, 256)]),  # 2 full 16-row tiles + 5; a partial strip; at group 32 an odd block count
+    (300, 40, 18, [(0, 256), (256, 512)]),  # two calls of 256 rows, the second partial; K in 1-3 chunks
+    (17, 50, 33, [(0, 7), (7, 17)]),  # split rows: tails of 7 and 10 rows; K = 1056 .. 4224 in 2-5 chunks
+])
+def test_amx_matrix_kernel_equals_the_avx512_sets_bit_for_bit(amx_and_avx512, m, n, groups, m_ranges, group):
+    """The tile kernel's exact block sums and the AVX-512 kernel's float steps in its order: the
+    same bits for every output (odd M, N and K tails, every group size the CLI offers), each
+    set called with its own rows per call."""
+    k = groups * group
+    amx, avx512 = amx_and_avx512
+    rng = np.random.default_rng(m * 31 + n * 7 + k + group)
+    x = (rng.standard_normal((m, k)) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)
+    x[m // 2, : k // 2] = 0  # all-zero blocks: scale 0
+    q, s = (np.ascontiguousarray(t.numpy()) for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    n_ranges = [(0, 16), (16, n + 16)]  # whole panels of 16, the last past N
+    got = _matmul(amx, x, q, s, group, n_ranges, m_ranges)
+    want = _matmul(avx512, x, q, s, group, n_ranges, [(r, r + 64) for r in range(0, m, 64)])
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_amx_matrix_kernel_takes_at_most_its_rows_per_call(amx_and_avx512):
+    """A range of rows longer than the set's rows per call is clamped to it (the dispatch never
+    gives one: its grid's ranges are rows_per_call rows)."""
+    amx, _ = amx_and_avx512
+    rows = AMX.rows_per_call("int4")
+    m, n, k, group = rows + 20, 16, 64, 32
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    q, s = (np.ascontiguousarray(t.numpy()) for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    y = _matmul(amx, x, q, s, group, [(0, n)], [(0, m)])
+    assert not np.isnan(y[:rows]).any() and np.isnan(y[rows:]).all()

@@ -154,9 +154,9 @@ def test_matrix_kernel_is_exact(lib, m, n, k):
 
 
 def test_matrix_kernel_takes_the_rows_its_dispatch_gives(lib):
-    """Calls of m_chunk(set) rows (the dispatch grid's ranges: 256 for the AMX set) write every
-    output, and a range past that limit is clamped to it."""
-    chunk = int8_kernel.m_chunk(lib.kernel_set.short)
+    """Calls of the set's rows per call (the dispatch grid's ranges: 256 for the AMX set) write
+    every output, and a range past that limit is clamped to it."""
+    chunk = lib.kernel_set.rows_per_call("int8")
     m, k, n = 2 * chunk + 44, 96, 48
     rng = np.random.default_rng(chunk)
     q = rng.integers(-127, 128, (n // 16, k, 16), dtype=np.int8)
@@ -197,7 +197,7 @@ def test_python_constants_match_the_c_source(kernel_set):
             values[name] = int(value)
     assert values["BLOCK"] == int8_kernel.BLOCK and values["MAX_K"] == int8_kernel.MAX_K and values["LANES"] == int8_kernel.LANES
     rows = values["AMX_MAX_ROWS"] if "IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS" in source else values["MAX_ROWS"]
-    assert rows == int8_kernel.m_chunk(kernel_set.short)
+    assert rows == kernel_set.rows_per_call("int8")
     assert "static inline size_t xq_row_bytes(size_t k) { return k + 32; }" in source and int8_kernel.xq_row_bytes(64) == 96
 
 

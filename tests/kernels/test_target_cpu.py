@@ -103,8 +103,8 @@ def test_cross_compiling_for_arm_never_reads_the_build_machine(monkeypatch):
     plan = _pi_plan()
     assert (plan.int8.kernel_set, plan.int8.decode, plan.int8.prefill) == ("aarch64_dotprod", "matvec", "matmul")
     assert plan.int8.features == ["dotprod", "fullfp16"]
-    # The Arm sets have no attention kernel: attention keeps IREE's lowering, with the reason.
-    assert (plan.attention.kernel, plan.attention.reason) == ("iree", "kernel set aarch64_dotprod has no attention kernel")
+    # Attention calls the set's NEON flash-attention kernel.
+    assert (plan.attention.kernel, plan.attention.kernel_set, plan.attention.reason) == ("dotprod", "aarch64_dotprod", None)
 
 
 def test_without_an_aarch64_compiler_arm_builds_go_on_without_our_kernels(monkeypatch):
@@ -146,8 +146,12 @@ def test_every_kernel_a_set_lists_has_its_source():
             assert s.source(kernel).is_file(), (s.name, kernel)
     assert toolchain.AARCH64_I8MM.base is toolchain.AARCH64_DOTPROD
     assert set(toolchain.AARCH64_DOTPROD.features) <= set(toolchain.AARCH64_I8MM.features)
-    with pytest.raises(ValueError, match="kernel set aarch64_dotprod has no attention kernel"):
-        toolchain.AARCH64_DOTPROD.source("attention")
+    # Every set has an attention kernel, its own or its base's (the i8mm set's is the dotprod set's).
+    assert {s.name: s.provider("attention").name for s in toolchain.KERNEL_SETS} == {
+        "x86_64_amx": "x86_64_avx512", "x86_64_avx512": "x86_64_avx512", "x86_64_avx2": "x86_64_avx2",
+        "aarch64_i8mm": "aarch64_dotprod", "aarch64_dotprod": "aarch64_dotprod"}
+    with pytest.raises(ValueError, match="kernel set aarch64_dotprod has no bf16_matmul kernel"):
+        toolchain.AARCH64_DOTPROD.source("bf16_matmul")
 
 
 def test_a_profile_can_name_an_older_set_but_not_one_the_target_lacks():
@@ -171,17 +175,16 @@ def test_the_profile_names_every_kernel_set():
     assert KERNEL_SET_CHOICES == ("best", *(s.name for s in toolchain.KERNEL_SETS))
 
 
-def test_the_avx512_set_has_its_own_prompt_kernels_and_the_avx2_attention():
+def test_the_avx512_set_has_its_own_prompt_kernels_and_attention():
     s = toolchain.X86_64_AVX512
-    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_avx512"
-    assert s.provider("attention") is toolchain.X86_64_AVX2 and s.source("attention") == toolchain.X86_64_AVX2.source("attention")
+    assert s.source("int8").parent.name == s.source("int4").parent.name == s.source("attention").parent.name == "x86_64_avx512"
     assert set(toolchain.X86_64_AVX2.features) <= set(s.features)  # its files include the AVX2 code
 
 
-def test_the_amx_set_has_only_its_own_int8_kernel():
+def test_the_amx_set_has_its_own_int8_and_int4_kernels():
     s = toolchain.X86_64_AMX
-    assert s.source("int8").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
-    assert s.provider("int4") is toolchain.X86_64_AVX512 and s.provider("attention") is toolchain.X86_64_AVX2
+    assert s.source("int8").parent.name == s.source("int4").parent.name == "x86_64_amx" and toolchain.KERNEL_SETS[0] is s
+    assert s.provider("int4") is s and s.provider("attention") is toolchain.X86_64_AVX512
     assert set(toolchain.X86_64_AVX512.features) < set(s.features) and {"amx-tile", "amx-int8"} <= set(s.features)
 
 
@@ -199,3 +202,27 @@ def test_cpuinfo_amx_flags_are_llvm_names(monkeypatch, tmp_path):
 
     monkeypatch.setattr(target_cpu, "host_arch", lambda: "x86_64")
     assert toolchain.select(from_flags(["--iree-llvmcpu-target-cpu=host"]))[0] is toolchain.X86_64_AMX
+
+
+@pytest.mark.skipif(toolchain.build_reason(toolchain.X86_64_AMX) is not None, reason=str(toolchain.build_reason(toolchain.X86_64_AMX)))
+@pytest.mark.parametrize("kernel_set", [toolchain.X86_64_AMX, toolchain.X86_64_AVX512, toolchain.X86_64_AVX2], ids=lambda s: s.short)
+def test_the_matrix_dispatch_takes_the_objects_typed_rows_per_call(kernel_set, tmp_path):
+    """A matrix dispatch's grid and row ranges are the rows per call its kernel set states for
+    the kernel (256 for the AMX int8 kernel, 64 where a set states none), whatever the object
+    file is called (building needs a compiler, not the set's CPU)."""
+    import shutil
+    from pathlib import Path
+
+    from iree_glm.kernels import int4, int8
+
+    for module, kernel in ((int8, "int8"), (int4, "int4")):
+        built = module.build_object(tmp_path, kernel_set)
+        assert (built.kernel, built.kernel_set) == (kernel, kernel_set)
+        renamed = toolchain.KernelObject(Path(shutil.copy(built.path, tmp_path / f"renamed_{kernel}.o")), kernel, kernel_set)
+        rows = kernel_set.rows_per_call(kernel)
+        assert renamed.rows_per_call == rows == dict(kernel_set.provider(kernel).matmul_rows).get(kernel, toolchain.MATMUL_ROWS)
+        text = int8.matmul_definitions(64, 2, renamed, None) if kernel == "int8" else int4.definitions(64, 32, 32, renamed, None)
+        assert f"(s0 ceildiv {rows})" in text and f"%chunk = arith.constant {rows} : index" in text
+        assert f'path = "{renamed.path}"' in text
+    assert toolchain.X86_64_AMX.rows_per_call("int8") == 256 and toolchain.X86_64_AVX512.rows_per_call("int8") == 64
+    assert toolchain.X86_64_AVX2.rows_per_call("attention") == toolchain.MATMUL_ROWS

@@ -341,3 +341,79 @@ def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kerne
         rows = np.asarray(ctx.modules.module["verify"](x).to_host())
         steps = np.concatenate([np.asarray(ctx.modules.module["decode"](x[i: i + 1]).to_host()) * scale for i in range(m)])
         assert np.array_equal(rows.view(np.uint32), steps.view(np.uint32)), m
+
+
+def _bf16_module(n: int = 20, k: int = 48) -> tuple[str, np.ndarray]:
+    """Input-phase MLIR of a bf16 layer as quant.QuantLinear("bf16") exports it (extf ->
+    transpose -> collapse to [K, N'] -> matmul), prefill (dynamic M) and decode (M=1); and the
+    weight as f32 [N', K]."""
+    import torch
+
+    from iree_glm.transforms.quantize import pack_bf16, unpack_bf16
+
+    q = pack_bf16(torch.from_numpy(np.random.default_rng(3).standard_normal((n, k)).astype(np.float32)))
+    a, k2, _, _ = q.shape
+    wt, ft, kn = f"tensor<{a}x{k2}x16x2xbf16>", f"tensor<{a}x{k2}x16x2xf32>", f"tensor<{2 * k2}x{16 * a}xf32>"
+    funcs = []
+    for fn, m in (("prefill", "?"), ("decode", "1")):
+        dims = "(%m)" if m == "?" else "()"
+        get_m = f"%m = tensor.dim %x, %c0 : tensor<{m}x{k}xf32>" if m == "?" else ""
+        funcs.append(f"""
+  util.func public @{fn}(%x: tensor<{m}x{k}xf32>) -> tensor<{m}x{16 * a}xf32> {{
+    %c0 = arith.constant 0 : index
+    %zero = arith.constant 0.000000e+00 : f32
+    {get_m}
+    %q = util.global.load immutable @w : {wt}
+    %e = tensor.empty() : {ft}
+    %wf = linalg.generic {{indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}} ins(%q : {wt}) outs(%e : {ft}) {{
+    ^bb0(%in: bf16, %out: f32):
+      %f = arith.extf %in : bf16 to f32
+      linalg.yield %f : f32
+    }} -> {ft}
+    %te = tensor.empty() : tensor<{k2}x2x{a}x16xf32>
+    %t = linalg.transpose ins(%wf : {ft}) outs(%te : tensor<{k2}x2x{a}x16xf32>) permutation = [1, 3, 0, 2]
+    %wkn = tensor.collapse_shape %t [[0, 1], [2, 3]] : tensor<{k2}x2x{a}x16xf32> into {kn}
+    %oe = tensor.empty{dims} : tensor<{m}x{16 * a}xf32>
+    %init = linalg.fill ins(%zero : f32) outs(%oe : tensor<{m}x{16 * a}xf32>) -> tensor<{m}x{16 * a}xf32>
+    %y = linalg.matmul ins(%x, %wkn : tensor<{m}x{k}xf32>, {kn}) outs(%init : tensor<{m}x{16 * a}xf32>) -> tensor<{m}x{16 * a}xf32>
+    util.return %y : tensor<{m}x{16 * a}xf32>
+  }}""")
+    hex_ = q.contiguous().view(torch.int16).numpy().tobytes().hex().upper()
+    return f'module {{\n  util.global private @w = dense<"0x{hex_}"> : {wt}\n{"".join(funcs)}\n}}\n', unpack_bf16(q).numpy()
+
+
+def test_bf16_weights_fuse_without_the_kernel():
+    """A bf16 weight widened by extf is a chain the pass fuses (the generic form: targets
+    without the bf16 kernels), computing the unfused numbers."""
+    original, _ = _bf16_module()
+    fused, n = _rewrite("", text=original)
+    assert n == 2 and "linalg.matmul" not in fused and "arith.extf" in fused
+    x = np.random.default_rng(4).standard_normal((5, 48)).astype(np.float32)
+    for fn, rows in (("prefill", x), ("decode", x[:1])):
+        np.testing.assert_allclose(_compile_and_run(fused, fn, rows), _compile_and_run(original, fn, rows), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_weights_call_the_bf16_kernels(tmp_path):
+    """With the bf16 kernels' object, prompts call the conversion and tile kernels, one row the
+    matrix-vector kernel; both compute x rounded to bf16 times the bf16 weight."""
+    import torch
+
+    from iree_glm.bundle.cpu_features import missing_features
+    from iree_glm.kernels import bf16, toolchain
+
+    reason = toolchain.unavailable_reason(toolchain.X86_64_AMX) or (
+        f"the CPU lacks {', '.join(missing_features(bf16.FEATURES))}" if missing_features(bf16.FEATURES) else None)
+    if reason:
+        pytest.skip(f"bf16 kernels unavailable: {reason}")
+    original, w = _bf16_module()
+    with ir.Context():
+        module = ir.Module.parse(original)
+        done = dequant_matmul.run(module, bf16_kernel=bf16.build_object(tmp_path))
+        module.operation.verify()
+        text = str(module)
+    assert len(done) == 2 and "linalg.matmul" not in text
+    assert f"@{bf16.MATMUL_SYMBOL}" in text and f"@{bf16.CONVERT_SYMBOL}" in text and f"@{bf16.MATVEC_SYMBOL}" in text
+    x = np.random.default_rng(5).standard_normal((37, 48)).astype(np.float32)
+    want = torch.from_numpy(x).to(torch.bfloat16).double().numpy() @ w.astype(np.float64).T
+    for fn, rows in (("prefill", x), ("decode", x[:1])):
+        np.testing.assert_allclose(_compile_and_run(text, fn, rows), want[: len(rows)], rtol=1e-5, atol=1e-5)

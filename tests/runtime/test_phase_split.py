@@ -14,23 +14,20 @@ import asyncio
 import os
 import subprocess
 import sys
-import tomllib
 import warnings
 from pathlib import Path
 
 import pytest
 
 from iree_glm.bundle.manifest import read_manifest
-from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.errors import RequestError
 from iree_glm.planner.report import plans_report
 from iree_glm.runtime.devices import driver_available
 from iree_glm.runtime.plans import PlanFallbackWarning
 from iree_glm.runtime.thermal import ThermalPolicy, parse_steps
 
-from ..helpers import PROFILES, write_profile
+from ..helpers import declared_lavapipe_bundle, greedy_reference
 
-CONTEXT = 128
 CHUNK = 32
 SHORT = [5, 17, 99, 3, 42, 7]
 LONG = [11, 200, 3, 57, 91, 4, 8, 150] * 9  # 72 tokens: three chunks
@@ -42,24 +39,12 @@ pytestmark = pytest.mark.skipif(not driver_available("vulkan"), reason="no Vulka
 
 @pytest.fixture(scope="module")
 def phase_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
-    data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
-    data["name"] = "phase-split-test"
-    data["devices"][0].update(peak_gflops={k: 1.0 for k in data["devices"][0]["peak_gflops"]}, attention_gflops=1.0)
-    data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
-                              fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0, active_power_w=15.0)
-    profile = tmp_path_factory.mktemp("profiles") / "phase-split.toml"
-    write_profile(profile, data)
-    out = tmp_path_factory.mktemp("bundles") / "phase-split"
-    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=CONTEXT, profile=str(profile), decode_batch_sizes=(1, 2)))
-    return out
+    return declared_lavapipe_bundle(glm4_checkpoint[0], tmp_path_factory, "phase-split-test", 15.0, slow_cpu=True)
 
 
 @pytest.fixture(scope="module")
 def reference(glm4_bundle) -> dict:
-    from iree_glm.runtime import Session
-
-    s = Session.load(glm4_bundle)
-    return {tuple(p): s.generate(p, max_new_tokens=NEW).generated_ids for p in (SHORT, LONG, OTHER)}
+    return greedy_reference(glm4_bundle, (SHORT, LONG, OTHER), NEW)
 
 
 @pytest.fixture(scope="module")

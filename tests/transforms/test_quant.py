@@ -112,7 +112,7 @@ def _host_set():
 
 def _ours(kernel: str, **extra) -> dict:
     """The manifest's KernelChoice for `kernel` on the host's kernel set (the set holding its code:
-    the AMX set's int4 is the AVX-512 set's), with `extra` fields."""
+    the AMX set's attention is the AVX2 set's), with `extra` fields."""
     s = _host_set().provider(kernel)
     return {"kernel": s.short, "kernel_set": s.name, "features": list(s.features), **extra}
 
@@ -319,9 +319,15 @@ def test_an_amx_host_bundle_gives_the_avx512_sets_numbers(int8_bundle, glm4_chec
     result, dump = int8_bundle
     _assert_links(dump, "*iree_glm_int8_matvec_*_mdyn_exe.mlir", "int8")
     opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill", kernel_set="x86_64_avx512")
-    avx512 = build_bundle(glm4_checkpoint[0], tmp_path_factory.mktemp("quant8_avx512") / "bundle", opts)
-    assert avx512.manifest.options.int8_kernel.kernel_set == "x86_64_avx512"
-    assert result.manifest.options.int8_kernel.kernel_set == "x86_64_amx"
+    _assert_same_as_the_avx512_sets(result, "int8_kernel", build_bundle(glm4_checkpoint[0], tmp_path_factory.mktemp("quant8_avx512") / "bundle", opts))
+
+
+def _assert_same_as_the_avx512_sets(result, kernel: str, avx512) -> None:
+    """The AMX host bundle `result` gives the logits and greedy tokens of `avx512`, the same
+    build on the AVX-512 set (manifest field `kernel` names each set), over a prompt of 2 full
+    16-row tiles and a partial one."""
+    assert getattr(avx512.manifest.options, kernel).kernel_set == "x86_64_avx512"
+    assert getattr(result.manifest.options, kernel).kernel_set == "x86_64_amx"
     prompt = [(i * 37) % 200 + 1 for i in range(40)]
     got, tokens = _logits(Session.load(result.bundle), prompt, 4)
     want, want_tokens = _logits(Session.load(avx512.bundle), prompt, 4)
@@ -409,6 +415,20 @@ def test_int4_runs_the_kernels(int4_bundle, fp32_model):
             continue
         read = {s for _, s, ty in BINDING.findall(f.read_text()) if ty == "i8"}
         assert not read & int4_packed, f"{f.name} reads a packed int4 weight in generated code"
+
+
+def test_an_amx_host_bundle_gives_the_avx512_sets_int4_numbers(int4_bundle, glm4_checkpoint, tmp_path_factory):
+    """On a CPU with AMX a host int4 bundle links int4_amx.o, and the tile kernel (exact block
+    sums, the AVX-512 kernel's float steps in its order) gives what the AVX-512 set's bundle
+    gives: equal logits, the same greedy tokens (a prompt of 2 full 16-row tiles and a partial one)."""
+    from iree_glm.kernels import toolchain
+
+    if _host_set() is not toolchain.X86_64_AMX:
+        pytest.skip(f"no AMX set here: {toolchain.host_reason(toolchain.X86_64_AMX) or 'the host set is another'}")
+    result, dump = int4_bundle
+    _assert_links(dump, "*iree_glm_int4_matvec_*_mdyn_exe.mlir", "int4")
+    opts = BuildOptions(max_context=64, quant=INT4, kernel_set="x86_64_avx512")
+    _assert_same_as_the_avx512_sets(result, "int4_kernel", build_bundle(glm4_checkpoint[0], tmp_path_factory.mktemp("quant4_avx512") / "bundle", opts))
 
 
 def _stepwise_logits(model, ids: list[int], tokens: list[int], quantized_activations: bool) -> np.ndarray:

@@ -43,24 +43,12 @@ static inline void pick_indices(__m512i pick[2]) {
   pick[1] = _mm512_add_epi8(base, _mm512_set1_epi8(16));
 }
 
-// Palette 1's 64-byte configuration (Intel SDM, LDTILECFG).
-struct tile_config {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+#include "tile_config.h"
 
 // Tiles: 0 A (16 rows), 1 A (`tail` rows), 2 and 3 B, 4 and 5 C of 16 rows, 6 and 7 C of `tail` rows.
 static inline void configure(int tail) {
-  struct tile_config c __attribute__((aligned(64)));
-  _mm512_store_si512((void *)&c, _mm512_setzero_si512());
-  c.palette = 1;
-  for (int t = 0; t < 8; ++t) {
-    const int rows = t == 1 || t >= 6 ? tail : 16;
-    c.rows[t] = (uint8_t)rows;
-    c.colsb[t] = rows ? 64 : 0;
-  }
-  _tile_loadconfig(&c);
+  const int rows[8] = {16, tail, 16, 16, 16, 16, tail, tail}, colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+  load_tile_config(rows, colsb);
 }
 
 // One block of rows (A tile `A`, C tiles C0 and C1; C1 only when nt == 2) over a regrouped chunk

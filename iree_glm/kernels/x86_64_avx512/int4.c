@@ -143,6 +143,8 @@ static inline __attribute__((always_inline)) strip_vector sv_load_rows(const int
 }
 #include "../int4_strip.h"
 
+#ifndef IREE_GLM_AMX_MATRIX_KERNEL  // x86_64_amx/int4.c includes this file for the rest
+
 static inline int32_t load_i32(const int8_t *p) {
   int32_t v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -188,3 +190,5 @@ static inline __attribute__((always_inline)) void tile(const __m512i *strip_a, c
 }
 
 #include "../int4_matmul.h"
+
+#endif  // IREE_GLM_AMX_MATRIX_KERNEL

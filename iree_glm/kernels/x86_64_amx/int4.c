@@ -1,0 +1,156 @@
+// int4 x f32 matrix products for x86-64 with AMX (AMX-TILE, AMX-INT8) besides AVX-512 VNNI,
+// linked into IREE dispatches. The same weight layout, quantized rows of x and entry points as
+// x86_64_avx512/int4.c, which this file includes for everything but the prompt (matrix) kernel
+// (decode reads every weight once: tiles do not help it).
+//
+// y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
+//
+// Per block of 32 k, tdpbssd multiplies 16 rows of x (an A tile of 32 bytes a row, x's
+// quantized block as stored) by 16 weight rows (a B tile of 8 rows: per 4 k, 4 bytes of each
+// weight row), signed by signed: the nibbles less 8 are the weights themselves, so the i32 sum
+// is exactly sum w * x, the number the AVX-512 kernel's vpdpbusd sum less 8 * sum(x) gives.
+// Then, as the AVX-512 kernel, per block one conversion and one FMA of x's block scale times
+// the group scale, accumulated per chunk of CHUNK_K in the same order and added into y the same
+// way: the results are the AVX-512 set's bit for bit (tests compare them).
+//
+// x's block scales differ per row and block, so the i32 sums cannot run on across blocks in the
+// tiles as the int8 kernel's do: each block's C tile goes to memory and through that float step.
+//
+// The process must have asked Linux for the tile state (bundle/cpu_features.py's request_amx)
+// before any tile instruction runs, or it dies of SIGILL.
+
+#define IREE_GLM_AMX_MATRIX_KERNEL
+#include "../x86_64_avx512/int4.c"
+
+// A call takes up to AMX_MAX_ROWS rows of x (kernels/toolchain.py's X86_64_AMX.matmul_rows):
+// it unpacks each strip of weights once for all of them.
+enum { AMX_MAX_ROWS = 256, B_TILE = 8 * 64, LAG = 4, RING = 2 * LAG, CHUNK_BLOCKS = CHUNK_K / BLOCK };  // B_TILE: bytes of one block's B tile; LAG, RING: see row_tile
+
+#include "tile_config.h"
+
+// Tiles: 0 and 1 A (`rows` x 32 bytes), 2 and 3 B (8 rows x 64 bytes), 4 to 7 C (`rows` x 16
+// i32): blocks take them in turn, so that 4 blocks' products can be in flight. One
+// configuration a call, or three where a call ends in a partial row tile.
+static inline void configure(int rows) {
+  const int shape_rows[8] = {rows, rows, 8, 8, rows, rows, rows, rows}, colsb[8] = {BLOCK, BLOCK, 64, 64, 64, 64, 64, 64};
+  load_tile_config(shape_rows, colsb);
+}
+
+// pack_strip's vectors of a block (2p: the low nibbles of bytes 4p..4p+3, k 4p..4p+3 of x's
+// block; 2p + 1: their high nibbles, k 16 + 4p..) -> the block's B tile in place: row q holds k
+// 4q..4q+3 of every weight row, as the nibbles less 8.
+static inline void to_b_tiles(strip_vector *strip, size_t blocks) {
+  const __m512i eight = _mm512_set1_epi8(8);
+  for (size_t c = 0; c < blocks; ++c) {
+    strip_vector v[8];
+    for (int j = 0; j < 8; ++j) v[j] = strip[c * 8 + j];
+    for (int p = 0; p < 4; ++p) {
+      strip[c * 8 + p] = _mm512_sub_epi8(v[2 * p], eight);
+      strip[c * 8 + 4 + p] = _mm512_sub_epi8(v[2 * p + 1], eight);
+    }
+  }
+}
+
+// tilestored naming what it writes: GCC's _tile_stored clobbers all memory, which made the
+// float accumulators of the block step go to the stack and back around every block.
+#define TILE_STORED(C, buf) \
+  __asm__ volatile("tilestored %%tmm" #C ", (%1,%2,1)" : "=m"(*(int32_t(*)[16 * 16])(buf)) : "r"(buf), "r"((long)64))
+
+// Block c's sums (of the chunk from k0) for the rows of x from `x` in A tile `A`, with B tile
+// `B`, into C tile `C`, stored to `buf` (16 i32 a row).
+#define BLOCK_SUMS(A, B, C, c, buf)                              \
+  do {                                                           \
+    _tile_zero(C);                                               \
+    _tile_loadd(A, x + k0 + (c) * BLOCK, stride);                \
+    _tile_loadd(B, (const int8_t *)strip + (c) * B_TILE, 64);    \
+    _tile_dpbssd(C, A, B);                                       \
+    TILE_STORED(C, buf);                                         \
+  } while (0)
+
+// acc[i] += block c's sums of row i (buf) times the group scales `sg` times row i's block scale
+// (dx[i * CHUNK_BLOCKS + c], copied together per row tile: one base register and constant
+// offsets; read where they lie in x's rows, each row's offset took a register, and they spilled).
+static inline __attribute__((always_inline)) void scale_block(__m512 *acc, const int32_t *buf, __m512 sg, const float *dx,
+                                                              size_t c, const int tm) {
+  for (int i = 0; i < tm; ++i) {
+    const __m512 d = _mm512_set1_ps(dx[i * CHUNK_BLOCKS + c]);
+    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(buf + 16 * i))), _mm512_mul_ps(sg, d), acc[i]);
+  }
+}
+
+// The sums of tm (<= 16, the rows the tiles are configured for) rows of x from `x` over the
+// chunk's blocks, software-pipelined: each block's tile product is issued LAG blocks before its
+// float step, which reads sums stored long before, so the tile unit and the vector units work at
+// once (4 C tiles in turn). Then each row's 16 outputs into y (tile_store: stored for k0 = 0,
+// added after).
+static inline __attribute__((always_inline)) void row_tile(const int8_t *x, size_t stride, size_t k, size_t k0, size_t blocks,
+                                                           const strip_vector *strip, const float *scales, size_t per_group,
+                                                           float *out_y, size_t n, size_t cols, const int tm) {
+  float dx[16 * CHUNK_BLOCKS] __attribute__((aligned(64)));  // the rows' block scales of the chunk, row after row
+  for (int i = 0; i < tm; ++i)
+    for (size_t c = 0; c < blocks; c += 16) {
+      const __mmask16 live = blocks - c < 16 ? (__mmask16)((1u << (blocks - c)) - 1) : (__mmask16)0xFFFF;
+      _mm512_mask_storeu_ps(dx + i * CHUNK_BLOCKS + c, live, _mm512_maskz_loadu_ps(live, (const float *)(x + i * stride + k) + k0 / BLOCK + c));
+    }
+  int32_t buf[RING][16 * 16] __attribute__((aligned(64)));  // block c's sums in buf[c % RING]
+  __m512 acc[16];
+  for (int i = 0; i < tm; ++i) acc[i] = _mm512_setzero_ps();
+#define SCALE(c) scale_block(acc, buf[(c) % RING], _mm512_load_ps(scales + (c) / per_group * STRIP), dx, c, tm)
+  size_t c = 0;
+  for (; c < LAG && c < blocks; ++c) BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+  for (; c + 4 <= blocks; c += 4) {  // c - LAG: the block whose float step is due; C tiles in turn
+    BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+    SCALE(c - LAG);
+    BLOCK_SUMS(1, 3, 5, c + 1, buf[(c + 1) % RING]);
+    SCALE(c + 1 - LAG);
+    BLOCK_SUMS(0, 2, 6, c + 2, buf[(c + 2) % RING]);
+    SCALE(c + 2 - LAG);
+    BLOCK_SUMS(1, 3, 7, c + 3, buf[(c + 3) % RING]);
+    SCALE(c + 3 - LAG);
+  }
+  for (; c < blocks; ++c) {
+    BLOCK_SUMS(0, 2, 4, c, buf[c % RING]);
+    SCALE(c - LAG);
+  }
+  for (c = blocks > LAG ? blocks - LAG : 0; c < blocks; ++c) SCALE(c);
+#undef SCALE
+  for (int i = 0; i < tm; ++i) {
+    float out[STRIP];
+    _mm512_storeu_ps(out, acc[i]);
+    tile_store(out_y + i * n, out, cols, k0);
+  }
+}
+
+// Rows m_begin..m_end of x (1..AMX_MAX_ROWS) x weight rows n_begin..n_end, a strip of STRIP
+// weight rows and a chunk of K at a time (../int4_matmul.h's iree_glm_int4_matmul_workgroup
+// clamps the ranges and calls this).
+static void matmul_rows(const int8_t *xq, const int8_t *q, const uint16_t *s, float *y, size_t n, size_t k, size_t group,
+                        size_t n_begin, size_t n_end, size_t m_begin, size_t m_end) {
+  const size_t stride = xq_row_bytes(k), per_group = group / BLOCK;
+  const size_t chunk = CHUNK_K / group * group;  // whole groups, the AVX-512 kernel's chunks
+  const size_t rows = m_end - m_begin, full = rows / 16 * 16, tail = rows - full;
+  strip_vector strip[CHUNK_K / BLOCK * 8];  // the chunk's B tiles, block after block
+  float scales[CHUNK_K / BLOCK * STRIP] __attribute__((aligned(64)));
+  configure(full ? 16 : (int)tail);
+  for (size_t n0 = n_begin; n0 < n_end; n0 += STRIP) {
+    const size_t cols = n_end - n0 < STRIP ? n_end - n0 : STRIP;
+    for (size_t k0 = 0; k0 < k; k0 += chunk) {
+      const size_t kc = k - k0 < chunk ? k - k0 : chunk, blocks = kc / BLOCK;
+      pack_strip(q, s, n_end, n0, k, group, k0, kc, strip, scales);
+      to_b_tiles(strip, blocks);
+      __asm__ volatile("" ::: "memory");  // the B tiles are in memory before a tile load reads them (it names no memory)
+      const int8_t *x = xq + m_begin * stride;
+      float *out_y = y + m_begin * n + n0;
+      for (size_t r = 0; r < full; r += 16)
+        row_tile(x + r * stride, stride, k, k0, blocks, strip, scales, per_group, out_y + r * n, n, cols, 16);
+      if (tail && full) configure((int)tail);  // the last rows' own tile shapes (none past m_end is read)
+      if (tail) row_tile(x + full * stride, stride, k, k0, blocks, strip, scales, per_group, out_y + full * n, n, cols, (int)tail);
+      if (tail && full) configure(16);
+    }
+  }
+  _tile_release();
+}
+
+#define IREE_GLM_INT4_OWN_DRIVER
+#define IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS
+#include "../int4_matmul.h"

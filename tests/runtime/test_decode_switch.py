@@ -1,0 +1,132 @@
+"""Plans that decode on different devices, switched mid-generation: the live KV cache moves.
+
+One bundle is built from a test profile whose lavapipe is declared call-heavy but frugal (3 W
+against the CPU's 10 W): the planner decodes on the CPU and carries a `decode-lavapipe` plan
+(the whole program on lavapipe) for a tight power budget. Switching between them between decode
+steps must keep the CPU-only bundle's greedy tokens, alone, with the prefix cache, and in the
+batching engine. lavapipe is slow and flaky under load, so one session serves every test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from iree_glm.bundle.manifest import read_manifest
+from iree_glm.errors import RequestError
+from iree_glm.planner.report import plans_report
+from iree_glm.runtime.devices import driver_available
+
+from ..helpers import declared_lavapipe_bundle, greedy_reference
+
+PROMPT = [5, 17, 99, 3, 42, 7, 11, 200, 3, 57]
+OTHER = [11, 200, 3, 57, 91, 4, 8, 150] * 4
+NEW = 10
+
+pytestmark = pytest.mark.skipif(not driver_available("vulkan"), reason="no Vulkan device (lavapipe) on this machine")
+
+
+@pytest.fixture(scope="module")
+def switch_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
+    return declared_lavapipe_bundle(glm4_checkpoint[0], tmp_path_factory, "decode-switch-test", 3.0, slow_cpu=False)
+
+
+@pytest.fixture(scope="module")
+def reference(glm4_bundle) -> dict:
+    return greedy_reference(glm4_bundle, (PROMPT, OTHER), NEW)
+
+
+@pytest.fixture(scope="module")
+def session(switch_bundle):
+    from iree_glm.runtime import Session
+
+    s = Session.load(switch_bundle, prefix_cache=True)
+    yield s
+    s.close()
+
+
+def test_the_bundle_carries_a_plan_decoding_on_lavapipe(switch_bundle):
+    m = read_manifest(switch_bundle)
+    one, low = m.options.plans
+    assert (one.name, low.name) == ("one-placement", "decode-lavapipe")
+    assert one.decode_module is None and low.decode_module == "decode-lavapipe.vmfb" and low.decode_device == "lavapipe"
+    assert {mod.file: mod.driver for mod in m.modules} == {"model.vmfb": "local-task", "decode-lavapipe.vmfb": "vulkan"}
+    assert low.power_w < one.power_w and low.decode_ms > one.decode_ms  # the power-saving plan
+    assert "draws less" in low.reasons[0]
+    text = plans_report(m.options.plans)
+    assert "decode-lavapipe: prefill on the decode placement" in text and "decode on lavapipe (decode-lavapipe.vmfb" in text
+
+
+def _switching(session, prompt: list[int], at: dict[int, str]) -> tuple[list[int], int]:
+    """Greedy tokens of `prompt`, switching plans after the token counts in `at`; and the
+    prompt tokens the prefix cache restored."""
+    gen, ids = session.stream(prompt, max_new_tokens=NEW), []
+    for event in gen:
+        ids.append(event.token_id)
+        if len(ids) in at:
+            session.use_plan(at[len(ids)])
+    return ids, gen.result.cached_tokens
+
+
+def test_switching_decode_device_mid_generation_keeps_the_tokens(session, reference):
+    session.use_plan("one-placement")
+    moves = session.kv_moves.moves
+    assert _switching(session, PROMPT, {3: "decode-lavapipe", 6: "one-placement"})[0] == reference[tuple(PROMPT)]
+    history = session.kv_moves.history[moves:]
+    assert [(a, b) for a, b, _, _ in history] == [("main", "lavapipe"), ("lavapipe", "main")]
+    cfg = session.config
+    row = 2 * cfg.num_layers * cfg.num_kv_heads * session.cache_slots * cfg.head_dim * 4  # one row, every layer's k and v
+    assert all(n == row for _, _, n, _ in history)
+    # prefilled on the CPU, decoded on lavapipe; then on lavapipe from its prefix (restored from
+    # the prefix cache into a lavapipe row), back to the CPU after four tokens
+    assert _switching(session, OTHER, {1: "decode-lavapipe"})[0] == reference[tuple(OTHER)]
+    ids, cached = _switching(session, OTHER, {4: "one-placement"})
+    assert ids == reference[tuple(OTHER)] and cached >= 16
+
+
+def test_batching_engine_moves_its_rows_at_a_step_boundary(session, reference):
+    """A decodes on the CPU; after its second token the plan switches: the engine's cache moves to
+    lavapipe at its next step, B is prefilled there, both keep the CPU bundle's tokens."""
+    async def run() -> tuple[list[int], list[int]]:
+        a_ids, b_task = [], None
+        async for event in session.stream_async(OTHER, max_new_tokens=NEW):
+            a_ids.append(event.token_id)
+            if len(a_ids) == 2:
+                session.use_plan("decode-lavapipe")
+                b_task = asyncio.ensure_future(_collect(session.stream_async(PROMPT, max_new_tokens=NEW)))
+        return a_ids, await b_task
+
+    session.use_plan("one-placement")
+    moves = session.kv_moves.moves
+    try:
+        a, b = asyncio.run(run())
+    finally:
+        session.use_plan("one-placement")
+    assert a == reference[tuple(OTHER)] and b == reference[tuple(PROMPT)]
+    assert ("main", "lavapipe") in [(x, y) for x, y, _, _ in session.kv_moves.history[moves:]]
+
+
+async def _collect(gen) -> list[int]:
+    return [event.token_id async for event in gen]
+
+
+def test_a_power_budget_picks_the_decode_device(session):
+    assert session.set_power_budget(100.0) == "one-placement"
+    assert session.set_power_budget(6.0) == "decode-lavapipe"
+    listing = {p["name"]: p for p in session.plan_set().describe()}
+    assert listing["decode-lavapipe"]["decode_on"] == "lavapipe" and listing["decode-lavapipe"]["current"]
+    session.use_plan("one-placement")
+
+
+def test_missing_vulkan_leaves_the_cpu_plan_in_one_line(switch_bundle, reference, monkeypatch):
+    from iree_glm.runtime import Session
+    from iree_glm.runtime import plans
+
+    monkeypatch.setattr(plans, "driver_available", lambda driver: driver != "vulkan")
+    s = Session.load(switch_bundle)  # the default plan needs only the CPU: no warning
+    assert s.plan == "one-placement" and s.generate(PROMPT, max_new_tokens=NEW).generated_ids == reference[tuple(PROMPT)]
+    with pytest.raises(RequestError, match=r"plan 'decode-lavapipe' cannot run here: .*decodes on 'lavapipe', whose HAL "
+                                           r"driver 'vulkan' is not available here"):
+        s.use_plan("decode-lavapipe")
