@@ -102,7 +102,7 @@ def main() -> int:
             for m in [int(r) for r in args.rows.split(",")]:
                 kinds = {"one": [Rows(fmt, lib, m, k, n, rng, one=True) for k, n in SHAPES.values()],
                          "rows": [Rows(fmt, lib, m, k, n, rng) for k, n in SHAPES.values()],
-                         "prompt": [(Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng) for k, n in SHAPES.values()]}
+                         "prompt": [(Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng, kernel_set) for k, n in SHAPES.values()]}
                 if base:
                     kinds["baseline"] = [Rows(fmt, base, m, k, n, rng) for k, n in SHAPES.values()]
                 times: dict[str, list[float]] = {name: [] for name in kinds}
