@@ -1,8 +1,8 @@
 """Speculative decoding: decode tok/s with and without drafts, side by side.
 
 For each quantization of a seeded random GLM-4 config (tools/bench.py's CONFIGS) this builds
-the target bundle and a pruned draft (`--prune heads=0.5,ffn=0.5` of the same checkpoint, same
-quantization), then times greedy decode in child processes (one engine per process), the
+the target bundle and a pruned draft (`--prune`, default heads=0.5,ffn=0.5, of the same
+checkpoint, same quantization), then times greedy decode in child processes (one engine per process), the
 variants alternated within each round, medians over rounds:
 
   plain         no draft (on the repetitive prompt)
@@ -18,13 +18,15 @@ variants alternated within each round, medians over rounds:
 
 and the cost of one `verify` call of k+1 rows against one decode step. Every speculative run's
 tokens are compared with the plain run's (greedy must be identical). Bytes per generated token
-= weight bytes x target calls per token (+ the draft's weights per draft call); the bound is
+= weight bytes a step reads (the embedding table left out) x target calls per token (+ the
+draft's per draft call); the bound is
 this machine's read bandwidth (read_bandwidth: a 512 MB array streamed by --threads threads)
 divided by the weight bytes: effective decode past 100% reads the weights less than once per
 token.
 
     python tools/bench_speculative.py --config 330m --quant none,int8,int4
     python tools/bench_speculative.py --config 330m --layers 4 --quant int4 --rounds 2   # quick
+    python tools/bench_speculative.py --config 330m --quant int4 --target BUNDLE --variants plain,agent,wrong
 
 Random weights make acceptance rates of the pruned draft and of prompt lookup properties of
 this random model, not of a trained one: read them with the oracle row and the verify costs.
