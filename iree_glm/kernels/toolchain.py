@@ -128,7 +128,7 @@ X86_64_AMX = KernelSet(
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
     # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int4.c, int8.c.
-    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: MAX_ROWS in bf16.c
+    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: BF16_MAX_ROWS in bf16_tiles.h
 )
 # Best first: a target gets the first set whose architecture and features it has.
 KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)
