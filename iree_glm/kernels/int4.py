@@ -32,6 +32,10 @@ QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
 VERIFY_SYMBOL = "iree_glm_int4_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
+# The AMX set's bf16 prompt path (x86_64_amx/int4.c): x's rows to bf16, weights widened to bf16 tiles
+BF16_CONVERT_SYMBOL = "iree_glm_int4_convert_bf16_workgroup"
+BF16_MATMUL_SYMBOL = "iree_glm_int4_bf16_matmul_workgroup"
+BF16_MAX_GROUP = 256  # it widens K in pieces of whole groups of up to WIDE_K elements
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
 MATMUL_MAX_GROUP = 1024  # the matrix kernels walk K in chunks of whole groups (x86_64_avx512/int4.c: CHUNK_K)
@@ -52,6 +56,11 @@ def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) ->
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
     """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
     return group % BLOCK == 0 and k % group == 0 and (k <= MAX_K if m == 1 else group <= MATMUL_MAX_GROUP)
+
+
+def fits_bf16(k: int, group: int) -> bool:
+    """Whether the AMX set's bf16 prompt path handles K and G (groups of whole 32-k tile steps)."""
+    return group % BLOCK == 0 and group <= BF16_MAX_GROUP and k % group == 0
 
 
 def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
