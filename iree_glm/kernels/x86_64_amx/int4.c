@@ -177,6 +177,29 @@ void iree_glm_int4_convert_bf16_workgroup(MEMREF(const float, x), MEMREF(int8_t,
   bf16_convert_rows(x, xb, m, k, row_begin, row_end);
 }
 
+// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (k <= GLUE_MAX_K), as the
+// int4 quantization's glue computes it.
+void iree_glm_int4_convert_bf16_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xb), size_t m, size_t k,
+                                                   size_t row_begin, size_t row_end) {
+  MEMREF_START(gu); MEMREF_START(xb);
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end && r < m; ++r) {
+    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
+    bf16_convert_row(x, k, (uint16_t *)(xb + r * bf16_xb_row_bytes(k)));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (k <= GLUE_MAX_K).
+void iree_glm_int4_convert_bf16_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xb),
+                                                   size_t m, size_t k, float eps, size_t row_begin, size_t row_end) {
+  MEMREF_START(h); MEMREF_START(w); MEMREF_START(xb);
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end && r < m; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    bf16_convert_row(x, k, (uint16_t *)(xb + r * bf16_xb_row_bytes(k)));
+  }
+}
+
 // Weight rows n0..n0+16 (zeros from n on), elements k0..k0+kc (whole groups) -> bf16 tile
 // [kc / 2][16][2] at `out`. pack_strip gives, per block of 16 packed bytes, lane r = row r and
 // 4 nibbles a byte lane; a group's byte i holds elements i (low nibble) and group/2 + i (high),
