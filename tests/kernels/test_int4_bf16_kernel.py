@@ -8,6 +8,8 @@ Skipped with the reason on CPUs without AMX-BF16.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from iree_glm.bundle.cpu_features import missing_features
 from iree_glm.kernels import bf16, int4, toolchain
 from iree_glm.transforms.quantize import GROUP_SIZES, dequantize_int4, quantize_int4
 
-from ..helpers import kernel_library, memref
+from ..helpers import MEMREF, kernel_library, memref
 
 AMX = toolchain.X86_64_AMX
 ROWS = AMX.rows_per_call("int4")
@@ -102,3 +104,37 @@ def test_python_constants_match_the_c_source():
     source = AMX.source("int4").read_text()
     assert f"WIDE_K = {int4.BF16_MAX_GROUP}," in source
     assert all(int4.fits_bf16(1024, g) for g in GROUP_SIZES) and not int4.fits_bf16(1024, 512)
+
+
+@pytest.mark.parametrize("kind", ["silu_mul", "rms_norm"])
+def test_glue_conversions_match_the_plain_one(lib, kind):
+    """The conversions that compute x themselves (silu(gate) * up, RMSNorm) give the bf16 rows the
+    plain conversion gives for x computed in numpy: equal but for a few 1-ulp roundings."""
+    from ..passes.test_quantize_glue import EPS, _rms_norm, _silu_mul
+
+    m, k = 21, 2816
+    rng = np.random.default_rng(3)
+    symbol = int4.BF16_GLUE_SYMBOLS[kind]
+    getattr(lib, symbol).argtypes = MEMREF_ARGS[kind]
+    if kind == "silu_mul":
+        inp = (rng.standard_normal((m, 2 * k)) * 3).astype(np.float32)
+        x = _silu_mul(inp)
+    else:
+        inp = (rng.standard_normal((m, k)) * np.where(rng.random(k) < 0.05, 20, 1)).astype(np.float32)
+        w = rng.uniform(0.5, 1.5, k).astype(np.float32)
+        x = _rms_norm(inp, w)
+    row = bf16.xb_row_bytes(k)
+    want, got = np.zeros(m * row, np.int8), np.zeros(m * row, np.int8)
+    lib.iree_glm_int4_convert_bf16_workgroup(*memref(np.ascontiguousarray(x, np.float32)), *memref(want), m, k, 0, m)
+    if kind == "silu_mul":
+        getattr(lib, symbol)(*memref(inp), *memref(got), m, k, 0, m)
+    else:
+        getattr(lib, symbol)(*memref(inp), *memref(w), *memref(got), m, k, ctypes.c_float(EPS), 0, m)
+    a, b = got.view(np.int16).astype(int), want.view(np.int16).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
+
+
+MEMREF_ARGS = {  # the glue conversions' arguments: memrefs, then indices (rms_norm: eps, an f32)
+    "silu_mul": [*MEMREF * 2, *[ctypes.c_size_t] * 4],
+    "rms_norm": [*MEMREF * 3, *[ctypes.c_size_t] * 2, ctypes.c_float, *[ctypes.c_size_t] * 2],
+}
