@@ -57,6 +57,18 @@ static inline void bf16_configure(int r0, int r1) {
 // L1), every block pair runs its steps; sums between chunks wait in `acc` (f32, 32 a row; unused
 // where K is one chunk), the last chunk's go to y. With `accumulate` the sums start from y's
 // values (a caller walking K in pieces), else from zero.
+// The block pair's C tiles (4-5: block 0, 6-7: block 1; 5 and 7 the second weight tile) loaded
+// from or stored to y by `op`, _tile_loadd or _tile_stored.
+#define Y_TILES(op)                                   \
+  do {                                                \
+    op(4, y0, 4 * n);                                 \
+    if (nt == 2) op(5, y0 + BF16_LANES, 4 * n);       \
+    if (second) {                                     \
+      op(6, y1, 4 * n);                               \
+      if (nt == 2) op(7, y1 + BF16_LANES, 4 * n);     \
+    }                                                 \
+  } while (0)
+
 static void bf16_phase(const uint8_t *x, size_t stride, const uint16_t *w, float *y, size_t n, size_t k, size_t t_begin,
                        size_t t_end, size_t pairs, int second, float (*acc)[2 * BF16_LANES], int accumulate) {
   const size_t k2 = (k + 1) / 2, steps = bf16_padded_k(k) / BF16_KSTEP, tile_pairs = k2 * 2 * BF16_LANES;
@@ -81,12 +93,7 @@ static void bf16_phase(const uint8_t *x, size_t stride, const uint16_t *w, float
           _tile_zero(4); _tile_zero(5);
           if (second) { _tile_zero(6); _tile_zero(7); }
         } else if (first) {
-          _tile_loadd(4, y0, 4 * n);
-          if (nt == 2) _tile_loadd(5, y0 + BF16_LANES, 4 * n);
-          if (second) {
-            _tile_loadd(6, y1, 4 * n);
-            if (nt == 2) _tile_loadd(7, y1 + BF16_LANES, 4 * n);
-          }
+          Y_TILES(_tile_loadd);
         } else {
           float *a0 = acc[32 * p], *a1 = acc[32 * p + 16];
           _tile_loadd(4, a0, 128); _tile_loadd(5, a0 + BF16_LANES, 128);
@@ -106,12 +113,7 @@ static void bf16_phase(const uint8_t *x, size_t stride, const uint16_t *w, float
           }
         }
         if (final) {
-          _tile_stored(4, y0, 4 * n);
-          if (nt == 2) _tile_stored(5, y0 + BF16_LANES, 4 * n);
-          if (second) {
-            _tile_stored(6, y1, 4 * n);
-            if (nt == 2) _tile_stored(7, y1 + BF16_LANES, 4 * n);
-          }
+          Y_TILES(_tile_stored);
         } else {
           float *a0 = acc[32 * p], *a1 = acc[32 * p + 16];
           _tile_stored(4, a0, 128); _tile_stored(5, a0 + BF16_LANES, 128);
@@ -139,5 +141,7 @@ static void bf16_rows(const uint8_t *x, size_t stride, const uint16_t *w, float 
     bf16_phase(x + 32 * pairs * stride, stride, w, y + 32 * pairs * n, n, k, t_begin, t_end, 1, r1 > 0, acc, accumulate);
   }
 }
+
+#undef Y_TILES
 
 #endif  // IREE_GLM_AMX_BF16_TILES_H_
