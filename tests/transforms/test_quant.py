@@ -472,9 +472,10 @@ def test_int4_logits_match_eager(int4_bundle, fp32_model):
     # without, the generic fused form computes the weight-only int4 model.
     want = _stepwise_logits(qmodel, PROMPT, tokens, quantized_activations=kernel)
     if kernel and result.manifest.options.int4_kernel.kernel_set in int4_kernel.BF16_PROMPT_SETS:
-        # the prompt in bf16 (x and widened weights rounded): within the bf16 bound of both models
+        # the prompt in bf16 (x and widened weights rounded), not int8 blocks: within the bf16
+        # bound of the weight-only model (f32 x), which it rounds rather than quantizes
         plain = _stepwise_logits(qmodel, PROMPT, tokens, quantized_activations=False)
-        assert np.abs(got - want).max() < BF16_PROMPT_BOUND and np.abs(got - plain).max() < BF16_PROMPT_BOUND
+        assert 0 < np.abs(got - plain).max() < BF16_PROMPT_BOUND
         return
     np.testing.assert_allclose(got, want, atol=5e-4, rtol=1e-4)
     if kernel:  # and quantizing x really changed the numbers (a generic fallback would not)
