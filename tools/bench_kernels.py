@@ -8,6 +8,9 @@ is descheduled for long stretches, which CPU time does not count (`--clock wall`
 
     python tools/bench_kernels.py --m 128,512 --runs 5
 
+On AMX, int4 has a second column, amx-bf16: the same object's bf16 prompt path (weights widened
+to bf16 tiles, tdpbf16ps) beside its tdpbssd kernel.
+
 Kernel time only (one workgroup covering the whole matmul, one thread): whole-model numbers
 come from tools/bench.py.
 """
@@ -83,8 +86,28 @@ class Int4Case:
                                                g, 0, n, m0, m0 + self.rows)
 
 
+class Int4Bf16Case(Int4Case):
+    """The AMX set's bf16 int4 path: x's rows to bf16, weights widened to bf16 tiles (tdpbf16ps)."""
+
+    def __init__(self, lib, m: int, k: int, n: int, rng, kernel_set, group: int = 32):
+        from iree_glm.kernels import bf16, int4
+
+        super().__init__(lib, m, k, n, rng, kernel_set, group)
+        getattr(lib, int4.BF16_CONVERT_SYMBOL).argtypes = MEMREF * 2 + [ctypes.c_size_t] * 4
+        getattr(lib, int4.BF16_MATMUL_SYMBOL).argtypes = MEMREF * 4 + [ctypes.c_size_t] * 8
+        self.xq = _aligned(m * bf16.xb_row_bytes(k))
+
+    def __call__(self) -> None:
+        lib, m, k, n, g = self.lib, self.m, self.k, self.n, self.group
+        lib.iree_glm_int4_convert_bf16_workgroup(*_memref(self.x), *_memref(self.xq), m, k, 0, m)
+        for m0 in range(0, m, self.rows):
+            lib.iree_glm_int4_bf16_matmul_workgroup(*_memref(self.xq), *_memref(self.q), *_memref(self.s), *_memref(self.y), m,
+                                                    n, k, g, 0, n, m0, m0 + self.rows)
+
+
 def main() -> int:
-    from iree_glm.kernels import toolchain
+    from iree_glm.bundle.cpu_features import missing_features
+    from iree_glm.kernels import bf16, toolchain
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--m", default="128,512", help="rows of x (comma-separated)")
@@ -96,14 +119,19 @@ def main() -> int:
     sets = [s for s in toolchain.KERNEL_SETS if toolchain.unavailable_reason(s) is None]
     folder = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
+    # int4 on AMX: both prompt paths of its object, the tdpbssd kernel and the bf16-widening one
+    bf16_int4 = toolchain.X86_64_AMX in sets and not missing_features(bf16.FEATURES)
     print(f"load {open('/proc/loadavg').read().split()[:3]}; sets: {', '.join(s.name for s in sets)}; {args.clock} time")
-    print("| format | M | shape K x N | " + " | ".join(f"{s.short} GOP/s" for s in sets) + " |")
-    print("|---|---|---|" + "---|" * len(sets))
     for fmt in args.formats.split(","):
         libs = {s.short: (ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))), s) for s in sets}
+        if fmt == "int4" and bf16_int4:
+            libs["amx-bf16"] = libs["amx"]
+        print("| format | M | shape K x N | " + " | ".join(f"{c} GOP/s" for c in libs) + " |")
+        print("|---|---|---|" + "---|" * len(libs))
         for m in (int(v) for v in args.m.split(",")):
             for name, (k, n) in SHAPES.items():
-                cases = {short: Int8Case(lib, m, k, n, rng, s) if fmt == "int8" else Int4Case(lib, m, k, n, rng, s)
+                cases = {short: Int8Case(lib, m, k, n, rng, s) if fmt == "int8" else
+                         (Int4Bf16Case if short == "amx-bf16" else Int4Case)(lib, m, k, n, rng, s)
                          for short, (lib, s) in libs.items()}
                 times: dict[str, list[float]] = {short: [] for short in cases}
                 for case in cases.values():
@@ -113,7 +141,7 @@ def main() -> int:
                         t = clock()
                         case()
                         times[short].append(clock() - t)
-                rates = [2 * m * n * k / statistics.median(times[s.short]) / 1e9 for s in sets]
+                rates = [2 * m * n * k / statistics.median(t) / 1e9 for t in times.values()]
                 print(f"| {fmt} | {m} | {name} {k} x {n} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
     print(f"load {open('/proc/loadavg').read().split()[:3]}")
     return 0

@@ -1,22 +1,32 @@
 """Speculative decoding: decode tok/s with and without drafts, side by side.
 
 For each quantization of a seeded random GLM-4 config (tools/bench.py's CONFIGS) this builds
-the target bundle and a pruned draft (`--prune heads=0.5,ffn=0.5` of the same checkpoint, same
-quantization), then times greedy decode in child processes (one engine per process), the
+the target bundle and a pruned draft (`--prune`, default heads=0.5,ffn=0.5, of the same
+checkpoint, same quantization), then times greedy decode in child processes (one engine per process), the
 variants alternated within each round, medians over rounds:
 
-  plain         no draft
-  prompt-lookup on a repetitive prompt (a block of tokens repeated, one token changed per copy)
+  plain         no draft (on the repetitive prompt)
+  prompt-lookup on a repetitive prompt (a block of tokens repeated, one token changed per copy:
+                code under edit)
+  agent         prompt lookup on an agent transcript (screens of text repeated with a few
+                changes, each followed by a short action)
   pruned        the pruned draft bundle, on an ordinary (non-repeating) prompt
+  wrong         a free draft whose every token is rejected (ordinary prompt): what adaptive k
+                costs when drafts fail, against plain decode on the same prompt
   oracle        a draft that proposes the plain decode's own next tokens (acceptance 1, free):
                 the ceiling of what verification in one call can give at this k
 
 and the cost of one `verify` call of k+1 rows against one decode step. Every speculative run's
 tokens are compared with the plain run's (greedy must be identical). Bytes per generated token
-= weight bytes x target calls per token (+ the draft's weights per draft call).
+= weight bytes a step reads (the embedding table left out) x target calls per token (+ the
+draft's per draft call); the bound is
+this machine's read bandwidth (read_bandwidth: a 512 MB array streamed by --threads threads)
+divided by the weight bytes: effective decode past 100% reads the weights less than once per
+token.
 
     python tools/bench_speculative.py --config 330m --quant none,int8,int4
     python tools/bench_speculative.py --config 330m --layers 4 --quant int4 --rounds 2   # quick
+    python tools/bench_speculative.py --config 330m --quant int4 --target BUNDLE --variants plain,agent,wrong
 
 Random weights make acceptance rates of the pruned draft and of prompt lookup properties of
 this random model, not of a trained one: read them with the oracle row and the verify costs.
@@ -34,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (tools/bench.py: configs, checkpoints, cached bundles)
+from bench_verify_kernels import _cpu  # noqa: E402
 
 PRUNE = "heads=0.5,ffn=0.5"
 
@@ -51,21 +62,101 @@ def repetitive_prompt(vocab: int, length: int) -> list[int]:
     return out[:length]
 
 
+def agent_prompt(vocab: int, length: int) -> list[int]:
+    """An agent transcript: a 40-token screen (UI text) and a 6-token action per turn; each turn's
+    screen is the last one with two tokens changed (a counter, a new line of text)."""
+    screen = [(i * 104729 + 11) % vocab for i in range(40)]
+    out = []
+    turn = 0
+    while len(out) < length:
+        screen[(turn * 7) % 40] = (turn * 613 + 3) % vocab
+        screen[(turn * 13 + 5) % 40] = (turn * 997 + 1) % vocab
+        action = [(turn * 31 + j * 17 + 2) % vocab for j in range(6)]
+        out += screen + action
+        turn += 1
+    return out[:length]
+
+
+PROMPTS = {"repetitive": repetitive_prompt, "agent": agent_prompt}
+
+
+def prompt_of(variant: str) -> str:
+    return {"agent": "agent", "pruned": "ordinary", "wrong": "ordinary", "oracle": "ordinary"}.get(variant, "repetitive")
+
+
+# A read loop with 8 independent 64-byte accumulators: numpy's own sums (pairwise, ~5 GB/s a core
+# here) are bound by their arithmetic, well below what the int4 decode kernel streams (~16 GB/s).
+READ_LOOP = r"""
+#include <immintrin.h>
+#include <stddef.h>
+unsigned long long read_all(const unsigned long long *p, size_t n) {
+  __m512i a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm512_setzero_si512();
+  for (size_t i = 0; i + 64 <= n; i += 64)
+    for (int j = 0; j < 8; ++j) a[j] = _mm512_xor_si512(a[j], _mm512_load_si512(p + i + 8 * j));
+  for (int j = 1; j < 8; ++j) a[0] = _mm512_xor_si512(a[0], a[j]);
+  return (unsigned long long)_mm512_reduce_add_epi64(a[0]);
+}
+"""
+
+
+def read_bandwidth(threads: int, mb: int = 512) -> float:
+    """Bytes per second this machine reads: the best of 5 passes over a `mb` MB array split over
+    `threads` threads, each streaming its part through READ_LOOP (ctypes releases the GIL)."""
+    import ctypes
+    import subprocess
+    import tempfile
+    import threading
+    import time
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, lib = Path(tmp) / "read.c", Path(tmp) / "read.so"
+        src.write_text(READ_LOOP)
+        subprocess.run(["cc", "-O2", "-mavx512f", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+        read_all = ctypes.CDLL(str(lib)).read_all
+    read_all.argtypes, read_all.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_ulonglong
+    a = np.ones(mb * 2**20 // 8 + 8, np.uint64)
+    a = a[(-a.ctypes.data // 8) % 8 :][: mb * 2**20 // 8]  # 64-byte aligned
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    for _ in range(5):
+        workers = [threading.Thread(target=read_all, args=(part.ctypes.data, part.size // 64 * 64)) for part in parts]
+        t = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best
+
+
 def ordinary_prompt(vocab: int, length: int) -> list[int]:
     return [(i * 104729 + 7) % vocab for i in range(1, length + 1)]
 
 
-def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant) -> Path:
-    """The draft: `--prune heads=0.5,ffn=0.5` of the checkpoint, ranked on ordinary-prompt token
-    ids (the random checkpoint has no tokenizer for the calibration text), same quantization."""
+def streamed_bytes(bundle: Path) -> int:
+    """Weight bytes a decode step reads: the bundle's parameters less the embedding table, of
+    which a step reads one row per token."""
+    import iree.runtime as rt
+
+    index = rt.ParameterIndex()
+    index.load(str(bundle / "weights.irpa"))
+    return sum(entry.length for key, entry in index.items() if not key.startswith("model.embed_tokens."))
+
+
+def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant, prune: str = PRUNE) -> Path:
+    """The draft: `--prune PRUNE` of the checkpoint, ranked on ordinary-prompt token ids (the
+    random checkpoint has no tokenizer for the calibration text), same quantization."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
     from iree_glm.frontend.checkpoint import load_model, open_checkpoint, write_checkpoint
     from iree_glm.transforms.prune import parse_prune_spec, prune_model
 
-    pruned = folder / f"{checkpoint.name}-pruned"
+    pruned = folder / f"{checkpoint.name}-pruned" if prune == PRUNE else folder / f"{checkpoint.name}-pruned-{prune.replace('=', '').replace(',', '-')}"
     if not (pruned / "model.safetensors").exists():
         model = load_model(open_checkpoint(checkpoint))
-        model, _ = prune_model(model, parse_prune_spec(PRUNE), ordinary_prompt(model.cfg.vocab_size, 512))
+        model, _ = prune_model(model, parse_prune_spec(prune), ordinary_prompt(model.cfg.vocab_size, 512))
         write_checkpoint(model, pruned)
     tag = "none" if quant.mode == "none" else quant.mode
     out = folder / f"{pruned.name}-{tag}-{context}-{bench.source_hash()}"
@@ -75,12 +166,13 @@ def pruned_bundle(checkpoint: Path, folder: Path, context: int, quant) -> Path:
 
 
 class Oracle:
-    """Proposes the recorded plain-decode continuation (bench only)."""
+    """Proposes the recorded plain-decode continuation (bench only); with `wrong`, each of those
+    tokens + 1, which the target always rejects."""
 
     name = "oracle"
 
-    def __init__(self, prompt: list[int], tokens: list[int]):
-        self.full = prompt + tokens
+    def __init__(self, prompt: list[int], tokens: list[int], vocab: int, wrong: bool = False):
+        self.full, self.shift, self.vocab = prompt + tokens, int(wrong), vocab
 
     def start(self, sampling):
         return self
@@ -89,7 +181,8 @@ class Oracle:
         from iree_glm.runtime.drafts import Proposal
 
         n = len(context)
-        return Proposal(self.full[n : n + k] if self.full[:n] == context else [])
+        ahead = self.full[n : n + k] if self.full[:n] == context else []
+        return Proposal([(t + self.shift) % self.vocab for t in ahead])
 
     def accepted(self, context_length, kept):
         pass
@@ -103,36 +196,54 @@ def _child(args) -> dict:
 
     target = Session.load(args.bundle, verify=False)
     vocab = target.config.vocab_size
-    prompt = (repetitive_prompt if args.prompt == "repetitive" else ordinary_prompt)(vocab, args.prompt_len)
+    prompt = PROMPTS.get(args.prompt, ordinary_prompt)(vocab, args.prompt_len)
     if args.variant == "verify-cost":
         import time
 
         cache = target.new_cache()
         target.run_prefill(prompt, 0, cache)
-        out = {}
+        out, cpu = {}, {}
         for k in [0] + [int(x) for x in args.ks.split(",")]:
-            times = []
+            times, cpu_times = [], []
             for _ in range(7):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 if k == 0:
                     target.decode([1], [len(prompt)], cache)
                 else:
                     target.verify([1] * (k + 1), len(prompt), cache)
                 times.append(time.perf_counter() - t)
-            out[str(k)] = statistics.median(times) * 1e3
-        return {"verify_ms": out}
+                cpu_times.append(time.process_time() - c)
+            out[str(k)], cpu[str(k)] = statistics.median(times) * 1e3, statistics.median(cpu_times) * 1e3
+        return {"verify_ms": out, "verify_cpu_ms": cpu}
     target.generate(prompt, 4, stop_ids=())  # warm-up
-    plain = target.generate(prompt, args.tokens, stop_ids=())
+    plain, plain_cpu = timed_generate(target, prompt, args.tokens)
     if args.variant == "plain":
-        result = plain
+        result, cpu = plain, plain_cpu
     else:
-        draft = {"prompt-lookup": "prompt-lookup", "pruned": args.draft_bundle,
-                 "oracle": Oracle(prompt, plain.generated_ids)}[args.variant]
+        draft = {"prompt-lookup": "prompt-lookup", "agent": "prompt-lookup", "pruned": args.draft_bundle,
+                 "oracle": Oracle(prompt, plain.generated_ids, vocab),
+                 "wrong": Oracle(prompt, plain.generated_ids, vocab, wrong=True)}[args.variant]
         spec = Session.load(args.bundle, verify=False, draft=draft, draft_tokens=args.k)
         spec.generate(prompt, 4, stop_ids=())  # warm-up
-        result = spec.generate(prompt, args.tokens, stop_ids=())
+        result, cpu = timed_generate(spec, prompt, args.tokens)
     same = [a == b for a, b in zip(result.generated_ids, plain.generated_ids)] + [False]
-    return {"tok_s": result.decode_tok_s, "plain_tok_s": plain.decode_tok_s, "same_tokens": same.index(False), "acceptance": result.acceptance_rate, "per_call": result.tokens_per_target_call}
+    return {"tok_s": result.decode_tok_s, "plain_tok_s": plain.decode_tok_s, "cpu_tok_s": cpu, "plain_cpu_tok_s": plain_cpu,
+            "same_tokens": same.index(False), "acceptance": result.acceptance_rate, "per_call": result.tokens_per_target_call}
+
+
+def timed_generate(session, prompt: list[int], tokens: int):
+    """(The greedy result, decode tokens per second of this process's CPU time): tokens after the
+    first (the prompt's) over the CPU time of all threads between them. A loaded machine
+    deschedules the process, which wall time counts and CPU time does not."""
+    import time
+
+    gen = session.stream(prompt, tokens, stop_ids=())
+    count, start = 0, 0.0
+    for _ in gen:
+        count += 1
+        if count == 1:
+            start = time.process_time()
+    return gen.result, (count - 1) / max(time.process_time() - start, 1e-9)
 
 
 def run_child(**kw) -> dict:
@@ -155,7 +266,10 @@ def main() -> None:
     p.add_argument("--ks", default="1,2,4,8")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variants", default="plain,prompt-lookup,pruned,oracle")
+    p.add_argument("--variants", default="plain,prompt-lookup,agent,pruned,wrong,oracle")
+    p.add_argument("--prune", default=PRUNE, help="the pruned draft's --prune recipe")
+    p.add_argument("--target", type=Path, help="use this built bundle as the target (one --quant; default: build)")
+    p.add_argument("--draft", type=Path, help="use this built bundle as the pruned draft (default: build)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bundle", help=argparse.SUPPRESS)
     p.add_argument("--draft-bundle", help=argparse.SUPPRESS)
@@ -171,37 +285,46 @@ def main() -> None:
     ckpt = bench.make_checkpoint(args.config, args.work, args.layers)
     context = args.prompt_len + args.tokens + args.k + 8
     variants = args.variants.split(",")
-    print(f"# {args.config}{f' ({args.layers} layers)' if args.layers else ''}, prompt {args.prompt_len}, "
-          f"{args.tokens} tokens, k <= {args.k}, {args.threads} threads, load {bench._load()}")
+    bandwidth = read_bandwidth(args.threads)
+    print(f"# {_cpu()}; {args.config}{f' ({args.layers} layers)' if args.layers else ''}, prompt {args.prompt_len}, "
+          f"{args.tokens} tokens, k <= {args.k}, {args.threads} threads, {args.rounds} rounds; "
+          f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({args.threads} threads); {bench._load()}")
     for q in args.quant.split(","):
         quant = QuantSpec(mode=q)
-        target = bench.make_bundle(ckpt, args.work, context, quant=quant)
-        draft = pruned_bundle(ckpt, args.work, context, quant) if "pruned" in variants else None
-        weight = (target / "weights.irpa").stat().st_size
-        draft_weight = (draft / "weights.irpa").stat().st_size if draft else 0
+        target = args.target or bench.make_bundle(ckpt, args.work, context, quant=quant)
+        draft = (args.draft or pruned_bundle(ckpt, args.work, context, quant, args.prune)) if "pruned" in variants else None
+        weight = streamed_bytes(target)
+        draft_weight = streamed_bytes(draft) if draft else 0
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
-                prompt = "ordinary" if v in ("pruned", "oracle") else "repetitive"
-                runs[v].append(run_child(bundle=target, draft_bundle=draft, variant=v, prompt=prompt,
+                runs[v].append(run_child(bundle=target, draft_bundle=draft, variant=v, prompt=prompt_of(v),
                                          prompt_len=args.prompt_len, tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks))
-        cost = run_child(bundle=target, variant="verify-cost", prompt="ordinary", prompt_len=args.prompt_len,
-                         tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)["verify_ms"]
-        print(f"\n## {q}: weights {weight / 1e6:.0f} MB (draft {draft_weight / 1e6:.0f} MB), load {bench._load()}\n")
-        print("| draft | prompt | decode tok/s | vs plain (same process) | acceptance | tokens / target call | MB read / token | effective GB/s | tokens equal to plain |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        costs = run_child(bundle=target, variant="verify-cost", prompt="ordinary", prompt_len=args.prompt_len,
+                          tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)
+        cost, cost_cpu = costs["verify_ms"], costs["verify_cpu_ms"]
+        print(f"\n## {q}: {weight / 1e6:.0f} MB of weights read per step (draft {draft_weight / 1e6:.0f} MB; "
+              f"embedding tables left out), {bench._load()}\n")
+        print(f"bandwidth bound: {bandwidth / weight:.1f} tok/s ({bandwidth / 1e9:.1f} GB/s / {weight / 1e6:.0f} MB)\n")
+        print("| draft | prompt | decode tok/s | vs plain (same process) | tok / CPU s | vs plain (CPU) | acceptance "
+              "| tokens / target call | MB read / token | effective GB/s | % of bound | tokens equal to plain |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for v in variants:
             tok_s = statistics.median(r["tok_s"] for r in runs[v])
             ratio = statistics.median(r["tok_s"] / r["plain_tok_s"] for r in runs[v])  # plain decode in the same process
+            cpu = statistics.median(r["cpu_tok_s"] for r in runs[v])
+            cpu_ratio = statistics.median(r["cpu_tok_s"] / r["plain_cpu_tok_s"] for r in runs[v])
             acc = runs[v][0]["acceptance"]
             per_call = runs[v][0]["per_call"] or 1.0
             read = weight / per_call + (draft_weight * (1 - 1 / per_call) if v == "pruned" else 0)
-            print(f"| {v} | {'ordinary' if v in ('pruned', 'oracle') else 'repetitive'} | {tok_s:.1f} | "
-                  f"{ratio:.2f}x | {'-' if acc is None else f'{acc:.2f}'} | {per_call:.2f} | "
-                  f"{read / 1e6:.0f} | {weight * tok_s / 1e9:.1f} | {min(r['same_tokens'] for r in runs[v])}/{args.tokens} |")
+            print(f"| {v} | {prompt_of(v)} | {tok_s:.1f} | "
+                  f"{ratio:.2f}x | {cpu:.1f} | {cpu_ratio:.2f}x | {'-' if acc is None else f'{acc:.2f}'} | {per_call:.2f} | "
+                  f"{read / 1e6:.0f} | {weight * tok_s / 1e9:.1f} | {100 * weight * tok_s / bandwidth:.0f}% | "
+                  f"{min(r['same_tokens'] for r in runs[v])}/{args.tokens} |")
         print("\n| rows (k+1) | " + " | ".join(str(int(k) + 1) for k in cost) + " |")
         print("|---|" + "---|" * len(cost))
         print("| ms per call | " + " | ".join(f"{ms:.1f}" for ms in cost.values()) + " |")
+        print("| CPU ms per call (x decode) | " + " | ".join(f"{ms:.1f} ({ms / cost_cpu['0']:.2f}x)" for ms in cost_cpu.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the decode kernel, for the int8 and int4 kernels of the best kernel set this CPU
 (bench_kernels.py: a shared machine deschedules long calls, which wall time would count):
 
     python tools/bench_verify_kernels.py --rows 1,2,3,5,9,16 --runs 5
+    python tools/bench_verify_kernels.py --baseline ../main/iree_glm/kernels   # another checkout's verify kernels, side by side
 
 Kernel time only: what a verify call costs end to end is tools/bench_speculative.py's.
 """
@@ -75,24 +76,35 @@ def main() -> int:
     p.add_argument("--rows", default="1,2,3,5,9,16")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--formats", default="int8,int4")
+    p.add_argument("--set", help="kernel set (default: the best this CPU runs)")
+    p.add_argument("--baseline", type=Path, help="a kernels folder (iree_glm/kernels of another checkout) whose verify kernels run alongside")
     args = p.parse_args()
-    kernel_set = next((s for s in toolchain.KERNEL_SETS if s.verify_rows and toolchain.unavailable_reason(s) is None), None)
+    usable = [s for s in toolchain.KERNEL_SETS if s.verify_rows and toolchain.unavailable_reason(s) is None]
+    kernel_set = next((s for s in usable if args.set in (None, s.name)), None)
     if kernel_set is None:
-        print("no kernel set with verify kernels runs on this CPU")
+        print(f"no kernel set with verify kernels{f' named {args.set}' if args.set else ''} runs on this CPU "
+              f"(usable: {', '.join(s.name for s in usable) or 'none'})")
         return 2
     print(f"# {_cpu()}, kernel set {kernel_set.name}, one thread, CPU time, medians of {args.runs}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.formats.split(","):
             lib = ctypes.CDLL(str(toolchain.build_object(Path(tmp), kernel_set.source(fmt), kernel_set, shared=True)))
+            base = None
+            if args.baseline:
+                source = args.baseline / kernel_set.source(fmt).relative_to(Path(toolchain.__file__).parent)
+                (Path(tmp) / "baseline").mkdir(exist_ok=True)
+                base = ctypes.CDLL(str(toolchain.build_object(Path(tmp) / "baseline", source, kernel_set, shared=True)))
             print(f"\n{fmt}: ms per call over the 330M layer shapes (x decode step)\n")
-            print("| rows | decode kernel x 1 | verify kernel | prompt path |")
-            print("|---|---|---|---|")
+            print("| rows | decode kernel x 1 | verify kernel | prompt path |" + (" baseline verify kernel | verify / baseline |" if base else ""))
+            print("|---|---|---|---|" + ("---|---|" if base else ""))
             one = None
             for m in [int(r) for r in args.rows.split(",")]:
                 kinds = {"one": [Rows(fmt, lib, m, k, n, rng, one=True) for k, n in SHAPES.values()],
                          "rows": [Rows(fmt, lib, m, k, n, rng) for k, n in SHAPES.values()],
-                         "prompt": [(Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng) for k, n in SHAPES.values()]}
+                         "prompt": [(Int8Case if fmt == "int8" else Int4Case)(lib, m, k, n, rng, kernel_set) for k, n in SHAPES.values()]}
+                if base:
+                    kinds["baseline"] = [Rows(fmt, base, m, k, n, rng) for k, n in SHAPES.values()]
                 times: dict[str, list[float]] = {name: [] for name in kinds}
                 for _ in range(args.runs):
                     for name, cases in kinds.items():  # alternated within a run
@@ -102,7 +114,8 @@ def main() -> int:
                         times[name].append(time.thread_time() - t)
                 med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
                 one = one or med["one"]
-                print(f"| {m} | {med['one']:.2f} | {med['rows']:.2f} ({med['rows'] / one:.2f}x) | {med['prompt']:.2f} ({med['prompt'] / one:.2f}x) |")
+                extra = f" {med['baseline']:.2f} ({med['baseline'] / one:.2f}x) | {med['rows'] / med['baseline']:.2f} |" if base else ""
+                print(f"| {m} | {med['one']:.2f} | {med['rows']:.2f} ({med['rows'] / one:.2f}x) | {med['prompt']:.2f} ({med['prompt'] / one:.2f}x) |{extra}")
     return 0
 
 

@@ -28,7 +28,7 @@ MATMUL_SYMBOL = "iree_glm_bf16_matmul_workgroup"  # converted rows x a range of 
 LANES = 16  # output rows per weight tile
 MAX_K = 16384  # the matrix-vector kernel keeps x's bf16 row on the stack
 WORKGROUPS = 16  # matrix-vector kernel: tile ranges per dispatch
-N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch, times ranges of the set's rows per call (MAX_ROWS in bf16.c)
+N_CHUNKS = 8  # matrix kernel: weight-tile ranges per dispatch, times ranges of the set's rows per call (BF16_MAX_ROWS in x86_64_amx/bf16_tiles.h)
 
 
 def build_object(folder: Path, kernel_set: toolchain.KernelSet = toolchain.X86_64_AMX) -> toolchain.KernelObject:

@@ -19,7 +19,7 @@ fused form. What the kernels compute is modelled in torch by `quant.quantize_act
 from __future__ import annotations
 
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelObject, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
-from iree_glm.kernels import toolchain
+from iree_glm.kernels import bf16 as bf16_kernel, toolchain
 from iree_glm.kernels.static_executable import (MATMUL_RANGES, QUANT_ROWS, VERIFY_SIZES, Binding, Ceildiv, Glue, KernelDispatch,  # noqa: F401  (QUANT_ROWS: this kernel's API)
                                                 quantize_dispatch, quantize_executable, quantize_inputs)
 
@@ -32,6 +32,14 @@ QUANTIZE_SYMBOL = "iree_glm_int4_quantize_workgroup"  # rows of x -> int8 blocks
 GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_quantize_silu_mul_workgroup", "rms_norm": "iree_glm_int4_quantize_rms_norm_workgroup"}
 VERIFY_SYMBOL = "iree_glm_int4_matvec_rows_workgroup"  # a few rows of x, each as the one-row kernel (verify)
 MATMUL_SYMBOL = "iree_glm_int4_matmul_workgroup"  # quantized rows of x x a range of weight rows
+# The AMX set's bf16 prompt path (x86_64_amx/int4.c): x's rows to bf16, weights widened to bf16 tiles
+BF16_CONVERT_SYMBOL = "iree_glm_int4_convert_bf16_workgroup"
+BF16_MATMUL_SYMBOL = "iree_glm_int4_bf16_matmul_workgroup"
+BF16_GLUE_SYMBOLS = {"silu_mul": "iree_glm_int4_convert_bf16_silu_mul_workgroup", "rms_norm": "iree_glm_int4_convert_bf16_rms_norm_workgroup"}
+BF16_MAX_GROUP = 256  # it widens K in pieces of whole groups of up to WIDE_K elements
+# The sets whose prompt dispatches take the bf16 path (measured faster than their tdpbssd kernel,
+# docs/kernels.md); their features include bf16.FEATURES.
+BF16_PROMPT_SETS = ("x86_64_amx",)
 MAX_K = 8192  # the decode kernel keeps x's int8 copy on the stack (the matrix kernel walks K in chunks)
 BLOCK = 32  # activation block; group sizes must be multiples
 MATMUL_MAX_GROUP = 1024  # the matrix kernels walk K in chunks of whole groups (x86_64_avx512/int4.c: CHUNK_K)
@@ -52,6 +60,11 @@ def build_object(folder: Path, kernel_set: toolchain.KernelSet = X86_64_AVX2) ->
 def fits(k: int, group: int, m: Optional[int] = 1) -> bool:
     """Whether the kernel handles K, G and M (None: dynamic) rows of x."""
     return group % BLOCK == 0 and k % group == 0 and (k <= MAX_K if m == 1 else group <= MATMUL_MAX_GROUP)
+
+
+def fits_bf16(k: int, group: int) -> bool:
+    """Whether the AMX set's bf16 prompt path handles K and G (groups of whole 32-k tile steps)."""
+    return group % BLOCK == 0 and group <= BF16_MAX_GROUP and k % group == 0
 
 
 def function_name(k: int, n: int, group: int, m: Optional[int] = 1) -> str:
@@ -117,29 +130,38 @@ util.func private @{name}(%x: tensor<1x{k}xf32>, %q: tensor<{n}x{gn}x{half}xi8>,
 """
 
 
+def bf16_prompt(obj: KernelObject, k: int, group: int) -> bool:
+    """Whether prompts of K, G on `obj` take the bf16 path (x to bf16, weights widened to bf16
+    tiles) rather than the int8 blocks: its set's choice, for the groups the path takes (all the
+    CLI offers; larger ones keep the tdpbssd kernel)."""
+    return obj.kernel_set.name in BF16_PROMPT_SETS and fits_bf16(k, group)
+
+
 def _matmul_definitions(k: int, n: int, group: int, obj: KernelObject, m: Optional[int], glue: Optional[Glue]) -> str:
-    """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup), then the matrix
-    kernel on a grid of N_CHUNKS weight-row ranges (whole panels of PANEL) x ceil(M / obj.rows_per_call)."""
+    """Two dispatches: x's rows quantized once (QUANT_ROWS rows a workgroup; on the bf16 path
+    converted to bf16 instead), then the matrix kernel on a grid of N_CHUNKS weight-row ranges
+    (whole panels of PANEL) x ceil(M / obj.rows_per_call)."""
     name, gn, half = function_name(k, n, group, m), k // group, group // 2
     suffix = glue.suffix() if glue else ""
-    qname = quantize_name(k, group, m) + suffix
+    wide = bf16_prompt(obj, k, group)
+    qname = (f"iree_glm_int4_convert_bf16_{k}_m{m if m is not None else 'dyn'}" if wide else quantize_name(k, group, m)) + suffix
     ins = quantize_inputs(k, m, glue)
     rows = -(-n // N_CHUNKS // PANEL) * PANEL
     count = -(-n // rows)
-    qn, sn, xq_row = n * gn * half, n * gn, xq_row_bytes(k)
+    qn, sn, xq_row = n * gn * half, n * gn, bf16_kernel.xb_row_bytes(k) if wide else xq_row_bytes(k)
     mt = "?" if m is None else str(m)
     dims = "{%m}" if m is None else ""
     get_m = f"%m = tensor.dim %x, %c0 : {ins[0][1]}" if m is None else f"%m = arith.constant {m} : index"
-    symbol = GLUE_SYMBOLS[glue.kind] if glue else QUANTIZE_SYMBOL
+    symbol = (BF16_GLUE_SYMBOLS if wide else GLUE_SYMBOLS)[glue.kind] if glue else BF16_CONVERT_SYMBOL if wide else QUANTIZE_SYMBOL
     args = "".join(f"{v}: {t}, " for v, t, _ in ins)
     chunk = obj.rows_per_call
     dispatch = KernelDispatch(
-        name=name, symbol=MATMUL_SYMBOL, grid=(count, Ceildiv(chunk)),
+        name=name, symbol=BF16_MATMUL_SYMBOL if wide else MATMUL_SYMBOL, grid=(count, Ceildiv(chunk)),
         bindings=(Binding("x", "i8", "%xn"), Binding("q", "i8", "%qn"), Binding("s", "f16", "%sn"), Binding("y", "f32", "%yn")),
         constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "row": xq_row, "rows": rows, "chunk": chunk},
         lines=MATMUL_RANGES, args=("%m", "%n", "%k", "%g", "%r0", "%r1", "%m0", "%m1"), operands=("%m",))
     return f"""
-{quantize_executable(qname, obj, symbol, k, xq_row, {"g": group}, glue)}
+{quantize_executable(qname, obj, symbol, k, xq_row, {} if wide else {"g": group}, glue)}
 {dispatch.text(obj)}
 util.func private @{name}{suffix}({args}%q: tensor<{n}x{gn}x{half}xi8>, %s: tensor<{n}x{gn}xf16>) -> tensor<{mt}x{n}xf32> {{
   %c0 = arith.constant 0 : index

@@ -120,15 +120,16 @@ X86_64_AMX = KernelSet(
     # The int8 and int4 prompt kernels run on AMX tiles (tdpbssd), int8 regrouping weights with
     # vpermt2b (VBMI, which every AMX CPU has); the rest is the AVX-512 set's. The
     # process must request the tile state from Linux first (cpu_features.request_amx).
-    # Its bf16 kernel (tdpbf16ps, vdpbf16ps) needs kernels/bf16.py's FEATURES besides (checked there).
-    features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8"),
+    # Its bf16 kernel and the int4 prompt path (tdpbf16ps, vdpbf16ps, vcvtne2ps2bf16) need
+    # AVX512-BF16 and AMX-BF16, which every AMX CPU has (kernels/bf16.py's FEATURES).
+    features=(*X86_64_AVX512.features, "avx512vbmi", "amx-tile", "amx-int8", "avx512bf16", "amx-bf16"),
     cflags=(*X86_64_AVX512.cflags, "-mavx512vbmi", "-mamx-tile", "-mamx-int8", "-mavx512bf16", "-mamx-bf16"),
     object_format="embedded-elf-x86_64",
     kernels=("int4", "int8", "bf16"),
     base=X86_64_AVX512,
     verify_rows=True,  # x86_64_avx2's, included
     # AMX multiplies faster than 64 rows' weights arrive (kernels.md): AMX_MAX_ROWS in int4.c, int8.c.
-    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: MAX_ROWS in bf16.c
+    matmul_rows=(("int4", 256), ("int8", 256), ("bf16", 256)),  # bf16: BF16_MAX_ROWS in bf16_tiles.h
 )
 # Best first: a target gets the first set whose architecture and features it has.
 KERNEL_SETS = (X86_64_AMX, X86_64_AVX512, X86_64_AVX2, AARCH64_I8MM, AARCH64_DOTPROD)

@@ -40,7 +40,7 @@ class AdaptiveK:
 
     max_k: int
     k: int = 0
-    rate: float = 1.0  # moving average of accepted / proposed
+    rate: float = 0.5  # moving average of accepted / proposed; no evidence yet: a useless draft pauses after 3 misses, not 5
     pause: int = 0  # steps left without speculation
     backoff: int = 2
     seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy step's time by draft length (0: plain)
@@ -82,7 +82,7 @@ class AdaptiveK:
             self.k = max((k for k in self.seconds if 0 < k <= self.max_k), key=self.speed)
         if self.rate < 0.2 or not self.worth(proposed):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
-            self.rate = 0.5  # probe again after the pause
+            self.rate = 0.25  # probe again after the pause: one more miss pauses again, one hit resumes
 
 
 # Greedy verification where verify's rows may differ from decode steps in the last bits: a row

@@ -193,7 +193,7 @@ def test_cpuinfo_amx_flags_are_llvm_names(monkeypatch, tmp_path):
     Sapphire Rapids machine selects the AMX set as the name sapphirerapids does."""
     from iree_glm.bundle import cpu_features
 
-    flags = "fpu avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512vbmi amx_bf16 amx_tile amx_int8"
+    flags = "fpu avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512vbmi avx512_bf16 amx_bf16 amx_tile amx_int8"
     monkeypatch.setattr(cpu_features, "host_arch", lambda: "x86_64")
     monkeypatch.setattr(cpu_features, "Path", lambda _: type("P", (), {"read_text": lambda self: f"flags\t\t: {flags}\n"})())
     have = cpu_features.host_features()

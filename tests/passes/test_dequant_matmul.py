@@ -417,3 +417,32 @@ def test_bf16_weights_call_the_bf16_kernels(tmp_path):
     want = torch.from_numpy(x).to(torch.bfloat16).double().numpy() @ w.astype(np.float64).T
     for fn, rows in (("prefill", x), ("decode", x[:1])):
         np.testing.assert_allclose(_compile_and_run(text, fn, rows), want[: len(rows)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m", [3, 37, 300])
+def test_int4_prompts_on_amx_take_the_bf16_path(tmp_path, m):
+    """With the AMX set's int4 object, prompts convert x to bf16 and call the widening tile kernel
+    (x86_64_amx/int4.c), decode keeps the int8-block matrix-vector kernel: prefill computes
+    bf16(x) times bf16(dequantized weights), decode its torch model."""
+    import re
+
+    import torch
+    from iree_glm.kernels import toolchain
+    from iree_glm.transforms.quantize import dequantize_int4
+
+    reason = toolchain.unavailable_reason(toolchain.X86_64_AMX)
+    if reason:
+        pytest.skip(f"AMX int4 kernels unavailable: {reason}")
+    original = (TESTDATA / "int4_group.mlir").read_text()
+    text, n = _rewrite("int4_group.mlir", cpu_tiles=True, kernel=int4_kernel.build_object(tmp_path, toolchain.X86_64_AMX))
+    assert n == 2 and "linalg.matmul" not in text
+    for symbol in (int4_kernel.SYMBOL, int4_kernel.BF16_CONVERT_SYMBOL, int4_kernel.BF16_MATMUL_SYMBOL):
+        assert f"func.func private @{symbol}(" in text
+    assert f"@{int4_kernel.MATMUL_SYMBOL}(" not in text and f"@{int4_kernel.QUANTIZE_SYMBOL}(" not in text
+    q = np.frombuffer(bytes.fromhex(re.search(r'@qweight = dense<"0x([0-9A-F]+)">', original).group(1)), np.int8).reshape(32, 2, 16)
+    s = np.frombuffer(bytes.fromhex(re.search(r'@scale = dense<"0x([0-9A-F]+)">', original).group(1)), np.float16).reshape(32, 2)
+    w = dequantize_int4(torch.from_numpy(q.copy()), torch.from_numpy(s.copy())).to(torch.bfloat16).double()
+    x = np.random.default_rng(m).standard_normal((m, 64)).astype(np.float32)
+    want = (torch.from_numpy(x).to(torch.bfloat16).double() @ w.T).numpy()
+    np.testing.assert_allclose(_compile_and_run(text, "prefill", x), want, rtol=0, atol=4e-7 * 8 * np.abs(want).max())
+    np.testing.assert_allclose(_compile_and_run(text, "decode", x[:1]), _kernel_reference(x[:1], original), rtol=1e-5, atol=1e-5)

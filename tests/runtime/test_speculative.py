@@ -237,8 +237,19 @@ def test_greedy_rule_and_adaptive_k():
         adapt.update(adapt.k, 0)
     paused = [adapt.next() for _ in range(3)]
     assert 0 in paused  # misses pause speculation
+    fresh = AdaptiveK(8)  # no evidence yet: three misses pause a useless draft
+    for _ in range(3):
+        assert fresh.next() > 0
+        fresh.update(fresh.k, 0)
+    assert fresh.pause > 0 and fresh.next() == 0
+    while fresh.pause:
+        fresh.next()
+    probe = fresh.next()
+    assert probe > 0
+    fresh.update(probe, 0)  # a miss right after a pause pauses again, for twice as long
+    assert fresh.pause == 4
     # Measured costs: a draft of 4 whose step takes 3 plain steps' time pays only above ~0.7 acceptance.
-    costly = AdaptiveK(8, k=4)
+    costly = AdaptiveK(8, k=4, rate=1.0)
     costly.timed(0, 1.0)
     costly.timed(4, 3.0)
     costly.update(4, 3)  # acceptance 0.7 * 1 + 0.3 * 0.75 = 0.925: worth it

@@ -154,3 +154,115 @@ static void matmul_rows(const int8_t *xq, const int8_t *q, const uint16_t *s, fl
 #define IREE_GLM_INT4_OWN_DRIVER
 #define IREE_GLM_MATMUL_MAX_ROWS AMX_MAX_ROWS
 #include "../int4_matmul.h"
+
+// ---- the bf16 prompt path: weights widened to bf16, tdpbf16ps ----
+//
+// y[m, n] = sum_k bf16(scale[n, g] * (nibble - 8)) * bf16(x[m, k]), f32 sums.
+//
+// Per call (up to BF16_MAX_ROWS rows of x), each pair of weight tiles (32 rows) is widened
+// WIDE_K elements at a time into bf16 B tiles (bf16_tiles.h's layout, 16 KB: in L1) and every
+// row block of x runs over them; the next piece of K starts from y's sums. No per-block float
+// step: x's rows are bf16 (bf16_convert_rows, a dispatch before), not int8 blocks with scales,
+// so the sums run through K in the tiles. Not the AVX-512 set's numbers: x and the dequantized
+// weights are rounded to bf16 (tests compare with float64 products of exactly those).
+
+#include "bf16_tiles.h"
+
+enum { WIDE_K = 256, WIDE_TILES = 2 };  // K and weight tiles widened at once: 16 KB of B tiles
+
+// Rows row_begin..row_end of x [m, k] f32 -> bf16 rows of bf16_xb_row_bytes(k) (this path's input).
+void iree_glm_int4_convert_bf16_workgroup(MEMREF(const float, x), MEMREF(int8_t, xb), size_t m, size_t k, size_t row_begin,
+                                          size_t row_end) {
+  MEMREF_START(x); MEMREF_START(xb);
+  bf16_convert_rows(x, xb, m, k, row_begin, row_end);
+}
+
+// The same for x = silu(gate) * up of rows [gate | up] of gu [m, 2k] (k <= GLUE_MAX_K), as the
+// int4 quantization's glue computes it.
+void iree_glm_int4_convert_bf16_silu_mul_workgroup(MEMREF(const float, gu), MEMREF(int8_t, xb), size_t m, size_t k,
+                                                   size_t row_begin, size_t row_end) {
+  MEMREF_START(gu); MEMREF_START(xb);
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end && r < m; ++r) {
+    glue_silu_mul(gu + r * 2 * k, NULL, k, x);
+    bf16_convert_row(x, k, (uint16_t *)(xb + r * bf16_xb_row_bytes(k)));
+  }
+}
+
+// The same for x = RMSNorm(h) with weight w [k] (k <= GLUE_MAX_K).
+void iree_glm_int4_convert_bf16_rms_norm_workgroup(MEMREF(const float, h), MEMREF(const float, w), MEMREF(int8_t, xb),
+                                                   size_t m, size_t k, float eps, size_t row_begin, size_t row_end) {
+  MEMREF_START(h); MEMREF_START(w); MEMREF_START(xb);
+  float x[GLUE_MAX_K] __attribute__((aligned(32)));
+  for (size_t r = row_begin; r < row_end && r < m; ++r) {
+    glue_rms_norm(h + r * k, w, k, eps, x);
+    bf16_convert_row(x, k, (uint16_t *)(xb + r * bf16_xb_row_bytes(k)));
+  }
+}
+
+// Weight rows n0..n0+16 (zeros from n on), elements k0..k0+kc (whole groups) -> bf16 tile
+// [kc / 2][16][2] at `out`. pack_strip gives, per block of 16 packed bytes, lane r = row r and
+// 4 nibbles a byte lane; a group's byte i holds elements i (low nibble) and group/2 + i (high),
+// so block c's vectors land at their elements' own pairs (natural k order, as x's bf16 rows).
+static void widen_tile(const int8_t *q, const uint16_t *s, size_t n, size_t n0, size_t k, size_t group, size_t k0, size_t kc,
+                       uint16_t *out) {
+  strip_vector strip[WIDE_K / BLOCK * 8];
+  float scales[WIDE_K / BLOCK * STRIP] __attribute__((aligned(64)));
+  pack_strip(q, s, n, n0, k, group, k0, kc, strip, scales);
+  const size_t half = group / 2;
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  // vcvtne2ps2bf16 gives the even k's 16 rows, then the odd k's: interleave to (even, odd) per row
+  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+                                         4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (size_t c = 0; c < kc / BLOCK; ++c) {
+    const size_t g = c * 16 / half, at = g * group + c * 16 % half;  // element of block c's byte 0 (low nibble)
+    const __m512 sg = _mm512_load_ps(scales + g * STRIP), off = _mm512_mul_ps(sg, _mm512_set1_ps(-8.0f));
+    for (int h = 0; h < 2; ++h)      // low nibbles, then high (half further on)
+      for (int p = 0; p < 4; ++p) {  // bytes 4p..4p+3: elements at + 4p + j
+        const __m512i v = strip[c * 8 + 2 * p + h];
+        for (int j = 0; j < 4; j += 2) {  // (q - 8) * scale is exact in f32 (4 by 11 bits): one rounding, to bf16
+          const __m512 even = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * j), byte)), sg, off);
+          const __m512 odd = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * j + 8), byte)), sg, off);
+          const size_t e = at + h * half + 4 * p + j;  // the even element
+          _mm512_store_si512((void *)(out + e * BF16_LANES),
+                             _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(odd, even)));
+        }
+      }
+  }
+}
+
+// y[m, n] for rows m_begin..m_end of the bf16 rows of x and weight rows n_begin..n_end (clamped;
+// at most BF16_MAX_ROWS rows a call). K goes in pieces of whole groups, so groups are multiples
+// of 32 up to WIDE_K (kernels/int4.py's `fits_bf16`; others write nothing). Weight tiles that
+// would reach past n_end go through `edge` (tile stores write 16 columns), their columns copied
+// to y at the end.
+void iree_glm_int4_bf16_matmul_workgroup(MEMREF(const int8_t, xb), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                         MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t n_begin,
+                                         size_t n_end, size_t m_begin, size_t m_end) {
+  MEMREF_START(xb); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
+  if (n_end > n) n_end = n;
+  if (m_end > m) m_end = m;
+  if (m_end > m_begin + BF16_MAX_ROWS) m_end = m_begin + BF16_MAX_ROWS;
+  if (m_end <= m_begin || n_end <= n_begin || group % BLOCK || group > WIDE_K || k % group) return;
+  uint16_t wide[WIDE_TILES * WIDE_K * BF16_LANES] __attribute__((aligned(64)));
+  float edge[BF16_MAX_ROWS][WIDE_TILES * BF16_LANES] __attribute__((aligned(64)));
+  const size_t stride = bf16_xb_row_bytes(k), rows = m_end - m_begin, chunk = WIDE_K / group * group;
+  const uint8_t *x = (const uint8_t *)xb + m_begin * stride;
+  for (size_t n0 = n_begin; n0 < n_end; n0 += WIDE_TILES * BF16_LANES) {
+    const size_t cols = n_end - n0 < WIDE_TILES * BF16_LANES ? n_end - n0 : WIDE_TILES * BF16_LANES;
+    const size_t tiles = (cols + BF16_LANES - 1) / BF16_LANES;
+    const int ragged = tiles * BF16_LANES != cols;
+    float *out = ragged ? edge[0] : y + m_begin * n + n0;
+    const size_t out_n = ragged ? WIDE_TILES * BF16_LANES : n;
+    for (size_t k0 = 0; k0 < k; k0 += chunk) {
+      const size_t kc = k - k0 < chunk ? k - k0 : chunk;
+      for (size_t t = 0; t < tiles; ++t) widen_tile(q, s, n_end, n0 + t * BF16_LANES, k, group, k0, kc, wide + t * kc * BF16_LANES);
+      __asm__ volatile("" ::: "memory");  // the B tiles are in memory before a tile load reads them (it names no memory)
+      bf16_rows(x + 2 * k0, stride, wide, out, out_n, kc, 0, tiles, rows, 0, k0 > 0);
+    }
+    if (ragged)
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t c = 0; c < cols; ++c) y[(m_begin + r) * n + n0 + c] = edge[r][c];
+  }
+  _tile_release();
+}

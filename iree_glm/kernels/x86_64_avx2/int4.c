@@ -148,15 +148,19 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
 // kernel's operations in its order (the exact integer dot product, one conversion, the fmsub of
 // x's block scale and offset, the FMA of the group scale into the output's own accumulator, one
 // horizontal sum at the end). Weight rows are taken 4 at a time, as decode does, and rows of x
-// in pairs: the 4 rows' nibbles are unpacked once per block for both (the 2 KB of a quad stay
-// in L1 for the other pairs). Rows' quantized x live on the stack, VERIFY_X_BYTES in all: rows
-// beyond that take another pass over the weights.
+// in pairs: with more than one pair, the quad's nibbles are unpacked once into a buffer that
+// every pair reads (a load instead of decode's three unpacking operations per block and row).
+// Rows' quantized x live on the stack, VERIFY_X_BYTES in all: rows beyond that take another
+// pass over the weights.
 enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
 
-// Weight rows r..r+nw-1 (nw = 4 or 1) against rows i..i+nx-1 (nx = 2 or 1) of the quantized x.
-static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, const float *sf, size_t r, const int nw,
-                                                              const int8_t *xq, const float *dx, const float *off, size_t i,
-                                                              const int nx, size_t k, size_t group, size_t n, float *y) {
+#ifndef IREE_GLM_OWN_VERIFY_KERNEL  // x86_64_avx512/int4.c has its own (rows of x paired in 512-bit vectors)
+
+// Weight rows r..r+nw-1 (nw = 4 or 1) against rows i..i+nx-1 (nx = 2 or 1) of the quantized x;
+// their nibbles from `nb` (unpack_quad's) or, where it is null, unpacked here.
+static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, const int8_t *nb, const float *sf, size_t r,
+                                                              const int nw, const int8_t *xq, const float *dx, const float *off,
+                                                              size_t i, const int nx, size_t k, size_t group, size_t n, float *y) {
   const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
   const __m256i ones = _mm256_set1_epi16(1), shifts = _mm256_setr_epi64x(0, 0, 4, 4);
   __m256 acc[2][4];
@@ -168,7 +172,8 @@ static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, c
     for (size_t end = c + per_group; c < end; ++c) {
       _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
       __m256i nib[4];
-      for (int b = 0; b < nw; ++b) nib[b] = nibbles(q + (r + b) * row_bytes + c * 16, shifts);
+      for (int b = 0; b < nw; ++b)
+        nib[b] = nb ? _mm256_load_si256((const __m256i *)(nb + (b * blocks + c) * BLOCK)) : nibbles(q + (r + b) * row_bytes + c * 16, shifts);
       for (int a = 0; a < nx; ++a) {
         const size_t row = i + a;
         const __m256i xv = _mm256_load_si256((const __m256i *)(xq + row * k + c * BLOCK));
@@ -184,10 +189,29 @@ static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, c
     for (int b = 0; b < nw; ++b) y[(i + a) * n + r + b] = hsum(acc[a][b]);
 }
 
-// A pair of rows of x (x86_64_avx512/int4.c: both in one 512-bit vector, the same per-lane operations).
-#ifndef VERIFY_PAIR
-#define VERIFY_PAIR(q, sf, r, nw, xq, dx, off, i, k, group, n, y) verify_tile(q, sf, r, nw, xq, dx, off, i, 2, k, group, n, y)
-#endif
+// Weight rows r..r+nw-1's nibbles (nibbles() of every block) -> nb[(b * blocks + c) * BLOCK ..].
+static void unpack_quad(const int8_t *q, size_t r, int nw, size_t k, int8_t *nb) {
+  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  for (int b = 0; b < nw; ++b)
+    for (size_t c = 0; c < k / BLOCK; ++c)
+      _mm256_store_si256((__m256i *)(nb + (b * (k / BLOCK) + c) * BLOCK), nibbles(q + (r + b) * (k / 2) + c * 16, shifts));
+}
+
+// Weight rows r..r+nw-1 against the pass's rows of x, in pairs (nibbles shared through `nb` when
+// there are several pairs).
+static inline __attribute__((always_inline)) void verify_rows(const int8_t *q, int8_t *nb, const float *sf, size_t r,
+                                                              const int nw, const int8_t *xq, const float *dx,
+                                                              const float *off, size_t rows, size_t k, size_t group,
+                                                              size_t n, float *y) {
+  const int8_t *shared = NULL;
+  if (rows > 2) {
+    unpack_quad(q, r, nw, k, nb);
+    shared = nb;
+  }
+  size_t i = 0;
+  for (; i + 2 <= rows; i += 2) verify_tile(q, shared, sf, r, nw, xq, dx, off, i, 2, k, group, n, y);
+  if (i < rows) verify_tile(q, shared, sf, r, nw, xq, dx, off, i, 1, k, group, n, y);
+}
 
 // Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
 void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
@@ -202,6 +226,7 @@ void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const in
   const size_t groups = k / group, blocks = k / BLOCK;
   int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(32)));
   float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK], sf[4 * (MAX_K / BLOCK)];
+  int8_t nb[4 * MAX_K] __attribute__((aligned(32)));  // a quad's nibbles
   for (size_t r0 = 0; r0 < m; r0 += per_pass) {
     const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
     const float *xr = x + r0 * k;
@@ -210,18 +235,16 @@ void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const in
     size_t r = row_begin;
     for (; r + 4 <= row_end; r += 4) {
       widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
-      size_t i = 0;
-      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 4, xq, dx, off, i, k, group, n, yr);
-      if (i < rows) verify_tile(q, sf, r, 4, xq, dx, off, i, 1, k, group, n, yr);
+      verify_rows(q, nb, sf, r, 4, xq, dx, off, rows, k, group, n, yr);
     }
     for (; r < row_end; ++r) {
       widen(s + r * groups, sf, groups);
-      size_t i = 0;
-      for (; i + 2 <= rows; i += 2) VERIFY_PAIR(q, sf, r, 1, xq, dx, off, i, k, group, n, yr);
-      if (i < rows) verify_tile(q, sf, r, 1, xq, dx, off, i, 1, k, group, n, yr);
+      verify_rows(q, nb, sf, r, 1, xq, dx, off, rows, k, group, n, yr);
     }
   }
 }
+
+#endif  // IREE_GLM_OWN_VERIFY_KERNEL
 
 // Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
 //

@@ -1,7 +1,7 @@
 // int4 x f32 matrix products for x86-64 with AVX-512 (F, BW, VL) and VNNI, linked into IREE
 // dispatches. The same weight layout, quantized rows of x and entry points as
-// x86_64_avx2/int4.c, which this file includes for everything but the prompt (matrix) kernel
-// (decode streams the weights as fast in its AVX2 form).
+// x86_64_avx2/int4.c, which this file includes for everything but the verify and prompt
+// (matrix) kernels (decode streams the weights as fast in its AVX2 form).
 //
 // y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
 //
@@ -15,46 +15,113 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Speculative verification's pairs of rows of x (x86_64_avx2/int4.c's verify kernel, below).
-static inline __attribute__((always_inline)) void verify_pair512(const int8_t *q, const float *sf, size_t r, const int nw,
-                                                                 const int8_t *xq, const float *dx, const float *off, size_t i,
-                                                                 size_t k, size_t group, size_t n, float *y);
-#define VERIFY_PAIR verify_pair512
+#define IREE_GLM_OWN_VERIFY_KERNEL
 #define IREE_GLM_OWN_MATRIX_KERNEL
 #include "../x86_64_avx2/int4.c"
 
-// Rows i and i + 1 of x in the two halves of 512-bit vectors, each half going through the AVX2
-// verify_tile's operations lane for lane (vpdpbusd's 4-byte sums are vpmaddubsw + vpmaddwd's,
-// exact integers; the same conversion, fmsub and FMA; the same horizontal sum per half): each
-// row stays bit for bit the decode kernel's, at half the instructions per row.
-static inline __attribute__((always_inline)) void verify_pair512(const int8_t *q, const float *sf, size_t r, const int nw,
-                                                                 const int8_t *xq, const float *dx, const float *off, size_t i,
-                                                                 size_t k, size_t group, size_t n, float *y) {
+// Speculative verification (the AVX2 form's contract: every row of x bit for bit the decode
+// kernel's result for that row alone). Rows of x go in pairs, row a in the low half of a 512-bit
+// vector and row b in the high half, each half going through the decode kernel's operations
+// lane for lane (vpdpbusd's 4-byte sums are vpmaddubsw + vpmaddwd's, exact integers; the same
+// conversion, fmsub and FMA into the row's own accumulator; the same horizontal sum per half).
+// The loop runs over blocks of 32 weights outside and pairs inside, so a quad of weight rows is
+// unpacked to nibbles once per block for up to PAIRS pairs (the unpacking is a third of decode's
+// per-block work); 4 weight rows x PAIRS pairs accumulators fill the 32 vector registers.
+enum { PAIRS = 4 };
+
+// Weight rows r..r+nw-1 (nw = 4 or 1) against np pairs (both constants after inlining): pair p
+// is rows pair_row[2p], pair_row[2p + 1] of the pass's quantized x (row-major in xq, k bytes a
+// row), dop[(p * blocks + c) * 4 ..] its rows' block scales and offsets (d_a, d_b, o_a, o_b).
+static inline __attribute__((always_inline)) void verify_quad512(const int8_t *q, const float *sf, size_t r, const int nw,
+                                                                 const int8_t *xq, const float *dop, const size_t *pair_row,
+                                                                 const int np, size_t k, size_t group, size_t n, float *y) {
   const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
-  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-  __m512 acc[4];
-  for (int b = 0; b < 4; ++b) acc[b] = _mm512_setzero_ps();
-  const int8_t *x0 = xq + i * k, *x1 = x0 + k;
-  const float *d0 = dx + i * blocks, *d1 = d0 + blocks, *o0 = off + i * blocks, *o1 = o0 + blocks;
+  const __m512i shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4), mask = _mm512_set1_epi8(0x0F);
+  const __m512i pick_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i pick_o = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  __m512 acc[PAIRS][4];
+  for (int p = 0; p < np; ++p)
+    for (int b = 0; b < nw; ++b) acc[p][b] = _mm512_setzero_ps();
   for (size_t g = 0, c = 0; g < groups; ++g) {
     __m512 sg[4];
     for (int b = 0; b < nw; ++b) sg[b] = _mm512_set1_ps(sf[b * groups + g]);
     for (size_t end = c + per_group; c < end; ++c) {
       _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
-      const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)(x0 + c * BLOCK))),
-                                            _mm256_load_si256((const __m256i *)(x1 + c * BLOCK)), 1);
-      const __m512 d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(d0[c])), _mm256_castps_pd(_mm256_set1_ps(d1[c])), 1));
-      const __m512 o = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(o0[c])), _mm256_castps_pd(_mm256_set1_ps(o1[c])), 1));
+      __m512i nib[4];  // the AVX2 nibbles() of the row's 16 bytes, in both halves
       for (int b = 0; b < nw; ++b) {
-        const __m512i nib = _mm512_broadcast_i64x4(nibbles(q + (r + b) * row_bytes + c * 16, shifts));
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv));
-        acc[b] = _mm512_fmadd_ps(_mm512_fmsub_ps(dot, d, o), sg[b], acc[b]);
+        const __m128i bytes = _mm_loadu_si128((const __m128i *)(q + (r + b) * row_bytes + c * 16));
+        nib[b] = _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i32x4(bytes), shifts), mask);
+      }
+      for (int p = 0; p < np; ++p) {
+        const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i *)(xq + pair_row[2 * p] * k + c * BLOCK))),
+                                              _mm256_load_si256((const __m256i *)(xq + pair_row[2 * p + 1] * k + c * BLOCK)), 1);
+        const __m512 scales = _mm512_castps128_ps512(_mm_load_ps(dop + (p * blocks + c) * 4));
+        const __m512 d = _mm512_permutexvar_ps(pick_d, scales), o = _mm512_permutexvar_ps(pick_o, scales);
+        for (int b = 0; b < nw; ++b) {
+          const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib[b], xv));
+          acc[p][b] = _mm512_fmadd_ps(_mm512_fmsub_ps(dot, d, o), sg[b], acc[p][b]);
+        }
       }
     }
   }
-  for (int b = 0; b < nw; ++b) {
-    y[i * n + r + b] = hsum(_mm512_castps512_ps256(acc[b]));
-    y[(i + 1) * n + r + b] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[b]), 1)));
+  for (int p = 0; p < np; ++p)
+    for (int b = 0; b < nw; ++b) {
+      y[pair_row[2 * p] * n + r + b] = hsum(_mm512_castps512_ps256(acc[p][b]));
+      y[pair_row[2 * p + 1] * n + r + b] = hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][b]), 1)));
+    }
+}
+
+// verify_quad512 with its pair count as a constant (the accumulators stay in registers).
+static void verify_pairs512(const int8_t *q, const float *sf, size_t r, const int nw, const int8_t *xq, const float *dop,
+                            const size_t *pair_row, int np, size_t k, size_t group, size_t n, float *y) {
+#define VERIFY_CASE(P) \
+  case P: \
+    if (nw == 4) verify_quad512(q, sf, r, 4, xq, dop, pair_row, P, k, group, n, y); \
+    else verify_quad512(q, sf, r, 1, xq, dop, pair_row, P, k, group, n, y); \
+    break;
+  switch (np) { VERIFY_CASE(1) VERIFY_CASE(2) VERIFY_CASE(3) VERIFY_CASE(4) }
+#undef VERIFY_CASE
+}
+
+// Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k], 2 * PAIRS rows of x per
+// pass over the weights (fewer where k is large: the pass's quantized rows live on the stack,
+// VERIFY_X_BYTES). An odd row count pairs the last row with itself (both halves write it, equal).
+void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                         MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
+                                         size_t row_end) {
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
+  if (row_end > n) row_end = n;
+  size_t per_pass = VERIFY_X_BYTES / k & ~(size_t)1;  // even: an odd pass's last pair fits dop
+  if (per_pass > 2 * PAIRS) per_pass = 2 * PAIRS;
+  const size_t groups = k / group, blocks = k / BLOCK;
+  int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(32)));
+  float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK], sf[4 * (MAX_K / BLOCK)];
+  float dop[VERIFY_X_BYTES / BLOCK * 2] __attribute__((aligned(16)));  // per pair and block: d_a, d_b, o_a, o_b
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    const int np = (int)((rows + 1) / 2);
+    size_t pair_row[2 * PAIRS];
+    for (size_t i = 0; i < rows; ++i) {
+      quantize_x(x + (r0 + i) * k, k, group, xq + i * k, dx + i * blocks, off + i * blocks);
+      pair_row[i] = i;
+    }
+    if (rows & 1) pair_row[rows] = rows - 1;
+    for (int p = 0; p < np; ++p)
+      for (size_t c = 0; c < blocks; ++c)
+        for (int h = 0; h < 2; ++h) {
+          dop[(p * blocks + c) * 4 + h] = dx[pair_row[2 * p + h] * blocks + c];
+          dop[(p * blocks + c) * 4 + 2 + h] = off[pair_row[2 * p + h] * blocks + c];
+        }
+    float *yr = y + r0 * n;
+    size_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) {
+      widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
+      verify_pairs512(q, sf, r, 4, xq, dop, pair_row, np, k, group, n, yr);
+    }
+    for (; r < row_end; ++r) {
+      widen(s + r * groups, sf, groups);
+      verify_pairs512(q, sf, r, 1, xq, dop, pair_row, np, k, group, n, yr);
+    }
   }
 }
 
