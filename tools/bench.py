@@ -301,6 +301,13 @@ def dispatch_breakdown(bundle: Path, prompt_len: int, threads: int, runs: int, t
 # -- the report -------------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the report."""
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")] if info.exists() else []
+    return names[0] if names else "unknown CPU"
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"

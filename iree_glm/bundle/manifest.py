@@ -54,6 +54,10 @@ class EntryPoint:
     capacity: int = bounded(min=2)  # KV-cache positions per row
     all_logits: bool = False  # logits of every row [B,S,V] (speculative verification), else the last [B,V]
     returns: str = bounded("logits", choices=("logits", "hidden"))  # "hidden": every row's final-norm hidden state (embeddings)
+    # verify: a call of up to this many rows gives every row, and the KV it writes, bit for bit
+    # what a one-row call gives, and one-row decode steps are one-row calls of it, so greedy
+    # speculative decoding is plain decoding (docs/speculative.md). None: not so (a margin guards).
+    exact_rows: int | None = bounded(None, min=2)
 
 
 @dataclass

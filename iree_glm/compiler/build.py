@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from iree_glm.frontend import default_model
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
 from iree_glm.bundle.model_config import ModelConfig
@@ -32,7 +34,7 @@ from iree_glm.export.stages import export_stages, stages_of
 from iree_glm.transforms.quantize import QuantLinear, QuantSpec, bf16_layers, quantize_model, quantized_layer_count, state_bytes
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
-from iree_glm.compiler import compute_dtype, kernel_choice
+from iree_glm.compiler import compute_dtype, exact_rows, kernel_choice
 from iree_glm.compiler.target import Target, device_target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
@@ -91,6 +93,31 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
     if not staged and not ring:
         eps.append(EntryPoint(VERIFY, 1, None, slots, all_logits=True))
     return eps
+
+
+def exact_verify_eligible(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> bool:
+    """Whether every matmul of the model calls our decode kernel for one row and its few-row
+    form for several (bit for bit the same per row, tests/kernels), so that decode steps can be
+    one-row `verify` calls at the decode kernels' speed (the pass branches on the row count,
+    passes/dequant_matmul.py) and a verify call of a few rows computes each as one row
+    (compiler/exact_rows.py says how many). Not with fp32 matmuls: for a dynamic row count they
+    are data-tiled 16 rows at a time, a one-row call costs ~1.7 decode steps (dispatch profile,
+    330M shapes), so those bundles keep their decode function and the margin."""
+    from iree_glm.kernels import int4 as int4_kernel, int8 as int8_kernel
+
+    fp32_matmuls = any(isinstance(m, torch.nn.Linear) for m in model.modules()) or not isinstance(getattr(model, "lm_head", None), QuantLinear)
+    if dtype != "f32" or sparse or fp32_matmuls:
+        return False
+    for m in model.modules():
+        if not isinstance(m, QuantLinear):
+            continue
+        if m.mode not in ("int8", "int4"):  # bf16 layers: IREE's / the bf16 kernel's own code
+            return False
+        choice = kernels.int4 if m.mode == "int4" else kernels.int8
+        fits = int4_kernel.fits(m.in_features, m.group, 1) if m.mode == "int4" else int8_kernel.fits(m.in_features, int8_kernel.LANES, 1)
+        if not (choice.ours and fits and toolchain.by_name(choice.kernel_set).verify_rows):
+            return False
+    return quantized_layer_count(model) > 0
 
 
 def mark_verify_like_decode(model) -> None:
@@ -205,6 +232,11 @@ def build_bundle(
                 quantized_matmuls = _fused_expected(model, entry_points)
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
+            exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
+            if exact:  # verify attends as a decode step does: IREE's reductions, whose row tiles exact_rows reads
+                for m in model.modules():  # (our attention kernel's key steps depend on the rows in a tile)
+                    if hasattr(m, "decode_form"):
+                        m.verify_decode_form = True
 
             t = time.perf_counter()
             progress("export to MLIR")
@@ -237,8 +269,12 @@ def build_bundle(
                                                         lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
                 pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
-                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline)
+                configurations = work / "configurations" if exact else None
+                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline, configurations)
                 kernels.record(compiled.pass_results)
+                if exact:  # how many rows of a verify call compute as one-row calls do
+                    rows = exact_rows.exact_rows(configurations, exact_rows.MAX_ROWS)
+                    entry_points = [replace(ep, exact_rows=rows) if ep.name == VERIFY else ep for ep in entry_points]
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
             decode_files: dict[str, str] = {}
             if not stages and not no_decode_modules:

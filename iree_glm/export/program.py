@@ -150,14 +150,19 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     args, dynamic = example_inputs(ep, tokens, cfg.num_layers, cfg, cache_dtype)
     model.all_rows = ep.all_logits
     like_decode = [m for m in model.modules() if getattr(m, "verify_like_decode", False)] if ep.all_logits else []
+    decode_form = [m for m in model.modules() if getattr(m, "verify_decode_form", False)] if ep.all_logits else []
     for m in like_decode:
         m.quantized_activations = True
+    for m in decode_form:
+        m.decode_form = True
     try:
         return export_program(HiddenStates(model) if ep.returns == "hidden" else model, args, dynamic)
     finally:
         model.all_rows = False
         for m in like_decode:
             m.quantized_activations = False
+        for m in decode_form:
+            m.decode_form = False
 
 
 class KVStore(torch.nn.Module):

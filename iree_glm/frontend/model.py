@@ -110,6 +110,10 @@ class Attention(nn.Module):
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
         self.sparse_as_mask = False  # the pattern as the mask of the dense form (sparse_attention.enable)
+        # Every query row through the decode step's attention (broadcast products and reductions
+        # that IREE generates), not SDPA: set while exporting an exact `verify`, whose rows must
+        # compute as one-row calls do for any row count (compiler/exact_rows.py).
+        self.decode_form = False
         self.fused_qkv = False  # see fuse_qkv
 
     def fuse_qkv(self) -> None:
@@ -178,7 +182,7 @@ class Attention(nn.Module):
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
         mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
-        if type(s) is int and s == 1 and not sparse_step:  # a decode step (its query length is static when exported)
+        if (self.decode_form or type(s) is int and s == 1) and not sparse_step:  # a decode step (static query length) or exact verify
             out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
         else:
             if not sparse_step:

@@ -26,6 +26,7 @@ class Model(Protocol):
 
     bundle: Path
     max_context: int
+    exact_verify_rows: int  # rows of a verify call that are decode steps bit for bit (0: none)
 
     def new_cache(self, rows: int = 1): ...
 

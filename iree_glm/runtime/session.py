@@ -100,6 +100,7 @@ class Session:
         self.max_context = manifest.max_context  # longest conversation (positions)
         self.sliding_window = sliding_window(manifest)
         self.cache_slots = manifest.options.kv_cache_slots  # KV positions per row
+        self._exact_rows = next((ep.exact_rows or 0 for ep in manifest.entry_points if ep.name == VERIFY), 0)
         self.normalizer = normalize if isinstance(normalize, Normalizer) else parse_normalize(normalize, "normalize")
         self.prefill_chunk = chunk_size(prefill_chunk, manifest)
         self.cache_dtype = numpy_dtype(manifest.options.activation_dtype)  # the KV cache's element type
@@ -170,6 +171,14 @@ class Session:
     @_fns.setter
     def _fns(self, fns: dict) -> None:  # tests and tools wrap entry points
         self._decoder.fns = fns
+
+    @property
+    def exact_verify_rows(self) -> int:
+        """Rows a verify call may check with each row bit for bit a one-row call (0: none); where
+        set, one-row decode steps are one-row verify calls, so checked draft tokens are exactly
+        what plain decoding would choose (docs/speculative.md, "Exactness"). The main module's
+        only: the build derived it from that module's code, not from a plan's other device's."""
+        return self._exact_rows if self._decoder is self._main else 0
 
     def _ready(self, cache: KVCache) -> None:
         """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
@@ -511,9 +520,12 @@ class Session:
 
     def decode(self, tokens: list[int], positions: list[int], cache: KVCache, slots: list[int] | None = None) -> np.ndarray:
         """One decode step for a batch (its size must be compiled): token i at positions[i] of
-        row slots[i] (default 0, 1, ...); returns host logits [B, V]."""
-        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        row slots[i] (default 0, 1, ...); returns host logits [B, V]. One row of a bundle with
+        `exact_verify_rows` runs `verify` (same bits as the rows of a verify call)."""
         slots = list(range(len(tokens))) if slots is None else slots
+        if len(tokens) == 1 and self.exact_verify_rows:
+            return self.verify(tokens, positions[0], cache, slots[0])
+        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         with self._lock:
             self._ready(cache)
             logits = self._fns[name](

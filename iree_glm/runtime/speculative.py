@@ -142,7 +142,8 @@ class DraftedRequest:
     def __init__(self, session: Model, draft: Draft, max_k: int, state: RequestState):
         self.session = session
         self.run = draft.start(state.sampler.params)
-        self.adapt = AdaptiveK(max_k)
+        exact = session.exact_verify_rows
+        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k)
         self.greedy = state.sampler.params.temperature == 0
         self.margin = MARGIN  # read here: tests set it
         self.undecided = False  # the last call left a position to a plain decode step
@@ -158,7 +159,12 @@ class DraftedRequest:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
         tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
         session, start = self.session, time.perf_counter()
-        k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos)
+        # Where verify's rows are decode steps bit for bit, only calls of up to `exact` rows are
+        # (a plan switch may change it); elsewhere rows differ from decode in the last bits and
+        # a margin guards greedy verification.
+        exact = session.exact_verify_rows
+        k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos,
+                exact - 1 if exact else self.adapt.max_k)
         if self.undecided:
             k, self.undecided = 0, False
         context = state.ids + state.generated
@@ -172,7 +178,7 @@ class DraftedRequest:
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
         complete = True
         if self.greedy:
-            emitted, complete = accept_greedy(proposal.tokens, rows, self.margin)
+            emitted, complete = accept_greedy(proposal.tokens, rows, 0.0 if exact else self.margin)
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
         kept = len(emitted) - complete

@@ -347,6 +347,10 @@ def test_int8_decode_matches_eager(int8_bundle, fp32_model):
     that really changed the numbers: a generic fallback would not)."""
     result, _ = int8_bundle
     session = Session.load(result.bundle)
+    # The `decode` function itself: where the bundle has exact verify rows, plain decode steps are
+    # one-row verify calls, whose x may differ in a last bit and round one activation of a block
+    # the other way (up to ~1e-2 here: docs/speculative.md, "Exactness").
+    session._exact_rows = 0
     cache = session.new_cache()
     got = np.stack([session.decode([t], [i], cache)[0] for i, t in enumerate(PROMPT)])
     qmodel = quantize_model(copy.deepcopy(fp32_model), QuantSpec("int8"))

@@ -1,0 +1,59 @@
+"""How many rows a `verify` call may have with every row computed as a one-row call computes it.
+
+IREE's llvm-cpu code for a dispatch with a dynamic dimension (the rows of a prefill or verify
+call: norms, RoPE, elementwise steps) processes that dimension in tiles (`lowering_config`:
+distribution and vector tile sizes) and runs other code for a full tile than for a partial one:
+a full vector tile of rows is reduced as vectors across rows, a partial tile row by row, and
+the two sum in different orders. A call with fewer rows than the smallest such tile runs only
+the partial-tile code, which is what a one-row call runs, so each of its rows has a one-row
+call's bits. The tiles depend on the target (8 rows with AVX-512 here, 4 with AVX2 only), so
+they are read from the compiled module's configurations
+(`--iree-hal-dump-executable-configurations-to`), not assumed.
+
+Conservative by construction: every dispatch of a function with a dynamic row count counts
+(IREE names a dispatch that prefill and verify share after the first function), and so does
+every tile of a dynamic dimension (rows or attended keys). Decode functions (one static row:
+their dynamic dimension is the attended keys) and `verify` share no row-wise code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+CONFIGURATIONS_FLAG = "--iree-hal-dump-executable-configurations-to"
+# At most this many rows (8 draft tokens and the pending one): a verify row costs ~0.1-0.6 of a
+# decode step (docs/speculative.md), so longer drafts rarely pay.
+MAX_ROWS = 9
+# The export's name ends in the root op's loop ranges: ..._reduction_Dx1024_f32, D dynamic.
+_EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_[a-z]\w*")
+ROW_FUNCTIONS = ("prefill", "verify", "embed")  # the bundle's functions of a dynamic row count
+_CONFIG = re.compile(r"lowering_config<([^>]*)>")
+_TILES = re.compile(r"(\w+) = \[([\d, ]*)\]")
+
+
+def smallest_dynamic_tile(folder: Path) -> int | None:
+    """The smallest tile (> 1) of a dynamic dimension over the configured dispatches in `folder`;
+    None if no dispatch tiles a dynamic dimension by more than one."""
+    tiles = []
+    for path in sorted(Path(folder).glob("configured_*.mlir")):
+        text = path.read_text()
+        export = _EXPORT.search(text)
+        if export is None or export.group(1) not in ROW_FUNCTIONS or "D" not in export.group(2).split("x"):
+            continue
+        dims = export.group(2).split("x")
+        for config in _CONFIG.findall(text):
+            for _key, values in _TILES.findall(config):
+                sizes = [int(v) for v in values.split(",") if v.strip()]
+                # A list over the root op's loops: its dynamic ones; another op's (another rank):
+                # all of them (conservative).
+                picked = [s for s, d in zip(sizes, dims) if d == "D"] if len(sizes) == len(dims) else sizes
+                tiles += [s for s in picked if s > 1]
+    return min(tiles) if tiles else None
+
+
+def exact_rows(folder: Path, cap: int) -> int | None:
+    """Rows a verify call may have (at most `cap`), each bit for bit a one-row call; None: fewer than 2."""
+    tile = smallest_dynamic_tile(folder)
+    rows = cap if tile is None else min(cap, tile - 1)
+    return rows if rows >= 2 else None

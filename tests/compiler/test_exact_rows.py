@@ -1,0 +1,35 @@
+"""compiler/exact_rows.py reads the row tiles IREE chose from dumped executable configurations."""
+
+from iree_glm.compiler import exact_rows
+
+EXPORT = "    hal.executable.export public @{fn}$async_dispatch_{n}_{kind}_{dims}_f32 ordinal(0) layout(#hal.pipeline.layout<>)\n"
+CONFIG = "      %1 = linalg.generic {{lowering_config = #iree_cpu.lowering_config<{config}>}}\n"
+
+
+def _dispatch(folder, fn: str, n: int, kind: str, dims: str, *configs: str) -> None:
+    text = EXPORT.format(fn=fn, n=n, kind=kind, dims=dims) + "".join(CONFIG.format(config=c) for c in configs)
+    (folder / f"configured_module_{fn}$async_dispatch_{n}.mlir").write_text(text)
+
+
+def test_the_smallest_tile_of_a_dynamic_dimension_bounds_the_rows(tmp_path):
+    # The rows of a norm in vector tiles of 8 (its 1-d result op too); a static dimension's 16 and
+    # an elementwise op's row tile of 1 (row by row) do not count.
+    _dispatch(tmp_path, "verify", 24, "reduction", "Dx1024", "distribution = [32, 0], vector_common_parallel = [8, 0], vector_reduction = [0, 16]",
+              "vector_common_parallel = [8]")
+    _dispatch(tmp_path, "prefill", 25, "elementwise", "Dx5632", "distribution = [256, 16], vector_common_parallel = [1, 16]")
+    # A decode step's dynamic dimension is the attended keys (one static row): not verify's code.
+    _dispatch(tmp_path, "decode", 14, "matmul_like", "Dx2x8x64", "vector_common_parallel = [1, 2, 2]")
+    assert exact_rows.smallest_dynamic_tile(tmp_path) == 8
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 7
+    assert exact_rows.exact_rows(tmp_path, cap=5) == 5
+    # A dispatch shared with prefill (named after it) with 4-row tiles: AVX2-only targets.
+    _dispatch(tmp_path, "prefill", 27, "reduction", "Dx1024", "vector_common_parallel = [4, 0], vector_reduction = [0, 8]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 3
+
+
+def test_no_tiled_rows_means_the_cap_and_a_tile_of_two_means_none(tmp_path):
+    _dispatch(tmp_path, "verify", 3, "elementwise", "Dx64", "vector_common_parallel = [1, 16]")
+    assert exact_rows.smallest_dynamic_tile(tmp_path) is None
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 9
+    _dispatch(tmp_path, "embed", 4, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) is None
