@@ -88,7 +88,7 @@ static inline void quantize_row(const float *x, size_t k, int8_t *row) {
 #define IREE_GLM_INT8_ENTRIES
 #include "entry_points.h"
 
-// The rows of x a matrix kernel call handles at most (kernels/int8.py's M_CHUNK).
+// The rows of x a matrix kernel call handles at most (the set's rows per call, kernels/toolchain.py).
 enum { MAX_ROWS = 64 };
 
 // The matrix kernel walks K in chunks of CHUNK_K: a chunk of one weight tile (16 rows) is
