@@ -34,6 +34,11 @@ def is_multi_device(manifest: Manifest) -> bool:
 class PipelineSession(Session):
     """A `Session` over several devices; same request API (generate, stream), no batching engine."""
 
+    # Plain attributes here, not Session's properties over its one decode module: a pipeline's
+    # functions live in its stages, and it has no verify entry point to decode exactly with.
+    _fns: dict = {}
+    exact_verify_rows = 0
+
     def __init__(self, bundle: Path, manifest: Manifest, allow_stand_in: bool = False, prefill_chunk: int | None = None):
         import iree.runtime as rt
 
