@@ -24,8 +24,8 @@ from iree_glm.errors import BundleError, RequestError
 
 LOAD_ATTEMPTS = 3
 DEVICE_LOST = "VK_ERROR_DEVICE_LOST"
-# lavapipe under load sometimes fails the initializers' upload fence instead (seen in the suite's
-# decode-switch tests): the weights never arrived, so loading again on a new device is as safe.
+# lavapipe under load can fail the initializers' upload fence instead of reporting a lost device:
+# the weights never arrived, so loading again on a new device is as safe.
 UPLOAD_FENCE_FAILED = "DATA_LOSS; while invoking native function hal.fence.await"
 
 T = TypeVar("T")
@@ -106,7 +106,7 @@ def load_retrying(load: Callable[[], T], where: str) -> T:
         except DeviceLost as lost:
             if attempt == LOAD_ATTEMPTS:
                 raise DeviceFailure(f"{where}: the {lost.driver} device was lost {LOAD_ATTEMPTS} times while loading: {lost.detail}") from None
-            warnings.warn(f"{where}: the {lost.driver} device was lost while loading ({DEVICE_LOST}); "
+            warnings.warn(f"{where}: the {lost.driver} device was lost while loading ({lost.detail}); "
                           f"loading again on a new logical device ({attempt + 1} of {LOAD_ATTEMPTS})", DeviceLostWarning, stacklevel=2)
     raise AssertionError("unreachable")
 
