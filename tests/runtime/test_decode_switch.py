@@ -174,3 +174,41 @@ def test_missing_vulkan_leaves_the_cpu_plan_in_one_line(switch_bundle, reference
                                            r"driver 'vulkan' is not available here"):
         s.use_plan("decode-lavapipe")
 
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
+    # decode batch 1 only: an int8 decode_b2 does not compile for lavapipe (docs/phases.md)
+    return declared_lavapipe_bundle(glm4_checkpoint[0], tmp_path_factory, "decode-switch-int8", 3.0, slow_cpu=False,
+                                    quant="int8", decode_batch_sizes=(1,))
+
+
+def test_int8_weights_switch_to_lavapipe_and_back_keeping_the_cpu_tokens(int8_bundle):
+    """The decode-lavapipe module of an int8 bundle quantizes x per block of 32 in the graph, as
+    the CPU's int8 decode kernel does, so its decode step computes the CPU's (a generic int8 x
+    fp32 module is ~3e-2 apart), and CPU -> lavapipe -> CPU mid-generation gives the CPU-only
+    greedy tokens."""
+    import numpy as np
+
+    from iree_glm.runtime import Session
+
+    m = read_manifest(int8_bundle)
+    assert m.options.quant.mode == "int8" and [p.name for p in m.options.plans] == ["one-placement", "decode-lavapipe"]
+    s = Session.load(int8_bundle)
+    try:
+        cache = s.new_cache()
+        logits = s.run_prefill(PROMPT, 0, cache)
+        token, apart = int(np.argmax(logits)), []
+        for pos in range(len(PROMPT), len(PROMPT) + 4):  # each step on both modules, same KV
+            s.use_plan("one-placement")
+            cpu = s.decode([token], [pos], cache)[0]
+            s.use_plan("decode-lavapipe")
+            apart.append(float(np.abs(s.decode([token], [pos], cache)[0] - cpu).max()))
+            token = int(np.argmax(cpu))
+        assert max(apart) < 1e-3, apart
+        s.use_plan("one-placement")
+        for prompt in (PROMPT, OTHER):
+            cpu_only = s.generate(prompt, max_new_tokens=NEW).generated_ids  # the main (CPU) module throughout
+            assert _switching(s, prompt, {2: "decode-lavapipe", 6: "one-placement"})[0] == cpu_only
+    finally:
+        s.close()
