@@ -12,8 +12,10 @@ block-aligned token prefix, so a lookup walks the prompt block by block. Least r
 used leaves are evicted to stay under a byte budget.
 
 With a folder, the blocks are also persisted, in segments: each save writes the blocks it has
-not written yet as one `.npy` file (no pickle) `[n, 2, L, Hkv, block, D]`, named by its
-sha256, so a restored prefix is a few files to map, not one per 16 tokens. `index.json` lists
+not written yet as one `.npy` file (no pickle) `[2, L, Hkv, n * block, D]`, named by its
+sha256: a restored prefix is a few files to map, not one per 16 tokens, and since a segment
+keeps the cache's position axis, a run of its blocks is one array view (`parts`), so putting a
+prefix back costs a copy per layer and segment, not per block. `index.json` lists
 the tree (each block: its segment and row there) and each segment's sha256 and block count. The
 folder is a subfolder named after the bundle's hash and the format, and `meta.json` repeats the
 hash and the block layout, so a cache made by another model, build or format is never read. A
@@ -89,6 +91,9 @@ class _Block:
     last_used: int = 0
     segment: str = ""  # the file on disk holding it ("": not written yet)
     row: int = 0  # its index in that file
+    # (a segment's array, row) whose block `kv` equals: `parts` joins runs of rows into one view.
+    # One attribute, replaced whole, so that the writer thread can set it while a request reads it.
+    view: tuple[np.ndarray, int] | None = None
 
 
 @dataclass
@@ -170,6 +175,24 @@ class PrefixCache:
         for i, b in enumerate(blocks):
             k_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[0]
             v_cache[:, 0, :, i * bs : (i + 1) * bs] = b.kv[1]
+
+    def parts(self, blocks: list[_Block]) -> list[np.ndarray]:
+        """The KV of consecutive `blocks` as few arrays [2, L, Hkv, n, D]: a run of consecutive
+        rows of one segment is one view of it."""
+        out: list[np.ndarray] = []
+        i = 0
+        while i < len(blocks):
+            j, b = i + 1, blocks[i]
+            while b.view is not None and j < len(blocks) and blocks[j].view is not None \
+                    and blocks[j].view[0] is b.view[0] and blocks[j].view[1] == b.view[1] + j - i:
+                j += 1
+            out.append(b.kv if j == i + 1 else self._rows(b.view[0], b.view[1], b.view[1] + j - i))
+            i = j
+        return out
+
+    def _rows(self, segment: np.ndarray, first: int, end: int) -> np.ndarray:
+        """Blocks first..end-1 of a segment array [2, L, Hkv, n * block, D], as a view."""
+        return segment[:, :, :, first * self.block_size : end * self.block_size]
 
     def first_missing(self, ids: list[int]) -> int | None:
         """The position where the first full block of `ids` not stored yet starts (None: all stored)."""
@@ -279,8 +302,8 @@ class PrefixCache:
             stack.extend(b.children.values())
 
     def _tree(self) -> list[tuple[_Block, str]]:
-        """The blocks with their parents' keys, parents first: what a save writes (blocks and
-        their arrays never change once stored, so the writer may read them unlocked)."""
+        """The blocks with their parents' keys, parents first: what a save writes (a block's KV
+        values never change once stored, so the writer may read them unlocked)."""
         return [(b, b.parent.key) for b in self._walk()]
 
     # -- persistence ------------------------------------------------------------------------
@@ -353,7 +376,7 @@ class PrefixCache:
                 seg = loaded[name]
                 if isinstance(seg, str):
                     raise ValueError(seg)
-                if not (isinstance(row, int) and 0 <= row < len(seg)):
+                if not (isinstance(row, int) and 0 <= row < seg.shape[3] // self.block_size):
                     raise ValueError(f"row {row!r} not in {name}")
             except (ValueError, KeyError, TypeError) as err:
                 bad += 1
@@ -362,7 +385,7 @@ class PrefixCache:
                 continue
             if self.nbytes + self.block_bytes > self.budget_bytes:
                 break
-            block = _Block(key, tokens, seg[row], parent, segment=name, row=row)
+            block = _Block(key, tokens, self._rows(seg, row, row + 1), parent, segment=name, row=row, view=(seg, row))
             parent.children[tokens] = block
             by_key[key] = block
             self._count += 1
@@ -379,8 +402,10 @@ class PrefixCache:
             seg = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             return f"{path}: unreadable ({e})"
-        if seg.dtype != np.float32 or seg.shape != (listed.get("blocks"), *self.kv_shape):
-            return f"{path}: shape {seg.shape} {seg.dtype}, expected ({listed.get('blocks')}, {', '.join(map(str, self.kv_shape))}) float32"
+        two, layers, heads, bs, dim = self.kv_shape
+        expected = (two, layers, heads, listed.get("blocks", 0) * bs, dim)
+        if seg.dtype != np.float32 or seg.shape != expected:
+            return f"{path}: shape {seg.shape} {seg.dtype}, expected {expected} float32"
         return seg
 
     def _save(self, ours: list[tuple[_Block, str]], evicted: set[str]) -> None:
@@ -428,13 +453,15 @@ class PrefixCache:
                 fresh += [mine[e["key"]] for e in es]
         if fresh:
             buf = io.BytesIO()
-            np.save(buf, np.stack([b.kv for b in fresh]).astype(np.float32, copy=False), allow_pickle=False)
+            data = np.concatenate([b.kv for b in fresh], axis=3).astype(np.float32, copy=False)
+            np.save(buf, data, allow_pickle=False)
             digest = hashlib.sha256(buf.getvalue()).hexdigest()
             name = f"{digest[:32]}.npy"
             _write_atomic(seg_dir / name, buf.getvalue())
             segments[name] = {"sha256": digest, "blocks": len(fresh)}
-            for i, b in enumerate(fresh):
-                b.segment, b.row = name, i
+            for i, b in enumerate(fresh):  # equal values, now views of one array: `parts` joins runs
+                b.kv, b.segment, b.row = self._rows(data, i, i + 1), name, i
+                b.view = (data, i)
             rows = {b.key: (name, i) for i, b in enumerate(fresh)}
             for e in order:
                 if e["key"] in rows:

@@ -463,7 +463,7 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                self._store_kv(cache, slot, [b.kv for b in blocks])
+                self._store_kv(cache, slot, pc.parts(blocks))
                 start = len(blocks) * pc.block_size
         logits = self.run_prefill(ids[start:], start, cache, slot)
         first = pc.first_missing(ids) if pc is not None else None

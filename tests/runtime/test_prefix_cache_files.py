@@ -27,9 +27,10 @@ def _cache(folder: Path, blocks: int = 64) -> PrefixCache:
     return PrefixCache((L, H, D), BUNDLE, block_size=BS, budget_bytes=blocks * BLOCK_BYTES, folder=folder)
 
 
-def _kv(ids):
+def _kv(ids, start: int = 0):
+    """Fake caches [L, 1, H, C, D] whose positions 0.. hold ids[start:] (as `insert(start=)` takes)."""
     k = np.zeros((L, 1, H, len(ids) + 4, D), np.float32)
-    k[:, 0, :, : len(ids)] = np.asarray(ids, np.float32)[None, None, :, None]
+    k[:, 0, :, : len(ids) - start] = np.asarray(ids[start:], np.float32)[None, None, :, None]
     return k, -k
 
 
@@ -84,15 +85,33 @@ def test_a_save_writes_its_new_blocks_as_one_file(tmp_path):
     pc.insert(ids, *_kv(ids))
     pc.flush()
     (first,) = _segment_files(pc)
-    assert np.load(first, allow_pickle=False).shape == (5, 2, L, H, BS, D)
+    assert np.load(first, allow_pickle=False).shape == (2, L, H, 5 * BS, D)  # the cache's position axis
     more = ids + list(range(50, 58))  # two more blocks: a second file holds only them
-    pc.insert(more, *_kv(more), start=20)
+    pc.insert(more, *_kv(more, 20), start=20)
     pc.flush()
     files = _segment_files(pc)
     assert len(files) == 2 and first in files
     index = _index(pc)
-    assert {n: s["blocks"] for n, s in index["segments"].items()} == {f.name: np.load(f).shape[0] for f in files}
+    assert {n: s["blocks"] for n, s in index["segments"].items()} == {f.name: np.load(f).shape[3] // BS for f in files}
     assert len(_quiet_load(tmp_path)) == 7
+
+
+def test_a_restore_copies_a_run_of_a_segment_at_once(tmp_path):
+    pc = _cache(tmp_path)
+    a = list(range(1, 21))
+    pc.insert(a, *_kv(a))
+    assert len(pc.parts(pc.match(a + [0]))) == 5  # not written yet: a part per block
+    pc.flush()
+    more = a + list(range(60, 68))
+    pc.insert(more, *_kv(more, 20), start=20)
+    pc.flush()
+    for cache in (pc, _quiet_load(tmp_path)):  # once written, and as a new process maps it
+        blocks = cache.match(more + [0])
+        parts = cache.parts(blocks)
+        assert [p.shape[3] for p in parts] == [5 * BS, 2 * BS]  # one view per file
+        joined = np.concatenate(parts, axis=3)
+        np.testing.assert_array_equal(joined, np.concatenate([b.kv for b in blocks], axis=3))
+        np.testing.assert_array_equal(joined[0, :, :, :, 0], np.broadcast_to(np.asarray(more, np.float32), (L, H, 28)))
 
 
 def test_evicted_blocks_do_not_keep_a_mostly_unused_file(tmp_path):
@@ -147,7 +166,7 @@ def test_a_crash_mid_write_leaves_nothing_a_later_process_loads(tmp_path):
     again = _quiet_load(tmp_path)  # no warning: the temp file is named by no index
     assert len(again) == 2
     more = ids + [7, 7, 7, 7]
-    again.insert(more, *_kv(more), start=8)
+    again.insert(more, *_kv(more, 8), start=8)
     again.flush()
     assert not leftover.exists()  # the next save removes it
     assert len(_quiet_load(tmp_path)) == 3
@@ -194,9 +213,9 @@ def test_a_foreign_or_pickled_segment_is_refused_never_unpickled(tmp_path):
 
     pc, segment = _listed_segment(tmp_path)
     buf = io.BytesIO()
-    np.save(buf, np.zeros((3, 2, L, H, BS, D + 1), np.float32))  # another model's layout
+    np.save(buf, np.zeros((2, L, H, 3 * BS, D + 1), np.float32))  # another model's layout
     _relist(pc, segment, buf.getvalue(), 3)
-    _refused(tmp_path, f"{segment}: shape (3, 2, {L}, {H}, {BS}, {D + 1}) float32")
+    _refused(tmp_path, f"{segment}: shape (2, {L}, {H}, {3 * BS}, {D + 1}) float32, expected (2, {L}, {H}, {3 * BS}, {D})")
     buf = io.BytesIO()
     np.save(buf, np.array([{"x": 1}] * 3, dtype=object), allow_pickle=True)
     _relist(pc, segment, buf.getvalue(), 3)
