@@ -179,14 +179,15 @@ class PrefixCache:
     def parts(self, blocks: list[_Block]) -> list[np.ndarray]:
         """The KV of consecutive `blocks` as few arrays [2, L, Hkv, n, D]: a run of consecutive
         rows of one segment is one view of it."""
+        views = [b.view for b in blocks]  # read once each: the writer thread may replace them
         out: list[np.ndarray] = []
         i = 0
         while i < len(blocks):
-            j, b = i + 1, blocks[i]
-            while b.view is not None and j < len(blocks) and blocks[j].view is not None \
-                    and blocks[j].view[0] is b.view[0] and blocks[j].view[1] == b.view[1] + j - i:
+            j, v = i + 1, views[i]
+            while v is not None and j < len(blocks) and views[j] is not None and views[j][0] is v[0] \
+                    and views[j][1] == v[1] + j - i:
                 j += 1
-            out.append(b.kv if j == i + 1 else self._rows(b.view[0], b.view[1], b.view[1] + j - i))
+            out.append(blocks[i].kv if j == i + 1 else self._rows(v[0], v[1], v[1] + j - i))
             i = j
         return out
 
@@ -425,10 +426,10 @@ class PrefixCache:
         except (OSError, ValueError, RecursionError):
             segments, disk = {}, []  # missing or unreadable: its segments become orphans
         listed = {e.get("key"): e for e in disk}
-        present = {p.name for p in seg_dir.iterdir()}
+        present = {p.name for p in seg_dir.iterdir()} & set(segments)  # on disk and listed with a hash
         for b, _ in ours:
             other = listed.get(b.key)
-            if b.segment in present and b.segment in segments:
+            if b.segment in present:
                 continue
             # Another process stored this prefix first: its copy (equal up to rounding) is the one listed.
             b.segment, b.row = (other["segment"], other["row"]) if other and other.get("segment") in present else ("", 0)

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -48,16 +50,23 @@ def _quiet_load(folder: Path, blocks: int = 64) -> PrefixCache:
         return _cache(folder, blocks)
 
 
+@contextmanager
+def _held(pc: PrefixCache) -> Iterator[None]:
+    """The folder's lock, held as another process saving would: the writer thread waits."""
+    fd = os.open(pc.folder / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def test_insert_does_not_wait_for_the_disk_and_flush_does(tmp_path):
     pc = _cache(tmp_path)
-    fd = os.open(pc.folder / "lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process saving: the writer thread must wait
-    try:
+    with _held(pc):
         ids = list(range(1, 13))
         assert pc.insert(ids, *_kv(ids)) == 3  # returns although nothing can be written yet
         assert not (pc.folder / "index.json").exists()
-    finally:
-        os.close(fd)
     pc.flush()
     assert [e["row"] for e in _index(pc)["blocks"]] == [0, 1, 2]
     again = _quiet_load(tmp_path)
@@ -99,8 +108,9 @@ def test_a_save_writes_its_new_blocks_as_one_file(tmp_path):
 def test_a_restore_copies_a_run_of_a_segment_at_once(tmp_path):
     pc = _cache(tmp_path)
     a = list(range(1, 21))
-    pc.insert(a, *_kv(a))
-    assert len(pc.parts(pc.match(a + [0]))) == 5  # not written yet: a part per block
+    with _held(pc):
+        pc.insert(a, *_kv(a))
+        assert len(pc.parts(pc.match(a + [0]))) == 5  # not written yet: a part per block
     pc.flush()
     more = a + list(range(60, 68))
     pc.insert(more, *_kv(more, 20), start=20)
