@@ -141,10 +141,10 @@ class Session:
         self._wake_workers()
 
     def _wake_workers(self) -> None:
-        """Make one empty device call now, so that the first request does not pay for IREE's
-        task executor waking its worker threads (15-48 ms on a loaded CPU; the next call costs
-        0.1 ms): `store_kv` of no positions into caches of no rows, which allocates nothing."""
-        if self.driver != "local-task":  # the executor of the CPU driver whose calls start idle workers
+        """Make one empty device call at load, so that the first request's call is not the one
+        that first starts IREE's task-executor workers (docs/benchmarks.md, "Restoring a
+        persisted prefix"): `store_kv` of no positions into caches of no rows (no allocation)."""
+        if self.driver != "local-task":  # the one driver here whose calls go through a worker pool
             return
         import iree.runtime as rt
 
