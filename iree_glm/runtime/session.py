@@ -141,18 +141,15 @@ class Session:
         self._wake_workers()
 
     def _wake_workers(self) -> None:
-        """Make one empty device call at load, so that the first request's call is not the one
+        """Make one small device call at load, so that the first request's call is not the one
         that first starts IREE's task-executor workers (docs/benchmarks.md, "Restoring a
-        persisted prefix"): `store_kv` of no positions into caches of no rows (no allocation)."""
+        persisted prefix"): `store_kv` of one position into a one-row cache, freed at once (the
+        compiled function takes at least one row and one position; a request needs a row anyway)."""
         if self.driver != "local-task":  # the one driver here whose calls go through a worker pool
             return
-        import iree.runtime as rt
-
-        cfg, d = self.config, self._main
-        rows = np.zeros((0, cfg.num_kv_heads, self.cache_slots, cfg.head_dim), self.cache_dtype)
-        kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 0, cfg.head_dim), self.cache_dtype)
-        caches = [rt.asdevicearray(d.device, rows) for _ in range(2 * cfg.num_layers)]
-        d.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *caches)
+        cfg = self.config
+        kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 1, cfg.head_dim), self.cache_dtype)
+        self._main.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *self.new_cache(1).buffers)
 
     def load_decode_module(self, file: str, driver: str, device_name: str) -> DecodeModule:
         """A module with every entry point on a device of `driver` (raises `DeviceLost` when the
