@@ -134,11 +134,11 @@ class Session:
         self._engine_lock = threading.Lock()
         self._embed_cache: KVCache | None = None
         self._embed_lock = threading.Lock()
+        self._wake_workers()  # before a plan may make another module the decoding one: the cache is the main module's
         # The bundle's plans (runtime/plans.py): where prompts are prefilled; None: one plan.
         self.plans: PlanSet | None = PlanSet(self, allow_stand_in, plan) if manifest.options.plans else None
         if plan is not None and self.plans is None:
             raise BundleError(f"{self.bundle}: this bundle carries no plans to choose from (recompile it)")
-        self._wake_workers()
 
     def _wake_workers(self) -> None:
         """Make one small device call at load, so that the first request's call is not the one

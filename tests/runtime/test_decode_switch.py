@@ -163,6 +163,16 @@ def test_a_power_budget_picks_the_decode_device(session):
     session.use_plan("one-placement")
 
 
+def test_a_session_loaded_on_the_lavapipe_plan_decodes_there(switch_bundle, reference):
+    from iree_glm.runtime import Session
+
+    s = Session.load(switch_bundle, plan="decode-lavapipe")  # the load-time wake-up call stays on the CPU module
+    try:
+        assert s.generate(PROMPT, max_new_tokens=NEW).generated_ids == reference[tuple(PROMPT)]
+    finally:
+        s.close()
+
+
 def test_missing_vulkan_leaves_the_cpu_plan_in_one_line(switch_bundle, reference, monkeypatch):
     from iree_glm.runtime import Session
     from iree_glm.runtime import plans
