@@ -241,9 +241,13 @@ def build_bundle(
             t = time.perf_counter()
             progress("export to MLIR")
             # Where the attention kernel is ours, the pattern is its parameter: the model exports
-            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            # dense attention under the pattern's mask and the kernel skips the masked blocks;
+            # and a prompt's attention reads the cache rows in place (no copy of the keys).
             as_mask = kernels.attention.ours
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
+            for m in model.modules():
+                if hasattr(m, "keys_in_place"):
+                    m.keys_in_place = as_mask
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
