@@ -104,9 +104,9 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
     """One attention (q over a cache of `length` positions) as its own module, in the model's
     form: query groups folded into rows, the mask causal (dense) or the pattern's, the op calling
     our attention kernel (with the pattern when sparse; `kernel_set`'s form, default the host's).
-    Rows are ordered (position, query head) as the model orders them, so that the pass hands the
-    kernel the mask before its broadcast over the query heads (another order would materialize
-    the [H, S, S] mask and the kernel would scan it: what this module timed before)."""
+    Rows are ordered (position, query head) and S is dynamic, as in the model, so that the pass
+    hands the kernel the mask before its broadcast over the query heads (otherwise the [H x S, S]
+    mask is materialized and the kernel scans it: what this module timed before)."""
     import torch
     import torch.nn.functional as F
 
@@ -146,7 +146,9 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
     args = (torch.zeros(1, shape.heads, length, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
             torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length)[None])
     with torch.no_grad():
-        prog = torch.export.export(Attention(), args, strict=False)
+        # S dynamic, as in the model: its exported mask broadcast is then the form the pass strips.
+        dim = torch.export.Dim("s", min=2, max=length)
+        prog = torch.export.export(Attention(), args, dynamic_shapes=({2: dim}, {2: dim}, {2: dim}, {1: dim}), strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         prog = prog.run_decompositions(table)
