@@ -331,6 +331,12 @@ def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kerne
     import iree.compiler as ic
     import iree.runtime as rt
 
+    # A branch around the dispatches would split the call into one submission per side.
+    stream = ic.compile_str(text, extra_args=[*FLAGS, "--compile-to=stream"]).decode()
+    funcs = {f.split("(", 1)[0]: f for f in stream.split("util.func public @")[1:]}
+    executes = {fn: funcs[fn].count("stream.cmd.execute") for fn in ("decode", "verify")}
+    assert executes["verify"] == executes["decode"] == 1, executes
+
     ctx = rt.SystemContext(config=rt.Config("local-sync"))
     ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, ic.compile_str(text, extra_args=FLAGS)))
     scale = np.float32(1)
