@@ -77,6 +77,10 @@ def _interleaved_child(bundle: str, prompt_len: int, tokens: int, threads: int, 
     return {"times": times, "exact_rows": exact}
 
 
+def _ms(values) -> str:
+    return " / ".join(f"{1e3 * v:.2f}" for v in values)
+
+
 def _interleaved_table(bundles: dict[str, Path], args) -> None:
     print(f"\nStep by step in one process ({args.rounds} x {args.tokens} steps of each), {bench._load()}: step ms, "
           "min / p10 / median; speed ratio = decode fn time / Session.decode time")
@@ -92,8 +96,7 @@ def _interleaved_table(bundles: dict[str, Path], args) -> None:
             t = sorted(result["times"][variant])
             stats[variant] = (t[0], t[len(t) // 10], statistics.median(t))
         d, n = stats["decode"], stats["session"]
-        ms = lambda x: " / ".join(f"{1e3 * v:.2f}" for v in x)  # noqa: E731
-        print(f"| {mode} | {result['exact_rows'] or '-'} | {ms(d)} | {ms(n)} | {d[0] / n[0]:.3f} | {d[1] / n[1]:.3f} | {d[2] / n[2]:.3f} |",
+        print(f"| {mode} | {result['exact_rows'] or '-'} | {_ms(d)} | {_ms(n)} | {d[0] / n[0]:.3f} | {d[1] / n[1]:.3f} | {d[2] / n[2]:.3f} |",
               flush=True)
 
 

@@ -65,7 +65,7 @@ class KernelDispatch:
     lines: tuple[str, ...]
     args: tuple[str | tuple[str, str], ...]
     operands: tuple[str, ...] = ()
-    one_row: Optional[tuple[str, tuple[str, ...]]] = None
+    one_row: tuple[str, tuple[str, ...]] | None = None
 
     def text(self, obj: Path) -> str:
         dynamic = any(isinstance(g, Ceildiv) for g in self.grid)
