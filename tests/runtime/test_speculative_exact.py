@@ -143,7 +143,7 @@ def test_bundle_draft_of_itself(bundle, monkeypatch):
     not a decode step's, so its later guesses may differ from the target's choices.)"""
     from iree_glm.runtime import speculative
 
-    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)  # a target-sized draft would pause
+    monkeypatch.setattr(speculative.AdaptiveK, "timed", lambda self, proposed, seconds: None)  # a target-sized draft would pause
     plain = Session.load(bundle, verify=False)
     spec = Session.load(bundle, verify=False, draft=bundle, draft_tokens=6)
     got = spec.generate(PROMPTS[0], 32, stop_ids=())
