@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from iree_glm.runtime.drafts import Draft, Model, Proposal
+from iree_glm.runtime.drafts import BundleDraft, Draft, Model, Proposal
 from iree_glm.runtime.request import RequestState, StreamEvent
 from iree_glm.runtime.sampling import Sampler
 
@@ -185,7 +185,10 @@ class DraftedRequest:
         self.session = session
         self.run = draft.start(state.sampler.params)
         exact = session.exact_verify_rows
-        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k)
+        # A draft model's first round is the costly one (its catch-up on the prompt, k - 1 steps
+        # of its own), and before it nothing says whether the draft agrees: one token.
+        first = 1 if isinstance(draft, BundleDraft) else 0
+        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k, k=first)
         self.greedy = state.sampler.params.temperature == 0
         self.margin = MARGIN  # read here: tests set it
         if self.greedy:

@@ -137,9 +137,9 @@ class FakeDraftModel:
 
 
 def test_round_time_prices_the_draft_steps_and_catch_up(monkeypatch):
-    """Through DraftedRequest: a draft bundle whose every token is rejected and whose steps cost
-    X = 0.35 of a plain step is paused after one round; the round's booked time holds its
-    draft steps and its catch-up on the prompt, not only the verify call."""
+    """Through DraftedRequest: a draft bundle whose every token is rejected is paused after one
+    round, and the round's booked time holds the draft's catch-up on the prompt, not only the
+    verify call; its probes restart it on the window."""
     clock = Clock()
     monkeypatch.setattr(speculative, "time", clock)
     target = FakeTarget(clock, row_cost=0.25)
@@ -160,12 +160,12 @@ def test_round_time_prices_the_draft_steps_and_catch_up(monkeypatch):
         state.pos += len(emitted)
         pending = emitted[-1]
     adapt = drafted.adapt
-    # The first round: k = 3 (max_k 6 = exact rows - 1), verify of 4 rows 1.75, 3 draft tokens
-    # (the first from the prefill's logits, two decode steps) 0.7, the prompt's last 32 tokens
-    # fed to the draft 0.96: 3.41 plain steps for one token.
-    assert rounds[0] == (2, 3)  # after the prefill's token and the plain reference step
+    # The first round proposes one token (a draft model's first round: nothing known yet): a
+    # verify of 2 rows 1.25, the token from the draft's prefill of the prompt's last 32 tokens
+    # 0.96: 2.21 plain steps for one token.
+    assert rounds[0] == (2, 1)  # after the prefill's token and the plain reference step
     assert model.fed[0] == (0, 32)  # the window, at the draft's position 0, not the whole prompt
-    first = 1.75 + 2 * 0.35 + 32 * 0.03
+    first = 1.25 + 32 * 0.03
     assert adapt.spent >= first - 1e-9
     # The rule: no second round before 2% of the tokens pay for the first's loss.
     assert rounds[1][0] - 1 >= (first - PLAIN) / adapt.budget
