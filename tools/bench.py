@@ -363,6 +363,8 @@ def main() -> None:
     llama = _llama_cpp() if "llama.cpp" in engines else None
     if "llama.cpp" in engines and llama is None:
         print("llama.cpp: skipped (tools/llamacpp.py or llama-cpp-python not available)", file=sys.stderr)
+    if llama is not None:  # before the bundles compile: a missing converter source fails in seconds
+        llama.find_source(args.llama_src, args.work)
     loads = [_load()]
     for ckpt in checkpoints:
         columns: dict[str, dict[int, dict]] = {}  # engine label -> prompt length -> result
@@ -427,4 +429,10 @@ def _print_table(name: str, columns: dict, lens: list[int], context: int, args) 
 
 
 if __name__ == "__main__":
-    main()
+    from iree_glm.errors import UserError
+
+    try:
+        main()
+    except UserError as e:  # a bad argument: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
