@@ -19,7 +19,10 @@ variants alternated within each round, medians over rounds:
 and the cost of one `verify` call of k+1 rows against one decode step; with a draft bundle, the
 CPU time of its decode step and of its catch-up on a window, the share of the target's greedy
 continuation it predicts from the same context, and what each k would give at that acceptance
-and these costs (the arithmetic of whether a draft of this size can pay). Every speculative run's
+and these costs (the arithmetic of whether a draft of this size can pay). Beside the wall and
+CPU ratios of whole runs, "calls x cost" is plain decoding's time over a run's from the calls it
+made (counted) and each call's CPU time measured alone: on a loaded machine the first two are
+noise at the 5% level, the last is not. Every speculative run's
 tokens are compared with the plain run's (greedy must be identical). Bytes per generated token
 = weight bytes a step reads (the embedding table left out) x target calls per token (+ the
 draft's per draft call); the bound is
