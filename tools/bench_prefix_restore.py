@@ -5,11 +5,13 @@ with the same prefix (another tail) into a fresh cache folder. Then, alternating
 own process: `cold` (no prefix cache), `warm` (the folder; the first request restores the
 prefix by host copies into the mapped KV buffers, as on CPU devices) and `warm-store-kv` (the
 same through the bundle's `store_kv` call, as on devices whose memory the host cannot map).
-Each child reports the session load time and the first prefill's time, split into
+A mode with `-nowake` skips the session's load-time call that wakes IREE's task workers
+(`Session._wake_workers`), so that the first prefill pays for it as before. Each child reports the session load time and the first prefill's time, split into
 the restore (match, the KV copy, `store_kv`) and the rest; medians over --reps.
 
     python tools/bench_prefix_restore.py BUNDLE                 # 1024 + 16 tokens
     python tools/bench_prefix_restore.py BUNDLE --prefix 2048 --reps 7
+    python tools/bench_prefix_restore.py BUNDLE --modes cold,warm     # only these
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ def _prompt(n: int, vocab: int, salt: int) -> list[int]:
     return [(i * 7919 + salt) % (vocab - 1) + 1 for i in range(n)]
 
 
-def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int, store_kv: bool) -> dict:
+MODES = ("cold", "warm", "warm-store-kv", "cold-nowake", "warm-nowake")
+
+
+def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int, store_kv: bool, wake: bool) -> dict:
     from iree_glm.bundle.kv_layout import STORE_KV
     from iree_glm.runtime import Session
 
+    if not wake:
+        Session._wake_workers = lambda self: None
     t = time.perf_counter()
     s = Session.load(bundle, prefix_cache_dir=folder)
     load = time.perf_counter() - t
@@ -73,6 +80,8 @@ def _run(args, mode: str, folder: Path | None, salt: int) -> dict:
     cmd = [sys.executable, __file__, str(args.bundle), "--child", "--prefix", str(args.prefix), "--tail", str(args.tail), "--salt", str(salt)]
     if mode == "warm-store-kv":
         cmd.append("--store-kv")
+    if mode.endswith("-nowake"):
+        cmd.append("--no-wake")
     if folder is not None:
         cmd += ["--folder", str(folder)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -85,15 +94,19 @@ def main() -> None:
     p.add_argument("--prefix", type=int, default=1024)
     p.add_argument("--tail", type=int, default=16)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--salt", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--store-kv", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-wake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt, args.store_kv)))
+        print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt, args.store_kv, not args.no_wake)))
         return
-    modes = ("cold", "warm", "warm-store-kv")
+    modes = tuple(args.modes.split(","))
+    if not set(modes) <= set(MODES) or "cold" not in modes:
+        p.error(f"--modes: from {', '.join(MODES)}, with cold (got {args.modes})")
     rows: dict[str, list[dict]] = {m: [] for m in modes}
     from iree_glm.tuning.calibrate import machine_summary
 
@@ -102,19 +115,24 @@ def main() -> None:
         for rep in range(args.reps):
             folder = Path(work) / f"cache{rep}"  # fresh: each warm run restores the same blocks
             _run(args, "persist", folder, salt=9)
-            for mode in modes[1:]:  # a copy each: both warm runs find the same blocks and store their new one
+            warm = [m for m in modes if m.startswith("warm")]
+            for mode in warm:  # a copy each: every warm run finds the same blocks and stores its new one
                 shutil.copytree(folder, Path(work) / f"{mode}{rep}")
-            for mode in modes[rep % 3:] + modes[: rep % 3]:  # each mode goes first once in three
-                rows[mode].append(_run(args, mode, Path(work) / f"{mode}{rep}" if mode != "cold" else None, salt=1 + rep))
+            k = rep % len(modes)
+            for mode in modes[k:] + modes[:k]:  # each mode goes first in turn
+                rows[mode].append(_run(args, mode, Path(work) / f"{mode}{rep}" if mode in warm else None, salt=1 + rep))
             shutil.rmtree(folder)
     med = {m: {k: statistics.median(r[k] for r in rs) for k in KEYS} for m, rs in rows.items()}
-    cached = rows["warm"][0]["cached_tokens"]
+    cached = next(rows[m][0]["cached_tokens"] for m in modes if m.startswith("warm"))
     print(f"{args.bundle}: prompt {args.prefix} + {args.tail} tokens, warm restores {cached}; medians of {args.reps}\n")
     print("| run | session load ms | first prefill ms | of which store_kv | prefill of the rest | storing new blocks | the rest (block lookup and copies, reading the KV back) |\n|---|---|---|---|---|---|---|")
     for m in modes:
         print(f"| {m} | " + " | ".join(f"{med[m][k]:.1f}" for k in KEYS) + " |")
-    for m in modes[1:]:
-        print(f"\nprefill cold / {m}: {med['cold']['prefill_ms'] / med[m]['prefill_ms']:.1f}x", end="")
+    for m in modes:
+        if m.startswith("warm"):
+            cold = med["cold-nowake" if m.endswith("-nowake") and "cold-nowake" in med else "cold"]
+            print(f"\nprefill {'cold-nowake' if cold is med.get('cold-nowake') else 'cold'} / {m}: "
+                  f"{cold['prefill_ms'] / med[m]['prefill_ms']:.1f}x", end="")
     print(f"\nbefore: {load}\nafter: {machine_summary()}")
 
 

@@ -98,7 +98,7 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
 def exact_verify_eligible(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> bool:
     """Whether every matmul of the model calls our decode kernel for one row and its few-row
     form for several (bit for bit the same per row, tests/kernels), so that decode steps can be
-    one-row `verify` calls at the decode kernels' speed (the pass branches on the row count,
+    one-row `verify` calls at the decode kernels' speed (each kernel dispatch branches on the row count,
     passes/dequant_matmul.py) and a verify call of a few rows computes each as one row
     (compiler/exact_rows.py says how many). Not with fp32 matmuls: for a dynamic row count they
     are data-tiled 16 rows at a time, a one-row call costs ~1.7 decode steps (dispatch profile,

@@ -138,6 +138,18 @@ class Session:
         self.plans: PlanSet | None = PlanSet(self, allow_stand_in, plan) if manifest.options.plans else None
         if plan is not None and self.plans is None:
             raise BundleError(f"{self.bundle}: this bundle carries no plans to choose from (recompile it)")
+        self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        """Make one small device call at load, so that the first request's call is not the one
+        that first starts IREE's task-executor workers (docs/benchmarks.md, "Restoring a
+        persisted prefix"): `store_kv` of one position into a one-row cache, freed at once (the
+        compiled function takes at least one row and one position; a request needs a row anyway)."""
+        if self.driver != "local-task":  # the one driver here whose calls go through a worker pool
+            return
+        cfg = self.config
+        kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 1, cfg.head_dim), self.cache_dtype)
+        self._main.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *self.new_cache(1).buffers)
 
     def load_decode_module(self, file: str, driver: str, device_name: str) -> DecodeModule:
         """A module with every entry point on a device of `driver` (raises `DeviceLost` when the
@@ -363,11 +375,14 @@ class Session:
             return self._engine
 
     def close(self) -> None:
-        """Stop the batching engine (if started); cancels what it still runs."""
+        """Stop the batching engine (if started), which cancels what it still runs; wait until
+        the prefix cache's folder holds what it stored."""
         with self._engine_lock:
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
+        if self.prefix_cache is not None:
+            self.prefix_cache.close()
 
     # -- device calls ------------------------------------------------------------------------
 
@@ -445,7 +460,7 @@ class Session:
         if pc is not None:
             blocks = pc.match(ids)
             if blocks:
-                self._store_kv(cache, slot, [b.kv for b in blocks])
+                self._store_kv(cache, slot, pc.parts(blocks))
                 start = len(blocks) * pc.block_size
         logits = self.run_prefill(ids[start:], start, cache, slot)
         first = pc.first_missing(ids) if pc is not None else None

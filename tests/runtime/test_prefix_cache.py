@@ -109,12 +109,19 @@ def test_cache_persists_across_sessions(plain, glm4_bundle, tmp_path):
     prompts = _prompts(2, seed=1)
     first = Session.load(glm4_bundle, prefix_cache_dir=tmp_path)
     assert first.generate(prompts[0], 8).cached_tokens == 0
+    first.close()  # waits for the writer thread
     second = Session.load(glm4_bundle, prefix_cache_dir=tmp_path)
     assert len(second.prefix_cache) == len(first.prefix_cache) > 0
     r = second.generate(prompts[1], 16, stop_ids=())
     assert r.cached_tokens == 48
     assert r.generated_ids == plain.generate(prompts[1], 16, stop_ids=()).generated_ids
     assert not any(p.suffix == ".pkl" for p in tmp_path.rglob("*"))
+
+
+def _persist(bundle, folder, prompt):
+    s = Session.load(bundle, prefix_cache_dir=folder)
+    s.generate(prompt, 4)
+    s.close()
 
 
 def _only_folder(root):
@@ -124,7 +131,7 @@ def _only_folder(root):
 
 def test_foreign_cache_folder_is_ignored_with_a_warning(plain, glm4_bundle, tmp_path):
     p = _prompts(2, seed=2)
-    Session.load(glm4_bundle, prefix_cache_dir=tmp_path).generate(p[0], 4)
+    _persist(glm4_bundle, tmp_path, p[0])
     meta = _only_folder(tmp_path) / "meta.json"
     m = json.loads(meta.read_text())
     m["bundle"] = "0" * 64  # as if written for another model or build
@@ -141,15 +148,15 @@ def test_foreign_cache_folder_is_ignored_with_a_warning(plain, glm4_bundle, tmp_
 
 def test_corrupt_blocks_and_index_are_ignored_with_a_warning(plain, glm4_bundle, tmp_path):
     p = _prompts(2, seed=4)
-    Session.load(glm4_bundle, prefix_cache_dir=tmp_path).generate(p[0], 4)
+    _persist(glm4_bundle, tmp_path, p[0])
     folder = _only_folder(tmp_path)
-    blocks = sorted((folder / "blocks").glob("*.npy"))
-    assert len(blocks) >= 3
-    data = bytearray(blocks[0].read_bytes())
+    (segment,) = (folder / "segments").iterdir()  # the prompt's blocks, in one file
+    data = bytearray(segment.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the data: the header still parses
-    blocks[0].write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="corrupt"):
+    segment.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=f"corrupt prefix-cache block .*{segment.name}: sha256 mismatch"):
         s = Session.load(glm4_bundle, prefix_cache_dir=tmp_path)
+    assert len(s.prefix_cache) == 0
     r = s.generate(p[1], 12, stop_ids=())
     assert r.generated_ids == plain.generate(p[1], 12, stop_ids=()).generated_ids
     (folder / "index.json").write_text("{not json")

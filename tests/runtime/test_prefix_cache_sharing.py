@@ -39,16 +39,20 @@ def _worker(folder: str, seed: int, rounds: int, errors) -> None:
                 for _ in range(4):
                     ids = shared + [int(t) for t in rng.integers(0, 50, int(rng.integers(4, 17)))]
                     pc.insert(ids, *_kv(ids))
+                pc.close()
                 assert pc.folder is not None
         except Exception as e:  # noqa: BLE001 (reported to the parent)
             errors.put(f"{type(e).__name__}: {e}")
 
 
-def _listed_and_present(folder: Path) -> tuple[set[str], set[str]]:
+def _listed_and_present(folder: Path) -> tuple[set[str], set[str], set[str]]:
+    """The blocks listed, the segment files they name, the files present."""
     sub = next(p for p in folder.iterdir() if p.is_dir())
-    listed = {e["key"] for e in json.loads((sub / "index.json").read_text())}
-    present = {p.name for p in (sub / "blocks").iterdir()}
-    return listed, present
+    index = json.loads((sub / "index.json").read_text())
+    listed = {e["key"] for e in index["blocks"]}
+    named = {e["segment"] for e in index["blocks"]}
+    assert named == set(index["segments"])
+    return listed, named, {p.name for p in (sub / "segments").iterdir()}
 
 
 def test_two_processes_share_a_folder_without_orphans_or_false_warnings(tmp_path):
@@ -64,8 +68,8 @@ def test_two_processes_share_a_folder_without_orphans_or_false_warnings(tmp_path
     while not errors.empty():
         problems.append(errors.get())
     assert not problems, problems
-    listed, present = _listed_and_present(tmp_path)
-    assert present == {f"{k}.npy" for k in listed}  # no orphaned or half-written file, none missing
+    listed, named, present = _listed_and_present(tmp_path)
+    assert present == named  # no orphaned or half-written file, none missing
     assert 0 < len(listed) <= BUDGET_BLOCKS
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -75,7 +79,9 @@ def test_two_processes_share_a_folder_without_orphans_or_false_warnings(tmp_path
 
 def test_a_corrupt_meta_json_is_rewritten_not_fatal(tmp_path):
     ids = list(range(1, 13))
-    _cache(tmp_path).insert(ids, *_kv(ids))
+    pc = _cache(tmp_path)
+    pc.insert(ids, *_kv(ids))
+    pc.flush()
     meta = next(p for p in tmp_path.iterdir() if p.is_dir()) / "meta.json"
     meta.write_bytes(b"{\x00garbage")
     with pytest.warns(UserWarning, match="meta.json: unreadable"):
@@ -90,10 +96,12 @@ def test_a_crashed_writers_leftovers_are_removed_on_the_next_save(tmp_path):
     ids = list(range(1, 9))
     pc = _cache(tmp_path)
     pc.insert(ids, *_kv(ids))
-    blocks = pc.folder / "blocks"
-    (blocks / ".deadbeef.npy.tmp123").write_bytes(b"half")
-    (blocks / ("0" * 32 + ".npy")).write_bytes(b"orphan")
+    pc.flush()
+    segments = pc.folder / "segments"
+    (segments / ".deadbeef.npy.tmp123").write_bytes(b"half")
+    (segments / ("0" * 32 + ".npy")).write_bytes(b"orphan")
     more = ids + [20, 21, 22, 23]
     pc.insert(more, *_kv(more))
-    listed, present = _listed_and_present(tmp_path)
-    assert present == {f"{k}.npy" for k in listed} and len(listed) == 3
+    pc.flush()
+    listed, named, present = _listed_and_present(tmp_path)
+    assert present == named and len(named) == 2 and len(listed) == 3  # a segment per save
