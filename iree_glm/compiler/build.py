@@ -241,9 +241,17 @@ def build_bundle(
             t = time.perf_counter()
             progress("export to MLIR")
             # Where the attention kernel is ours, the pattern is its parameter: the model exports
-            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            # dense attention under the pattern's mask and the kernel skips the masked blocks;
+            # and a prompt's attention reads the cache rows in place (no copy of the keys), unless
+            # the export is also compiled for another device (a prefill placement, decode
+            # modules), whose IREE lowering would attend over the whole padded row.
             as_mask = kernels.attention.ours
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
+            elsewhere = bool(prefill_specs) or (not no_decode_modules and any(
+                profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options))
+            for m in model.modules():
+                if hasattr(m, "keys_in_place"):
+                    m.keys_in_place = as_mask and not elsewhere
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
