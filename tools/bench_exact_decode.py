@@ -7,7 +7,12 @@ costs: for each quantization of a seeded random GLM-4 config (tools/bench.py's C
 decode steps through `decode` (before) and through what `Session.decode` runs now (after), each
 run in its own child process, the two alternated within each round, medians over rounds.
 
-    python tools/bench_exact_decode.py --config 330m --layers 2 --quant none,int8,int4 --rounds 5
+With `--interleaved`, also a table for a loaded machine, where whole runs vary several-fold
+with what else runs: one child per bundle alternates the two step by step (same session, same
+positions of the same cache; which goes first alternates too) and compares the step times'
+minimum, 10th percentile and median, so that both see the same load.
+
+    python tools/bench_exact_decode.py --config 330m --layers 2 --quant none,int8,int4 --rounds 5 [--interleaved]
 """
 
 from __future__ import annotations
@@ -27,20 +32,24 @@ import bench  # noqa: E402  (tools/bench.py: configs, checkpoints, cached bundle
 VARIANTS = ("decode", "session")  # the `decode` function; Session.decode (one-row verify where exact)
 
 
-def _child(bundle: str, variant: str, prompt_len: int, tokens: int, threads: int) -> dict:
+def _prefilled(bundle: str, prompt_len: int, threads: int):
+    """(session, its exact_verify_rows, a cache holding a seeded prompt, the first token)."""
     import iree.runtime as rt
 
     rt.flags.parse_flags(f"--task_topology_group_count={threads}")
     from iree_glm.runtime import Session
 
     session = Session.load(bundle, verify=False)
-    exact = session.exact_verify_rows
-    if variant == "decode":
-        session._exact_rows = 0  # the `decode` function, as before exact rows
     vocab = session.config.vocab_size
     prompt = [(i * 104729 + 7) % vocab for i in range(1, prompt_len + 1)]
     cache = session.new_cache(1)
-    token = int(session.run_prefill(prompt, 0, cache).argmax())
+    return session, session.exact_verify_rows, cache, int(session.run_prefill(prompt, 0, cache).argmax())
+
+
+def _child(bundle: str, variant: str, prompt_len: int, tokens: int, threads: int) -> dict:
+    session, exact, cache, token = _prefilled(bundle, prompt_len, threads)
+    if variant == "decode":
+        session._exact_rows = 0  # the `decode` function, as before exact rows
     session.decode([token], [prompt_len], cache)  # warm-up
     t, cpu = time.perf_counter(), time.process_time()
     for i in range(tokens):
@@ -48,6 +57,47 @@ def _child(bundle: str, variant: str, prompt_len: int, tokens: int, threads: int
     # CPU time of the whole process (IREE's workers included): on a shared machine, descheduling
     # inflates wall time but not CPU time.
     return {"tok_s": tokens / (time.perf_counter() - t), "tok_cpu_s": tokens / (time.process_time() - cpu), "exact_rows": exact}
+
+
+def _interleaved_child(bundle: str, prompt_len: int, tokens: int, threads: int, rounds: int) -> dict:
+    """Step times of both variants, alternated step by step: each position is decoded by the
+    `decode` function and by Session.decode (exact bundles write the same KV bits either way)."""
+    session, exact, cache, first = _prefilled(bundle, prompt_len, threads)
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(rounds + 1):  # round 0 warms up
+        token = first
+        for i in range(tokens):
+            for variant in VARIANTS if (i + r) % 2 == 0 else VARIANTS[::-1]:
+                session._exact_rows = 0 if variant == "decode" else exact
+                t = time.perf_counter()
+                logits = session.decode([token], [prompt_len + i], cache)[0]
+                if r:
+                    times[variant].append(time.perf_counter() - t)
+            token = int(logits.argmax())
+    return {"times": times, "exact_rows": exact}
+
+
+def _ms(values) -> str:
+    return " / ".join(f"{1e3 * v:.2f}" for v in values)
+
+
+def _interleaved_table(bundles: dict[str, Path], args) -> None:
+    print(f"\nStep by step in one process ({args.rounds} x {args.tokens} steps of each), {bench._load()}: step ms, "
+          "min / p10 / median; speed ratio = decode fn time / Session.decode time")
+    print("| weights | exact rows | decode fn step ms | Session.decode step ms | ratio at min | at p10 | at median |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, bundle in bundles.items():
+        cmd = [sys.executable, __file__, "--interleaved-child", str(bundle), "--prompt-len", str(args.prompt_len),
+               "--tokens", str(args.tokens), "--threads", str(args.threads), "--rounds", str(args.rounds)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        stats = {}
+        for variant in VARIANTS:
+            t = sorted(result["times"][variant])
+            stats[variant] = (t[0], t[len(t) // 10], statistics.median(t))
+        d, n = stats["decode"], stats["session"]
+        print(f"| {mode} | {result['exact_rows'] or '-'} | {_ms(d)} | {_ms(n)} | {d[0] / n[0]:.3f} | {d[1] / n[1]:.3f} | {d[2] / n[2]:.3f} |",
+              flush=True)
 
 
 def main() -> None:
@@ -60,10 +110,15 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--folder", type=Path, default=Path.home() / ".cache" / "iree_glm" / "bench")
+    p.add_argument("--interleaved", action="store_true", help="also the step-by-step comparison (a loaded machine)")
     p.add_argument("--child", nargs=2, metavar=("BUNDLE", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--interleaved-child", metavar="BUNDLE", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_child(args.child[0], args.child[1], args.prompt_len, args.tokens, args.threads)))
+        return
+    if args.interleaved_child:
+        print(json.dumps(_interleaved_child(args.interleaved_child, args.prompt_len, args.tokens, args.threads, args.rounds)))
         return
     from iree_glm.transforms.quantize import QuantSpec
 
@@ -75,9 +130,10 @@ def main() -> None:
           f"medians of {args.rounds} rounds, one child process per run")
     print("| weights | exact rows | decode fn tok/s | plain decoding now tok/s | now / before | same, tokens per CPU second |")
     print("|---|---|---|---|---|---|")
+    bundles = {}
     for mode in args.quant.split(","):
         quant = QuantSpec() if mode == "none" else QuantSpec(mode, group_size=32)
-        bundle = bench.make_bundle(checkpoint, args.folder, context, quant=quant)
+        bundle = bundles[mode] = bench.make_bundle(checkpoint, args.folder, context, quant=quant)
         runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
         cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
         exact = None
@@ -93,6 +149,8 @@ def main() -> None:
         before, now = statistics.median(runs["decode"]), statistics.median(runs["session"])
         cpu_ratio = statistics.median(cpu["session"]) / statistics.median(cpu["decode"])
         print(f"| {mode} | {exact or '-'} | {before:.1f} | {now:.1f} | {now / before:.3f} | {cpu_ratio:.3f} |", flush=True)
+    if args.interleaved:
+        _interleaved_table(bundles, args)
 
 
 if __name__ == "__main__":

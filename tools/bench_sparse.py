@@ -8,11 +8,11 @@ Every engine in its own process, processes alternated, medians of several runs, 
 - attention alone (one layer's attention, H=16 heads over 4 KV heads, head size 64, cache = S),
   dense vs sparse, both through our attention kernel (passes/attention_kernel.py); with
   `--attention-sets avx2,avx512`, each kernel set's form of it side by side;
-- where dense prefill's time goes: attention alone at the model's shapes (its heads, the calls
-  of a chunked prefill: 256 queries over the keys up to each chunk's end) times its layers, the rest of the measured dense prefill being the linear
-  work (projections, MLP, norms, cache writes and reads); from these the Amdahl bound on
-  sparse/dense (sparse attention free) and the ratio predicted with the measured sparse
-  attention, next to the measured ratio;
+- where each prefill's time goes: both bundles' prefills timed per dispatch by IREE's profiler
+  (tools/bench.py's breakdown: the runtime's chunks, each attending the keys before it),
+  alternated: the attention kernel's dispatches against every other dispatch, per dispatch
+  side by side (the attribution of sparse vs dense), and from them the Amdahl bound on
+  sparse/dense (attention free) and the ratio predicted with the sparse kernel's time;
 - `--decode`: the sparse model with a KV cache indexed by position (one slot per
   position of the context) vs a sliding-window cache (`,ring`: G + W + B slots), a conversation
   reaching each context: KV-cache size, ms per token, peak RSS while decoding.
@@ -100,23 +100,13 @@ class Shape:
 WIDE = Shape(HEADS, KV_HEADS, HEAD_DIM)  # the attention-alone rows
 
 
-def model_shape() -> tuple[Shape, int]:
-    """The default model's attention heads and its number of layers."""
-    from iree_glm.frontend.default_model import CONFIG
-
-    return Shape(CONFIG.num_heads, CONFIG.num_kv_heads, CONFIG.head_dim), CONFIG.num_layers
-
-
-CHUNK = 256  # the host profile's prefill_chunk: the model's attention calls of a long prompt
-
-
-def build_attention(work: Path, length: int, pattern: str | None, shape: Shape = WIDE, kernel_set: str | None = None,
-                    chunked: bool = False) -> Path:
+def build_attention(work: Path, length: int, pattern: str | None, shape: Shape = WIDE, kernel_set: str | None = None) -> Path:
     """One attention (q over a cache of `length` positions) as its own module, in the model's
     form: query groups folded into rows, the mask causal (dense) or the pattern's, the op calling
     our attention kernel (with the pattern when sparse; `kernel_set`'s form, default the host's).
-    `chunked`: as a chunked prefill calls it, CHUNK queries over the n <= `length` keys before
-    and in the chunk (n a run-time size)."""
+    Rows are ordered (position, query head) and S is dynamic, as in the model, so that the pass
+    hands the kernel the mask before its broadcast over the query heads (otherwise the [H x S, S]
+    mask is materialized and the kernel scans it: what this module timed before)."""
     import torch
     import torch.nn.functional as F
 
@@ -130,7 +120,7 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
 
     if kernel_set is None:
         kernel_set = kernel_set_for(host_cpu_target(), ())[0].provider("attention").name
-    tag = f"{shape.heads}-{shape.kv_heads}-{shape.head_dim}-{kernel_set}{'-chunked' if chunked else ''}"
+    tag = f"{shape.heads}-{shape.kv_heads}-{shape.head_dim}-{kernel_set}"
     out = work / f"attention-{'dense' if pattern is None else 'sparse'}-{length}-{tag}.vmfb"
     if out.exists():
         return out
@@ -144,20 +134,21 @@ def build_attention(work: Path, length: int, pattern: str | None, shape: Shape =
             visible = keys[None, None, :] <= positions[:, :, None]
             if sparse is not None:
                 visible = visible & sa.in_pattern(keys, positions, sparse)
-            mask = torch.where(visible, 0.0, float("-inf"))[:, None, None].expand(b, 1, group, s, k.shape[2])
-            out = F.scaled_dot_product_attention(q.reshape(b, k.shape[1], group * s, d), k, v, attn_mask=mask.reshape(b, 1, group * s, k.shape[2]))
-            return out.reshape(b, h, s, d)
+            n = k.shape[2]
+            mask = torch.where(visible, 0.0, float("-inf"))[:, None, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
+            rows = q.reshape(b, k.shape[1], group, s, d).transpose(2, 3).reshape(b, k.shape[1], s * group, d)
+            out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)
+            return out.reshape(b, k.shape[1], s, group, d).transpose(2, 3).reshape(b, h, s, d)
 
     from iree.compiler import ir
     from iree.compiler.extras.fx_importer import FxImporter
 
-    rows = CHUNK if chunked else length
-    args = (torch.zeros(1, shape.heads, rows, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
-            torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length - rows, length)[None])
-    keys = torch.export.Dim("n", min=CHUNK, max=length)
-    dynamic = (None, {2: keys}, {2: keys}, None) if chunked else None
+    args = (torch.zeros(1, shape.heads, length, shape.head_dim), torch.zeros(1, shape.kv_heads, length, shape.head_dim),
+            torch.zeros(1, shape.kv_heads, length, shape.head_dim), torch.arange(length)[None])
     with torch.no_grad():
-        prog = torch.export.export(Attention(), args, dynamic_shapes=dynamic, strict=False)
+        # S dynamic, as in the model: its exported mask broadcast is then the form the pass strips.
+        dim = torch.export.Dim("s", min=2, max=length)
+        prog = torch.export.export(Attention(), args, dynamic_shapes=({2: dim}, {2: dim}, {2: dim}, {1: dim}), strict=False)
         table = torch.export.default_decompositions()
         table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
         prog = prog.run_decompositions(table)
@@ -276,29 +267,35 @@ def _measure_decode(bundle: str, context: int, tokens: int) -> dict:
     return out
 
 
-def _measure_model_attention(vmfb: str, length: int, runs: int) -> dict:
-    """A chunked prefill's attention calls of one layer at the model's shapes: CHUNK queries over
-    the n = CHUNK, 2 CHUNK, ..., `length` keys before them, timed as one sum."""
-    import iree.runtime as rt
-    import numpy as np
+ATTENTION = "attention kernel"  # our kernel's dispatches, under one name (each bundle's function has its own hash)
 
-    shape = model_shape()[0]
-    module = rt.load_vm_flatbuffer_file(vmfb, driver="local-task")
-    rng = np.random.default_rng(0)
-    q = rng.standard_normal((1, shape.heads, CHUNK, shape.head_dim), dtype=np.float32)
-    k = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
-    v = rng.standard_normal((1, shape.kv_heads, length, shape.head_dim), dtype=np.float32)
-    calls = [(np.ascontiguousarray(k[:, :, :n]), np.ascontiguousarray(v[:, :, :n]), np.arange(n - CHUNK, n, dtype=np.int64)[None])
-             for n in range(CHUNK, length + 1, CHUNK)]
-    base = _rss_mb()
-    times = []
-    for i in range(runs + 1):
-        t = time.perf_counter()
-        for kn, vn, pos in calls:
-            module.attention(q, kn, vn, pos).to_host()
-        if i:
-            times.append((time.perf_counter() - t) * 1e3)
-    return _result(times, rt.get_device("local-task"), base)
+
+def _profile(bundle: Path, length: int, runs: int) -> dict[str, tuple[float, int]]:
+    """A prefill of `length` tokens as the runtime chunks it, per dispatch: {name: (ms, calls per
+    chunk)} (tools/bench.py's breakdown; iree-benchmark-module runs in its own process)."""
+    rows, _, _ = bench.dispatch_breakdown(bundle, length, 2, runs, 10**6)
+    out: dict[str, tuple[float, int]] = {}
+    for row in rows:
+        name = ATTENTION if row["dispatch"].startswith("iree_glm_attention_") else row["dispatch"]
+        ms, calls = out.get(name, (0.0, 0))
+        out[name] = (ms + row["ms"], calls + row["per_call"])
+    return out
+
+
+def _profile_compare(bundles: dict[str, Path], length: int, runs: int, rounds: int) -> dict[str, dict[str, tuple[float, int]]]:
+    """`_profile` of each bundle, alternated over `rounds`; each dispatch's median over them."""
+    got: dict[str, list[dict]] = {name: [] for name in bundles}
+    for _ in range(rounds):
+        for name, path in bundles.items():
+            got[name].append(_profile(path, length, runs))
+    return {name: {k: (statistics.median(r.get(k, (0.0, 0))[0] for r in rs), rs[0].get(k, (0.0, 0))[1])
+                   for k in set().union(*rs)} for name, rs in got.items()}
+
+
+def _split(profile: dict[str, tuple[float, int]]) -> tuple[float, float]:
+    """(attention ms, every other dispatch's ms)."""
+    att = profile.get(ATTENTION, (0.0, 0))[0]
+    return att, sum(ms for name, (ms, _) in profile.items() if name != ATTENTION)
 
 
 def _child(kind: str, path: Path, length: int, runs: int) -> dict:
@@ -370,7 +367,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="processes per engine, alternated")
     p.add_argument("--work", type=Path, default=Path("bench-work") / "sparse")
     p.add_argument("--skip", default="", help="comma list of parts to skip: model, prefill, model-decode, before (the sparse "
-                   "bundle without our attention kernel), attention, shares (attention vs linear share of prefill), decode")
+                   "bundle without our attention kernel), attention, shares (both prefills per dispatch: attention vs the rest), decode")
     p.add_argument("--attention-sets", default="", help="comma list of kernel sets' short names (avx2,avx512): attention alone "
                    "through each set's form, side by side (default: the host's set only)")
     p.add_argument("--decode", action="store_true", help="only the decode part: sliding-window vs position-indexed KV cache")
@@ -385,8 +382,7 @@ def main() -> None:
         return
     if args.worker:
         kind, path, length, runs = args.worker
-        fn = {"model": _measure_model, "attention": _measure_attention, "model-attention": _measure_model_attention,
-              "decode": _measure_decode}[kind]
+        fn = {"model": _measure_model, "attention": _measure_attention, "decode": _measure_decode}[kind]
         print(json.dumps(fn(path, int(length), int(runs))))
         return
 
@@ -424,13 +420,10 @@ def main() -> None:
             rows.append((f"attention alone (H={HEADS}, Hkv={KV_HEADS}, D={HEAD_DIM}, cache = S)", n, r))
             print(f"attention {n}: {r}", file=sys.stderr)
     shares = []
-    if "shares" not in skip and prefill:
-        shape, layers = model_shape()
-        for n in prefill:
-            mods = {name: build_attention(args.work, n, pat, shape, chunked=True) for name, pat in (("dense", None), ("sparse", args.pattern))}
-            r = _compare("model-attention", mods, n, args.runs, args.rounds)
-            shares.append((n, r))
-            print(f"model attention {n}: {r}", file=sys.stderr)
+    if "shares" not in skip and "model" not in skip:
+        for n in lengths:
+            shares.append((n, _profile_compare({"dense": bundles["dense"], "sparse": bundles["sparse"]}, n, args.runs, args.rounds)))
+            print(f"profile {n}: {shares[-1][1]}", file=sys.stderr)
     set_rows = []
     if args.attention_sets:
         from iree_glm.kernels.toolchain import KERNEL_SETS
@@ -465,20 +458,31 @@ def main() -> None:
               f"{d['iree_peak_mb']:.0f} / {s['iree_peak_mb']:.0f} | {d['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
 
     if shares:
-        shape, layers = model_shape()
-        print(f"\nwhere dense prefill's time goes: attention alone at the model's shapes ({shape}, the chunked prefill's calls: "
-              f"{CHUNK} queries over the keys up to each chunk's end) "
-              f"x {layers} layers; linear = the rest of the measured dense prefill; bound = dense / linear (sparse attention "
-              "free), predicted = dense / (linear + sparse attention)\n")
-        print("| tokens | dense prefill ms | attention dense ms (share) | linear ms (share) | attention sparse ms "
-              "| sparse/dense bound | predicted | measured |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\nwhere each prefill's time goes: both bundles' prefills timed per dispatch by IREE's profiler (the "
+              "runtime's chunks), medians over the rounds; attention = our kernel's dispatches, rest = every other "
+              "dispatch; bound = dense / rest (sparse attention free), predicted = dense / (dense rest + sparse "
+              "attention), profiled = dense / sparse summed over dispatches; measured = the whole-prefill ratio above\n")
+        print("| tokens | dense ms | attention dense ms (share) | rest dense ms | sparse ms | attention sparse ms | rest sparse ms "
+              "| bound | predicted | profiled | measured |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for n, r in shares:
-            total, sparse_total = prefill[n]["dense"]["ms"], prefill[n]["sparse"]["ms"]
-            att, att_sparse = layers * r["dense"]["ms"], layers * r["sparse"]["ms"]
-            linear = total - att
-            print(f"| {n} | {total:.1f} | {att:.1f} ({att / total:.0%}) | {linear:.1f} ({linear / total:.0%}) | {att_sparse:.1f} "
-                  f"| {total / linear:.2f}x | {total / (linear + att_sparse):.2f}x | {total / sparse_total:.2f}x |")
+            (att, rest), (att_s, rest_s) = (_split(r["dense"]), _split(r["sparse"]))
+            total, total_s = att + rest, att_s + rest_s
+            measured = f"{prefill[n]['dense']['ms'] / prefill[n]['sparse']['ms']:.2f}x" if n in prefill else "-"
+            print(f"| {n} | {total:.1f} | {att:.1f} ({att / total:.0%}) | {rest:.1f} | {total_s:.1f} | {att_s:.1f} | {rest_s:.1f} "
+                  f"| {total / rest:.2f}x | {total / (rest + att_s):.2f}x | {total / total_s:.2f}x | {measured} |")
+        print("\nsparse vs dense per dispatch (the largest differences; every dispatch but the attention kernel's has the "
+              "same name, count and code in both bundles)\n")
+        print("| tokens | dispatch | per call | dense ms | sparse ms | sparse - dense ms |")
+        print("|---|---|---|---|---|---|")
+        for n, r in shares:
+            names = sorted(set(r["dense"]) | set(r["sparse"]),
+                           key=lambda k: -abs(r["sparse"].get(k, (0, 0))[0] - r["dense"].get(k, (0, 0))[0]))
+            for name in names[:8]:
+                (d_ms, calls), s_ms = r["dense"].get(name, (0.0, 0)), r["sparse"].get(name, (0.0, 0))[0]
+                print(f"| {n} | {name} | {calls or r['sparse'][name][1]} | {d_ms:.1f} | {s_ms:.1f} | {s_ms - d_ms:+.1f} |")
+            rest_diff = _split(r["sparse"])[1] - _split(r["dense"])[1]
+            print(f"| {n} | every dispatch but attention | | {_split(r['dense'])[1]:.1f} | {_split(r['sparse'])[1]:.1f} | {rest_diff:+.1f} |")
 
     if set_rows:
         sets = args.attention_sets.split(",")

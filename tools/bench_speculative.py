@@ -16,7 +16,13 @@ variants alternated within each round, medians over rounds:
   oracle        a draft that proposes the plain decode's own next tokens (acceptance 1, free):
                 the ceiling of what verification in one call can give at this k
 
-and the cost of one `verify` call of k+1 rows against one decode step. Every speculative run's
+and the cost of one `verify` call of k+1 rows against one decode step; with a draft bundle, the
+CPU time of its decode step and of its catch-up on a window, the share of the target's greedy
+continuation it predicts from the same context, and what each k would give at that acceptance
+and these costs (the arithmetic of whether a draft of this size can pay). Beside the wall and
+CPU ratios of whole runs, "calls x cost" is plain decoding's time over a run's from the calls it
+made (counted) and each call's CPU time measured alone: on a loaded machine the first two are
+noise at the 5% level, the last is not. Every speculative run's
 tokens are compared with the plain run's (greedy must be identical). Bytes per generated token
 = weight bytes a step reads (the embedding table left out) x target calls per token (+ the
 draft's per draft call); the bound is
@@ -27,6 +33,9 @@ token.
     python tools/bench_speculative.py --config 330m --quant none,int8,int4
     python tools/bench_speculative.py --config 330m --layers 4 --quant int4 --rounds 2   # quick
     python tools/bench_speculative.py --config 330m --quant int4 --target BUNDLE --variants plain,agent,wrong
+    # a trained target (the default model, a pruned copy as its draft), its kind of text as the prompt:
+    python tools/bench_speculative.py --quant int4 --target DEFAULT --draft PRUNED --tokens 256
+        --text iree_glm/frontend/default_model_files/heldout.txt --variants plain,pruned,wrong
 
 Random weights make acceptance rates of the pruned draft and of prompt lookup properties of
 this random model, not of a trained one: read them with the oracle row and the verify costs.
@@ -47,6 +56,7 @@ import bench  # noqa: E402  (tools/bench.py: configs, checkpoints, cached bundle
 from bench_verify_kernels import _cpu  # noqa: E402
 
 PRUNE = "heads=0.5,ffn=0.5"
+BUNDLE_WINDOW = 64  # runtime.drafts.BundleDraft.WINDOW: the draft's catch-up is timed on this many tokens
 
 
 def repetitive_prompt(vocab: int, length: int) -> list[int]:
@@ -196,25 +206,41 @@ def _child(args) -> dict:
 
     target = Session.load(args.bundle, verify=False)
     vocab = target.config.vocab_size
-    prompt = PROMPTS.get(args.prompt, ordinary_prompt)(vocab, args.prompt_len)
+    if args.prompt == "ordinary" and args.text:  # a trained model's own kind of text, from its middle
+        ids = target.encode(Path(args.text).read_text())
+        prompt = ids[len(ids) // 2 :][: args.prompt_len]
+    else:
+        prompt = PROMPTS.get(args.prompt, ordinary_prompt)(vocab, args.prompt_len)
     if args.variant == "verify-cost":
         import time
 
         cache = target.new_cache()
         target.run_prefill(prompt, 0, cache)
-        out, cpu = {}, {}
-        for k in [0] + [int(x) for x in args.ks.split(",")]:
-            times, cpu_times = [], []
-            for _ in range(7):
+        ks = [0] + [int(x) for x in args.ks.split(",")]
+        times: dict[int, list[float]] = {k: [] for k in ks}
+        cpu_times: dict[int, list[float]] = {k: [] for k in ks}
+        t = time.perf_counter()
+        target.decode([1], [len(prompt)], cache)
+        reps = max(15, min(201, int(0.3 / (time.perf_counter() - t))))  # a small model's calls: more of them
+        for _ in range(reps):  # the lengths interleaved, so that the load's drift falls on all alike
+            for k in ks:
                 t, c = time.perf_counter(), time.process_time()
                 if k == 0:
                     target.decode([1], [len(prompt)], cache)
                 else:
                     target.verify([1] * (k + 1), len(prompt), cache)
-                times.append(time.perf_counter() - t)
-                cpu_times.append(time.process_time() - c)
-            out[str(k)], cpu[str(k)] = statistics.median(times) * 1e3, statistics.median(cpu_times) * 1e3
-        return {"verify_ms": out, "verify_cpu_ms": cpu}
+                times[k].append(time.perf_counter() - t)
+                cpu_times[k].append(time.process_time() - c)
+        out = {str(k): statistics.median(v) * 1e3 for k, v in times.items()}
+        # CPU time: the fastest call, what it costs without contention (a loaded machine's
+        # medians of millisecond calls hold other processes' time slices and spinning workers).
+        cpu = {str(k): min(v) * 1e3 for k, v in cpu_times.items()}
+        result = {"verify_ms": out, "verify_cpu_ms": cpu}
+        if args.draft_bundle:
+            draft = Session.load(args.draft_bundle, verify=False)
+            result["draft_cpu_ms"] = draft_costs(draft, prompt, reps)
+            result["agreement"] = agreement(target, draft, prompt, args.tokens)
+        return result
     target.generate(prompt, 4, stop_ids=())  # warm-up
     plain, plain_cpu = timed_generate(target, prompt, args.tokens)
     if args.variant == "plain":
@@ -224,11 +250,82 @@ def _child(args) -> dict:
                  "oracle": Oracle(prompt, plain.generated_ids, vocab),
                  "wrong": Oracle(prompt, plain.generated_ids, vocab, wrong=True)}[args.variant]
         spec = Session.load(args.bundle, verify=False, draft=draft, draft_tokens=args.k)
-        spec.generate(prompt, 4, stop_ids=())  # warm-up
+        spec.generate(prompt, 8, stop_ids=())  # warm-up: after the plain first step, a round runs the draft
+        calls = count_calls(spec)
         result, cpu = timed_generate(spec, prompt, args.tokens)
     same = [a == b for a, b in zip(result.generated_ids, plain.generated_ids)] + [False]
     return {"tok_s": result.decode_tok_s, "plain_tok_s": plain.decode_tok_s, "cpu_tok_s": cpu, "plain_cpu_tok_s": plain_cpu,
-            "same_tokens": same.index(False), "acceptance": result.acceptance_rate, "per_call": result.tokens_per_target_call}
+            "same_tokens": same.index(False), "acceptance": result.acceptance_rate, "per_call": result.tokens_per_target_call,
+            "calls": calls if args.variant != "plain" else None}
+
+
+def count_calls(spec) -> dict[str, list[int]]:
+    """Record the calls `spec` makes from now on: the target's rows per call (1: a decode step),
+    the draft bundle's decode steps and the tokens of its prefill calls (its catch-up)."""
+    from iree_glm.runtime.drafts import BundleDraft
+
+    calls: dict[str, list[int]] = {"target": [], "draft_steps": [], "draft_prefill": []}
+
+    def wrap(session, name, record):
+        real = getattr(session, name)
+        setattr(session, name, lambda *a, **kw: record(a) or real(*a, **kw))
+
+    # An exact bundle's one-row decode runs `verify`: count verify calls only, else both.
+    wrap(spec, "verify", lambda a: calls["target"].append(len(a[0])))
+    if not spec.exact_verify_rows:
+        wrap(spec, "decode", lambda a: calls["target"].append(1))
+    if isinstance(spec.draft, BundleDraft):
+        wrap(spec.draft.session, "decode", lambda a: calls["draft_steps"].append(1))
+        wrap(spec.draft.session, "run_prefill", lambda a: calls["draft_prefill"].append(len(a[0])))
+    return calls
+
+
+def modelled_ratio(calls: dict[str, list[int]], tokens: int, verify_cpu: dict[str, float], draft_cpu: dict[str, float] | None) -> float:
+    """Plain decoding's time over the speculative run's, from the calls it made and each call's
+    CPU time measured alone (verify rows interpolated between the measured counts): the load
+    of a shared machine moves each call's cost much less than a whole run's."""
+    import numpy as np
+
+    rows = [int(k) + 1 for k in verify_cpu]
+    per_call = [verify_cpu[k] / verify_cpu["0"] for k in verify_cpu]
+    spent = float(np.interp(calls["target"], rows, per_call).sum()) if calls["target"] else 0.0
+    if draft_cpu:
+        # A prefill call of n tokens: n / 64 of the window's time, at least a decode step's.
+        prefill = sum(max(draft_cpu["step"], n * draft_cpu["window"] / BUNDLE_WINDOW) for n in calls["draft_prefill"])
+        spent += (len(calls["draft_steps"]) * draft_cpu["step"] + prefill) / verify_cpu["0"]
+    return (tokens - 1) / spent
+
+
+def agreement(target, draft, prompt: list[int], tokens: int) -> float:
+    """The share of the target's greedy continuation of `prompt` that the draft predicts, each
+    token from the same context (the draft's full context, not BundleDraft's window): the
+    acceptance a greedy draft token has, whatever adaptive k does with it."""
+    import numpy as np
+
+    ids = prompt + target.generate(prompt, tokens, stop_ids=()).generated_ids
+    cache, best = draft.new_cache(), []
+    for start in range(0, len(ids), 16):
+        best += list(np.argmax(draft.verify(ids[start : start + 16], start, cache), axis=-1))
+    rows = range(len(prompt) - 1, len(ids) - 1)  # row i predicts ids[i + 1]
+    return sum(int(best[i]) == ids[i + 1] for i in rows) / len(rows)
+
+
+def draft_costs(draft, prompt: list[int], reps: int) -> dict[str, float]:
+    """CPU ms of the draft's decode step and of its catch-up on BundleDraft's window of the
+    prompt (what a first proposal, or one after a pause, feeds it), the fastest of `reps`."""
+    import time
+
+    cache = draft.new_cache()
+    window = prompt[-BUNDLE_WINDOW:]
+    out: dict[str, list[float]] = {"step": [], "window": []}
+    for _ in range(reps):
+        c = time.process_time()
+        draft.run_prefill(window, 0, cache)
+        out["window"].append(time.process_time() - c)
+        c = time.process_time()
+        draft.decode([1], [len(window)], cache)
+        out["step"].append(time.process_time() - c)
+    return {name: min(v) * 1e3 for name, v in out.items()}
 
 
 def timed_generate(session, prompt: list[int], tokens: int):
@@ -247,7 +344,7 @@ def timed_generate(session, prompt: list[int], tokens: int):
 
 
 def run_child(**kw) -> dict:
-    argv = [sys.executable, __file__, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    argv = [sys.executable, __file__, "--child"] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if v is not None]
     out = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", "")))
     if out.returncode != 0:
         raise SystemExit(f"child {kw} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
@@ -270,6 +367,7 @@ def main() -> None:
     p.add_argument("--prune", default=PRUNE, help="the pruned draft's --prune recipe")
     p.add_argument("--target", type=Path, help="use this built bundle as the target (one --quant; default: build)")
     p.add_argument("--draft", type=Path, help="use this built bundle as the pruned draft (default: build)")
+    p.add_argument("--text", type=Path, help="the ordinary prompt: this text in the target's tokenizer (a trained target)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bundle", help=argparse.SUPPRESS)
     p.add_argument("--draft-bundle", help=argparse.SUPPRESS)
@@ -282,11 +380,13 @@ def main() -> None:
     from iree_glm.transforms.quantize import QuantSpec
 
     args.work.mkdir(parents=True, exist_ok=True)
-    ckpt = bench.make_checkpoint(args.config, args.work, args.layers)
-    context = args.prompt_len + args.tokens + args.k + 8
     variants = args.variants.split(",")
+    built = args.target is None or ("pruned" in variants and args.draft is None)
+    ckpt = bench.make_checkpoint(args.config, args.work, args.layers) if built else None
+    context = args.prompt_len + args.tokens + args.k + 8
     bandwidth = read_bandwidth(args.threads)
-    print(f"# {_cpu()}; {args.config}{f' ({args.layers} layers)' if args.layers else ''}, prompt {args.prompt_len}, "
+    model = args.target or f"{args.config}{f' ({args.layers} layers)' if args.layers else ''}"
+    print(f"# {_cpu()}; {model}, prompt {args.prompt_len}{f' tokens of {args.text}' if args.text else ''}, "
           f"{args.tokens} tokens, k <= {args.k}, {args.threads} threads, {args.rounds} rounds; "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({args.threads} threads); {bench._load()}")
     for q in args.quant.split(","):
@@ -296,19 +396,20 @@ def main() -> None:
         weight = streamed_bytes(target)
         draft_weight = streamed_bytes(draft) if draft else 0
         runs: dict[str, list[dict]] = {v: [] for v in variants}
+        prompts = {v: "ordinary" if args.text and v == "plain" else prompt_of(v) for v in variants}
         for _ in range(args.rounds):
             for v in variants:
-                runs[v].append(run_child(bundle=target, draft_bundle=draft, variant=v, prompt=prompt_of(v),
+                runs[v].append(run_child(bundle=target, draft_bundle=draft, variant=v, prompt=prompts[v], text=args.text,
                                          prompt_len=args.prompt_len, tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks))
-        costs = run_child(bundle=target, variant="verify-cost", prompt="ordinary", prompt_len=args.prompt_len,
-                          tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)
+        costs = run_child(bundle=target, draft_bundle=draft, variant="verify-cost", prompt="ordinary", text=args.text,
+                          prompt_len=args.prompt_len, tokens=args.tokens, k=args.k, threads=args.threads, ks=args.ks)
         cost, cost_cpu = costs["verify_ms"], costs["verify_cpu_ms"]
         print(f"\n## {q}: {weight / 1e6:.0f} MB of weights read per step (draft {draft_weight / 1e6:.0f} MB; "
               f"embedding tables left out), {bench._load()}\n")
         print(f"bandwidth bound: {bandwidth / weight:.1f} tok/s ({bandwidth / 1e9:.1f} GB/s / {weight / 1e6:.0f} MB)\n")
-        print("| draft | prompt | decode tok/s | vs plain (same process) | tok / CPU s | vs plain (CPU) | acceptance "
-              "| tokens / target call | MB read / token | effective GB/s | % of bound | tokens equal to plain |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| draft | prompt | decode tok/s | vs plain (same process) | tok / CPU s | vs plain (CPU) | vs plain (calls x cost) "
+              "| acceptance | tokens / target call | MB read / token | effective GB/s | % of bound | tokens equal to plain |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for v in variants:
             tok_s = statistics.median(r["tok_s"] for r in runs[v])
             ratio = statistics.median(r["tok_s"] / r["plain_tok_s"] for r in runs[v])  # plain decode in the same process
@@ -317,14 +418,28 @@ def main() -> None:
             acc = runs[v][0]["acceptance"]
             per_call = runs[v][0]["per_call"] or 1.0
             read = weight / per_call + (draft_weight * (1 - 1 / per_call) if v == "pruned" else 0)
-            print(f"| {v} | {prompt_of(v)} | {tok_s:.1f} | "
-                  f"{ratio:.2f}x | {cpu:.1f} | {cpu_ratio:.2f}x | {'-' if acc is None else f'{acc:.2f}'} | {per_call:.2f} | "
+            model = statistics.median(modelled_ratio(r["calls"], args.tokens, cost_cpu, costs.get("draft_cpu_ms")) if r["calls"] else 1.0
+                                      for r in runs[v])
+            print(f"| {v} | {prompts[v]} | {tok_s:.1f} | "
+                  f"{ratio:.2f}x | {cpu:.1f} | {cpu_ratio:.2f}x | {model:.3f}x | {'-' if acc is None else f'{acc:.2f}'} | {per_call:.2f} | "
                   f"{read / 1e6:.0f} | {weight * tok_s / 1e9:.1f} | {100 * weight * tok_s / bandwidth:.0f}% | "
                   f"{min(r['same_tokens'] for r in runs[v])}/{args.tokens} |")
         print("\n| rows (k+1) | " + " | ".join(str(int(k) + 1) for k in cost) + " |")
         print("|---|" + "---|" * len(cost))
         print("| ms per call | " + " | ".join(f"{ms:.1f}" for ms in cost.values()) + " |")
-        print("| CPU ms per call (x decode) | " + " | ".join(f"{ms:.1f} ({ms / cost_cpu['0']:.2f}x)" for ms in cost_cpu.values()) + " |")
+        print("| CPU ms per call, fastest (x decode) | " + " | ".join(f"{ms:.1f} ({ms / cost_cpu['0']:.2f}x)" for ms in cost_cpu.values()) + " |")
+        if "draft_cpu_ms" in costs:
+            d = costs["draft_cpu_ms"]
+            step = d["step"] / cost_cpu["0"]
+            print(f"\ndraft, CPU ms: decode step {d['step']:.2f} ({step:.2f}x the target's), "
+                  f"catch-up on a {min(args.prompt_len, 64)}-token window {d['window']:.2f} ({d['window'] / cost_cpu['0']:.2f}x)")
+            a = min(costs["agreement"], 0.999)
+            print(f"draft predicts {100 * costs['agreement']:.1f}% of the target's greedy tokens (same context); at that "
+                  "acceptance a round of k draft tokens yields (1 - a^(k+1)) / (1 - a) tokens for (verify of k+1 rows + "
+                  "k draft steps) of CPU time:")
+            for k in (k for k in cost_cpu if k != "0"):
+                made, spent = (1 - a ** (int(k) + 1)) / (1 - a), cost_cpu[k] / cost_cpu["0"] + int(k) * step
+                print(f"  k = {k}: {made:.2f} tokens / {spent:.2f} decode steps = {made / spent:.2f}x plain")
 
 
 if __name__ == "__main__":

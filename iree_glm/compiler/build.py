@@ -98,7 +98,7 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
 def exact_verify_eligible(model, kernels: kernel_choice.KernelPlan, dtype: str, sparse: bool) -> bool:
     """Whether every matmul of the model calls our decode kernel for one row and its few-row
     form for several (bit for bit the same per row, tests/kernels), so that decode steps can be
-    one-row `verify` calls at the decode kernels' speed (the pass branches on the row count,
+    one-row `verify` calls at the decode kernels' speed (each kernel dispatch branches on the row count,
     passes/dequant_matmul.py) and a verify call of a few rows computes each as one row
     (compiler/exact_rows.py says how many). Not with fp32 matmuls: for a dynamic row count they
     are data-tiled 16 rows at a time, a one-row call costs ~1.7 decode steps (dispatch profile,
@@ -267,9 +267,17 @@ def build_bundle(
             t = time.perf_counter()
             progress("export to MLIR")
             # Where the attention kernel is ours, the pattern is its parameter: the model exports
-            # dense attention under the pattern's mask and the kernel skips the masked blocks.
+            # dense attention under the pattern's mask and the kernel skips the masked blocks;
+            # and a prompt's attention reads the cache rows in place (no copy of the keys), unless
+            # the export is also compiled for another device (a prefill placement, decode
+            # modules), whose IREE lowering would attend over the whole padded row.
             as_mask = kernels.attention.ours
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
+            elsewhere = bool(prefill_specs) or (not no_decode_modules and any(
+                profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options))
+            for m in model.modules():
+                if hasattr(m, "keys_in_place"):
+                    m.keys_in_place = as_mask and not elsewhere
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:

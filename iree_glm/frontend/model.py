@@ -110,6 +110,10 @@ class Attention(nn.Module):
         # Block-sparse pattern (local window + globals), or None for dense attention.
         self.sparse: sparse_attention.SparsePattern | None = None
         self.sparse_as_mask = False  # the pattern as the mask of the dense form (sparse_attention.enable)
+        # A prompt's attention over whole cache rows under a padded mask, for a build whose
+        # attention kernel reads them in place (passes/attention_kernel.py); IREE's own lowering
+        # would compute the padding.
+        self.keys_in_place = False
         # Every query row through the decode step's attention (broadcast products and reductions
         # that IREE generates), not SDPA: set while exporting an exact `verify`, whose rows must
         # compute as one-row calls do for any row count (compiler/exact_rows.py).
@@ -185,7 +189,13 @@ class Attention(nn.Module):
         if (self.decode_form or type(s) is int and s == 1) and not sparse_step:  # a decode step (static query length) or exact verify
             out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
         else:
-            if not sparse_step:
+            if self.keys_in_place and not sparse_step and b == 1:
+                # The whole cache row, the mask padded over the keys past n: the kernel's pass
+                # hands the kernel the cache, the row and the unpadded mask (n keys), which it
+                # reads in place; a gather of the n keys would copy them at every call.
+                keys, values = read_cache_rows(k_cache, slots), read_cache_rows(v_cache, slots)
+                mask = F.pad(mask, (0, k_cache.shape[2] - n), value=float("-inf"))
+            elif not sparse_step:
                 keys, values = read_cache(k_cache, slots, key_positions), read_cache(v_cache, slots, key_positions)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.reshape(b, hkv, s, group, d).permute(0, 2, 1, 3, 4).reshape(b, s, cfg.num_heads * d)

@@ -7,7 +7,9 @@
 // out[h, r, :] = softmax_j(scale * q[h, r, :] . k[h, j, :] + mask[h, r, j]) @ v[h, :, :]
 //
 // q [H, M, D], k [H, N, D], v [H, N, E], out [H, M, E] (H: batch x KV heads, M: query rows, N:
-// keys), row-major and contiguous. The additive mask is read at
+// keys), row-major; K's and V's heads lie `key_stride` >= N positions apart (N: their own
+// tensors; a KV cache's capacity where they are the first N positions of a cache row, read in
+// place). The additive mask is read at
 // mask[h * mask_head_stride + (r / mask_row_div) * N + j]: a stride of 0 reads one mask for all
 // heads, a divisor of `group` one mask row for the `group` query heads of a position (the
 // pass strips the broadcasts that would otherwise materialize it H * group times).
@@ -244,13 +246,13 @@ static inline __attribute__((always_inline)) void fma_tiles(const float *x, size
 ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
                                      MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
                                      size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
-                                     size_t row_begin, size_t local, size_t global_) {
+                                     size_t row_begin, size_t local, size_t global_, size_t key_stride) {
   MEMREF_START(q); MEMREF_START(k); MEMREF_START(v); MEMREF_START(mask); MEMREF_START(out);
   if (row_begin >= m) return;
   const size_t rows = m - row_begin < ROWS ? m - row_begin : ROWS;
   const int nv = (int)((rows + VW - 1) / VW);
   const size_t lanes = VW * (size_t)nv;
-  const float *qh = q + (head * m + row_begin) * d, *kh = k + head * n * d, *vh = v + head * n * e;
+  const float *qh = q + (head * m + row_begin) * d, *kh = k + head * key_stride * d, *vh = v + head * key_stride * e;
   const float *mh = mask + head * mask_head_stride;
   float qt[MAX_D * ROWS] __attribute__((aligned(64)));   // q^T * scale * log2(e) (zero lanes past `rows`)
   float st[BLOCK * ROWS] __attribute__((aligned(64)));   // scores^T, then probabilities^T

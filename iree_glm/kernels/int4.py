@@ -104,7 +104,8 @@ def definitions(k: int, n: int, group: int, obj: KernelObject, m: Optional[int] 
                   Binding("y", "f32", "%yn" if verify else "%n")),
         constants={"k": k, "n": n, "g": group, "qn": qn, "sn": sn, "rows": rows},
         lines=(*VERIFY_SIZES * verify, "%r0 = arith.muli %wx, %rows : index", "%r1 = arith.addi %r0, %rows : index"),
-        args=(*("%m",) * verify, "%n", "%k", "%g", "%r0", "%r1"), operands=("%m",) * verify)
+        args=(*("%m",) * verify, "%n", "%k", "%g", "%r0", "%r1"), operands=("%m",) * verify,
+        one_row=(SYMBOL, ("%n", "%k", "%g", "%r0", "%r1")) if verify else None)
     weights = f"""%qf = tensor.collapse_shape %q [[0, 1, 2]] : tensor<{n}x{gn}x{half}xi8> into tensor<{qn}xi8>
   %sf = tensor.collapse_shape %s [[0, 1]] : tensor<{n}x{gn}xf16> into tensor<{sn}xf16>"""
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)

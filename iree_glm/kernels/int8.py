@@ -99,7 +99,8 @@ def definitions(k: int, tiles: int, obj: KernelObject, verify: bool = False) -> 
         bindings=(Binding("x", "f32", "%xn" if verify else "%k"), Binding("q", "i8", "%qn"), Binding("y", "f32", "%yn" if verify else "%n")),
         constants={"k": k, "n": n, "tiles": tiles, "qn": qn, "per": per},
         lines=(*VERIFY_SIZES * verify, "%t0 = arith.muli %wx, %per : index", "%t1 = arith.addi %t0, %per : index"),
-        args=(*("%m",) * verify, "%tiles", "%k", "%t0", "%t1"), operands=("%m",) * verify)
+        args=(*("%m",) * verify, "%tiles", "%k", "%t0", "%t1"), operands=("%m",) * verify,
+        one_row=(SYMBOL, ("%tiles", "%k", "%t0", "%t1")) if verify else None)
     if verify:  # x [M, K] and y [M, N] as they are (flat memrefs of M rows in the dispatch)
         return f"""
 {dispatch.text(obj)}

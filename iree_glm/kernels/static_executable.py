@@ -50,7 +50,12 @@ class KernelDispatch:
     workgroup's ids), the buffers, the index operands after them (`%m` first where the grid
     depends on it), index constants, lines computing the rest (sizes, row ranges) and the call's
     arguments after the buffers' views (`%value` is an index, `(%value, type)` any other type).
-    Every kernel of ours (int4, int8, attention) is described this way; `text` writes the MLIR."""
+    Every kernel of ours (int4, int8, attention) is described this way; `text` writes the MLIR.
+
+    `one_row` (symbol, index args): where the operand %m is 1, call that function of the same
+    object instead, on the same buffers. The branch is inside the dispatch, not around it: a
+    branch in the calling function splits the call's work into one submission per side (a
+    command buffer, a queue-ordered allocation and a wait each: docs/speculative.md)."""
 
     name: str
     symbol: str
@@ -60,6 +65,7 @@ class KernelDispatch:
     lines: tuple[str, ...]
     args: tuple[str | tuple[str, str], ...]
     operands: tuple[str, ...] = ()
+    one_row: tuple[str, tuple[str, ...]] | None = None
 
     def text(self, obj: Path) -> str:
         dynamic = any(isinstance(g, Ceildiv) for g in self.grid)
@@ -80,19 +86,29 @@ class KernelDispatch:
                  for b in self.bindings]
         call_args = ", ".join([f"%{b.name}" for b in self.bindings] + [a for a, _ in args])
         body = "\n".join([*consts, *(f"      {line}" for line in self.lines), *views])
+        declare = f"func.func private @{self.symbol}({sig}) attributes {{hal.import.static}}"
+        call = f"func.call @{self.symbol}({call_args}) : ({sig}) -> ()"
+        if self.one_row is not None:
+            symbol, one_args = self.one_row
+            one_sig = ", ".join([f"memref<?x{b.element}>" for b in self.bindings] + ["index"] * len(one_args))
+            one_call = ", ".join([f"%{b.name}" for b in self.bindings] + list(one_args))
+            declare += f"\n    func.func private @{symbol}({one_sig}) attributes {{hal.import.static}}"
+            call = (f"%c1 = arith.constant 1 : index\n      %single = arith.cmpi eq, %m, %c1 : index\n"
+                    f"      scf.if %single {{\n        func.call @{symbol}({one_call}) : ({one_sig}) -> ()\n"
+                    f"      }} else {{\n        {call}\n      }}")
         return f"""{static_executable(self.name, obj)}
   stream.executable.export public @{self.name} workgroups({"%m: index" if dynamic else ""}) -> (index, index, index) {{
 {chr(10).join(counts)}
     stream.return {", ".join(values)} : index, index, index
   }}
   builtin.module {{
-    func.func private @{self.symbol}({sig}) attributes {{hal.import.static}}
+    {declare}
     func.func @{self.name}({params}) {{
       %c0 = arith.constant 0 : index
       %wx = stream.dispatch.workgroup.id[0] : index
       %wy = stream.dispatch.workgroup.id[1] : index
 {body}
-      func.call @{self.symbol}({call_args}) : ({sig}) -> ()
+      {call}
       return
     }}
   }}

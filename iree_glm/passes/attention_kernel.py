@@ -70,6 +70,7 @@ class _Mask:
     value: ir.Value  # the tensor the kernel reads
     head_stride: Optional[int]  # elements between heads; None: M * N (the op's own mask)
     row_div: int  # query rows sharing one mask row
+    padded: bool = False  # `value` is the mask before a -inf padding of its keys: the kernel visits its N keys only
 
 
 @dataclass
@@ -108,12 +109,30 @@ def _broadcast_input(op: Optional[ir.Operation]) -> Optional[tuple[ir.Value, lis
     return op.operands[0], [str(e) for e in maps[0].results]
 
 
-def _mask_source(mask: ir.Value) -> _Mask:
+def _ninf_pad_source(x: ir.Value) -> Optional[ir.Value]:
+    """The source of `x` = `tensor.pad` of its last dimension's end only, with -inf, else None."""
+    pad = producer(x)
+    if pad is None or pad.name != "tensor.pad":
+        return None
+    low = list(ir.DenseI64ArrayAttr(pad.attributes["static_low"]))
+    high = list(ir.DenseI64ArrayAttr(pad.attributes["static_high"]))
+    if any(low) or any(high[:-1]):
+        return None
+    body = list(pad.regions[0].blocks[0].operations)
+    const = producer(body[0].operands[0]) if len(body) == 1 and body[0].name == "tensor.yield" else None
+    if const is None or const.name != "arith.constant" or not isinstance(const.attributes["value"], ir.FloatAttr):
+        return None
+    return pad.operands[0] if ir.FloatAttr(const.attributes["value"]).value == float("-inf") else None
+
+
+def _mask_source(mask: ir.Value, unpad: bool = False) -> _Mask:
     """The mask before the model's broadcasts, when it has the exported form:
 
     [1, 1, M/g, N] -(broadcast over the g query heads of a position)-> [1, 1, M/g, g, N]
     -(reshape)-> [1, 1, M, N] -(broadcast over KV heads)-> [1, H, M, N] -(collapse)-> [H, M, N].
-    Any other mask is read as it is.
+    With `unpad` (K and V are whole cache rows), [1, 1, M, N] may be a -inf padding of the N
+    keys the prompt attends to the row's capacity (the model's `keys_in_place`): the kernel
+    then takes the unpadded mask and visits those N keys only. Any other mask is read as it is.
     """
     as_is = _Mask(mask, None, 1)
     collapse = producer(mask)
@@ -123,13 +142,16 @@ def _mask_source(mask: ir.Value) -> _Mask:
     if heads is None or heads[1] != ["d0", "0", "d2", "d3"] or ir.RankedTensorType(heads[0].type).rank != 4:
         return as_is
     shared = heads[0]  # [1, 1, M, N]
+    unpadded = _ninf_pad_source(shared) if unpad else None
+    if unpadded is not None:
+        shared = unpadded
     reshape = producer(shared)
     if reshape is not None and reshape.name == "tensor.reshape":
         rows = _broadcast_input(producer(reshape.operands[0]))
         grouped = shape(reshape.operands[0])  # [1, 1, M/g, g, N]
         if rows is not None and rows[1] == ["d0", "d1", "d2", "d4"] and len(grouped) == 5 and grouped[3] > 0:
-            return _Mask(rows[0], 0, grouped[3])
-    return _Mask(shared, 0, 1)
+            return _Mask(rows[0], 0, grouped[3], unpadded is not None)
+    return _Mask(shared, 0, 1, unpadded is not None)
 
 
 def _cache_row(x: ir.Value) -> Optional[_Row]:
@@ -177,7 +199,7 @@ def match(op: ir.Operation) -> Optional[_Match]:
         return None
     rows = _cache_row(k), _cache_row(v)
     in_place = (rows[0], rows[1]) if rows[0] is not None and rows[1] is not None else None
-    return _Match(op, q, k, v, _mask_source(mask), str(const.attributes["value"]), in_place)
+    return _Match(op, q, k, v, _mask_source(mask, unpad=in_place is not None), str(const.attributes["value"]), in_place)
 
 
 def _dims(t: ir.RankedTensorType, name: str) -> tuple[str, list[str]]:
@@ -231,7 +253,7 @@ def _kv(m: _Match) -> tuple[ir.Value, ir.Value]:
 def function_name(m: _Match, window: Window = DENSE) -> str:
     k, v = _kv(m)
     types = [str(x.type) for x in (m.q, k, v, m.mask.value, m.op.results[0])]
-    key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div), str(m.rows is not None)])
+    key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div), str(m.rows is not None), str(m.mask.padded)])
     if window != DENSE:
         key += f"|{window.local},{window.global_}"
     return f"iree_glm_attention_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
@@ -242,7 +264,9 @@ def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
 
     The wrapper takes q, k, v and the mask source (k and v being the caches plus their rows'
     indices when they are cache rows), and runs one `flow.dispatch` of ceil(M / ROWS) x H
-    workgroups, each the kernel on ROWS query rows of one head.
+    workgroups, each the kernel on ROWS query rows of one head. The kernel visits N keys: K's
+    (its rows' capacity C for cache rows), or the unpadded mask's N < C; their heads lie %ks
+    positions apart in K and V (C for cache rows).
     """
     name = function_name(m, window)
     qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, *_kv(m), m.mask.value))
@@ -257,7 +281,7 @@ def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
         return f"{t}{{{', '.join(dims[x][1])}}}" if dims[x][1] else str(t)
 
     head_stride = "%mn" if m.mask.head_stride is None else "%hs"
-    # A cache row starts row x (its H x N x D elements) x 4 bytes into the cache's binding.
+    # A cache row starts row x (its H x C x D elements) x 4 bytes into the cache's binding.
     offsets = ("%krow_n = arith.muli %krow, %kn : index", "%kb = arith.muli %krow_n, %f32_bytes : index",
                "%vrow_n = arith.muli %vrow, %vn : index", "%vb = arith.muli %vrow_n, %f32_bytes : index") if m.rows else ()
     rows = ("%krow", "%vrow") if m.rows else ()
@@ -269,11 +293,11 @@ def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
         constants={"heads": heads, "d": d, "e": e, "rows": ROWS, "div": m.mask.row_div, "scale": m.scale,
                    "local": window.local, "global": window.global_,
                    **({} if m.mask.head_stride is None else {"hs": m.mask.head_stride}), **({"f32_bytes": 4} if m.rows else {})},
-        lines=("%mn = arith.muli %m, %n : index", "%hm = arith.muli %heads, %m : index", "%hn = arith.muli %heads, %n : index",
+        lines=("%mn = arith.muli %m, %n : index", "%hm = arith.muli %heads, %m : index", "%hn = arith.muli %heads, %ks : index",
                "%qn = arith.muli %hm, %d : index", "%kn = arith.muli %hn, %d : index", "%vn = arith.muli %hn, %e : index",
                "%on = arith.muli %hm, %e : index", "%r0 = arith.muli %wx, %rows : index", *offsets),
-        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0", "%local", "%global"),
-        operands=("%m", "%n", "%mlen", *rows))
+        args=("%m", "%n", "%d", "%e", ("%scale", "f32"), head_stride, "%div", "%wy", "%r0", "%local", "%global", "%ks"),
+        operands=("%m", "%n", "%mlen", "%ks", *rows))
     row_params = ", %krow: index, %vrow: index" if m.rows else ""
     row_operands = ", %krow, %vrow" if m.rows else ""
     row_types = ", index, index" if m.rows else ""
@@ -285,12 +309,13 @@ util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}{row_params})
   %c2 = arith.constant 2 : index
   %c3 = arith.constant 3 : index
   %m = tensor.dim %q, %c1 : {qt}
-  %n = tensor.dim %k, {"%c2" if m.rows else "%c1"} : {kt}
+  %ks = tensor.dim %k, {"%c2" if m.rows else "%c1"} : {kt}
+  %n = tensor.dim {f"%mask, %c{mt.rank - 1} : {mt}" if m.mask.padded else f"%k, {'%c2' if m.rows else '%c1'} : {kt}"}
   {dims["q"][0]}
   {dims["k"][0]}
   {dims["v"][0]}
   {mask_count}
-  %o = flow.dispatch @{name}_exe::@{name}[%m](%q, %k, %v, %mask, %m, %n, {mask_len}{row_operands}) : ({typed("q", qt)}, {typed("k", kt)}, {typed("v", vt)}, {typed("mask", mt)}, index, index, index{row_types}) -> {ot}{odims}
+  %o = flow.dispatch @{name}_exe::@{name}[%m](%q, %k, %v, %mask, %m, %n, {mask_len}, %ks{row_operands}) : ({typed("q", qt)}, {typed("k", kt)}, {typed("v", vt)}, {typed("mask", mt)}, index, index, index, index{row_types}) -> {ot}{odims}
   util.return %o : {ot}
 }}
 """

@@ -644,7 +644,8 @@ def _call_int4_kernel(m: _Match, kernel: KernelObject, defined: set[str], glue: 
     """Replace an int4 matmul by a call of the kernel's dispatch (see int4_kernel.py); with
     `glue` (counts by kind), the quantization of a prompt's rows computes x from the step that
     produces it where quantize_glue matches one. `verify`: the few-row matrix-vector kernel
-    (every row as a decode step computes it)."""
+    (every row as a decode step computes it; one row: the decode kernel itself, chosen inside
+    the dispatch)."""
     from iree_glm.kernels import int4 as int4_kernel
 
     found = _int4_layout(m)
@@ -652,10 +653,8 @@ def _call_int4_kernel(m: _Match, kernel: KernelObject, defined: set[str], glue: 
         return None
     rows, k, n, group, qweight, scale = found
     if verify and int4_kernel.fits(k, group, 1):
-        one, rows_name = int4_kernel.function_name(k, n, group), int4_kernel.verify_name(k, n, group)
-        return _call_kernel(m, _one_row_first_name(rows_name), lambda: _one_row_first(
-            int4_kernel.definitions(k, n, group, kernel) + int4_kernel.definitions(k, n, group, kernel, None, verify=True),
-            one, rows_name, k, n, [qweight, scale]), [m.lhs, qweight, scale], defined)
+        return _call_kernel(m, int4_kernel.verify_name(k, n, group), lambda: int4_kernel.definitions(k, n, group, kernel, None, verify=True),
+                            [m.lhs, qweight, scale], defined)
     if not int4_kernel.fits(k, group, rows):
         _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row, groups <= {int4_kernel.MATMUL_MAX_GROUP} for several")
         return None
@@ -713,38 +712,6 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
     return call
 
 
-def _one_row_first_name(rows_name: str) -> str:
-    return rows_name + "_or_1"
-
-
-def _one_row_first(definitions: str, one_row: str, rows: str, k: int, n: int, weights: list[ir.Value]) -> str:
-    """`definitions` (the one-row kernel's and the few-row kernel's wrappers) plus a wrapper that
-    calls the one-row (decode) kernel when x has one row, else the few-row kernel. The two give
-    the same bits for a row (tests/kernels), but the one-row kernel is the faster at one row, and
-    a decode step is a one-row call of `verify` (runtime/speculative.py, docs/speculative.md)."""
-    types = ", ".join(str(w.type) for w in weights)
-    names = ", ".join(f"%w{i}" for i in range(len(weights)))
-    params = ", ".join(f"%w{i}: {w.type}" for i, w in enumerate(weights))
-    return f"""{definitions}
-util.func private @{_one_row_first_name(rows)}(%x: tensor<?x{k}xf32>, {params}) -> tensor<?x{n}xf32> {{
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %m = tensor.dim %x, %c0 : tensor<?x{k}xf32>
-  %single = arith.cmpi eq, %m, %c1 : index
-  %y = scf.if %single -> (tensor<?x{n}xf32>) {{
-    %x1 = tensor.cast %x : tensor<?x{k}xf32> to tensor<1x{k}xf32>
-    %y1 = util.call @{one_row}(%x1, {names}) : (tensor<1x{k}xf32>, {types}) -> tensor<1x{n}xf32>
-    %yd = tensor.cast %y1 : tensor<1x{n}xf32> to tensor<?x{n}xf32>
-    scf.yield %yd : tensor<?x{n}xf32>
-  }} else {{
-    %yr = util.call @{rows}(%x, {names}) : (tensor<?x{k}xf32>, {types}) -> tensor<?x{n}xf32>
-    scf.yield %yr : tensor<?x{n}xf32>
-  }}
-  util.return %y : tensor<?x{n}xf32>
-}}
-"""
-
-
 def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defined: set[str], integer: bool,
                       glue: Optional[dict[str, int]] = None, verify: bool = False) -> Optional[ir.Operation]:
     """Replace an int8 matmul (x [M, K] f32, weight quant.py's [N/16, K, 16] i8 with a plain
@@ -764,10 +731,7 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defin
     tiles, k, lanes = m.d_shape
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
     if verify and int8_kernel.fits(k, lanes, 1):
-        one, rows_name = int8_kernel.function_name(k, tiles * lanes), int8_kernel.verify_name(k, tiles * lanes)
-        name, defs = _one_row_first_name(rows_name), lambda: _one_row_first(
-            int8_kernel.definitions(k, tiles, kernel) + int8_kernel.definitions(k, tiles, kernel, verify=True),
-            one, rows_name, k, tiles * lanes, [q_weight])
+        name, defs = int8_kernel.verify_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel, verify=True)
     elif int8_kernel.fits(k, lanes, rows):
         name, defs = int8_kernel.function_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel)
     elif rows != 1 and integer and int8_kernel.matmul_fits(k, lanes):

@@ -96,39 +96,55 @@ class PromptLookup:
 
 class BundleDraft:
     """A smaller bundle (its own Session) that proposes by decoding ahead, greedily or with
-    the request's sampling parameters."""
+    the request's sampling parameters.
 
-    def __init__(self, session: Model):
+    Its own cache holds at most the last `window` tokens it missed: the first proposal of a
+    request, or one after speculation paused, restarts the draft on the context's last `window`
+    tokens at its position 0 instead of feeding it everything since (RoPE scores depend on
+    relative positions only, so the draft sees a shorter context, not a shifted one). Feeding it
+    the whole prompt cost more than a useless draft may lose (docs/speculative.md); a draft that
+    keeps up is never restarted."""
+
+    WINDOW = 64
+
+    def __init__(self, session: Model, window: int = WINDOW):
         self.session = session
         self.name = str(session.bundle)
+        self.window = max(1, min(window, session.max_context // 2))
 
     def start(self, sampling: SamplingParams) -> "BundleDraftRun":
-        return BundleDraftRun(self.session, Sampler(sampling))
+        return BundleDraftRun(self.session, Sampler(sampling), self.window)
 
 
 class BundleDraftRun:
-    def __init__(self, session: Model, sampler: Sampler):
+    def __init__(self, session: Model, sampler: Sampler, window: int):
         self.session = session
         self.sampler = sampler
+        self.window = window
         self.cache = session.new_cache(1)
-        self.pos = 0  # positions of the draft's cache that hold the context's tokens
-        self.written = 0  # positions written by the last proposal
+        self.offset = 0  # the context index at the draft cache's position 0
+        self.pos = 0  # context tokens [offset, pos) are in the draft's cache
+        self.written = 0  # context index past the positions the last proposal wrote
 
-    def _logits(self, context: list[int]) -> np.ndarray:
-        """Feed the context's tokens the cache lacks; the last one's logits."""
+    def _logits(self, context: list[int], k: int) -> np.ndarray:
+        """Feed the context's tokens the cache lacks (restarting on the last `window` where that
+        is more, or where k more would not fit); the last one's logits."""
+        if len(context) - self.pos > self.window or len(context) - self.offset + k > self.session.max_context:
+            self.offset = self.pos = max(0, len(context) - self.window)
         new = context[self.pos :]
+        at = self.pos - self.offset
         if len(new) == 1:
-            logits = self.session.decode(new, [self.pos], self.cache)[0]
+            logits = self.session.decode(new, [at], self.cache)[0]
         else:
-            logits = self.session.run_prefill(new, self.pos, self.cache)
+            logits = self.session.run_prefill(new, at, self.cache)
         self.pos = len(context)
         return logits
 
     def propose(self, context: list[int], k: int) -> Proposal:
-        k = min(k, self.session.max_context - len(context))
+        k = min(k, self.session.max_context - self.window)
         if k <= 0:
             return Proposal([])
-        logits = self._logits(context)
+        logits = self._logits(context, k)
         tokens: list[int] = []
         probs: list[np.ndarray] = []
         sampling = self.sampler.params.temperature > 0
@@ -141,7 +157,7 @@ class BundleDraftRun:
                 tokens.append(int(np.argmax(logits)))
             if len(tokens) == k:
                 break
-            logits = self.session.decode([tokens[-1]], [self.pos + len(tokens) - 1], self.cache)[0]
+            logits = self.session.decode([tokens[-1]], [self.pos - self.offset + len(tokens) - 1], self.cache)[0]
         self.written = len(context) + k - 1
         return Proposal(tokens, probs if sampling else None)
 

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from iree_glm.runtime.drafts import Draft, Model, Proposal
+from iree_glm.runtime.drafts import BundleDraft, Draft, Model, Proposal
 from iree_glm.runtime.request import RequestState, StreamEvent
 from iree_glm.runtime.sampling import Sampler
 
@@ -32,32 +32,69 @@ DEFAULT_DRAFT_TOKENS = 8
 
 @dataclass
 class AdaptiveK:
-    """Draft length from the acceptance seen so far: grow after a fully accepted draft, shrink
-    towards what was kept otherwise; after repeated misses, or where the measured time of a
-    step with k draft tokens buys fewer tokens per second than plain decode steps at this
-    acceptance, speculate not at all for a while (plain decode steps), doubling the pause each
-    time, so a useless draft costs little."""
+    """Draft length from the acceptance seen so far, and whether to speculate at all from what
+    speculating has cost.
+
+    k grows after a fully accepted draft and shrinks towards what was kept otherwise; after
+    repeated misses, or where the measured time of a round with k draft tokens buys fewer
+    tokens per second than plain decode steps at this acceptance, speculation pauses (plain
+    decode steps) for a pause that doubles on each further miss.
+
+    The cost budget: a round's measured time covers all of it (the draft's own steps, its
+    catch-up on the tokens it has not seen, the verify call), and each round is booked against
+    the plain steps its tokens would have taken: excess = round time - tokens x plain step.
+    Speculation waits while the summed excess is above `budget` x the time of plain steps for
+    every token generated so far (T). A draft that pays runs a negative excess and is never
+    held back; a useless one whose rounds cost c plain steps each (1 token) adds c - 1 per
+    round, so after the first such round it waits until T >= (c - 1) / budget, and then probes
+    once every (c - 1) / budget tokens (budget 0.02: a free rejected draft, c ~ 1.2, probes once
+    in 10 tokens; a draft bundle's probe, c ~ 2.5 with its catch-up, once in 75). The time lost
+    is then at most budget x T plus the one round that crossed the line: <= budget + (c_max -
+    1) / T of plain decoding's time (2% + 3/64 = 6.7% at 64 tokens after a first round of 4
+    plain steps, 2% + 3/512 = 2.6% at 512). The plain step's time is measured first: a timed
+    request's first step is plain (`start_plain`)."""
 
     max_k: int
     k: int = 0
     rate: float = 0.5  # moving average of accepted / proposed; no evidence yet: a useless draft pauses after 3 misses, not 5
     pause: int = 0  # steps left without speculation
     backoff: int = 2
-    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy step's time by draft length (0: plain)
+    seconds: dict[int, float] = field(default_factory=dict)  # moving average of a greedy round's time by draft length (0: plain)
+    budget: float = 0.02  # the share of plain decoding's time speculation may lose
+    spent: float = 0.0  # seconds of timed speculative rounds
+    earned: int = 0  # tokens those rounds yielded
+    plain_steps: int = 0  # timed plain steps (one token each)
+    round_s: float | None = None  # the last timed speculative round, booked by `update`
 
     def __post_init__(self) -> None:
         self.k = self.k or max(1, self.max_k // 2)
+
+    def start_plain(self) -> None:
+        """Take a plain step first, so the first round's cost can be judged against it."""
+        self.pause = max(self.pause, 1)
 
     def next(self) -> int:
         if self.pause > 0:
             self.pause -= 1
             return 0
-        return self.k
+        return 0 if self.over_budget() else self.k
 
     def timed(self, proposed: int, seconds: float) -> None:
-        """A step with `proposed` draft tokens (0: a plain decode step) took `seconds`."""
+        """A round with `proposed` draft tokens (0: a plain decode step) took `seconds`."""
         old = self.seconds.get(proposed)
         self.seconds[proposed] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        if proposed:
+            self.round_s = seconds
+        else:
+            self.plain_steps += 1
+
+    def excess(self) -> float:
+        """Seconds the timed speculative rounds took beyond plain steps for their tokens."""
+        return self.spent - self.earned * self.seconds[0]
+
+    def over_budget(self) -> bool:
+        plain = self.seconds.get(0)
+        return plain is not None and self.excess() > self.budget * plain * (self.earned + self.plain_steps)
 
     def speed(self, k: int) -> float:
         """Expected tokens per second of steps with k draft tokens: (1 - a^(k+1)) / (1 - a) tokens
@@ -69,9 +106,14 @@ class AdaptiveK:
         """Whether steps of k draft tokens beat plain steps by the measured times (unmeasured: yes)."""
         return 0 not in self.seconds or k not in self.seconds or self.speed(k) >= self.speed(0)
 
-    def update(self, proposed: int, accepted: int) -> None:
+    def update(self, proposed: int, accepted: int, yielded: int | None = None) -> None:
+        """A round proposed `proposed` draft tokens, `accepted` were kept, and it yielded
+        `yielded` tokens (default: those and the target's next one)."""
         if proposed == 0:
             return
+        if self.round_s is not None:
+            yielded = accepted + 1 if yielded is None else yielded
+            self.spent, self.earned, self.round_s = self.spent + self.round_s, self.earned + yielded, None
         self.rate = 0.7 * self.rate + 0.3 * accepted / proposed
         if accepted == proposed:
             self.k = min(self.k + 1, self.max_k)
@@ -143,9 +185,14 @@ class DraftedRequest:
         self.session = session
         self.run = draft.start(state.sampler.params)
         exact = session.exact_verify_rows
-        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k)
+        # A draft model's first round is the costly one (its catch-up on the prompt, k - 1 steps
+        # of its own), and before it nothing says whether the draft agrees: one token.
+        first = 1 if isinstance(draft, BundleDraft) else 0
+        self.adapt = AdaptiveK(min(max_k, exact - 1) if exact else max_k, k=first)
         self.greedy = state.sampler.params.temperature == 0
         self.margin = MARGIN  # read here: tests set it
+        if self.greedy:
+            self.adapt.start_plain()
         self.undecided = False  # the last call left a position to a plain decode step
         state.speculative = True
 
@@ -181,7 +228,7 @@ class DraftedRequest:
             emitted, complete = accept_greedy(proposal.tokens, rows, 0.0 if exact else self.margin)
         else:
             emitted = accept_sampled(proposal, rows, state.sampler)
-        kept = len(emitted) - complete
+        kept, yielded = len(emitted) - complete, len(emitted)
         self._timed(len(proposal.tokens), start)
         if not emitted:  # not even the pending token's successor is decided: decode it
             emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
@@ -189,7 +236,7 @@ class DraftedRequest:
         elif not complete:  # the last kept token is pending; its successor is a decode step's
             self.undecided = True
         self.run.accepted(len(context), kept)
-        self.adapt.update(len(proposal.tokens), kept)
+        self.adapt.update(len(proposal.tokens), kept, yielded)
         state.drafted += len(proposal.tokens)
         state.draft_accepted += kept
         return emitted

@@ -22,7 +22,7 @@ def _memref(a: np.ndarray) -> list:
 
 def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Give the library's kernel its C argument types."""
-    getattr(lib, SYMBOL).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 6
+    getattr(lib, SYMBOL).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
     return lib
 
 
@@ -35,10 +35,14 @@ def pattern_mask(start: int, s: int, n: int, local: int, global_: int) -> np.nda
     return np.where(seen, 0.0, -np.inf).astype(np.float32)
 
 
-def run(lib, q, k, v, mask, group: int, local: int, global_: int) -> tuple[np.ndarray, int, int]:
-    """The kernel over every (head, row tile) as the dispatch runs it: output, blocks read, computed."""
+def run(lib, q, k, v, mask, group: int, local: int, global_: int, capacity: int = 0) -> tuple[np.ndarray, int, int]:
+    """The kernel over every (head, row tile) as the dispatch runs it: output, blocks read, computed.
+    `capacity` > n: K and V as the first n positions of a cache row of `capacity` (NaN past n,
+    which must never be read), the kernel told that stride."""
     heads, m, d = q.shape
     n, e = k.shape[1], v.shape[2]
+    if capacity:
+        k, v = (np.concatenate([x, np.full((heads, capacity - n, x.shape[2]), np.nan, np.float32)], axis=1) for x in (k, v))
     out = np.full((heads, m, e), np.nan, np.float32)
     read = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_read")
     computed = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_computed")
@@ -47,7 +51,7 @@ def run(lib, q, k, v, mask, group: int, local: int, global_: int) -> tuple[np.nd
     for h in range(heads):
         for r0 in range(0, m, ROWS):
             fn(*_memref(q), *_memref(k), *_memref(v), *_memref(mask), *_memref(out), m, n, d, e, d**-0.5, 0, group, h, r0,
-               local, global_)
+               local, global_, k.shape[1])  # k's positions per head: n, or the capacity
     return out, read.value, computed.value
 
 

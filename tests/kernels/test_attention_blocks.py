@@ -79,3 +79,16 @@ def test_the_count_sees_masked_blocks_computed(lib):
     _, read, computed = ref.run(lib, q, k, v, causal, group, 0, 0)
     assert read == computed == heads * (s * group // ref.ROWS) * (n // ref.BLOCK)
     assert computed > ref.expected_blocks(ref.pattern_mask(start, s, n, LOCAL, GLOBAL), group, heads)
+
+
+@pytest.mark.parametrize("start, s, group, pattern", [(1024, 256, 2, (LOCAL, GLOBAL)), (90, 75, 3, (0, 0))])
+def test_keys_read_in_place_of_a_cache_row(lib, start, s, group, pattern):
+    """A prompt's K and V as the first n positions of a longer cache row (the kernel told the
+    row's stride, passes/attention_kernel.py): the same bits as from their own tensors, and
+    the positions past n (NaN here) never read."""
+    n = start + s
+    q, k, v = ref.inputs(start, s, group, 2, 64, 64, 3)
+    mask = ref.pattern_mask(start, s, n, *pattern)
+    own = ref.run(lib, q, k, v, mask, group, *pattern)
+    in_place = ref.run(lib, q, k, v, mask, group, *pattern, capacity=n + 300)
+    assert np.array_equal(in_place[0], own[0]) and in_place[1:] == own[1:]

@@ -324,10 +324,18 @@ def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kerne
     body = text[text.index("util.func public @verify"):]
     kernel = int4_kernel if name.startswith("int4") else int8_kernel
     callee = kernel.verify_name(64, 32, 32) if kernel is int4_kernel else kernel.verify_name(64, 32)
-    assert f"util.call @{callee}_or_1(" in body[: body.index("util.return")]  # one row: the decode kernel
-    assert f"func.func private @{kernel.VERIFY_SYMBOL}(" in text
+    assert f"util.call @{callee}(" in body[: body.index("util.return")]
+    # One row: the decode kernel, chosen inside the one dispatch (no branch in the function).
+    assert f"func.func private @{kernel.VERIFY_SYMBOL}(" in text and f"func.func private @{kernel.SYMBOL}(" in text
+    assert "scf.if" not in body[: body.index("util.return")]
     import iree.compiler as ic
     import iree.runtime as rt
+
+    # A branch around the dispatches would split the call into one submission per side.
+    stream = ic.compile_str(text, extra_args=[*FLAGS, "--compile-to=stream"]).decode()
+    funcs = {f.split("(", 1)[0]: f for f in stream.split("util.func public @")[1:]}
+    executes = {fn: funcs[fn].count("stream.cmd.execute") for fn in ("decode", "verify")}
+    assert executes["verify"] == executes["decode"] == 1, executes
 
     ctx = rt.SystemContext(config=rt.Config("local-sync"))
     ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, ic.compile_str(text, extra_args=FLAGS)))

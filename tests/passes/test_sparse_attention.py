@@ -288,6 +288,35 @@ def sparse_bundle(glm4_checkpoint, tmp_path_factory):
     return out, dump
 
 
+def _prefill_dispatches(dump) -> list[str]:
+    """The prefill's dispatch functions in a `--iree-hal-dump-executable-sources-to` folder, sorted."""
+    names = [m for f in dump.glob("*.mlir") for m in re.findall(r"hal\.executable\.export public @(\S+)", f.read_text())]
+    return sorted(n for n in names if n.startswith("prefill"))
+
+
+def test_sparse_prefill_has_the_dense_prefills_dispatches(sparse_bundle, glm4_checkpoint, tmp_path):
+    """Sparse prefill is dense prefill with the kernel told the pattern: the same dispatches
+    (each named by IREE after its ops and shapes), none added (no mask of its own, no copy of
+    the keys), so it costs dense prefill less the key blocks the kernel skips. The attention
+    calls are our kernel's executables, outside the prefill's own."""
+    from iree_glm.passes import attention_kernel
+
+    if attention_kernel.unavailable_reason() is not None:
+        pytest.skip("no attention kernel here: sparse prefill is the marked op's gathers")
+    dump = tmp_path / "dense-dispatches"
+    opts = BuildOptions(max_context=CAPACITY, extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
+    build_bundle(glm4_checkpoint[0], tmp_path / "glm4-dense", opts)
+    dense, sparse = _prefill_dispatches(dump), _prefill_dispatches(sparse_bundle[1])
+    assert dense and sparse == dense
+    # Nor does any dispatch of either copy the attended keys out of the cache (a gather of the
+    # n keys per layer and call, as before): the kernel reads them in place; only the cache
+    # writes (scatters, read-write) touch the cache.
+    cache = re.compile(rf"readonly:tensor<\?x\d+x{CAPACITY}x\d+xf32>")
+    for folder in (dump, sparse_bundle[1]):
+        readers = [f.name for f in folder.glob("*prefill*.mlir") if cache.search(f.read_text())]
+        assert readers == [], readers
+
+
 def test_bundle_has_no_dense_attention(sparse_bundle):
     """IREE never computes the attention densely: on a host with our attention kernel every
     attention op calls it with the pattern (the manifest says so); elsewhere the marked op's

@@ -92,7 +92,8 @@ def test_prompt_lookup_greedy_identical(glm4_bundle, plain, monkeypatch):
     drafted = [r for r in results if r.acceptance_rate]
     assert drafted, "prompt lookup never had a draft token accepted"
     for r in results:
-        assert r.acceptance_rate is not None and r.tokens_per_target_call >= 1.0
+        # (An fp32 verify row within the margin of a tie takes one more call, a decode step.)
+        assert r.acceptance_rate is not None and r.tokens_per_target_call > 0.9
     assert max(r.tokens_per_target_call for r in results) > 1.5
 
 
@@ -133,7 +134,7 @@ def test_self_draft_accepts_everything(glm4_bundle, plain, monkeypatch):
     would count its draft tokens as not kept: the acceptance rule alone is tested.)"""
     from iree_glm.runtime import speculative
 
-    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)
+    monkeypatch.setattr(speculative.AdaptiveK, "timed", lambda self, proposed, seconds: None)  # k by acceptance alone
     monkeypatch.setattr(speculative, "MARGIN", 0.0)
     spec = Session.load(glm4_bundle, verify=False, draft=glm4_bundle, draft_tokens=4)
     (r,) = _same_tokens(plain, spec, [PROMPTS[1]], 30, stop_ids=())
@@ -327,11 +328,15 @@ def test_run_cli_draft(glm4_bundle, capsys):
     assert capsys.readouterr().err.strip() == "error: --draft-tokens must be from 1 to 64 (got 0)"
 
 
-def test_batching_engine_with_a_draft(batched_bundle):
+def test_batching_engine_with_a_draft(batched_bundle, monkeypatch):
     """Alone, a request takes speculative steps (fewer calls than tokens); several share plain
     batched steps; every request's tokens equal one-at-a-time plain decoding."""
 
     from iree_glm.runtime.batching import BatchEngine
+
+    # Every round timed alike: this machine's load must not pause speculation (the cost rule has its own tests).
+    timed = AdaptiveK.timed
+    monkeypatch.setattr(AdaptiveK, "timed", lambda self, proposed, seconds: timed(self, proposed, 1.0))
 
     plain_b = Session.load(batched_bundle, verify=False)
     spec = Session.load(batched_bundle, verify=False, draft="prompt-lookup", draft_tokens=6)
@@ -381,7 +386,7 @@ def test_near_ties_stay_identical(near_tie_bundle, monkeypatch):
     are found (speculative.MARGIN) and left to a decode step."""
     from iree_glm.runtime import speculative
 
-    monkeypatch.setattr(speculative.AdaptiveK, "worth", lambda self, k: True)  # a self-draft: never worth its time
+    monkeypatch.setattr(speculative.AdaptiveK, "timed", lambda self, proposed, seconds: None)  # a self-draft: never worth its time
     undecided = []
     real = speculative.decided
     monkeypatch.setattr(speculative, "decided", lambda row, margin: undecided.append(1) if real(row, margin) is None else real(row, margin))

@@ -32,9 +32,9 @@
 void iree_glm_attention_workgroup(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
                                   MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
                                   size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
-                                  size_t row_begin, size_t local, size_t global_) {
+                                  size_t row_begin, size_t local, size_t global_, size_t key_stride) {
   (row_begin < m && m - row_begin <= 8 ? attention_rows8 : attention_rows32)(
       q_base, q, q_offset, q_size, q_stride, k_base, k, k_offset, k_size, k_stride, v_base, v, v_offset, v_size, v_stride,
       mask_base, mask, mask_offset, mask_size, mask_stride, out_base, out, out_offset, out_size, out_stride, m, n, d, e,
-      scale, mask_head_stride, mask_row_div, head, row_begin, local, global_);
+      scale, mask_head_stride, mask_row_div, head, row_begin, local, global_, key_stride);
 }
