@@ -147,10 +147,10 @@ def write_profile(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def declared_lavapipe_profile(path: Path, name: str, lavapipe_power_w: float, slow_cpu: bool) -> Path:
+def declared_lavapipe_profile(path: Path, name: str, lavapipe_power_w: float, slow_cpu: bool, int8: bool = False) -> Path:
     """host-cpu-vulkan with lavapipe declared fast at matmuls but call-heavy (3 ms a call), drawing
     `lavapipe_power_w`; `slow_cpu`: the CPU declared slow at matmuls (1 GFLOP/s), so that prompts
-    go to lavapipe. Written to `path`."""
+    go to lavapipe; `int8`: lavapipe declared to run int8 weights too. Written to `path`."""
     import tomllib
 
     data = tomllib.loads((PROFILES / "host-cpu-vulkan.toml").read_text())
@@ -160,17 +160,23 @@ def declared_lavapipe_profile(path: Path, name: str, lavapipe_power_w: float, sl
     data["devices"][1].update(peak_gflops={"f32": 1000.0}, attention_gflops=1000.0, memory_bandwidth_gbs=20.0,
                               fresh_memory_gbs=20.0, call_overhead_us=3000.0, dispatch_overhead_us=40.0,
                               active_power_w=lavapipe_power_w)
+    if int8:
+        data["devices"][1].update(dtypes=["f32", "int8"], peak_gflops={"f32": 1000.0, "int8": 1000.0})
     write_profile(path, data)
     return path
 
 
-def declared_lavapipe_bundle(checkpoint: Path, tmp_path_factory, name: str, lavapipe_power_w: float, slow_cpu: bool) -> Path:
-    """The checkpoint built (context 128, decode batches 1 and 2) from `declared_lavapipe_profile`."""
+def declared_lavapipe_bundle(checkpoint: Path, tmp_path_factory, name: str, lavapipe_power_w: float, slow_cpu: bool,
+                             quant: str = "none", decode_batch_sizes: tuple[int, ...] = (1, 2)) -> Path:
+    """The checkpoint built (context 128, weights `quant`) from `declared_lavapipe_profile`."""
     from iree_glm.compiler.build import BuildOptions, build_bundle
+    from iree_glm.transforms.quantize import QuantSpec
 
-    profile = declared_lavapipe_profile(tmp_path_factory.mktemp("profiles") / f"{name}.toml", name, lavapipe_power_w, slow_cpu)
+    profile = declared_lavapipe_profile(tmp_path_factory.mktemp("profiles") / f"{name}.toml", name, lavapipe_power_w, slow_cpu,
+                                        int8=quant == "int8")
     out = tmp_path_factory.mktemp("bundles") / name
-    build_bundle(checkpoint, out, BuildOptions(max_context=128, profile=str(profile), decode_batch_sizes=(1, 2)))
+    build_bundle(checkpoint, out, BuildOptions(max_context=128, profile=str(profile), decode_batch_sizes=decode_batch_sizes,
+                                               quant=QuantSpec(quant)))
     return out
 
 

@@ -10,12 +10,16 @@ medians. The estimates are the cost model's for the same placements, with the nu
 bundle was built with (declared) and with the shipped host-cpu-vulkan profile's calibrated
 numbers. Switches are timed in a process of their own: `use_plan` between plans that decode on
 the same module (no KV moves), and a switch between decode devices mid-generation (CPU ->
-lavapipe -> CPU: the KV move and the first step after it), against one decode step and the
-measured KV hand-off. Every plan's greedy tokens, and the switched generation's, must be equal
-(exit 1 otherwise). On a machine with a real Vulkan GPU the same command builds and runs the
-plans there (the check a lent GPU machine should run).
+lavapipe -> CPU) per conversation length (`--switch-prompts`: a short and a long one): the KV
+move (bytes, ms; beside a copy of the whole buffers, as moves were before they copied only the
+positions in use) and the first step after it, against one decode step and the measured KV
+hand-off. Every plan's greedy tokens must be equal, and the switched generation's equal to the
+unswitched one's (exit 1 otherwise). On a machine with a real Vulkan GPU the same command
+builds and runs the plans there (the check a lent GPU machine should run).
 
     python tools/phase_split_bench.py [--bundle DIR] [--checkpoint CKPT] [--prompts 32,96] [--runs 5] [--steps 16]
+        [--switch-prompts 16,448] [--switch-only]
+    python tools/phase_split_bench.py --kv-move 3:2048 --switch-prompts 512,2048 [--runs 5]
 """
 
 from __future__ import annotations
@@ -95,9 +99,12 @@ def child(bundle: Path, plan: str, prompts: list[int], runs: int, steps: int) ->
     return out
 
 
-def switch_child(bundle: Path, prompt: int, runs: int, steps: int) -> dict:
-    """Decode on the main module, switch to `decode-lavapipe` between two steps, then back: the KV
-    move and the first step after each switch against the steps around it (JSON on stdout)."""
+def switch_child(bundle: Path, prompts: list[int], runs: int, steps: int) -> dict:
+    """Per prompt length (a short and a long conversation): decode on the main module, switch to
+    the decode-device plan between two steps, then back: the KV move (bytes, ms), a copy of the
+    whole buffers as the move was before it copied only the positions in use, and the first step
+    after each switch against the steps around it; the switched tokens against the same
+    generation without a switch (JSON on stdout)."""
     import numpy as np
 
     from iree_glm.runtime import Session
@@ -106,34 +113,94 @@ def switch_child(bundle: Path, prompt: int, runs: int, steps: int) -> dict:
 
     s = Session.load(bundle, plan="one-placement")
     other = next(name for name, e in s.plans.entries.items() if e.decode_module is not None)
-    ids = [(i * 7919) % s.config.vocab_size for i in range(1, prompt + 1)]
-    rows = {"there": [], "back": []}
-    tokens = []
-    for _ in range(runs + 1):  # the first run warms up
+    out = {"plan": other, "prompts": {}}
+    for prompt in prompts:
+        ids = [(i * 7919) % s.config.vocab_size for i in range(1, prompt + 1)]
         s.use_plan("one-placement")
-        state = RequestState(ids, 3 * steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
-        cache = s.new_cache()
-        token, pos, got = int(np.argmax(s.prefill(state, cache))), prompt, []
-        for leg, plan in (("cpu", None), ("there", other), ("back", "one-placement")):
-            if plan is not None:
-                s.use_plan(plan)
-            times = []
-            for _ in range(steps):
-                got.append(token)
-                t = time.perf_counter()
-                token = int(np.argmax(s.decode([token], [pos], cache)[0]))
-                times.append(time.perf_counter() - t)
-                pos += 1
-            if plan is not None:
-                _, _, nbytes, seconds = s.kv_moves.history[-1]
-                rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes))
-        tokens = got
-    out = {"plan": other, "tokens": tokens}
-    for leg, xs in rows.items():
-        xs = xs[1:]
-        out[leg] = {"first_step_ms": statistics.median(x[0] for x in xs) * 1e3, "move_ms": statistics.median(x[1] for x in xs) * 1e3,
-                    "step_ms": statistics.median(x[2] for x in xs) * 1e3, "bytes": xs[0][3]}
+        unswitched = s.generate(ids, max_new_tokens=3 * steps).generated_ids
+        rows = {"there": [], "back": []}
+        tokens = []
+        for _ in range(runs + 1):  # the first run warms up
+            s.use_plan("one-placement")
+            state = RequestState(ids, 3 * steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
+            cache = s.new_cache()
+            token, pos, got = int(np.argmax(s.prefill(state, cache))), prompt, []
+            for leg, plan in (("cpu", None), ("there", other), ("back", "one-placement")):
+                if plan is not None:
+                    s.use_plan(plan)
+                times = []
+                for _ in range(steps):
+                    got.append(token)
+                    t = time.perf_counter()
+                    token = int(np.argmax(s.decode([token], [pos], cache)[0]))
+                    times.append(time.perf_counter() - t)
+                    pos += 1
+                if plan is not None:
+                    _, _, nbytes, seconds = s.kv_moves.history[-1]
+                    rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes, _whole_copy(s, cache)))
+            tokens = got
+        r = {"tokens_equal": tokens == unswitched[: len(tokens)], "cache_bytes": sum(b.to_host().nbytes for b in cache.buffers)}
+        for leg, xs in rows.items():
+            xs = xs[1:]
+            r[leg] = {"first_step_ms": statistics.median(x[0] for x in xs) * 1e3, "move_ms": statistics.median(x[1] for x in xs) * 1e3,
+                      "step_ms": statistics.median(x[2] for x in xs) * 1e3, "bytes": xs[0][3],
+                      "whole_ms": statistics.median(x[4] for x in xs) * 1e3}
+        out["prompts"][prompt] = r
     return out
+
+
+def _whole_copy(session, cache) -> float:
+    """Seconds to copy every buffer of `cache` whole onto its own device, as a move did before it
+    copied only the positions in use (a mapped read, one host copy into a new allocation)."""
+    from iree_glm.runtime.kv_cache import unset_array
+
+    t = time.perf_counter()
+    copies = [unset_array(session._decoder.device, b.shape, cache.dtype, session._decoder.cache_memory) for b in cache.buffers]
+    for copy, b in zip(copies, cache.buffers):  # all held at once, as the move held them
+        copy.to_host()[...] = b.to_host()
+    return time.perf_counter() - t
+
+
+GLM_EDGE_15B_KV = (28, 4, 128)  # layers, KV heads, head dim of the GLM-edge-1.5B shape (112 KiB per position)
+
+
+def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int) -> int:
+    """The KV move alone at the GLM-edge-1.5B shape, no model: a cache of `rows` rows x `capacity`
+    positions on the CPU (local-task) moved to lavapipe and back, per case (the positions in use
+    of each row), against a copy of the whole buffers; medians of `runs`. Prints a table."""
+    import numpy as np
+
+    from iree_glm.runtime.devices import hal_device
+    from iree_glm.runtime.kv_cache import KVCache, mappable_memory, unset_array
+
+    layers, heads, dim = GLM_EDGE_15B_KV
+    cpu, gpu = hal_device("local-task"), hal_device("vulkan")
+    print(f"KV move at the GLM-edge-1.5B shape ({layers} layers x {heads} KV heads x {dim}), {rows} rows x {capacity} positions "
+          f"({2 * layers * rows * heads * capacity * dim * 4 / 2**20:.0f} MiB); medians of {runs}")
+    print("| positions in use per row | moved MiB | CPU -> lavapipe ms | lavapipe -> CPU ms | whole buffers ms (CPU -> lavapipe) |")
+    print("|---|---|---|---|---|")
+    for lengths in cases:
+        there, back, whole = [], [], []
+        for run in range(runs + 1):  # the first run warms up (the allocators' pages)
+            cache = KVCache.zeros(cpu, layers, rows, heads, capacity, dim)
+            cache.written[:] = lengths
+            t = time.perf_counter()
+            copies = [unset_array(gpu, b.shape, cache.dtype, mappable_memory(False)) for b in cache.buffers]
+            for copy, b in zip(copies, cache.buffers):  # as a move was before it copied only the positions in use
+                copy.to_host()[...] = b.to_host()
+            del copies
+            t1 = time.perf_counter()
+            moved = cache.move_to(gpu, mappable_memory(False))
+            t2 = time.perf_counter()
+            cache.move_to(cpu, mappable_memory(True))
+            if run:
+                whole.append(t1 - t)
+                there.append(t2 - t1)
+                back.append(time.perf_counter() - t2)
+            del cache
+        med = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
+        print(f"| {', '.join(map(str, lengths))} | {moved / 2**20:.0f} | {med(there):.1f} | {med(back):.1f} | {med(whole):.1f} |")
+    return 0
 
 
 def estimates(bundle: Path, profile_path: Path, prompts: list[int]) -> dict:
@@ -164,11 +231,20 @@ def main() -> int:
     p.add_argument("--prompts", default="32,96")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--switch-prompts", help="prompt lengths of the switch between decode devices (default: --prompts)")
+    p.add_argument("--switch-only", action="store_true", help="measure only the switch between decode devices")
+    p.add_argument("--kv-move", metavar="ROWS:CAPACITY", help="measure only the KV move at the GLM-edge-1.5B shape (no model)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     prompts = [int(x) for x in args.prompts.split(",")]
+    switch_prompts = [int(x) for x in (args.switch_prompts or args.prompts).split(",")]
+    if args.kv_move:
+        rows, capacity = (int(x) for x in args.kv_move.split(":"))
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+        cases = [[n] + [0] * (rows - 1) for n in switch_prompts] + [[n] * rows for n in switch_prompts]
+        return kv_move(rows, capacity, cases, args.runs)
     if args.child == "--switch":
-        print(json.dumps(switch_child(args.bundle, prompts[-1], args.runs, args.steps)))
+        print(json.dumps(switch_child(args.bundle, switch_prompts, args.runs, args.steps)))
         return 0
     if args.child:
         print(json.dumps(child(args.bundle, args.child, prompts, args.runs, args.steps)))
@@ -178,17 +254,26 @@ def main() -> int:
         from iree_glm.compiler.build import BuildOptions, build_bundle
 
         write_profile(profile)
-        build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=max(prompts) + 3 * args.steps + 16, profile=str(profile)))
+        context = max(prompts + switch_prompts) + 3 * args.steps + 16
+        build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=context, profile=str(profile)))
     from iree_glm.bundle.manifest import read_manifest
 
     plans = [pl.name for pl in read_manifest(args.bundle, verify=False).options.plans]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     measured = {}
     switched = "--switch" if any(pl.decode_module for pl in read_manifest(args.bundle, verify=False).options.plans) else None
-    for plan in [*plans, switched] if switched else plans:
+    if args.switch_only and not switched:
+        print(f"{args.bundle}: carries no plan that decodes on another device: nothing to switch", file=sys.stderr)
+        return 2
+    for plan in ([] if args.switch_only else plans) + ([switched] if switched else []):
         r = subprocess.run([sys.executable, __file__, "--bundle", str(args.bundle), "--child=" + plan, "--prompts", args.prompts,
-                            "--runs", str(args.runs), "--steps", str(args.steps)], capture_output=True, text=True, env=env, check=True)
+                            "--switch-prompts", ",".join(map(str, switch_prompts)), "--runs", str(args.runs),
+                            "--steps", str(args.steps)], capture_output=True, text=True, env=env, check=True)
         measured[plan] = json.loads(r.stdout.strip().splitlines()[-1])
+    if args.switch_only:
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
+        print(f"medians of {args.runs} runs, {args.steps} decode steps per leg; switches in a process of their own")
+        return report_switch(measured[switched], 0.0, "one step (no hand-off measured: --switch-only)")
     est = estimates(args.bundle, profile, prompts)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
     print(f"bundle {args.bundle}; medians of {args.runs} runs, {args.steps} decode steps each; each plan in its own process")
@@ -202,9 +287,10 @@ def main() -> int:
             print(f"| {plan} | {n} | {r['ttft_ms']:.1f} | {r['handoff_ms']:.2f} ({100 * r['handoff_ms'] / r['ttft_ms']:.3g}%) | "
                   f"{r['prefill_device_ms']:.1f} | {pd:.1f} / {pc:.1f} | {r['decode_ms']:.2f} | {dd:.2f} / {dc:.2f} |")
     n = str(prompts[-1])
-    short = min(len(m["tokens"]) for m in measured.values())
-    same = len({tuple(m["tokens"][:short]) for m in measured.values()}) == 1
-    print(f"greedy tokens of every plan and of the switched generation equal (first {short}): {same}")
+    plain = [m for name, m in measured.items() if name != switched]
+    short = min(len(m["tokens"]) for m in plain)
+    same = len({tuple(m["tokens"][:short]) for m in plain}) == 1
+    print(f"greedy tokens of every plan equal (first {short}): {same}")
     split = measured.get("phase-split")
     handoff = split["prompts"][n]["handoff_ms"] if split is not None else 0.0
     if split is not None and "switch_us" in split:
@@ -212,14 +298,25 @@ def main() -> int:
         print(f"plan switch, same decode module: {split['switch_us']:.2f} us against one decode step {step:.2f} ms + the "
               f"{n}-token hand-off {handoff:.2f} ms (ratio {split['switch_us'] / 1e3 / (step + handoff):.2e})")
     if switched:
-        sw = measured[switched]
+        same = report_switch(measured[switched], handoff, f"one step + the {n}-token hand-off") == 0 and same
+    return 0 if same else 1
+
+
+def report_switch(sw: dict, handoff: float, what: str) -> int:
+    """Print the switch between decode devices per conversation length; 1 if a switched
+    generation's tokens differ from the unswitched ones."""
+    same = True
+    for n, r in sw["prompts"].items():
+        same = same and r["tokens_equal"]
+        print(f"switched generation after a {n}-token prompt: tokens equal to the unswitched ones: {r['tokens_equal']}; "
+              f"whole cache {r['cache_bytes'] / 2**20:.2f} MiB")
         for leg, label in (("there", f"main -> {sw['plan']}"), ("back", f"{sw['plan']} -> main")):
-            r = sw[leg]
-            extra = r["first_step_ms"] - r["step_ms"]
-            print(f"switch between decode devices {label} after a {n}-token prompt: KV move {r['move_ms']:.2f} ms ({r['bytes'] / 2**20:.2f} MiB), "
-                  f"first step {r['first_step_ms']:.2f} ms against {r['step_ms']:.2f} ms per later step: the switch costs "
-                  f"{extra:.2f} ms, against one step + the {n}-token hand-off {r['step_ms'] + handoff:.2f} ms "
-                  f"(ratio {extra / (r['step_ms'] + handoff):.2f})")
+            x = r[leg]
+            extra = x["first_step_ms"] - x["step_ms"]
+            print(f"  {label}: KV move {x['move_ms']:.3f} ms ({x['bytes'] / 2**20:.3f} MiB; whole buffers {x['whole_ms']:.3f} ms), "
+                  f"first step {x['first_step_ms']:.2f} ms against {x['step_ms']:.2f} ms per later step: the switch costs "
+                  f"{extra:.2f} ms, against {what} {x['step_ms'] + handoff:.2f} ms "
+                  f"(ratio {extra / (x['step_ms'] + handoff):.2f}; move alone {x['move_ms'] / (x['step_ms'] + handoff):.3f})")
     return 0 if same else 1
 
 

@@ -132,6 +132,32 @@ def mark_verify_like_decode(model) -> None:
             module.verify_like_decode = True
 
 
+def mark_like_int8_kernel(model) -> dict:
+    """For a module another device runs (a `decode-DEVICE` plan's): where the CPU module's int8
+    decode kernel runs, its `decode` and `verify` entry points quantize x per block of 32 in the
+    graph, as that kernel does, so that a plan switch mid-generation keeps the tokens (a generic
+    int8 x fp32 matmul differs by ~3e-2 in the logits). Returns {layer: its verify_like_decode
+    before} to undo it after the export: the CPU module's own export must not quantize in the graph."""
+    from iree_glm.kernels import int8 as int8_kernel
+
+    marked = {m: m.verify_like_decode for m in model.modules()
+              if isinstance(m, QuantLinear) and m.mode == "int8" and int8_kernel.fits(m.in_features, int8_kernel.LANES, 1)}
+    for m in marked:
+        m.decode_like_kernel = m.verify_like_decode = True
+    return marked
+
+
+def _export_for_other_devices(model, entry_points: list[EntryPoint], dtype: str, work: Path) -> Path:
+    """The program as `mark_like_int8_kernel` has it, for the decode modules of other devices."""
+    marked = mark_like_int8_kernel(model)
+    try:
+        (work / "other-devices").mkdir(exist_ok=True)
+        return _export_single(model, entry_points, dtype, False, work / "other-devices")
+    finally:
+        for m, verify in marked.items():
+            m.decode_like_kernel, m.verify_like_decode = False, verify
+
+
 def _fused_expected(model, entry_points: list[EntryPoint]) -> int:
     """Matmuls reading packed weights over all entry points (`embed` does not run the head)."""
     count = quantized_layer_count(model)
@@ -256,6 +282,10 @@ def build_bundle(
                 exported = export_stages(model, stages, entry_points, work)
             else:
                 mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
+            # Other devices' decode modules compute what the CPU kernels compute (int8: x per block in the graph).
+            other_devices = not stages and not no_decode_modules and bool(phase_plan.decode_options)
+            other_mlir = _export_for_other_devices(model, entry_points, dtype, work) if other_devices and kernels.int8.ours \
+                else None if stages else mlir_path
             prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
             if prefill_specs:
                 exported_prefill = export_stages(model, prefill_specs, prefill_entry, work, phases.PREFILL_PREFIX)
@@ -286,8 +316,8 @@ def build_bundle(
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
             decode_files: dict[str, str] = {}
             if not stages and not no_decode_modules:
-                more, decode_files = phases.compile_decode_modules(mlir_path, phase_plan, profile, folder, opts.extra_flags, log,
-                                                                   quantized_matmuls, progress)
+                more, decode_files = phases.compile_decode_modules(other_mlir, phase_plan, profile, folder, opts.extra_flags, log,
+                                                                   quantized_matmuls, int8_activations, progress)
                 modules += more
             prefill_entries = None
             if prefill_specs:

@@ -84,11 +84,10 @@ def why_no_decode_modules(pp: PhasePlan, multi_device_decode: bool, dtype: str, 
     """Why a bundle cannot carry its decode options' modules (None: it can, or there are none)."""
     if not pp.decode_options:
         return None
-    if quant != "none":
-        # Measured: a tiny int8 model's lavapipe module (generic dequant form, f32 activations)
-        # and its CPU module (our kernels) differ by 1e-2 in the logits and in greedy tokens.
-        return (f"decode modules for other devices are built for unquantized weights only (--quant {quant}: the main "
-                "module's kernels and another device's generic form round differently, so a switch would change the tokens)")
+    if quant == "int4":
+        # The CPU int4 kernels quantize x per block too (the int8 path's graph form would carry
+        # over), but int4 modules do not compile for Vulkan in IREE 3.13 (docs/phases.md).
+        return "decode modules for other devices are not built for int4 weights (their Vulkan modules do not compile in IREE 3.13)"
     if multi_device_decode:
         return "plans with their own decode device beside a multi-device decode placement are not built"
     if dtype != "f32" or compute != "f32":
@@ -99,10 +98,14 @@ def why_no_decode_modules(pp: PhasePlan, multi_device_decode: bool, dtype: str, 
 
 
 def compile_decode_modules(mlir_path: Path, pp: PhasePlan, profile: Profile, folder: Path, extra_flags: tuple[str, ...],
-                           log: Path, quantized_matmuls: int, progress: Callable[[str], None]) -> tuple[list[ModuleEntry], dict[str, str]]:
+                           log: Path, quantized_matmuls: int, int8_activations: str,
+                           progress: Callable[[str], None]) -> tuple[list[ModuleEntry], dict[str, str]]:
     """The main module's program (every entry point) compiled for each decode option's device:
-    (modules, device -> file). A device this IREE compiler has no backend for (an NPU) is
-    skipped with a line: a stand-in decoding on the host CPU would only duplicate the main module."""
+    (modules, device -> file). Quantized weights: `mlir_path` quantizes x in the graph where the
+    CPU's int8 decode kernel does (build.py's mark_like_int8_kernel), and prompts' int8 matmuls
+    multiply int8 rows where the CPU's do (`int8_activations`), so that both modules compute the
+    same and a switch keeps the tokens. A device this IREE compiler has no backend for (an NPU)
+    is skipped with a line: a stand-in decoding on the host CPU would only duplicate the main module."""
     import iree.compiler as ic
 
     backends = set(ic.query_available_targets())
@@ -119,7 +122,7 @@ def compile_decode_modules(mlir_path: Path, pp: PhasePlan, profile: Profile, fol
         # Vulkan buffers the host maps: the KV cache moves between devices by mapping, not by queue transfers.
         mappable = ("--iree-hal-external-resources-mappable",) if target.backend == "vulkan-spirv" else ()
         file = decode_module_file(device.name)
-        pipeline = PassPipeline([DequantMatmulPass(quantized_matmuls)] if quantized_matmuls else [])
+        pipeline = PassPipeline([DequantMatmulPass(quantized_matmuls, int8_activations=int8_activations)] if quantized_matmuls else [])
         try:
             compiled = compile_mlir(mlir_path, folder / file, target, (*mappable, *extra_flags), log, pipeline)
         except CompileError as e:  # an extra plan: the bundle's own plans stand without it

@@ -150,6 +150,8 @@ def _export(model: torch.nn.Module, ep: EntryPoint, cache_dtype: torch.dtype):
     args, dynamic = example_inputs(ep, tokens, cfg.num_layers, cfg, cache_dtype)
     model.all_rows = ep.all_logits
     like_decode = [m for m in model.modules() if getattr(m, "verify_like_decode", False)] if ep.all_logits else []
+    if ep.batch == 1 and ep.seq_len == 1:  # a decode step: where another device computes what the CPU kernel does
+        like_decode = [m for m in model.modules() if getattr(m, "decode_like_kernel", False)]
     decode_form = [m for m in model.modules() if getattr(m, "verify_decode_form", False)] if ep.all_logits else []
     for m in like_decode:
         m.quantized_activations = True

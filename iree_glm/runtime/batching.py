@@ -307,6 +307,7 @@ class BatchEngine:
         if job in self._active:
             self._active.remove(job)
         if job.slot is not None:
+            self._cache.release(job.slot)  # a plan switch copies only the rows in use
             self._free.append(job.slot)
             job.slot = None
         self._emit(job, error if error is not None else state.result())

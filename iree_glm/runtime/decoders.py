@@ -8,17 +8,22 @@ that finds it elsewhere moves it there (`KVCache.move_to`) under the lock that o
 calls: a switch takes effect at the next call, a step boundary, and a generation in progress
 continues token for token on the new device.
 
-Copies per buffer on CPU (local-task) <-> Vulkan (lavapipe): the source is read through a
-mapping (local-task memory is the process's; the session makes Vulkan caches host-visible and
-mappable), and one host copy fills the new allocation (local-task: a heap buffer; Vulkan: a
-host-visible buffer the device reads in place). No queue transfer, no staging copy. On a
-discrete GPU the cache would belong in device-local memory and the move would be a queue
-transfer each way; not built.
+A move copies only the positions each row has written (`KVCache.written`: a conversation's
+length; the batching engine releases a row when its request ends), one host copy per buffer
+and row from a mapping of the source (local-task memory is the process's; the session makes
+Vulkan caches host-visible and mappable) into a mapping of a new allocation (`cache_memory`:
+local-task: the device's own memory; Vulkan: host-visible memory the device reads in place).
+The new allocation's other positions are zeroed just before a call reads them (`KVCache.use`),
+so a switch after N tokens copies O(N) bytes. No queue transfer, no staging copy. On a discrete
+GPU the cache would belong in device-local memory and the move would be a queue transfer each
+way; not built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from iree_glm.runtime.kv_cache import mappable_memory
 
 
 @dataclass
@@ -31,6 +36,11 @@ class DecodeModule:
     device: object  # the HAL device
     fns: dict  # entry point -> FunctionInvoker
     upload: object = None  # host array -> device array in host-visible memory (None: local devices import host arrays)
+
+    @property
+    def cache_memory(self) -> tuple:
+        """(memory type, usage) of a KV cache moved here, mappable so the next move reads it in place."""
+        return mappable_memory(self.driver.startswith("local-"))
 
 
 @dataclass

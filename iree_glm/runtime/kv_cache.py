@@ -5,7 +5,13 @@ buffers in place (see iree_glm/export.py) and read only the first n positions, n
 the length of their `key_positions` input; `attended_keys` picks n for a step: every position
 in use, rounded up to `KEY_GRANULARITY` so the compiled code sees tile-friendly sizes.
 Positions beyond what a row has written hold zeros or an earlier request's (finite) entries;
-attention masks them.
+attention masks them, but they must be finite (a masked score's weight is 0, and 0 x NaN is NaN).
+
+A cache also records, per row, how many positions have been written (`written`, set before each
+device call by `use`); a plan switch between decode devices (`move_to`) copies only those
+positions of the rows in use, and zeroes the rest lazily: a row's positions are zeroed up to
+what a call reads just before that call (`use`), so a switch after N tokens costs O(N) bytes,
+not the whole buffers.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class KVCache:
     _views: list | None = field(default=None, repr=False)  # host_views' answer, once known
     device: object = field(default=None, repr=False)  # the HAL device the buffers live on
     device_name: str = ""  # its name in the bundle's plans (reports)
+    written: np.ndarray | None = field(default=None, repr=False)  # per row: positions written (zeros() sets it)
+    _finite: np.ndarray | None = field(default=None, repr=False)  # per row: positions 0.. known finite (None: all)
 
     @classmethod
     def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
@@ -45,21 +53,54 @@ class KVCache:
 
         zeros = np.zeros((rows, kv_heads, capacity, head_dim), dtype)
         put = upload or (lambda a: rt.asdevicearray(device, a))
-        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype), device=device)
+        return cls([put(zeros) for _ in range(2 * layers)], rows, np.dtype(dtype), device=device,
+                   written=np.zeros(rows, np.int64))
 
-    def move_to(self, device, upload=None) -> int:
-        """Put every buffer on `device` in place (a plan switch between decode devices); returns
-        the bytes copied. Each buffer is read through a mapping (local-task memory is the
-        process's; Vulkan caches are made host-visible, see Session.new_cache) and copied once
-        into a new allocation on `device` (`upload`: where it needs host-visible memory). Whole
-        buffers, every row: a copy of the live positions alone would need a zero fill of the
-        rest first. The caller holds the lock that orders device calls."""
-        import iree.runtime as rt
+    @property
+    def capacity(self) -> int:
+        return int(self.buffers[0].shape[2])
 
-        put = upload or (lambda a: rt.asdevicearray(device, a))
-        moved = [put(b.to_host()) for b in self.buffers]
+    def use(self, slots: list[int], ends: list[int], keys: int) -> None:
+        """Before a device call that writes row slots[i]'s positions up to ends[i] - 1 and reads
+        each row's first `keys` positions: record what is written, and zero what the call reads
+        that a move left unset. The caller holds the lock that orders device calls."""
+        capacity = self.capacity
+        for slot, end in zip(slots, ends):
+            self.written[slot] = max(int(self.written[slot]), min(end, capacity))
+        if self._finite is None:
+            return
+        keys = min(keys, capacity)
+        for slot in set(slots):
+            first = int(self._finite[slot])
+            if first < keys:
+                for b in self.buffers:
+                    b.to_host()[slot, :, first:keys] = 0  # the mapping move_to made
+                self._finite[slot] = keys
+
+    def release(self, slot: int) -> None:
+        """Row `slot` holds no conversation any more: a move need not copy it."""
+        self.written[slot] = 0
+
+    def move_to(self, device, memory: tuple) -> int:
+        """Put the buffers on `device` in place (a plan switch between decode devices); returns the
+        bytes copied. Only each row's written positions are copied, one host copy per (buffer,
+        row) from a mapping of the source (local-task memory is the process's; Vulkan caches are
+        host-visible, see Session.new_cache) into a mapping of a new, uninitialised allocation
+        (`memory`: its (memory type, usage), see `mappable_memory`); `use` zeroes the rest as
+        calls come to read it. The caller holds the lock that orders device calls."""
+        live = [(row, int(n)) for row, n in enumerate(self.written) if n]
+        moved, copied = [], 0
+        for b in self.buffers:
+            source = b.to_host()
+            target = unset_array(device, b.shape, self.dtype, memory)
+            view = target.to_host()
+            for row, n in live:
+                view[row, :, :n] = source[row, :, :n]
+                copied += view[row, :, :n].nbytes
+            moved.append(target)
         self.buffers, self._views, self.device = moved, None, device
-        return sum(int(np.prod(b.shape)) * np.dtype(b.dtype).itemsize for b in moved)
+        self._finite = self.written.copy()
+        return copied
 
     def host_views(self) -> list[np.ndarray] | None:
         """Writable host arrays that are the buffers' memory (CPU devices: the device's memory is
@@ -96,3 +137,25 @@ class KVCache:
         """Host copies of row `slot`'s positions start..length-1: k, v [L, 1, Hkv, length - start, D]."""
         rows = [np.array(b.to_host()[slot : slot + 1, :, start:length]) for b in self.buffers]
         return np.stack(rows[0::2]), np.stack(rows[1::2])
+
+
+def mappable_memory(local: bool) -> tuple:
+    """(memory type, usage) of a KV cache a plan switch can move by mapping: a local (CPU)
+    device's own memory, or host-visible memory a Vulkan device reads in place."""
+    import iree.runtime as rt
+
+    memory = rt.MemoryType.DEVICE_LOCAL if local else rt.MemoryType.HOST_LOCAL | rt.MemoryType.DEVICE_VISIBLE
+    return memory, rt.BufferUsage.DEFAULT | rt.BufferUsage.MAPPING
+
+
+def unset_array(device, shape: tuple, dtype: np.dtype, memory: tuple):
+    """A new device array, contents unset (written through its mapping by the caller)."""
+    import iree.runtime as rt
+    from iree.runtime.array_interop import map_dtype_to_element_type
+
+    element = map_dtype_to_element_type(dtype)
+    if element is None:
+        raise ValueError(f"no IREE element type for a KV cache of {dtype}")
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = device.allocator.allocate_buffer(memory_type=memory[0], allowed_usage=memory[1], allocation_size=size)
+    return rt.DeviceArray(device, rt.HalBufferView(buffer, tuple(shape), element), override_dtype=dtype)

@@ -90,7 +90,7 @@ class PrefillPlacement:
             logits = np.array(logits[0])
             t1 = time.perf_counter()
             kv = self._gather(start, start + len(ids))
-            session._ready(cache)
+            session._ready(cache, [slot], [start + len(ids)], start + len(ids))
             session._fns[STORE_KV](np.asarray([slot], np.int64), np.asarray([start], np.int64), kv, *cache.buffers)
             self.stats.prefill_seconds += t1 - t
             self.stats.handoff_seconds += time.perf_counter() - t1

@@ -134,11 +134,11 @@ class Session:
         self._engine_lock = threading.Lock()
         self._embed_cache: KVCache | None = None
         self._embed_lock = threading.Lock()
+        self._wake_workers()  # before a plan may make another module the decoding one: the cache is the main module's
         # The bundle's plans (runtime/plans.py): where prompts are prefilled; None: one plan.
         self.plans: PlanSet | None = PlanSet(self, allow_stand_in, plan) if manifest.options.plans else None
         if plan is not None and self.plans is None:
             raise BundleError(f"{self.bundle}: this bundle carries no plans to choose from (recompile it)")
-        self._wake_workers()
 
     def _wake_workers(self) -> None:
         """Make one small device call at load, so that the first request's call is not the one
@@ -192,15 +192,17 @@ class Session:
         only: the build derived it from that module's code, not from a plan's other device's."""
         return self._exact_rows if self._decoder is self._main else 0
 
-    def _ready(self, cache: KVCache) -> None:
-        """Move `cache` to the decode device if a plan switch left it elsewhere (lock held)."""
-        if cache.device is self._decoder.device or cache.device is None:
-            return
-        source = cache.device_name
-        t = time.perf_counter()
-        nbytes = cache.move_to(self._decoder.device, self._decoder.upload)
-        self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
-        cache.device_name = self._decoder.device_name
+    def _ready(self, cache: KVCache, slots: list[int], ends: list[int], keys: int) -> None:
+        """Before a call that writes row slots[i] up to position ends[i] - 1 and reads `keys`
+        positions: move `cache` to the decode device if a plan switch left it elsewhere, and
+        note what the call writes and reads (`KVCache.use`). Lock held."""
+        if cache.device is not self._decoder.device and cache.device is not None:
+            source = cache.device_name
+            t = time.perf_counter()
+            nbytes = cache.move_to(self._decoder.device, self._decoder.cache_memory)
+            self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
+            cache.device_name = self._decoder.device_name
+        cache.use(slots, ends, keys)
 
     @classmethod
     def load(
@@ -443,10 +445,11 @@ class Session:
 
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:
-            self._ready(cache)
+            keys = self._attended(start + len(ids) - 1)
+            self._ready(cache, [slot], [start + len(ids)], len(keys))
             logits = self._fns["prefill"](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
-                self._attended(start + len(ids) - 1), *cache.buffers,
+                keys, *cache.buffers,
             )
             # to_host() may map device memory that later calls reuse: keep an owned copy.
             return np.array(logits.to_host()[0])
@@ -476,10 +479,11 @@ class Session:
         """`verify` of `ids` at positions start.. of row `slot` (in place, like prefill): every
         row's logits [len(ids), V], for checking draft tokens in one call."""
         with self._lock:
-            self._ready(cache)
+            keys = self._attended(start + len(ids) - 1)
+            self._ready(cache, [slot], [start + len(ids)], len(keys))
             logits = self._fns[VERIFY](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
-                self._attended(start + len(ids) - 1), *cache.buffers,
+                keys, *cache.buffers,
             )
             return np.array(logits.to_host()[0])
 
@@ -498,10 +502,11 @@ class Session:
         with self._embed_lock:
             for first, end in chunks(len(ids), self.prefill_chunk):
                 with self._lock:
-                    self._ready(self._embed_cache)
+                    keys = self._attended(end - 1)
+                    self._ready(self._embed_cache, [0], [end], len(keys))
                     hidden = self._fns["embed"](
                         np.asarray([ids[first:end]], np.int64), np.asarray([first], np.int64), np.zeros(1, np.int64),
-                        self._attended(end - 1), *self._embed_cache.buffers,
+                        keys, *self._embed_cache.buffers,
                     )
                     total += np.asarray(hidden.to_host()[0], np.float64).sum(axis=0)
         mean = total / len(ids)
@@ -528,7 +533,8 @@ class Session:
         copies into the mapped buffers where the device's memory is the host's, else one call of
         the bundle's store_kv."""
         with self._lock:
-            self._ready(cache)
+            total = sum(p.shape[3] for p in parts)
+            self._ready(cache, [slot], [total], total)
             if not cache.write(slot, parts):
                 kv = np.concatenate(parts, axis=3).astype(self.cache_dtype, copy=False)  # [2, L, Hkv, P, D]
                 self._fns[STORE_KV](np.asarray([slot], np.int64), np.zeros(1, np.int64), kv, *cache.buffers)
@@ -542,10 +548,11 @@ class Session:
             return self.verify(tokens, positions[0], cache, slots[0])
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         with self._lock:
-            self._ready(cache)
+            keys = self._attended(max(positions))
+            self._ready(cache, slots, [p + 1 for p in positions], len(keys))
             logits = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
-                self._attended(max(positions)), *cache.buffers,
+                keys, *cache.buffers,
             )
             return np.array(logits.to_host())
 

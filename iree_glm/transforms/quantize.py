@@ -164,6 +164,9 @@ class QuantLinear(nn.Module):
         # Export of the `verify` entry point where the int8 decode kernel runs (build.py's
         # mark_verify_like_decode): x per block of 32 in the graph, as that kernel does.
         self.verify_like_decode = False
+        # Export of the `decode` entry point for another device than the CPU whose int8 decode
+        # kernel it must match (build.py's mark_like_int8_kernel): x per block of 32 in the graph.
+        self.decode_like_kernel = False
         if mode == "bf16":
             q, s = pack_bf16(linear.weight), None
         elif mode == "int8":

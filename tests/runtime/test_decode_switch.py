@@ -76,9 +76,9 @@ def test_switching_decode_device_mid_generation_keeps_the_tokens(session, refere
     assert _switching(session, PROMPT, {3: "decode-lavapipe", 6: "one-placement"})[0] == reference[tuple(PROMPT)]
     history = session.kv_moves.history[moves:]
     assert [(a, b) for a, b, _, _ in history] == [("main", "lavapipe"), ("lavapipe", "main")]
-    cfg = session.config
-    row = 2 * cfg.num_layers * cfg.num_kv_heads * session.cache_slots * cfg.head_dim * 4  # one row, every layer's k and v
-    assert all(n == row for _, _, n, _ in history)
+    # O(positions) bytes: the prompt and the tokens decoded before each switch (the third
+    # token's step at position 12, the sixth's at 15), not the row's 128 positions
+    assert [n for _, _, n, _ in history] == [12 * _per_position(session), 15 * _per_position(session)]
     # prefilled on the CPU, decoded on lavapipe; then on lavapipe from its prefix (restored from
     # the prefix cache into a lavapipe row), back to the CPU after four tokens
     assert _switching(session, OTHER, {1: "decode-lavapipe"})[0] == reference[tuple(OTHER)]
@@ -108,6 +108,49 @@ def test_batching_engine_moves_its_rows_at_a_step_boundary(session, reference):
     assert ("main", "lavapipe") in [(x, y) for x, y, _, _ in session.kv_moves.history[moves:]]
 
 
+def test_a_switch_moves_only_the_positions_in_use_of_two_live_rows(session, reference, monkeypatch):
+    """Two requests of different lengths decode together in the batching engine; between its
+    batched steps the plan switches to lavapipe and back: each move copies the positions the
+    rows have written (exactly: the sum of the rows' lengths), and both keep the CPU bundle's
+    greedy tokens."""
+    plain, switches, expected, moved = session.decode, {2: "decode-lavapipe", 4: "one-placement"}, [], []
+    calls = 0
+
+    def decode(tokens, positions, cache, slots=None):
+        nonlocal calls
+        calls += len(tokens) == 2  # a step of both rows
+        if len(tokens) != 2 or calls not in switches:
+            return plain(tokens, positions, cache, slots)
+        session.use_plan(switches[calls])
+        expected.append(int(cache.written.sum()) * _per_position(session))
+        before = session.kv_moves.moves
+        logits = plain(tokens, positions, cache, slots)
+        moved.extend(session.kv_moves.history[before:])
+        return logits
+
+    async def run() -> list[list[int]]:
+        return await asyncio.gather(_collect(session.stream_async(OTHER, max_new_tokens=NEW)),
+                                    _collect(session.stream_async(PROMPT, max_new_tokens=NEW)))
+
+    session.use_plan("one-placement")
+    monkeypatch.setattr(session, "decode", decode)
+    try:
+        a, b = asyncio.run(run())
+    finally:
+        session.use_plan("one-placement")
+    assert a == reference[tuple(OTHER)] and b == reference[tuple(PROMPT)]
+    assert [(x, y) for x, y, _, _ in moved] == [("main", "lavapipe"), ("lavapipe", "main")]
+    assert [n for _, _, n, _ in moved] == expected
+    live, whole = len(OTHER) + len(PROMPT), 3 * session.cache_slots  # the engine's cache: two rows and the padding row
+    assert all(live <= n // _per_position(session) < live + 2 * NEW < whole for n in expected)
+
+
+def _per_position(session) -> int:
+    """KV bytes of one position of one row: every layer's k and v (f32)."""
+    cfg = session.config
+    return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+
+
 async def _collect(gen) -> list[int]:
     return [event.token_id async for event in gen]
 
@@ -120,6 +163,16 @@ def test_a_power_budget_picks_the_decode_device(session):
     session.use_plan("one-placement")
 
 
+def test_a_session_loaded_on_the_lavapipe_plan_decodes_there(switch_bundle, reference):
+    from iree_glm.runtime import Session
+
+    s = Session.load(switch_bundle, plan="decode-lavapipe")  # the load-time wake-up call stays on the CPU module
+    try:
+        assert s.generate(PROMPT, max_new_tokens=NEW).generated_ids == reference[tuple(PROMPT)]
+    finally:
+        s.close()
+
+
 def test_missing_vulkan_leaves_the_cpu_plan_in_one_line(switch_bundle, reference, monkeypatch):
     from iree_glm.runtime import Session
     from iree_glm.runtime import plans
@@ -130,3 +183,42 @@ def test_missing_vulkan_leaves_the_cpu_plan_in_one_line(switch_bundle, reference
     with pytest.raises(RequestError, match=r"plan 'decode-lavapipe' cannot run here: .*decodes on 'lavapipe', whose HAL "
                                            r"driver 'vulkan' is not available here"):
         s.use_plan("decode-lavapipe")
+
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(glm4_checkpoint, tmp_path_factory) -> Path:
+    # decode batch 1 only: an int8 decode_b2 does not compile for lavapipe (docs/phases.md)
+    return declared_lavapipe_bundle(glm4_checkpoint[0], tmp_path_factory, "decode-switch-int8", 3.0, slow_cpu=False,
+                                    quant="int8", decode_batch_sizes=(1,))
+
+
+def test_int8_weights_switch_to_lavapipe_and_back_keeping_the_cpu_tokens(int8_bundle):
+    """The decode-lavapipe module of an int8 bundle quantizes x per block of 32 in the graph, as
+    the CPU's int8 decode kernel does, so its decode step computes the CPU's (a generic int8 x
+    fp32 module is ~3e-2 apart), and CPU -> lavapipe -> CPU mid-generation gives the CPU-only
+    greedy tokens."""
+    import numpy as np
+
+    from iree_glm.runtime import Session
+
+    m = read_manifest(int8_bundle)
+    assert m.options.quant.mode == "int8" and [p.name for p in m.options.plans] == ["one-placement", "decode-lavapipe"]
+    s = Session.load(int8_bundle)
+    try:
+        cache = s.new_cache()
+        logits = s.run_prefill(PROMPT, 0, cache)
+        token, apart = int(np.argmax(logits)), []
+        for pos in range(len(PROMPT), len(PROMPT) + 4):  # each step on both modules, same KV
+            s.use_plan("one-placement")
+            cpu = s.decode([token], [pos], cache)[0]
+            s.use_plan("decode-lavapipe")
+            apart.append(float(np.abs(s.decode([token], [pos], cache)[0] - cpu).max()))
+            token = int(np.argmax(cpu))
+        assert max(apart) < 1e-3, apart
+        s.use_plan("one-placement")
+        for prompt in (PROMPT, OTHER):
+            cpu_only = s.generate(prompt, max_new_tokens=NEW).generated_ids  # the main (CPU) module throughout
+            assert _switching(s, prompt, {2: "decode-lavapipe", 6: "one-placement"})[0] == cpu_only
+    finally:
+        s.close()

@@ -161,3 +161,36 @@ def test_mapped_kv_write_matches_store_kv_and_touches_only_its_row(session):
     other = session.new_cache(1)
     other.dtype = np.dtype(np.float16)  # buffers that do not map to the cache's numpy type: no host write
     assert not other.write(0, [kv]) and not np.array(other.buffers[0].to_host()).any()
+
+
+def test_a_move_copies_the_written_positions_and_zeroes_the_rest_before_they_are_read(session):
+    """A plan switch between decode devices moves only what the rows in use have written
+    (O(positions) bytes, not the buffers); the new allocation's other positions are zeroed
+    just before a call reads them (masked positions must be finite)."""
+    from iree_glm.runtime.devices import hal_device
+    from iree_glm.runtime.kv_cache import mappable_memory
+
+    cfg = session.config
+    cache = session.new_cache(3)
+    rng = np.random.default_rng(1)
+    kv = rng.standard_normal((2, cfg.num_layers, cfg.num_kv_heads, 20, cfg.head_dim)).astype(np.float32)
+    session._store_kv(cache, 0, [kv[:, :, :, :5]])
+    session._store_kv(cache, 1, [kv])
+    cache.release(2)
+    assert list(cache.written) == [5, 20, 0]
+    per_position = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    other = hal_device("local-sync")  # another device: the move is real, not a no-op
+    assert cache.move_to(other, mappable_memory(True)) == (5 + 20) * per_position
+    assert cache.device is other and all(b._is_mappable() for b in cache.buffers)
+    k, v = cache.read(1, 20)
+    assert np.array_equal(k[:, 0], kv[0]) and np.array_equal(v[:, 0], kv[1])
+    for b in cache.buffers:  # what an uninitialised allocation may hold
+        b.to_host()[1, :, 20:] = np.nan
+        b.to_host()[2] = np.nan
+    cache.use([1, 2], [21, 1], 32)  # a decode step at position 20 of row 1, a new request in row 2
+    for b in cache.buffers:
+        row = b.to_host()
+        assert not row[1, :, 20:32].any() and not row[2, :, :32].any()
+        assert np.isnan(row[1, :, 32:]).all()  # not read yet: not touched
+    k, v = cache.read(1, 20)
+    assert np.array_equal(k[:, 0], kv[0]) and list(cache.written) == [5, 21, 1]
