@@ -74,6 +74,9 @@ def chunks(length: int, size: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, length)) for first in range(0, length, size)]
 
 
+WAKE_ROW_BYTES = 64 << 20  # the largest KV row the load-time wake-up allocates (Session._wake_workers)
+
+
 class Session:
     """A loaded bundle. Thread-safe: device calls from several threads are serialized."""
 
@@ -144,10 +147,13 @@ class Session:
         """Make one small device call at load, so that the first request's call is not the one
         that first starts IREE's task-executor workers (docs/benchmarks.md, "Restoring a
         persisted prefix"): `store_kv` of one position into a one-row cache, freed at once (the
-        compiled function takes at least one row and one position; a request needs a row anyway)."""
-        if self.driver != "local-task":  # the one driver here whose calls go through a worker pool
-            return
+        compiled function takes at least one row and one position; a request needs a row anyway).
+        Skipped where a row is larger than `WAKE_ROW_BYTES`: a large model's row (hundreds of MiB
+        at long context) would cost more memory at load than the first call's wake-up costs time."""
         cfg = self.config
+        row_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * self.cache_slots * cfg.head_dim * np.dtype(self.cache_dtype).itemsize
+        if self.driver != "local-task" or row_bytes > WAKE_ROW_BYTES:  # local-task: the one driver here with a worker pool
+            return
         kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 1, cfg.head_dim), self.cache_dtype)
         self._main.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *self.new_cache(1).buffers)
 
