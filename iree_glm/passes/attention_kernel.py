@@ -49,6 +49,7 @@ from iree_glm.passes.matching import indexing_maps, producer, shape
 SOURCE = X86_64_AVX2.source("attention")  # the x86 form tests call directly
 LAYOUT = toolchain.FOLDER / "attention_layout.h"  # ROWS, MAX_D: every set's
 SYMBOL = "iree_glm_attention_workgroup"
+ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # each query row on its own (an exact verify's, x86 sets)
 ROWS = 32  # query rows per workgroup (the kernel's ROWS)
 MAX_D = 128  # widest head the kernel's stack buffers hold (its MAX_D)
 OP = "iree_linalg_ext.attention"
