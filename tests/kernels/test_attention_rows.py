@@ -21,12 +21,7 @@ KEY_GRANULARITY = 32  # a verify call's keys: its last position + 1 rounded up (
 
 @pytest.fixture(scope="module", params=[toolchain.X86_64_AVX2, toolchain.X86_64_AVX512], ids=lambda s: s.short)
 def lib(request, tmp_path_factory) -> ctypes.CDLL:
-    kernel_set = request.param
-    reason = toolchain.unavailable_reason(kernel_set)
-    if reason:
-        pytest.skip(f"attention {kernel_set.short} kernel unavailable: {reason}")
-    path = toolchain.build_object(tmp_path_factory.mktemp("attention_rows"), kernel_set.source("attention"), kernel_set, shared=True)
-    lib = ctypes.CDLL(str(path))
+    lib = ref.shared_library(request.param, tmp_path_factory.mktemp("attention_rows"))
     getattr(lib, attention_kernel.ROW_SYMBOL).argtypes = ref.MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
     return lib
 
