@@ -164,10 +164,12 @@ def _whole_copy(session, cache) -> float:
 GLM_EDGE_15B_KV = (28, 4, 128)  # layers, KV heads, head dim of the GLM-edge-1.5B shape (112 KiB per position)
 
 
-def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int) -> int:
+def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int, steps: int) -> int:
     """The KV move alone at the GLM-edge-1.5B shape, no model: a cache of `rows` rows x `capacity`
-    positions on the CPU (local-task) moved to lavapipe and back, per case (the positions in use
-    of each row), against a copy of the whole buffers; medians of `runs`. Prints a table."""
+    positions on the CPU (local-task) moved to lavapipe, `steps` decode steps' positions written
+    there per live row, and moved back: into the CPU buffers the move kept (as sessions do) and
+    into new ones (as without keeping; its allocation timed alone too), per case (the positions in
+    use of each row), against a copy of the whole buffers; medians of `runs`. Prints a table."""
     import numpy as np
 
     from iree_glm.runtime.devices import hal_device
@@ -176,30 +178,57 @@ def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int) -> int:
     layers, heads, dim = GLM_EDGE_15B_KV
     cpu, gpu = hal_device("local-task"), hal_device("vulkan")
     print(f"KV move at the GLM-edge-1.5B shape ({layers} layers x {heads} KV heads x {dim}), {rows} rows x {capacity} positions "
-          f"({2 * layers * rows * heads * capacity * dim * 4 / 2**20:.0f} MiB); medians of {runs}")
-    print("| positions in use per row | moved MiB | CPU -> lavapipe ms | lavapipe -> CPU ms | whole buffers ms (CPU -> lavapipe) |")
-    print("|---|---|---|---|---|")
+          f"({2 * layers * rows * heads * capacity * dim * 4 / 2**20:.0f} MiB); {steps} steps written per live row on lavapipe "
+          f"before moving back; medians of {runs}")
+    print("| positions in use per row | moved MiB | CPU -> lavapipe ms | back into kept CPU buffers ms (MiB) "
+          "| back into new CPU buffers ms (of which allocating them) | whole buffers ms (CPU -> lavapipe) |")
+    print("|---|---|---|---|---|---|")
+
+    def decode_there(cache: KVCache) -> None:  # what `steps` decode steps write (a full row: its last positions)
+        live = [row for row, n in enumerate(cache.written) if n]
+        first = [min(int(cache.written[row]), capacity - steps) for row in live]
+        for i in range(steps):
+            ends = [p + i + 1 for p in first]
+            cache.use(live, ends, max(ends), [end - 1 for end in ends])
+            for b in cache.buffers:
+                view = b.to_host()
+                for row, end in zip(live, ends):
+                    view[row, :, end - 1] = 1.0
+
     for lengths in cases:
-        there, back, whole = [], [], []
+        times: dict[str, list[float]] = {k: [] for k in ("there", "kept", "new", "alloc", "whole")}
         for run in range(runs + 1):  # the first run warms up (the allocators' pages)
             cache = KVCache.zeros(cpu, layers, rows, heads, capacity, dim)
             cache.written[:] = lengths
-            t = time.perf_counter()
+            t = [time.perf_counter()]
             copies = [unset_array(gpu, b.shape, cache.dtype, mappable_memory(False)) for b in cache.buffers]
             for copy, b in zip(copies, cache.buffers):  # as a move was before it copied only the positions in use
                 copy.to_host()[...] = b.to_host()
             del copies
-            t1 = time.perf_counter()
-            moved = cache.move_to(gpu, mappable_memory(False))
-            t2 = time.perf_counter()
+            t.append(time.perf_counter())
+            moved = cache.move_to(gpu, mappable_memory(False), keep=True)
+            t.append(time.perf_counter())
+            decode_there(cache)
+            t.append(time.perf_counter())
+            back = cache.move_to(cpu, mappable_memory(True))
+            t.append(time.perf_counter())
+            cache.move_to(gpu, mappable_memory(False))  # keeps nothing: the way back allocates
+            decode_there(cache)
+            t.append(time.perf_counter())
             cache.move_to(cpu, mappable_memory(True))
-            if run:
-                whole.append(t1 - t)
-                there.append(t2 - t1)
-                back.append(time.perf_counter() - t2)
+            t.append(time.perf_counter())
             del cache
-        med = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
-        print(f"| {', '.join(map(str, lengths))} | {moved / 2**20:.0f} | {med(there):.1f} | {med(back):.1f} | {med(whole):.1f} |")
+            t.append(time.perf_counter())
+            fresh = [unset_array(cpu, (rows, heads, capacity, dim), np.dtype(np.float32), mappable_memory(True))
+                     for _ in range(2 * layers)]
+            t.append(time.perf_counter())
+            del fresh
+            if run:  # t: whole copy | move there | steps | back, kept | there, steps | back, new | free | allocate
+                for key, (a, b) in {"whole": (0, 1), "there": (1, 2), "kept": (3, 4), "new": (5, 6), "alloc": (7, 8)}.items():
+                    times[key].append(t[b] - t[a])
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"| {', '.join(map(str, lengths))} | {moved / 2**20:.0f} | {med['there']:.1f} | {med['kept']:.1f} ({back / 2**20:.1f}) | "
+              f"{med['new']:.1f} ({med['alloc']:.1f}) | {med['whole']:.1f} |")
     return 0
 
 
@@ -242,7 +271,7 @@ def main() -> int:
         rows, capacity = (int(x) for x in args.kv_move.split(":"))
         print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         cases = [[n] + [0] * (rows - 1) for n in switch_prompts] + [[n] * rows for n in switch_prompts]
-        return kv_move(rows, capacity, cases, args.runs)
+        return kv_move(rows, capacity, cases, args.runs, args.steps)
     if args.child == "--switch":
         print(json.dumps(switch_child(args.bundle, switch_prompts, args.runs, args.steps)))
         return 0

@@ -42,6 +42,14 @@ class DecodeModule:
         """(memory type, usage) of a KV cache moved here, mappable so the next move reads it in place."""
         return mappable_memory(self.driver.startswith("local-"))
 
+    @property
+    def keeps_left_caches(self) -> bool:
+        """Whether a KV cache moving away keeps its buffers here for a move back (within the
+        session's `kv_keep_bytes`): a new local-task buffer costs by its size (IREE zero-fills it
+        with calloc, a memset where glibc reuses freed heap memory), a Vulkan one by the pages
+        the move touches, so only local devices gain from keeping."""
+        return self.driver.startswith("local-")
+
 
 @dataclass
 class MoveStats:
