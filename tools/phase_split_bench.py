@@ -103,8 +103,11 @@ def switch_child(bundle: Path, prompts: list[int], runs: int, steps: int) -> dic
     """Per prompt length (a short and a long conversation): decode on the main module, switch to
     the decode-device plan between two steps, then back: the KV move (bytes, ms), a copy of the
     whole buffers as the move was before it copied only the positions in use, and the first step
-    after each switch against the steps around it; the switched tokens against the same
-    generation without a switch (JSON on stdout)."""
+    after each switch against the steps around it. Then the same pauses without a switch (the
+    controls): a second conversation that lives on the decode device takes `steps` steps there
+    (its first step follows the CPU's leg, as the switch's did, but moves nothing), and the first
+    conversation goes on on the CPU (its first step follows that leg on the other device). The
+    switched tokens are checked against the same generation without a switch (JSON on stdout)."""
     import numpy as np
 
     from iree_glm.runtime import Session
@@ -114,30 +117,43 @@ def switch_child(bundle: Path, prompts: list[int], runs: int, steps: int) -> dic
     s = Session.load(bundle, plan="one-placement")
     other = next(name for name, e in s.plans.entries.items() if e.decode_module is not None)
     out = {"plan": other, "prompts": {}}
+
+    def started(ids: list[int], new_tokens: int):
+        state = RequestState(ids, new_tokens, Sampler(SamplingParams()), set(), s.max_context, None, ())
+        cache = s.new_cache()
+        return cache, int(np.argmax(s.prefill(state, cache)))
+
     for prompt in prompts:
         ids = [(i * 7919) % s.config.vocab_size for i in range(1, prompt + 1)]
         s.use_plan("one-placement")
-        unswitched = s.generate(ids, max_new_tokens=3 * steps).generated_ids
-        rows = {"there": [], "back": []}
+        unswitched = s.generate(ids, max_new_tokens=4 * steps, stop_ids=()).generated_ids  # past EOS, as the runs go
+        s.use_plan(other)
+        control = dict(zip(("cache", "token"), started(ids[:16], (runs + 1) * steps + 1)), pos=min(16, prompt))
+        rows = {"there": [], "back": [], "ctl_there": [], "ctl_back": []}
         tokens = []
         for _ in range(runs + 1):  # the first run warms up
             s.use_plan("one-placement")
-            state = RequestState(ids, 3 * steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
-            cache = s.new_cache()
-            token, pos, got = int(np.argmax(s.prefill(state, cache))), prompt, []
-            for leg, plan in (("cpu", None), ("there", other), ("back", "one-placement")):
+            cache, token = started(ids, 4 * steps + 1)
+            main, got = {"cache": cache, "token": token, "pos": prompt}, []
+            legs = (("cpu", None, main), ("there", other, main), ("back", "one-placement", main),
+                    ("ctl_there", other, control), ("ctl_back", "one-placement", main))
+            for leg, plan, conv in legs:
                 if plan is not None:
                     s.use_plan(plan)
-                times = []
+                moves, times = s.kv_moves.moves, []
                 for _ in range(steps):
-                    got.append(token)
+                    if conv is main:
+                        got.append(conv["token"])
                     t = time.perf_counter()
-                    token = int(np.argmax(s.decode([token], [pos], cache)[0]))
+                    conv["token"] = int(np.argmax(s.decode([conv["token"]], [conv["pos"]], conv["cache"])[0]))
                     times.append(time.perf_counter() - t)
-                    pos += 1
-                if plan is not None:
+                    conv["pos"] += 1
+                if leg in ("there", "back"):
                     _, _, nbytes, seconds = s.kv_moves.history[-1]
                     rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes, _whole_copy(s, cache)))
+                elif leg != "cpu":
+                    assert s.kv_moves.moves == moves, "a control leg moved a cache"
+                    rows[leg].append((times[0], 0.0, statistics.median(times[1:]), 0, 0.0))
             tokens = got
         r = {"tokens_equal": tokens == unswitched[: len(tokens)], "cache_bytes": sum(b.to_host().nbytes for b in cache.buffers)}
         for leg, xs in rows.items():
@@ -283,7 +299,7 @@ def main() -> int:
         from iree_glm.compiler.build import BuildOptions, build_bundle
 
         write_profile(profile)
-        context = max(prompts + switch_prompts) + 3 * args.steps + 16
+        context = max(prompts + switch_prompts) + 4 * args.steps + 16  # a switched conversation decodes four legs
         build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=context, profile=str(profile)))
     from iree_glm.bundle.manifest import read_manifest
 
@@ -340,12 +356,15 @@ def report_switch(sw: dict, handoff: float, what: str) -> int:
         print(f"switched generation after a {n}-token prompt: tokens equal to the unswitched ones: {r['tokens_equal']}; "
               f"whole cache {r['cache_bytes'] / 2**20:.2f} MiB")
         for leg, label in (("there", f"main -> {sw['plan']}"), ("back", f"{sw['plan']} -> main")):
-            x = r[leg]
+            x, c = r[leg], r["ctl_" + leg]
             extra = x["first_step_ms"] - x["step_ms"]
+            pause = c["first_step_ms"] - c["step_ms"]
             print(f"  {label}: KV move {x['move_ms']:.3f} ms ({x['bytes'] / 2**20:.3f} MiB; whole buffers {x['whole_ms']:.3f} ms), "
                   f"first step {x['first_step_ms']:.2f} ms against {x['step_ms']:.2f} ms per later step: the switch costs "
                   f"{extra:.2f} ms, against {what} {x['step_ms'] + handoff:.2f} ms "
-                  f"(ratio {extra / (x['step_ms'] + handoff):.2f}; move alone {x['move_ms'] / (x['step_ms'] + handoff):.3f})")
+                  f"(ratio {extra / (x['step_ms'] + handoff):.2f}; move alone {x['move_ms'] / (x['step_ms'] + handoff):.3f}); "
+                  f"the same pause without a switch: first step {c['first_step_ms']:.2f} against {c['step_ms']:.2f} ms "
+                  f"({pause:.2f} ms, ratio {pause / c['step_ms']:.2f})")
     return 0 if same else 1
 
 
