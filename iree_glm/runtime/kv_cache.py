@@ -15,8 +15,8 @@ not the whole buffers.
 
 A move may keep the buffers it leaves (`move_to(keep=True)`; the session keeps a CPU device's,
 within `Session.kv_keep_bytes`): a new local-task buffer costs by its size, not by what is
-copied into it (IREE zero-fills it with calloc, which glibc does by memset wherever it reuses
-freed heap memory), so moving back into the kept buffers instead copies only the positions
+copied into it (IREE's local allocator hands out zeroed memory, and glibc zeroes a large block
+it reuses from freed heap memory with a memset: docs/phases.md), so moving back into the kept buffers instead copies only the positions
 written since the move (`use` lowers, per row, how far the kept copy is still current).
 """
 
@@ -129,7 +129,7 @@ class KVCache:
         else:
             targets = [unset_array(device, b.shape, self.dtype, memory) for b in self.buffers]
             finite, first = self.written.copy(), np.zeros_like(self.written)
-        live = [(row, min(int(first[row]), int(n)), int(n)) for row, n in enumerate(self.written) if n > first[row]]
+        live = [(row, int(first[row]), int(n)) for row, n in enumerate(self.written) if n > first[row]]
         copied = 0
         for b, target in zip(self.buffers, targets):
             source, view = b.to_host(), target.to_host()
