@@ -13,7 +13,9 @@ the same module (no KV moves), and a switch between decode devices mid-generatio
 lavapipe -> CPU) per conversation length (`--switch-prompts`: a short and a long one): the KV
 move (bytes, ms; beside a copy of the whole buffers, as moves were before they copied only the
 positions in use) and the first step after it, against one decode step and the measured KV
-hand-off. Every plan's greedy tokens must be equal, and the switched generation's equal to the
+hand-off, and beside the same pauses without a switch (a first step after the other device's
+leg, nothing moved). `--kv-move` times the move alone at the GLM-edge-1.5B shape: there, and
+back into the CPU buffers the move kept or into new ones. Every plan's greedy tokens must be equal, and the switched generation's equal to the
 unswitched one's (exit 1 otherwise). On a machine with a real Vulkan GPU the same command
 builds and runs the plans there (the check a lent GPU machine should run).
 
