@@ -223,15 +223,19 @@ class Session:
         modules = [self._main, *(self.plans.decoders.values() if self.plans is not None else ())]
         if not any(m.device is cache.device and m.keeps_left_caches for m in modules):
             return False
-        if self.kv_kept_bytes - cache.kept_bytes + cache.nbytes > self.kv_keep_bytes:
+        if self._kept_total() - cache.kept_bytes + cache.nbytes > self.kv_keep_bytes:
             return False
         self._kept_caches[id(cache)] = cache
         return True
 
+    def _kept_total(self) -> int:
+        return sum(c.kept_bytes for c in list(self._kept_caches.values()))
+
     @property
     def kv_kept_bytes(self) -> int:
         """Bytes of KV buffers kept on a device their caches left (see `_keeps`)."""
-        return sum(c.kept_bytes for c in list(self._kept_caches.values()))
+        with self._lock:  # moves change them under it
+            return self._kept_total()
 
     @classmethod
     def load(
