@@ -471,7 +471,7 @@ class Session:
             if blocks:
                 self._store_kv(cache, slot, pc.parts(blocks))
                 start = len(blocks) * pc.block_size
-        logits = self._prefill_rest(ids[start:], start, cache, slot)
+        logits = self.run_prefill(ids[start:], start, cache, slot)
         first = pc.first_missing(ids) if pc is not None else None
         if first is not None:  # read back only the KV of the blocks not stored yet
             with self._lock:
@@ -480,15 +480,6 @@ class Session:
         state.cached_tokens = start
         state.pos = len(ids)
         return logits
-
-    def _prefill_rest(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
-        """A prompt's tokens after its cached prefix: one token (a chat turn or a prompt that
-        ends one past a cached block) is a decode step, whose matmuls take one row; a prefill
-        call's data-tiled matmuls pad its rows to their tile (16 rows on x86-64), so one token
-        would cost what 16 do. A phase-split plan's prompt stays on the plan's prefill devices."""
-        if len(ids) == 1 and (self.plans is None or self.plans.placement() is None):
-            return self.decode(ids, [start], cache, [slot])[0]
-        return self.run_prefill(ids, start, cache, slot)
 
     def verify(self, ids: list[int], start: int, cache: KVCache, slot: int = 0) -> np.ndarray:
         """`verify` of `ids` at positions start.. of row `slot` (in place, like prefill): every
