@@ -4,9 +4,8 @@ A prompt's uncached rest (a chat turn, the tokens after a restored prefix) is on
 prefill calls. Each child process loads BUNDLE, writes --context positions into a KV row
 (host copies, as a prefix-cache restore does) and then times, in shuffled order, --reps times
 each: a decode step at the next position and the rest of a prompt of n = --sizes new tokens at
-the same place (`Session._prefill_rest`, the request path: a one-token rest is a decode step;
-trees without it: `run_prefill`). Per call: wall ms, the process's CPU ms (all threads, IREE's
-task workers included) and context switches. On a loaded machine wall time is mostly waiting
+the same place (`Session.run_prefill`: the bundle's chunks, each one prefill call). Per call:
+wall ms, the process's CPU ms (all threads, IREE's task workers included) and context switches. On a loaded machine wall time is mostly waiting
 for a core (involuntary switches: preempted; voluntary: a thread waiting for another), so CPU
 time is the steadier measure of the work a call does.
 
@@ -47,9 +46,8 @@ def child(bundle: Path, driver: str, context: int, sizes: list[int], reps: int) 
     kv = (rng.standard_normal((2, cfg.num_layers, cfg.num_kv_heads, context, cfg.head_dim)) * 0.1).astype(s.cache_dtype)
     s._store_kv(cache, 0, [kv])
     ids = [int(t) for t in rng.integers(1, cfg.vocab_size, max(sizes))]
-    rest = getattr(s, "_prefill_rest", s.run_prefill)
     calls = {"decode": lambda: s.decode(ids[:1], [context], cache)}
-    calls.update({str(n): (lambda n: lambda: rest(ids[:n], context, cache, 0))(n) for n in sizes})
+    calls.update({str(n): (lambda n: lambda: s.run_prefill(ids[:n], context, cache, 0))(n) for n in sizes})
     for call in calls.values():
         call()  # each entry point's first call (transient pools, code pages) is not a short prompt's cost
     got: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "vcs": [], "ics": []} for k in calls}
