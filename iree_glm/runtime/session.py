@@ -6,7 +6,8 @@ new entries there and attend over the positions in use only. A bundle compiled w
 sliding-window cache (`--sparse-attention ...,ring`) has C = G + ring slots whatever the
 context: the prompt goes in in chunks, and a conversation may run past C. With a prefix cache, `prefill`
 first stores the KV of the longest cached prefix of the prompt into the row (`store_kv`)
-and runs on the rest only. Device calls are serialized by one lock taken per call, so
+and runs on the rest only. A small CPU model's short prefill calls run in the calling thread
+(`Session._load_inline`). Device calls are serialized by one lock taken per call, so
 several threads (and the batching engine) can share a session.
 """
 
