@@ -6,7 +6,8 @@ new entries there and attend over the positions in use only. A bundle compiled w
 sliding-window cache (`--sparse-attention ...,ring`) has C = G + ring slots whatever the
 context: the prompt goes in in chunks, and a conversation may run past C. With a prefix cache, `prefill`
 first stores the KV of the longest cached prefix of the prompt into the row (`store_kv`)
-and runs on the rest only. Device calls are serialized by one lock taken per call, so
+and runs on the rest only. A small CPU model's short prefill calls run in the calling thread
+(`Session._load_inline`). Device calls are serialized by one lock taken per call, so
 several threads (and the batching engine) can share a session.
 """
 
@@ -33,7 +34,7 @@ from iree_glm.runtime.constrained import ConstraintFactory, Grammar
 from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
 from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
 from iree_glm.runtime.decoders import DecodeModule, MoveStats
-from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
+from iree_glm.runtime.devices import check_cpu, driver_available, hal_device, load_module, load_retrying
 from iree_glm.runtime.stages import host_visible_upload
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
@@ -77,6 +78,8 @@ def chunks(length: int, size: int) -> list[tuple[int, int]]:
 
 WAKE_ROW_BYTES = 64 << 20  # the largest KV row the load-time wake-up allocates (Session._wake_workers)
 KV_KEEP_BYTES = 1 << 30  # default of Session.kv_keep_bytes
+INLINE_TOKENS = 16  # prefill calls of at most this many tokens run in the calling thread (Session._load_inline)
+INLINE_MAX_BYTES = 64 << 20  # ... for bundles with at most this many bytes of weights
 
 
 class Session:
@@ -118,6 +121,7 @@ class Session:
         # The module decoding now (runtime/decoders.py): the main one, or a plan's own.
         self._main = load_retrying(lambda: self.load_decode_module(module.file, self.driver, "main"), str(self.bundle))
         self._decoder = self._main
+        self._inline = self._load_inline(module.file)  # short prefill calls, single-threaded (or None)
         self.kv_moves = MoveStats()
         # The most bytes of KV buffers kept on the CPU while their caches decode elsewhere (0: keep none).
         self.kv_keep_bytes = KV_KEEP_BYTES
@@ -161,6 +165,22 @@ class Session:
             return
         kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 1, cfg.head_dim), self.cache_dtype)
         self._main.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *self.new_cache(1).buffers)
+
+    def _load_inline(self, file: str) -> DecodeModule | None:
+        """The main module once more, on `local-sync`, for prefill calls of at most INLINE_TOKENS
+        tokens (a chat turn, the tokens after a restored prefix): it runs them in the calling
+        thread, on the same KV buffers (local devices share the process's memory). IREE's task
+        executor hands a call's ~170 dispatches between its threads; for a short call of a small
+        model that costs about as much CPU as the call's work, and on a loaded machine each
+        hand-off waits for a core (docs/benchmarks.md, "Short prompts"). Only for local-task
+        bundles with at most INLINE_MAX_BYTES of weights: the second context keeps its own copy
+        of the weights the compiler re-lays out at load, and a larger model's short call is long
+        enough for the second thread to pay."""
+        if self.driver != "local-task" or self.manifest.options.parameter_bytes > INLINE_MAX_BYTES:
+            return None
+        if not driver_available("local-sync"):
+            return None
+        return self.load_decode_module(file, "local-sync", "inline")
 
     def load_decode_module(self, file: str, driver: str, device_name: str) -> DecodeModule:
         """A module with every entry point on a device of `driver` (raises `DeviceLost` when the
@@ -480,12 +500,20 @@ class Session:
         with self._lock:
             keys = self._attended(start + len(ids) - 1)
             self._ready(cache, [slot], [start + len(ids)], len(keys), [start])
-            logits = self._fns["prefill"](
+            logits = self._prefill_function(len(ids), cache)(
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 keys, *cache.buffers,
             )
             # to_host() may map device memory that later calls reuse: keep an owned copy.
             return np.array(logits.to_host()[0])
+
+    def _prefill_function(self, tokens: int, cache: KVCache):
+        """The `prefill` that runs a call of `tokens` tokens on `cache`: the inline module's for a
+        short call on the main module's cache (`_load_inline`), else the decoding module's."""
+        inline = self._inline
+        if inline is not None and tokens <= INLINE_TOKENS and self._decoder is self._main and cache.device is self._main.device:
+            return inline.fns["prefill"]
+        return self._fns["prefill"]
 
     def prefill(self, state: RequestState, cache: KVCache, slot: int = 0) -> np.ndarray:
         """Run the prompt into row `slot` of `cache` (after its longest cached prefix, if any);
