@@ -17,6 +17,7 @@ import dataclasses
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -76,6 +77,7 @@ def chunks(length: int, size: int) -> list[tuple[int, int]]:
 
 
 WAKE_ROW_BYTES = 64 << 20  # the largest KV row the load-time wake-up allocates (Session._wake_workers)
+KV_KEEP_BYTES = 1 << 30  # default of Session.kv_keep_bytes
 INLINE_TOKENS = 16  # prefill calls of at most this many tokens run in the calling thread (Session._load_inline)
 INLINE_MAX_BYTES = 64 << 20  # ... for bundles with at most this many bytes of weights
 
@@ -121,6 +123,9 @@ class Session:
         self._decoder = self._main
         self._inline = self._load_inline(module.file)  # short prefill calls, single-threaded (or None)
         self.kv_moves = MoveStats()
+        # The most bytes of KV buffers kept on the CPU while their caches decode elsewhere (0: keep none).
+        self.kv_keep_bytes = KV_KEEP_BYTES
+        self._kept_caches: weakref.WeakValueDictionary[int, KVCache] = weakref.WeakValueDictionary()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
         self.constraints = ConstraintFactory(
@@ -218,17 +223,39 @@ class Session:
         only: the build derived it from that module's code, not from a plan's other device's."""
         return self._exact_rows if self._decoder is self._main else 0
 
-    def _ready(self, cache: KVCache, slots: list[int], ends: list[int], keys: int) -> None:
-        """Before a call that writes row slots[i] up to position ends[i] - 1 and reads `keys`
-        positions: move `cache` to the decode device if a plan switch left it elsewhere, and
-        note what the call writes and reads (`KVCache.use`). Lock held."""
+    def _ready(self, cache: KVCache, slots: list[int], ends: list[int], keys: int, starts: list[int] | None = None) -> None:
+        """Before a call that writes row slots[i] from position starts[i] (None: unknown) up to
+        ends[i] - 1 and reads `keys` positions: move `cache` to the decode device if a plan switch
+        left it elsewhere, and note what the call writes and reads (`KVCache.use`). Lock held."""
         if cache.device is not self._decoder.device and cache.device is not None:
             source = cache.device_name
             t = time.perf_counter()
-            nbytes = cache.move_to(self._decoder.device, self._decoder.cache_memory)
+            nbytes = cache.move_to(self._decoder.device, self._decoder.cache_memory, self._keeps(cache))
             self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
             cache.device_name = self._decoder.device_name
-        cache.use(slots, ends, keys)
+        cache.use(slots, ends, keys, starts if self.sliding_window is None else None)  # a ring's index is not its position
+
+    def _keeps(self, cache: KVCache) -> bool:
+        """Whether moving `cache` away keeps the buffers it leaves, for a move back that copies only
+        what changed (`KVCache.move_to`): where the device it leaves allocates by size
+        (`DecodeModule.keeps_left_caches`), and while every cache's kept buffers fit in
+        `kv_keep_bytes` (keeping costs the whole cache's bytes there while it decodes elsewhere)."""
+        modules = [self._main, *(self.plans.decoders.values() if self.plans is not None else ())]
+        if not any(m.device is cache.device and m.keeps_left_caches for m in modules):
+            return False
+        if self._kept_total() - cache.kept_bytes + cache.nbytes > self.kv_keep_bytes:
+            return False
+        self._kept_caches[id(cache)] = cache
+        return True
+
+    def _kept_total(self) -> int:
+        return sum(c.kept_bytes for c in list(self._kept_caches.values()))
+
+    @property
+    def kv_kept_bytes(self) -> int:
+        """Bytes of KV buffers kept on a device their caches left (see `_keeps`)."""
+        with self._lock:  # moves change them under it
+            return self._kept_total()
 
     @classmethod
     def load(
@@ -472,7 +499,7 @@ class Session:
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:
             keys = self._attended(start + len(ids) - 1)
-            self._ready(cache, [slot], [start + len(ids)], len(keys))
+            self._ready(cache, [slot], [start + len(ids)], len(keys), [start])
             logits = self._prefill_function(len(ids), cache)(
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 keys, *cache.buffers,
@@ -514,7 +541,7 @@ class Session:
         row's logits [len(ids), V], for checking draft tokens in one call."""
         with self._lock:
             keys = self._attended(start + len(ids) - 1)
-            self._ready(cache, [slot], [start + len(ids)], len(keys))
+            self._ready(cache, [slot], [start + len(ids)], len(keys), [start])
             logits = self._fns[VERIFY](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 keys, *cache.buffers,
@@ -583,7 +610,7 @@ class Session:
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         with self._lock:
             keys = self._attended(max(positions))
-            self._ready(cache, slots, [p + 1 for p in positions], len(keys))
+            self._ready(cache, slots, [p + 1 for p in positions], len(keys), positions)
             logits = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
                 keys, *cache.buffers,
