@@ -12,6 +12,7 @@ the restore (match, the KV copy, `store_kv`) and the rest; medians over --reps.
     python tools/bench_prefix_restore.py BUNDLE                 # 1024 + 16 tokens
     python tools/bench_prefix_restore.py BUNDLE --prefix 2048 --reps 7
     python tools/bench_prefix_restore.py BUNDLE --modes cold,warm     # only these
+    python tools/bench_prefix_restore.py BUNDLE --trees main=/work/main,branch=.   # two source trees, alternated
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def child(bundle: Path, folder: Path | None, prefix: int, tail: int, salt: int, 
             **{f"{k}_ms": v * 1e3 for k, v in spent.items()}, "other_ms": (total - sum(spent.values())) * 1e3}
 
 
-def _run(args, mode: str, folder: Path | None, salt: int) -> dict:
-    cmd = [sys.executable, __file__, str(args.bundle), "--child", "--prefix", str(args.prefix), "--tail", str(args.tail), "--salt", str(salt)]
+def _run(args, mode: str, folder: Path | None, salt: int, src: str) -> dict:
+    cmd = [sys.executable, __file__, str(args.bundle), "--child", "--prefix", str(args.prefix), "--tail", str(args.tail),
+           "--salt", str(salt), "--src", src]
     if mode == "warm-store-kv":
         cmd.append("--store-kv")
     if mode.endswith("-nowake"):
@@ -95,44 +97,51 @@ def main() -> None:
     p.add_argument("--tail", type=int, default=16)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--trees", default=f"this={REPO}", help="NAME=PATH,... source trees to import iree_glm from, alternated")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--salt", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--store-kv", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-wake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        sys.path.insert(0, str(Path(args.src).resolve()))  # ahead of this tool's own tree
         print(json.dumps(child(args.bundle, args.folder, args.prefix, args.tail, args.salt, args.store_kv, not args.no_wake)))
         return
     modes = tuple(args.modes.split(","))
     if not set(modes) <= set(MODES) or "cold" not in modes:
         p.error(f"--modes: from {', '.join(MODES)}, with cold (got {args.modes})")
-    rows: dict[str, list[dict]] = {m: [] for m in modes}
+    trees = dict(t.split("=", 1) for t in args.trees.split(","))
+    runs = [(tree, m) for m in modes for tree in trees]
+    label = {(tree, m): m if len(trees) == 1 else f"{tree}: {m}" for tree, m in runs}
+    rows: dict[tuple[str, str], list[dict]] = {r: [] for r in runs}
     from iree_glm.tuning.calibrate import machine_summary
 
     load = machine_summary()
     with tempfile.TemporaryDirectory() as work:
         for rep in range(args.reps):
             folder = Path(work) / f"cache{rep}"  # fresh: each warm run restores the same blocks
-            _run(args, "persist", folder, salt=9)
-            warm = [m for m in modes if m.startswith("warm")]
-            for mode in warm:  # a copy each: every warm run finds the same blocks and stores its new one
-                shutil.copytree(folder, Path(work) / f"{mode}{rep}")
-            k = rep % len(modes)
-            for mode in modes[k:] + modes[:k]:  # each mode goes first in turn
-                rows[mode].append(_run(args, mode, Path(work) / f"{mode}{rep}" if mode in warm else None, salt=1 + rep))
+            _run(args, "persist", folder, salt=9, src=next(iter(trees.values())))
+            warm = [(tree, m) for tree, m in runs if m.startswith("warm")]
+            for tree, mode in warm:  # a copy each: every warm run finds the same blocks and stores its new one
+                shutil.copytree(folder, Path(work) / f"{tree}-{mode}{rep}")
+            k = rep % len(runs)
+            for tree, mode in runs[k:] + runs[:k]:  # each run goes first in turn
+                where = Path(work) / f"{tree}-{mode}{rep}" if (tree, mode) in warm else None
+                rows[(tree, mode)].append(_run(args, mode, where, salt=1 + rep, src=trees[tree]))
             shutil.rmtree(folder)
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in KEYS} for m, rs in rows.items()}
-    cached = next(rows[m][0]["cached_tokens"] for m in modes if m.startswith("warm"))
+    med = {r: {k: statistics.median(x[k] for x in rs) for k in KEYS} for r, rs in rows.items()}
+    cached = next(rows[r][0]["cached_tokens"] for r in runs if r[1].startswith("warm"))
     print(f"{args.bundle}: prompt {args.prefix} + {args.tail} tokens, warm restores {cached}; medians of {args.reps}\n")
     print("| run | session load ms | first prefill ms | of which store_kv | prefill of the rest | storing new blocks | the rest (block lookup and copies, reading the KV back) |\n|---|---|---|---|---|---|---|")
-    for m in modes:
-        print(f"| {m} | " + " | ".join(f"{med[m][k]:.1f}" for k in KEYS) + " |")
-    for m in modes:
+    for r in runs:
+        print(f"| {label[r]} | " + " | ".join(f"{med[r][k]:.1f}" for k in KEYS) + " |")
+    for tree, m in runs:
         if m.startswith("warm"):
-            cold = med["cold-nowake" if m.endswith("-nowake") and "cold-nowake" in med else "cold"]
-            print(f"\nprefill {'cold-nowake' if cold is med.get('cold-nowake') else 'cold'} / {m}: "
-                  f"{cold['prefill_ms'] / med[m]['prefill_ms']:.1f}x", end="")
+            base = "cold-nowake" if m.endswith("-nowake") and "cold-nowake" in modes else "cold"
+            print(f"\nprefill {label[(tree, base)]} / {label[(tree, m)]}: "
+                  f"{med[(tree, base)]['prefill_ms'] / med[(tree, m)]['prefill_ms']:.1f}x", end="")
     print(f"\nbefore: {load}\nafter: {machine_summary()}")
 
 

@@ -13,7 +13,9 @@ the same module (no KV moves), and a switch between decode devices mid-generatio
 lavapipe -> CPU) per conversation length (`--switch-prompts`: a short and a long one): the KV
 move (bytes, ms; beside a copy of the whole buffers, as moves were before they copied only the
 positions in use) and the first step after it, against one decode step and the measured KV
-hand-off. Every plan's greedy tokens must be equal, and the switched generation's equal to the
+hand-off, and beside the same pauses without a switch (a first step after the other device's
+leg, nothing moved). `--kv-move` times the move alone at the GLM-edge-1.5B shape: there, and
+back into the CPU buffers the move kept or into new ones. Every plan's greedy tokens must be equal, and the switched generation's equal to the
 unswitched one's (exit 1 otherwise). On a machine with a real Vulkan GPU the same command
 builds and runs the plans there (the check a lent GPU machine should run).
 
@@ -103,8 +105,11 @@ def switch_child(bundle: Path, prompts: list[int], runs: int, steps: int) -> dic
     """Per prompt length (a short and a long conversation): decode on the main module, switch to
     the decode-device plan between two steps, then back: the KV move (bytes, ms), a copy of the
     whole buffers as the move was before it copied only the positions in use, and the first step
-    after each switch against the steps around it; the switched tokens against the same
-    generation without a switch (JSON on stdout)."""
+    after each switch against the steps around it. Then the same pauses without a switch (the
+    controls): a second conversation that lives on the decode device takes `steps` steps there
+    (its first step follows the CPU's leg, as the switch's did, but moves nothing), and the first
+    conversation goes on on the CPU (its first step follows that leg on the other device). The
+    switched tokens are checked against the same generation without a switch (JSON on stdout)."""
     import numpy as np
 
     from iree_glm.runtime import Session
@@ -114,30 +119,43 @@ def switch_child(bundle: Path, prompts: list[int], runs: int, steps: int) -> dic
     s = Session.load(bundle, plan="one-placement")
     other = next(name for name, e in s.plans.entries.items() if e.decode_module is not None)
     out = {"plan": other, "prompts": {}}
+
+    def started(ids: list[int], new_tokens: int):
+        state = RequestState(ids, new_tokens, Sampler(SamplingParams()), set(), s.max_context, None, ())
+        cache = s.new_cache()
+        return cache, int(np.argmax(s.prefill(state, cache)))
+
     for prompt in prompts:
         ids = [(i * 7919) % s.config.vocab_size for i in range(1, prompt + 1)]
         s.use_plan("one-placement")
-        unswitched = s.generate(ids, max_new_tokens=3 * steps).generated_ids
-        rows = {"there": [], "back": []}
+        unswitched = s.generate(ids, max_new_tokens=4 * steps, stop_ids=()).generated_ids  # past EOS, as the runs go
+        s.use_plan(other)
+        control = dict(zip(("cache", "token"), started(ids[:16], (runs + 1) * steps + 1)), pos=min(16, prompt))
+        rows = {"there": [], "back": [], "ctl_there": [], "ctl_back": []}
         tokens = []
         for _ in range(runs + 1):  # the first run warms up
             s.use_plan("one-placement")
-            state = RequestState(ids, 3 * steps + 1, Sampler(SamplingParams()), set(), s.max_context, None, ())
-            cache = s.new_cache()
-            token, pos, got = int(np.argmax(s.prefill(state, cache))), prompt, []
-            for leg, plan in (("cpu", None), ("there", other), ("back", "one-placement")):
+            cache, token = started(ids, 4 * steps + 1)
+            main, got = {"cache": cache, "token": token, "pos": prompt}, []
+            legs = (("cpu", None, main), ("there", other, main), ("back", "one-placement", main),
+                    ("ctl_there", other, control), ("ctl_back", "one-placement", main))
+            for leg, plan, conv in legs:
                 if plan is not None:
                     s.use_plan(plan)
-                times = []
+                moves, times = s.kv_moves.moves, []
                 for _ in range(steps):
-                    got.append(token)
+                    if conv is main:
+                        got.append(conv["token"])
                     t = time.perf_counter()
-                    token = int(np.argmax(s.decode([token], [pos], cache)[0]))
+                    conv["token"] = int(np.argmax(s.decode([conv["token"]], [conv["pos"]], conv["cache"])[0]))
                     times.append(time.perf_counter() - t)
-                    pos += 1
-                if plan is not None:
+                    conv["pos"] += 1
+                if leg in ("there", "back"):
                     _, _, nbytes, seconds = s.kv_moves.history[-1]
                     rows[leg].append((times[0], seconds, statistics.median(times[1:]), nbytes, _whole_copy(s, cache)))
+                elif leg != "cpu":
+                    assert s.kv_moves.moves == moves, "a control leg moved a cache"
+                    rows[leg].append((times[0], 0.0, statistics.median(times[1:]), 0, 0.0))
             tokens = got
         r = {"tokens_equal": tokens == unswitched[: len(tokens)], "cache_bytes": sum(b.to_host().nbytes for b in cache.buffers)}
         for leg, xs in rows.items():
@@ -164,10 +182,12 @@ def _whole_copy(session, cache) -> float:
 GLM_EDGE_15B_KV = (28, 4, 128)  # layers, KV heads, head dim of the GLM-edge-1.5B shape (112 KiB per position)
 
 
-def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int) -> int:
+def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int, steps: int) -> int:
     """The KV move alone at the GLM-edge-1.5B shape, no model: a cache of `rows` rows x `capacity`
-    positions on the CPU (local-task) moved to lavapipe and back, per case (the positions in use
-    of each row), against a copy of the whole buffers; medians of `runs`. Prints a table."""
+    positions on the CPU (local-task) moved to lavapipe, `steps` decode steps' positions written
+    there per live row, and moved back: into the CPU buffers the move kept (as sessions do) and
+    into new ones (as without keeping; its allocation timed alone too), per case (the positions in
+    use of each row), against a copy of the whole buffers; medians of `runs`. Prints a table."""
     import numpy as np
 
     from iree_glm.runtime.devices import hal_device
@@ -176,30 +196,57 @@ def kv_move(rows: int, capacity: int, cases: list[list[int]], runs: int) -> int:
     layers, heads, dim = GLM_EDGE_15B_KV
     cpu, gpu = hal_device("local-task"), hal_device("vulkan")
     print(f"KV move at the GLM-edge-1.5B shape ({layers} layers x {heads} KV heads x {dim}), {rows} rows x {capacity} positions "
-          f"({2 * layers * rows * heads * capacity * dim * 4 / 2**20:.0f} MiB); medians of {runs}")
-    print("| positions in use per row | moved MiB | CPU -> lavapipe ms | lavapipe -> CPU ms | whole buffers ms (CPU -> lavapipe) |")
-    print("|---|---|---|---|---|")
+          f"({2 * layers * rows * heads * capacity * dim * 4 / 2**20:.0f} MiB); {steps} steps written per live row on lavapipe "
+          f"before moving back; medians of {runs}")
+    print("| positions in use per row | moved MiB | CPU -> lavapipe ms | back into kept CPU buffers ms (MiB) "
+          "| back into new CPU buffers ms (of which allocating them) | whole buffers ms (CPU -> lavapipe) |")
+    print("|---|---|---|---|---|---|")
+
+    def decode_there(cache: KVCache) -> None:  # what `steps` decode steps write (a full row: its last positions)
+        live = [row for row, n in enumerate(cache.written) if n]
+        first = [min(int(cache.written[row]), capacity - steps) for row in live]
+        for i in range(steps):
+            ends = [p + i + 1 for p in first]
+            cache.use(live, ends, max(ends), [end - 1 for end in ends])
+            for b in cache.buffers:
+                view = b.to_host()
+                for row, end in zip(live, ends):
+                    view[row, :, end - 1] = 1.0
+
     for lengths in cases:
-        there, back, whole = [], [], []
+        times: dict[str, list[float]] = {k: [] for k in ("there", "kept", "new", "alloc", "whole")}
         for run in range(runs + 1):  # the first run warms up (the allocators' pages)
             cache = KVCache.zeros(cpu, layers, rows, heads, capacity, dim)
             cache.written[:] = lengths
-            t = time.perf_counter()
+            t = [time.perf_counter()]
             copies = [unset_array(gpu, b.shape, cache.dtype, mappable_memory(False)) for b in cache.buffers]
             for copy, b in zip(copies, cache.buffers):  # as a move was before it copied only the positions in use
                 copy.to_host()[...] = b.to_host()
             del copies
-            t1 = time.perf_counter()
-            moved = cache.move_to(gpu, mappable_memory(False))
-            t2 = time.perf_counter()
+            t.append(time.perf_counter())
+            moved = cache.move_to(gpu, mappable_memory(False), keep=True)
+            t.append(time.perf_counter())
+            decode_there(cache)
+            t.append(time.perf_counter())
+            back = cache.move_to(cpu, mappable_memory(True))
+            t.append(time.perf_counter())
+            cache.move_to(gpu, mappable_memory(False))  # keeps nothing: the way back allocates
+            decode_there(cache)
+            t.append(time.perf_counter())
             cache.move_to(cpu, mappable_memory(True))
-            if run:
-                whole.append(t1 - t)
-                there.append(t2 - t1)
-                back.append(time.perf_counter() - t2)
+            t.append(time.perf_counter())
             del cache
-        med = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
-        print(f"| {', '.join(map(str, lengths))} | {moved / 2**20:.0f} | {med(there):.1f} | {med(back):.1f} | {med(whole):.1f} |")
+            t.append(time.perf_counter())
+            fresh = [unset_array(cpu, (rows, heads, capacity, dim), np.dtype(np.float32), mappable_memory(True))
+                     for _ in range(2 * layers)]
+            t.append(time.perf_counter())
+            del fresh
+            if run:  # t: whole copy | move there | steps | back, kept | there, steps | back, new | free | allocate
+                for key, (a, b) in {"whole": (0, 1), "there": (1, 2), "kept": (3, 4), "new": (5, 6), "alloc": (7, 8)}.items():
+                    times[key].append(t[b] - t[a])
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"| {', '.join(map(str, lengths))} | {moved / 2**20:.0f} | {med['there']:.1f} | {med['kept']:.1f} ({back / 2**20:.1f}) | "
+              f"{med['new']:.1f} ({med['alloc']:.1f}) | {med['whole']:.1f} |")
     return 0
 
 
@@ -242,7 +289,7 @@ def main() -> int:
         rows, capacity = (int(x) for x in args.kv_move.split(":"))
         print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         cases = [[n] + [0] * (rows - 1) for n in switch_prompts] + [[n] * rows for n in switch_prompts]
-        return kv_move(rows, capacity, cases, args.runs)
+        return kv_move(rows, capacity, cases, args.runs, args.steps)
     if args.child == "--switch":
         print(json.dumps(switch_child(args.bundle, switch_prompts, args.runs, args.steps)))
         return 0
@@ -254,7 +301,7 @@ def main() -> int:
         from iree_glm.compiler.build import BuildOptions, build_bundle
 
         write_profile(profile)
-        context = max(prompts + switch_prompts) + 3 * args.steps + 16
+        context = max(prompts + switch_prompts) + 4 * args.steps + 16  # a switched conversation decodes four legs
         build_bundle(args.checkpoint, args.bundle, BuildOptions(max_context=context, profile=str(profile)))
     from iree_glm.bundle.manifest import read_manifest
 
@@ -311,12 +358,15 @@ def report_switch(sw: dict, handoff: float, what: str) -> int:
         print(f"switched generation after a {n}-token prompt: tokens equal to the unswitched ones: {r['tokens_equal']}; "
               f"whole cache {r['cache_bytes'] / 2**20:.2f} MiB")
         for leg, label in (("there", f"main -> {sw['plan']}"), ("back", f"{sw['plan']} -> main")):
-            x = r[leg]
+            x, c = r[leg], r["ctl_" + leg]
             extra = x["first_step_ms"] - x["step_ms"]
+            pause = c["first_step_ms"] - c["step_ms"]
             print(f"  {label}: KV move {x['move_ms']:.3f} ms ({x['bytes'] / 2**20:.3f} MiB; whole buffers {x['whole_ms']:.3f} ms), "
                   f"first step {x['first_step_ms']:.2f} ms against {x['step_ms']:.2f} ms per later step: the switch costs "
                   f"{extra:.2f} ms, against {what} {x['step_ms'] + handoff:.2f} ms "
-                  f"(ratio {extra / (x['step_ms'] + handoff):.2f}; move alone {x['move_ms'] / (x['step_ms'] + handoff):.3f})")
+                  f"(ratio {extra / (x['step_ms'] + handoff):.2f}; move alone {x['move_ms'] / (x['step_ms'] + handoff):.3f}); "
+                  f"the same pause without a switch: first step {c['first_step_ms']:.2f} against {c['step_ms']:.2f} ms "
+                  f"({pause:.2f} ms, ratio {pause / c['step_ms']:.2f})")
     return 0 if same else 1
 
 

@@ -14,9 +14,11 @@ and row from a mapping of the source (local-task memory is the process's; the se
 Vulkan caches host-visible and mappable) into a mapping of a new allocation (`cache_memory`:
 local-task: the device's own memory; Vulkan: host-visible memory the device reads in place).
 The new allocation's other positions are zeroed just before a call reads them (`KVCache.use`),
-so a switch after N tokens copies O(N) bytes. No queue transfer, no staging copy. On a discrete
-GPU the cache would belong in device-local memory and the move would be a queue transfer each
-way; not built.
+so a switch after N tokens copies O(N) bytes. No queue transfer, no staging copy. A cache
+leaving a local (CPU) device keeps its buffers there (`KVCache.kept`, within the session's
+`kv_keep_bytes`): a new local-task buffer costs by its size, so the move back copies into the
+kept buffers only the positions written meanwhile. On a discrete GPU the cache would belong in
+device-local memory and the move would be a queue transfer each way; not built.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class DecodeModule:
     def cache_memory(self) -> tuple:
         """(memory type, usage) of a KV cache moved here, mappable so the next move reads it in place."""
         return mappable_memory(self.driver.startswith("local-"))
+
+    @property
+    def keeps_left_caches(self) -> bool:
+        """Whether a KV cache moving away keeps its buffers here for a move back (within the
+        session's `kv_keep_bytes`): a new local-task buffer costs by its size (a zeroed allocation,
+        a memset where glibc reuses freed heap memory), a Vulkan one by the pages the move
+        touches, so only local devices gain from keeping."""
+        return self.driver.startswith("local-")
 
 
 @dataclass

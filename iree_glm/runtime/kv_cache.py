@@ -12,6 +12,12 @@ device call by `use`); a plan switch between decode devices (`move_to`) copies o
 positions of the rows in use, and zeroes the rest lazily: a row's positions are zeroed up to
 what a call reads just before that call (`use`), so a switch after N tokens costs O(N) bytes,
 not the whole buffers.
+
+A move may keep the buffers it leaves (`move_to(keep=True)`; the session keeps a CPU device's,
+within `Session.kv_keep_bytes`): a new local-task buffer costs by its size, not by what is
+copied into it (IREE's local allocator hands out zeroed memory, and glibc zeroes a large block
+it reuses from freed heap memory with a memset: docs/phases.md), so moving back into the kept buffers instead copies only the positions
+written since the move (`use` lowers, per row, how far the kept copy is still current).
 """
 
 from __future__ import annotations
@@ -33,6 +39,17 @@ def key_positions(n: int) -> np.ndarray:
 
 
 @dataclass
+class KeptBuffers:
+    """A device's buffers a move left, kept so that a move back copies only what changed since."""
+
+    device: object
+    buffers: list
+    finite: np.ndarray | None  # KVCache._finite of these buffers
+    current: np.ndarray  # per row: positions 0.. still equal to the live cache's
+    nbytes: int  # what keeping them costs (each row at full capacity)
+
+
+@dataclass
 class KVCache:
     """Device buffers k_0, v_0, k_1, v_1, ... (the order the functions take them), `rows` rows each."""
 
@@ -44,6 +61,7 @@ class KVCache:
     device_name: str = ""  # its name in the bundle's plans (reports)
     written: np.ndarray | None = field(default=None, repr=False)  # per row: positions written (zeros() sets it)
     _finite: np.ndarray | None = field(default=None, repr=False)  # per row: positions 0.. known finite (None: all)
+    kept: KeptBuffers | None = field(default=None, repr=False)  # the buffers a move left, if it kept them
 
     @classmethod
     def zeros(cls, device, layers: int, rows: int, kv_heads: int, capacity: int, head_dim: int, dtype=np.float32,
@@ -60,13 +78,27 @@ class KVCache:
     def capacity(self) -> int:
         return int(self.buffers[0].shape[2])
 
-    def use(self, slots: list[int], ends: list[int], keys: int) -> None:
-        """Before a device call that writes row slots[i]'s positions up to ends[i] - 1 and reads
-        each row's first `keys` positions: record what is written, and zero what the call reads
-        that a move left unset. The caller holds the lock that orders device calls."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the live buffers (each row at full capacity)."""
+        return sum(int(np.prod(b.shape)) for b in self.buffers) * self.dtype.itemsize
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the buffers a move kept on the device it left (0: none)."""
+        return self.kept.nbytes if self.kept is not None else 0
+
+    def use(self, slots: list[int], ends: list[int], keys: int, starts: list[int] | None = None) -> None:
+        """Before a device call that writes row slots[i]'s positions starts[i] up to ends[i] - 1
+        (starts unknown: from 0) and reads each row's first `keys` positions: record what is
+        written, and zero what the call reads that a move left unset. The caller holds the lock
+        that orders device calls."""
         capacity = self.capacity
         for slot, end in zip(slots, ends):
             self.written[slot] = max(int(self.written[slot]), min(end, capacity))
+        if self.kept is not None:  # the kept copy is current only below what this call writes
+            for i, slot in enumerate(slots):
+                self.kept.current[slot] = min(int(self.kept.current[slot]), starts[i] if starts is not None else 0)
         if self._finite is None:
             return
         keys = min(keys, capacity)
@@ -81,25 +113,34 @@ class KVCache:
         """Row `slot` holds no conversation any more: a move need not copy it."""
         self.written[slot] = 0
 
-    def move_to(self, device, memory: tuple) -> int:
+    def move_to(self, device, memory: tuple, keep: bool = False) -> int:
         """Put the buffers on `device` in place (a plan switch between decode devices); returns the
         bytes copied. Only each row's written positions are copied, one host copy per (buffer,
         row) from a mapping of the source (local-task memory is the process's; Vulkan caches are
         host-visible, see Session.new_cache) into a mapping of a new, uninitialised allocation
         (`memory`: its (memory type, usage), see `mappable_memory`); `use` zeroes the rest as
-        calls come to read it. The caller holds the lock that orders device calls."""
-        live = [(row, int(n)) for row, n in enumerate(self.written) if n]
-        moved, copied = [], 0
-        for b in self.buffers:
-            source = b.to_host()
-            target = unset_array(device, b.shape, self.dtype, memory)
-            view = target.to_host()
-            for row, n in live:
-                view[row, :, :n] = source[row, :, :n]
-                copied += view[row, :, :n].nbytes
-            moved.append(target)
-        self.buffers, self._views, self.device = moved, None, device
-        self._finite = self.written.copy()
+        calls come to read it. Where the buffers a move kept are on `device`, they are the target
+        instead, and each row gets only the positions written since that move. `keep`: keep the
+        buffers left here for a move back (else they are freed, and so are kept buffers of a
+        third device). The caller holds the lock that orders device calls."""
+        kept = self.kept if self.kept is not None and self.kept.device is device else None
+        if kept is not None:
+            targets, finite, first = kept.buffers, kept.finite, kept.current
+        else:
+            targets = [unset_array(device, b.shape, self.dtype, memory) for b in self.buffers]
+            finite, first = self.written.copy(), np.zeros_like(self.written)
+        live = [(row, int(first[row]), int(n)) for row, n in enumerate(self.written) if n > first[row]]
+        copied = 0
+        for b, target in zip(self.buffers, targets):
+            source, view = b.to_host(), target.to_host()
+            for row, lo, n in live:
+                view[row, :, lo:n] = source[row, :, lo:n]
+                copied += view[row, :, lo:n].nbytes
+        if finite is not None:
+            for row, _, n in live:
+                finite[row] = max(int(finite[row]), n)
+        left = KeptBuffers(self.device, self.buffers, self._finite, self.written.copy(), self.nbytes) if keep else None
+        self.buffers, self._views, self.device, self._finite, self.kept = targets, None, device, finite, left
         return copied
 
     def host_views(self) -> list[np.ndarray] | None:

@@ -6,7 +6,8 @@ new entries there and attend over the positions in use only. A bundle compiled w
 sliding-window cache (`--sparse-attention ...,ring`) has C = G + ring slots whatever the
 context: the prompt goes in in chunks, and a conversation may run past C. With a prefix cache, `prefill`
 first stores the KV of the longest cached prefix of the prompt into the row (`store_kv`)
-and runs on the rest only. Device calls are serialized by one lock taken per call, so
+and runs on the rest only. A small CPU model's short prefill calls run in the calling thread
+(`Session._load_inline`). Device calls are serialized by one lock taken per call, so
 several threads (and the batching engine) can share a session.
 """
 
@@ -16,6 +17,7 @@ import dataclasses
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +34,7 @@ from iree_glm.runtime.constrained import ConstraintFactory, Grammar
 from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
 from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
 from iree_glm.runtime.decoders import DecodeModule, MoveStats
-from iree_glm.runtime.devices import check_cpu, hal_device, load_module, load_retrying
+from iree_glm.runtime.devices import check_cpu, driver_available, hal_device, load_module, load_retrying
 from iree_glm.runtime.stages import host_visible_upload
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
@@ -75,6 +77,9 @@ def chunks(length: int, size: int) -> list[tuple[int, int]]:
 
 
 WAKE_ROW_BYTES = 64 << 20  # the largest KV row the load-time wake-up allocates (Session._wake_workers)
+KV_KEEP_BYTES = 1 << 30  # default of Session.kv_keep_bytes
+INLINE_TOKENS = 16  # prefill calls of at most this many tokens run in the calling thread (Session._load_inline)
+INLINE_MAX_BYTES = 64 << 20  # ... for bundles with at most this many bytes of weights
 
 
 class Session:
@@ -116,7 +121,11 @@ class Session:
         # The module decoding now (runtime/decoders.py): the main one, or a plan's own.
         self._main = load_retrying(lambda: self.load_decode_module(module.file, self.driver, "main"), str(self.bundle))
         self._decoder = self._main
+        self._inline = self._load_inline(module.file)  # short prefill calls, single-threaded (or None)
         self.kv_moves = MoveStats()
+        # The most bytes of KV buffers kept on the CPU while their caches decode elsewhere (0: keep none).
+        self.kv_keep_bytes = KV_KEEP_BYTES
+        self._kept_caches: weakref.WeakValueDictionary[int, KVCache] = weakref.WeakValueDictionary()
         self.tokenizer = TextTokenizer(self.bundle / manifest.tokenizer) if manifest.tokenizer else None
         cfg = self.config
         self.constraints = ConstraintFactory(
@@ -156,6 +165,22 @@ class Session:
             return
         kv = np.zeros((2, cfg.num_layers, cfg.num_kv_heads, 1, cfg.head_dim), self.cache_dtype)
         self._main.fns[STORE_KV](np.zeros(1, np.int64), np.zeros(1, np.int64), kv, *self.new_cache(1).buffers)
+
+    def _load_inline(self, file: str) -> DecodeModule | None:
+        """The main module once more, on `local-sync`, for prefill calls of at most INLINE_TOKENS
+        tokens (a chat turn, the tokens after a restored prefix): it runs them in the calling
+        thread, on the same KV buffers (local devices share the process's memory). IREE's task
+        executor hands a call's ~170 dispatches between its threads; for a short call of a small
+        model that costs about as much CPU as the call's work, and on a loaded machine each
+        hand-off waits for a core (docs/benchmarks.md, "Short prompts"). Only for local-task
+        bundles with at most INLINE_MAX_BYTES of weights: the second context keeps its own copy
+        of the weights the compiler re-lays out at load, and a larger model's short call is long
+        enough for the second thread to pay."""
+        if self.driver != "local-task" or self.manifest.options.parameter_bytes > INLINE_MAX_BYTES:
+            return None
+        if not driver_available("local-sync"):
+            return None
+        return self.load_decode_module(file, "local-sync", "inline")
 
     def load_decode_module(self, file: str, driver: str, device_name: str) -> DecodeModule:
         """A module with every entry point on a device of `driver` (raises `DeviceLost` when the
@@ -198,17 +223,39 @@ class Session:
         only: the build derived it from that module's code, not from a plan's other device's."""
         return self._exact_rows if self._decoder is self._main else 0
 
-    def _ready(self, cache: KVCache, slots: list[int], ends: list[int], keys: int) -> None:
-        """Before a call that writes row slots[i] up to position ends[i] - 1 and reads `keys`
-        positions: move `cache` to the decode device if a plan switch left it elsewhere, and
-        note what the call writes and reads (`KVCache.use`). Lock held."""
+    def _ready(self, cache: KVCache, slots: list[int], ends: list[int], keys: int, starts: list[int] | None = None) -> None:
+        """Before a call that writes row slots[i] from position starts[i] (None: unknown) up to
+        ends[i] - 1 and reads `keys` positions: move `cache` to the decode device if a plan switch
+        left it elsewhere, and note what the call writes and reads (`KVCache.use`). Lock held."""
         if cache.device is not self._decoder.device and cache.device is not None:
             source = cache.device_name
             t = time.perf_counter()
-            nbytes = cache.move_to(self._decoder.device, self._decoder.cache_memory)
+            nbytes = cache.move_to(self._decoder.device, self._decoder.cache_memory, self._keeps(cache))
             self.kv_moves.history.append((source, self._decoder.device_name, nbytes, time.perf_counter() - t))
             cache.device_name = self._decoder.device_name
-        cache.use(slots, ends, keys)
+        cache.use(slots, ends, keys, starts if self.sliding_window is None else None)  # a ring's index is not its position
+
+    def _keeps(self, cache: KVCache) -> bool:
+        """Whether moving `cache` away keeps the buffers it leaves, for a move back that copies only
+        what changed (`KVCache.move_to`): where the device it leaves allocates by size
+        (`DecodeModule.keeps_left_caches`), and while every cache's kept buffers fit in
+        `kv_keep_bytes` (keeping costs the whole cache's bytes there while it decodes elsewhere)."""
+        modules = [self._main, *(self.plans.decoders.values() if self.plans is not None else ())]
+        if not any(m.device is cache.device and m.keeps_left_caches for m in modules):
+            return False
+        if self._kept_total() - cache.kept_bytes + cache.nbytes > self.kv_keep_bytes:
+            return False
+        self._kept_caches[id(cache)] = cache
+        return True
+
+    def _kept_total(self) -> int:
+        return sum(c.kept_bytes for c in list(self._kept_caches.values()))
+
+    @property
+    def kv_kept_bytes(self) -> int:
+        """Bytes of KV buffers kept on a device their caches left (see `_keeps`)."""
+        with self._lock:  # moves change them under it
+            return self._kept_total()
 
     @classmethod
     def load(
@@ -452,13 +499,21 @@ class Session:
     def _prefill_call(self, ids: list[int], start: int, cache: KVCache, slot: int) -> np.ndarray:
         with self._lock:
             keys = self._attended(start + len(ids) - 1)
-            self._ready(cache, [slot], [start + len(ids)], len(keys))
-            logits = self._fns["prefill"](
+            self._ready(cache, [slot], [start + len(ids)], len(keys), [start])
+            logits = self._prefill_function(len(ids), cache)(
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 keys, *cache.buffers,
             )
             # to_host() may map device memory that later calls reuse: keep an owned copy.
             return np.array(logits.to_host()[0])
+
+    def _prefill_function(self, tokens: int, cache: KVCache):
+        """The `prefill` that runs a call of `tokens` tokens on `cache`: the inline module's for a
+        short call on the main module's cache (`_load_inline`), else the decoding module's."""
+        inline = self._inline
+        if inline is not None and tokens <= INLINE_TOKENS and self._decoder is self._main and cache.device is self._main.device:
+            return inline.fns["prefill"]
+        return self._fns["prefill"]
 
     def prefill(self, state: RequestState, cache: KVCache, slot: int = 0) -> np.ndarray:
         """Run the prompt into row `slot` of `cache` (after its longest cached prefix, if any);
@@ -486,7 +541,7 @@ class Session:
         row's logits [len(ids), V], for checking draft tokens in one call."""
         with self._lock:
             keys = self._attended(start + len(ids) - 1)
-            self._ready(cache, [slot], [start + len(ids)], len(keys))
+            self._ready(cache, [slot], [start + len(ids)], len(keys), [start])
             logits = self._fns[VERIFY](
                 np.asarray([ids], np.int64), np.asarray([start], np.int64), np.asarray([slot], np.int64),
                 keys, *cache.buffers,
@@ -555,7 +610,7 @@ class Session:
         name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
         with self._lock:
             keys = self._attended(max(positions))
-            self._ready(cache, slots, [p + 1 for p in positions], len(keys))
+            self._ready(cache, slots, [p + 1 for p in positions], len(keys), positions)
             logits = self._fns[name](
                 np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64), np.asarray(slots, np.int64),
                 keys, *cache.buffers,

@@ -18,6 +18,7 @@ from iree_glm.bundle.manifest import read_manifest
 from iree_glm.errors import RequestError
 from iree_glm.planner.report import plans_report
 from iree_glm.runtime.devices import driver_available
+from iree_glm.runtime.session import KV_KEEP_BYTES
 
 from ..helpers import declared_lavapipe_bundle, greedy_reference
 
@@ -59,12 +60,14 @@ def test_the_bundle_carries_a_plan_decoding_on_lavapipe(switch_bundle):
     assert "decode-lavapipe: prefill on the decode placement" in text and "decode on lavapipe (decode-lavapipe.vmfb" in text
 
 
-def _switching(session, prompt: list[int], at: dict[int, str]) -> tuple[list[int], int]:
+def _switching(session, prompt: list[int], at: dict[int, str], kept: list[int] | None = None) -> tuple[list[int], int]:
     """Greedy tokens of `prompt`, switching plans after the token counts in `at`; and the
-    prompt tokens the prefix cache restored."""
+    prompt tokens the prefix cache restored. `kept` gets `session.kv_kept_bytes` at each token."""
     gen, ids = session.stream(prompt, max_new_tokens=NEW), []
     for event in gen:
         ids.append(event.token_id)
+        if kept is not None:
+            kept.append(session.kv_kept_bytes)
         if len(ids) in at:
             session.use_plan(at[len(ids)])
     return ids, gen.result.cached_tokens
@@ -72,18 +75,49 @@ def _switching(session, prompt: list[int], at: dict[int, str]) -> tuple[list[int
 
 def test_switching_decode_device_mid_generation_keeps_the_tokens(session, reference):
     session.use_plan("one-placement")
-    moves = session.kv_moves.moves
-    assert _switching(session, PROMPT, {3: "decode-lavapipe", 6: "one-placement"})[0] == reference[tuple(PROMPT)]
+    moves, kept, before = session.kv_moves.moves, [], session.kv_kept_bytes
+    assert _switching(session, PROMPT, {3: "decode-lavapipe", 6: "one-placement"}, kept)[0] == reference[tuple(PROMPT)]
     history = session.kv_moves.history[moves:]
     assert [(a, b) for a, b, _, _ in history] == [("main", "lavapipe"), ("lavapipe", "main")]
-    # O(positions) bytes: the prompt and the tokens decoded before each switch (the third
-    # token's step at position 12, the sixth's at 15), not the row's 128 positions
-    assert [n for _, _, n, _ in history] == [12 * _per_position(session), 15 * _per_position(session)]
+    # O(positions) bytes: there, the prompt and the tokens decoded before the switch (the step of
+    # the fourth token is at position 12); back, only the positions lavapipe wrote (12, 13, 14)
+    # into the CPU buffers kept meanwhile: not the row's 128 positions either way
+    assert [n for _, _, n, _ in history] == [12 * _per_position(session), 3 * _per_position(session)]
+    # the kept CPU row costs its whole 128 positions while lavapipe decodes (tokens 4-6), nothing after
+    row = session.cache_slots * _per_position(session)
+    assert [k - before for k in kept] == [0] * 3 + [row] * 3 + [0] * (len(kept) - 6)
     # prefilled on the CPU, decoded on lavapipe; then on lavapipe from its prefix (restored from
     # the prefix cache into a lavapipe row), back to the CPU after four tokens
     assert _switching(session, OTHER, {1: "decode-lavapipe"})[0] == reference[tuple(OTHER)]
     ids, cached = _switching(session, OTHER, {4: "one-placement"})
     assert ids == reference[tuple(OTHER)] and cached >= 16
+
+
+def test_cpu_lavapipe_cpu_lavapipe_keeps_the_tokens_and_moves_what_changed(session, reference):
+    """Four legs of one conversation: each move to lavapipe copies every position in use (its
+    buffers are not kept: new Vulkan memory costs by the pages touched), each move back to the
+    CPU only the positions lavapipe wrote since (steps at 11, 12, then 15, 16)."""
+    session.use_plan("one-placement")
+    moves = session.kv_moves.moves
+    at = {2: "decode-lavapipe", 4: "one-placement", 6: "decode-lavapipe", 8: "one-placement"}
+    assert _switching(session, PROMPT, at)[0] == reference[tuple(PROMPT)]
+    history = session.kv_moves.history[moves:]
+    assert [(a, b) for a, b, _, _ in history] == [("main", "lavapipe"), ("lavapipe", "main")] * 2
+    assert [n // _per_position(session) for _, _, n, _ in history] == [11, 2, 15, 2]
+
+
+def test_without_room_to_keep_the_cpu_buffers_a_move_back_copies_every_position(session, reference):
+    """`kv_keep_bytes` bounds what the session keeps: a cache larger than what is left of it is
+    not kept (nothing accounted), and the move back copies every position in use."""
+    session.use_plan("one-placement")
+    moves, kept, before = session.kv_moves.moves, [], session.kv_kept_bytes
+    session.kv_keep_bytes = before + session.cache_slots * _per_position(session) - 1  # one row does not fit
+    try:
+        assert _switching(session, PROMPT, {3: "decode-lavapipe", 6: "one-placement"}, kept)[0] == reference[tuple(PROMPT)]
+    finally:
+        session.kv_keep_bytes = KV_KEEP_BYTES
+    assert [n // _per_position(session) for _, _, n, _ in session.kv_moves.history[moves:]] == [12, 15]
+    assert set(kept) == {before}
 
 
 def test_batching_engine_moves_its_rows_at_a_step_boundary(session, reference):
@@ -113,7 +147,7 @@ def test_a_switch_moves_only_the_positions_in_use_of_two_live_rows(session, refe
     batched steps the plan switches to lavapipe and back: each move copies the positions the
     rows have written (exactly: the sum of the rows' lengths), and both keep the CPU bundle's
     greedy tokens."""
-    plain, switches, expected, moved = session.decode, {2: "decode-lavapipe", 4: "one-placement"}, [], []
+    plain, switches, written, moved, kept = session.decode, {2: "decode-lavapipe", 4: "one-placement"}, [], [], []
     calls = 0
 
     def decode(tokens, positions, cache, slots=None):
@@ -122,10 +156,11 @@ def test_a_switch_moves_only_the_positions_in_use_of_two_live_rows(session, refe
         if len(tokens) != 2 or calls not in switches:
             return plain(tokens, positions, cache, slots)
         session.use_plan(switches[calls])
-        expected.append(int(cache.written.sum()) * _per_position(session))
+        written.append(cache.written.copy())
         before = session.kv_moves.moves
         logits = plain(tokens, positions, cache, slots)
         moved.extend(session.kv_moves.history[before:])
+        kept.append((session.kv_kept_bytes, cache.kept_bytes, cache.nbytes))
         return logits
 
     async def run() -> list[list[int]]:
@@ -140,9 +175,17 @@ def test_a_switch_moves_only_the_positions_in_use_of_two_live_rows(session, refe
         session.use_plan("one-placement")
     assert a == reference[tuple(OTHER)] and b == reference[tuple(PROMPT)]
     assert [(x, y) for x, y, _, _ in moved] == [("main", "lavapipe"), ("lavapipe", "main")]
-    assert [n for _, _, n, _ in moved] == expected
-    live, whole = len(OTHER) + len(PROMPT), 3 * session.cache_slots  # the engine's cache: two rows and the padding row
-    assert all(live <= n // _per_position(session) < live + 2 * NEW < whole for n in expected)
+    # there: every position the two rows have written; back: the two batched steps lavapipe ran
+    # (calls 2 and 3), one position per row each, into the CPU buffers kept meanwhile
+    there, back = (n // _per_position(session) for _, _, n, _ in moved)
+    live = len(OTHER) + len(PROMPT)
+    assert there == int(written[0].sum()) and live <= there < live + 2 * NEW
+    assert back == 2 * 2 and int((written[1] - written[0]).sum()) == 4
+    # the engine's whole cache (two rows and the padding row) is kept on the CPU while lavapipe
+    # decodes, and freed by the move back
+    (kept_there, cache_kept, cache_bytes), (_, kept_back, _) = kept
+    assert cache_kept == cache_bytes == 3 * session.cache_slots * _per_position(session) and kept_there >= cache_bytes
+    assert kept_back == 0
 
 
 def _per_position(session) -> int:

@@ -194,3 +194,46 @@ def test_a_move_copies_the_written_positions_and_zeroes_the_rest_before_they_are
         assert np.isnan(row[1, :, 32:]).all()  # not read yet: not touched
     k, v = cache.read(1, 20)
     assert np.array_equal(k[:, 0], kv[0]) and list(cache.written) == [5, 21, 1]
+
+
+def test_a_move_back_into_kept_buffers_copies_only_the_positions_written_since(session):
+    """A move that keeps the buffers it leaves (the session keeps a CPU device's: new local-task
+    buffers cost by their size) lets the move back copy only what each row wrote meanwhile: a
+    decode step's position, a row released and refilled from 0 (or written from an unknown
+    start) whole; the kept buffers' bytes are accounted until the move back frees them."""
+    from iree_glm.runtime.devices import hal_device
+    from iree_glm.runtime.kv_cache import mappable_memory
+
+    cfg = session.config
+    per_position = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    cache = session.new_cache(3)
+    home, other = cache.device, hal_device("local-sync")
+    rng = np.random.default_rng(2)
+    kv = rng.standard_normal((2, cfg.num_layers, cfg.num_kv_heads, 30, cfg.head_dim)).astype(np.float32)
+    for row, n in ((0, 10), (1, 20), (2, 30)):
+        session._store_kv(cache, row, [kv[:, :, :, :n]])
+    assert cache.kept_bytes == 0 and cache.nbytes == 3 * cache.capacity * per_position
+    assert cache.move_to(other, mappable_memory(True), keep=True) == 60 * per_position
+    assert cache.kept is not None and cache.kept.device is home and cache.kept_bytes == cache.nbytes
+
+    def write(row: int, first: int, end: int, starts) -> None:  # what a call writing first..end-1 of `row` does
+        cache.use([row], [end], 32, starts)
+        for i, b in enumerate(cache.buffers):
+            b.to_host()[row, :, first:end] = kv[i % 2, i // 2, :, :end - first] + 100
+
+    write(0, 10, 12, [10])  # two decode steps' worth, start known
+    write(1, 20, 21, [20])
+    cache.release(2)
+    write(2, 0, 5, [0])  # a new request in the released row
+    write(1, 21, 22, None)  # start unknown: the whole row counts as rewritten
+    moved = cache.move_to(home, mappable_memory(True))
+    assert moved == (2 + 22 + 5) * per_position  # not 12 + 22 + 5 positions in use, nor 3 rows x capacity
+    assert cache.device is home and cache.kept is None and cache.kept_bytes == 0
+    k, v = cache.read(0, 12)
+    assert np.array_equal(k[:, 0, :, :10], kv[0, :, :, :10]) and np.array_equal(k[:, 0, :, 10:], kv[0, :, :, :2] + 100)
+    k, v = cache.read(2, 5)
+    assert np.array_equal(v[:, 0], kv[1, :, :, :5] + 100)
+    assert all(np.isfinite(b.to_host()).all() for b in cache.buffers)  # the kept buffers' other positions are old, finite
+    # without keeping, the way there and back copies every position in use each time
+    assert cache.move_to(other, mappable_memory(True)) == (12 + 22 + 5) * per_position and cache.kept is None
+    assert cache.move_to(home, mappable_memory(True)) == (12 + 22 + 5) * per_position
