@@ -12,7 +12,10 @@ with what else runs: one child per bundle alternates the two step by step (same 
 positions of the same cache; which goes first alternates too) and compares the step times'
 minimum, 10th percentile and median, so that both see the same load.
 
-    python tools/bench_exact_decode.py --config 330m --layers 2 --quant none,int8,int4 --rounds 5 [--interleaved]
+With `--verify-rows 2,3,5`, also what a verify call of that many rows costs in decode steps (the
+`decode` function's), every call alternated in one process per bundle.
+
+    python tools/bench_exact_decode.py --config 330m --layers 2 --quant none,int8,int4 --rounds 5 [--interleaved] [--verify-rows 2,3,5]
 """
 
 from __future__ import annotations
@@ -77,6 +80,43 @@ def _interleaved_child(bundle: str, prompt_len: int, tokens: int, threads: int, 
     return {"times": times, "exact_rows": exact}
 
 
+def _verify_cost_child(bundle: str, prompt_len: int, threads: int, rounds: int, rows: list[int]) -> dict:
+    """Call times of the `decode` function and of verify calls of each row count at one position
+    (the calls rewrite the same KV positions), alternated call by call."""
+    session, exact, cache, first = _prefilled(bundle, prompt_len, threads)
+    tokens = [(first + 31 * i) % session.config.vocab_size for i in range(max(rows))]
+    variants = [0, *rows]  # 0: the decode function
+    times: dict[int, list[float]] = {v: [] for v in variants}
+    for r in range(rounds * 16 + 1):  # the first pass warms up
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            t = time.perf_counter()
+            if v == 0:
+                session._exact_rows = 0
+                session.decode(tokens[:1], [prompt_len], cache)
+            else:
+                session._exact_rows = exact
+                session.verify(tokens[:v], prompt_len, cache)
+            if r:
+                times[v].append(time.perf_counter() - t)
+    return {"times": {str(v): t for v, t in times.items()}}
+
+
+def _verify_cost_table(bundles: dict[str, Path], args) -> None:
+    rows = [int(r) for r in args.verify_rows.split(",")]
+    print(f"\nVerify call of R rows in decode steps (`decode` fn call time), calls alternated in one process, "
+          f"{args.rounds * 16} calls each, {bench._load()}: median (at min)")
+    print("| weights | decode fn ms, median (min) | " + " | ".join(f"{r} rows" for r in rows) + " |")
+    print("|---|---|" + "---|" * len(rows))
+    for mode, bundle in bundles.items():
+        cmd = [sys.executable, __file__, "--verify-cost-child", str(bundle), "--prompt-len", str(args.prompt_len),
+               "--threads", str(args.threads), "--rounds", str(args.rounds), "--verify-rows", args.verify_rows]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=True).stdout
+        times = json.loads(out.strip().splitlines()[-1])["times"]
+        med, low = statistics.median(times["0"]), min(times["0"])
+        cells = [f"{statistics.median(times[str(r)]) / med:.2f} ({min(times[str(r)]) / low:.2f})" for r in rows]
+        print(f"| {mode} | {1e3 * med:.2f} ({1e3 * low:.2f}) | " + " | ".join(cells) + " |", flush=True)
+
+
 def _ms(values) -> str:
     return " / ".join(f"{1e3 * v:.2f}" for v in values)
 
@@ -113,9 +153,15 @@ def main() -> None:
     p.add_argument("--interleaved", action="store_true", help="also the step-by-step comparison (a loaded machine)")
     p.add_argument("--child", nargs=2, metavar=("BUNDLE", "VARIANT"), help=argparse.SUPPRESS)
     p.add_argument("--interleaved-child", metavar="BUNDLE", help=argparse.SUPPRESS)
+    p.add_argument("--verify-rows", metavar="R,R,...", help="also the cost of verify calls of these row counts")
+    p.add_argument("--verify-cost-child", metavar="BUNDLE", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(_child(args.child[0], args.child[1], args.prompt_len, args.tokens, args.threads)))
+        return
+    if args.verify_cost_child:
+        rows = [int(r) for r in args.verify_rows.split(",")]
+        print(json.dumps(_verify_cost_child(args.verify_cost_child, args.prompt_len, args.threads, args.rounds, rows)))
         return
     if args.interleaved_child:
         print(json.dumps(_interleaved_child(args.interleaved_child, args.prompt_len, args.tokens, args.threads, args.rounds)))
@@ -151,6 +197,8 @@ def main() -> None:
         print(f"| {mode} | {exact or '-'} | {before:.1f} | {now:.1f} | {now / before:.3f} | {cpu_ratio:.3f} |", flush=True)
     if args.interleaved:
         _interleaved_table(bundles, args)
+    if args.verify_rows:
+        _verify_cost_table(bundles, args)
 
 
 if __name__ == "__main__":

@@ -259,8 +259,8 @@ def build_bundle(
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
             exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
-            if exact:  # verify attends as a decode step does: IREE's reductions, whose row tiles exact_rows reads
-                for m in model.modules():  # (our attention kernel's key steps depend on the rows in a tile)
+            if exact:  # verify attends each row on its own: our row kernel, or else IREE's reductions of a decode step
+                for m in model.modules():  # (the flash kernel's key steps depend on the rows in a tile)
                     if hasattr(m, "decode_form"):
                         m.verify_decode_form = True
 
@@ -306,7 +306,7 @@ def build_bundle(
                 modules, stage_entries = compile_stages(exported, stages, profile, folder, extra_flags, log,
                                                         lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
-                pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
+                pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations, exact)
                 configurations = work / "configurations" if exact else None
                 compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline, configurations)
                 kernels.record(compiled.pass_results)

@@ -13,7 +13,10 @@ they are read from the compiled module's configurations
 Conservative by construction: every dispatch of a function with a dynamic row count counts
 (IREE names a dispatch that prefill and verify share after the first function), and so does
 every tile of a dynamic dimension (rows or attended keys). Decode functions (one static row:
-their dynamic dimension is the attended keys) and `verify` share no row-wise code.
+their dynamic dimension is the attended keys) and `verify` share no row-wise code. Our kernels'
+dispatches (the matmuls, an exact verify's attention) are not IREE's generated code and have no
+tiles here: their rows are one-row calls' by construction, which their own tests check
+(tests/kernels: the few-row matmul kernels, test_attention_rows.py).
 """
 
 from __future__ import annotations

@@ -114,9 +114,11 @@ class Attention(nn.Module):
         # attention kernel reads them in place (passes/attention_kernel.py); IREE's own lowering
         # would compute the padding.
         self.keys_in_place = False
-        # Every query row through the decode step's attention (broadcast products and reductions
-        # that IREE generates), not SDPA: set while exporting an exact `verify`, whose rows must
-        # compute as one-row calls do for any row count (compiler/exact_rows.py).
+        # Set while exporting an exact `verify`, whose rows must compute as one-row calls do for
+        # any row count: with `keys_in_place` (our attention kernel), the prompt's form over whole
+        # cache rows, whose op the kernel's pass gives the row kernel (each query row on its own,
+        # passes/attention_kernel.py); else the decode step's attention (broadcast products and
+        # reductions that IREE generates, whose row tiles compiler/exact_rows.py reads).
         self.decode_form = False
         self.fused_qkv = False  # see fuse_qkv
 
@@ -186,10 +188,11 @@ class Attention(nn.Module):
         # Rows are ordered (position, group) so the dynamic length stays the outer dimension.
         q = q.reshape(b, hkv, group, s, d).transpose(2, 3).reshape(b, hkv, s * group, d)
         mask = mask[:, :, :, None].expand(b, 1, s, group, n).reshape(b, 1, s * group, n)
-        if (self.decode_form or type(s) is int and s == 1) and not sparse_step:  # a decode step (static query length) or exact verify
+        in_place = self.keys_in_place and not sparse_step and b == 1
+        if (self.decode_form and not in_place or type(s) is int and s == 1) and not sparse_step:  # a decode step (static query length) or exact verify
             out = decode_attention(q, read_cache_prefix(k_cache, slots, n), read_cache_prefix(v_cache, slots, n), mask)
         else:
-            if self.keys_in_place and not sparse_step and b == 1:
+            if in_place:
                 # The whole cache row, the mask padded over the keys past n: the kernel's pass
                 # hands the kernel the cache, the row and the unpadded mask (n keys), which it
                 # reads in place; a gather of the n keys would copy them at every call.

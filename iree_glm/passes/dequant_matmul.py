@@ -83,7 +83,7 @@ from iree.compiler.dialects import linalg, tensor
 
 from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY
 from iree_glm.passes import mlir_file
-from iree_glm.passes.matching import producer, shape, use_count, zero_fill
+from iree_glm.passes.matching import enclosing_function, producer, shape, use_count, zero_fill
 
 if TYPE_CHECKING:
     from iree_glm.kernels.toolchain import KernelObject
@@ -784,13 +784,6 @@ def _call_bf16_kernel(m: _Match, weight: ir.Value, kernel: KernelObject, defined
     return _call_kernel(m, bf16.matmul_name(k, n, rows), lambda: bf16.matmul_definitions(k, tiles, kernel, rows), [m.lhs, weight], defined)
 
 
-def _function_name(op: ir.Operation) -> str | None:
-    """The exported name of the function holding `op` (IREE's ABI wraps `f` around `f$async`)."""
-    while op is not None and op.name not in ("func.func", "util.func"):
-        op = op.parent
-    return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None
-
-
 def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "none", kernel: Optional[KernelObject] = None,
         int8_kernel: Optional[KernelObject] = None, int8_matmul: bool = True, glue: Optional[dict[str, int]] = None,
         verify_rows: bool = False, bf16_kernel: Optional[KernelObject] = None) -> list[str]:
@@ -827,7 +820,7 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        verify = _function_name(op) == VERIFY
+        verify = enclosing_function(op) == VERIFY
         if verify:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
             integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
         else:

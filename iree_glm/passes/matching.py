@@ -46,3 +46,10 @@ def zero_fill(value: ir.Value) -> bool:
     """Whether `value` is a `linalg.fill` of the constant 0 (a fresh accumulator)."""
     op = producer(value)
     return op is not None and op.name == "linalg.fill" and scalar_constant(op.operands[0]) == 0.0
+
+
+def enclosing_function(op: ir.Operation) -> Optional[str]:
+    """The exported name of the function holding `op` (IREE's ABI wraps `f` around `f$async`)."""
+    while op is not None and op.name not in ("func.func", "util.func"):
+        op = op.parent
+    return ir.StringAttr(op.attributes["sym_name"]).value.split("$")[0] if op is not None else None

@@ -26,6 +26,18 @@ def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+def shared_library(kernel_set, folder, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """An x86 set's attention kernels as a shared library (the test is skipped where it cannot be built)."""
+    import pytest
+
+    from iree_glm.kernels import toolchain
+
+    reason = toolchain.unavailable_reason(kernel_set)
+    if reason:
+        pytest.skip(f"attention {kernel_set.short} kernel unavailable: {reason}")
+    return ctypes.CDLL(str(toolchain.build_object(folder, kernel_set.source("attention"), kernel_set, shared=True, defines=defines)))
+
+
 def pattern_mask(start: int, s: int, n: int, local: int, global_: int) -> np.ndarray:
     """Additive mask [s, n] of positions start.. over n keys: position p sees k <= p with k < global_
     or k > p - local (local = 0: every k <= p, causal)."""

@@ -30,13 +30,7 @@ LOCAL, GLOBAL = 256, 16  # the pattern of the benchmarks and docs
 @pytest.fixture(scope="module", params=[toolchain.X86_64_AVX2, toolchain.X86_64_AVX512], ids=lambda s: s.short)
 def lib(request, tmp_path_factory) -> ctypes.CDLL:
     """The x86 forms: AVX2, and AVX-512 (16-lane tiles, its AVX2 form for up to 8 rows) where the CPU has it."""
-    kernel_set = request.param
-    reason = toolchain.unavailable_reason(kernel_set)
-    if reason:
-        pytest.skip(f"attention {kernel_set.short} kernel unavailable: {reason}")
-    path = toolchain.build_object(tmp_path_factory.mktemp("attention_probe"), kernel_set.source("attention"), kernel_set,
-                                  shared=True, defines=("IREE_GLM_ATTENTION_PROBE",))
-    return ref.bind(ctypes.CDLL(str(path)))
+    return ref.bind(ref.shared_library(request.param, tmp_path_factory.mktemp("attention_probe"), ("IREE_GLM_ATTENTION_PROBE",)))
 
 
 def test_the_kernel_constants_are_the_pass_constants():

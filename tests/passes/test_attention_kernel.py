@@ -220,3 +220,44 @@ def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, g
     session = Session.load(glm4_bundle)
     got = session.run_prefill(prompt, 0, session.new_cache())
     assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def exact_verify(kernel):
+    """@prefill's attention as an exact bundle's `verify` (exact_verify): the row kernel's dispatch."""
+    import iree.compiler as ic
+
+    with ir.Context():
+        module = ir.Module.parse(SOURCE.replace("@prefill(", "@verify("))
+        counts = attention_kernel.run(module, kernel, exact_verify=True)
+        module.operation.verify()
+        text = str(module)
+    return text, counts, ic.compile_str(text, extra_args=host_cpu_target().compile_args())
+
+
+def test_exact_verify_calls_the_row_kernel_and_others_the_flash_kernel(exact_verify):
+    text, counts, _ = exact_verify
+    assert counts == (3, 1)
+    assert f"func.func private @{attention_kernel.ROW_SYMBOL}(" in text and f"func.func private @{attention_kernel.SYMBOL}(" in text
+    calls = {fn: re.search(r"util\.call @(iree_glm_attention_\w+)\(", _function(text, fn)).group(1) for fn in ("verify", "masked", "decode")}
+    definition = lambda name: text[text.index(f"stream.executable private @{name}_exe"):].split("util.func")[0]  # noqa: E731
+    assert f"call @{attention_kernel.ROW_SYMBOL}(" in definition(calls["verify"])
+    assert all(f"call @{attention_kernel.SYMBOL}(" in definition(calls[fn]) for fn in ("masked", "decode"))
+
+
+def test_exact_verify_rows_are_one_row_calls_bit_for_bit(exact_verify, modules):
+    """Through IREE: row r of an R-row call (positions start.., keys up to the last one) equals the
+    one-row call at its position over its own keys, and matches IREE's lowering of the op."""
+    _, _, vmfb = exact_verify
+    theirs = modules[3]
+    start, group, most = 60, 2, 9  # rows across the flash kernel's 64-key block edge
+    q, k, v = _qkv(group * most, start + most, seed=3)
+    one = [_call(vmfb, "verify", q[:, group * i:group * i + group].copy(), k[:, :start + i + 1].copy(), v[:, :start + i + 1].copy(),
+                 _causal(1, start + i + 1)[None, None]) for i in range(most)]
+    for rows in range(1, most + 1):
+        n = start + rows
+        args = (q[:, :group * rows].copy(), k[:, :n].copy(), v[:, :n].copy(), _causal(rows, n)[None, None])
+        got = _call(vmfb, "verify", *args)
+        np.testing.assert_allclose(got, _call(theirs, "prefill", *args), rtol=1e-5, atol=1e-5)
+        for i in range(rows):
+            assert np.array_equal(got[:, group * i:group * i + group], one[i]), f"{rows}-row call, row {i}"

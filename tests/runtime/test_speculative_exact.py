@@ -27,13 +27,13 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-# Quantization and extra compile flags (the host's best kernel sets: AMX / AVX-512 here). An
-# AVX2-only target (--iree-llvmcpu-target-cpu=haswell) is not covered: its derived exact rows are
-# fewer than 2 (docs/speculative.md), so such bundles keep the margin.
-@pytest.fixture(scope="module", params=[("int8", ()), ("int4", ())], ids=["int8", "int4"])
+# Quantization and extra compile flags: the host's best kernel sets (AMX / AVX-512 here), and an
+# AVX2-only target (its norms tile rows by 4: 3 exact rows, so k <= 2).
+@pytest.fixture(scope="module", params=[("int8", ()), ("int4", ()), ("int4", ("--iree-llvmcpu-target-cpu=haswell",))],
+                ids=["int8", "int4", "int4-avx2"])
 def bundle(request, checkpoint, tmp_path_factory):
     quant, flags = request.param
-    out = tmp_path_factory.mktemp("b330") / quant
+    out = tmp_path_factory.mktemp("b330") / f"{quant}{'-avx2' if flags else ''}"
     build_bundle(checkpoint, out, BuildOptions(max_context=128, quant=QuantSpec(quant, group_size=32), extra_flags=flags))
     return out
 

@@ -26,3 +26,5 @@
 #define NK4 3
 
 #include "../attention_tile.h"
+
+#include "attention_rows.h"  // the exact verify's kernel: each query row on its own
