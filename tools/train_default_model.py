@@ -159,8 +159,8 @@ def stream(tok, texts: list[str], seed: int) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -169,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for matmuls (fast on CPUs with AMX)")
     p.add_argument("--budget-minutes", type=float, default=0.0,
                    help="stop training after this wall time (0: none); the best checkpoint so far ships")
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--no-manual", action="store_true", help="leave out the python3-doc manual")
     p.add_argument("--compare-text", type=Path, action="append", default=[],
                    help="also report bits/byte on this text file (e.g. an older heldout.txt)")
     p.add_argument("--init", type=Path,
                    help="start from this model folder (weights and tokenizer) instead of from scratch")
     p.add_argument("--eval-only", type=Path, help="score this model folder on --compare-text files and exit")
-    p.add_argument("--out", type=Path, default=REPO / "iree_glm" / "default_model_files")
+    p.add_argument("--out", type=Path, default=REPO / "iree_glm" / "frontend" / "default_model_files")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
