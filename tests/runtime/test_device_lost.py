@@ -23,7 +23,8 @@ def test_a_lost_device_is_replaced_and_the_load_retried(glm4_bundle, monkeypatch
     calls = lose_devices(monkeypatch, {1, 2})
     with pytest.warns(DeviceLostWarning, match="local-task device was lost while loading") as seen:
         session = Session.load(glm4_bundle)
-    assert len(calls) == 3
+    # two losses and the load that succeeds; then the inline module's context (short prefills), if any
+    assert calls == ["injected", "injected", "ok"] + ["ok"] * (session._inline is not None)
     assert [str(w.message)[-23:] for w in seen] == ["logical device (2 of 3)", "logical device (3 of 3)"]
     assert session._device is not first and session._device is hal_device("local-task")  # a new device, kept for later loads
     assert session.generate(PROMPT, max_new_tokens=6).generated_ids == reference
