@@ -11,6 +11,7 @@ slowest dispatches are visible.
     python tools/bench.py --checkpoint path/to/hf_folder
     python tools/bench.py --config 330m --quant none,int8@none,int8@prefill   # quantized bundles, llama.cpp Q8_0
     python tools/bench.py --config 330m --quant none,none@bf16 --engines iree,torch-bf16   # fp32 weights, matmuls in bf16 (AVX-512 BF16)
+    python tools/bench.py --config 330m --quant int4 --engines iree --bundle "main int4=../main/bench-work/BUNDLE"   # before / after
 
 Prints Markdown tables with ratios measured side by side in this run, and the machine load.
 """
@@ -336,6 +337,8 @@ def main() -> None:
     p.add_argument("--prefill-chunks", default="",
                    help="also time our prefill with these chunk sizes (comma-separated tokens per call, 0: the whole prompt "
                         "in one call); the plain IREE column uses the profile's policy.prefill_chunk")
+    p.add_argument("--bundle", action="append", default=[], metavar="LABEL=PATH",
+                   help="also measure this built bundle, a column of its own (e.g. one another checkout's kernels compiled)")
     p.add_argument("--breakdown", type=int, metavar="TOKENS", help="also time our prefill of TOKENS tokens per dispatch")
     p.add_argument("--top", type=int, default=12, help="dispatches shown by --breakdown")
     p.add_argument("--prompt-len", type=int, default=128, help=argparse.SUPPRESS)  # child processes
@@ -380,6 +383,11 @@ def main() -> None:
                     label = "IREE" if quants == ["none"] else quant_label(q)
                     label += f" [{Path(prof).stem}]" if len(profiles) > 1 else ""
                     bundles[label] = make_bundle(ckpt, args.work, context, prof, QuantSpec(mode), *((None, act) if mode == "none" else (act,)))
+        for item in args.bundle:
+            label, _, path = item.partition("=")
+            if not path or not (Path(path) / "manifest.json").exists():
+                raise SystemExit(f"error: --bundle {item}: expected LABEL=PATH of a built bundle")
+            bundles[label] = Path(path)
         ggufs = {}
         if llama is not None:
             for kind in dict.fromkeys(LLAMA_TYPES[parse_quant(q)[0]] for q in quants):

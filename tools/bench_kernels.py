@@ -7,6 +7,7 @@ calling thread's CPU time (`time.thread_time`), not wall time: on a shared machi
 is descheduled for long stretches, which CPU time does not count (`--clock wall` for wall time):
 
     python tools/bench_kernels.py --m 128,512 --runs 5
+    python tools/bench_kernels.py --formats int4 --baseline ../main/iree_glm/kernels   # another checkout's kernels beside
 
 On AMX, int4 has a second column, amx-bf16: the same object's bf16 prompt path (weights widened
 to bf16 tiles, tdpbf16ps) beside its tdpbssd kernel.
@@ -114,6 +115,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--formats", default="int8,int4")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    p.add_argument("--baseline", type=Path, help="a kernels folder (iree_glm/kernels of another checkout) whose sets run alongside")
     args = p.parse_args()
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     sets = [s for s in toolchain.KERNEL_SETS if toolchain.unavailable_reason(s) is None]
@@ -124,6 +126,11 @@ def main() -> int:
     print(f"load {open('/proc/loadavg').read().split()[:3]}; sets: {', '.join(s.name for s in sets)}; {args.clock} time")
     for fmt in args.formats.split(","):
         libs = {s.short: (ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))), s) for s in sets}
+        if args.baseline:
+            (folder / "baseline").mkdir(exist_ok=True)
+            for s in sets:
+                source = args.baseline / s.source(fmt).relative_to(Path(toolchain.__file__).parent)
+                libs[f"{s.short} baseline"] = (ctypes.CDLL(str(toolchain.build_object(folder / "baseline", source, s, shared=True))), s)
         if fmt == "int4" and bf16_int4:
             libs["amx-bf16"] = libs["amx"]
         print("| format | M | shape K x N | " + " | ".join(f"{c} GOP/s" for c in libs) + " |")
