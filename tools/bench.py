@@ -352,6 +352,12 @@ def main() -> None:
         print(json.dumps(CHILDREN[engine](target, args.prompt_len, args.decode_tokens, args.runs, args.threads, *extra)))
         return
 
+    extra_bundles = {}
+    for item in args.bundle:
+        label, _, path = item.partition("=")
+        if not label or not (Path(path) / "manifest.json").exists():
+            raise SystemExit(f"error: --bundle {item}: expected LABEL=PATH of a built bundle")
+        extra_bundles[label] = Path(path)
     lens = [int(x) for x in args.prompt_lens.split(",") if x.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     chunk_sizes = [int(x) for x in args.prefill_chunks.split(",") if x.strip()]
@@ -383,11 +389,7 @@ def main() -> None:
                     label = "IREE" if quants == ["none"] else quant_label(q)
                     label += f" [{Path(prof).stem}]" if len(profiles) > 1 else ""
                     bundles[label] = make_bundle(ckpt, args.work, context, prof, QuantSpec(mode), *((None, act) if mode == "none" else (act,)))
-        for item in args.bundle:
-            label, _, path = item.partition("=")
-            if not path or not (Path(path) / "manifest.json").exists():
-                raise SystemExit(f"error: --bundle {item}: expected LABEL=PATH of a built bundle")
-            bundles[label] = Path(path)
+        bundles.update(extra_bundles)
         ggufs = {}
         if llama is not None:
             for kind in dict.fromkeys(LLAMA_TYPES[parse_quant(q)[0]] for q in quants):
