@@ -106,6 +106,16 @@ class Int4Bf16Case(Int4Case):
                                                     n, k, g, 0, n, m0, m0 + self.rows)
 
 
+def baseline_library(kernels: Path, kernel_set, kernel: str, folder: Path) -> ctypes.CDLL:
+    """`kernel_set`'s `kernel` built from another checkout's kernels folder (its iree_glm/kernels),
+    as a shared library in `folder`/baseline: the before of a side-by-side comparison."""
+    from iree_glm.kernels import toolchain
+
+    source = kernels / kernel_set.source(kernel).relative_to(Path(toolchain.__file__).parent)
+    (folder / "baseline").mkdir(exist_ok=True)
+    return ctypes.CDLL(str(toolchain.build_object(folder / "baseline", source, kernel_set, shared=True)))
+
+
 def main() -> int:
     from iree_glm.bundle.cpu_features import missing_features
     from iree_glm.kernels import bf16, toolchain
@@ -127,10 +137,7 @@ def main() -> int:
     for fmt in args.formats.split(","):
         libs = {s.short: (ctypes.CDLL(str(toolchain.build_object(folder, s.source(fmt), s, shared=True))), s) for s in sets}
         if args.baseline:
-            (folder / "baseline").mkdir(exist_ok=True)
-            for s in sets:
-                source = args.baseline / s.source(fmt).relative_to(Path(toolchain.__file__).parent)
-                libs[f"{s.short} baseline"] = (ctypes.CDLL(str(toolchain.build_object(folder / "baseline", source, s, shared=True))), s)
+            libs.update({f"{s.short} baseline": (baseline_library(args.baseline, s, fmt, folder), s) for s in sets})
         if fmt == "int4" and bf16_int4:
             libs["amx-bf16"] = libs["amx"]
         print("| format | M | shape K x N | " + " | ".join(f"{c} GOP/s" for c in libs) + " |")

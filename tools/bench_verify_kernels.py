@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_kernels import MEMREF, SHAPES, Int4Case, Int8Case, _memref  # noqa: E402
+from bench_kernels import MEMREF, SHAPES, Int4Case, Int8Case, _memref, baseline_library  # noqa: E402
 
 
 def _cpu() -> str:
@@ -92,9 +92,7 @@ def main() -> int:
             lib = ctypes.CDLL(str(toolchain.build_object(Path(tmp), kernel_set.source(fmt), kernel_set, shared=True)))
             base = None
             if args.baseline:
-                source = args.baseline / kernel_set.source(fmt).relative_to(Path(toolchain.__file__).parent)
-                (Path(tmp) / "baseline").mkdir(exist_ok=True)
-                base = ctypes.CDLL(str(toolchain.build_object(Path(tmp) / "baseline", source, kernel_set, shared=True)))
+                base = baseline_library(args.baseline, kernel_set, fmt, Path(tmp))
             print(f"\n{fmt}: ms per call over the 330M layer shapes (x decode step)\n")
             print("| rows | decode kernel x 1 | verify kernel | prompt path |" + (" baseline verify kernel | verify / baseline |" if base else ""))
             print("|---|---|---|---|" + ("---|---|" if base else ""))
