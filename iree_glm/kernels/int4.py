@@ -45,6 +45,7 @@ BLOCK = 32  # activation block; group sizes must be multiples
 MATMUL_MAX_GROUP = 1024  # the matrix kernels walk K in chunks of whole groups (x86_64_avx512/int4.c: CHUNK_K)
 PANEL = 16  # weight rows the matrix kernel handles together (two vectors of 8 lanes)
 WORKGROUPS = 16  # decode: row ranges per dispatch, several per core balance shared cores
+DECODE_STRIP = 8  # decode and verify take weight rows 8 at a time (x86_64_avx2/int4.c)
 GLUE_MAX_K = 8192  # kernels/x86_64_avx2/row_glue.h: the longest row a fused quantization transforms (on the stack)
 N_CHUNKS = 8  # matrix kernel: weight-row ranges per dispatch, times ranges of the rows of x one
 # call takes (the object's rows_per_call)
@@ -95,7 +96,7 @@ def definitions(k: int, n: int, group: int, obj: KernelObject, m: Optional[int] 
     if m != 1 and not verify:
         return _matmul_definitions(k, n, group, obj, m, glue)
     name, gn, half = verify_name(k, n, group) if verify else function_name(k, n, group), k // group, group // 2
-    rows = -(-n // WORKGROUPS // 4) * 4  # rows per workgroup, a multiple of the kernel's 4
+    rows = -(-n // WORKGROUPS // DECODE_STRIP) * DECODE_STRIP  # rows per workgroup, whole strips
     count = -(-n // rows)
     qn, sn = n * gn * half, n * gn
     dispatch = KernelDispatch(

@@ -86,7 +86,8 @@ def test_matrix_kernel_extremes_are_exact(lib):
 def test_python_constants_match_the_c_source(kernel_set):
     """int4_kernel.py admits groups up to MATMUL_MAX_GROUP: each set's matrix kernel walks K in
     chunks of whole groups (CHUNK_K), which must hold one; the rows per call the dispatch gives
-    are the C kernel's limit (AMX_MAX_ROWS, else the 64 of int4_matmul.h's callers)."""
+    are the C kernel's limit (AMX_MAX_ROWS, else the 64 of int4_matmul.h's callers); decode's
+    workgroups take whole strips of the decode kernel's DECODE_STRIP rows."""
     import re
 
     chain, level = [], kernel_set  # the set's file after the files it includes, down to the AVX2 one
@@ -98,6 +99,7 @@ def test_python_constants_match_the_c_source(kernel_set):
     assert int4_kernel.MATMUL_MAX_GROUP <= chunk
     limits = re.findall(r"AMX_MAX_ROWS = (\d+)", source)
     assert kernel_set.rows_per_call("int4") == (int(limits[0]) if limits else 64)
+    assert int4_kernel.DECODE_STRIP == int(re.findall(r"DECODE_STRIP = (\d+)", source)[-1])
     big = int4_kernel.MATMUL_MAX_GROUP
     assert not int4_kernel.fits(4 * big, 2 * big, None) and int4_kernel.fits(4 * big, big, None)
 
@@ -112,6 +114,28 @@ def test_workgroup_ranges_write_only_their_outputs(lib):
     assert not np.isnan(y[2:7, 8:16]).any()
     y[2:7, 8:16] = np.nan
     assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("symbol", ["iree_glm_int4_matvec_workgroup", "iree_glm_int4_matvec_rows_workgroup"])
+def test_decode_workgroups_write_only_their_rows(lib, symbol):
+    """Decode and verify workgroups write y[:, r0:r1] and nothing else, where a range starts and
+    ends inside the kernels' strips of weight rows (the last strip's spare lanes are not stored)."""
+    rng = np.random.default_rng(11)
+    m, n, k, group = 3, 29, 96, 32
+    q, s = (np.ascontiguousarray(t.numpy()) for t in quantize_int4(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32)), group))
+    s = np.ascontiguousarray(s.view(np.uint16))
+    for r0, r1 in ((4, 13), (5, 6), (17, 29)):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        if symbol == "iree_glm_int4_matvec_workgroup":
+            x = x[:1]
+            y = np.full((1, n), np.nan, np.float32)
+            lib.iree_glm_int4_matvec_workgroup(*memref(np.ascontiguousarray(x[0])), *memref(q), *memref(s), *memref(y), n, k, group, r0, r1)
+        else:
+            y = np.full((m, n), np.nan, np.float32)
+            lib.iree_glm_int4_matvec_rows_workgroup(*memref(x), *memref(q), *memref(s), *memref(y), m, n, k, group, r0, r1)
+        np.testing.assert_allclose(y[:, r0:r1], _reference(x, q, s.view(np.float16), group)[:, r0:r1], rtol=1e-4, atol=1e-4)
+        y[:, r0:r1] = np.nan
+        assert np.isnan(y).all(), f"rows {r0}..{r1} wrote outside their range"
 
 
 @pytest.mark.parametrize("group", GROUP_SIZES)

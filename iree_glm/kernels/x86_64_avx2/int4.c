@@ -13,7 +13,8 @@
 //
 // Called once per workgroup by the dispatches passes/int4_kernel.py builds; each writes its own
 // outputs. A decode workgroup quantizes its one row of x itself (K values, cheap next to its
-// rows of weights).
+// rows of weights). The AVX-512 and AMX sets include this file and keep its decode and verify
+// kernels.
 // Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
 // (base, aligned base, offset, size, stride).
 
@@ -27,37 +28,13 @@
 
 enum { BLOCK = 32, MAX_K = 8192 };
 
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// 16 packed bytes -> their 32 nibbles (0..15): low nibbles, then high. One 128-bit broadcast
-// load, a per-lane shift (0 | 4) and a mask.
-static inline __m256i nibbles(const int8_t *p, __m256i shifts) {
-  const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
-  return _mm256_and_si256(_mm256_srlv_epi64(both, shifts), _mm256_set1_epi8(0x0F));
-}
-
-// f16 scales of a row -> f32 (F16C), 8 at a time.
-static inline void widen(const uint16_t *h, float *f, size_t count) {
-  size_t i = 0;
-  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
-  for (; i < count; ++i) f[i] = _cvtsh_ss(h[i]);
-}
-
-// sum over a block of (weight + 8) * xq, as 8 float partial sums (<= 2 * 15 * 127 per i16: exact).
-static inline __m256 block_dot(const int8_t *p, __m256i xq, __m256i shifts, __m256i ones) {
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p, shifts), xq), ones));
-}
-
 // x [k] -> xq (int8, in the weights' order), dx (per block scale) and off (see below).
 // x in the weights' order: block c = (group g, part j) holds x[g*G + j*16 + 0..15] then
 // x[g*G + G/2 + j*16 + 0..15], the elements the 16 bytes of that part pair with.
 // off[c]: the +8 of the nibbles adds 8 * dx[c] * sum(xq of block c) to block c's dot product;
-// spread over the 8 lanes it is subtracted in the same FMA that applies dx[c].
+// off[c] is an eighth of it, what each of 8 lanes subtracts where a vector holds a block's
+// partial sums (x86_64_avx512/int4.c's decode); the outputs-in-lanes kernels here subtract
+// 8 * off[c], in the same fmsub that applies dx[c].
 static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float *dx, float *off) {
   const size_t blocks = k / BLOCK, per_group = group / BLOCK, half = group / 2;
   for (size_t c = 0; c < blocks; ++c) {
@@ -86,165 +63,176 @@ static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float
   }
 }
 
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };  // verify: rows of x a pass takes, their bytes
+
+#ifndef IREE_GLM_OWN_DECODE_KERNEL  // x86_64_avx512/int4.c has its own decode and verify kernels
+
+// Decode and verification read the weights in strips of 8 rows with the outputs in lanes: per
+// block of 32 weights, the 16 bytes of each of the strip's rows are transposed so that 32-bit
+// lane j of a vector holds 4 bytes of row j (DECODE_STRIP), then unpacked to nibbles. A row of
+// x's 4 quantized bytes, broadcast, times such a vector (vpmaddubsw) gives every row's partial
+// sum in its own lane; 8 of those are summed in i16 (<= 16 products of <= 15 * 127 a lane:
+// exact) and widened once (vpmaddwd), so a lane ends the block with its row's exact integer dot
+// product. Then, per block and 8 outputs: one conversion, one fmsub (x's block scale, the
+// nibbles' + 8 offset) and one FMA (the 8 rows' group scales) into the outputs' accumulator.
+// The unpacking is shared by every row of x a call has, so a verify row costs the broadcasts,
+// 8 multiplies, 8 adds and 3 float operations per block and strip.
+enum { DECODE_STRIP = 8 };
+
+// A strip's block: lo[t] lane j = the low nibbles of bytes 4t..4t+3 of row j's 16 bytes (the
+// block's elements 4t..4t+3), hi[t] their high nibbles (elements 16 + 4t..).
+typedef struct { __m256i lo[4], hi[4]; } decode_block;
+
+static inline __attribute__((always_inline)) decode_block decode_nibbles(const int8_t *const *w, size_t at) {
+  __m256i a[4];  // rows j and j + 4, one a 128-bit lane
+  for (int j = 0; j < 4; ++j)
+    a[j] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(w[j] + at)), _mm_loadu_si128((const __m128i *)(w[j + 4] + at)));
+  const __m256i t0 = _mm256_unpacklo_epi32(a[0], a[1]), t1 = _mm256_unpackhi_epi32(a[0], a[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(a[2], a[3]), t3 = _mm256_unpackhi_epi32(a[2], a[3]);
+  const __m256i v[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  decode_block b;
+  for (int t = 0; t < 4; ++t) {
+    b.lo[t] = _mm256_and_si256(v[t], mask);
+    b.hi[t] = _mm256_and_si256(_mm256_srli_epi16(v[t], 4), mask);
+  }
+  return b;
+}
+
+// The exact integer dot products of a block of x (quantized, in the weights' order) with the
+// strip's 8 rows, one a lane.
+static inline __attribute__((always_inline)) __m256i decode_dot(const decode_block *b, const int8_t *xb) {
+  const int32_t *x4 = (const int32_t *)xb;
+  __m256i s = _mm256_maddubs_epi16(b->lo[0], _mm256_set1_epi32(x4[0]));
+  for (int t = 1; t < 4; ++t) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(b->lo[t], _mm256_set1_epi32(x4[t])));
+  for (int t = 0; t < 4; ++t) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(b->hi[t], _mm256_set1_epi32(x4[4 + t])));
+  return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+}
+
+// The strip's group scales as f32 [groups][8]: row j's in lane j (8 groups at a time through an
+// 8 x 8 transpose of the f16 values, the rest one by one).
+static void decode_scales(const uint16_t *const *s, size_t groups, float *st) {
+  size_t g = 0;
+  for (; g + 8 <= groups; g += 8) {
+    __m128i a[8], b[8], c[8];
+    for (int j = 0; j < 8; ++j) a[j] = _mm_loadu_si128((const __m128i *)(s[j] + g));
+    for (int j = 0; j < 8; j += 2) {
+      b[j] = _mm_unpacklo_epi16(a[j], a[j + 1]);  // groups 0..3 of rows j, j + 1, interleaved
+      b[j + 1] = _mm_unpackhi_epi16(a[j], a[j + 1]);  // groups 4..7
+    }
+    for (int h = 0; h < 2; ++h)  // rows 0..3 (h = 0) and 4..7: c[4h + i] = groups 2i, 2i + 1 of 4 rows
+      for (int i = 0; i < 2; ++i) {
+        c[4 * h + 2 * i] = _mm_unpacklo_epi32(b[4 * h + i], b[4 * h + 2 + i]);
+        c[4 * h + 2 * i + 1] = _mm_unpackhi_epi32(b[4 * h + i], b[4 * h + 2 + i]);
+      }
+    for (int i = 0; i < 4; ++i) {  // group 2i and 2i + 1 of all 8 rows
+      _mm256_store_ps(st + (g + 2 * i) * 8, _mm256_cvtph_ps(_mm_unpacklo_epi64(c[i], c[4 + i])));
+      _mm256_store_ps(st + (g + 2 * i + 1) * 8, _mm256_cvtph_ps(_mm_unpackhi_epi64(c[i], c[4 + i])));
+    }
+  }
+  for (; g < groups; ++g)
+    for (int j = 0; j < 8; ++j) st[g * 8 + j] = _cvtsh_ss(s[j][g]);
+}
+
+// Weight rows r..r+7 of the `rows` rows of quantized x (xq, dx, off as quantize_x makes them, a
+// row every k bytes / k / BLOCK floats): y[i * ldy + r + j] for the rows j < count (lanes past it
+// read row r + count - 1 again and are not stored). `rows` is a constant after inlining.
+static inline __attribute__((always_inline)) void decode_strip(const int8_t *q, const uint16_t *s, size_t r, size_t count,
+                                                               const int8_t *xq, const float *dx, const float *off,
+                                                               const int rows, size_t k, size_t group, float *y, size_t ldy) {
+  const size_t groups = k / group, per_group = group / BLOCK, blocks = k / BLOCK, row_bytes = k / 2;
+  const int8_t *w[DECODE_STRIP];
+  const uint16_t *ws[DECODE_STRIP];
+  for (size_t j = 0; j < DECODE_STRIP; ++j) {
+    const size_t row = r + (j < count ? j : count - 1);
+    w[j] = q + row * row_bytes;
+    ws[j] = s + row * groups;
+  }
+  float st[MAX_K / BLOCK * DECODE_STRIP] __attribute__((aligned(32)));
+  decode_scales(ws, groups, st);
+  const int8_t *next = q + (r + DECODE_STRIP) * row_bytes;  // the next strip: 8 * row_bytes contiguous bytes
+  __m256 acc[VERIFY_ROWS];
+  for (int i = 0; i < rows; ++i) acc[i] = _mm256_setzero_ps();
+  for (size_t g = 0, c = 0; g < groups; ++g) {
+    const __m256 sg = _mm256_load_ps(st + g * DECODE_STRIP);
+    for (size_t end = c + per_group; c < end; ++c) {
+      // 128 bytes of the strip are read a block: fetch as many of the next (short rows and 8
+      // streams at once defeat the hardware prefetcher)
+      _mm_prefetch((const char *)(next + c * 128), _MM_HINT_T0);
+      _mm_prefetch((const char *)(next + c * 128 + 64), _MM_HINT_T0);
+      const decode_block b = decode_nibbles(w, c * 16);
+      for (int i = 0; i < rows; ++i) {
+        const __m256 dot = _mm256_cvtepi32_ps(decode_dot(&b, xq + i * k + c * BLOCK));
+        const __m256 d = _mm256_broadcast_ss(dx + i * blocks + c), o = _mm256_broadcast_ss(off + i * blocks + c);
+        acc[i] = _mm256_fmadd_ps(_mm256_fmsub_ps(dot, d, o), sg, acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < rows; ++i) {
+    if (count == DECODE_STRIP) {
+      _mm256_storeu_ps(y + i * ldy + r, acc[i]);
+    } else {
+      float out[DECODE_STRIP];
+      _mm256_storeu_ps(out, acc[i]);
+      for (size_t j = 0; j < count; ++j) y[i * ldy + r + j] = out[j];
+    }
+  }
+}
+
+// quantize_x of `rows` rows of x (a row every k elements / bytes / k / BLOCK floats), each block's
+// offset as one lane subtracts it (8 * off: exact).
+static void quantize_rows(const float *x, size_t rows, size_t k, size_t group, int8_t *xq, float *dx, float *off) {
+  const size_t blocks = k / BLOCK;
+  for (size_t i = 0; i < rows; ++i) quantize_x(x + i * k, k, group, xq + i * k, dx + i * blocks, off + i * blocks);
+  for (size_t c = 0; c < rows * blocks; ++c) off[c] *= 8.0f;
+}
+
 void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                     MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
                                     size_t row_end) {
   MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (row_end > n) row_end = n;
-  const size_t per_group = group / BLOCK, groups = k / group;
   int8_t xq[MAX_K] __attribute__((aligned(32)));
-  float dx[MAX_K / BLOCK], off[MAX_K / BLOCK], sf[4][MAX_K / BLOCK];  // sf: current rows' scales
-  const __m256i ones = _mm256_set1_epi16(1);
-  quantize_x(x, k, group, xq, dx, off);
-  const size_t row_bytes = k / 2;
-  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-  size_t r = row_begin;
-  for (; r + 4 <= row_end; r += 4) {  // 4 rows share each block of x
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    const int8_t *w0 = q + r * row_bytes, *w1 = w0 + row_bytes, *w2 = w1 + row_bytes, *w3 = w2 + row_bytes;
-    for (int j = 0; j < 4; ++j) widen(s + (r + j) * groups, sf[j], groups);
-    for (size_t b = 0; b < 4 * groups * sizeof(uint16_t); b += 64) _mm_prefetch((const char *)(s + (r + 4) * groups) + b, _MM_HINT_T0);
-    const float *s0 = sf[0], *s1 = sf[1], *s2 = sf[2], *s3 = sf[3];
-    for (size_t g = 0, c = 0; g < groups; ++g) {
-      const __m256 g0 = _mm256_broadcast_ss(s0 + g), g1 = _mm256_broadcast_ss(s1 + g);
-      const __m256 g2 = _mm256_broadcast_ss(s2 + g), g3 = _mm256_broadcast_ss(s3 + g);
-      for (size_t end = c + per_group; c < end; ++c) {
-        // The next 4 rows are the 4 * row_bytes after these: one cache line per block brings
-        // them in by the time this quad ends (short rows defeat the hardware prefetcher: 2.4x).
-        _mm_prefetch((const char *)(w0 + 4 * row_bytes + c * 64), _MM_HINT_T0);
-        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
-        const __m256 d = _mm256_broadcast_ss(dx + c), o = _mm256_broadcast_ss(off + c);
-        acc0 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w0 + c * 16, xv, shifts, ones), d, o), g0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w1 + c * 16, xv, shifts, ones), d, o), g1, acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w2 + c * 16, xv, shifts, ones), d, o), g2, acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w3 + c * 16, xv, shifts, ones), d, o), g3, acc3);
-      }
-    }
-    y[r] = hsum(acc0);
-    y[r + 1] = hsum(acc1);
-    y[r + 2] = hsum(acc2);
-    y[r + 3] = hsum(acc3);
-  }
-  for (; r < row_end; ++r) {
-    __m256 acc = _mm256_setzero_ps();
-    const int8_t *w = q + r * row_bytes;
-    widen(s + r * groups, sf[0], groups);
-    const float *sr = sf[0];
-    for (size_t g = 0, c = 0; g < groups; ++g) {
-      const __m256 sg = _mm256_broadcast_ss(sr + g);
-      for (size_t end = c + per_group; c < end; ++c) {
-        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
-        const __m256 v = _mm256_fmsub_ps(block_dot(w + c * 16, xv, shifts, ones), _mm256_broadcast_ss(dx + c), _mm256_broadcast_ss(off + c));
-        acc = _mm256_fmadd_ps(v, sg, acc);
-      }
-    }
-    y[r] = hsum(acc);
+  float dx[MAX_K / BLOCK], off[MAX_K / BLOCK];
+  quantize_rows(x, 1, k, group, xq, dx, off);
+  for (size_t r = row_begin; r < row_end; r += DECODE_STRIP) {
+    const size_t count = row_end - r < DECODE_STRIP ? row_end - r : DECODE_STRIP;
+    decode_strip(q, s, r, count, xq, dx, off, 1, k, group, y, n);
   }
 }
 
-// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// Speculative verification: a few rows of x (the target checking draft tokens), each of which
 // must come out bit for bit as the matrix-vector kernel's for that row alone, so that a verified
-// token is what a decode step would choose. Each row of x goes through the matrix-vector
-// kernel's operations in its order (the exact integer dot product, one conversion, the fmsub of
-// x's block scale and offset, the FMA of the group scale into the output's own accumulator, one
-// horizontal sum at the end). Weight rows are taken 4 at a time, as decode does, and rows of x
-// in pairs: with more than one pair, the quad's nibbles are unpacked once into a buffer that
-// every pair reads (a load instead of decode's three unpacking operations per block and row).
-// Rows' quantized x live on the stack, VERIFY_X_BYTES in all: rows beyond that take another
-// pass over the weights.
-enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
-
-#ifndef IREE_GLM_OWN_VERIFY_KERNEL  // x86_64_avx512/int4.c has its own (rows of x paired in 512-bit vectors)
-
-// Weight rows r..r+nw-1 (nw = 4 or 1) against rows i..i+nx-1 (nx = 2 or 1) of the quantized x;
-// their nibbles from `nb` (unpack_quad's) or, where it is null, unpacked here.
-static inline __attribute__((always_inline)) void verify_tile(const int8_t *q, const int8_t *nb, const float *sf, size_t r,
-                                                              const int nw, const int8_t *xq, const float *dx, const float *off,
-                                                              size_t i, const int nx, size_t k, size_t group, size_t n, float *y) {
-  const size_t per_group = group / BLOCK, groups = k / group, blocks = k / BLOCK, row_bytes = k / 2;
-  const __m256i ones = _mm256_set1_epi16(1), shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-  __m256 acc[2][4];
-  for (int a = 0; a < 2; ++a)
-    for (int b = 0; b < 4; ++b) acc[a][b] = _mm256_setzero_ps();
-  for (size_t g = 0, c = 0; g < groups; ++g) {
-    __m256 sg[4];
-    for (int b = 0; b < nw; ++b) sg[b] = _mm256_broadcast_ss(sf + b * groups + g);
-    for (size_t end = c + per_group; c < end; ++c) {
-      _mm_prefetch((const char *)(q + (r + 4) * row_bytes + c * 64), _MM_HINT_T0);  // the next quad, as decode
-      __m256i nib[4];
-      for (int b = 0; b < nw; ++b)
-        nib[b] = nb ? _mm256_load_si256((const __m256i *)(nb + (b * blocks + c) * BLOCK)) : nibbles(q + (r + b) * row_bytes + c * 16, shifts);
-      for (int a = 0; a < nx; ++a) {
-        const size_t row = i + a;
-        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + row * k + c * BLOCK));
-        const __m256 d = _mm256_broadcast_ss(dx + row * blocks + c), o = _mm256_broadcast_ss(off + row * blocks + c);
-        for (int b = 0; b < nw; ++b) {
-          const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nib[b], xv), ones));
-          acc[a][b] = _mm256_fmadd_ps(_mm256_fmsub_ps(dot, d, o), sg[b], acc[a][b]);
-        }
-      }
-    }
-  }
-  for (int a = 0; a < nx; ++a)
-    for (int b = 0; b < nw; ++b) y[(i + a) * n + r + b] = hsum(acc[a][b]);
-}
-
-// Weight rows r..r+nw-1's nibbles (nibbles() of every block) -> nb[(b * blocks + c) * BLOCK ..].
-static void unpack_quad(const int8_t *q, size_t r, int nw, size_t k, int8_t *nb) {
-  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-  for (int b = 0; b < nw; ++b)
-    for (size_t c = 0; c < k / BLOCK; ++c)
-      _mm256_store_si256((__m256i *)(nb + (b * (k / BLOCK) + c) * BLOCK), nibbles(q + (r + b) * (k / 2) + c * 16, shifts));
-}
-
-// Weight rows r..r+nw-1 against the pass's rows of x, in pairs (nibbles shared through `nb` when
-// there are several pairs).
-static inline __attribute__((always_inline)) void verify_rows(const int8_t *q, int8_t *nb, const float *sf, size_t r,
-                                                              const int nw, const int8_t *xq, const float *dx,
-                                                              const float *off, size_t rows, size_t k, size_t group,
-                                                              size_t n, float *y) {
-  const int8_t *shared = NULL;
-  if (rows > 2) {
-    unpack_quad(q, r, nw, k, nb);
-    shared = nb;
-  }
-  size_t i = 0;
-  for (; i + 2 <= rows; i += 2) verify_tile(q, shared, sf, r, nw, xq, dx, off, i, 2, k, group, n, y);
-  if (i < rows) verify_tile(q, shared, sf, r, nw, xq, dx, off, i, 1, k, group, n, y);
-}
-
-// Weight rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
+// token is what a decode step would choose. Each row goes through decode_strip's operations for
+// that row (lanes are independent, and the integer sums are exact in any order); a strip's
+// nibbles are unpacked once for all of them. Rows' quantized x live on the stack,
+// VERIFY_X_BYTES in all: rows beyond that take another pass over the weights.
 void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
                                          MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
                                          size_t row_end) {
-  (void)x_base; (void)x_size; (void)x_stride; (void)q_base; (void)q_size; (void)q_stride;
-  (void)s_base; (void)s_size; (void)s_stride; (void)y_base; (void)y_size; (void)y_stride;
-  x += x_offset; q += q_offset; s += s_offset; y += y_offset;
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (row_end > n) row_end = n;
   size_t per_pass = VERIFY_X_BYTES / k;
   if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
-  const size_t groups = k / group, blocks = k / BLOCK;
   int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(32)));
-  float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK], sf[4 * (MAX_K / BLOCK)];
-  int8_t nb[4 * MAX_K] __attribute__((aligned(32)));  // a quad's nibbles
+  float dx[VERIFY_X_BYTES / BLOCK], off[VERIFY_X_BYTES / BLOCK];
   for (size_t r0 = 0; r0 < m; r0 += per_pass) {
     const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
-    const float *xr = x + r0 * k;
-    float *yr = y + r0 * n;
-    for (size_t i = 0; i < rows; ++i) quantize_x(xr + i * k, k, group, xq + i * k, dx + i * blocks, off + i * blocks);
-    size_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) {
-      widen(s + r * groups, sf, 4 * groups);  // the quad's scales are contiguous
-      verify_rows(q, nb, sf, r, 4, xq, dx, off, rows, k, group, n, yr);
-    }
-    for (; r < row_end; ++r) {
-      widen(s + r * groups, sf, groups);
-      verify_rows(q, nb, sf, r, 1, xq, dx, off, rows, k, group, n, yr);
+    quantize_rows(x + r0 * k, rows, k, group, xq, dx, off);
+    for (size_t r = row_begin; r < row_end; r += DECODE_STRIP) {
+      const size_t count = row_end - r < DECODE_STRIP ? row_end - r : DECODE_STRIP;
+#define VERIFY_CASE(R) \
+  case R: decode_strip(q, s, r, count, xq, dx, off, R, k, group, y + r0 * n, n); break;
+      switch (rows) {
+        VERIFY_CASE(1) VERIFY_CASE(2) VERIFY_CASE(3) VERIFY_CASE(4) VERIFY_CASE(5) VERIFY_CASE(6) VERIFY_CASE(7) VERIFY_CASE(8)
+        VERIFY_CASE(9) VERIFY_CASE(10) VERIFY_CASE(11) VERIFY_CASE(12) VERIFY_CASE(13) VERIFY_CASE(14) VERIFY_CASE(15) VERIFY_CASE(16)
+      }
+#undef VERIFY_CASE
     }
   }
 }
 
-#endif  // IREE_GLM_OWN_VERIFY_KERNEL
+#endif  // IREE_GLM_OWN_DECODE_KERNEL
 
 // Prefill and batched decode: a quantization dispatch, then a register-blocked matrix kernel.
 //

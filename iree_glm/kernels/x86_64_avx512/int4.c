@@ -1,7 +1,7 @@
 // int4 x f32 matrix products for x86-64 with AVX-512 (F, BW, VL) and VNNI, linked into IREE
 // dispatches. The same weight layout, quantized rows of x and entry points as
-// x86_64_avx2/int4.c, which this file includes for everything but the verify and prompt
-// (matrix) kernels (decode streams the weights as fast in its AVX2 form).
+// x86_64_avx2/int4.c, which this file includes for everything but the decode, verify and prompt
+// (matrix) kernels.
 //
 // y[m, n] = sum_g scale[n, g] * sum_{k in group g} w[n, k] * x[m, k]
 //
@@ -15,12 +15,98 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IREE_GLM_OWN_VERIFY_KERNEL
+#define IREE_GLM_OWN_DECODE_KERNEL
 #define IREE_GLM_OWN_MATRIX_KERNEL
 #include "../x86_64_avx2/int4.c"
 
-// Speculative verification (the AVX2 form's contract: every row of x bit for bit the decode
-// kernel's result for that row alone). Rows of x go in pairs, row a in the low half of a 512-bit
+// Decode: the reduction-in-lanes form (each output's 32 weights of a block against x's block in
+// one vector, a horizontal sum per output at the end), 4 weight rows at a time, in AVX2. The
+// AVX2 set's outputs-in-lanes form is not measured on these CPUs yet; verify below repeats this
+// kernel's operations, so the two change together.
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 packed bytes -> their 32 nibbles (0..15): low nibbles, then high. One 128-bit broadcast
+// load, a per-lane shift (0 | 4) and a mask.
+static inline __m256i nibbles(const int8_t *p, __m256i shifts) {
+  const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_and_si256(_mm256_srlv_epi64(both, shifts), _mm256_set1_epi8(0x0F));
+}
+
+// f16 scales of a row -> f32 (F16C), 8 at a time.
+static inline void widen(const uint16_t *h, float *f, size_t count) {
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+  for (; i < count; ++i) f[i] = _cvtsh_ss(h[i]);
+}
+
+// sum over a block of (weight + 8) * xq, as 8 float partial sums (<= 2 * 15 * 127 per i16: exact).
+static inline __m256 block_dot(const int8_t *p, __m256i xq, __m256i shifts, __m256i ones) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(p, shifts), xq), ones));
+}
+
+void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                    MEMREF(float, y), size_t n, size_t k, size_t group, size_t row_begin,
+                                    size_t row_end) {
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
+  if (row_end > n) row_end = n;
+  const size_t per_group = group / BLOCK, groups = k / group;
+  int8_t xq[MAX_K] __attribute__((aligned(32)));
+  float dx[MAX_K / BLOCK], off[MAX_K / BLOCK], sf[4][MAX_K / BLOCK];  // sf: current rows' scales
+  const __m256i ones = _mm256_set1_epi16(1);
+  quantize_x(x, k, group, xq, dx, off);
+  const size_t row_bytes = k / 2;
+  const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+  size_t r = row_begin;
+  for (; r + 4 <= row_end; r += 4) {  // 4 rows share each block of x
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const int8_t *w0 = q + r * row_bytes, *w1 = w0 + row_bytes, *w2 = w1 + row_bytes, *w3 = w2 + row_bytes;
+    for (int j = 0; j < 4; ++j) widen(s + (r + j) * groups, sf[j], groups);
+    for (size_t b = 0; b < 4 * groups * sizeof(uint16_t); b += 64) _mm_prefetch((const char *)(s + (r + 4) * groups) + b, _MM_HINT_T0);
+    const float *s0 = sf[0], *s1 = sf[1], *s2 = sf[2], *s3 = sf[3];
+    for (size_t g = 0, c = 0; g < groups; ++g) {
+      const __m256 g0 = _mm256_broadcast_ss(s0 + g), g1 = _mm256_broadcast_ss(s1 + g);
+      const __m256 g2 = _mm256_broadcast_ss(s2 + g), g3 = _mm256_broadcast_ss(s3 + g);
+      for (size_t end = c + per_group; c < end; ++c) {
+        // The next 4 rows are the 4 * row_bytes after these: one cache line per block brings
+        // them in by the time this quad ends (short rows defeat the hardware prefetcher: 2.4x).
+        _mm_prefetch((const char *)(w0 + 4 * row_bytes + c * 64), _MM_HINT_T0);
+        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
+        const __m256 d = _mm256_broadcast_ss(dx + c), o = _mm256_broadcast_ss(off + c);
+        acc0 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w0 + c * 16, xv, shifts, ones), d, o), g0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w1 + c * 16, xv, shifts, ones), d, o), g1, acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w2 + c * 16, xv, shifts, ones), d, o), g2, acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_fmsub_ps(block_dot(w3 + c * 16, xv, shifts, ones), d, o), g3, acc3);
+      }
+    }
+    y[r] = hsum(acc0);
+    y[r + 1] = hsum(acc1);
+    y[r + 2] = hsum(acc2);
+    y[r + 3] = hsum(acc3);
+  }
+  for (; r < row_end; ++r) {
+    __m256 acc = _mm256_setzero_ps();
+    const int8_t *w = q + r * row_bytes;
+    widen(s + r * groups, sf[0], groups);
+    const float *sr = sf[0];
+    for (size_t g = 0, c = 0; g < groups; ++g) {
+      const __m256 sg = _mm256_broadcast_ss(sr + g);
+      for (size_t end = c + per_group; c < end; ++c) {
+        const __m256i xv = _mm256_load_si256((const __m256i *)(xq + c * BLOCK));
+        const __m256 v = _mm256_fmsub_ps(block_dot(w + c * 16, xv, shifts, ones), _mm256_broadcast_ss(dx + c), _mm256_broadcast_ss(off + c));
+        acc = _mm256_fmadd_ps(v, sg, acc);
+      }
+    }
+    y[r] = hsum(acc);
+  }
+}
+
+// Speculative verification (every row of x bit for bit the decode kernel's result for that
+// row alone). Rows of x go in pairs, row a in the low half of a 512-bit
 // vector and row b in the high half, each half going through the decode kernel's operations
 // lane for lane (vpdpbusd's 4-byte sums are vpmaddubsw + vpmaddwd's, exact integers; the same
 // conversion, fmsub and FMA into the row's own accumulator; the same horizontal sum per half).
