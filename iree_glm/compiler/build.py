@@ -190,6 +190,11 @@ def build_bundle(
     profile = _check_options(opts)
     target = device_target(profile.host)
     compute = opts.compute_dtype or profile.host.compute_dtype
+    dtype = opts.activation_dtype or profile.host.activation_dtype
+    if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
+        raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
+    if compute != "f32" and dtype != "f32":  # the options conflict on any CPU: said before what this one lacks
+        raise UserError(f"--compute-dtype {compute} is for f32 activations (--activation-dtype {dtype} already multiplies in {dtype})")
     refused = compute_dtype.refusal(compute, target.backend, [*target.flags, *opts.extra_flags])
     if refused:
         raise UserError(refused)
@@ -203,11 +208,6 @@ def build_bundle(
             source = {"checkpoint": None, "default_model": default_model.DESCRIPTION}
         ckpt = open_checkpoint(Path(checkpoint))
         opts = _with_context(opts, ckpt.config)
-        dtype = opts.activation_dtype or profile.host.activation_dtype
-        if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
-            raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
-        if compute != "f32" and dtype != "f32":
-            raise UserError(f"--compute-dtype {compute} is for f32 activations (--activation-dtype {dtype} already multiplies in {dtype})")
         with writing_bundle(out) as folder:
             t = time.perf_counter()
             progress("load weights")

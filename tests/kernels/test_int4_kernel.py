@@ -141,7 +141,8 @@ def test_decode_workgroups_write_only_their_rows(lib, symbol):
 @pytest.mark.parametrize("group", GROUP_SIZES)
 def test_every_offered_group_size_takes_the_kernels(lib, group):
     """Each --group-size the CLI offers is in the kernels' range (decode and prompts), and the
-    decode kernel computes its torch model there: 4-row quads and a tail row, split ranges."""
+    decode kernel computes its torch model there: a whole strip of weight rows and a partial one
+    (AVX2: 8 rows a strip; AVX-512: 4-row quads and tail rows), split ranges."""
     k, n = 384, 13
     assert int4_kernel.fits(k, group, 1) and int4_kernel.fits(k, group, None)
     rng = np.random.default_rng(group)
