@@ -193,7 +193,7 @@ def build_bundle(
     dtype = opts.activation_dtype or profile.host.activation_dtype
     if dtype != "f32" and (opts.quant.mode != "none" or opts.sparse_attention is not None):
         raise UserError(f"--activation-dtype {dtype} is not supported with --quant or --sparse-attention yet (use f32)")
-    if compute != "f32" and dtype != "f32":  # the options conflict on any CPU: said before what this one lacks
+    if compute != "f32" and dtype != "f32":  # a conflict on any CPU: refused before what this CPU lacks
         raise UserError(f"--compute-dtype {compute} is for f32 activations (--activation-dtype {dtype} already multiplies in {dtype})")
     refused = compute_dtype.refusal(compute, target.backend, [*target.flags, *opts.extra_flags])
     if refused:
