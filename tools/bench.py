@@ -12,6 +12,7 @@ slowest dispatches are visible.
     python tools/bench.py --config 330m --quant none,int8@none,int8@prefill   # quantized bundles, llama.cpp Q8_0
     python tools/bench.py --config 330m --quant none,none@bf16 --engines iree,torch-bf16   # fp32 weights, matmuls in bf16 (AVX-512 BF16)
     python tools/bench.py --config 330m --quant int4 --engines iree --bundle "main int4=../main/bench-work/BUNDLE"   # before / after
+    python tools/bench.py ... --bundle "main int4=..." --rounds 8 --runs 3   # a noisy machine: alternate the bundles, 8 rounds
 
 Prints Markdown tables with ratios measured side by side in this run, and the machine load.
 """
@@ -324,6 +325,9 @@ def main() -> None:
     p.add_argument("--context", type=int, help="bundle KV capacity (default: longest prompt + decode tokens)")
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every engine this many times per prompt length, alternating the bundles' order; "
+                        "report the median (a noisy machine: before / after comparisons with --bundle)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", default="host-cpu",
                    help="device profile the bundles are compiled for; comma-separated: one column per profile and "
@@ -345,6 +349,8 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("ENGINE", "TARGET"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: at least 1")
 
     if args.child:
         engine, target = args.child
@@ -396,15 +402,19 @@ def main() -> None:
                 ggufs[kind] = llama.convert(ckpt, kind, args.work, args.llama_src)
         for n in lens:  # engines interleaved per length, so each ratio comes from one stretch of time
             print(f"measuring {ckpt.name} at {n} tokens", file=sys.stderr)
-            for label, bundle in bundles.items():
-                columns.setdefault(label, {})[n] = _child("iree", str(bundle), args, n)
-                for c in chunk_sizes:
-                    columns.setdefault(f"{label} chunk {c or 'off'}", {})[n] = _child("iree", str(bundle), args, n, ("--chunk", str(c)))
-            for engine, label in (("torch", "torch fp32"), ("torch-bf16", "torch bf16")):
-                if engine in engines:
-                    columns.setdefault(label, {})[n] = _child(engine, str(ckpt), args, n)
-            for kind, gguf in ggufs.items():
-                columns.setdefault(f"llama.cpp {kind.upper()}", {})[n] = llama.measure(gguf, n, args.decode_tokens, args.runs, args.threads)
+            samples: dict[str, list[dict]] = {}
+            for r in range(args.rounds):  # each round runs every engine once, the bundles in alternating order
+                for label, bundle in (list(bundles.items()) if r % 2 == 0 else list(bundles.items())[::-1]):
+                    samples.setdefault(label, []).append(_child("iree", str(bundle), args, n))
+                    for c in chunk_sizes:
+                        samples.setdefault(f"{label} chunk {c or 'off'}", []).append(_child("iree", str(bundle), args, n, ("--chunk", str(c))))
+                for engine, label in (("torch", "torch fp32"), ("torch-bf16", "torch bf16")):
+                    if engine in engines:
+                        samples.setdefault(label, []).append(_child(engine, str(ckpt), args, n))
+                for kind, gguf in ggufs.items():
+                    samples.setdefault(f"llama.cpp {kind.upper()}", []).append(llama.measure(gguf, n, args.decode_tokens, args.runs, args.threads))
+            for label, runs in samples.items():  # the median over rounds of each round's median
+                columns.setdefault(label, {})[n] = {key: statistics.median(run[key] for run in runs) for key in ("prefill_ms", "decode_tok_s")}
             loads.append(_load())
         _print_table(ckpt.name, columns, lens, context, args)
         if args.breakdown and bundles:
@@ -423,7 +433,8 @@ def main() -> None:
 def _print_table(name: str, columns: dict, lens: list[int], context: int, args) -> None:
     labels = list(columns)
     ours = next((l for l in labels if l.startswith("IREE")), None)
-    print(f"\n{name}: prefill ms (median of {args.runs}), {args.threads} threads, our bundle's context {context}\n")
+    rounds = f", median of {args.rounds} rounds with the bundles in alternating order" if args.rounds > 1 else ""
+    print(f"\n{name}: prefill ms (median of {args.runs}{rounds}), {args.threads} threads, our bundle's context {context}\n")
     print("| tokens | " + " | ".join(labels) + (" | " + " | ".join(f"{l} / {ours}" for l in labels if l != ours) if ours else "") + " |")
     print("|---" * (1 + len(labels) + (len(labels) - 1 if ours else 0)) + "|")
     for n in lens:
