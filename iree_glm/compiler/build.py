@@ -35,7 +35,7 @@ from iree_glm.transforms.quantize import QuantLinear, QuantSpec, bf16_layers, qu
 from iree_glm.transforms import activation_dtype
 from iree_glm.frontend import sparse_attention
 from iree_glm.compiler import compute_dtype, exact_rows, kernel_choice
-from iree_glm.compiler.target import Target, device_target, merge_flags
+from iree_glm.compiler.target import Target, device_target
 from iree_glm.kernels import target_cpu, toolchain
 from iree_glm.passes.dequant_matmul import DequantMatmulPass
 from iree_glm.passes.pipeline import PassPipeline
@@ -308,12 +308,10 @@ def build_bundle(
             else:
                 pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations, exact)
                 configurations = work / "configurations" if exact else None
-                # Exact: reductions in index order, whatever the row tile (a flag of the user's wins).
-                module_flags = merge_flags((exact_rows.ORDERED_REDUCTIONS,), extra_flags) if exact else extra_flags
-                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, module_flags, log, pipeline, configurations)
+                compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline, configurations)
                 kernels.record(compiled.pass_results)
                 if exact:  # how many rows of a verify call compute as one-row calls do
-                    rows = exact_rows.exact_rows(configurations, exact_rows.MAX_ROWS, exact_rows.reductions_ordered(compiled.flags))
+                    rows = exact_rows.exact_rows(configurations, exact_rows.MAX_ROWS)
                     entry_points = [replace(ep, exact_rows=rows) if ep.name == VERIFY else ep for ep in entry_points]
                 modules = [ModuleEntry(MODULE_FILE, "all", target.backend, target.driver, compiled.flags)]
             decode_files: dict[str, str] = {}

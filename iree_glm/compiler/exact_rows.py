@@ -2,21 +2,13 @@
 
 IREE's llvm-cpu code for a dispatch with a dynamic dimension (the rows of a prefill or verify
 call: norms, RoPE, elementwise steps) processes that dimension in tiles (`lowering_config`:
-distribution and vector tile sizes) and runs other code for a full tile than for a partial one.
-With IREE's default, reassociated floating-point reductions, a full vector tile of rows is
-reduced as vectors across rows and a partial tile row by row, and the two sum in different
-orders: a call with fewer rows than the smallest such tile runs only the partial-tile code,
-which is what a one-row call runs. The tiles depend on the target (8 rows with AVX-512 or a
-Zen 3 target, 4 for `haswell`), so they are read from the compiled module's configurations
+distribution and vector tile sizes) and runs other code for a full tile than for a partial one:
+a full vector tile of rows is reduced as vectors across rows, a partial tile row by row, and
+the two sum in different orders. A call with fewer rows than the smallest such tile runs only
+the partial-tile code, which is what a one-row call runs, so each of its rows has a one-row
+call's bits. The tiles depend on the target (8 rows with AVX-512 here, 4 with AVX2 only), so
+they are read from the compiled module's configurations
 (`--iree-hal-dump-executable-configurations-to`), not assumed.
-
-An exact build compiles with `ORDERED_REDUCTIONS` (`--iree-llvmcpu-reassociate-fp-reductions=false`):
-every reduction then adds its terms in index order in full and partial tiles alike, so row
-tiles of reduction and elementwise dispatches no longer change a row's bits and only the cap
-bounds the rows (measured on the 330M shapes: every row of 2..9-row calls equal to one-row
-calls, where reassociated norms differed from 4 rows on). Dispatches of other kinds
-(contractions such as `matmul_like`: IREE's decode-step attention where ours is not used)
-still count by their tiles.
 
 Conservative by construction: every dispatch of a function with a dynamic row count counts
 (IREE names a dispatch that prefill and verify share after the first function), and so does
@@ -31,44 +23,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
 
 CONFIGURATIONS_FLAG = "--iree-hal-dump-executable-configurations-to"
-ORDERED_REDUCTIONS = "--iree-llvmcpu-reassociate-fp-reductions=false"
 # At most this many rows (8 draft tokens and the pending one): a verify row costs ~0.1-0.6 of a
 # decode step (docs/speculative.md), so longer drafts rarely pay.
 MAX_ROWS = 9
 # The export's name ends in the root op's loop ranges: ..._reduction_Dx1024_f32, D dynamic.
-_EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch_\d+_([a-z_]+?)_((?:\d+|D)(?:x(?:\d+|D))*)_[a-z]\w*")
-# Dispatch kinds (IREE's names) whose row tiles cannot change a row's bits once reductions are
-# ordered: per-element code, and reductions in index order.
-_ORDERED_KINDS = {"reduction", "elementwise", "broadcast", "transpose"}
+_EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_[a-z]\w*")
 ROW_FUNCTIONS = ("prefill", "verify", "embed")  # the bundle's functions of a dynamic row count
 _CONFIG = re.compile(r"lowering_config<([^>]*)>")
 _TILES = re.compile(r"(\w+) = \[([\d, ]*)\]")
 
 
-def reductions_ordered(flags: Iterable[str]) -> bool:
-    """Whether `flags` (the module's compile flags; the last value of an option wins) turn off
-    IREE's reassociation of floating-point reductions."""
-    name, _ = ORDERED_REDUCTIONS.split("=")
-    values = [f.split("=", 1)[1] if "=" in f else "true" for f in flags if f.split("=", 1)[0] == name]
-    return bool(values) and values[-1] == "false"
-
-
-def smallest_dynamic_tile(folder: Path, ordered: bool = False) -> int | None:
+def smallest_dynamic_tile(folder: Path) -> int | None:
     """The smallest tile (> 1) of a dynamic dimension over the configured dispatches in `folder`;
-    None if no dispatch tiles a dynamic dimension by more than one. `ordered`: the module was
-    compiled with `ORDERED_REDUCTIONS`, so reduction and elementwise dispatches do not count."""
+    None if no dispatch tiles a dynamic dimension by more than one."""
     tiles = []
     for path in sorted(Path(folder).glob("configured_*.mlir")):
         text = path.read_text()
         export = _EXPORT.search(text)
-        if export is None or export.group(1) not in ROW_FUNCTIONS or "D" not in export.group(3).split("x"):
+        if export is None or export.group(1) not in ROW_FUNCTIONS or "D" not in export.group(2).split("x"):
             continue
-        if ordered and set(export.group(2).split("_")) <= _ORDERED_KINDS:
-            continue
-        dims = export.group(3).split("x")
+        dims = export.group(2).split("x")
         for config in _CONFIG.findall(text):
             for _key, values in _TILES.findall(config):
                 sizes = [int(v) for v in values.split(",") if v.strip()]
@@ -79,8 +55,8 @@ def smallest_dynamic_tile(folder: Path, ordered: bool = False) -> int | None:
     return min(tiles) if tiles else None
 
 
-def exact_rows(folder: Path, cap: int, ordered: bool = False) -> int | None:
+def exact_rows(folder: Path, cap: int) -> int | None:
     """Rows a verify call may have (at most `cap`), each bit for bit a one-row call; None: fewer than 2."""
-    tile = smallest_dynamic_tile(folder, ordered)
+    tile = smallest_dynamic_tile(folder)
     rows = cap if tile is None else min(cap, tile - 1)
     return rows if rows >= 2 else None

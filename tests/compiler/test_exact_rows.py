@@ -33,19 +33,3 @@ def test_no_tiled_rows_means_the_cap_and_a_tile_of_two_means_none(tmp_path):
     assert exact_rows.exact_rows(tmp_path, cap=9) == 9
     _dispatch(tmp_path, "embed", 4, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
     assert exact_rows.exact_rows(tmp_path, cap=9) is None
-
-
-def test_ordered_reductions_leave_only_contractions_tiles(tmp_path):
-    """Compiled with reductions in index order (exact builds), a norm's or an elementwise step's
-    row tiles do not bound the rows; a contraction's (IREE's decode-step attention) still does,
-    and a flag given later (the user's) decides."""
-    _dispatch(tmp_path, "prefill", 27, "reduction", "Dx1024", "vector_common_parallel = [4, 0], vector_reduction = [0, 8]")
-    _dispatch(tmp_path, "prefill", 14, "elementwise_broadcast", "D", "vector_common_parallel = [4]")
-    _dispatch(tmp_path, "verify", 22, "elementwise_transpose", "Dx2", "vector_common_parallel = [8, 0]")
-    assert exact_rows.exact_rows(tmp_path, cap=9) == 3
-    assert exact_rows.exact_rows(tmp_path, cap=9, ordered=True) == 9
-    _dispatch(tmp_path, "verify", 30, "matmul_like", "Dx2xDx64", "vector_common_parallel = [1, 1, 8, 0]")
-    assert exact_rows.exact_rows(tmp_path, cap=9, ordered=True) == 7
-    assert exact_rows.reductions_ordered(["--iree-llvmcpu-target-cpu=haswell", exact_rows.ORDERED_REDUCTIONS])
-    assert not exact_rows.reductions_ordered([exact_rows.ORDERED_REDUCTIONS, "--iree-llvmcpu-reassociate-fp-reductions=true"])
-    assert not exact_rows.reductions_ordered([])

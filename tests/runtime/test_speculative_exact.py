@@ -27,8 +27,8 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-# Quantization and extra compile flags: the host's best kernel sets, and an AVX2-only target (its
-# norms tile rows by 4, which with reassociated reductions would allow 3 exact rows; ordered: 9).
+# Quantization and extra compile flags: the host's best kernel sets (AMX / AVX-512 here), and an
+# AVX2-only target (its norms tile rows by 4: 3 exact rows, so k <= 2).
 @pytest.fixture(scope="module", params=[("int8", ()), ("int4", ()), ("int4", ("--iree-llvmcpu-target-cpu=haswell",))],
                 ids=["int8", "int4", "int4-avx2"])
 def bundle(request, checkpoint, tmp_path_factory):
