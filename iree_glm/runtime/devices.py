@@ -88,14 +88,32 @@ def load_module(instance, driver: str, device, parameters, module_file: str):
 
 def map_module(instance, module_file: str):
     """The compiled module mapped read-only (`VmModule.mmap` opens the file for writing, which
-    fails on read-only storage: an app's bundle, a shared or mounted folder)."""
+    fails on read-only storage: an app's bundle, a shared or mounted folder). A damaged file (one
+    that `--no-verify` did not hash first) is a `BundleError` naming it."""
     import mmap
 
     import iree.runtime as rt
 
     with open(module_file, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return rt.VmModule.wrap_buffer(instance, mapped, close_buffer=True)
+    try:
+        return rt.VmModule.wrap_buffer(instance, mapped, close_buffer=True)
+    except (ValueError, RuntimeError) as e:
+        mapped.close()
+        raise BundleError(f"{module_file}: not a readable compiled module ({first_line(e)})") from None
+
+
+def load_parameters(archive: Path):
+    """The bundle's parameter archive, indexed (the modules read it mmapped, in place). A damaged
+    archive is a `BundleError` naming it."""
+    import iree.runtime as rt
+
+    index = rt.ParameterIndex()
+    try:
+        index.load(str(archive))
+    except (IndexError, ValueError, RuntimeError) as e:
+        raise BundleError(f"{archive}: not a readable parameter archive ({first_line(e)})") from None
+    return index
 
 
 def load_retrying(load: Callable[[], T], where: str) -> T:

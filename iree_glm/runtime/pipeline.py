@@ -19,7 +19,7 @@ from iree_glm.errors import RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
 from iree_glm.runtime.constrained import ConstraintFactory
-from iree_glm.runtime.devices import DeviceFailure, check_cpu  # noqa: F401 (DeviceFailure: raised by the stages)
+from iree_glm.runtime.devices import DeviceFailure, check_cpu, load_parameters  # noqa: F401 (DeviceFailure: raised by the stages)
 from iree_glm.runtime.kv_cache import KVCache, key_positions
 from iree_glm.runtime.stages import StageRunner, _Stage
 from iree_glm.bundle.kv_layout import attended_keys
@@ -64,8 +64,7 @@ class PipelineSession(Session):
         self.plans = None  # one plan: a phase split needs a one-module decode placement (compiler/phases.py)
 
         self._instance = rt.VmInstance()
-        self._index = rt.ParameterIndex()
-        self._index.load(str(self.bundle / manifest.parameters))
+        self._index = load_parameters(self.bundle / manifest.parameters)
         names = tuple(ep.name for ep in manifest.entry_points)
         self._runner = StageRunner(self.bundle, manifest, manifest.options.stages, names, self._instance, self._index, allow_stand_in)
         self.stand_ins = self._runner.stand_ins

@@ -34,7 +34,7 @@ from iree_glm.runtime.constrained import ConstraintFactory, Grammar
 from iree_glm.runtime.drafts import BundleDraft, Draft, open_draft
 from iree_glm.runtime.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeDecoder
 from iree_glm.runtime.decoders import DecodeModule, MoveStats
-from iree_glm.runtime.devices import check_cpu, driver_available, hal_device, load_module, load_retrying
+from iree_glm.runtime.devices import check_cpu, driver_available, hal_device, load_module, load_parameters, load_retrying
 from iree_glm.runtime.stages import host_visible_upload
 from iree_glm.bundle.kv_layout import STORE_KV, attended_keys
 from iree_glm.runtime.kv_cache import KVCache, key_positions
@@ -116,8 +116,7 @@ class Session:
         module = manifest.modules[0]
         self.driver = driver or module.driver
         self._instance = rt.VmInstance()
-        self._index = rt.ParameterIndex()  # kept: the functions read the mmapped archive
-        self._index.load(str(self.bundle / manifest.parameters))
+        self._index = load_parameters(self.bundle / manifest.parameters)  # kept: the functions read the mmapped archive
         # The module decoding now (runtime/decoders.py): the main one, or a plan's own.
         self._main = load_retrying(lambda: self.load_decode_module(module.file, self.driver, "main"), str(self.bundle))
         self._decoder = self._main

@@ -110,6 +110,17 @@ def test_bundle_missing_file_and_wrong_hash(glm4_bundle, tmp_path, capsys):
     _assert_one_line_error(code, lines, "weights.irpa", "sha256")
 
 
+@pytest.mark.parametrize("name", ["weights.irpa", "model.vmfb"])
+def test_truncated_bundle_file_without_verification(glm4_bundle, tmp_path, capsys, name):
+    """--no-verify skips the hashes, not the errors: a cut-off archive or module is one line naming it."""
+    out = tmp_path / "bundle"
+    shutil.copytree(glm4_bundle, out)
+    with open(out / name, "r+b") as f:
+        f.truncate(1000 if name == "weights.irpa" else (out / name).stat().st_size // 2)
+    code, lines = _run([out, "--prompt-ids", "1,2", "--no-verify"], capsys)
+    _assert_one_line_error(code, lines, name, "not a readable")
+
+
 def test_prompt_too_long_and_ids_outside_vocab(glm4_bundle, capsys):
     code, lines = _run([glm4_bundle, "--prompt-ids", ",".join(["5"] * 200)], capsys)
     _assert_one_line_error(code, lines, "200 tokens", "128")
