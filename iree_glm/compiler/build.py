@@ -147,6 +147,14 @@ def mark_like_int8_kernel(model) -> dict:
     return marked
 
 
+def _keys_in_place(model, on: bool) -> None:
+    """Whether the next export's prompt attention reads whole cache rows in place (our kernel's
+    form, frontend/model.py's `Attention.keys_in_place`) or gathers the attended keys."""
+    for m in model.modules():
+        if hasattr(m, "keys_in_place"):
+            m.keys_in_place = on
+
+
 def _export_for_other_devices(model, entry_points: list[EntryPoint], dtype: str, work: Path) -> Path:
     """The program as `mark_like_int8_kernel` has it, for the decode modules of other devices."""
     marked = mark_like_int8_kernel(model)
@@ -268,23 +276,24 @@ def build_bundle(
             progress("export to MLIR")
             # Where the attention kernel is ours, the pattern is its parameter: the model exports
             # dense attention under the pattern's mask and the kernel skips the masked blocks;
-            # and a prompt's attention reads the cache rows in place (no copy of the keys), unless
-            # the export is also compiled for another device (a prefill placement, decode
-            # modules), whose IREE lowering would attend over the whole padded row.
+            # and a prompt's attention reads the cache rows in place (no copy of the keys), in the
+            # exports that only the CPU module compiles: another device's IREE lowering would
+            # attend over the whole padded row. The other devices' decode modules compile an
+            # export of their own where the int8 kernel is ours (they quantize as it does), else
+            # the main one; a prefill placement always has its own.
             as_mask = kernels.attention.ours
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
-            elsewhere = bool(prefill_specs) or (not no_decode_modules and any(
-                profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options))
-            for m in model.modules():
-                if hasattr(m, "keys_in_place"):
-                    m.keys_in_place = as_mask and not elsewhere
+            other_devices = not stages and not no_decode_modules and any(
+                profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options)
+            _keys_in_place(model, as_mask and not (other_devices and not kernels.int8.ours))
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
                 mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
+            _keys_in_place(model, False)
             # Other devices' decode modules compute what the CPU kernels compute (int8: x per block in the graph).
-            other_devices = not stages and not no_decode_modules and bool(phase_plan.decode_options)
-            other_mlir = _export_for_other_devices(model, entry_points, dtype, work) if other_devices and kernels.int8.ours \
+            decode_modules = not stages and not no_decode_modules and bool(phase_plan.decode_options)
+            other_mlir = _export_for_other_devices(model, entry_points, dtype, work) if decode_modules and kernels.int8.ours \
                 else None if stages else mlir_path
             prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
             if prefill_specs:
