@@ -2,7 +2,7 @@
 inner loops of our aarch64 kernels (compiled here from iree_glm/kernels/aarch64_*/ and cut out
 of the compiler's assembly) and of llama.cpp's and IREE's loops (listings in tools/arm_mca/),
 and from them and each Arm profile's memory bandwidth (planner/profiles/*.toml) the decode and
-prefill tokens/s of a GLM-edge-1.5B-class shape. These are estimates from a scheduling model,
+prefill tokens/s of a GLM-edge-1.5B-class shape, and what an exact verify call costs there. These are estimates from a scheduling model,
 not measurements: no Arm device was used.
 
 Usage: python tools/arm_mca.py [--llvm-mca llvm-mca-19] [--cc aarch64-linux-gnu-gcc] [--show-loops]
@@ -57,9 +57,11 @@ LOOPS = (
     Loop("ours_int8_mm_dot", "ours: int8 prompt matmul, dotprod", source="aarch64_dotprod/int8.c", function="matmul_rows"),
     Loop("ours_int8_mm_i8mm", "ours: int8 prompt matmul, i8mm", source="aarch64_i8mm/int8.c", function="matmul_rows",
          i8mm=True),
+    Loop("ours_int8_rows", "ours: int8 verify rows, dotprod (per row)", source="aarch64_dotprod/int8.c", function="int8_matvec_rows"),
     Loop("ours_int4_mv", "ours: int4 decode matvec, dotprod", source="aarch64_dotprod/int4.c", function="int4_matvec"),
-    Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="iree_glm_int4_matmul_workgroup"),
-    Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="iree_glm_int4_matmul_workgroup",
+    Loop("ours_int4_rows", "ours: int4 verify rows, dotprod (per row)", source="aarch64_dotprod/int4.c", function="int4_matvec_rows"),
+    Loop("ours_int4_mm_dot", "ours: int4 prompt matmul, dotprod", source="aarch64_dotprod/int4.c", function="matmul_rows"),
+    Loop("ours_int4_mm_i8mm", "ours: int4 prompt matmul, i8mm", source="aarch64_i8mm/int4.c", function="matmul_rows",
          i8mm=True),
     # Attention: the products of a 32-row tile (q^T and p^T in 8 vectors, 2 keys / output columns
     # a step, 16 `fmla`: the main path of prompts); IREE's decomposed attention does both
@@ -162,6 +164,26 @@ def tokens_per_s(board: Board, cycles_per_block: dict[str, float], fmt: str, row
     return blocks_per_s / blocks * rows, board.bandwidth_gbs() * 1e9 / weight_bytes * rows
 
 
+def verify_cost(board: Board, per_block: dict[str, dict[str, float]], fmt: str, rows: int) -> float:
+    """An exact verify call of `rows` rows in decode steps (roofline, as tokens_per_s): the weights
+    read once; the decode loop's compute for the first row and the few-row kernel's per-row loop
+    (weights regrouped / unpacked once, outside it) for each further row."""
+    decode, extra = per_block[f"ours_{fmt}_mv"], per_block[f"ours_{fmt}_rows"]
+    blocks = (LAYER_WEIGHTS + HEAD_WEIGHTS) / 32
+
+    def seconds(cycles: dict[str, float]) -> float:
+        return blocks / sum(n * ghz * 1e9 / cycles[cpu] for cpu, n, ghz in board.cores)
+
+    memory = (LAYER_WEIGHTS * BYTES_PER_WEIGHT[fmt] + HEAD_WEIGHTS) / (board.bandwidth_gbs() * 1e9)
+    return max(memory, seconds(decode) + (rows - 1) * seconds(extra)) / max(memory, seconds(decode))
+
+
+# Prompt lookup's target calls per token (docs/speculative.md: 330M int4, verify calls of at most
+# 3 rows, measured on x86): what an Arm bundle's exact verify (3 rows) makes of them.
+TOKENS_PER_CALL = (("code under edit", 1.97), ("agent transcript", 2.33))
+VERIFY_ROWS = 3  # an Arm bundle's exact rows (compiler/exact_rows.py; tests/compiler/test_arm_emulation.py)
+
+
 def engines(board: Board) -> list[tuple[str, str, str, str]]:
     """(engine, format, decode loop, prompt loop) rows of the roofline table for a board."""
     mm = "mm" if board.i8mm else "dot"
@@ -212,6 +234,16 @@ def main() -> None:
             est = min(compute, bandwidth)
             print(f"| {board.profile} | {engine} | {fmt} | {compute:.1f} | {bandwidth:.1f} | {est:.1f} | {100 * est / bandwidth:.0f}%"
                   f" | {bandwidth / compute:.2f} | {prompt:.0f} |")
+    # Speculative decoding: a verify call of up to VERIFY_ROWS rows against a decode step, and the
+    # decode speed-up prompt lookup's measured tokens per call would give at that cost.
+    print("\n| profile | format | verify call, 2 rows: decode steps | 3 rows | "
+          + " | ".join(f"prompt lookup, {what} ({t} tokens / call): speed-up" for what, t in TOKENS_PER_CALL) + " |")
+    print("|---|---|---|---|" + "---|" * len(TOKENS_PER_CALL))
+    for board in BOARDS:
+        for fmt in ("int8", "int4"):
+            costs = [verify_cost(board, per_block, fmt, r) for r in (2, VERIFY_ROWS)]
+            print(f"| {board.profile} | {fmt} | {costs[0]:.2f} | {costs[1]:.2f} | "
+                  + " | ".join(f"{t / costs[1]:.2f}x" for _, t in TOKENS_PER_CALL) + " |")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ distribution and vector tile sizes) and runs other code for a full tile than for
 a full vector tile of rows is reduced as vectors across rows, a partial tile row by row, and
 the two sum in different orders. A call with fewer rows than the smallest such tile runs only
 the partial-tile code, which is what a one-row call runs, so each of its rows has a one-row
-call's bits. The tiles depend on the target (8 rows with AVX-512 here, 4 with AVX2 only), so
-they are read from the compiled module's configurations
+call's bits. The tiles depend on the target (8 rows with AVX-512 here, 4 with AVX2 only or
+NEON), so they are read from the compiled module's configurations
 (`--iree-hal-dump-executable-configurations-to`), not assumed.
 
 Conservative by construction: every dispatch of a function with a dynamic row count counts
 (IREE names a dispatch that prefill and verify share after the first function), and so does
-every tile of a dynamic dimension (rows or attended keys). Decode functions (one static row:
+every tile of a dynamic dimension (rows or attended keys), except in a dispatch whose every
+element type is an integer (the positions' i64 broadcasts): integer results do not depend on
+the order they are computed in. (Those tile rows by 2 on aarch64, whose 128-bit vectors hold
+two i64: counted, they left an Arm bundle no exact rows at all.) Decode functions (one static row:
 their dynamic dimension is the attended keys) and `verify` share no row-wise code. Our kernels'
 dispatches (the matmuls, an exact verify's attention) are not IREE's generated code and have no
 tiles here: their rows are one-row calls' by construction, which their own tests check
@@ -29,7 +32,8 @@ CONFIGURATIONS_FLAG = "--iree-hal-dump-executable-configurations-to"
 # decode step (docs/speculative.md), so longer drafts rarely pay.
 MAX_ROWS = 9
 # The export's name ends in the root op's loop ranges: ..._reduction_Dx1024_f32, D dynamic.
-_EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_[a-z]\w*")
+_EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_([a-z]\w*)")
+_INTEGER = re.compile(r"i\d+")  # an element type of the export's name (i64, i8): integer arithmetic
 ROW_FUNCTIONS = ("prefill", "verify", "embed")  # the bundle's functions of a dynamic row count
 _CONFIG = re.compile(r"lowering_config<([^>]*)>")
 _TILES = re.compile(r"(\w+) = \[([\d, ]*)\]")
@@ -44,6 +48,8 @@ def smallest_dynamic_tile(folder: Path) -> int | None:
         export = _EXPORT.search(text)
         if export is None or export.group(1) not in ROW_FUNCTIONS or "D" not in export.group(2).split("x"):
             continue
+        if all(_INTEGER.fullmatch(t) for t in export.group(3).split("x")):
+            continue  # exact whatever the tiles
         dims = export.group(2).split("x")
         for config in _CONFIG.findall(text):
             for _key, values in _TILES.findall(config):

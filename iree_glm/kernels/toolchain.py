@@ -100,18 +100,20 @@ AARCH64_DOTPROD = KernelSet(
     features=("dotprod", "fullfp16"),
     cflags=("-march=armv8.2-a+dotprod+fp16", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
+    verify_rows=True,
 )
 AARCH64_I8MM = KernelSet(
     name="aarch64_i8mm",
     short="i8mm",
     arch="aarch64",
-    # Its own sources are the prompt kernels (`smmla`); decode, row quantization and attention
-    # are the dotprod set's, hence its features too.
+    # Its own sources are the prompt kernels (`smmla`); decode, verify rows, row quantization and
+    # attention are the dotprod set's, hence its features too.
     features=("dotprod", "fullfp16", "i8mm"),
     cflags=("-march=armv8.2-a+dotprod+fp16+i8mm", *_ARM_CFLAGS),
     object_format="embedded-elf-arm_64",
     kernels=("int4", "int8"),
     base=AARCH64_DOTPROD,
+    verify_rows=True,  # aarch64_dotprod's, included
 )
 X86_64_AMX = KernelSet(
     name="x86_64_amx",

@@ -23,10 +23,10 @@ row index and the kernel reads the row in place; a slice as the dispatch's opera
 copied (IREE's `slow_memcpy`) at every step.
 
 An exact `verify` (docs/speculative.md, "Exact decode"; `exact_verify`) calls another kernel of
-the same object for its attention ops, `ROW_SYMBOL` (kernels/x86_64_avx2/attention_rows.h): each
-query row computed on its own, so that every row of a call has the bits a one-row call gives it,
-whatever the row count (the flash kernel's sums depend on how many rows its tile holds). Same
-dispatch, operands and grid; x86 sets only.
+the same object for its attention ops, `ROW_SYMBOL` (kernels/x86_64_avx2/attention_rows.h, and
+aarch64_dotprod/attention_rows.h for Arm): each query row computed on its own, so that every row
+of a call has the bits a one-row call gives it, whatever the row count (the flash kernel's sums
+depend on how many rows its tile holds). Same dispatch, operands and grid.
 
 The object is built like the int4 kernels' (kernels/toolchain.py, for the target's kernel set);
 on other targets the op is left to IREE (build.py records which form was built).
@@ -56,7 +56,7 @@ from iree_glm.passes.matching import enclosing_function, indexing_maps, producer
 SOURCE = X86_64_AVX2.source("attention")  # the x86 form tests call directly
 LAYOUT = toolchain.FOLDER / "attention_layout.h"  # ROWS, MAX_D: every set's
 SYMBOL = "iree_glm_attention_workgroup"
-ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # each query row on its own (an exact verify's, x86 sets)
+ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # each query row on its own (an exact verify's)
 ROWS = 32  # query rows per workgroup (the kernel's ROWS)
 MAX_D = 128  # widest head the kernel's stack buffers hold (its MAX_D)
 OP = "iree_linalg_ext.attention"
@@ -392,8 +392,6 @@ class AttentionKernelPass:
 
     def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
         kernel_set = toolchain.by_name(self.kernel_set)
-        if self.exact_verify and kernel_set.arch != "x86_64":
-            raise ValueError(f"attention kernel set {kernel_set.name} has no row kernel (x86 sets only)")
         return AttentionKernelResult(*run(module, build_object(work, kernel_set), self.window, self.exact_verify))
 
 

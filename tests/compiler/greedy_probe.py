@@ -1,6 +1,9 @@
 """Prefill a prompt and decode greedily with the runtime's Session; writes tokens and logits
-(npz). Run by test_arm_emulation.py on the host and under qemu-aarch64 with an arm64 Python, so
-it uses only the runtime install (no torch, no compiler).
+(npz). Where the bundle's verify is exact (Session.exact_verify_rows), also the logits of one
+verify call checking the first greedy tokens after the prompt, as speculative decoding would
+(`verify_logits`: bit for bit the decode steps' logits if verification is exact). Run by
+test_arm_emulation.py on the host and under qemu-aarch64 with an arm64 Python, so it uses only
+the runtime install (no torch, no compiler).
 
 Usage: python greedy_probe.py BUNDLE OUT.npz PROMPT_IDS(comma-separated) NEW_TOKENS
 """
@@ -21,7 +24,14 @@ def main(bundle: str, out: str, ids: str, new_tokens: str) -> None:
     for pos in range(len(prompt), len(prompt) + int(new_tokens) - 1):
         logits.append(session.decode([tokens[-1]], [pos], cache)[0])
         tokens.append(int(np.argmax(logits[-1])))
-    np.savez(out, tokens=np.asarray(tokens), logits=np.stack(logits))
+    rows = min(session.exact_verify_rows, len(tokens) - 1)
+    verify_logits = np.zeros((0, logits[0].shape[-1]), np.float32)
+    if rows:
+        cache = session.new_cache()
+        session.run_prefill(prompt, 0, cache)
+        verify_logits = session.verify(tokens[:rows], len(prompt), cache)
+    np.savez(out, tokens=np.asarray(tokens), logits=np.stack(logits), verify_logits=verify_logits,
+             exact_rows=np.asarray(session.exact_verify_rows))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Each Arm profile's CPU lowering (data tiling, IREE's Arm ukernels, decomposed at
 prompt matmuls) is compiled for a small model of unusual shape (head_dim 24, partial rotary, GQA)
 in fp32, int8 and int4, run by an arm64 Python with the runtime's Session under `qemu-aarch64
 -cpu <the profile's CPU>`, and compared with the same weight format compiled for and run on the
-host: the same greedy tokens, logits within the bounds below. Quantized bundles link our Arm
+host: the same greedy tokens, logits within the bounds below. Quantized bundles verify draft
+tokens exactly (the kernels' few-row forms, docs/speculative.md): a verify call's rows are the
+decode steps' logits bit for bit, under emulation. Quantized bundles link our Arm
 kernel sets (kernels/toolchain.py: dotprod on the Pi, i8mm on the phones), and every bundle's
 attention calls our NEON flash-attention kernel (dense, and told the pattern of a block-sparse
 build): the manifest says so and the compiled module's aarch64 executable holds the kernels'
@@ -48,6 +50,9 @@ KERNEL_SET = {"raspberry-pi-5": "aarch64_dotprod", "snapdragon-8-gen3": "aarch64
 # Symbols the compiled module must link per weight format: int8 decode matvec (int8 layers and the
 # int8 head of int4 bundles), the prompts' row quantizations (plain and with their glue) and matrix kernel.
 _PROMPT = ("quantize", "quantize_rms_norm", "quantize_silu_mul", "matmul")
+# Rows of an Arm bundle's verify call that are one-row calls bit for bit (compiler/exact_rows.py:
+# the norms' 4-row vector tiles on NEON), as on an AVX2-only x86 target.
+EXACT_ROWS = 3
 LINKED = {
     "int8": {f"iree_glm_int8_{s}_workgroup" for s in ("matvec", *_PROMPT)},
     "int4": {"iree_glm_int8_matvec_workgroup", *(f"iree_glm_int4_{s}_workgroup" for s in ("matvec", *_PROMPT))},
@@ -131,6 +136,14 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, sparse, bundles,
     diff = float(np.abs(got["logits"] - want["logits"]).max())
     print(f"{profile} {mode}{' sparse' if sparse else ''}: max |logit diff| {diff:.2e}")
     assert diff <= LOGIT_BOUND[mode]
+    if mode != "none" and not sparse:  # speculative decoding's check is exact on Arm too
+        verify = next(e for e in manifest["entry_points"] if e["name"] == "verify")
+        assert verify["exact_rows"] == EXACT_ROWS and int(got["exact_rows"]) == EXACT_ROWS
+        assert {"iree_glm_attention_rows_workgroup", f"iree_glm_{mode}_matvec_rows_workgroup"} <= linked_kernels(arm / "model.vmfb")
+        rows = got["verify_logits"]
+        assert rows.shape[0] == EXACT_ROWS
+        assert np.array_equal(rows.view(np.uint32), got["logits"][1:1 + EXACT_ROWS].view(np.uint32)), \
+            "a verify call's rows are not the decode steps' logits bit for bit"
 
 
 @pytest.mark.parametrize("profile, cpu, feature", [("raspberry-pi-5", "cortex-a57", "dotprod"), ("snapdragon-8-gen3", "cortex-a76", "i8mm")])

@@ -2,12 +2,12 @@
 
 from iree_glm.compiler import exact_rows
 
-EXPORT = "    hal.executable.export public @{fn}$async_dispatch_{n}_{kind}_{dims}_f32 ordinal(0) layout(#hal.pipeline.layout<>)\n"
+EXPORT = "    hal.executable.export public @{fn}$async_dispatch_{n}_{kind}_{dims}_{types} ordinal(0) layout(#hal.pipeline.layout<>)\n"
 CONFIG = "      %1 = linalg.generic {{lowering_config = #iree_cpu.lowering_config<{config}>}}\n"
 
 
-def _dispatch(folder, fn: str, n: int, kind: str, dims: str, *configs: str) -> None:
-    text = EXPORT.format(fn=fn, n=n, kind=kind, dims=dims) + "".join(CONFIG.format(config=c) for c in configs)
+def _dispatch(folder, fn: str, n: int, kind: str, dims: str, *configs: str, types: str = "f32") -> None:
+    text = EXPORT.format(fn=fn, n=n, kind=kind, dims=dims, types=types) + "".join(CONFIG.format(config=c) for c in configs)
     (folder / f"configured_module_{fn}$async_dispatch_{n}.mlir").write_text(text)
 
 
@@ -32,4 +32,16 @@ def test_no_tiled_rows_means_the_cap_and_a_tile_of_two_means_none(tmp_path):
     assert exact_rows.smallest_dynamic_tile(tmp_path) is None
     assert exact_rows.exact_rows(tmp_path, cap=9) == 9
     _dispatch(tmp_path, "embed", 4, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) is None
+
+
+def test_integer_dispatches_do_not_count(tmp_path):
+    """The positions' i64 broadcasts tile rows by 2 on aarch64 (two i64 per 128-bit vector); integer
+    results cannot depend on the tiles, so only the float dispatches bound the rows. A dispatch
+    with one float type among integers (a mask from positions) still counts."""
+    _dispatch(tmp_path, "prefill", 14, "elementwise_broadcast", "D", "distribution = [4096], vector_common_parallel = [2]", types="i64")
+    _dispatch(tmp_path, "prefill", 16, "elementwise_broadcast", "2xD", "vector_common_parallel = [1, 2]", types="i64xi8")
+    _dispatch(tmp_path, "prefill", 22, "reduction", "Dx64", "distribution = [32, 0], vector_common_parallel = [4, 0]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 3
+    _dispatch(tmp_path, "prefill", 19, "elementwise_broadcast", "DxD", "vector_common_parallel = [1, 2]", types="i64xi64xf32")
     assert exact_rows.exact_rows(tmp_path, cap=9) is None

@@ -109,6 +109,37 @@ def check_int8_matvec(lib) -> bool:
     return ok
 
 
+def verify_rows(rng, m: int, k: int) -> np.ndarray:
+    """m rows of x for a verify call: large and small blocks, and an all-zero block."""
+    x = (rng.standard_normal((m, k)) * np.where(rng.random((m, k)) < 0.05, 20, 1)).astype(F32)
+    x[:, :32] = 0
+    return x
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a.view(np.uint32), b.view(np.uint32)))
+
+
+def check_int8_matvec_rows(lib) -> bool:
+    """Speculative verification's kernel: each of m rows, bit for bit, the decode kernel's result
+    for that row alone (m = 1 .. 17; K = 16384 takes several passes of rows)."""
+    rows_fn = entry(lib, "iree_glm_int8_matvec_rows_workgroup", MEMREF * 3 + [SIZE] * 5)
+    one_fn = entry(lib, "iree_glm_int8_matvec_workgroup", MEMREF * 3 + [SIZE] * 4)
+    rng, ok = np.random.default_rng(6), True
+    for m, tiles, k in ((1, 1, 32), (2, 3, 96), (3, 2, 1024), (5, 5, 480), (9, 4, 2048), (16, 2, 256), (17, 3, 160), (4, 1, 16384)):
+        w, x = weights(rng, tiles * 16, k, "random", -127, 127), verify_rows(rng, m, k)
+        packed, y = pack_int8(w), np.full((m, tiles * 16), np.nan, F32)
+        for begin, end in ((0, tiles // 2), (tiles // 2, tiles + 3)):  # as a dispatch splits tiles; past the end
+            rows_fn(*memref(x), *memref(packed), *memref(y), m, tiles, k, begin, end)
+        ok_case = True
+        for r in range(m):
+            xr, one = np.ascontiguousarray(x[r]), np.full(tiles * 16, np.nan, F32)
+            one_fn(*memref(xr), *memref(packed), *memref(one), tiles, k, 0, tiles)
+            ok_case &= same_bits(y[r], one)
+        ok &= report("int8_matvec_rows", f"M={m} N={tiles * 16} K={k}", ok_case)
+    return ok
+
+
 def int8_row_bytes(k: int) -> int:
     return k + 32
 
@@ -250,6 +281,29 @@ def check_int4_matvec(lib) -> bool:
     return ok
 
 
+def check_int4_matvec_rows(lib) -> bool:
+    """The same for int4: the weight rows in the decode kernel's groups of four from row_begin
+    (ranges of whole strips of 8, as the dispatch's) and the rows past the last four."""
+    rows_fn = entry(lib, "iree_glm_int4_matvec_rows_workgroup", MEMREF * 4 + [SIZE] * 6)
+    one_fn = entry(lib, "iree_glm_int4_matvec_workgroup", MEMREF * 4 + [SIZE] * 5)
+    rng, ok = np.random.default_rng(7), True
+    for m, n, k, group in ((1, 16, 32, 32), (2, 13, 256, 128), (3, 7, 64, 32), (5, 21, 512, 64), (9, 16, 2048, 128),
+                           (16, 11, 96, 32), (17, 8, 128, 64), (6, 12, 8192, 256)):
+        w, x = weights(rng, n, k, "random", -8, 7), verify_rows(rng, m, k)
+        packed, scales = pack_int4(w, group, "random", rng)
+        y = np.full((m, n), np.nan, F32)
+        for begin, end in ((0, 8), (8, n + 3)):
+            rows_fn(*memref(x), *memref(packed), *memref(scales), *memref(y), m, n, k, group, begin, end)
+        ok_case = True
+        for r in range(m):
+            xr, one = np.ascontiguousarray(x[r]), np.full(n, np.nan, F32)
+            for begin, end in ((0, 8), (8, n + 3)):
+                one_fn(*memref(xr), *memref(packed), *memref(scales), *memref(one), n, k, group, begin, end)
+            ok_case &= same_bits(y[r], one)
+        ok &= report("int4_matvec_rows", f"M={m} N={n} K={k} G={group}", ok_case)
+    return ok
+
+
 def int4_row_bytes(k: int) -> int:
     return k + (k // 32 * 8 + 31) // 32 * 32
 
@@ -371,7 +425,20 @@ def check_attention(lib) -> bool:
     return ok
 
 
-SUITES = {"attention": check_attention, "int4_matvec": check_int4_matvec, "int4_quantize": check_int4_quantize, "int4_matmul": check_int4_matmul,
+
+def check_attention_rows(lib) -> bool:
+    """The exact verify's attention kernel: every row of an R-row call is the one-row call's, bit
+    for bit, and close to a float64 softmax (attention_reference.check_rows_case, the x86 test's)."""
+    from tests.kernels import attention_reference as ref
+
+    ok = True
+    for case in ref.ROWS_CASES:
+        problems = ref.check_rows_case(lib, *case)
+        ok &= report("attention_rows", "start={} group={} heads={} D={} E={}".format(*case), not problems, "; ".join(problems))
+    return ok
+
+SUITES = {"attention": check_attention, "attention_rows": check_attention_rows, "int8_matvec_rows": check_int8_matvec_rows,
+          "int4_matvec_rows": check_int4_matvec_rows, "int4_matvec": check_int4_matvec, "int4_quantize": check_int4_quantize, "int4_matmul": check_int4_matmul,
           "int8_matvec": check_int8_matvec, "int8_quantize": check_int8_quantize, "int8_matmul": check_int8_matmul}
 
 

@@ -12,6 +12,7 @@ import ctypes
 import numpy as np
 
 SYMBOL = "iree_glm_attention_workgroup"
+ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # the exact verify's kernel (passes/attention_kernel.py's)
 ROWS, BLOCK = 32, 64  # the kernel's query rows per call and key block (attention_layout.h)
 MEMREF = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
 
@@ -22,7 +23,8 @@ def _memref(a: np.ndarray) -> list:
 
 def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Give the library's kernel its C argument types."""
-    getattr(lib, SYMBOL).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
+    for symbol in (SYMBOL, ROW_SYMBOL):
+        getattr(lib, symbol).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
     return lib
 
 
@@ -116,4 +118,66 @@ def check_case(lib, start: int, s: int, group: int, local: int, global_: int, he
     err = float(np.abs(sparse - reference(q, k, v, mask, group)).max())
     if not err <= atol:
         problems.append(f"max error {err:.3g} > {atol}")
+    return problems
+
+
+# --- the exact verify's row kernel -------------------------------------------------------------
+
+KEY_GRANULARITY = 32  # a verify call's keys: its last position + 1 rounded up (bundle/kv_layout.py's)
+VERIFY_ROWS = 9  # compiler/exact_rows.MAX_ROWS (positions of a verify call at most)
+ROWS_CASES = [  # start position, group (query heads per KV head), heads, d, e
+    (0, 8, 2, 64, 64),  # the 330M config's shapes, from the first position
+    (29, 8, 2, 64, 64),  # rows crossing a 32-key boundary
+    (250, 3, 1, 40, 24),  # odd group, head dims not multiples of 16
+    (1001, 5, 2, 128, 8),  # the widest head, a narrow value
+    (7, 1, 3, 8, 72),  # one query head per KV head
+]
+
+
+def run_rows(lib, q, k, v, mask, group: int, capacity: int) -> np.ndarray:
+    """The row kernel over every (head, workgroup) of the dispatch; K and V as the first n
+    positions of a cache row of `capacity` (NaN past n: never read)."""
+    heads, m, d = q.shape
+    n, e = k.shape[1], v.shape[2]
+    k, v = (np.concatenate([x, np.full((heads, capacity - n, x.shape[2]), np.nan, np.float32)], axis=1) for x in (k, v))
+    out = np.full((heads, m, e), np.nan, np.float32)
+    fn = getattr(lib, ROW_SYMBOL)
+    for h in range(heads):
+        for r0 in range(0, m, ROWS):
+            fn(*_memref(q), *_memref(k), *_memref(v), *_memref(mask), *_memref(out), m, n, d, e, d**-0.5, 0, group, h, r0, 0, 0, capacity)
+    return out
+
+
+def _rounded(keys: int) -> int:
+    return -(-keys // KEY_GRANULARITY) * KEY_GRANULARITY
+
+
+def check_rows_case(lib, start: int, group: int, heads: int, d: int, e: int) -> list[str]:
+    """Every row of an R-row call (R = 1 .. VERIFY_ROWS positions, each its query heads' rows,
+    over the keys of the call's last position rounded up, as a verify call attends them) is bit
+    for bit the row a one-row call at that position computes, and close to a float64 softmax.
+    Returns the problems found (empty: none)."""
+    rows, problems = VERIFY_ROWS, []
+    g = np.random.default_rng(start + d)
+    q = g.standard_normal((heads, rows * group, d), np.float32)
+    n_all = _rounded(start + rows)
+    k = g.standard_normal((heads, n_all, d), np.float32) * 2
+    v = g.standard_normal((heads, n_all, e), np.float32)
+    capacity = n_all + 64
+    single = []  # row i alone: position start + i, keys rounded up from it
+    for i in range(rows):
+        n = _rounded(start + i + 1)
+        mask = pattern_mask(start + i, 1, n, 0, 0)
+        qi = np.ascontiguousarray(q[:, i * group:(i + 1) * group])
+        single.append(run_rows(lib, qi, np.ascontiguousarray(k[:, :n]), np.ascontiguousarray(v[:, :n]), mask, group, capacity))
+        err = float(np.abs(single[-1] - reference(qi, k[:, :n], v[:, :n], mask, group)).max())
+        if not err <= 2e-5:
+            problems.append(f"row {i} alone: max error {err:.3g} against float64")
+    for r in range(1, rows + 1):
+        n = _rounded(start + r)
+        mask = pattern_mask(start, r, n, 0, 0)
+        out = run_rows(lib, np.ascontiguousarray(q[:, :r * group]), np.ascontiguousarray(k[:, :n]), np.ascontiguousarray(v[:, :n]),
+                       mask, group, capacity)
+        problems += [f"{r}-row call, row {i} differs from the one-row call" for i in range(r)
+                     if not np.array_equal(out[:, i * group:(i + 1) * group], single[i])]
     return problems

@@ -1,7 +1,8 @@
 """The aarch64 kernel sets, cross-compiled with Debian's aarch64-linux-gnu-gcc into one shared
 object per set and run under qemu-aarch64 by an arm64 Python (aarch64_kernels_check.py, one
 process per set): every entry point against its numpy integer reference on odd shapes,
-extremes, zeros and all-equal rows. The dotprod set runs on `-cpu cortex-a76` (no i8mm: its
+extremes, zeros and all-equal rows; the exact verify's few-row kernels row by row against the
+one-row kernels, bit for bit. The dotprod set runs on `-cpu cortex-a76` (no i8mm: its
 code must not need it), the i8mm set on `-cpu max`."""
 
 import shutil
@@ -18,7 +19,8 @@ CROSS_CC = "aarch64-linux-gnu-gcc"
 CHECK = Path(__file__).with_name("aarch64_kernels_check.py")
 # (folder, -march, qemu CPU, suites the check script runs on it)
 SETS = {
-    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("attention", "int8_matvec", "int8_quantize", "int8_matmul", "int4_matvec",
+    "aarch64_dotprod": ("armv8.2-a+dotprod+fp16", "cortex-a76", ("attention", "attention_rows", "int8_matvec", "int8_matvec_rows",
+                                                             "int8_quantize", "int8_matmul", "int4_matvec", "int4_matvec_rows",
                                                              "int4_quantize", "int4_matmul")),
     # The i8mm files hold only the matrix kernels (smmla); the rest (attention too) is the dotprod set's code.
     "aarch64_i8mm": ("armv8.2-a+dotprod+fp16+i8mm", "max", ("int8_matmul", "int4_matmul")),
@@ -66,10 +68,13 @@ def results(request, tmp_path_factory) -> tuple[tuple[str, ...], dict[str, list[
 # (suite, the case prefixes its lines start with, how many cases each has)
 CASES = [
     ("attention", ("attention",), 10),
+    ("attention_rows", ("attention_rows",), 5),  # the exact verify's kernels: every row a one-row call's bits
     ("int8_matvec", ("int8_matvec",), 9),
+    ("int8_matvec_rows", ("int8_matvec_rows",), 8),
     ("int8_quantize", ("int8_quantize", "int8_silu_mul", "int8_rms_norm"), 7),
     ("int8_matmul", ("int8_matmul",), 8),
     ("int4_matvec", ("int4_matvec",), 10),
+    ("int4_matvec_rows", ("int4_matvec_rows",), 8),
     ("int4_quantize", ("int4_quantize", "int4_silu_mul", "int4_rms_norm"), 7),
     ("int4_matmul", ("int4_matmul",), 9),
 ]

@@ -9,7 +9,8 @@
 // from memory (`ld1r`): a step is 2 + 8 loads for 16 `fmla`, within the two load pipes of a
 // Cortex-A76 while its two FP pipes are busy. Its speed is argued statically (docs/arm.md:
 // llvm-mca); nothing here was timed on Arm hardware. Tested under qemu-aarch64
-// (tests/kernels/test_aarch64_kernels.py). Embedded-ELF rules: no libc, no globals.
+// (tests/kernels/test_aarch64_kernels.py). The exact verify's row kernel is attention_rows.h,
+// included at the end. Embedded-ELF rules: no libc, no globals.
 
 #include <arm_neon.h>
 #include <stddef.h>
@@ -73,3 +74,5 @@ static inline void mask_bits8(const float *p, unsigned *seen, unsigned *nz) {
 }
 
 #include "../attention_tile.h"
+
+#include "attention_rows.h"  // the exact verify's kernel: each query row on its own

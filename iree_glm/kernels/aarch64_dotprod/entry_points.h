@@ -2,12 +2,14 @@
 // kernels/int8.py and int4.py call, as for the x86 sets), written once for both files and both
 // aarch64 sets: quantize rows of x (plain, or after the silu_mul / rms_norm glue) into rows of
 // xq_row_bytes(k) bytes, for rows row_begin..row_end of m; and the argument handling around
-// the set's int8_matvec / int4_matvec (decode). The prompt matrix kernels' entry points are
-// ../int8_matmul.h and ../int4_matmul.h, shared with the x86 sets.
+// the set's int8_matvec / int4_matvec (decode) and their few-row forms int8_matvec_rows /
+// int4_matvec_rows (verify). The prompt matrix kernels' entry points are ../int8_matmul.h and
+// ../int4_matmul.h, shared with the x86 sets.
 // Included by int8.c (IREE_GLM_INT8_ENTRIES) and int4.c (IREE_GLM_INT4_ENTRIES) after they
 // define GLUE_MAX_K, glue_silu_mul, glue_rms_norm (row_glue.h), xq_row_bytes, quantize_row (the
-// quantized-row format; int4's takes the group size) and the decode bodies. Embedded-ELF rules:
-// no libc, no globals; the glue's row (k <= GLUE_MAX_K floats, 32 KB) is on the stack.
+// quantized-row format; int4's takes the group size) and the decode and verify bodies.
+// Embedded-ELF rules: no libc, no globals; the glue's row (k <= GLUE_MAX_K floats, 32 KB) is on
+// the stack.
 
 #if defined(IREE_GLM_INT8_ENTRIES)
 #define IREE_GLM_ENTRY(name) iree_glm_int8_##name##_workgroup
@@ -69,6 +71,15 @@ void iree_glm_int8_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   int8_matvec(x, q, y, k, tile_begin, tile_end);
 }
 
+// Verify: the same tiles of y [m, tiles * 16] for the m rows of x [m, k], each row bit for bit
+// the decode entry point's for that row alone (the set's int8_matvec_rows).
+void iree_glm_int8_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(float, y), size_t m,
+                                         size_t tiles, size_t k, size_t tile_begin, size_t tile_end) {
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(y);
+  if (tile_end > tiles) tile_end = tiles;
+  int8_matvec_rows(x, q, y, m, tiles, k, tile_begin, tile_end);
+}
+
 #else
 // Decode: rows row_begin..row_end of y for one row of x: the set's int4_matvec, defined before
 // this file is included.
@@ -78,6 +89,16 @@ void iree_glm_int4_matvec_workgroup(MEMREF(const float, x), MEMREF(const int8_t,
   MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
   if (row_end > n) row_end = n;
   int4_matvec(x, q, s, y, k, group, row_begin, row_end);
+}
+
+// Verify: the same rows of y [m, n] for the m rows of x [m, k], each row bit for bit the decode
+// entry point's for that row alone (the set's int4_matvec_rows).
+void iree_glm_int4_matvec_rows_workgroup(MEMREF(const float, x), MEMREF(const int8_t, q), MEMREF(const uint16_t, s),
+                                         MEMREF(float, y), size_t m, size_t n, size_t k, size_t group, size_t row_begin,
+                                         size_t row_end) {
+  MEMREF_START(x); MEMREF_START(q); MEMREF_START(s); MEMREF_START(y);
+  if (row_end > n) row_end = n;
+  int4_matvec_rows(x, q, s, y, m, n, k, group, row_begin, row_end);
 }
 
 #endif

@@ -1,7 +1,8 @@
 // int4 x f32 matrix products for aarch64 with dotprod (`sdot`), the counterpart of
 // x86_64_avx2/int4.c: the same symbols, arguments (entry_points.h), weight layout and numbers model. A
-// matrix-vector kernel for decode (M = 1); for prefill / batched decode a quantization of x's
-// rows (plain, or after the silu_mul / rms_norm glue of row_glue.h) and a matrix kernel.
+// matrix-vector kernel for decode (M = 1) and its few-row form for verify (each row bit for bit
+// the decode kernel's); for prefill / batched decode a quantization of x's rows (plain, or after
+// the silu_mul / rms_norm glue of row_glue.h) and a matrix kernel.
 //
 // y[m, n] = sum_g scale[n, g] * sum_{blocks c of g} dx[m, c] * (exact integer sum of block c)
 //
@@ -48,9 +49,32 @@ static inline int32x4_t block_dot(const int8_t *w, int8x16_t xlo, int8x16_t xhi)
   return vdotq_s32(vdotq_s32(vdupq_n_s32(0), low_nibbles(b), xlo), high_nibbles(b), xhi);
 }
 
-// Rows row_begin..row_end of y for one row of x. Four rows at a time share each block of x;
-// their four partial vectors are summed pairwise (addp) into one vector of four rows' block
-// sums, so the + 8 correction, conversion and scaling are one instruction each per 4 rows.
+// One block's step for four weight rows (their partials d[0..3], block_dot's) and one row of x
+// (its 8 * block sum, block scale dx) with the rows' group scales sg: the four partial vectors
+// summed pairwise (addp) into one vector of the rows' block sums, so the + 8 correction,
+// conversion and scaling are one instruction each per 4 rows. Decode and verify rows both step
+// through this (the integer sums are exact; the float operations, and their order, are these).
+static inline __attribute__((always_inline)) float32x4_t step4(float32x4_t acc, const int32x4_t d[4], int32_t sum8, float dx,
+                                                                float32x4_t sg) {
+  const int32x4_t p01 = vpaddq_s32(d[0], d[1]), p23 = vpaddq_s32(d[2], d[3]);
+  const int32x4_t sums = vaddq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(SUM_BIAS - sum8));  // exact
+  return vfmaq_f32(acc, vmulq_n_f32(biased_sum_to_float(sums), dx), sg);
+}
+
+// The same for one weight row (the rows past the last whole four).
+static inline __attribute__((always_inline)) float step1(float acc, int32x4_t d, int32_t sum8, float dx, float sg) {
+  const int32_t sum = vaddvq_s32(d) - sum8;
+  return acc + (float)sum * dx * sg;
+}
+
+static inline float32x4_t scales4(const uint16_t *s, size_t r, size_t groups, size_t g) {
+  const float32x4_t sg = {half_to_float(s[r * groups + g]), half_to_float(s[(r + 1) * groups + g]),
+                          half_to_float(s[(r + 2) * groups + g]), half_to_float(s[(r + 3) * groups + g])};
+  return sg;
+}
+
+// Rows row_begin..row_end of y for one row of x, four weight rows at a time sharing each block
+// of x (step4).
 static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, float *y, size_t k, size_t group, size_t row_begin,
                         size_t row_end) {
   const size_t per_group = group / BLOCK, groups = k / group, row_bytes = k / 2;
@@ -63,16 +87,14 @@ static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, floa
     const int8_t *w0 = q + r * row_bytes, *w1 = w0 + row_bytes, *w2 = w1 + row_bytes, *w3 = w2 + row_bytes;
     float32x4_t acc = vdupq_n_f32(0.0f);
     for (size_t g = 0, c = 0; g < groups; ++g) {
-      const float32x4_t sg = {half_to_float(s[r * groups + g]), half_to_float(s[(r + 1) * groups + g]),
-                              half_to_float(s[(r + 2) * groups + g]), half_to_float(s[(r + 3) * groups + g])};
+      const float32x4_t sg = scales4(s, r, groups, g);
       for (size_t end = c + per_group; c < end; ++c) {
         // The next 4 rows are the 4 * row_bytes after these: one cache line per block brings them in.
         __builtin_prefetch(w0 + 4 * row_bytes + c * 64);
         const int8x16_t xlo = vld1q_s8(xq + c * BLOCK), xhi = vld1q_s8(xq + c * BLOCK + 16);
-        const int32x4_t p01 = vpaddq_s32(block_dot(w0 + c * 16, xlo, xhi), block_dot(w1 + c * 16, xlo, xhi));
-        const int32x4_t p23 = vpaddq_s32(block_dot(w2 + c * 16, xlo, xhi), block_dot(w3 + c * 16, xlo, xhi));
-        const int32x4_t sums = vaddq_s32(vpaddq_s32(p01, p23), vdupq_n_s32(SUM_BIAS - sum8[c]));  // rows r..r+3, exact
-        acc = vfmaq_f32(acc, vmulq_n_f32(biased_sum_to_float(sums), dx[c]), sg);
+        const int32x4_t d[4] = {block_dot(w0 + c * 16, xlo, xhi), block_dot(w1 + c * 16, xlo, xhi),
+                                block_dot(w2 + c * 16, xlo, xhi), block_dot(w3 + c * 16, xlo, xhi)};
+        acc = step4(acc, d, sum8[c], dx[c], sg);
       }
     }
     vst1q_f32(y + r, acc);
@@ -82,12 +104,72 @@ static void int4_matvec(const float *x, const int8_t *q, const uint16_t *s, floa
     float acc = 0.0f;
     for (size_t g = 0, c = 0; g < groups; ++g) {
       const float sg = half_to_float(s[r * groups + g]);
-      for (size_t end = c + per_group; c < end; ++c) {
-        const int32_t sum = vaddvq_s32(block_dot(w + c * 16, vld1q_s8(xq + c * BLOCK), vld1q_s8(xq + c * BLOCK + 16))) - sum8[c];
-        acc += (float)sum * dx[c] * sg;
-      }
+      for (size_t end = c + per_group; c < end; ++c)
+        acc = step1(acc, block_dot(w + c * 16, vld1q_s8(xq + c * BLOCK), vld1q_s8(xq + c * BLOCK + 16)), sum8[c], dx[c], sg);
     }
     y[r] = acc;
+  }
+}
+
+// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// must come out bit for bit as int4_matvec's for that row alone, so that a verified token is
+// what a decode step would choose. The same weight rows in the same groups of four from
+// row_begin; each block's nibbles are unpacked once for all rows of x, and each row goes
+// through step4 / step1 as int4_matvec's row does. Rows' quantized x live on the stack,
+// VERIFY_X_BYTES in all: rows beyond that take another pass over the weights.
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
+
+// Rows row_begin..row_end of y [m, n] for the m rows of x [m, k].
+static void int4_matvec_rows(const float *x, const int8_t *q, const uint16_t *s, float *y, size_t m, size_t n, size_t k,
+                             size_t group, size_t row_begin, size_t row_end) {
+  const size_t per_group = group / BLOCK, groups = k / group, row_bytes = k / 2, blocks = k / BLOCK;
+  size_t per_pass = VERIFY_X_BYTES / k;  // >= 4: k <= MAX_K
+  if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
+  int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(16)));
+  float dx[VERIFY_X_BYTES / BLOCK];
+  int32_t sum8[VERIFY_X_BYTES / BLOCK];
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    for (size_t i = 0; i < rows; ++i) quantize_x(x + (r0 + i) * k, k, group, xq + i * k, dx + i * blocks, sum8 + i * blocks);
+    float *yp = y + r0 * n;
+    size_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) {
+      const int8_t *w0 = q + r * row_bytes;
+      float32x4_t acc[VERIFY_ROWS];
+      for (size_t i = 0; i < rows; ++i) acc[i] = vdupq_n_f32(0.0f);
+      for (size_t g = 0, c = 0; g < groups; ++g) {
+        const float32x4_t sg = scales4(s, r, groups, g);
+        for (size_t end = c + per_group; c < end; ++c) {
+          __builtin_prefetch(w0 + 4 * row_bytes + c * 64);
+          int8x16_t lo[4], hi[4];
+          for (int j = 0; j < 4; ++j) {
+            const uint8x16_t b = vld1q_u8((const uint8_t *)(w0 + j * row_bytes + c * 16));
+            lo[j] = low_nibbles(b);
+            hi[j] = high_nibbles(b);
+          }
+          for (size_t i = 0; i < rows; ++i) {
+            const int8x16_t xlo = vld1q_s8(xq + i * k + c * BLOCK), xhi = vld1q_s8(xq + i * k + c * BLOCK + 16);
+            int32x4_t d[4];
+            for (int j = 0; j < 4; ++j) d[j] = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo[j], xlo), hi[j], xhi);  // block_dot's
+            acc[i] = step4(acc[i], d, sum8[i * blocks + c], dx[i * blocks + c], sg);
+          }
+        }
+      }
+      for (size_t i = 0; i < rows; ++i) vst1q_f32(yp + i * n + r, acc[i]);
+    }
+    for (; r < row_end; ++r) {
+      const int8_t *w = q + r * row_bytes;
+      for (size_t i = 0; i < rows; ++i) {
+        float acc = 0.0f;
+        for (size_t g = 0, c = 0; g < groups; ++g) {
+          const float sg = half_to_float(s[r * groups + g]);
+          for (size_t end = c + per_group; c < end; ++c)
+            acc = step1(acc, block_dot(w + c * 16, vld1q_s8(xq + i * k + c * BLOCK), vld1q_s8(xq + i * k + c * BLOCK + 16)),
+                        sum8[i * blocks + c], dx[i * blocks + c], sg);
+        }
+        yp[i * n + r] = acc;
+      }
+    }
   }
 }
 

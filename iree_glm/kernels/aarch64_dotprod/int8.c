@@ -11,6 +11,8 @@
 // broadcast from a lane (`sdot v.4s, w.16b, x.4b[i]`). |w|, |x| <= 127 and K <= MAX_K keep the
 // i32 sums exact. The x86 kernels share this layout, so it is not changed for Arm.
 //
+// Verify (a few rows, speculative decoding): int8_matvec_rows, each row bit for bit int8_matvec's.
+//
 // Prompts (M rows): iree_glm_int8_quantize_workgroup (and its fused glue forms) quantize x's
 // rows once per matmul, then iree_glm_int8_matmul_workgroup multiplies them with `sdot` on
 // tiles of 4 rows of x x 16 weight rows. aarch64_i8mm/int8.c includes this file for all but the
@@ -44,6 +46,18 @@ static inline void dot4_by_lane(const int8_t *w, int8x16_t xv, const int lane, c
   for (int i = 0; i < 4; ++i) acc[i] = vdotq_laneq_s32(acc[i], vqtbl1q_s8(l.val[i], transpose), xv, lane);
 }
 
+// f[i] += acc[i] (a block's exact i32 sums) times the block's scale d: the one rounding step
+// per block, the same for decode and verify rows.
+static inline __attribute__((always_inline)) void block_scale_add(float32x4_t f[4], const int32x4_t acc[4], float d) {
+  for (int i = 0; i < 4; ++i) f[i] = vfmaq_n_f32(f[i], vcvtq_f32_s32(acc[i]), d);
+}
+
+// A tile's 16 outputs from f (f[i] lane c = row 4c + i) into row order at y.
+static inline __attribute__((always_inline)) void store_tile(float *y, const float32x4_t f[4]) {
+  const float32x4x4_t rows = {{f[0], f[1], f[2], f[3]}};
+  vst4q_f32(y, rows);
+}
+
 // Tiles tile_begin..tile_end of y (16 outputs each) for one row of x; k a multiple of 32.
 static void int8_matvec(const float *x, const int8_t *q, float *y, size_t k, size_t tile_begin, size_t tile_end) {
   int8_t xq[MAX_K] __attribute__((aligned(16)));
@@ -65,10 +79,64 @@ static void int8_matvec(const float *x, const int8_t *q, float *y, size_t k, siz
         dot4_by_lane(p + 128, xv, 2, transpose, acc);
         dot4_by_lane(p + 192, xv, 3, transpose, acc);
       }
-      for (int r = 0; r < 4; ++r) f[r] = vfmaq_n_f32(f[r], vcvtq_f32_s32(acc[r]), dx[c]);
+      block_scale_add(f, acc, dx[c]);
     }
-    const float32x4x4_t rows = {{f[0], f[1], f[2], f[3]}};  // f[i] lane c = row 4c + i
-    vst4q_f32(y + t * LANES, rows);
+    store_tile(y + t * LANES, f);
+  }
+}
+
+// Speculative verification: a few rows of x (the target checking draft tokens) whose every row
+// must come out bit for bit as int8_matvec's for that row alone, so that a verified token is
+// what a decode step would choose. Each block of a tile is regrouped once (as dot4_by_lane does)
+// and applied to every row: the integer sums are exact in any order, and each row's floats go
+// through int8_matvec's operations in its order (block_scale_add, store_tile). Rows' int8
+// copies of x live on the stack, VERIFY_X_BYTES in all: rows beyond that take another pass.
+enum { VERIFY_ROWS = 16, VERIFY_X_BYTES = 32768 };
+
+// Tiles tile_begin..tile_end of y [m, tiles * 16] for the m rows of x [m, k]; k a multiple of 32.
+static void int8_matvec_rows(const float *x, const int8_t *q, float *y, size_t m, size_t tiles, size_t k, size_t tile_begin,
+                             size_t tile_end) {
+  size_t per_pass = VERIFY_X_BYTES / k;  // >= 2: k <= MAX_K
+  if (per_pass > VERIFY_ROWS) per_pass = VERIFY_ROWS;
+  int8_t xq[VERIFY_X_BYTES] __attribute__((aligned(16)));
+  float dx[VERIFY_X_BYTES / BLOCK];
+  float32x4_t f[VERIFY_ROWS][4];
+  int8x16_t wv[BLOCK];  // one block: 8 steps of 4 k, 4 vectors each (dot4_by_lane's)
+  const size_t tile_bytes = k * LANES, blocks = k / BLOCK, n = tiles * LANES;
+  const uint8x16_t transpose = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+  for (size_t r0 = 0; r0 < m; r0 += per_pass) {
+    const size_t rows = m - r0 < per_pass ? m - r0 : per_pass;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < blocks; ++c)
+        dx[r * blocks + c] = quantize_block(x + (r0 + r) * k + c * BLOCK, x + (r0 + r) * k + c * BLOCK + 16, xq + r * k + c * BLOCK);
+    for (size_t t = tile_begin; t < tile_end; ++t) {
+      const int8_t *w = q + t * tile_bytes;
+      for (size_t r = 0; r < rows; ++r)
+        for (int i = 0; i < 4; ++i) f[r][i] = vdupq_n_f32(0.0f);
+      for (size_t c = 0; c < blocks; ++c) {
+        __builtin_prefetch(w + c * BLOCK * LANES + 1024);
+        __builtin_prefetch(w + c * BLOCK * LANES + 1024 + 256);
+        for (int s = 0; s < BLOCK / 4; ++s) {
+          const int8x16x4_t l = vld4q_s8(w + (c * BLOCK + 4 * s) * LANES);
+          for (int i = 0; i < 4; ++i) wv[4 * s + i] = vqtbl1q_s8(l.val[i], transpose);
+        }
+        for (size_t r = 0; r < rows; ++r) {
+          int32x4_t acc[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+          for (int h = 0; h < 2; ++h) {  // 16 k: steps 4h..4h+3, one lane of xv each
+            const int8x16_t xv = vld1q_s8(xq + r * k + c * BLOCK + 16 * h);
+            const int8x16_t *v = wv + 16 * h;
+            for (int i = 0; i < 4; ++i) {
+              acc[i] = vdotq_laneq_s32(acc[i], v[i], xv, 0);
+              acc[i] = vdotq_laneq_s32(acc[i], v[4 + i], xv, 1);
+              acc[i] = vdotq_laneq_s32(acc[i], v[8 + i], xv, 2);
+              acc[i] = vdotq_laneq_s32(acc[i], v[12 + i], xv, 3);
+            }
+          }
+          block_scale_add(f[r], acc, dx[r * blocks + c]);
+        }
+      }
+      for (size_t r = 0; r < rows; ++r) store_tile(y + (r0 + r) * n + t * LANES, f[r]);
+    }
   }
 }
 

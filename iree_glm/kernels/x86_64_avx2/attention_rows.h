@@ -112,17 +112,6 @@ __attribute__((noinline)) static void attend_row(const float *q, const float *k,
   for (size_t c = 0; c < e / 8; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
 }
 
-void iree_glm_attention_rows_workgroup(MEMREF(const float, q), MEMREF(const float, k), MEMREF(const float, v),
-                                       MEMREF(const float, mask), MEMREF(float, out), size_t m, size_t n, size_t d,
-                                       size_t e, float scale, size_t mask_head_stride, size_t mask_row_div, size_t head,
-                                       size_t row_begin, size_t local, size_t global_, size_t key_stride) {
-  MEMREF_START(q); MEMREF_START(k); MEMREF_START(v); MEMREF_START(mask); MEMREF_START(out);
-  (void)local, (void)global_;
-  if (row_begin >= m) return;
-  const size_t row_end = m - row_begin < ROWS ? m : row_begin + ROWS;
-  const float *kh = k + head * key_stride * d, *vh = v + head * key_stride * e, *mh = mask + head * mask_head_stride;
-  for (size_t r = row_begin; r < row_end; ++r)
-    attend_row(q + (head * m + r) * d, kh, vh, mh + (r / mask_row_div) * n, out + (head * m + r) * e, n, d, e, scale);
-}
+#include "../attention_rows_entry.h"
 
 #endif  // IREE_GLM_ATTENTION_ROWS_H_
