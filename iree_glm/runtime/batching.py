@@ -281,14 +281,14 @@ class BatchEngine:
         if job.drafted is None:
             job.drafted = DraftedRequest(self.session, self.session.draft, self.session.draft_tokens, state)
         t = time.perf_counter()
-        tokens = job.drafted.step(state, job.token, self._cache, job.slot)
+        tokens, logits = job.drafted.step(state, job.token, self._cache, job.slot)
         self.stats.step_s += time.perf_counter() - t
         self.stats.steps += 1
         self.stats.rows_decoded += 1
         self.stats.batch_sizes[1] = self.stats.batch_sizes.get(1, 0) + 1
         state.pos += 1
         state.decode_tokens += len(tokens)
-        for event in emit(state, tokens):
+        for event in emit(state, tokens, logits):
             self._emit(job, event)
         job.token = tokens[-1]
         if state.done:

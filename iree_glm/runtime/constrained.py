@@ -145,6 +145,21 @@ class Constraint:
             raise RequestError(f"the grammar allows no next token ({self._matcher.get_error() or 'dead end'})")
         return np.where(allowed, logits, -np.inf)
 
+    def along(self, tokens: list[int]) -> list[np.ndarray]:
+        """The `allowed` arrays before each of `tokens` and after the last, as steps that chose
+        them would meet them, for the longest prefix the grammar takes (n tokens: n + 1 arrays;
+        it ends after a token that completes the grammar). Speculative decoding checks a draft
+        with them; the matcher is left as it was."""
+        masks, taken = [self.allowed()], 0
+        for token in tokens:
+            if self.finished or not masks[-1][token] or not self._matcher.consume_token(token):
+                break
+            taken += 1
+            masks.append(self.allowed())
+        if taken and not self._matcher.rollback(taken):
+            raise RequestError(f"the grammar could not take back {taken} draft token(s): {self._matcher.get_error()}")
+        return masks
+
     def consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):
             raise RequestError(f"token {token} does not fit the grammar: {self._matcher.get_error()}")

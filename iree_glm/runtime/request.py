@@ -122,11 +122,20 @@ class RequestState:
     def choose(self, logits) -> int:
         """The next token from this step's logits (masked by the grammar, if any); records its
         log-probability when asked for."""
+        token = self.pick(logits)
+        self.record_logprob(logits, token)
+        return token
+
+    def pick(self, logits) -> int:
+        """`choose` without recording: the grammar's mask, then the sampler (logit bias and
+        penalties over the tokens generated so far)."""
         masked = self.constraint.mask(logits) if self.constraint is not None else logits
-        token = self.sampler(masked, self.generated)
+        return self.sampler(masked, self.generated)
+
+    def record_logprob(self, logits, token: int) -> None:
+        """Before `accept(token)`: its log-probability under these (raw) logits, if asked for."""
         if self.top_logprobs is not None:
             self.logprobs.append(token_logprob(logits, token, self.top_logprobs))
-        return token
 
     def accept(self, token: int) -> StreamEvent:
         """Record a sampled token; sets `stop_reason` when the request has ended."""

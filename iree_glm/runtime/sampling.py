@@ -55,13 +55,15 @@ class Sampler:
             x[ids] -= p.presence_penalty + p.frequency_penalty * counts
         return x
 
-    def _adjusted(self, logits: np.ndarray, generated) -> np.ndarray:
+    def scores(self, logits: np.ndarray, generated: list[int] = ()) -> np.ndarray:
+        """What a greedy step takes the argmax of: the logits after bias and penalties where the
+        request has any (`adjust`), else the logits themselves."""
         p = self.params
         return self.adjust(logits, list(generated)) if (self._bias_ids.size or p.presence_penalty or p.frequency_penalty) else logits
 
     def __call__(self, logits: np.ndarray, generated: list[int] = ()) -> int:
         """The next token of logits that may hold -inf for tokens a grammar forbids."""
-        x = self._adjusted(logits, generated)
+        x = self.scores(logits, generated)
         if self.params.temperature == 0:
             return int(np.argmax(x))
         return self.draw(self._distribution(x))
@@ -73,7 +75,7 @@ class Sampler:
     def distribution(self, logits: np.ndarray, generated: list[int] = ()) -> np.ndarray:
         """The distribution a token is drawn from (float64): bias and penalties, temperature,
         top-k, top-p; greedy: all mass on the argmax. Speculative sampling compares these."""
-        return self._distribution(self._adjusted(logits, generated))
+        return self._distribution(self.scores(logits, generated))
 
     def _distribution(self, x: np.ndarray) -> np.ndarray:
         p = self.params

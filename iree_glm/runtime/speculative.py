@@ -134,11 +134,13 @@ MARGIN = 2.0 ** -10
 
 
 def decided(row: np.ndarray, margin: float) -> int | None:
-    """The row's argmax, or None where its lead over the runner-up is within `margin` x max|row|."""
+    """The row's argmax, or None where its lead over the runner-up is within `margin` x the
+    largest finite |value| (a grammar's mask puts -inf on the tokens it forbids)."""
     best = int(np.argmax(row))
     if margin > 0:
         top2 = np.partition(row, -2)[-2:]
-        if top2[1] - top2[0] <= margin * float(np.abs(row).max()):
+        finite = row[np.isfinite(row)]
+        if top2[1] - top2[0] <= margin * float(np.abs(finite).max() if finite.size else 0.0):
             return None
     return best
 
@@ -158,11 +160,13 @@ def accept_greedy(draft: list[int], logits: np.ndarray, margin: float = 0.0) -> 
     raise AssertionError("unreachable")
 
 
-def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> list[int]:
-    """The rejection rule that keeps the target's distribution; logits [k+1, V]."""
+def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler, history: list[int] = ()) -> list[int]:
+    """The rejection rule that keeps the target's distribution; logits [k+1, V]; `history`:
+    the tokens generated before the call (the sampler's penalties count them, and the draft
+    tokens before a row)."""
     out = []
     for i, token in enumerate(proposal.tokens):
-        p = sampler.distribution(logits[i])
+        p = sampler.distribution(logits[i], [*history, *proposal.tokens[:i]])
         q_token = proposal.probs[i][token] if proposal.probs is not None else 1.0
         if sampler.rng.random() < min(1.0, p[token] / q_token):
             out.append(token)
@@ -174,7 +178,23 @@ def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler) -> 
             residual[token] = 0.0
         total = residual.sum()
         return out + [sampler.draw(residual / total if total > 0 else p)]
-    return out + [sampler.draw(sampler.distribution(logits[len(proposal.tokens)]))]
+    return out + [sampler.draw(sampler.distribution(logits[len(proposal.tokens)], [*history, *proposal.tokens]))]
+
+
+def as_steps_see_them(state: RequestState, proposal: Proposal, rows: np.ndarray) -> tuple[Proposal, np.ndarray]:
+    """A verify call's proposal and rows as the request's own steps would meet them
+    (RequestState.pick): the draft cut before the first token the grammar refuses or a stop id
+    (no step after it is needed), and each row masked by the grammar after the draft tokens
+    before it. Bias and penalties are the sampler's, given the tokens before each row."""
+    tokens = proposal.tokens
+    stop = next((i for i, t in enumerate(tokens) if t in state.stop_ids), len(tokens))
+    tokens = tokens[:stop]
+    if state.constraint is None:
+        return Proposal(tokens, proposal.probs), rows[: len(tokens) + 1]
+    masks = state.constraint.along(tokens)
+    tokens = tokens[: len(masks) - 1]
+    masked = np.where(np.stack(masks), rows[: len(masks)], -np.inf)
+    return Proposal(tokens, proposal.probs), masked
 
 
 class DraftedRequest:
@@ -202,9 +222,11 @@ class DraftedRequest:
         if self.greedy:
             self.adapt.timed(proposed, time.perf_counter() - start)
 
-    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> list[int]:
+    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
-        tokens it yields: the kept draft tokens and the target's next one. Counts the call."""
+        tokens it yields, the kept draft tokens and the target's next one, each chosen as the
+        request's own step would (its grammar, bias, penalties: `as_steps_see_them`), with the
+        raw logits of each (for its log-probability: `emit`). Counts the call."""
         session, start = self.session, time.perf_counter()
         # Where verify's rows are decode steps bit for bit, only calls of up to `exact` rows are
         # (a plan switch may change it); elsewhere rows differ from decode in the last bits and
@@ -219,19 +241,23 @@ class DraftedRequest:
         proposal.tokens = proposal.tokens[: max(k, 0)]
         state.target_calls += 1
         if not proposal.tokens:
-            token = state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])
+            logits = session.decode([pending], [state.pos], cache, [slot])
             self._timed(0, start)
-            return [token]
+            return [state.pick(logits[0])], logits
         rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
+        checked, scored = as_steps_see_them(state, proposal, rows)
         complete = True
         if self.greedy:
-            emitted, complete = accept_greedy(proposal.tokens, rows, 0.0 if exact else self.margin)
+            scores = np.stack([state.sampler.scores(r, state.generated + checked.tokens[:i]) for i, r in enumerate(scored)])
+            emitted, complete = accept_greedy(checked.tokens, scores, 0.0 if exact else self.margin)
         else:
-            emitted = accept_sampled(proposal, rows, state.sampler)
+            emitted = accept_sampled(checked, scored, state.sampler, state.generated)
         kept, yielded = len(emitted) - complete, len(emitted)
         self._timed(len(proposal.tokens), start)
+        raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
-            emitted = [state.sampler(session.decode([pending], [state.pos], cache, [slot])[0])]
+            raw = session.decode([pending], [state.pos], cache, [slot])
+            emitted = [state.pick(raw[0])]
             state.target_calls += 1
         elif not complete:  # the last kept token is pending; its successor is a decode step's
             self.undecided = True
@@ -239,16 +265,18 @@ class DraftedRequest:
         self.adapt.update(len(proposal.tokens), kept, yielded)
         state.drafted += len(proposal.tokens)
         state.draft_accepted += kept
-        return emitted
+        return emitted, raw
 
 
-def emit(state: RequestState, tokens: list[int]) -> Iterator[StreamEvent]:
+def emit(state: RequestState, tokens: list[int], logits: np.ndarray) -> Iterator[StreamEvent]:
     """Accept the tokens of one call in order, each at the position a plain decode loop would
-    have (so stop ids, strings, max tokens and a full context end it alike); stops when the
-    request ends. Afterwards `state.pos` counts the cached tokens; the last token is pending."""
+    have (so stop ids, strings, max tokens and a full context end it alike) with its
+    log-probability from its row of `logits`, if asked for; stops when the request ends.
+    Afterwards `state.pos` counts the cached tokens; the last token is pending."""
     first = state.pos
     for i, token in enumerate(tokens):
         state.pos = first + i
+        state.record_logprob(logits[i], token)
         yield state.accept(token)
         if state.done:
             return
@@ -268,17 +296,17 @@ class SpeculativeDecoder:
             return
         t = time.perf_counter()
         cache = session.new_cache(1)
-        logits = session.prefill(state, cache)
-        emitted = [state.sampler(logits)]
+        logits = session.prefill(state, cache)[None]
+        emitted = [state.pick(logits[0])]
         state.prefill_s = time.perf_counter() - t
         t = time.perf_counter()
         drafted = DraftedRequest(session, self.draft, self.max_k, state)
         try:
             while True:
-                yield from emit(state, emitted)
+                yield from emit(state, emitted, logits)
                 if state.done:
                     return
-                emitted = drafted.step(state, emitted[-1], cache)
+                emitted, logits = drafted.step(state, emitted[-1], cache)
                 state.pos += 1
                 state.decode_tokens += len(emitted)
         finally:

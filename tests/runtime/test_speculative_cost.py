@@ -3,12 +3,12 @@ after one round and probes at the rate its measured cost allows, a good draft is
 back, and a draft bundle's round time includes its own steps and its catch-up."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 
 from iree_glm.runtime import speculative
 from iree_glm.runtime.drafts import BundleDraft, Proposal
+from iree_glm.runtime.request import RequestState
 from iree_glm.runtime.sampling import Sampler, SamplingParams
 from iree_glm.runtime.speculative import AdaptiveK, DraftedRequest
 
@@ -146,14 +146,13 @@ def test_round_time_prices_the_draft_steps_and_catch_up(monkeypatch):
     model = FakeDraftModel(clock, step=0.35, per_token=0.03)
     draft = BundleDraft(model, window=32)
     prompt = list(range(300))
-    state = SimpleNamespace(ids=prompt, generated=[300 % 50], pos=len(prompt), max_new_tokens=400, target_calls=0, drafted=0,
-                            draft_accepted=0, sampler=Sampler(SamplingParams()))
+    state = RequestState(prompt, 400, Sampler(SamplingParams()), set(), FakeTarget.max_context, generated=[300 % 50], pos=len(prompt))
     drafted = DraftedRequest(target, draft, 8, state)
     pending, rounds = state.generated[0], []
     start = clock.now
     while len(state.generated) < 300:
         before = (len(state.generated), state.drafted)
-        emitted = drafted.step(state, pending, cache=None)
+        emitted, _ = drafted.step(state, pending, cache=None)
         if state.drafted > before[1]:
             rounds.append((before[0], state.drafted - before[1]))
         state.generated += emitted

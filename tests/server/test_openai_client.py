@@ -289,6 +289,13 @@ def test_speculative_acceptance_in_usage(served_bundle, served, monkeypatch):
                                            stream_options={"include_usage": True})
         usage = [c.usage for c in stream if c.usage is not None][-1]
         assert usage.completion_tokens_details.accepted_prediction_tokens == want.draft_accepted
+        # An agent's requests speculate within their grammar: the plain server's tool call, bit for bit.
+        for tool_choice in ("required", {"type": "function", "function": {"name": "tap"}}):
+            got = _chat(client, tools=TOOLS, tool_choice=tool_choice, max_tokens=80, temperature=0)
+            plain_call = _chat(plain_client, tools=TOOLS, tool_choice=tool_choice, max_tokens=80, temperature=0)
+            assert got.choices[0].message.tool_calls[0].function == plain_call.choices[0].message.tool_calls[0].function
+            call = got.choices[0].message.tool_calls[0].function
+            jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
     finally:
         client.close()
         server.close()
