@@ -77,6 +77,22 @@ class Grammar:
             return llg.LLMatcher.grammar_from_lark(_text(self.source, "lark"))
         raise RequestError(f"grammar kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
 
+    def problem(self) -> str | None:
+        """What makes this grammar unusable whatever the vocabulary (an unknown JSON type, a
+        regex that does not parse), in one line; None if nothing does."""
+        llg = _llguidance()
+        try:
+            text = self.compiled()
+        except RequestError as e:  # llguidance refused it outright
+            return str(e)
+        error = llg.LLMatcher.validate_grammar(text)
+        return one_line(error) if error else None
+
+
+def one_line(error: str) -> str:
+    """llguidance's message (several lines for a regex: the pattern, a caret, the error) as one."""
+    return " ".join(line.strip() for line in error.strip().splitlines() if line.strip())
+
 
 def _json(text: str) -> dict:
     try:
@@ -114,7 +130,7 @@ class Vocabulary:
         llg = _llguidance()
         error = llg.LLMatcher.validate_grammar(text, self.tokenizer)
         if error:
-            raise RequestError(f"the {grammar.kind.replace('_', ' ')} cannot be compiled: {error.strip().splitlines()[0]}")
+            raise RequestError(f"the {grammar.kind.replace('_', ' ')} cannot be compiled: {one_line(error)}")
         return text
 
 

@@ -210,11 +210,19 @@ def response_format(req: dict) -> Grammar | None:
         _only(spec, "response_format.json_schema", {"name", "description", "schema", "strict"})
         text(spec.get("name", ""), "response_format.json_schema.name")
         schema = spec.get("schema", {"type": "object"})
-        return Grammar.json_schema(_object(schema, "response_format.json_schema.schema"))
+        return _usable(Grammar.json_schema(_object(schema, "response_format.json_schema.schema")), "response_format.json_schema.schema")
     if kind in ("regex", "lark"):
         _only(fmt, "response_format", {"type", kind})
         return Grammar(kind, text(fmt.get(kind), f"response_format.{kind}", allow_empty=False))
     raise BadRequest("'response_format.type' must be text, json_object, json_schema, regex or lark", param="response_format.type")
+
+
+def _usable(grammar: Grammar, param: str) -> Grammar:
+    """`grammar`, or a 400 naming the field whose schema cannot be used and why."""
+    problem = grammar.problem()
+    if problem:
+        raise BadRequest(f"'{param}' cannot be used as a JSON schema: {problem}", param=param)
+    return grammar
 
 
 def _stop(req: dict) -> tuple[str, ...]:
@@ -347,6 +355,7 @@ def _tools(req: dict) -> tuple[Tool, ...]:
         if name in (t.name for t in tools):
             raise BadRequest(f"'{where}.function.name': two tools are named {name!r}", param=f"{where}.function.name")
         params = _object(fn.get("parameters", {"type": "object", "properties": {}}), f"{where}.function.parameters")
+        _usable(Grammar.json_schema(params), f"{where}.function.parameters")
         tools.append(Tool(name, text(fn.get("description", ""), f"{where}.function.description"), params))
     return tuple(tools)
 
