@@ -181,20 +181,19 @@ def accept_sampled(proposal: Proposal, logits: np.ndarray, sampler: Sampler, his
     return out + [sampler.draw(sampler.distribution(logits[len(proposal.tokens)], [*history, *proposal.tokens]))]
 
 
-def as_steps_see_them(state: RequestState, proposal: Proposal, rows: np.ndarray) -> tuple[Proposal, np.ndarray]:
-    """A verify call's proposal and rows as the request's own steps would meet them
-    (RequestState.pick): the draft cut before the first token the grammar refuses or a stop id
-    (no step after it is needed), and each row masked by the grammar after the draft tokens
-    before it. Bias and penalties are the sampler's, given the tokens before each row."""
+def checkable(state: RequestState, proposal: Proposal) -> tuple[Proposal, list[np.ndarray] | None]:
+    """The part of a draft worth a verify call's rows, and the request's grammar masks for those
+    rows (None without a grammar): the draft is cut before a stop id (no step after it is
+    needed) and before the first token the grammar refuses (it could never be kept). Row i's
+    mask is the grammar's after the draft tokens before it, as the step at that position
+    would meet it (RequestState.pick)."""
     tokens = proposal.tokens
-    stop = next((i for i, t in enumerate(tokens) if t in state.stop_ids), len(tokens))
-    tokens = tokens[:stop]
-    if state.constraint is None:
-        return Proposal(tokens, proposal.probs), rows[: len(tokens) + 1]
-    masks = state.constraint.along(tokens)
-    tokens = tokens[: len(masks) - 1]
-    masked = np.where(np.stack(masks), rows[: len(masks)], -np.inf)
-    return Proposal(tokens, proposal.probs), masked
+    tokens = tokens[: next((i for i, t in enumerate(tokens) if t in state.stop_ids), len(tokens))]
+    masks = None
+    if state.constraint is not None and tokens:
+        masks = state.constraint.along(tokens)
+        tokens = tokens[: len(masks) - 1]
+    return Proposal(tokens, proposal.probs), masks
 
 
 class DraftedRequest:
@@ -224,9 +223,10 @@ class DraftedRequest:
 
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
         """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
-        tokens it yields, the kept draft tokens and the target's next one, each chosen as the
-        request's own step would (its grammar, bias, penalties: `as_steps_see_them`), with the
-        raw logits of each (for its log-probability: `emit`). Counts the call."""
+        tokens it yields, the kept draft tokens and the target's next one, each judged as the
+        request's own step would judge it (its grammar's mask: `checkable`; its bias and
+        penalties over the tokens before it), with the raw logits of each (for its
+        log-probability: `emit`). Counts the call."""
         session, start = self.session, time.perf_counter()
         # Where verify's rows are decode steps bit for bit, only calls of up to `exact` rows are
         # (a plan switch may change it); elsewhere rows differ from decode in the last bits and
@@ -239,21 +239,25 @@ class DraftedRequest:
         context = state.ids + state.generated
         proposal = self.run.propose(context, k) if k > 0 else Proposal([])
         proposal.tokens = proposal.tokens[: max(k, 0)]
+        checked, masks = checkable(state, proposal)
         state.target_calls += 1
-        if not proposal.tokens:
+        state.drafted += len(proposal.tokens)  # a token cut by `checkable` counts as rejected
+        if not checked.tokens:
+            if proposal.tokens:
+                self.run.accepted(len(context), 0)
             logits = session.decode([pending], [state.pos], cache, [slot])
             self._timed(0, start)
             return [state.pick(logits[0])], logits
-        rows = session.verify([pending] + proposal.tokens, state.pos, cache, slot)
-        checked, scored = as_steps_see_them(state, proposal, rows)
+        rows = session.verify([pending] + checked.tokens, state.pos, cache, slot)
+        judged = rows if masks is None else np.where(np.stack(masks), rows, -np.inf)
         complete = True
         if self.greedy:
-            scores = np.stack([state.sampler.scores(r, state.generated + checked.tokens[:i]) for i, r in enumerate(scored)])
+            scores = np.stack([state.sampler.scores(r, state.generated + checked.tokens[:i]) for i, r in enumerate(judged)])
             emitted, complete = accept_greedy(checked.tokens, scores, 0.0 if exact else self.margin)
         else:
-            emitted = accept_sampled(checked, scored, state.sampler, state.generated)
+            emitted = accept_sampled(checked, judged, state.sampler, state.generated)
         kept, yielded = len(emitted) - complete, len(emitted)
-        self._timed(len(proposal.tokens), start)
+        self._timed(len(checked.tokens), start)
         raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
             raw = session.decode([pending], [state.pos], cache, [slot])
@@ -262,8 +266,7 @@ class DraftedRequest:
         elif not complete:  # the last kept token is pending; its successor is a decode step's
             self.undecided = True
         self.run.accepted(len(context), kept)
-        self.adapt.update(len(proposal.tokens), kept, yielded)
-        state.drafted += len(proposal.tokens)
+        self.adapt.update(len(checked.tokens), kept, yielded)
         state.draft_accepted += kept
         return emitted, raw
 
