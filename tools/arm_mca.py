@@ -2,8 +2,8 @@
 inner loops of our aarch64 kernels (compiled here from iree_glm/kernels/aarch64_*/ and cut out
 of the compiler's assembly) and of llama.cpp's and IREE's loops (listings in tools/arm_mca/),
 and from them and each Arm profile's memory bandwidth (planner/profiles/*.toml) the decode and
-prefill tokens/s of a GLM-edge-1.5B-class shape, and what an exact verify call costs there. These are estimates from a scheduling model,
-not measurements: no Arm device was used.
+prefill tokens/s of a GLM-edge-1.5B-class shape, and what an exact verify call costs there.
+These are estimates from a scheduling model, not measurements: no Arm device was used.
 
 Usage: python tools/arm_mca.py [--llvm-mca llvm-mca-19] [--cc aarch64-linux-gnu-gcc] [--show-loops]
 (Debian: apt-get install llvm-19 gcc-aarch64-linux-gnu)

@@ -173,7 +173,7 @@ class Constraint:
             taken += 1
             masks.append(self.allowed())
         if taken and not self._matcher.rollback(taken):
-            raise RequestError(f"the grammar could not take back {taken} draft token(s): {self._matcher.get_error()}")
+            raise RuntimeError(f"the grammar could not take back {taken} draft token(s): {self._matcher.get_error()}")
         return masks
 
     def consume(self, token: int) -> None:
