@@ -144,6 +144,8 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, sparse, bundles,
         assert rows.shape[0] == EXACT_ROWS
         assert np.array_equal(rows.view(np.uint32), got["logits"][1:1 + EXACT_ROWS].view(np.uint32)), \
             "a verify call's rows are not the decode steps' logits bit for bit"
+        # Speculative decoding end to end on Arm: plain decoding's tokens, in fewer target calls.
+        assert got["spec_tokens"].tolist() == got["tokens"].tolist() and int(got["spec_calls"]) < NEW_TOKENS - 1
 
 
 @pytest.mark.parametrize("profile, cpu, feature", [("raspberry-pi-5", "cortex-a57", "dotprod"), ("snapdragon-8-gen3", "cortex-a76", "i8mm")])
