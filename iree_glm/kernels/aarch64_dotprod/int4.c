@@ -43,10 +43,15 @@ static void quantize_x(const float *x, size_t k, size_t group, int8_t *xq, float
   }
 }
 
-// The i32 dot product partials (4 lanes) of one block of a row (16 bytes at w) with xq's block.
+// The i32 dot product partials (4 lanes) of a block's nibbles (lo, hi) with xq's block.
+static inline int32x4_t nibble_dot(int8x16_t lo, int8x16_t hi, int8x16_t xlo, int8x16_t xhi) {
+  return vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, xlo), hi, xhi);
+}
+
+// The same for one block of a row (16 bytes at w).
 static inline int32x4_t block_dot(const int8_t *w, int8x16_t xlo, int8x16_t xhi) {
   const uint8x16_t b = vld1q_u8((const uint8_t *)w);
-  return vdotq_s32(vdotq_s32(vdupq_n_s32(0), low_nibbles(b), xlo), high_nibbles(b), xhi);
+  return nibble_dot(low_nibbles(b), high_nibbles(b), xlo, xhi);
 }
 
 // One block's step for four weight rows (their partials d[0..3], block_dot's) and one row of x
@@ -150,7 +155,7 @@ static void int4_matvec_rows(const float *x, const int8_t *q, const uint16_t *s,
           for (size_t i = 0; i < rows; ++i) {
             const int8x16_t xlo = vld1q_s8(xq + i * k + c * BLOCK), xhi = vld1q_s8(xq + i * k + c * BLOCK + 16);
             int32x4_t d[4];
-            for (int j = 0; j < 4; ++j) d[j] = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo[j], xlo), hi[j], xhi);  // block_dot's
+            for (int j = 0; j < 4; ++j) d[j] = nibble_dot(lo[j], hi[j], xlo, xhi);
             acc[i] = step4(acc[i], d, sum8[i * blocks + c], dx[i * blocks + c], sg);
           }
         }
