@@ -168,14 +168,10 @@ def verify_cost(board: Board, per_block: dict[str, dict[str, float]], fmt: str, 
     """An exact verify call of `rows` rows in decode steps (roofline, as tokens_per_s): the weights
     read once; the decode loop's compute for the first row and the few-row kernel's per-row loop
     (weights regrouped / unpacked once, outside it) for each further row."""
-    decode, extra = per_block[f"ours_{fmt}_mv"], per_block[f"ours_{fmt}_rows"]
-    blocks = (LAYER_WEIGHTS + HEAD_WEIGHTS) / 32
-
-    def seconds(cycles: dict[str, float]) -> float:
-        return blocks / sum(n * ghz * 1e9 / cycles[cpu] for cpu, n, ghz in board.cores)
-
-    memory = (LAYER_WEIGHTS * BYTES_PER_WEIGHT[fmt] + HEAD_WEIGHTS) / (board.bandwidth_gbs() * 1e9)
-    return max(memory, seconds(decode) + (rows - 1) * seconds(extra)) / max(memory, seconds(decode))
+    decode_tok_s, bandwidth_tok_s = tokens_per_s(board, per_block[f"ours_{fmt}_mv"], fmt, 1)
+    row_tok_s, _ = tokens_per_s(board, per_block[f"ours_{fmt}_rows"], fmt, 1)
+    memory, decode = 1 / bandwidth_tok_s, 1 / decode_tok_s  # seconds per call
+    return max(memory, decode + (rows - 1) / row_tok_s) / max(memory, decode)
 
 
 # Prompt lookup's target calls per token (docs/speculative.md: 330M int4, verify calls of at most
