@@ -37,6 +37,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="speculative decoding for a request that runs alone: draft tokens from prompt lookup or a smaller "
                         "bundle with the same tokenizer, checked in one call (same output)")
     p.add_argument("--draft-tokens", type=int, metavar="K", help="at most K draft tokens per call (default 8)")
+    p.add_argument("--no-forced-tokens", action="store_true",
+                   help="decode the tokens a request's grammar forces (JSON keys, quotes) one step each, instead of "
+                        "checking them with the step before them (same output; on by default where the bundle's verify "
+                        "rows are decode steps bit for bit)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $IREE_GLM_API_KEY, else none)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from ORIGIN (e.g. http://localhost:3000, or *) call the server; repeatable. "
@@ -101,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bundle, verify=not args.no_verify, prefix_cache=budget > 0,
         prefix_cache_dir=args.prefix_cache_dir if budget > 0 else None, prefix_cache_bytes=budget,
         draft=args.draft, draft_tokens=draft_tokens, plan=args.plan, allow_stand_in=args.allow_stand_in,
+        forced_tokens=not args.no_forced_tokens,
     )
     session.gather_ms = args.gather_ms
     stop_thermal = None
@@ -116,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache += f", sliding-window KV cache of {session.cache_slots} slots"
     norm = f", prompts normalized ({normalizer})" if normalizer else ""
     norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
+    if session.forced_tokens and session.exact_verify_rows >= 2:
+        norm += f", grammar-forced tokens checked {session.exact_verify_rows - 1} per call"
     key = ", API key required" if api_key else ""
     key += f", plan {session.plan}" if session.plans is not None and len(session.plans.entries) > 1 else ""
     logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")

@@ -176,6 +176,18 @@ class Constraint:
             raise RuntimeError(f"the grammar could not take back {taken} draft token(s): {self._matcher.get_error()}")
         return masks
 
+    def forced(self) -> list[int]:
+        """Tokens the grammar forces next (llguidance's fast-forward tokens: the bytes every
+        continuation starts with, tokenized), e.g. a JSON key and its quotes; [] where the model
+        has a choice. They are a tokenization of forced text, not necessarily the model's, so
+        speculative decoding checks them as draft tokens (runtime/speculative.py)."""
+        if self.finished:
+            return []
+        t = time.perf_counter()
+        tokens = self._matcher.compute_ff_tokens()
+        self.mask_s += time.perf_counter() - t
+        return [int(token) for token in tokens]
+
     def consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):
             raise RequestError(f"token {token} does not fit the grammar: {self._matcher.get_error()}")

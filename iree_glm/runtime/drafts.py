@@ -27,6 +27,7 @@ class Model(Protocol):
     bundle: Path
     max_context: int
     exact_verify_rows: int  # rows of a verify call that are decode steps bit for bit (0: none)
+    forced_tokens: bool  # whether verify calls check the tokens a request's grammar forces
 
     def new_cache(self, rows: int = 1): ...
 
@@ -53,7 +54,8 @@ class DraftRun(Protocol):
         """Up to k tokens to follow `context` (prompt, generated tokens, the pending token)."""
 
     def accepted(self, context_length: int, kept: int) -> None:
-        """`kept` of the last proposal (made at `context_length`) were accepted."""
+        """The context's first `context_length` tokens and the `kept` tokens after them are
+        final (the last proposal followed them, after any tokens the grammar forced)."""
 
 
 class Draft(Protocol):

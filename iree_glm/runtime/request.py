@@ -35,7 +35,10 @@ class GenerationResult:
     tokens_per_target_call: float | None = None
     draft_accepted: int | None = None  # draft tokens kept (None without a draft) ...
     draft_rejected: int | None = None  # ... and proposed but not kept
-    target_calls: int | None = None  # decode / verify calls of the target after the prompt (with a draft)
+    target_calls: int | None = None  # decode / verify calls of the target after the prompt (with a draft or forced tokens)
+    # Tokens the request's grammar forced and one verify call checked with the step before them
+    # (runtime/speculative.py); None where calls did not check forced tokens.
+    forced_tokens: int | None = None
     logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
 
     def to_dict(self) -> dict:
@@ -104,6 +107,7 @@ class RequestState:
     drafted: int = 0  # draft tokens proposed ...
     draft_accepted: int = 0  # ... and kept
     target_calls: int = 0  # decode / verify calls after the prompt
+    forced_tokens: int | None = None  # kept tokens the grammar forced (None: not checked in verify calls)
     created: float = field(default_factory=time.perf_counter)
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
@@ -167,6 +171,7 @@ class RequestState:
             self.stop_reason = "cancelled"
 
     def result(self) -> GenerationResult:
+        counted = self.speculative or self.forced_tokens is not None
         return GenerationResult(
             prompt_ids=self.ids,
             generated_ids=self.generated,
@@ -176,9 +181,10 @@ class RequestState:
             stop_reason=self.stop_reason,
             cached_tokens=self.cached_tokens,
             acceptance_rate=(self.draft_accepted / self.drafted if self.drafted else 0.0) if self.speculative else None,
-            tokens_per_target_call=(self.decode_tokens / self.target_calls if self.target_calls else 0.0) if self.speculative else None,
+            tokens_per_target_call=(self.decode_tokens / self.target_calls if self.target_calls else 0.0) if counted else None,
             draft_accepted=self.draft_accepted if self.speculative else None,
             draft_rejected=self.drafted - self.draft_accepted if self.speculative else None,
-            target_calls=self.target_calls if self.speculative else None,
+            target_calls=self.target_calls if counted else None,
+            forced_tokens=self.forced_tokens,
             logprobs=list(self.logprobs) if self.top_logprobs is not None else None,
         )

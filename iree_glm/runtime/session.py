@@ -140,6 +140,9 @@ class Session:
             )
         self.draft: Draft | None = None  # speculative decoding (Session.load's draft)
         self.draft_tokens = DEFAULT_DRAFT_TOKENS
+        # Check the tokens a request's grammar forces in the verify call of the step before them
+        # (Session.load's forced_tokens; `checks_forced`).
+        self.forced_tokens = True
         self.gather_ms = DEFAULT_GATHER_MS  # batching window of the engine (set before first use)
         self._engine: BatchEngine | None = None
         self._engine_lock = threading.Lock()
@@ -272,6 +275,7 @@ class Session:
         draft_tokens: int = DEFAULT_DRAFT_TOKENS,
         plan: str | None = None,
         allow_stand_in: bool = False,
+        forced_tokens: bool = True,
     ) -> "Session":
         """Open a bundle folder; with `verify`, every file is checked against the manifest's hash.
 
@@ -285,7 +289,9 @@ class Session:
         draft bundle folder with the same tokenizer, a Session or a `drafts.Draft`; at most
         `draft_tokens` draft tokens are checked per target call. `plan` picks one of the bundle's
         plans (default: its first that can run here, see runtime/plans.py); `allow_stand_in` lets
-        a plan's NPU stages run as CPU stand-ins."""
+        a plan's NPU stages run as CPU stand-ins. `forced_tokens`: a request with a grammar has
+        the tokens it forces (a JSON key, its quotes) checked in the call of the step before
+        them, with or without a draft (`checks_forced`)."""
         session = cls(
             Path(bundle), read_manifest(Path(bundle), verify=verify), driver, prefix_cache,
             Path(prefix_cache_dir) if prefix_cache_dir is not None else None, prefix_cache_bytes, prefix_block_size,
@@ -293,6 +299,7 @@ class Session:
         )
         if draft is not None:
             session._set_draft(draft, draft_tokens, verify)
+        session.forced_tokens = bool(forced_tokens)
         return session
 
     def _set_draft(self, draft, draft_tokens: int, verify: bool = True) -> None:
@@ -618,9 +625,14 @@ class Session:
 
     # -- the one-at-a-time loop --------------------------------------------------------------
 
+    def checks_forced(self, state: RequestState) -> bool:
+        """Whether `state` decodes through verify calls without a draft, to check the tokens its
+        grammar forces with the step before them: only where verify rows are decode steps bit
+        for bit (`exact_verify_rows`), so the output stays plain decoding's."""
+        return self.forced_tokens and state.constraint is not None and self.exact_verify_rows >= 2
+
     def _run(self, state: RequestState) -> Iterator[StreamEvent]:
-        if self.draft is not None:
-            state.speculative = True
+        if self.draft is not None or self.checks_forced(state):
             yield from SpeculativeDecoder(self, self.draft, self.draft_tokens).run(state)
             return
         if state.done:

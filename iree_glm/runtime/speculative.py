@@ -198,11 +198,17 @@ def checkable(state: RequestState, proposal: Proposal) -> tuple[Proposal, list[n
 
 class DraftedRequest:
     """One request's draft state and adaptive k; `step` is one target call (shared by the
-    one-at-a-time loop below and the batching engine)."""
+    one-at-a-time loop below and the batching engine).
 
-    def __init__(self, session: Model, draft: Draft, max_k: int, state: RequestState):
+    Tokens the request's grammar forces (a JSON key, its quotes; `Constraint.forced`) lead each
+    call's draft, ahead of what the draft proposes after them; with no draft (`draft` None)
+    they are the whole draft. They are checked like any draft token but stay out of the draft's
+    acceptance, its adaptive k and its cost budget: they cost no draft work and are almost
+    always kept."""
+
+    def __init__(self, session: Model, draft: Draft | None, max_k: int, state: RequestState):
         self.session = session
-        self.run = draft.start(state.sampler.params)
+        self.run = draft.start(state.sampler.params) if draft is not None else None
         exact = session.exact_verify_rows
         # A draft model's first round is the costly one (its catch-up on the prompt, k - 1 steps
         # of its own), and before it nothing says whether the draft agrees: one token.
@@ -213,7 +219,10 @@ class DraftedRequest:
         if self.greedy:
             self.adapt.start_plain()
         self.undecided = False  # the last call left a position to a plain decode step
-        state.speculative = True
+        state.speculative = draft is not None
+        self.force = state.constraint is not None and session.forced_tokens
+        if self.force:
+            state.forced_tokens = 0
 
     def _timed(self, proposed: int, start: float) -> None:
         """Greedy requests only: their tokens do not depend on k, while a seeded sampled request's
@@ -232,18 +241,23 @@ class DraftedRequest:
         # (a plan switch may change it); elsewhere rows differ from decode in the last bits and
         # a margin guards greedy verification.
         exact = session.exact_verify_rows
-        k = min(self.adapt.next(), state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos,
-                exact - 1 if exact else self.adapt.max_k)
-        if self.undecided:
-            k, self.undecided = 0, False
+        room = min(state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos,
+                   exact - 1 if exact else self.adapt.max_k)
+        k = self.adapt.next()
+        if self.undecided or (self.run is None and not exact):  # forced tokens alone: only where rows are exact
+            room, self.undecided = 0, False
         context = state.ids + state.generated
-        proposal = self.run.propose(context, k) if k > 0 else Proposal([])
-        proposal.tokens = proposal.tokens[: max(k, 0)]
+        forced = state.constraint.forced()[:room] if self.force and room > 0 else []
+        k = min(k, room - len(forced)) if self.run is not None else 0
+        drafted = self.run.propose(context + forced, k) if k > 0 else Proposal([])
+        proposal = _after_forced(forced, Proposal(drafted.tokens[: max(k, 0)], drafted.probs))
         checked, masks = checkable(state, proposal)
+        n_forced = min(len(forced), len(checked.tokens))
+        n_drafted = len(checked.tokens) - n_forced
         state.target_calls += 1
-        state.drafted += len(proposal.tokens)  # a token cut by `checkable` counts as rejected
+        state.drafted += len(proposal.tokens) - len(forced)  # a token cut by `checkable` counts as rejected
         if not checked.tokens:
-            if proposal.tokens:
+            if drafted.tokens:
                 self.run.accepted(len(context), 0)
             logits = session.decode([pending], [state.pos], cache, [slot])
             self._timed(0, start)
@@ -257,7 +271,8 @@ class DraftedRequest:
         else:
             emitted = accept_sampled(checked, judged, state.sampler, state.generated)
         kept, yielded = len(emitted) - complete, len(emitted)
-        self._timed(len(checked.tokens), start)
+        if n_drafted:  # rounds of forced tokens alone say nothing of the draft's cost
+            self._timed(len(checked.tokens), start)
         raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
             raw = session.decode([pending], [state.pos], cache, [slot])
@@ -265,10 +280,27 @@ class DraftedRequest:
             state.target_calls += 1
         elif not complete:  # the last kept token is pending; its successor is a decode step's
             self.undecided = True
-        self.run.accepted(len(context), kept)
-        self.adapt.update(len(checked.tokens), kept, yielded)
-        state.draft_accepted += kept
+        if drafted.tokens:
+            self.run.accepted(len(context), kept)
+        if n_drafted:
+            self.adapt.update(n_drafted, max(0, kept - n_forced), yielded)
+        state.draft_accepted += max(0, kept - n_forced)
+        if state.forced_tokens is not None:
+            state.forced_tokens += min(kept, n_forced)
         return emitted, raw
+
+
+def _after_forced(forced: list[int], drafted: Proposal) -> Proposal:
+    """The grammar's forced tokens, then the draft's; a sampling draft's distributions get a
+    one-hot row for each forced token (proposed with probability 1, like prompt lookup's)."""
+    if not forced:
+        return drafted
+    probs = None
+    if drafted.probs is not None and drafted.probs:
+        one_hot = np.zeros((len(forced), drafted.probs[0].size), drafted.probs[0].dtype)
+        one_hot[np.arange(len(forced)), forced] = 1.0
+        probs = [*one_hot, *drafted.probs]
+    return Proposal(forced + drafted.tokens, probs)
 
 
 def emit(state: RequestState, tokens: list[int], logits: np.ndarray) -> Iterator[StreamEvent]:
@@ -286,9 +318,10 @@ def emit(state: RequestState, tokens: list[int], logits: np.ndarray) -> Iterator
 
 
 class SpeculativeDecoder:
-    """The one-request decode loop of a Session with a draft."""
+    """The one-request decode loop of a Session with a draft, or of a request whose grammar's
+    forced tokens are checked (`draft` None)."""
 
-    def __init__(self, session: Model, draft: Draft, max_k: int):
+    def __init__(self, session: Model, draft: Draft | None, max_k: int):
         self.session = session
         self.draft = draft
         self.max_k = max_k

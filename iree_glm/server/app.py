@@ -242,9 +242,14 @@ class OpenAIServer:
         if drafted:  # speculative decoding: OpenAI's prediction fields count the draft's tokens
             accepted, rejected = sum(r.draft_accepted for r in drafted), sum(r.draft_rejected for r in drafted)
             usage["completion_tokens_details"] = {"accepted_prediction_tokens": accepted, "rejected_prediction_tokens": rejected}
-            calls = sum(r.target_calls for r in drafted)
+        counted = [r for r in results if r.target_calls is not None]  # with a draft, or checking forced tokens
+        if counted:
+            calls = sum(r.target_calls for r in counted)
             usage["speculative"] = {  # our extension (docs/speculative.md): decode tokens per call of the target
-                "target_calls": calls, "tokens_per_target_call": sum(r.tokens_per_target_call * r.target_calls for r in drafted) / calls if calls else 0.0}
+                "target_calls": calls, "tokens_per_target_call": sum(r.tokens_per_target_call * r.target_calls for r in counted) / calls if calls else 0.0}
+            forced = [r.forced_tokens for r in counted if r.forced_tokens is not None]
+            if forced:  # tokens the grammar forced, checked with the step before them
+                usage["speculative"]["forced_tokens"] = sum(forced)
         return usage
 
     def _choice(self, p: Prepared, index: int, r: GenerationResult) -> dict:
