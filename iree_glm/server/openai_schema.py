@@ -327,12 +327,28 @@ def _message(value: Any, i: int) -> Message:
             where = f"{name}.tool_calls[{j}]"
             call = _object(call, where)
             fn = _object(call.get("function"), f"{where}.function")
-            calls.append(ToolCall(str(call.get("id", "")), text(fn.get("name"), f"{where}.function.name"),
+            calls.append(ToolCall(text(call.get("id"), f"{where}.id"), text(fn.get("name"), f"{where}.function.name"),
                                   text(fn.get("arguments", "{}"), f"{where}.function.arguments")))
     call_id = m.get("tool_call_id")
-    if role == "tool" and call_id is not None:
+    if role == "tool":  # it answers one call: the id names it (checked against earlier calls in `_answered`)
+        if call_id is None:
+            raise BadRequest(f"'{name}.tool_call_id' is missing: a tool message answers a tool call by its id",
+                             param=f"{name}.tool_call_id")
         call_id = text(call_id, f"{name}.tool_call_id")
+    elif call_id is not None:
+        raise BadRequest(f"'{name}.tool_call_id' is only for messages of role 'tool'", param=f"{name}.tool_call_id")
     return Message("system" if role == "developer" else role, content, tuple(calls), call_id)
+
+
+def _answered(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """`messages`, where every tool message answers a tool call of an earlier assistant message."""
+    calls: set[str] = set()
+    for i, m in enumerate(messages):
+        calls.update(c.id for c in m.tool_calls)
+        if m.role == "tool" and m.tool_call_id not in calls:
+            raise BadRequest(f"'messages[{i}].tool_call_id' ({m.tool_call_id!r}) answers no tool call of an earlier "
+                             "assistant message", param=f"messages[{i}].tool_call_id")
+    return messages
 
 
 def _tools(req: dict) -> tuple[Tool, ...]:
@@ -394,7 +410,7 @@ def chat_request(req: dict, served: str) -> ChatRequest:
     params = generation_params(req, chat=True)
     if params.grammar is not None and choice != "none":
         raise BadRequest("'response_format' and tool calls cannot be combined: pass tool_choice 'none'", param="response_format")
-    return ChatRequest(tuple(_message(m, i) for i, m in enumerate(messages)), params, tools, choice)
+    return ChatRequest(_answered(tuple(_message(m, i) for i, m in enumerate(messages))), params, tools, choice)
 
 
 def completion_request(req: dict, served: str) -> CompletionRequest:

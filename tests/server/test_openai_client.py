@@ -220,6 +220,28 @@ def test_bad_requests_name_the_field(served, kw, message):
     assert e.value.status_code == 400 and message in e.value.message
 
 
+CALLED = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "days": 1}'}}]}
+
+
+@pytest.mark.parametrize("messages, message", [
+    ([{"role": "user", "content": "x"}, {"role": "tool", "content": "rain"}], "'messages[1].tool_call_id' is missing"),
+    ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_1", "content": "rain"}],
+     "'messages[1].tool_call_id' ('call_1') answers no tool call of an earlier assistant message"),
+    ([{"role": "user", "content": "x"}, CALLED, {"role": "tool", "tool_call_id": "call_2", "content": "rain"}],
+     "('call_2') answers no tool call"),
+    ([{"role": "user", "content": "x", "tool_call_id": "call_1"}], "'messages[0].tool_call_id' is only for messages of role 'tool'"),
+    ([{"role": "user", "content": "x"}, {**CALLED, "tool_calls": [{"type": "function", "function": {"name": "get_weather"}}]}],
+     "'messages[1].tool_calls[0].id' must be a string"),
+])
+def test_tool_messages_answer_an_earlier_call(served, messages, message):
+    """As OpenAI checks them: a tool result names the call it answers, and that call was made."""
+    _, _, client = served
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, tool_choice="none", max_tokens=2)
+    assert e.value.status_code == 400 and message in e.value.message
+
+
 def test_wrong_model_is_404(served):
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         served[2].chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
