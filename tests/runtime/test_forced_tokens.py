@@ -2,11 +2,14 @@
 the verify call of the step before them, on a bundle whose verify rows are decode steps bit
 for bit (int8 here): the output is plain decoding's token for token, in fewer calls; with a
 draft they lead it; the batching engine does it for a request running alone; an fp32 bundle
-(rows not exact) decodes them one step each; the server reports them in usage."""
+(rows not exact) decodes them one step each; the server reports them in usage, and
+`serve --no-forced-tokens` turns them off."""
 
 import asyncio
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import openai
@@ -161,3 +164,22 @@ def test_the_server_reports_forced_tokens_in_usage(int8_bundle, sessions):
             assert json.loads(r.choices[0].message.content)["name"] == "get_weather"
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-forced-tokens",)])
+def test_serve_cli_says_and_does_what_its_flag_asks(int8_bundle, sessions, flags):
+    proc = subprocess.Popen([sys.executable, "-m", "iree_glm.serve", str(int8_bundle), "--port", "0", "--no-verify", *flags],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        banner = next(line for line in proc.stderr if "http://127.0.0.1:" in line)
+        assert ("grammar-forced tokens checked" in banner) == (not flags), banner
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", banner).group(1))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        fmt = {"type": "json_schema", "json_schema": {"name": "items", "schema": {k: v for k, v in ITEMS.items() if k != "x-guidance"}}}
+        r = client.chat.completions.create(model=int8_bundle.name, messages=[{"role": "user", "content": "Items?"}],
+                                           response_format=fmt, max_tokens=60, temperature=0)
+        speculative = (r.usage.model_extra or {}).get("speculative")
+        assert (speculative is None) == bool(flags), r.usage
+    finally:
+        proc.terminate()
+        proc.wait(10)
