@@ -61,6 +61,7 @@ class PipelineSession(Session):
         self._engine_lock = threading.Lock()
         self._fns = {ep.name: None for ep in manifest.entry_points}
         self.draft = None  # no speculative decoding across a pipeline's stages (no verify entry point)
+        self.forced_tokens = False  # nor checks of a grammar's forced tokens
         self.plans = None  # one plan: a phase split needs a one-module decode placement (compiler/phases.py)
 
         self._instance = rt.VmInstance()
