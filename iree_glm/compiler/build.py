@@ -268,7 +268,8 @@ def build_bundle(
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
             exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
             if exact:  # verify attends each row on its own: our row kernel, or else IREE's reductions of a decode step
-                for m in model.modules():  # (the flash kernel's key steps depend on the rows in a tile)
+                # (the flash kernel's key steps depend on the rows in a tile); its norms sum each row on its own
+                for m in model.modules():
                     if hasattr(m, "decode_form"):
                         m.verify_decode_form = True
 

@@ -10,16 +10,23 @@ call's bits. The tiles depend on the target (8 rows with AVX-512 here, 4 with AV
 NEON), so they are read from the compiled module's configurations
 (`--iree-hal-dump-executable-configurations-to`), not assumed.
 
-Conservative by construction: every dispatch of a function with a dynamic row count counts
-(IREE names a dispatch that prefill and verify share after the first function), and so does
-every tile of a dynamic dimension (rows or attended keys), except in a dispatch whose every
-element type is an integer (the positions' i64 broadcasts): integer results do not depend on
-the order they are computed in. (Those tile rows by 2 on aarch64, whose 128-bit vectors hold
-two i64: counted, they left an Arm bundle no exact rows at all.) Decode functions (one static row:
-their dynamic dimension is the attended keys) and `verify` share no row-wise code. Our kernels'
-dispatches (the matmuls, an exact verify's attention) are not IREE's generated code and have no
-tiles here: their rows are one-row calls' by construction, which their own tests check
-(tests/kernels: the few-row matmul kernels, test_attention_rows.py).
+Which dispatches count: verify's. The build exports `verify` as the module's first function
+(export/program.py), and IREE names a dispatch that several functions share after the first of
+them, so every dispatch verify runs is named after it; those named after prefill or embed are
+theirs alone. (Before, they counted too, and the prompts' post-attention norms, fused into one
+dispatch that tiles rows by 4 on AVX2, held AVX2 targets to 3 rows; verify's norms now sum
+each row as a product of its own, frontend/model.py's `RMSNorm.decode_form`, a reduction that
+tiles rows by 8 there: 7 rows. On NEON, 4-row tiles: 3 rows.) Where no dispatch is named after
+verify (the naming this rests on changed), every function of a dynamic row count counts.
+Within them, conservatively, every tile of a dynamic dimension (rows or attended keys) counts,
+except in a dispatch whose every element type is an integer (the positions' i64 broadcasts):
+integer results do not depend on the order they are computed in (they tile rows by 2 on
+aarch64, whose 128-bit vectors hold two i64: counted, they left an Arm bundle no exact rows at
+all). Decode functions (one static row: their dynamic dimension is the attended keys) and
+`verify` share no row-wise code. Our kernels' dispatches (the matmuls, an exact verify's
+attention) are not IREE's generated code and have no tiles here: their rows are one-row calls'
+by construction, which their own tests check (tests/kernels: the few-row matmul kernels,
+test_attention_rows.py).
 """
 
 from __future__ import annotations
@@ -34,20 +41,26 @@ MAX_ROWS = 9
 # The export's name ends in the root op's loop ranges: ..._reduction_Dx1024_f32, D dynamic.
 _EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_([a-z]\w*)")
 _INTEGER = re.compile(r"i\d+")  # an element type of the export's name (i64, i8): integer arithmetic
-ROW_FUNCTIONS = ("prefill", "verify", "embed")  # the bundle's functions of a dynamic row count
+VERIFY = "verify"
+ROW_FUNCTIONS = ("prefill", VERIFY, "embed")  # the bundle's functions of a dynamic row count
 _CONFIG = re.compile(r"lowering_config<([^>]*)>")
 _TILES = re.compile(r"(\w+) = \[([\d, ]*)\]")
 
 
 def smallest_dynamic_tile(folder: Path) -> int | None:
-    """The smallest tile (> 1) of a dynamic dimension over the configured dispatches in `folder`;
-    None if no dispatch tiles a dynamic dimension by more than one."""
-    tiles = []
+    """The smallest tile (> 1) of a dynamic dimension over verify's configured dispatches in
+    `folder` (see the module's docstring for which count); None if none tiles a dynamic dimension
+    by more than one."""
+    dispatches = []
     for path in sorted(Path(folder).glob("configured_*.mlir")):
         text = path.read_text()
         export = _EXPORT.search(text)
-        if export is None or export.group(1) not in ROW_FUNCTIONS or "D" not in export.group(2).split("x"):
-            continue
+        if export is not None and export.group(1) in ROW_FUNCTIONS and "D" in export.group(2).split("x"):
+            dispatches.append((export, text))
+    if any(export.group(1) == VERIFY for export, _ in dispatches):
+        dispatches = [(export, text) for export, text in dispatches if export.group(1) == VERIFY]
+    tiles = []
+    for export, text in dispatches:
         if all(_INTEGER.fullmatch(t) for t in export.group(3).split("x")):
             continue  # exact whatever the tiles
         dims = export.group(2).split("x")

@@ -22,8 +22,12 @@ def test_the_smallest_tile_of_a_dynamic_dimension_bounds_the_rows(tmp_path):
     assert exact_rows.smallest_dynamic_tile(tmp_path) == 8
     assert exact_rows.exact_rows(tmp_path, cap=9) == 7
     assert exact_rows.exact_rows(tmp_path, cap=5) == 5
-    # A dispatch shared with prefill (named after it) with 4-row tiles: AVX2-only targets.
+    # verify is the module's first function: a dispatch named after prefill is prefill's alone
+    # (its norms' 4-row tiles on AVX2-only targets) ...
     _dispatch(tmp_path, "prefill", 27, "reduction", "Dx1024", "vector_common_parallel = [4, 0], vector_reduction = [0, 8]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 7
+    # ... one named after verify is verify's.
+    _dispatch(tmp_path, "verify", 28, "reduction", "Dx1024", "vector_common_parallel = [4, 0], vector_reduction = [0, 8]")
     assert exact_rows.exact_rows(tmp_path, cap=9) == 3
 
 
@@ -31,12 +35,21 @@ def test_no_tiled_rows_means_the_cap_and_a_tile_of_two_means_none(tmp_path):
     _dispatch(tmp_path, "verify", 3, "elementwise", "Dx64", "vector_common_parallel = [1, 16]")
     assert exact_rows.smallest_dynamic_tile(tmp_path) is None
     assert exact_rows.exact_rows(tmp_path, cap=9) == 9
-    _dispatch(tmp_path, "embed", 4, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
+    _dispatch(tmp_path, "verify", 4, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
     assert exact_rows.exact_rows(tmp_path, cap=9) is None
 
 
+def test_without_dispatches_named_after_verify_every_function_counts(tmp_path):
+    """Were verify's dispatches all named after another function (the naming changed), prefill's
+    and embed's would count, as before verify was exported first."""
+    _dispatch(tmp_path, "prefill", 3, "elementwise", "Dx64", "vector_common_parallel = [8, 16]")
+    _dispatch(tmp_path, "embed", 4, "reduction", "Dx64", "vector_common_parallel = [4, 0]")
+    _dispatch(tmp_path, "decode", 5, "reduction", "Dx64", "vector_common_parallel = [2, 0]")
+    assert exact_rows.exact_rows(tmp_path, cap=9) == 3
+
+
 def test_integer_dispatches_do_not_count(tmp_path):
-    """The positions' i64 broadcasts tile rows by 2 on aarch64 (two i64 per 128-bit vector); integer
+    """(Named after prefill, with no verify dispatch: every function counts.) The positions' i64 broadcasts tile rows by 2 on aarch64 (two i64 per 128-bit vector); integer
     results cannot depend on the tiles, so only the float dispatches bound the rows. A dispatch
     with one float type among integers (a mask from positions) still counts."""
     _dispatch(tmp_path, "prefill", 14, "elementwise_broadcast", "D", "distribution = [4096], vector_common_parallel = [2]", types="i64")
@@ -45,3 +58,4 @@ def test_integer_dispatches_do_not_count(tmp_path):
     assert exact_rows.exact_rows(tmp_path, cap=9) == 3
     _dispatch(tmp_path, "prefill", 19, "elementwise_broadcast", "DxD", "vector_common_parallel = [1, 2]", types="i64xi64xf32")
     assert exact_rows.exact_rows(tmp_path, cap=9) is None
+
