@@ -10,9 +10,9 @@ reply whose only field is free text (almost nothing forced: what checking costs 
 cannot help). Rounds alternate child processes (one per setting, each loading the bundle
 anew: `Session.load(..., forced_tokens=True|False)`), each timing every request greedily
 after a warm-up (the median of `--reps` generations); the report gives per request the median
-decode tok/s of both settings, the
-median of the per-round ratios, tokens per target call, the share of tokens the grammar forced,
-and whether both settings gave the same tokens. The 330M random-weight GLM-4 of tools/bench.py
+decode tok/s of both settings, the median of the per-round ratios, tokens per target call, the
+share of tokens kept as checked forced tokens (a forced token in a call's last row comes as the
+target's own), and whether both settings gave the same tokens. The 330M random-weight GLM-4 of tools/bench.py
 gets the byte-level BPE tokenizer of tools/bench_constrained.py (trained on the standard
 library's source, 32768 entries), so forced text is tokenized as a real vocabulary would; what
 its random weights choose in the free parts is noise, what the grammar forces is not.
@@ -124,7 +124,7 @@ def main() -> None:
     print(f"# {cpu()}; {bundle.name}; verify rows exact: {rows} (forced tokens per call <= {max(rows - 1, 0)}); "
           f"greedy, <= {args.tokens} tokens; {args.rounds} rounds of alternating processes, median of {args.reps} "
           f"generations in each; {bench._load()}\n")
-    print("| request | tokens | forced by the grammar | tokens / call | decode tok/s, one step each | checked with the step before "
+    print("| request | tokens | kept as forced tokens | tokens / call | decode tok/s, one step each | checked with the step before "
           "| ratio (median of rounds) | same tokens |")
     print("|---|---|---|---|---|---|---|---|")
     for name in REQUESTS:

@@ -51,7 +51,7 @@ KERNEL_SET = {"raspberry-pi-5": "aarch64_dotprod", "snapdragon-8-gen3": "aarch64
 # int8 head of int4 bundles), the prompts' row quantizations (plain and with their glue) and matrix kernel.
 _PROMPT = ("quantize", "quantize_rms_norm", "quantize_silu_mul", "matmul")
 # Rows of an Arm bundle's verify call that are one-row calls bit for bit (compiler/exact_rows.py:
-# the norms' 4-row vector tiles on NEON), as on an AVX2-only x86 target.
+# 4-row vector tiles on NEON, in verify's norms and RoPE's steps).
 EXACT_ROWS = 3
 LINKED = {
     "int8": {f"iree_glm_int8_{s}_workgroup" for s in ("matvec", *_PROMPT)},

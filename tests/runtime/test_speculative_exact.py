@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory):
 
 
 # Quantization and extra compile flags: the host's best kernel sets (AMX / AVX-512 here), and an
-# AVX2-only target (its norms tile rows by 4: 3 exact rows, so k <= 2).
+# AVX2-only target (its verify tiles rows by 8: 7 exact rows, k <= 6, as on the AVX-512 hosts).
 @pytest.fixture(scope="module", params=[("int8", ()), ("int4", ()), ("int4", ("--iree-llvmcpu-target-cpu=haswell",))],
                 ids=["int8", "int4", "int4-avx2"])
 def bundle(request, checkpoint, tmp_path_factory):
