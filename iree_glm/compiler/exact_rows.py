@@ -13,11 +13,11 @@ NEON), so they are read from the compiled module's configurations
 Which dispatches count: verify's. The build exports `verify` as the module's first function
 (export/program.py), and IREE names a dispatch that several functions share after the first of
 them, so every dispatch verify runs is named after it; those named after prefill or embed are
-theirs alone. (Before, they counted too, and the prompts' post-attention norms, fused into one
-dispatch that tiles rows by 4 on AVX2, held AVX2 targets to 3 rows; verify's norms now sum
-each row as a product of its own, frontend/model.py's `RMSNorm.decode_form`, a reduction that
-tiles rows by 8 there: 7 rows. On NEON, 4-row tiles: 3 rows.) Where no dispatch is named after
-verify (the naming this rests on changed), every function of a dynamic row count counts.
+theirs alone: the prompts' post-attention norms, fused into one dispatch that tiles rows by 4
+on AVX2, do not bound verify, whose norms sum each row as a product of its own
+(frontend/model.py's `RMSNorm.decode_form`), a reduction that tiles rows by 8 there: 7 rows
+(NEON tiles verify's rows by 4: 3 rows). Where no dispatch is named after verify (the naming
+this rests on changed), every function of a dynamic row count counts.
 Within them, conservatively, every tile of a dynamic dimension (rows or attended keys) counts,
 except in a dispatch whose every element type is an integer (the positions' i64 broadcasts):
 integer results do not depend on the order they are computed in (they tile rows by 2 on

@@ -49,13 +49,13 @@ def test_without_dispatches_named_after_verify_every_function_counts(tmp_path):
 
 
 def test_integer_dispatches_do_not_count(tmp_path):
-    """(Named after prefill, with no verify dispatch: every function counts.) The positions' i64 broadcasts tile rows by 2 on aarch64 (two i64 per 128-bit vector); integer
-    results cannot depend on the tiles, so only the float dispatches bound the rows. A dispatch
-    with one float type among integers (a mask from positions) still counts."""
+    """The positions' i64 broadcasts tile rows by 2 on aarch64 (two i64 per 128-bit vector);
+    integer results cannot depend on the tiles, so only the float dispatches bound the rows. A
+    dispatch with one float type among integers (a mask from positions) still counts. (All named
+    after prefill, with no verify dispatch: every function counts.)"""
     _dispatch(tmp_path, "prefill", 14, "elementwise_broadcast", "D", "distribution = [4096], vector_common_parallel = [2]", types="i64")
     _dispatch(tmp_path, "prefill", 16, "elementwise_broadcast", "2xD", "vector_common_parallel = [1, 2]", types="i64xi8")
     _dispatch(tmp_path, "prefill", 22, "reduction", "Dx64", "distribution = [32, 0], vector_common_parallel = [4, 0]")
     assert exact_rows.exact_rows(tmp_path, cap=9) == 3
     _dispatch(tmp_path, "prefill", 19, "elementwise_broadcast", "DxD", "vector_common_parallel = [1, 2]", types="i64xi64xf32")
     assert exact_rows.exact_rows(tmp_path, cap=9) is None
-

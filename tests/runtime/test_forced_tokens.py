@@ -19,7 +19,7 @@ from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.runtime import SamplingParams, Session
 from iree_glm.runtime.constrained import Grammar
 from iree_glm.runtime.drafts import Proposal
-from iree_glm.runtime.speculative import AdaptiveK, _after_forced
+from iree_glm.runtime.speculative import _after_forced
 from iree_glm.server.chat_format import JSON_STYLE
 from iree_glm.server.http import BackgroundServer
 from iree_glm.transforms.quantize import QuantSpec
@@ -40,11 +40,7 @@ GRAMMARS = [Grammar.json_schema(CALL), Grammar.json_schema(ITEMS), Grammar.regex
 PROMPTS = ["What is the weather in Paris? ", "Items: ", "log:\n"]
 
 
-@pytest.fixture(autouse=True)
-def every_round_timed_alike(monkeypatch):
-    """This machine's load must not pause a draft (the cost rule has its own tests)."""
-    timed = AdaptiveK.timed
-    monkeypatch.setattr(AdaptiveK, "timed", lambda self, proposed, seconds: timed(self, proposed, 1.0))
+pytestmark = pytest.mark.usefixtures("every_round_timed_alike")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from iree_glm.runtime import SamplingParams, Session
 from iree_glm.runtime.constrained import Grammar
-from iree_glm.runtime.speculative import AdaptiveK
 
 # Repetitive output, so that prompt lookup has matches to propose from the request's own text.
 REPEATING = r"(ab|cd|abc){4,30}\."
@@ -22,11 +21,7 @@ ITEMS = {"type": "array", "items": {"type": "object", "properties": {"id": {"typ
 PROMPT = 'Items: [{"id": 1, "tag": "x"}, {"id": 2, "tag": "y"}, {"id": 3, "tag": "x"}]. Again: '
 
 
-@pytest.fixture(autouse=True)
-def every_round_timed_alike(monkeypatch):
-    """This machine's load must not pause speculation (the cost rule has its own tests)."""
-    timed = AdaptiveK.timed
-    monkeypatch.setattr(AdaptiveK, "timed", lambda self, proposed, seconds: timed(self, proposed, 1.0))
+pytestmark = pytest.mark.usefixtures("every_round_timed_alike")
 
 
 @pytest.fixture(scope="module")
