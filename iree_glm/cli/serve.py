@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache += f", sliding-window KV cache of {session.cache_slots} slots"
     norm = f", prompts normalized ({normalizer})" if normalizer else ""
     norm += f", draft {session.draft.name} (k <= {session.draft_tokens})" if session.draft is not None else ""
-    if session.forced_tokens and session.exact_verify_rows >= 2:
+    if session.checks_forced:
         norm += f", grammar-forced tokens checked {session.exact_verify_rows - 1} per call"
     key = ", API key required" if api_key else ""
     key += f", plan {session.plan}" if session.plans is not None and len(session.plans.entries) > 1 else ""

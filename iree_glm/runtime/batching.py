@@ -11,7 +11,7 @@ passes the slots of the rows it decodes, so joining and leaving copy nothing. Ro
 step up to a compiled size write into the scratch row (at distinct positions) and are ignored.
 
 With a draft (Session.load's `draft`), or with a grammar whose forced tokens the session
-checks (`Session.checks_forced`), a request that runs alone takes speculative steps
+checks (`Session.speculates`), a request that runs alone takes speculative steps
 (runtime/speculative.py: draft tokens checked in one `verify` call of its row); requests that
 share steps decode plainly, as the batch already shares each pass over the weights.
 
@@ -51,7 +51,7 @@ class BatchModel(Protocol):
     draft: object | None  # a drafts.Draft: a request running alone speculates
     draft_tokens: int
 
-    def checks_forced(self, state: RequestState) -> bool: ...
+    def speculates(self, state: RequestState) -> bool: ...
 
     def new_cache(self, rows: int): ...
 
@@ -252,7 +252,7 @@ class BatchEngine:
     def _step(self) -> None:
         """One decode call of the smallest compiled size that holds every active request."""
         rows = list(self._active)
-        if len(rows) == 1 and self._speculates(rows[0].state):
+        if len(rows) == 1 and self.session.speculates(rows[0].state):
             self._speculative_step(rows[0])
             return
         size = next(s for s in self.sizes if s >= len(rows))
@@ -280,11 +280,6 @@ class BatchEngine:
             self._emit(job, event)
             if state.done:
                 self._finish(job)
-
-    def _speculates(self, state: RequestState) -> bool:
-        """A request alone takes speculative steps with the session's draft, or to check the
-        tokens its grammar forces (Session.checks_forced)."""
-        return self.session.draft is not None or self.session.checks_forced(state)
 
     def _speculative_step(self, job: Job) -> None:
         state = job.state

@@ -625,14 +625,20 @@ class Session:
 
     # -- the one-at-a-time loop --------------------------------------------------------------
 
-    def checks_forced(self, state: RequestState) -> bool:
-        """Whether `state` decodes through verify calls without a draft, to check the tokens its
-        grammar forces with the step before them: only where verify rows are decode steps bit
-        for bit (`exact_verify_rows`), so the output stays plain decoding's."""
-        return self.forced_tokens and state.constraint is not None and self.exact_verify_rows >= 2
+    @property
+    def checks_forced(self) -> bool:
+        """Whether requests with a grammar decode through verify calls even without a draft, to
+        check the tokens it forces with the step before them: only where verify rows are decode
+        steps bit for bit (`exact_verify_rows`), so the output stays plain decoding's."""
+        return self.forced_tokens and self.exact_verify_rows >= 2
+
+    def speculates(self, state: RequestState) -> bool:
+        """Whether `state` takes speculative steps (when it runs alone): with the session's draft,
+        or to check the tokens its grammar forces (`checks_forced`)."""
+        return self.draft is not None or (state.constraint is not None and self.checks_forced)
 
     def _run(self, state: RequestState) -> Iterator[StreamEvent]:
-        if self.draft is not None or self.checks_forced(state):
+        if self.speculates(state):
             yield from SpeculativeDecoder(self, self.draft, self.draft_tokens).run(state)
             return
         if state.done:
