@@ -66,7 +66,11 @@ class Draft(Protocol):
 
 class PromptLookup:
     """Propose the continuation of the latest earlier match of the context's last n tokens,
-    trying n = max_ngram down to min_ngram."""
+    trying n = max_ngram down to min_ngram.
+
+    The continuation is an overlapping copy (as in LZ77): where it reaches the context's end
+    it goes on with the tokens it has just proposed. A context that ends in a repeating stretch
+    (a run, a loop of a few tokens, a list of like lines) gets k tokens of it, not one period."""
 
     name = PROMPT_LOOKUP
 
@@ -89,7 +93,7 @@ class PromptLookup:
             starts = np.flatnonzero(hits)
             if starts.size:
                 first = int(starts[-1]) + n
-                return Proposal([int(t) for t in ids[first : first + k]])
+                return Proposal([int(t) for t in np.resize(ids[first : first + k], k)])
         return Proposal([])
 
     def accepted(self, context_length: int, kept: int) -> None:

@@ -273,7 +273,12 @@ def test_prompt_lookup_proposes_the_latest_match():
     lookup = PromptLookup(max_ngram=3)
     assert lookup.propose([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], 3).tokens == [7, 8, 1]
     assert lookup.propose([1, 2, 3, 4], 3).tokens == []
-    assert lookup.propose([5, 6, 5], 4).tokens == [6, 5]
+    # Where the continuation reaches the context's end it copies what it proposed: a repeating
+    # tail gets k tokens (a run, a two-token loop, a block that repeats), not one period.
+    assert lookup.propose([5, 6, 5], 4).tokens == [6, 5, 6, 5]
+    assert lookup.propose([9, 4, 4, 4], 5).tokens == [4, 4, 4, 4, 4]
+    assert lookup.propose([1, 2, 3, 9, 1, 2, 3], 6).tokens == [9, 1, 2, 3, 9, 1]
+    assert lookup.propose([1, 2, 3, 9, 1, 2, 3], 0).tokens == []
 
 
 # -- refusals -----------------------------------------------------------------------------------
