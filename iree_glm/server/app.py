@@ -39,6 +39,10 @@ log = logging.getLogger("iree_glm.serve")
 MAX_BODY = 8 << 20
 BODY_TIMEOUT_S = 30.0
 FINISH = {"eos": "stop", "grammar": "stop", "stop": "stop", "max_new_tokens": "length", "context_full": "length"}
+# A tool call is complete ("tool_calls") only where the model or its grammar ended it; a stop
+# string that cuts it short is "stop", as a token limit is "length", so that a client does not
+# run a call whose arguments were cut.
+ENDED_BY_MODEL = ("eos", "grammar")
 
 
 def error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -262,7 +266,7 @@ class OpenAIServer:
         if reply.tool_call is not None:
             c = reply.tool_call
             message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}]
-            finish = "tool_calls" if finish == "stop" else finish
+            finish = "tool_calls" if r.stop_reason in ENDED_BY_MODEL else finish
         choice = {"index": index, "message": message, "finish_reason": finish,
                   "logprobs": {"content": [self._chat_logprob(lp) for lp in r.logprobs]} if r.logprobs is not None else None}
         return choice
@@ -389,7 +393,7 @@ class OpenAIServer:
         if not p.chat:
             return [{"index": i, "text": "", "logprobs": None, "finish_reason": finish}]
         out = [self._delta(i, reply, kind, value) for kind, value in reply.flush()]
-        if reply.mode == "call" and finish == "stop":
+        if reply.mode == "call" and r.stop_reason in ENDED_BY_MODEL:
             finish = "tool_calls"
         return out + [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}]
 

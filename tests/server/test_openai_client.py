@@ -98,6 +98,20 @@ def test_streamed_tool_call(served):
     jsonschema.validate(json.loads(args), SCHEMAS[name])
 
 
+def test_a_stop_string_that_cuts_a_tool_call_is_not_a_tool_call(served):
+    """Arguments always start with '{': a stop string there cuts every call short, which must
+    end with "stop" (not "tool_calls", which tells a client to run the call), streamed or not."""
+    _, _, client = served
+    r = _chat(client, tools=TOOLS, tool_choice="required", max_tokens=80, temperature=0, stop=["{"])
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop"
+    finish = None
+    for chunk in _chat(client, tools=TOOLS, tool_choice="required", max_tokens=80, temperature=0, stop=["{"], stream=True):
+        for c in chunk.choices:
+            finish = c.finish_reason or finish
+    assert finish == "stop"
+
+
 def test_json_schema_and_json_object(served):
     _, _, client = served
     schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "score": {"type": "number", "minimum": 0, "maximum": 1},
