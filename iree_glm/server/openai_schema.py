@@ -326,7 +326,11 @@ def _message(value: Any, i: int) -> Message:
         for j, call in enumerate(m["tool_calls"]):
             where = f"{name}.tool_calls[{j}]"
             call = _object(call, where)
+            _only(call, where, {"id", "type", "function"})
+            if call.get("type") != "function":
+                raise BadRequest(f"'{where}.type' must be 'function' (got {call.get('type')!r})", param=f"{where}.type")
             fn = _object(call.get("function"), f"{where}.function")
+            _only(fn, f"{where}.function", {"name", "arguments"})
             calls.append(ToolCall(text(call.get("id"), f"{where}.id"), text(fn.get("name"), f"{where}.function.name"),
                                   text(fn.get("arguments", "{}"), f"{where}.function.arguments")))
     call_id = m.get("tool_call_id")

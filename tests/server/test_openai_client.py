@@ -247,6 +247,10 @@ CALLED = {"role": "assistant", "content": None, "tool_calls": [
     ([{"role": "user", "content": "x", "tool_call_id": "call_1"}], "'messages[0].tool_call_id' is only for messages of role 'tool'"),
     ([{"role": "user", "content": "x"}, {**CALLED, "tool_calls": [{"type": "function", "function": {"name": "get_weather"}}]}],
      "'messages[1].tool_calls[0].id' must be a string"),
+    ([{"role": "user", "content": "x"}, {**CALLED, "tool_calls": [{**CALLED["tool_calls"][0], "type": "retrieval"}]}],
+     "'messages[1].tool_calls[0].type' must be 'function' (got 'retrieval')"),
+    ([{"role": "user", "content": "x"}, {**CALLED, "tool_calls": [{**CALLED["tool_calls"][0], "index": 0}]}],
+     "'messages[1].tool_calls[0].index' is not supported"),
 ])
 def test_tool_messages_answer_an_earlier_call(served, messages, message):
     """As OpenAI checks them: a tool result names the call it answers, and that call was made."""
