@@ -267,8 +267,8 @@ def build_bundle(
             if kernels.int8.ours and not toolchain.by_name(kernels.int8.kernel_set).verify_rows:
                 mark_verify_like_decode(model)  # else verify calls the decode kernel's few-row form
             exact = not stages and exact_verify_eligible(model, kernels, dtype, opts.sparse_attention is not None)
-            if exact:  # verify attends each row on its own: our row kernel, or else IREE's reductions of a decode step
-                # (the flash kernel's key steps depend on the rows in a tile); its norms sum each row on its own
+            if exact:  # verify's rows do not depend on the call: its attention is our kernel (whose rows do not
+                # either) or else IREE's reductions of a decode step, and its norms sum each row on its own
                 for m in model.modules():
                     if hasattr(m, "decode_form"):
                         m.verify_decode_form = True
@@ -316,7 +316,7 @@ def build_bundle(
                 modules, stage_entries = compile_stages(exported, stages, profile, folder, extra_flags, log,
                                                         lambda n: PassPipeline([DequantMatmulPass(n)] if n else []))
             else:
-                pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations, exact)
+                pipeline = kernels.input_pipeline(quantized_matmuls, target.backend == "llvm-cpu", int8_activations)
                 configurations = work / "configurations" if exact else None
                 compiled = compile_mlir(mlir_path, folder / MODULE_FILE, target, extra_flags, log, pipeline, configurations)
                 kernels.record(compiled.pass_results)

@@ -50,9 +50,8 @@ class KernelPlan:
     window: Window = DENSE  # the block-sparse pattern the attention kernel skips key blocks by
     bf16: KernelChoice = field(default_factory=lambda: KernelChoice("none", reason="compute dtype f32"))
 
-    def input_pipeline(self, quantized_matmuls: int, cpu: bool, int8_activations: str, exact_verify: bool = False) -> PassPipeline:
-        """Our input-phase passes for this plan (passes/pipeline.py lists their order); `exact_verify`:
-        `verify` computes each row as a one-row call (compiler/build.py's exact_verify_eligible)."""
+    def input_pipeline(self, quantized_matmuls: int, cpu: bool, int8_activations: str) -> PassPipeline:
+        """Our input-phase passes for this plan (passes/pipeline.py lists their order)."""
         passes = []
         if quantized_matmuls:
             kernel_set = next((c.kernel_set for c in (self.int4, self.int8, self.bf16) if c.ours and c.kernel_set), None)
@@ -61,7 +60,7 @@ class KernelPlan:
                                             kernel_set=kernel_set or toolchain.X86_64_AVX2.name,
                                             int8_matmul=self.int8.prefill == "matmul", glue=self.glue, bf16_kernel=self.bf16.ours))
         if self.attention.ours:
-            passes.append(AttentionKernelPass(self.window, kernel_set=self.attention.kernel_set, exact_verify=exact_verify))
+            passes.append(AttentionKernelPass(self.window, kernel_set=self.attention.kernel_set))
         return PassPipeline(passes)
 
     def record(self, results: dict) -> None:

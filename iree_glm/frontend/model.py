@@ -128,7 +128,7 @@ class Attention(nn.Module):
         self.keys_in_place = False
         # Set while exporting an exact `verify`, whose rows must compute as one-row calls do for
         # any row count: with `keys_in_place` (our attention kernel), the prompt's form over whole
-        # cache rows, whose op the kernel's pass gives the row kernel (each query row on its own,
+        # cache rows, which our kernel computes (its rows do not depend on the call,
         # passes/attention_kernel.py); else the decode step's attention (broadcast products and
         # reductions that IREE generates, whose row tiles compiler/exact_rows.py reads).
         self.decode_form = False

@@ -36,6 +36,13 @@
 //
 // A row whose keys are all masked has no softmax (0 / 0); it gives NaN like the decomposed
 // form IREE generates for the op (tests compare both).
+//
+// A row's bits do not depend on the call (its tile's other rows, how many there are, the keys
+// past its last visible one), which an exact `verify` relies on (docs/speculative.md): each sum
+// is lane-wise and in key / element order whatever NK or the vector the row lands in; a key a
+// row does not see adds exp2(-inf) = 0 to its sum and 0 x v to its outputs, which leaves them as
+// they were; and where another row's max grows, this row is rescaled by exactly 1 (not by
+// exp2(0), which the polynomial puts one ulp above 1). tests/kernels/test_attention_rows.py.
 // IREE_GLM_ATTENTION_PROBE (tests only, never in a bundle's object): count the key blocks whose
 // mask a tile reads and those it computes, in two exported globals.
 // Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors
@@ -49,6 +56,7 @@
 //                   exponent bits), 0 in the lanes where x < -126 (exp2's last step)
 //   vf_differs(a, b)  some lane has a != b (NaN differs)
 //   vf_ninf_to_zero(x)  x with its -inf lanes 0
+//   vf_one_where_equal(x, a, b)  x with 1 in the lanes where a == b
 //   tv: a vector of TW floats (the transposes'), tv_loadu tv_storeu tv_mul tv_fma tv_set1, and
 //   transpose_regs(r, t): t[j] lane i = r[i] lane j (TW x TW); defined by the first inclusion of
 //   a file (the transposes are shared by its vector widths)
@@ -332,8 +340,8 @@ ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const floa
         vf_store(sw + j * ROWS, p);
         sum = vf_add(sum, p);
       }
-      if (vf_differs(new_max, run_max[w])) {  // a row's max grew: rescale
-        const vf alpha = vf_exp2(vf_sub(run_max[w], safe));
+      if (vf_differs(new_max, run_max[w])) {  // a row's max grew: rescale it (the others by exactly 1)
+        const vf alpha = vf_one_where_equal(vf_exp2(vf_sub(run_max[w], safe)), new_max, run_max[w]);
         for (size_t c = 0; c < e; ++c) vf_store(acc + c * ROWS + VW * w, vf_mul(vf_load(acc + c * ROWS + VW * w), alpha));
         run_sum[w] = vf_mul(run_sum[w], alpha);
         run_max[w] = new_max;
@@ -380,6 +388,7 @@ ATTENTION_LINKAGE void ATTENTION_ENTRY(MEMREF(const float, q), MEMREF(const floa
 #undef vf_pow2_scale
 #undef vf_differs
 #undef vf_ninf_to_zero
+#undef vf_one_where_equal
 #undef NK1
 #undef NK2
 #undef NK3

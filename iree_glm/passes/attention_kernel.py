@@ -22,16 +22,15 @@ and read H x group times over. Likewise a decode step's K and V that are one row
 row index and the kernel reads the row in place; a slice as the dispatch's operand would be
 copied (IREE's `slow_memcpy`) at every step.
 
-An exact `verify` (docs/speculative.md, "Exact decode"; `exact_verify`) calls another kernel of
-the same object for its attention ops, `ROW_SYMBOL` (kernels/x86_64_avx2/attention_rows.h, and
-aarch64_dotprod/attention_rows.h for Arm): each query row computed on its own, so that every row
-of a call has the bits a one-row call gives it, whatever the row count (the flash kernel's sums
-depend on how many rows its tile holds). Same dispatch, operands and grid.
+An exact `verify` (docs/speculative.md, "Exact decode") calls the same kernel: each row's sums
+are lane-wise and in a fixed order, and a rescale of the rows whose running max did not grow is
+by exactly 1, so every row of a call has the bits a one-row call gives it, whatever the row count
+and the other rows of its tile (tests/kernels/test_attention_rows.py).
 
 The object is built like the int4 kernels' (kernels/toolchain.py, for the target's kernel set);
 on other targets the op is left to IREE (build.py records which form was built).
 
-Use: `run(module, kernel_object[, window, exact_verify]) -> (rewritten, left to IREE)`, or
+Use: `run(module, kernel_object[, window]) -> (rewritten, left to IREE)`, or
 `python -m iree_glm.passes.attention_kernel IN.mlir -o OUT.mlir [--sparse local=W,global=G,block=B]`.
 """
 
@@ -46,17 +45,15 @@ from typing import ClassVar, Optional, Sequence
 
 from iree.compiler import ir
 
-from iree_glm.bundle.manifest import VERIFY
 from iree_glm.kernels import toolchain
 from iree_glm.kernels.static_executable import Binding, Ceildiv, KernelDispatch
 from iree_glm.kernels.toolchain import X86_64_AVX2, KernelUnavailable, unavailable_reason  # noqa: F401  (this kernel's API)
 from iree_glm.passes import mlir_file
-from iree_glm.passes.matching import enclosing_function, indexing_maps, producer, shape
+from iree_glm.passes.matching import indexing_maps, producer, shape
 
 SOURCE = X86_64_AVX2.source("attention")  # the x86 form tests call directly
 LAYOUT = toolchain.FOLDER / "attention_layout.h"  # ROWS, MAX_D: every set's
 SYMBOL = "iree_glm_attention_workgroup"
-ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # each query row on its own (an exact verify's)
 ROWS = 32  # query rows per workgroup (the kernel's ROWS)
 MAX_D = 128  # widest head the kernel's stack buffers hold (its MAX_D)
 OP = "iree_linalg_ext.attention"
@@ -258,27 +255,25 @@ def _kv(m: _Match) -> tuple[ir.Value, ir.Value]:
     return (m.rows[0].cache, m.rows[1].cache) if m.rows else (m.k, m.v)
 
 
-def function_name(m: _Match, window: Window = DENSE, by_row: bool = False) -> str:
+def function_name(m: _Match, window: Window = DENSE) -> str:
     k, v = _kv(m)
     types = [str(x.type) for x in (m.q, k, v, m.mask.value, m.op.results[0])]
     key = "|".join([*types, m.scale, str(m.mask.head_stride), str(m.mask.row_div), str(m.rows is not None), str(m.mask.padded)])
-    if by_row:
-        key += "|rows"
     if window != DENSE:
         key += f"|{window.local},{window.global_}"
     return f"iree_glm_attention_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def definitions(m: _Match, obj: Path, window: Window = DENSE, by_row: bool = False) -> str:
+def definitions(m: _Match, obj: Path, window: Window = DENSE) -> str:
     """MLIR text: the executable calling the kernel and a util.func wrapper the op becomes a call of.
 
     The wrapper takes q, k, v and the mask source (k and v being the caches plus their rows'
     indices when they are cache rows), and runs one `flow.dispatch` of ceil(M / ROWS) x H
     workgroups, each the kernel on ROWS query rows of one head. The kernel visits N keys: K's
     (its rows' capacity C for cache rows), or the unpadded mask's N < C; their heads lie %ks
-    positions apart in K and V (C for cache rows). `by_row`: the workgroups call `ROW_SYMBOL`.
+    positions apart in K and V (C for cache rows).
     """
-    name = function_name(m, window, by_row)
+    name = function_name(m, window)
     qt, kt, vt, mt = (ir.RankedTensorType(x.type) for x in (m.q, *_kv(m), m.mask.value))
     ot = ir.RankedTensorType(m.op.results[0].type)
     heads, d, e = qt.shape[0], qt.shape[2], vt.shape[-1]
@@ -296,7 +291,7 @@ def definitions(m: _Match, obj: Path, window: Window = DENSE, by_row: bool = Fal
                "%vrow_n = arith.muli %vrow, %vn : index", "%vb = arith.muli %vrow_n, %f32_bytes : index") if m.rows else ()
     rows = ("%krow", "%vrow") if m.rows else ()
     dispatch = KernelDispatch(
-        name=name, symbol=ROW_SYMBOL if by_row else SYMBOL, grid=(Ceildiv(ROWS), heads),
+        name=name, symbol=SYMBOL, grid=(Ceildiv(ROWS), heads),
         bindings=(Binding("q", "f32", "%qn"), Binding("k", "f32", "%kn", "%kb" if m.rows else "%c0"),
                   Binding("v", "f32", "%vn", "%vb" if m.rows else "%c0"),
                   Binding("mask", "f32", "%mlen"), Binding("o", "f32", "%on")),
@@ -331,9 +326,9 @@ util.func private @{name}(%q: {qt}, %k: {kt}, %v: {vt}, %mask: {mt}{row_params})
 """
 
 
-def run(module: ir.Module, kernel: Path, window: Window = DENSE, exact_verify: bool = False) -> tuple[int, int]:
+def run(module: ir.Module, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
     """Replace every matching attention op by a call of the kernel's dispatch (all of them with
-    the pattern `window`; with `exact_verify`, those of the `verify` function call the row kernel);
+    the pattern `window`);
     returns how many were rewritten and how many were left to IREE (forms the kernel does not compute)."""
     ops: list[ir.Operation] = []
 
@@ -350,10 +345,9 @@ def run(module: ir.Module, kernel: Path, window: Window = DENSE, exact_verify: b
         if m is None:
             left += 1
             continue
-        by_row = exact_verify and enclosing_function(op) == VERIFY
-        name = function_name(m, window, by_row)
+        name = function_name(m, window)
         if name not in defined:
-            defs = ir.Module.parse(definitions(m, kernel, window, by_row))
+            defs = ir.Module.parse(definitions(m, kernel, window))
             for d in list(defs.body.operations):
                 d.detach_from_parent()
                 module.body.append(d)
@@ -370,9 +364,9 @@ def run(module: ir.Module, kernel: Path, window: Window = DENSE, exact_verify: b
     return done, left
 
 
-def rewrite_file(src: Path, dst: Path, kernel: Path, window: Window = DENSE, exact_verify: bool = False) -> tuple[int, int]:
+def rewrite_file(src: Path, dst: Path, kernel: Path, window: Window = DENSE) -> tuple[int, int]:
     """Run the pass on an MLIR file (text or bytecode); returns `run`'s counts."""
-    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel, window, exact_verify))
+    return mlir_file.rewrite(src, dst, lambda module: run(module, kernel, window))
 
 
 @dataclass(frozen=True)
@@ -388,11 +382,10 @@ class AttentionKernelPass:
     name: ClassVar[str] = "attention_kernel"
     window: Window = DENSE  # a block-sparse build's pattern
     kernel_set: str = X86_64_AVX2.name  # the set (kernels/toolchain.py) whose attention.c is linked
-    exact_verify: bool = False  # `verify`'s attention ops call the row kernel (an exact verify's)
 
     def run(self, module: ir.Module, work: Path) -> AttentionKernelResult:
         kernel_set = toolchain.by_name(self.kernel_set)
-        return AttentionKernelResult(*run(module, build_object(work, kernel_set), self.window, self.exact_verify))
+        return AttentionKernelResult(*run(module, build_object(work, kernel_set), self.window))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,7 +139,7 @@ def test_arm_bundle_matches_host_under_emulation(profile, mode, sparse, bundles,
     if mode != "none" and not sparse:  # speculative decoding's check is exact on Arm too
         verify = next(e for e in manifest["entry_points"] if e["name"] == "verify")
         assert verify["exact_rows"] == EXACT_ROWS and int(got["exact_rows"]) == EXACT_ROWS
-        assert {"iree_glm_attention_rows_workgroup", f"iree_glm_{mode}_matvec_rows_workgroup"} <= linked_kernels(arm / "model.vmfb")
+        assert {"iree_glm_attention_workgroup", f"iree_glm_{mode}_matvec_rows_workgroup"} <= linked_kernels(arm / "model.vmfb")
         rows = got["verify_logits"]
         assert rows.shape[0] == EXACT_ROWS
         assert np.array_equal(rows.view(np.uint32), got["logits"][1:1 + EXACT_ROWS].view(np.uint32)), \

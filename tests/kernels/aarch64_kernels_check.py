@@ -427,10 +427,12 @@ def check_attention(lib) -> bool:
 
 
 def check_attention_rows(lib) -> bool:
-    """The exact verify's attention kernel: every row of an R-row call is the one-row call's, bit
-    for bit, and close to a float64 softmax (attention_reference.check_rows_case, the x86 test's)."""
+    """The flash kernel as an exact verify calls it: every row of an R-row call is the one-row
+    call's, bit for bit, and close to a float64 softmax (attention_reference.check_rows_case, the
+    x86 test's)."""
     from tests.kernels import attention_reference as ref
 
+    ref.bind(lib)
     ok = True
     for case in ref.ROWS_CASES:
         problems = ref.check_rows_case(lib, *case)

@@ -12,7 +12,6 @@ import ctypes
 import numpy as np
 
 SYMBOL = "iree_glm_attention_workgroup"
-ROW_SYMBOL = "iree_glm_attention_rows_workgroup"  # the exact verify's kernel (passes/attention_kernel.py's)
 ROWS, BLOCK = 32, 64  # the kernel's query rows per call and key block (attention_layout.h)
 MEMREF = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
 
@@ -23,8 +22,7 @@ def _memref(a: np.ndarray) -> list:
 
 def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Give the library's kernel its C argument types."""
-    for symbol in (SYMBOL, ROW_SYMBOL):
-        getattr(lib, symbol).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
+    getattr(lib, SYMBOL).argtypes = MEMREF * 5 + [ctypes.c_size_t] * 4 + [ctypes.c_float] + [ctypes.c_size_t] * 7
     return lib
 
 
@@ -50,23 +48,30 @@ def pattern_mask(start: int, s: int, n: int, local: int, global_: int) -> np.nda
 
 
 def run(lib, q, k, v, mask, group: int, local: int, global_: int, capacity: int = 0) -> tuple[np.ndarray, int, int]:
-    """The kernel over every (head, row tile) as the dispatch runs it: output, blocks read, computed.
-    `capacity` > n: K and V as the first n positions of a cache row of `capacity` (NaN past n,
-    which must never be read), the kernel told that stride."""
+    """The kernel over every (head, row tile) as the dispatch runs it: output, blocks read, computed
+    (the library built with IREE_GLM_ATTENTION_PROBE). `capacity` > n: as `run_rows`."""
+    read = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_read")
+    computed = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_computed")
+    read.value = computed.value = 0
+    out = run_rows(lib, q, k, v, mask, group, capacity, local, global_)
+    return out, read.value, computed.value
+
+
+def run_rows(lib, q, k, v, mask, group: int, capacity: int = 0, local: int = 0, global_: int = 0) -> np.ndarray:
+    """The kernel over every (head, row tile) as the dispatch runs it. `capacity` > n: K and V as the
+    first n positions of a cache row of `capacity` (NaN past n, which must never be read), the
+    kernel told that stride, as a decode or verify call reads the cache in place."""
     heads, m, d = q.shape
     n, e = k.shape[1], v.shape[2]
     if capacity:
         k, v = (np.concatenate([x, np.full((heads, capacity - n, x.shape[2]), np.nan, np.float32)], axis=1) for x in (k, v))
     out = np.full((heads, m, e), np.nan, np.float32)
-    read = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_read")
-    computed = ctypes.c_size_t.in_dll(lib, "iree_glm_attention_blocks_computed")
-    read.value = computed.value = 0
     fn = getattr(lib, SYMBOL)
     for h in range(heads):
         for r0 in range(0, m, ROWS):
             fn(*_memref(q), *_memref(k), *_memref(v), *_memref(mask), *_memref(out), m, n, d, e, d**-0.5, 0, group, h, r0,
                local, global_, k.shape[1])  # k's positions per head: n, or the capacity
-    return out, read.value, computed.value
+    return out
 
 
 def reference(q, k, v, mask, group: int) -> np.ndarray:
@@ -121,7 +126,7 @@ def check_case(lib, start: int, s: int, group: int, local: int, global_: int, he
     return problems
 
 
-# --- the exact verify's row kernel -------------------------------------------------------------
+# --- rows that do not depend on the call: an exact verify's -----------------------------------
 
 KEY_GRANULARITY = 32  # a verify call's keys: its last position + 1 rounded up (bundle/kv_layout.py's)
 VERIFY_ROWS = 9  # compiler/exact_rows.MAX_ROWS (positions of a verify call at most)
@@ -131,21 +136,8 @@ ROWS_CASES = [  # start position, group (query heads per KV head), heads, d, e
     (250, 3, 1, 40, 24),  # odd group, head dims not multiples of 16
     (1001, 5, 2, 128, 8),  # the widest head, a narrow value
     (7, 1, 3, 8, 72),  # one query head per KV head
+    (62, 16, 1, 64, 64),  # 16 query heads per KV head: a position's rows fill vectors of every width
 ]
-
-
-def run_rows(lib, q, k, v, mask, group: int, capacity: int) -> np.ndarray:
-    """The row kernel over every (head, workgroup) of the dispatch; K and V as the first n
-    positions of a cache row of `capacity` (NaN past n: never read)."""
-    heads, m, d = q.shape
-    n, e = k.shape[1], v.shape[2]
-    k, v = (np.concatenate([x, np.full((heads, capacity - n, x.shape[2]), np.nan, np.float32)], axis=1) for x in (k, v))
-    out = np.full((heads, m, e), np.nan, np.float32)
-    fn = getattr(lib, ROW_SYMBOL)
-    for h in range(heads):
-        for r0 in range(0, m, ROWS):
-            fn(*_memref(q), *_memref(k), *_memref(v), *_memref(mask), *_memref(out), m, n, d, e, d**-0.5, 0, group, h, r0, 0, 0, capacity)
-    return out
 
 
 def _rounded(keys: int) -> int:

@@ -1,10 +1,11 @@
-"""The exact verify's attention kernel (kernels/x86_64_avx2/attention_rows.h, in the AVX2 and
-AVX-512 sets' attention.c), called directly as the pass's dispatch calls it: every row of an R-row
+"""The flash-attention kernel as an exact `verify` calls it (kernels/attention_tile.h, in every
+x86 set's attention.c), called directly as the pass's dispatch calls it: every row of an R-row
 call (R = 1 .. exact_rows.MAX_ROWS positions, each its query heads' rows, over the keys of the
 call's last position rounded up as a verify call attends them) must be bit for bit the row a
 one-row call at that position computes, and close to a float64 softmax
 (attention_reference.check_rows_case; the aarch64 set's kernel runs the same check under qemu,
-aarch64_kernels_check.py)."""
+aarch64_kernels_check.py).
+"""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def lib(request, tmp_path_factory):
 
 def test_the_check_covers_what_a_build_uses():
     """The shared check's constants (numpy only, for the arm64 Python) are the build's and the runtime's."""
-    assert (ref.VERIFY_ROWS, ref.ROW_SYMBOL, ref.ROWS, ref.KEY_GRANULARITY) == (
-        exact_rows.MAX_ROWS, attention_kernel.ROW_SYMBOL, attention_kernel.ROWS, kv_layout.KEY_GRANULARITY)
+    assert (ref.VERIFY_ROWS, ref.SYMBOL, ref.ROWS, ref.KEY_GRANULARITY) == (
+        exact_rows.MAX_ROWS, attention_kernel.SYMBOL, attention_kernel.ROWS, kv_layout.KEY_GRANULARITY)
 
 
 @pytest.mark.parametrize("start, group, heads, d, e", ref.ROWS_CASES)

@@ -224,25 +224,24 @@ def test_bundle_prefill_calls_the_kernel_and_matches_transformers(glm4_bundle, g
 
 @pytest.fixture(scope="module")
 def exact_verify(kernel):
-    """@prefill's attention as an exact bundle's `verify` (exact_verify): the row kernel's dispatch."""
+    """@prefill's attention as an exact bundle's `verify`: a call of the flash kernel, as everywhere."""
     import iree.compiler as ic
 
     with ir.Context():
         module = ir.Module.parse(SOURCE.replace("@prefill(", "@verify("))
-        counts = attention_kernel.run(module, kernel, exact_verify=True)
+        counts = attention_kernel.run(module, kernel)
         module.operation.verify()
         text = str(module)
     return text, counts, ic.compile_str(text, extra_args=host_cpu_target().compile_args())
 
 
-def test_exact_verify_calls_the_row_kernel_and_others_the_flash_kernel(exact_verify):
+def test_verify_calls_the_flash_kernel_as_every_function_does(exact_verify):
+    """No kernel of its own: the flash kernel's rows do not depend on the call (next test)."""
     text, counts, _ = exact_verify
     assert counts == (3, 1)
-    assert f"func.func private @{attention_kernel.ROW_SYMBOL}(" in text and f"func.func private @{attention_kernel.SYMBOL}(" in text
     calls = {fn: re.search(r"util\.call @(iree_glm_attention_\w+)\(", _function(text, fn)).group(1) for fn in ("verify", "masked", "decode")}
     definition = lambda name: text[text.index(f"stream.executable private @{name}_exe"):].split("util.func")[0]  # noqa: E731
-    assert f"call @{attention_kernel.ROW_SYMBOL}(" in definition(calls["verify"])
-    assert all(f"call @{attention_kernel.SYMBOL}(" in definition(calls[fn]) for fn in ("masked", "decode"))
+    assert all(f"call @{attention_kernel.SYMBOL}(" in definition(calls[fn]) for fn in ("verify", "masked", "decode"))
 
 
 def test_exact_verify_rows_are_one_row_calls_bit_for_bit(exact_verify, modules):

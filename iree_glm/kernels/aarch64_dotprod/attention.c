@@ -9,8 +9,7 @@
 // from memory (`ld1r`): a step is 2 + 8 loads for 16 `fmla`, within the two load pipes of a
 // Cortex-A76 while its two FP pipes are busy. Its speed is argued statically (docs/arm.md:
 // llvm-mca); nothing here was timed on Arm hardware. Tested under qemu-aarch64
-// (tests/kernels/test_aarch64_kernels.py). The exact verify's row kernel is attention_rows.h,
-// included at the end. Embedded-ELF rules: no libc, no globals.
+// (tests/kernels/test_aarch64_kernels.py). Embedded-ELF rules: no libc, no globals.
 
 #include <arm_neon.h>
 #include <stddef.h>
@@ -45,6 +44,7 @@
 #define vf_differs(a, b) (vminvq_u32(vceqq_f32(a, b)) == 0)
 #define vf_ninf_to_zero(x) \
   vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), vceqq_f32(x, vdupq_n_f32(-__builtin_inff()))))
+#define vf_one_where_equal(x, a, b) vbslq_f32(vceqq_f32(a, b), vdupq_n_f32(1.0f), x)
 #define NK1 8
 #define NK2 8
 #define NK3 6
@@ -75,4 +75,3 @@ static inline void mask_bits8(const float *p, unsigned *seen, unsigned *nz) {
 
 #include "../attention_tile.h"
 
-#include "attention_rows.h"  // the exact verify's kernel: each query row on its own

@@ -20,6 +20,7 @@
                    _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23))))
 #define vf_differs(a, b) _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_NEQ_UQ))
 #define vf_ninf_to_zero(x) _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-__builtin_inff()), _CMP_EQ_OQ), x)
+#define vf_one_where_equal(x, a, b) _mm256_blendv_ps(x, _mm256_set1_ps(1.0f), _mm256_cmp_ps(a, b, _CMP_EQ_OQ))
 #define NK1 8
 #define NK2 6
 #define NK3 4
@@ -27,4 +28,3 @@
 
 #include "../attention_tile.h"
 
-#include "attention_rows.h"  // the exact verify's kernel: each query row on its own

@@ -23,6 +23,7 @@
                       _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23))))
 #define vf_differs(a, b) _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ)
 #define vf_ninf_to_zero(x) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-__builtin_inff()), _CMP_NEQ_UQ), x)
+#define vf_one_where_equal(x, a, b) _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), _mm512_set1_ps(1.0f))
 #define NK1 16
 #define NK2 12
 
