@@ -43,6 +43,7 @@
 // row does not see adds exp2(-inf) = 0 to its sum and 0 x v to its outputs, which leaves them as
 // they were; and where another row's max grows, this row is rescaled by exactly 1 (not by
 // exp2(0), which the polynomial puts one ulp above 1). tests/kernels/test_attention_rows.py.
+//
 // IREE_GLM_ATTENTION_PROBE (tests only, never in a bundle's object): count the key blocks whose
 // mask a tile reads and those it computes, in two exported globals.
 // Embedded-ELF rules: no libc, no globals, no TLS; buffers arrive as MLIR memref descriptors

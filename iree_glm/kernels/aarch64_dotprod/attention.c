@@ -74,4 +74,3 @@ static inline void mask_bits8(const float *p, unsigned *seen, unsigned *nz) {
 }
 
 #include "../attention_tile.h"
-

@@ -27,4 +27,3 @@
 #define NK4 3
 
 #include "../attention_tile.h"
-
