@@ -39,10 +39,13 @@ log = logging.getLogger("iree_glm.serve")
 MAX_BODY = 8 << 20
 BODY_TIMEOUT_S = 30.0
 FINISH = {"eos": "stop", "grammar": "stop", "stop": "stop", "max_new_tokens": "length", "context_full": "length"}
-# A tool call is complete ("tool_calls") only where the model or its grammar ended it; a stop
-# string that cuts it short is "stop", as a token limit is "length", so that a client does not
-# run a call whose arguments were cut.
-ENDED_BY_MODEL = ("eos", "grammar")
+
+
+def finish_reason(r: GenerationResult, tool_call: bool) -> str:
+    """OpenAI's finish_reason. A tool call is complete ("tool_calls") only where the model or its
+    grammar ended it; a stop string that cuts it short is "stop", as a token limit is "length",
+    so that a client does not run a call whose arguments were cut."""
+    return "tool_calls" if tool_call and r.stop_reason in ("eos", "grammar") else FINISH[r.stop_reason]
 
 
 def error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -257,17 +260,15 @@ class OpenAIServer:
         return usage
 
     def _choice(self, p: Prepared, index: int, r: GenerationResult) -> dict:
-        finish = FINISH[r.stop_reason]
         if not p.chat:
-            return {"index": index, "text": r.text, "finish_reason": finish,
+            return {"index": index, "text": r.text, "finish_reason": finish_reason(r, False),
                     "logprobs": self._completion_logprobs(r.logprobs) if r.logprobs is not None else None}
         reply = read_reply(r.text, p.tools_in_play)
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
         if reply.tool_call is not None:
             c = reply.tool_call
             message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}]
-            finish = "tool_calls" if r.stop_reason in ENDED_BY_MODEL else finish
-        choice = {"index": index, "message": message, "finish_reason": finish,
+        choice = {"index": index, "message": message, "finish_reason": finish_reason(r, reply.tool_call is not None),
                   "logprobs": {"content": [self._chat_logprob(lp) for lp in r.logprobs]} if r.logprobs is not None else None}
         return choice
 
@@ -389,13 +390,10 @@ class OpenAIServer:
         return {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
 
     def _final_deltas(self, p: Prepared, i: int, reply: ReplyStream | None, r: GenerationResult) -> list[dict]:
-        finish = FINISH[r.stop_reason]
         if not p.chat:
-            return [{"index": i, "text": "", "logprobs": None, "finish_reason": finish}]
+            return [{"index": i, "text": "", "logprobs": None, "finish_reason": finish_reason(r, False)}]
         out = [self._delta(i, reply, kind, value) for kind, value in reply.flush()]
-        if reply.mode == "call" and r.stop_reason in ENDED_BY_MODEL:
-            finish = "tool_calls"
-        return out + [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}]
+        return out + [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason(r, reply.mode == "call")}]
 
     # -- embeddings -------------------------------------------------------------------------
 
