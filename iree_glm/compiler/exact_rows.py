@@ -34,6 +34,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from iree_glm.bundle.manifest import VERIFY
+
 CONFIGURATIONS_FLAG = "--iree-hal-dump-executable-configurations-to"
 # At most this many rows (8 draft tokens and the pending one): a verify row costs ~0.1-0.6 of a
 # decode step (docs/speculative.md), so longer drafts rarely pay.
@@ -41,7 +43,6 @@ MAX_ROWS = 9
 # The export's name ends in the root op's loop ranges: ..._reduction_Dx1024_f32, D dynamic.
 _EXPORT = re.compile(r"hal\.executable\.export public @(\w+)\$async_dispatch\S*_((?:\d+|D)(?:x(?:\d+|D))*)_([a-z]\w*)")
 _INTEGER = re.compile(r"i\d+")  # an element type of the export's name (i64, i8): integer arithmetic
-VERIFY = "verify"
 ROW_FUNCTIONS = ("prefill", VERIFY, "embed")  # the bundle's functions of a dynamic row count
 _CONFIG = re.compile(r"lowering_config<([^>]*)>")
 _TILES = re.compile(r"(\w+) = \[([\d, ]*)\]")
