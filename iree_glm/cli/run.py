@@ -15,8 +15,11 @@ from iree_glm.validation import option
 
 
 def _ids(text: str) -> list[int]:
+    items = text.replace(" ", "").split(",")
+    if items == [""]:
+        return []  # refused as an empty prompt, as an empty --prompt is
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        return [int(x) for x in items]  # an empty item ("1,,2", "1,2,") is an error, not skipped
     except ValueError:
         raise UserError(f"--prompt-ids must be comma-separated integers (got '{text}')") from None
 

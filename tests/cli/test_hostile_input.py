@@ -59,3 +59,11 @@ def test_output_closed_early_exits_quietly(glm4_bundle):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+@pytest.mark.parametrize("ids", ["1,,2", "1,2,", ",1", "1,x"])
+def test_prompt_ids_with_an_empty_or_bad_item_are_refused(tmp_path, capsys, ids):
+    """An empty item is a typo (a lost id), not something to skip: the prompt would change silently."""
+    code = run_cli(run_module.main, [str(tmp_path), "--prompt-ids", ids])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == [f"error: --prompt-ids must be comma-separated integers (got '{ids}')"]
