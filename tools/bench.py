@@ -310,6 +310,18 @@ def cpu_model() -> str:
     return names[0] if names else "unknown CPU"
 
 
+# The instruction sets that choose our kernels (x86 /proc/cpuinfo "flags", aarch64 "Features").
+KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimddp", "i8mm")
+
+
+def cpu_with_flags() -> str:
+    """The CPU's model name and which of KERNEL_FLAGS it has, for the report."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
+    return f"{cpu_model()} ({' '.join(f for f in KERNEL_FLAGS if f in flags) or 'none of ' + ','.join(KERNEL_FLAGS)})"
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} cores"

@@ -51,15 +51,6 @@ REQUESTS = {
         "type": "object", "properties": {"summary": {"type": "string", "maxLength": 400}},
         "required": ["summary"], "additionalProperties": False}),
 }
-FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimddp", "i8mm")
-
-
-def cpu() -> str:
-    """The CPU's model name and the instruction sets that choose our kernels."""
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.exists() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
-    return f"{bench.cpu_model()} ({' '.join(f for f in FLAGS if f in flags) or 'none of ' + ','.join(FLAGS)})"
 
 
 def prepare(config: str, quant: str, folder: Path, context: int) -> Path:
@@ -121,7 +112,7 @@ def main() -> None:
         for forced in ((False, True) if i % 2 == 0 else (True, False)):
             runs[forced].append(run_child(bundle, forced, args.tokens, args.reps))
     rows = runs[True][0]["exact_rows"]
-    print(f"# {cpu()}; {bundle.name}; verify rows exact: {rows} (forced tokens per call <= {max(rows - 1, 0)}); "
+    print(f"# {bench.cpu_with_flags()}; {bundle.name}; verify rows exact: {rows} (forced tokens per call <= {max(rows - 1, 0)}); "
           f"greedy, <= {args.tokens} tokens; {args.rounds} rounds of alternating processes, median of {args.reps} "
           f"generations in each; {bench._load()}\n")
     print("| request | tokens | kept as forced tokens | tokens / call | decode tok/s, one step each | checked with the step before "

@@ -21,6 +21,7 @@ from iree_glm.validation import ValidationError, bounded, from_data, to_data
 FORMAT_VERSION = 3  # 2: per-layer KV caches updated in place; 3: functions declare their signature (bundle/signature.py)
 MANIFEST = "manifest.json"
 VERIFY = "verify"  # the entry point that checks draft tokens: a prefill returning every row's logits
+BATCHED_DECODE = "decode_b"  # decode_b2, decode_b4, ...: a decode step of several requests, one row each
 # Which int8-weight matmuls also quantize their activations and multiply i8 x i8 -> i32
 # (passes/dequant_matmul.py): none, multi-token calls (prefill) or all.
 INT8_ACTIVATIONS = ("none", "prefill", "all")

@@ -45,7 +45,8 @@ of stack and failed to compile (limit 32 KB).
 
 int4 (fp32 activations) on x86-64 with AVX2 (`kernel`: the compiled object of
 passes/int4_kernel.py): the matmul becomes a call of a hand-written kernel's dispatch instead
-(a matrix-vector kernel for M=1, a matrix kernel for prefill and batched decode), one dispatch
+(a matrix-vector kernel for M=1, a matrix kernel for prefill and batched decode; `verify` and
+batched steps of up to BATCHED_FEW_ROWS rows the matrix-vector kernel's few-row form), one dispatch
 per layer reading the packed bytes; code generation of the int4 form stayed below fp32 speed
 here (see int4_kernel.py). Elsewhere int4 keeps the generic fused form.
 
@@ -81,12 +82,18 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 from iree.compiler import ir
 from iree.compiler.dialects import linalg, tensor
 
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY
+from iree_glm.bundle.manifest import BATCHED_DECODE, INT8_ACTIVATIONS, VERIFY
 from iree_glm.passes import mlir_file
 from iree_glm.passes.matching import enclosing_function, producer, shape, use_count, zero_fill
 
 if TYPE_CHECKING:
     from iree_glm.kernels.toolchain import KernelObject
+
+# Batched decode steps of up to this many rows call the few-row kernels (as `verify` does)
+# rather than the prompt path's quantization + matrix kernels: on a 24-layer 330M int4 model
+# (AMD Zen 3, tools/bench_batched_decode.py) 1.9x / 1.5x faster steps at 2 / 4 rows, 0.97x at 8,
+# where the matrix kernels' better use of each weight block catches up.
+BATCHED_FEW_ROWS = 4
 
 # A map from the dequantized weight's dims (D dims) to an operand's dims: for each operand
 # dim, the D dim that indexes it, or None for a constant 0 (a broadcast unit dim).
@@ -654,7 +661,7 @@ def _call_int4_kernel(m: _Match, kernel: KernelObject, defined: set[str], glue: 
     rows, k, n, group, qweight, scale = found
     if verify and int4_kernel.fits(k, group, 1):
         return _call_kernel(m, int4_kernel.verify_name(k, n, group), lambda: int4_kernel.definitions(k, n, group, kernel, None, verify=True),
-                            [m.lhs, qweight, scale], defined)
+                            [m.lhs, qweight, scale], defined, dynamic_rows=True)
     if not int4_kernel.fits(k, group, rows):
         _kernel_not_used(m, f"int4 K={k} group {group} rows {rows or 'dynamic'}", f"groups multiples of {int4_kernel.BLOCK}, K <= {int4_kernel.MAX_K} for one row, groups <= {int4_kernel.MATMUL_MAX_GROUP} for several")
         return None
@@ -688,9 +695,11 @@ def _kernel_not_used(m: _Match, what: str, range_: str) -> None:
     warnings.warn(f"{m.matmul.location}: {what} is outside the AVX2 kernel's range ({range_}): generic fused form", KernelNotUsed)
 
 
-def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], defined: set[str]) -> ir.Operation:
+def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], defined: set[str], dynamic_rows: bool = False) -> ir.Operation:
     """Replace the matched matmul by `util.call @name(operands)`; the kernel's executables and
-    wrapper (`definitions()`, MLIR text) are added to the module once (`defined`: symbols added)."""
+    wrapper (`definitions()`, MLIR text) are added to the module once (`defined`: symbols added).
+    `dynamic_rows`: the callee takes any row count (the few-row kernels), so a static one (a
+    batched decode step's) is cast to it and back."""
     module = m.matmul.parent
     while module.name != "builtin.module":
         module = module.parent
@@ -703,12 +712,23 @@ def _call_kernel(m: _Match, name: str, definitions, operands: list[ir.Value], de
                 op.detach_from_parent()
                 body.append(op)
                 defined.add(symbol)
+    result_type = ir.RankedTensorType(m.matmul.results[0].type)
+    dynamic = ir.ShapedType.get_dynamic_size()
+    cast = dynamic_rows and not result_type.is_dynamic_dim(0)  # a static row count into the verify kernels' ? rows
     with ir.InsertionPoint(m.matmul), m.matmul.location:
+        if cast:
+            x_type = ir.RankedTensorType(operands[0].type)
+            x_dynamic = ir.RankedTensorType.get([dynamic, *x_type.shape[1:]], x_type.element_type)
+            operands = [tensor.CastOp(x_dynamic, operands[0]).result, *operands[1:]]
+            call_type = ir.RankedTensorType.get([dynamic, *result_type.shape[1:]], result_type.element_type)
+        else:
+            call_type = result_type
         call = ir.Operation.create(
-            "util.call", results=[m.matmul.results[0].type], operands=operands,
+            "util.call", results=[call_type], operands=operands,
             attributes={"callee": ir.FlatSymbolRefAttr.get(name),
                         "tied_operands": ir.ArrayAttr.get([ir.IntegerAttr.get(ir.IndexType.get(), -1)])})
-    _replace_matched(m, call.results[0])
+        result = tensor.CastOp(result_type, call.results[0]).result if cast else call.results[0]
+    _replace_matched(m, result)
     return call
 
 
@@ -730,7 +750,8 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defin
         return None
     tiles, k, lanes = m.d_shape
     rows = None if lhs_t.is_dynamic_dim(0) else lhs_t.shape[0]
-    if verify and int8_kernel.fits(k, lanes, 1):
+    rows_form = verify and int8_kernel.fits(k, lanes, 1)
+    if rows_form:
         name, defs = int8_kernel.verify_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel, verify=True)
     elif int8_kernel.fits(k, lanes, rows):
         name, defs = int8_kernel.function_name(k, tiles * lanes), lambda: int8_kernel.definitions(k, tiles, kernel)
@@ -744,7 +765,7 @@ def _call_int8_kernel(m: _Match, q_weight: ir.Value, kernel: KernelObject, defin
         if rows == 1 or integer:  # the kernel was meant for this matmul (else: weight-only prompts, by choice)
             _kernel_not_used(m, f"int8 K={k} rows {rows or 'dynamic'}", f"K a multiple of {int8_kernel.BLOCK}, <= {int8_kernel.MAX_K} for one row")
         return None
-    return _call_kernel(m, name, defs, [m.lhs, q_weight], defined)
+    return _call_kernel(m, name, defs, [m.lhs, q_weight], defined, dynamic_rows=rows_form)
 
 
 
@@ -820,15 +841,18 @@ def run(module: ir.Module, cpu_tiles: bool = False, int8_activations: str = "non
         rows = ir.RankedTensorType(m.lhs.type).shape[0]
         dynamic = rows == ir.ShapedType.get_dynamic_size()
         q_weight = _integer_weight(m)
-        verify = enclosing_function(op) == VERIFY
+        function = enclosing_function(op)
+        verify = function == VERIFY
         if verify:  # as decode computes: the int8 kernel's x per block, else "all"'s rows
             integer = q_weight is not None and int8_activations == "all" and int8_kernel is None
         else:
             integer = q_weight is not None and (int8_activations == "all" or (int8_activations == "prefill" and dynamic))
-        # verify quantizes the x that IREE computed, as decode's one-row kernels do (no glue);
-        # with `verify_rows`, in the decode kernels' few-row form (bit for bit a decode step's rows).
-        op_glue = None if verify else glue
-        rows_kernel = verify and verify_rows
+        # verify and small batched decode steps, with `verify_rows`: the decode kernels' few-row
+        # form (each row the decode kernel's bits). Both quantize the x that IREE computed, as
+        # decode's one-row kernels do (no glue).
+        batched = function is not None and function.startswith(BATCHED_DECODE) and not dynamic and rows <= BATCHED_FEW_ROWS
+        rows_kernel = verify_rows and (verify or batched)
+        op_glue = None if verify or rows_kernel else glue
         bf16_weight = _bf16_weight(m) if bf16_kernel is not None else None
         if bf16_weight is not None and _call_bf16_kernel(m, bf16_weight, bf16_kernel, defined, verify) is not None:
             pass

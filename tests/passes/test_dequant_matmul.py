@@ -351,6 +351,40 @@ def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kerne
         assert np.array_equal(rows.view(np.uint32), steps.view(np.uint32)), m
 
 
+@pytest.mark.parametrize("name", ["int8_channel.mlir", "int4_group.mlir"])
+def test_batched_decode_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kernel_object, name):
+    """A batched decode step (`decode_b4`: the test data's decode with 4 static rows) calls the
+    few-row kernels as `verify` does, so each request's row is what it would get decoding alone,
+    bit for bit, whatever else is in the batch. (The prompt path's matrix kernels, which batched
+    steps called before, round x per row differently: their rows are not the decode kernel's.)"""
+    text = (TESTDATA / name).read_text()
+    decode = text[text.index("  util.func public @decode("):]
+    decode = decode[: decode.index("\n  }\n") + 5]
+    batched = [decode.replace("@decode(", f"@decode_b{b}(").replace("tensor<1x64xf32>", f"tensor<{b}x64xf32>")
+               .replace("tensor<1x32xf32>", f"tensor<{b}x32xf32>") for b in (4, 8)]
+    text = text[: text.rindex("}")] + "".join(batched) + "}\n"
+    text, n = _rewrite(name, cpu_tiles=True, kernel=int4_kernel_object, int8=int8_kernel_object, int8_activations="prefill",
+                       verify_rows=True, text=text)
+    assert n == 4
+    kernel = int4_kernel if name.startswith("int4") else int8_kernel
+    callee = kernel.verify_name(64, 32, 32) if kernel is int4_kernel else kernel.verify_name(64, 32)
+    for b in (4, 8):
+        body = text[text.index(f"util.func public @decode_b{b}"):]
+        # up to BATCHED_FEW_ROWS rows the few-row kernels, larger batches the prompt path
+        assert (f"util.call @{callee}(" in body[: body.index("util.return")]) == (b <= dequant_matmul.BATCHED_FEW_ROWS)
+    import iree.compiler as ic
+    import iree.runtime as rt
+
+    ctx = rt.SystemContext(config=rt.Config("local-sync"))
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, ic.compile_str(text, extra_args=FLAGS)))
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = (rng.standard_normal((4, 64)) * np.where(rng.random((4, 64)) < 0.05, 20, 1)).astype(np.float32)
+        rows = np.asarray(ctx.modules.module["decode_b4"](x).to_host())
+        steps = np.concatenate([np.asarray(ctx.modules.module["decode"](x[i: i + 1]).to_host()) for i in range(4)])
+        assert np.array_equal(rows.view(np.uint32), steps.view(np.uint32))
+
+
 def _bf16_module(n: int = 20, k: int = 48) -> tuple[str, np.ndarray]:
     """Input-phase MLIR of a bf16 layer as quant.QuantLinear("bf16") exports it (extf ->
     transpose -> collapse to [K, N'] -> matmul), prefill (dynamic M) and decode (M=1); and the

@@ -6,11 +6,13 @@ import time
 import numpy as np
 import pytest
 
+from iree_glm.compiler.build import BuildOptions, build_bundle
 from iree_glm.errors import RequestError
 from iree_glm.runtime import SamplingParams, Session
 from iree_glm.runtime.async_api import AsyncSession
 from iree_glm.runtime.batching import BatchEngine
 from iree_glm.runtime.request import StopStrings
+from iree_glm.transforms.quantize import QuantSpec
 
 from ..helpers import run_in_threads
 
@@ -54,6 +56,30 @@ def test_batched_threads_match_one_at_a_time(session):
     assert max(engine.stats.batch_sizes) == 4  # 7 requests shared 4-row steps
     assert engine.stats.rows_decoded == 7 * 19
     assert engine.stats.steps < 7 * 19
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_quantized_batched_steps_are_each_requests_own_step(glm4_checkpoint, tmp_path_factory, quant):
+    """int8 / int4 batched steps of up to 4 rows call the decode kernels' few-row form
+    (passes/dequant_matmul.py, bit for bit per row in tests/passes): each row of a step is its
+    own request's next-token logits, close to that request decoding alone."""
+    out = tmp_path_factory.mktemp("bundles") / f"glm4-batched-{quant}"
+    build_bundle(glm4_checkpoint[0], out, BuildOptions(max_context=128, quant=QuantSpec(quant), decode_batch_sizes=(1, 2, 4)))
+    session = Session.load(out)
+    prompts = _prompts(4, seed=3)
+    alone = []
+    for p in prompts:
+        cache = session.new_cache(1)
+        session.run_prefill(p, 0, cache, 0)
+        alone.append(session.decode([p[-1]], [len(p)], cache, [0])[0])
+    for n in (2, 4):
+        cache = session.new_cache(n)
+        for i in range(n):
+            session.run_prefill(prompts[i], 0, cache, i)
+        batched = session.decode([p[-1] for p in prompts[:n]], [len(p) for p in prompts[:n]], cache, list(range(n)))
+        for i in range(n):
+            assert np.abs(batched[i] - alone[i]).max() <= 1e-4 * np.abs(alone[i]).max(), (n, i)
+    session.close()
 
 
 def test_sync_api_is_thread_safe(session):
