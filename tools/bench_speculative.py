@@ -416,8 +416,9 @@ def main() -> None:
             ratio = statistics.median(r["tok_s"] / r["plain_tok_s"] for r in runs[v])  # plain decode in the same process
             cpu = statistics.median(r["cpu_tok_s"] for r in runs[v])
             cpu_ratio = statistics.median(r["cpu_tok_s"] / r["plain_cpu_tok_s"] for r in runs[v])
-            acc = runs[v][0]["acceptance"]
-            per_call = runs[v][0]["per_call"] or 1.0
+            accepted = [r["acceptance"] for r in runs[v] if r["acceptance"] is not None]
+            acc = statistics.median(accepted) if accepted else None
+            per_call = statistics.median(r["per_call"] or 1.0 for r in runs[v])  # medians of the rounds, as the other columns
             read = weight / per_call + (draft_weight * (1 - 1 / per_call) if v == "pruned" else 0)
             model = statistics.median(modelled_ratio(r["calls"], args.tokens, cost_cpu, costs.get("draft_cpu_ms")) if r["calls"] else 1.0
                                       for r in runs[v])
