@@ -354,9 +354,9 @@ def test_verify_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kerne
 @pytest.mark.parametrize("name", ["int8_channel.mlir", "int4_group.mlir"])
 def test_batched_decode_rows_are_decode_steps_bit_for_bit(int8_kernel_object, int4_kernel_object, name):
     """A batched decode step (`decode_b4`: the test data's decode with 4 static rows) calls the
-    few-row kernels as `verify` does, so each request's row is what it would get decoding alone,
-    bit for bit, whatever else is in the batch. (The prompt path's matrix kernels, which batched
-    steps called before, round x per row differently: their rows are not the decode kernel's.)"""
+    few-row kernels as `verify` does: each row of the matmul is the decode kernel's result for
+    that row alone, bit for bit, whatever else is in the batch (the prompt path's matrix kernels
+    quantize x per row otherwise). `decode_b8` keeps the matrix kernels (BATCHED_FEW_ROWS)."""
     text = (TESTDATA / name).read_text()
     decode = text[text.index("  util.func public @decode("):]
     decode = decode[: decode.index("\n  }\n") + 5]
