@@ -11,6 +11,7 @@ class TextTokenizer:
     def __init__(self, path: Path):
         from tokenizers import Tokenizer
 
+        self.path = path
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception on bad files

@@ -337,7 +337,10 @@ class Session:
         if len(prompt.encode("utf-8", "surrogatepass")) > 2 * self.tokenizer.max_token_bytes * self.max_context:
             raise RequestError(f"the prompt has {len(prompt)} characters, more than this bundle's context of "
                                f"{self.max_context} tokens can hold; recompile with a larger --max-context")
-        return self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
+        ids = self.tokenizer.encode(self.normalizer(prompt) if self.normalizer else prompt)
+        if prompt and not ids:  # e.g. a vocabulary without the text's characters and no unknown token
+            raise RequestError(f"{self.tokenizer.path}: the tokenizer turns the prompt ({len(prompt)} characters) into no tokens")
+        return ids
 
     def _check_ids(self, ids: list[int], max_new_tokens: int) -> None:
         if not ids:

@@ -110,6 +110,16 @@ def test_bundle_missing_file_and_wrong_hash(glm4_bundle, tmp_path, capsys):
     _assert_one_line_error(code, lines, "weights.irpa", "sha256")
 
 
+def test_a_tokenizer_that_turns_the_prompt_into_nothing_is_named(glm4_bundle, tmp_path, capsys):
+    """A tokenizer.json whose vocabulary lacks the text's characters (and has no unknown token)
+    drops them: the error names the tokenizer, not an empty prompt the user did not send."""
+    out = tmp_path / "bundle"
+    shutil.copytree(glm4_bundle, out)
+    (out / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}))
+    code, lines = _run([out, "--prompt", "hi", "--no-verify"], capsys)
+    _assert_one_line_error(code, lines, "tokenizer.json", "turns the prompt (2 characters) into no tokens")
+
+
 @pytest.mark.parametrize("name", ["weights.irpa", "model.vmfb"])
 def test_truncated_bundle_file_without_verification(glm4_bundle, tmp_path, capsys, name):
     """--no-verify skips the hashes, not the errors: a cut-off archive or module is one line naming it."""
