@@ -22,6 +22,11 @@ FORMAT_VERSION = 3  # 2: per-layer KV caches updated in place; 3: functions decl
 MANIFEST = "manifest.json"
 VERIFY = "verify"  # the entry point that checks draft tokens: a prefill returning every row's logits
 BATCHED_DECODE = "decode_b"  # decode_b2, decode_b4, ...: a decode step of several requests, one row each
+
+
+def decode_name(batch: int) -> str:
+    """The decode entry point of a batch size: `decode` for one row, `decode_b{N}` for N."""
+    return "decode" if batch == 1 else f"{BATCHED_DECODE}{batch}"
 # Which int8-weight matmuls also quantize their activations and multiply i8 x i8 -> i32
 # (passes/dequant_matmul.py): none, multi-token calls (prefill) or all.
 INT8_ACTIVATIONS = ("none", "prefill", "all")

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from iree_glm.frontend import default_model
-from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord
+from iree_glm.bundle.manifest import INT8_ACTIVATIONS, VERIFY, BundleOptions, EntryPoint, Manifest, ModuleEntry, QuantRecord, TargetCpuRecord, decode_name
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
@@ -86,7 +86,7 @@ def _entry_points(opts: BuildOptions, staged: bool, embed: bool = False) -> list
     slots = cache_slots(opts)
     eps = [EntryPoint("prefill", 1, None, slots)]
     for b in opts.decode_batch_sizes:
-        eps.append(EntryPoint("decode" if b == 1 else f"decode_b{b}", b, 1, slots))
+        eps.append(EntryPoint(decode_name(b), b, 1, slots))
     if embed:
         eps.append(EntryPoint("embed", 1, None, slots, returns="hidden"))
     ring = opts.sparse_attention is not None and opts.sparse_attention.ring

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iree_glm.bundle.manifest import Manifest, read_manifest
+from iree_glm.bundle.manifest import Manifest, decode_name, read_manifest
 from iree_glm.errors import RequestError
 from iree_glm.bundle.tokenizer import TextTokenizer
 from iree_glm.runtime.batching import DEFAULT_GATHER_MS
@@ -104,7 +104,7 @@ class PipelineSession(Session):
         return logits
 
     def decode(self, tokens: list[int], positions: list[int], cache: list[KVCache], slots: list[int] | None = None) -> np.ndarray:
-        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        name = decode_name(len(tokens))
         slots = list(range(len(tokens))) if slots is None else slots
         with self._lock:
             logits = self._step(name, np.asarray(tokens, np.int64)[:, None], np.asarray(positions, np.int64),

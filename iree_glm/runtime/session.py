@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from iree_glm.bundle.dtypes import numpy_dtype
-from iree_glm.bundle.manifest import VERIFY, Manifest, read_manifest
+from iree_glm.bundle.manifest import BATCHED_DECODE, VERIFY, Manifest, decode_name, read_manifest
 from iree_glm.errors import BundleError, RequestError
 from iree_glm.bundle.sparse_pattern import SparsePattern, parse_pattern
 from iree_glm.bundle.tokenizer import TextTokenizer
@@ -320,7 +320,7 @@ class Session:
     def decode_batch_sizes(self) -> list[int]:
         """Batch sizes this bundle has decode entry points for (1 is `decode`)."""
         sizes = [1] if "decode" in self._fns else []
-        sizes += [int(n[len("decode_b"):]) for n in self._fns if n.startswith("decode_b")]
+        sizes += [int(n[len(BATCHED_DECODE):]) for n in self._fns if n.startswith(BATCHED_DECODE)]
         return sorted(sizes)
 
     # -- requests ---------------------------------------------------------------------------
@@ -616,7 +616,7 @@ class Session:
         slots = list(range(len(tokens))) if slots is None else slots
         if len(tokens) == 1 and self.exact_verify_rows:
             return self.verify(tokens, positions[0], cache, slots[0])
-        name = "decode" if len(tokens) == 1 else f"decode_b{len(tokens)}"
+        name = decode_name(len(tokens))
         with self._lock:
             keys = self._attended(max(positions))
             self._ready(cache, slots, [p + 1 for p in positions], len(keys), positions)
