@@ -11,9 +11,12 @@ passes the slots of the rows it decodes, so joining and leaving copy nothing. Ro
 step up to a compiled size write into the scratch row (at distinct positions) and are ignored.
 
 With a draft (Session.load's `draft`), or with a grammar whose forced tokens the session
-checks (`Session.speculates`), a request that runs alone takes speculative steps
-(runtime/speculative.py: draft tokens checked in one `verify` call of its row); requests that
-share steps decode plainly, as the batch already shares each pass over the weights.
+checks (`Session.speculates`), a request takes speculative steps (runtime/speculative.py):
+at each step where its draft has tokens to check it runs a `verify` call of its own row, and
+otherwise it joins the shared decode call. Its adaptive draft length and cost budget judge
+its rounds against its share of that shared call (the call's time over its rows), so a
+request speculates while its rounds make more tokens per second than the batch does, that
+is, while speculating raises the engine's throughput.
 
 When the engine goes from idle to busy it waits up to `gather_ms` (prefilling what arrives
 meanwhile) so that requests arriving together start decoding together.
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from iree_glm.runtime.request import RequestState, StreamEvent
-from iree_glm.runtime.speculative import DraftedRequest, emit
+from iree_glm.runtime.speculative import DraftedRequest, Round, emit
 
 
 DEFAULT_GATHER_MS = 10.0
@@ -86,13 +89,15 @@ class Job:
     token: int = -1  # the next token to feed
     slot: int | None = None  # its row of the engine's KV cache
     decode_start: float = 0.0
-    drafted: DraftedRequest | None = None  # speculative decoding state, once it ran alone
+    drafted: DraftedRequest | None = None  # speculative decoding state (with a draft or checked forced tokens)
+    plan_s: float = 0.0  # the time its draft took to plan this step
 
 
 @dataclass
 class EngineStats:
-    steps: int = 0
-    rows_decoded: int = 0
+    steps: int = 0  # target calls: shared decode steps and verify calls
+    verify_calls: int = 0
+    rows_decoded: int = 0  # requests' rows in them (a verify call counts one)
     step_s: float = 0.0  # time in decode calls (device + logits to host)
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
@@ -250,11 +255,35 @@ class BatchEngine:
             self._finish(job)
 
     def _step(self) -> None:
-        """One decode call of the smallest compiled size that holds every active request."""
-        rows = list(self._active)
-        if len(rows) == 1 and self.session.speculates(rows[0].state):
-            self._speculative_step(rows[0])
-            return
+        """One step of every active request: a request whose draft has tokens to check this step
+        checks them in a verify call of its own; the rest share one decode call."""
+        shared = []
+        for job in list(self._active):
+            try:
+                round = self._plan(job)
+                if round is not None:
+                    self._verify(job, round)
+                    continue
+            except Exception as e:  # e.g. its grammar at a dead end: ends this request only
+                self._finish(job, e)
+                continue
+            shared.append(job)
+        if shared:
+            self._shared_step(shared)
+
+    def _plan(self, job: Job) -> Round | None:
+        """The request's draft tokens to check this step (None: a plain step)."""
+        if not self.session.speculates(job.state):
+            return None
+        if job.drafted is None:
+            job.drafted = DraftedRequest(self.session, self.session.draft, self.session.draft_tokens, job.state)
+        t = time.perf_counter()
+        round = job.drafted.plan(job.state)
+        job.plan_s = time.perf_counter() - t
+        return round
+
+    def _shared_step(self, rows: list[Job]) -> None:
+        """One decode call of the smallest compiled size that holds `rows`."""
         size = next(s for s in self.sizes if s >= len(rows))
         pad = size - len(rows)
         tokens = [j.token for j in rows] + [0] * pad
@@ -262,12 +291,12 @@ class BatchEngine:
         slots = [j.slot for j in rows] + [self._scratch] * pad
         t = time.perf_counter()
         logits = self.session.decode(tokens, positions, self._cache, slots)
-        self.stats.step_s += time.perf_counter() - t
-        self.stats.steps += 1
-        self.stats.rows_decoded += len(rows)
-        self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
+        seconds = time.perf_counter() - t
+        self._count(seconds, len(rows), size)
         for i, job in enumerate(rows):
             state = job.state
+            if job.drafted is not None:  # a speculating request is judged against its share of the step
+                job.drafted.plain(job.plan_s + seconds / len(rows))
             state.pos += 1
             state.decode_tokens += 1
             state.target_calls += 1
@@ -281,16 +310,12 @@ class BatchEngine:
             if state.done:
                 self._finish(job)
 
-    def _speculative_step(self, job: Job) -> None:
+    def _verify(self, job: Job, round: Round) -> None:
         state = job.state
-        if job.drafted is None:
-            job.drafted = DraftedRequest(self.session, self.session.draft, self.session.draft_tokens, state)
         t = time.perf_counter()
-        tokens, logits = job.drafted.step(state, job.token, self._cache, job.slot)
-        self.stats.step_s += time.perf_counter() - t
-        self.stats.steps += 1
-        self.stats.rows_decoded += 1
-        self.stats.batch_sizes[1] = self.stats.batch_sizes.get(1, 0) + 1
+        tokens, logits = job.drafted.verify(round, state, job.token, self._cache, job.slot)
+        self._count(time.perf_counter() - t, 1, 1)
+        self.stats.verify_calls += 1
         state.pos += 1
         state.decode_tokens += len(tokens)
         for event in emit(state, tokens, logits):
@@ -298,6 +323,12 @@ class BatchEngine:
         job.token = tokens[-1]
         if state.done:
             self._finish(job)
+
+    def _count(self, seconds: float, rows: int, size: int) -> None:
+        self.stats.step_s += seconds
+        self.stats.steps += 1
+        self.stats.rows_decoded += rows
+        self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
 
     def _emit(self, job: Job, item: object) -> None:
         try:

@@ -37,8 +37,10 @@ class AdaptiveK:
 
     k grows after a fully accepted draft and shrinks towards what was kept otherwise; after
     repeated misses, or where the measured time of a round with k draft tokens buys fewer
-    tokens per second than plain decode steps at this acceptance, speculation pauses (plain
-    decode steps) for a pause that doubles on each further miss.
+    tokens per second than plain decode steps at this acceptance (unless the timed rounds so
+    far have paid: `paying`), speculation pauses (plain decode steps) for a pause that doubles
+    on each further miss. In the batching engine a plain step's time is the request's share of
+    the shared step.
 
     The cost budget: a round's measured time covers all of it (the draft's own steps, its
     catch-up on the tokens it has not seen, the verify call), and each round is booked against
@@ -102,6 +104,11 @@ class AdaptiveK:
         a = min(self.rate, 0.999)
         return (1 - a ** (k + 1)) / (1 - a) / self.seconds[k]
 
+    def paying(self) -> bool:
+        """Whether the timed rounds so far took less time than plain steps for their tokens: the
+        measured record then outweighs `worth`'s estimate from the slowly moving acceptance."""
+        return 0 in self.seconds and self.earned > 0 and self.excess() < 0
+
     def worth(self, k: int) -> bool:
         """Whether steps of k draft tokens beat plain steps by the measured times (unmeasured: yes)."""
         return 0 not in self.seconds or k not in self.seconds or self.speed(k) >= self.speed(0)
@@ -122,7 +129,7 @@ class AdaptiveK:
             self.k = max(1, min(self.k - 1, accepted + 1))
         if self.k in self.seconds:  # the fastest measured length, once this one is measured too
             self.k = max((k for k in self.seconds if 0 < k <= self.max_k), key=self.speed)
-        if self.rate < 0.2 or not self.worth(proposed):
+        if self.rate < 0.2 or not (self.worth(proposed) or self.paying()):
             self.pause, self.backoff = self.backoff, min(2 * self.backoff, 64)
             self.rate = 0.25  # probe again after the pause: one more miss pauses again, one hit resumes
 
@@ -196,9 +203,24 @@ def checkable(state: RequestState, proposal: Proposal) -> tuple[Proposal, list[n
     return Proposal(tokens, proposal.probs), masks
 
 
+@dataclass
+class Round:
+    """One planned verify call: `checked` (the grammar's forced tokens first, `forced` of them)
+    is what the call checks; `start` is when planning began (a round's time holds the draft's
+    work); `drafted`: whether the draft proposed tokens (it is told how many were kept)."""
+
+    start: float
+    context_length: int
+    drafted: bool
+    checked: Proposal
+    masks: list[np.ndarray] | None
+    forced: int
+
+
 class DraftedRequest:
-    """One request's draft state and adaptive k; `step` is one target call (shared by the
-    one-at-a-time loop below and the batching engine).
+    """One request's draft state and adaptive k. `step` is one target call (the one-at-a-time
+    loop below); the batching engine calls its parts: `plan`, then `verify` for a round or, for
+    a plain step, a shared batched decode call and `plain` with the request's share of it.
 
     Tokens the request's grammar forces (a JSON key, its quotes; `Constraint.forced`) lead each
     call's draft, ahead of what the draft proposes after them; with no draft (`draft` None)
@@ -224,24 +246,22 @@ class DraftedRequest:
         if self.force:
             state.forced_tokens = 0
 
-    def _timed(self, proposed: int, start: float) -> None:
+    def _timed(self, proposed: int, seconds: float) -> None:
         """Greedy requests only: their tokens do not depend on k, while a seeded sampled request's
         draws do (its k follows acceptance alone, so the same seed gives the same text)."""
         if self.greedy:
-            self.adapt.timed(proposed, time.perf_counter() - start)
+            self.adapt.timed(proposed, seconds)
 
-    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
-        """Feed `pending` at `state.pos` (with checked draft tokens, if any) and return the
-        tokens it yields, the kept draft tokens and the target's next one, each judged as the
-        request's own step would judge it (its grammar's mask: `checkable`; its bias and
-        penalties over the tokens before it), with the raw logits of each (for its
-        log-probability: `emit`). Counts the call."""
-        session, start = self.session, time.perf_counter()
+    def plan(self, state: RequestState) -> Round | None:
+        """This step's checked draft for `state` (forced tokens first), or None where the step is
+        a plain decode step: adaptive k paused it, nothing was proposed, or the last call left a
+        position undecided. Counts the proposed tokens, not the call."""
+        start = time.perf_counter()
         # Where verify's rows are decode steps bit for bit, only calls of up to `exact` rows are
         # (a plan switch may change it); elsewhere rows differ from decode in the last bits and
         # a margin guards greedy verification.
-        exact = session.exact_verify_rows
-        room = min(state.max_new_tokens - len(state.generated) - 1, session.max_context - 1 - state.pos,
+        exact = self.session.exact_verify_rows
+        room = min(state.max_new_tokens - len(state.generated) - 1, self.session.max_context - 1 - state.pos,
                    exact - 1 if exact else self.adapt.max_k)
         k = self.adapt.next()
         if self.undecided or (self.run is None and not exact):  # forced tokens alone: only where rows are exact
@@ -252,18 +272,29 @@ class DraftedRequest:
         drafted = self.run.propose(context + forced, k) if k > 0 else Proposal([])
         proposal = _after_forced(forced, Proposal(drafted.tokens[: max(k, 0)], drafted.probs))
         checked, masks = checkable(state, proposal)
-        n_forced = min(len(forced), len(checked.tokens))
-        n_drafted = len(checked.tokens) - n_forced
-        state.target_calls += 1
         state.drafted += len(proposal.tokens) - len(forced)  # a token cut by `checkable` counts as rejected
         if not checked.tokens:
             if drafted.tokens:
                 self.run.accepted(len(context), 0)
-            logits = session.decode([pending], [state.pos], cache, [slot])
-            self._timed(0, start)
-            return [state.pick(logits[0])], logits
+            return None
+        return Round(start, len(context), bool(drafted.tokens), checked, masks, min(len(forced), len(checked.tokens)))
+
+    def plain(self, seconds: float) -> None:
+        """A plain decode step of this request (after `plan` gave None) took `seconds`; in a
+        batched step, the request's share of it."""
+        self._timed(0, seconds)
+
+    def verify(self, round: Round, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
+        """Feed `pending` at `state.pos` with the round's draft tokens in one verify call and
+        return the tokens it yields, the kept draft tokens and the target's next one, each judged
+        as the request's own step would judge it (its grammar's mask: `checkable`; its bias and
+        penalties over the tokens before it), with the raw logits of each (for its
+        log-probability: `emit`). Counts the call."""
+        session, checked = self.session, round.checked
+        exact = session.exact_verify_rows
+        state.target_calls += 1
         rows = session.verify([pending] + checked.tokens, state.pos, cache, slot)
-        judged = rows if masks is None else np.where(np.stack(masks), rows, -np.inf)
+        judged = rows if round.masks is None else np.where(np.stack(round.masks), rows, -np.inf)
         complete = True
         if self.greedy:
             scores = np.stack([state.sampler.scores(r, state.generated + checked.tokens[:i]) for i, r in enumerate(judged)])
@@ -271,8 +302,10 @@ class DraftedRequest:
         else:
             emitted = accept_sampled(checked, judged, state.sampler, state.generated)
         kept, yielded = len(emitted) - complete, len(emitted)
+        n_forced = round.forced
+        n_drafted = len(checked.tokens) - n_forced
         if n_drafted:  # rounds of forced tokens alone say nothing of the draft's cost
-            self._timed(len(checked.tokens), start)
+            self._timed(len(checked.tokens), time.perf_counter() - round.start)
         raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
             raw = session.decode([pending], [state.pos], cache, [slot])
@@ -280,14 +313,26 @@ class DraftedRequest:
             state.target_calls += 1
         elif not complete:  # the last kept token is pending; its successor is a decode step's
             self.undecided = True
-        if drafted.tokens:
-            self.run.accepted(len(context), kept)
+        if round.drafted:
+            self.run.accepted(round.context_length, kept)
         if n_drafted:
             self.adapt.update(n_drafted, max(0, kept - n_forced), yielded)
         state.draft_accepted += max(0, kept - n_forced)
         if state.forced_tokens is not None:
             state.forced_tokens += min(kept, n_forced)
         return emitted, raw
+
+    def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
+        """One target call for a request decoding alone: `verify` of the planned round, or a
+        plain decode step of `pending`. Returns what `verify` does."""
+        start = time.perf_counter()
+        round = self.plan(state)
+        if round is not None:
+            return self.verify(round, state, pending, cache, slot)
+        state.target_calls += 1
+        logits = self.session.decode([pending], [state.pos], cache, [slot])
+        self.plain(time.perf_counter() - start)
+        return [state.pick(logits[0])], logits
 
 
 def _after_forced(forced: list[int], drafted: Proposal) -> Proposal:

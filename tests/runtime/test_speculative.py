@@ -259,8 +259,11 @@ def test_greedy_rule_and_adaptive_k():
     costly.timed(4, 3.0)
     costly.update(4, 3)  # acceptance 0.7 * 1 + 0.3 * 0.75 = 0.925: worth it
     assert costly.worth(4) and costly.pause == 0
-    costly.update(4, 1)  # 0.925 * 0.7 + 0.3 * 0.25 = 0.72: 2.7 tokens in 3 steps' time: not
-    assert not costly.worth(4) and costly.pause > 0 and costly.next() == 0
+    costly.update(4, 1)  # 0.925 * 0.7 + 0.3 * 0.25 = 0.72: 2.7 tokens in 3 steps' time: not,
+    assert not costly.worth(4) and costly.pause == 0  # but the timed round paid (4 tokens in 3 steps' time)
+    costly.timed(4, 3.0)
+    costly.update(4, 1)  # the record: 6 tokens in 6 steps' time, no longer paying
+    assert costly.pause > 0 and costly.next() == 0
     # Several lengths measured: k goes to the fastest at the current acceptance.
     fast = AdaptiveK(8, k=2, rate=0.9)
     for k, t in ((0, 1.0), (1, 1.05), (2, 1.6), (3, 2.4)):
@@ -334,8 +337,9 @@ def test_run_cli_draft(glm4_bundle, capsys):
 
 
 def test_batching_engine_with_a_draft(batched_bundle, monkeypatch):
-    """Alone, a request takes speculative steps (fewer calls than tokens); several share plain
-    batched steps; every request's tokens equal one-at-a-time plain decoding."""
+    """Alone or beside other requests, a request whose draft has tokens checks them in verify
+    calls of its own while the rest share batched steps; every request's tokens equal
+    one-at-a-time plain decoding."""
 
     from iree_glm.runtime.batching import BatchEngine
 
@@ -350,9 +354,24 @@ def test_batching_engine_with_a_draft(batched_bundle, monkeypatch):
     alone = list(engine.run(spec.new_request(PROMPTS[0], 24, stop_ids=())))
     assert [e.token_id for e in alone] == want[0]
     assert engine.stats.steps < 23  # drafts were accepted: fewer target calls than tokens
-    got = run_in_threads(lambda i: [e.token_id for e in engine.run(spec.new_request(PROMPTS[i], 24, stop_ids=()))], 4)
     engine.close()
-    assert got == want
+
+    def collect(i):
+        events = engine.run(spec.new_request(PROMPTS[i], 24, stop_ids=()))
+        tokens = []
+        while True:
+            try:
+                tokens.append(next(events).token_id)
+            except StopIteration as end:
+                return tokens, end.value
+
+    engine = BatchEngine(spec, gather_ms=2000)  # the four start together
+    got = run_in_threads(collect, 4)
+    engine.close()
+    assert [tokens for tokens, _ in got] == want
+    repeat = got[0][1]  # decoded beside three others, yet in fewer calls than tokens
+    assert repeat.draft_accepted > 0 and repeat.target_calls < 23
+    assert engine.stats.verify_calls > 0 and engine.stats.batch_sizes.get(4, 0) > 0
 
 
 def test_serve_cli_draft_options_are_checked(glm4_bundle, tmp_path, capsys):

@@ -3,12 +3,15 @@ after one round and probes at the rate its measured cost allows, a good draft is
 back, and a draft bundle's round time includes its own steps and its catch-up."""
 
 import math
+import time as real_time
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from iree_glm.runtime import speculative
 from iree_glm.runtime.drafts import BundleDraft, Proposal
-from iree_glm.runtime.request import RequestState
+from iree_glm.runtime.request import GenerationResult, RequestState
 from iree_glm.runtime.sampling import Sampler, SamplingParams
 from iree_glm.runtime.speculative import AdaptiveK, DraftedRequest
 
@@ -201,3 +204,97 @@ def test_draft_bundle_keeps_up_without_restarting():
         assert isinstance(run.propose(context, 2), Proposal)
         run.accepted(len(context), 0)
     assert model.fed.count((0, 16)) == 1 and all(at + n <= 100 for at, n in model.fed)
+
+
+class FakeBatchTarget(FakeTarget):
+    """FakeTarget as the batching engine's model: a shared decode call of n rows costs
+    PLAIN + `batch_row` x (n - 1); `draft` proposes for every request."""
+
+    bundle = "fake-target"
+    decode_batch_sizes = [1, 2, 4]
+    forced_tokens = False
+    draft_tokens = 6
+
+    def __init__(self, clock: Clock, row_cost: float, batch_row: float, draft):
+        super().__init__(clock, row_cost)
+        self.batch_row, self.draft = batch_row, draft
+
+    def speculates(self, state) -> bool:
+        return self.draft is not None
+
+    def new_cache(self, rows=1):
+        return SimpleNamespace(release=lambda slot: None)
+
+    def prefill(self, state, cache, slot=0):
+        state.pos = len(state.ids)
+        return self._row(state.pos)
+
+    def decode(self, tokens, positions, cache, slots=None):
+        self.clock.now += self.batch_row * (len(tokens) - 1)
+        return super().decode(tokens, positions, cache, slots)
+
+
+class FixedDraft:
+    """A draft that is always right (the target's tokens) or always wrong (token 63)."""
+
+    name = "fixed"
+
+    def __init__(self, right: bool):
+        self.right = right
+
+    def start(self, sampling):
+        right = self.right
+        return SimpleNamespace(
+            propose=lambda context, k: Proposal([(len(context) + i) % 50 if right else 63 for i in range(k)]),
+            accepted=lambda length, kept: None)
+
+
+def engine_time(monkeypatch, batch_row: float, draft, requests: int = 4, tokens: int = 200) -> tuple[float, list[GenerationResult]]:
+    """The clock time `requests` requests of `tokens` tokens started together take in the
+    batching engine, and their results (their tokens are the target's, whatever the draft)."""
+    from iree_glm.runtime import batching
+
+    clock = Clock()
+    monkeypatch.setattr(speculative, "time", clock)
+    monkeypatch.setattr(batching, "time", clock)
+    target = FakeBatchTarget(clock, row_cost=0.25, batch_row=batch_row, draft=draft)
+    engine = batching.BatchEngine(target, gather_ms=0)
+    states = [RequestState([1, 2, 3 + i], tokens, Sampler(SamplingParams()), set(), 4096) for i in range(requests)]
+    sinks = [[] for _ in states]
+    engine._cond.acquire()  # all submitted before the engine looks
+    for state, sink in zip(states, sinks):
+        engine.submit(state, sink.append)
+    engine._cond.release()
+    while not all(sink and isinstance(sink[-1], (GenerationResult, Exception)) for sink in sinks):
+        real_time.sleep(0.01)
+    engine.close()
+    results = [sink[-1] for sink in sinks]
+    for result in results:
+        assert isinstance(result, GenerationResult), result
+        assert result.generated_ids == [p % 50 for p in range(3, 3 + tokens)]
+    return clock.now, results
+
+
+def test_in_a_batch_a_draft_speculates_only_where_it_raises_throughput(monkeypatch):
+    """Four requests in the batching engine, on a simulated clock. A request's rounds are
+    judged against its share of the shared decode call: a draft that is always right
+    speculates where a round's 7 tokens cost less than 7 shares (a 4-row step of 1.9, shares of
+    0.475) and pauses where batching is cheaper (a step of 1.15); an always-wrong draft costs
+    at most the budget."""
+    plain, _ = engine_time(monkeypatch, 0.3, None)
+    assert plain == pytest.approx(199 * 1.9)  # the prefill's token, then 199 shared steps of 4 rows
+    good, results = engine_time(monkeypatch, 0.3, FixedDraft(right=True))
+    assert all(r.draft_accepted > 150 for r in results)
+    # Rounds of 6 draft tokens: 2.5 per 7 tokens per request (10 per step of 28), after the
+    # plain reference step and the first rounds (k = 3).
+    assert good < 0.8 * plain
+
+    cheap, _ = engine_time(monkeypatch, 0.05, None)
+    assert cheap == pytest.approx(199 * 1.15)
+    held, results = engine_time(monkeypatch, 0.05, FixedDraft(right=True))
+    assert held <= 1.05 * cheap  # rounds would cost 2.5 per 7 tokens, shares 7 x 0.29 = 2.0: paused
+    assert all(r.target_calls > 100 for r in results)  # mostly plain steps
+
+    wasted, results = engine_time(monkeypatch, 0.3, FixedDraft(right=False))
+    assert all(r.draft_accepted == 0 for r in results)
+    assert wasted <= 1.05 * plain
