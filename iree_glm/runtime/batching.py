@@ -14,9 +14,10 @@ With a draft (Session.load's `draft`), or with a grammar whose forced tokens the
 checks (`Session.speculates`), a request takes speculative steps (runtime/speculative.py):
 at each step where its draft has tokens to check it runs a `verify` call of its own row, and
 otherwise it joins the shared decode call. Its adaptive draft length and cost budget judge
-its rounds against its share of that shared call (the call's time over its rows), so a
-request speculates while its rounds make more tokens per second than the batch does, that
-is, while speculating raises the engine's throughput.
+its rounds against what a token costs when every active request shares the step (the measured
+time of that step over its rows), and each round is charged its share of what the
+speculating requests cost the rest (their smaller shared step makes fewer tokens per second),
+so a request speculates while speculating raises the engine's throughput.
 
 When the engine goes from idle to busy it waits up to `gather_ms` (prefilling what arrives
 meanwhile) so that requests arriving together start decoding together.
@@ -110,6 +111,8 @@ class BatchEngine:
             raise ValueError(f"{session.bundle}: no `decode` entry point for batch size 1")
         self.gather_s = gather_ms / 1e3
         self.stats = EngineStats()
+        self._shared_s: dict[int, float] = {}  # moving averages of a shared step's time by compiled size
+        self._verify_s: dict[int, float] = {}  # ... and of a verify call's time by rows
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
         self._active: list[Job] = []
@@ -255,21 +258,26 @@ class BatchEngine:
             self._finish(job)
 
     def _step(self) -> None:
-        """One step of every active request: a request whose draft has tokens to check this step
-        checks them in a verify call of its own; the rest share one decode call."""
-        shared = []
+        """One step of every active request: the requests that do not speculate this step share
+        one decode call, then each request whose draft has tokens to check this step checks them
+        in a verify call of its own."""
+        rounds, shared, everyone = [], [], len(self._active)
         for job in list(self._active):
             try:
                 round = self._plan(job)
-                if round is not None:
-                    self._verify(job, round)
-                    continue
             except Exception as e:  # e.g. its grammar at a dead end: ends this request only
                 self._finish(job, e)
                 continue
-            shared.append(job)
-        if shared:
-            self._shared_step(shared)
+            if round is None or not self._pays(round, everyone):
+                shared.append(job)
+            else:
+                rounds.append((job, round))
+        lost = self._shared_step(shared, everyone) if shared else 0.0
+        for job, round in rounds:
+            try:
+                self._verify(job, round, lost / len(rounds))
+            except Exception as e:
+                self._finish(job, e)
 
     def _plan(self, job: Job) -> Round | None:
         """The request's draft tokens to check this step (None: a plain step)."""
@@ -282,9 +290,21 @@ class BatchEngine:
         job.plan_s = time.perf_counter() - t
         return round
 
-    def _shared_step(self, rows: list[Job]) -> None:
-        """One decode call of the smallest compiled size that holds `rows`."""
-        size = next(s for s in self.sizes if s >= len(rows))
+    def _pays(self, round: Round, everyone: int) -> bool:
+        """Whether a round of forced tokens alone (no draft tokens: no adaptive k judges it) is
+        worth a verify call beside other requests: its tokens must cost less than in a step that
+        everyone shares. A call of its length not yet timed is tried."""
+        rows = len(round.checked.tokens) + 1
+        full = self._shared_s.get(self._size(everyone))
+        if everyone == 1 or round.forced < rows - 1 or full is None or rows not in self._verify_s:
+            return True
+        return self._verify_s[rows] < rows * full / everyone
+
+    def _shared_step(self, rows: list[Job], everyone: int) -> float:
+        """One decode call of the smallest compiled size that holds `rows`, of `everyone` active.
+        Returns what the call cost beyond its rows' share of a step that everyone takes (a
+        smaller step makes fewer tokens per second): the speculating requests' rounds pay it."""
+        size = self._size(len(rows))
         pad = size - len(rows)
         tokens = [j.token for j in rows] + [0] * pad
         positions = [j.state.pos for j in rows] + list(range(pad))
@@ -293,10 +313,15 @@ class BatchEngine:
         logits = self.session.decode(tokens, positions, self._cache, slots)
         seconds = time.perf_counter() - t
         self._count(seconds, len(rows), size)
+        old = self._shared_s.get(size)
+        self._shared_s[size] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        # What a token costs when every active request takes this step: the reference that a
+        # speculating request's rounds must beat to raise the engine's throughput.
+        plain = self._shared_s.get(self._size(everyone), seconds * everyone / len(rows)) / everyone
         for i, job in enumerate(rows):
             state = job.state
-            if job.drafted is not None:  # a speculating request is judged against its share of the step
-                job.drafted.plain(job.plan_s + seconds / len(rows))
+            if job.drafted is not None:
+                job.drafted.plain(job.plan_s + plain)
             state.pos += 1
             state.decode_tokens += 1
             state.target_calls += 1
@@ -309,12 +334,19 @@ class BatchEngine:
             self._emit(job, event)
             if state.done:
                 self._finish(job)
+        return max(0.0, seconds - plain * len(rows))
 
-    def _verify(self, job: Job, round: Round) -> None:
+    def _verify(self, job: Job, round: Round, lost: float) -> None:
+        """The request's verify call; its round is booked `lost` seconds more (its share of what
+        the speculating requests cost the shared step)."""
         state = job.state
         t = time.perf_counter()
-        tokens, logits = job.drafted.verify(round, state, job.token, self._cache, job.slot)
-        self._count(time.perf_counter() - t, 1, 1)
+        tokens, logits = job.drafted.verify(round, state, job.token, self._cache, job.slot, lost)
+        seconds = time.perf_counter() - t
+        self._count(seconds, 1, 1)
+        rows = len(round.checked.tokens) + 1
+        old = self._verify_s.get(rows)
+        self._verify_s[rows] = seconds if old is None else 0.8 * old + 0.2 * seconds
         self.stats.verify_calls += 1
         state.pos += 1
         state.decode_tokens += len(tokens)
@@ -323,6 +355,9 @@ class BatchEngine:
         job.token = tokens[-1]
         if state.done:
             self._finish(job)
+
+    def _size(self, rows: int) -> int:
+        return next(s for s in self.sizes if s >= rows)
 
     def _count(self, seconds: float, rows: int, size: int) -> None:
         self.stats.step_s += seconds

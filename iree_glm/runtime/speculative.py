@@ -39,12 +39,14 @@ class AdaptiveK:
     repeated misses, or where the measured time of a round with k draft tokens buys fewer
     tokens per second than plain decode steps at this acceptance (unless the timed rounds so
     far have paid: `paying`), speculation pauses (plain decode steps) for a pause that doubles
-    on each further miss. In the batching engine a plain step's time is the request's share of
-    the shared step.
+    on each further miss. In the batching engine a plain step's time is what a token costs in
+    a step that every active request shares (runtime/batching.py).
 
     The cost budget: a round's measured time covers all of it (the draft's own steps, its
     catch-up on the tokens it has not seen, the verify call), and each round is booked against
-    the plain steps its tokens would have taken: excess = round time - tokens x plain step.
+    the plain steps its tokens would have taken: excess = round time - tokens x plain step, at
+    the plain step's time when the round ran (in the batching engine that reference moves with
+    the batch, and a past round keeps its price).
     Speculation waits while the summed excess is above `budget` x the time of plain steps for
     every token generated so far (T). A draft that pays runs a negative excess and is never
     held back; a useless one whose rounds cost c plain steps each (1 token) adds c - 1 per
@@ -65,6 +67,7 @@ class AdaptiveK:
     budget: float = 0.02  # the share of plain decoding's time speculation may lose
     spent: float = 0.0  # seconds of timed speculative rounds
     earned: int = 0  # tokens those rounds yielded
+    lost: float = 0.0  # the summed excess of those rounds: seconds beyond plain steps for their tokens
     plain_steps: int = 0  # timed plain steps (one token each)
     round_s: float | None = None  # the last timed speculative round, booked by `update`
 
@@ -90,13 +93,9 @@ class AdaptiveK:
         else:
             self.plain_steps += 1
 
-    def excess(self) -> float:
-        """Seconds the timed speculative rounds took beyond plain steps for their tokens."""
-        return self.spent - self.earned * self.seconds[0]
-
     def over_budget(self) -> bool:
         plain = self.seconds.get(0)
-        return plain is not None and self.excess() > self.budget * plain * (self.earned + self.plain_steps)
+        return plain is not None and self.lost > self.budget * plain * (self.earned + self.plain_steps)
 
     def speed(self, k: int) -> float:
         """Expected tokens per second of steps with k draft tokens: (1 - a^(k+1)) / (1 - a) tokens
@@ -107,7 +106,7 @@ class AdaptiveK:
     def paying(self) -> bool:
         """Whether the timed rounds so far took less time than plain steps for their tokens: the
         measured record then outweighs `worth`'s estimate from the slowly moving acceptance."""
-        return 0 in self.seconds and self.earned > 0 and self.excess() < 0
+        return 0 in self.seconds and self.earned > 0 and self.lost < 0
 
     def worth(self, k: int) -> bool:
         """Whether steps of k draft tokens beat plain steps by the measured times (unmeasured: yes)."""
@@ -120,6 +119,8 @@ class AdaptiveK:
             return
         if self.round_s is not None:
             yielded = accepted + 1 if yielded is None else yielded
+            if 0 in self.seconds:
+                self.lost += self.round_s - yielded * self.seconds[0]
             self.spent, self.earned, self.round_s = self.spent + self.round_s, self.earned + yielded, None
         self.rate = 0.7 * self.rate + 0.3 * accepted / proposed
         if accepted == proposed:
@@ -206,10 +207,10 @@ def checkable(state: RequestState, proposal: Proposal) -> tuple[Proposal, list[n
 @dataclass
 class Round:
     """One planned verify call: `checked` (the grammar's forced tokens first, `forced` of them)
-    is what the call checks; `start` is when planning began (a round's time holds the draft's
+    is what the call checks; `plan_s`: the time planning took (a round's time holds the draft's
     work); `drafted`: whether the draft proposed tokens (it is told how many were kept)."""
 
-    start: float
+    plan_s: float
     context_length: int
     drafted: bool
     checked: Proposal
@@ -277,20 +278,23 @@ class DraftedRequest:
             if drafted.tokens:
                 self.run.accepted(len(context), 0)
             return None
-        return Round(start, len(context), bool(drafted.tokens), checked, masks, min(len(forced), len(checked.tokens)))
+        return Round(time.perf_counter() - start, len(context), bool(drafted.tokens), checked, masks,
+                     min(len(forced), len(checked.tokens)))
 
     def plain(self, seconds: float) -> None:
-        """A plain decode step of this request (after `plan` gave None) took `seconds`; in a
-        batched step, the request's share of it."""
+        """A plain decode step of this request (after `plan` gave None) took `seconds` (in the
+        batching engine: a token's cost in a step that every active request shares)."""
         self._timed(0, seconds)
 
-    def verify(self, round: Round, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
+    def verify(self, round: Round, state: RequestState, pending: int, cache, slot: int = 0,
+               charged: float = 0.0) -> tuple[list[int], np.ndarray]:
         """Feed `pending` at `state.pos` with the round's draft tokens in one verify call and
         return the tokens it yields, the kept draft tokens and the target's next one, each judged
         as the request's own step would judge it (its grammar's mask: `checkable`; its bias and
         penalties over the tokens before it), with the raw logits of each (for its
-        log-probability: `emit`). Counts the call."""
-        session, checked = self.session, round.checked
+        log-probability: `emit`). Counts the call. The round's time is booked with `charged`
+        seconds more (the batching engine: what the round cost other requests)."""
+        session, checked, start = self.session, round.checked, time.perf_counter()
         exact = session.exact_verify_rows
         state.target_calls += 1
         rows = session.verify([pending] + checked.tokens, state.pos, cache, slot)
@@ -305,7 +309,7 @@ class DraftedRequest:
         n_forced = round.forced
         n_drafted = len(checked.tokens) - n_forced
         if n_drafted:  # rounds of forced tokens alone say nothing of the draft's cost
-            self._timed(len(checked.tokens), time.perf_counter() - round.start)
+            self._timed(len(checked.tokens), round.plan_s + time.perf_counter() - start + charged)
         raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
             raw = session.decode([pending], [state.pos], cache, [slot])

@@ -1,7 +1,7 @@
 """Tokens a request's grammar forces (a JSON key and its quotes, a tool's name) are checked in
 the verify call of the step before them, on a bundle whose verify rows are decode steps bit
 for bit (int8 here): the output is plain decoding's token for token, in fewer calls; with a
-draft they lead it; the batching engine does it for a request running alone; an fp32 bundle
+draft they lead it; the batching engine does it alone and beside other requests; an fp32 bundle
 (rows not exact) decodes them one step each; the server reports them in usage, and
 `serve --no-forced-tokens` turns them off."""
 
@@ -116,7 +116,7 @@ def test_a_sampling_drafts_distributions_get_one_hot_rows_for_forced_tokens():
     assert _after_forced([3], Proposal([])).probs is None and _after_forced([], Proposal([4], q)).probs is q
 
 
-def test_the_batching_engine_checks_them_for_a_request_alone(sessions, int8_bundle):
+def test_the_batching_engine_checks_them_alone_and_beside_others(sessions, int8_bundle):
     plain, _ = sessions
     engine = Session.load(int8_bundle, verify=False)
     grammar = Grammar.json_schema(CALL)
@@ -131,7 +131,8 @@ def test_the_batching_engine_checks_them_for_a_request_alone(sessions, int8_bund
         alone = asyncio.run(engine.stream_async(PROMPTS[0], 120, grammar=grammar).collect())
         assert alone.generated_ids == want.generated_ids and alone.forced_tokens > 0
         assert alone.target_calls < len(alone.generated_ids) - 1
-        shared, _ = asyncio.run(both())  # batched steps while both run: a valid call all the same
+        shared, _ = asyncio.run(both())  # a call of its own for its first forced tokens (not timed yet)
+        assert shared.forced_tokens > 0
         assert shared.stop_reason != "grammar" or json.loads(shared.text)["name"] == "get_weather"
     finally:
         engine.close()

@@ -298,3 +298,23 @@ def test_in_a_batch_a_draft_speculates_only_where_it_raises_throughput(monkeypat
     wasted, results = engine_time(monkeypatch, 0.3, FixedDraft(right=False))
     assert all(r.draft_accepted == 0 for r in results)
     assert wasted <= 1.05 * plain
+
+
+def test_forced_rounds_beside_others_run_where_their_tokens_cost_less():
+    """A round of a grammar's forced tokens alone (no adaptive k judges it) runs beside other
+    requests only where its verify call's measured time beats its tokens' cost in a step that
+    every request shares; alone, or with draft tokens, or before its length is timed, it runs."""
+    from iree_glm.runtime import batching
+
+    engine = batching.BatchEngine(FakeBatchTarget(Clock(), row_cost=0.25, batch_row=0.3, draft=None), gather_ms=0)
+
+    def forced(n):
+        return speculative.Round(0.0, 10, False, Proposal([7] * n), None, n)
+
+    assert engine._pays(forced(2), 4)  # nothing timed yet: tried
+    engine._shared_s[4], engine._verify_s[3], engine._verify_s[5] = 1.9, 1.5, 2.0
+    assert not engine._pays(forced(2), 4)  # 3 tokens for 1.5 against 3 x 1.9 / 4 = 1.425
+    assert engine._pays(forced(4), 4)  # 5 tokens for 2.0 against 2.375
+    assert engine._pays(forced(2), 1)  # alone
+    assert engine._pays(speculative.Round(0.0, 10, True, Proposal([7, 8]), None, 1), 4)  # a draft token: adaptive k's call
+    engine.close()
