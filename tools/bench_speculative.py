@@ -53,7 +53,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (tools/bench.py: configs, checkpoints, cached bundles)
-from bench_verify_kernels import _cpu  # noqa: E402
 
 PRUNE = "heads=0.5,ffn=0.5"
 BUNDLE_WINDOW = 64  # runtime.drafts.BundleDraft.WINDOW: the draft's catch-up is timed on this many tokens
@@ -387,7 +386,7 @@ def main() -> None:
     context = args.prompt_len + args.tokens + args.k + 8
     bandwidth = read_bandwidth(args.threads)
     model = args.target or f"{args.config}{f' ({args.layers} layers)' if args.layers else ''}"
-    print(f"# {_cpu()}; {model}, prompt {args.prompt_len}{f' tokens of {args.text}' if args.text else ''}, "
+    print(f"# {bench.cpu_with_flags()}; {model}, prompt {args.prompt_len}{f' tokens of {args.text}' if args.text else ''}, "
           f"{args.tokens} tokens, k <= {args.k}, {args.threads} threads, {args.rounds} rounds; "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({args.threads} threads); {bench._load()}")
     for q in args.quant.split(","):

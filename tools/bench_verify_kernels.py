@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,14 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the CPU's name and flags)
 from bench_kernels import MEMREF, SHAPES, Int4Case, Int8Case, _memref, baseline_library  # noqa: E402
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 class Rows:
@@ -85,7 +78,7 @@ def main() -> int:
         print(f"no kernel set with verify kernels{f' named {args.set}' if args.set else ''} runs on this CPU "
               f"(usable: {', '.join(s.name for s in usable) or 'none'})")
         return 2
-    print(f"# {_cpu()}, kernel set {kernel_set.name}, one thread, CPU time, medians of {args.runs}")
+    print(f"# {bench.cpu_with_flags()}, kernel set {kernel_set.name}, one thread, CPU time, medians of {args.runs}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in args.formats.split(","):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,13 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (tools/bench.py: the CPU's name and flags)
 
 
 def write_profile(path: Path) -> None:
@@ -287,7 +281,7 @@ def main() -> int:
     switch_prompts = [int(x) for x in (args.switch_prompts or args.prompts).split(",")]
     if args.kv_move:
         rows, capacity = (int(x) for x in args.kv_move.split(":"))
-        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+        print(f"CPU: {bench.cpu_with_flags()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         cases = [[n] + [0] * (rows - 1) for n in switch_prompts] + [[n] * rows for n in switch_prompts]
         return kv_move(rows, capacity, cases, args.runs, args.steps)
     if args.child == "--switch":
@@ -318,11 +312,11 @@ def main() -> int:
                             "--steps", str(args.steps)], capture_output=True, text=True, env=env, check=True)
         measured[plan] = json.loads(r.stdout.strip().splitlines()[-1])
     if args.switch_only:
-        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
+        print(f"CPU: {bench.cpu_with_flags()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
         print(f"medians of {args.runs} runs, {args.steps} decode steps per leg; switches in a process of their own")
         return report_switch(measured[switched], 0.0, "one step (no hand-off measured: --switch-only)")
     est = estimates(args.bundle, profile, prompts)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
+    print(f"CPU: {bench.cpu_with_flags()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start of the report")
     print(f"bundle {args.bundle}; medians of {args.runs} runs, {args.steps} decode steps each; each plan in its own process")
     print("| plan | prompt | TTFT ms | hand-off ms (share of TTFT) | prefill on devices ms | est. prefill ms declared / calibrated "
           "| decode ms/token | est. decode declared / calibrated |")
