@@ -313,8 +313,7 @@ class BatchEngine:
         logits = self.session.decode(tokens, positions, self._cache, slots)
         seconds = time.perf_counter() - t
         self._count(seconds, len(rows), size)
-        old = self._shared_s.get(size)
-        self._shared_s[size] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        _average(self._shared_s, size, seconds)
         # What a token costs when every active request takes this step: the reference that a
         # speculating request's rounds must beat to raise the engine's throughput.
         plain = self._shared_s.get(self._size(everyone), seconds * everyone / len(rows)) / everyone
@@ -344,9 +343,7 @@ class BatchEngine:
         tokens, logits = job.drafted.verify(round, state, job.token, self._cache, job.slot, lost)
         seconds = time.perf_counter() - t
         self._count(seconds, 1, 1)
-        rows = len(round.checked.tokens) + 1
-        old = self._verify_s.get(rows)
-        self._verify_s[rows] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        _average(self._verify_s, len(round.checked.tokens) + 1, seconds)
         self.stats.verify_calls += 1
         state.pos += 1
         state.decode_tokens += len(tokens)
@@ -382,3 +379,9 @@ class BatchEngine:
             self._free.append(job.slot)
             job.slot = None
         self._emit(job, error if error is not None else state.result())
+
+
+def _average(averages: dict[int, float], key: int, seconds: float) -> None:
+    """Fold `seconds` into the moving average kept under `key` (as AdaptiveK.timed does)."""
+    old = averages.get(key)
+    averages[key] = seconds if old is None else 0.8 * old + 0.2 * seconds

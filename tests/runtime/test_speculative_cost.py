@@ -1,6 +1,7 @@
 """Adaptive k's cost budget, on a simulated clock (no machine timing): a rejected draft pauses
 after one round and probes at the rate its measured cost allows, a good draft is never held
-back, and a draft bundle's round time includes its own steps and its catch-up."""
+back, and a draft bundle's round time includes its own steps and its catch-up; in the
+batching engine, a request speculates beside others only where that raises throughput."""
 
 import math
 import time as real_time
@@ -265,7 +266,9 @@ def engine_time(monkeypatch, batch_row: float, draft, requests: int = 4, tokens:
     for state, sink in zip(states, sinks):
         engine.submit(state, sink.append)
     engine._cond.release()
+    deadline = real_time.monotonic() + 60
     while not all(sink and isinstance(sink[-1], (GenerationResult, Exception)) for sink in sinks):
+        assert real_time.monotonic() < deadline, "the engine did not finish the requests"
         real_time.sleep(0.01)
     engine.close()
     results = [sink[-1] for sink in sinks]
@@ -277,9 +280,9 @@ def engine_time(monkeypatch, batch_row: float, draft, requests: int = 4, tokens:
 
 def test_in_a_batch_a_draft_speculates_only_where_it_raises_throughput(monkeypatch):
     """Four requests in the batching engine, on a simulated clock. A request's rounds are
-    judged against its share of the shared decode call: a draft that is always right
-    speculates where a round's 7 tokens cost less than 7 shares (a 4-row step of 1.9, shares of
-    0.475) and pauses where batching is cheaper (a step of 1.15); an always-wrong draft costs
+    judged against what a token costs in a step that all four share: a draft that is always
+    right speculates where a round's 7 tokens cost less than that (a 4-row step of 1.9, 0.475 a
+    token) and pauses where batching is cheaper (a step of 1.15); an always-wrong draft costs
     at most the budget."""
     plain, _ = engine_time(monkeypatch, 0.3, None)
     assert plain == pytest.approx(199 * 1.9)  # the prefill's token, then 199 shared steps of 4 rows
