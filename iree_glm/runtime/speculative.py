@@ -221,7 +221,7 @@ class Round:
 class DraftedRequest:
     """One request's draft state and adaptive k. `step` is one target call (the one-at-a-time
     loop below); the batching engine calls its parts: `plan`, then `verify` for a round or, for
-    a plain step, a shared batched decode call and `plain` with the request's share of it.
+    a plain step, a shared batched decode call and `plain` with a token's cost in it.
 
     Tokens the request's grammar forces (a JSON key, its quotes; `Constraint.forced`) lead each
     call's draft, ahead of what the draft proposes after them; with no draft (`draft` None)
