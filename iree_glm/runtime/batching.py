@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from iree_glm.runtime.request import RequestState, StreamEvent
-from iree_glm.runtime.speculative import DraftedRequest, Round, emit
+from iree_glm.runtime.speculative import DraftedRequest, Round, emit, moving_average
 
 
 DEFAULT_GATHER_MS = 10.0
@@ -91,7 +91,6 @@ class Job:
     slot: int | None = None  # its row of the engine's KV cache
     decode_start: float = 0.0
     drafted: DraftedRequest | None = None  # speculative decoding state (with a draft or checked forced tokens)
-    plan_s: float = 0.0  # the time its draft took to plan this step
 
 
 @dataclass
@@ -285,10 +284,7 @@ class BatchEngine:
             return None
         if job.drafted is None:
             job.drafted = DraftedRequest(self.session, self.session.draft, self.session.draft_tokens, job.state)
-        t = time.perf_counter()
-        round = job.drafted.plan(job.state)
-        job.plan_s = time.perf_counter() - t
-        return round
+        return job.drafted.plan(job.state)
 
     def _pays(self, round: Round, everyone: int) -> bool:
         """Whether a round of forced tokens alone (no draft tokens: no adaptive k judges it) is
@@ -313,14 +309,14 @@ class BatchEngine:
         logits = self.session.decode(tokens, positions, self._cache, slots)
         seconds = time.perf_counter() - t
         self._count(seconds, len(rows), size)
-        _average(self._shared_s, size, seconds)
+        moving_average(self._shared_s, size, seconds)
         # What a token costs when every active request takes this step: the reference that a
         # speculating request's rounds must beat to raise the engine's throughput.
         plain = self._shared_s.get(self._size(everyone), seconds * everyone / len(rows)) / everyone
         for i, job in enumerate(rows):
             state = job.state
             if job.drafted is not None:
-                job.drafted.plain(job.plan_s + plain)
+                job.drafted.plain(plain)
             state.pos += 1
             state.decode_tokens += 1
             state.target_calls += 1
@@ -343,7 +339,7 @@ class BatchEngine:
         tokens, logits = job.drafted.verify(round, state, job.token, self._cache, job.slot, lost)
         seconds = time.perf_counter() - t
         self._count(seconds, 1, 1)
-        _average(self._verify_s, len(round.checked.tokens) + 1, seconds)
+        moving_average(self._verify_s, len(round.checked.tokens) + 1, seconds)
         self.stats.verify_calls += 1
         state.pos += 1
         state.decode_tokens += len(tokens)
@@ -379,9 +375,3 @@ class BatchEngine:
             self._free.append(job.slot)
             job.slot = None
         self._emit(job, error if error is not None else state.result())
-
-
-def _average(averages: dict[int, float], key: int, seconds: float) -> None:
-    """Fold `seconds` into the moving average kept under `key` (as AdaptiveK.timed does)."""
-    old = averages.get(key)
-    averages[key] = seconds if old is None else 0.8 * old + 0.2 * seconds

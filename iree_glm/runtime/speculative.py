@@ -30,6 +30,12 @@ from iree_glm.runtime.sampling import Sampler
 DEFAULT_DRAFT_TOKENS = 8
 
 
+def moving_average(averages: dict[int, float], key: int, seconds: float) -> None:
+    """Fold `seconds` into the moving average of call times kept under `key`."""
+    old = averages.get(key)
+    averages[key] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+
 @dataclass
 class AdaptiveK:
     """Draft length from the acceptance seen so far, and whether to speculate at all from what
@@ -86,8 +92,7 @@ class AdaptiveK:
 
     def timed(self, proposed: int, seconds: float) -> None:
         """A round with `proposed` draft tokens (0: a plain decode step) took `seconds`."""
-        old = self.seconds.get(proposed)
-        self.seconds[proposed] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        moving_average(self.seconds, proposed, seconds)
         if proposed:
             self.round_s = seconds
         else:
@@ -207,10 +212,9 @@ def checkable(state: RequestState, proposal: Proposal) -> tuple[Proposal, list[n
 @dataclass
 class Round:
     """One planned verify call: `checked` (the grammar's forced tokens first, `forced` of them)
-    is what the call checks; `plan_s`: the time planning took (a round's time holds the draft's
-    work); `drafted`: whether the draft proposed tokens (it is told how many were kept)."""
+    is what the call checks; `drafted`: whether the draft proposed tokens (it is told how many
+    were kept)."""
 
-    plan_s: float
     context_length: int
     drafted: bool
     checked: Proposal
@@ -242,6 +246,7 @@ class DraftedRequest:
         if self.greedy:
             self.adapt.start_plain()
         self.undecided = False  # the last call left a position to a plain decode step
+        self.plan_s = 0.0  # the time the last `plan` took (booked with the step it planned)
         state.speculative = draft is not None
         self.force = state.constraint is not None and session.forced_tokens
         if self.force:
@@ -274,17 +279,18 @@ class DraftedRequest:
         proposal = _after_forced(forced, Proposal(drafted.tokens[: max(k, 0)], drafted.probs))
         checked, masks = checkable(state, proposal)
         state.drafted += len(proposal.tokens) - len(forced)  # a token cut by `checkable` counts as rejected
+        if not checked.tokens and drafted.tokens:
+            self.run.accepted(len(context), 0)
+        self.plan_s = time.perf_counter() - start
         if not checked.tokens:
-            if drafted.tokens:
-                self.run.accepted(len(context), 0)
             return None
-        return Round(time.perf_counter() - start, len(context), bool(drafted.tokens), checked, masks,
-                     min(len(forced), len(checked.tokens)))
+        return Round(len(context), bool(drafted.tokens), checked, masks, min(len(forced), len(checked.tokens)))
 
     def plain(self, seconds: float) -> None:
         """A plain decode step of this request (after `plan` gave None) took `seconds` (in the
-        batching engine: a token's cost in a step that every active request shares)."""
-        self._timed(0, seconds)
+        batching engine: a token's cost in a step that every active request shares), and the
+        planning before it."""
+        self._timed(0, self.plan_s + seconds)
 
     def verify(self, round: Round, state: RequestState, pending: int, cache, slot: int = 0,
                charged: float = 0.0) -> tuple[list[int], np.ndarray]:
@@ -309,7 +315,7 @@ class DraftedRequest:
         n_forced = round.forced
         n_drafted = len(checked.tokens) - n_forced
         if n_drafted:  # rounds of forced tokens alone say nothing of the draft's cost
-            self._timed(len(checked.tokens), round.plan_s + time.perf_counter() - start + charged)
+            self._timed(len(checked.tokens), self.plan_s + time.perf_counter() - start + charged)
         raw = rows[: len(emitted)]
         if not emitted:  # not even the pending token's successor is decided: decode it
             raw = session.decode([pending], [state.pos], cache, [slot])
@@ -329,10 +335,10 @@ class DraftedRequest:
     def step(self, state: RequestState, pending: int, cache, slot: int = 0) -> tuple[list[int], np.ndarray]:
         """One target call for a request decoding alone: `verify` of the planned round, or a
         plain decode step of `pending`. Returns what `verify` does."""
-        start = time.perf_counter()
         round = self.plan(state)
         if round is not None:
             return self.verify(round, state, pending, cache, slot)
+        start = time.perf_counter()
         state.target_calls += 1
         logits = self.session.decode([pending], [state.pos], cache, [slot])
         self.plain(time.perf_counter() - start)

@@ -312,12 +312,12 @@ def test_forced_rounds_beside_others_run_where_their_tokens_cost_less():
     engine = batching.BatchEngine(FakeBatchTarget(Clock(), row_cost=0.25, batch_row=0.3, draft=None), gather_ms=0)
 
     def forced(n):
-        return speculative.Round(0.0, 10, False, Proposal([7] * n), None, n)
+        return speculative.Round(10, False, Proposal([7] * n), None, n)
 
     assert engine._pays(forced(2), 4)  # nothing timed yet: tried
     engine._shared_s[4], engine._verify_s[3], engine._verify_s[5] = 1.9, 1.5, 2.0
     assert not engine._pays(forced(2), 4)  # 3 tokens for 1.5 against 3 x 1.9 / 4 = 1.425
     assert engine._pays(forced(4), 4)  # 5 tokens for 2.0 against 2.375
     assert engine._pays(forced(2), 1)  # alone
-    assert engine._pays(speculative.Round(0.0, 10, True, Proposal([7, 8]), None, 1), 4)  # a draft token: adaptive k's call
+    assert engine._pays(speculative.Round(10, True, Proposal([7, 8]), None, 1), 4)  # a draft token: adaptive k's call
     engine.close()
