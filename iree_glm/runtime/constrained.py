@@ -89,6 +89,40 @@ class Grammar:
         return one_line(error) if error else None
 
 
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONES = ("items", "additionalItems", "contains", "not", "if", "then", "else", "additionalProperties",
+                "unevaluatedItems", "propertyNames")
+
+
+def closed_objects(schema):
+    """`schema` with every object it describes closed to the properties it names: an object
+    schema that says nothing of other keys (no additionalProperties, patternProperties or
+    unevaluatedProperties) gets additionalProperties false. This is OpenAI's `strict` mode, which
+    demands additionalProperties false on every object: without it a small model pads a tool's
+    arguments with keys of its own, which the schema allows. Walks the schema's structure only
+    (never `enum`, `const` or `default` values). Returns a new schema; booleans pass through."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_objects(sub) for name, sub in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_objects(sub) for sub in out[key]]
+    for key in _SCHEMA_ONES:
+        if isinstance(out.get(key), list):  # draft 4's tuple form of `items`
+            out[key] = [closed_objects(sub) for sub in out[key]]
+        elif key in out:
+            out[key] = closed_objects(out[key])
+    kind = out.get("type")
+    describes_object = kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in out
+    if describes_object and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(out):
+        out["additionalProperties"] = False
+    return out
+
+
 def one_line(error: str) -> str:
     """llguidance's message (several lines for a regex: the pattern, a caret, the error) as one."""
     return " ".join(line.strip() for line in error.strip().splitlines() if line.strip())

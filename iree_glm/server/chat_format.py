@@ -129,7 +129,7 @@ class ChatFormat:
             return req.params.grammar
         tools = req.tools if req.tool_choice in ("auto", "required") else [t for t in req.tools if t.name == req.tool_choice]
         calls = " | ".join(f"call_{i}" for i in range(len(tools)))
-        rules = [f'call_{i}: "{t.name}\\n" %json {json.dumps({**t.parameters, "x-guidance": JSON_STYLE})}'
+        rules = [f'call_{i}: "{t.name}\\n" %json {json.dumps({**t.arguments_schema, "x-guidance": JSON_STYLE})}'
                  for i, t in enumerate(tools)]
         start = f'start: "\\n" ANSWER | {calls}\nANSWER: /(.|\\n)*/' if req.tool_choice == "auto" else f"start: {calls}"
         return Grammar.lark("\n".join([start, *rules]))

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from iree_glm.runtime.constrained import Grammar
+from iree_glm.runtime.constrained import Grammar, closed_objects
 from iree_glm.runtime.sampling import SamplingParams
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # as OpenAI's /v1/completions
@@ -55,7 +55,13 @@ def parse_body(body: bytes) -> dict:
 class Tool:
     name: str
     description: str
-    parameters: dict  # a JSON schema of the arguments object
+    parameters: dict  # a JSON schema of the arguments object, as the client sent it (the prompt lists it)
+    strict: bool = False  # the arguments' grammar closes the schema's objects (`arguments_schema`)
+
+    @property
+    def arguments_schema(self) -> dict:
+        """The schema the arguments are held to: `parameters`, its objects closed with `strict`."""
+        return closed_objects(self.parameters) if self.strict else self.parameters
 
 
 @dataclass(frozen=True)
@@ -161,12 +167,14 @@ def number(req: dict, name: str, default: float, low: float | None = None, high:
     return float(value)
 
 
-def boolean(req: dict, name: str, default: bool) -> bool:
+def boolean(req: dict, name: str, default: bool, param: str | None = None) -> bool:
+    """req[name] (`param`: the field's full name in messages, default `name`)."""
     value = req.get(name)
+    param = param or name
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false", param=name)
+        raise BadRequest(f"'{param}' must be true or false", param=param)
     return value
 
 
@@ -209,8 +217,10 @@ def response_format(req: dict) -> Grammar | None:
         spec = _object(fmt.get("json_schema"), "response_format.json_schema")
         _only(spec, "response_format.json_schema", {"name", "description", "schema", "strict"})
         text(spec.get("name", ""), "response_format.json_schema.name")
-        schema = spec.get("schema", {"type": "object"})
-        return _usable(Grammar.json_schema(_object(schema, "response_format.json_schema.schema")), "response_format.json_schema.schema")
+        schema = _object(spec.get("schema", {"type": "object"}), "response_format.json_schema.schema")
+        if boolean(spec, "strict", False, "response_format.json_schema.strict"):
+            schema = closed_objects(schema)
+        return _usable(Grammar.json_schema(schema), "response_format.json_schema.schema")
     if kind in ("regex", "lark"):
         _only(fmt, "response_format", {"type", kind})
         return Grammar(kind, text(fmt.get(kind), f"response_format.{kind}", allow_empty=False))
@@ -375,8 +385,10 @@ def _tools(req: dict) -> tuple[Tool, ...]:
         if name in (t.name for t in tools):
             raise BadRequest(f"'{where}.function.name': two tools are named {name!r}", param=f"{where}.function.name")
         params = _object(fn.get("parameters", {"type": "object", "properties": {}}), f"{where}.function.parameters")
-        _usable(Grammar.json_schema(params), f"{where}.function.parameters")
-        tools.append(Tool(name, text(fn.get("description", ""), f"{where}.function.description"), params))
+        tool = Tool(name, text(fn.get("description", ""), f"{where}.function.description"), params,
+                    boolean(fn, "strict", False, f"{where}.function.strict"))
+        _usable(Grammar.json_schema(tool.arguments_schema), f"{where}.function.parameters")
+        tools.append(tool)
     return tuple(tools)
 
 
