@@ -94,6 +94,8 @@ def _template_message(m: Message) -> dict:
         out["metadata"] = ""
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.tool_name is not None:
+        out["name"] = m.tool_name
     return out
 
 

@@ -77,6 +77,7 @@ class Message:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    tool_name: str | None = None  # a tool message's `name`: the function it answers (checked against the call)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,10 @@ def response_format(req: dict) -> Grammar | None:
         _only(fmt, "response_format", {"type", "json_schema"})
         spec = _object(fmt.get("json_schema"), "response_format.json_schema")
         _only(spec, "response_format.json_schema", {"name", "description", "schema", "strict"})
-        text(spec.get("name", ""), "response_format.json_schema.name")
+        text(spec.get("name", ""), "response_format.json_schema.name")  # names the format for the client; the grammar has no use for it
+        if text(spec.get("description", ""), "response_format.json_schema.description"):
+            raise BadRequest("'response_format.json_schema.description' is not supported: nothing shows it to the model "
+                             "(say it in a message)", param="response_format.json_schema.description")
         schema = _object(spec.get("schema", {"type": "object"}), "response_format.json_schema.schema")
         if boolean(spec, "strict", False, "response_format.json_schema.strict"):
             schema = closed_objects(schema)
@@ -326,9 +330,16 @@ def _message(value: Any, i: int) -> Message:
     role = m.get("role")
     if role not in ROLES:
         raise BadRequest(f"'{name}.role' must be one of {', '.join(ROLES)}", param=f"{name}.role")
-    if "content" not in m and not m.get("tool_calls"):
+    if "content" not in m and not m.get("tool_calls") and m.get("refusal") is None:
         raise BadRequest(f"'{name}.content' is missing", param=f"{name}.content")
     content = _content(m.get("content"), f"{name}.content")
+    if m.get("refusal") is not None:  # an earlier assistant turn that refused: its words are what it said
+        refusal = text(m["refusal"], f"{name}.refusal")
+        if role != "assistant" or content:
+            raise BadRequest(f"'{name}.refusal' is for an assistant message without content", param=f"{name}.refusal")
+        content = refusal
+    if m.get("name") is not None and role != "tool":
+        raise BadRequest(f"'{name}.name' is not supported: GLM-4's chat format has no participant names", param=f"{name}.name")
     calls = []
     if m.get("tool_calls") is not None:
         if role != "assistant" or not isinstance(m["tool_calls"], list):
@@ -351,17 +362,21 @@ def _message(value: Any, i: int) -> Message:
         call_id = text(call_id, f"{name}.tool_call_id")
     elif call_id is not None:
         raise BadRequest(f"'{name}.tool_call_id' is only for messages of role 'tool'", param=f"{name}.tool_call_id")
-    return Message("system" if role == "developer" else role, content, tuple(calls), call_id)
+    tool_name = text(m["name"], f"{name}.name") if m.get("name") is not None else None
+    return Message("system" if role == "developer" else role, content, tuple(calls), call_id, tool_name)
 
 
 def _answered(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     """`messages`, where every tool message answers a tool call of an earlier assistant message."""
-    calls: set[str] = set()
+    calls: dict[str, str] = {}  # id -> function name
     for i, m in enumerate(messages):
-        calls.update(c.id for c in m.tool_calls)
+        calls.update((c.id, c.name) for c in m.tool_calls)
         if m.role == "tool" and m.tool_call_id not in calls:
             raise BadRequest(f"'messages[{i}].tool_call_id' ({m.tool_call_id!r}) answers no tool call of an earlier "
                              "assistant message", param=f"messages[{i}].tool_call_id")
+        if m.role == "tool" and m.tool_name is not None and m.tool_name != calls[m.tool_call_id]:
+            raise BadRequest(f"'messages[{i}].name' ({m.tool_name!r}) is not the function of the call it answers "
+                             f"({calls[m.tool_call_id]!r})", param=f"messages[{i}].name")
     return messages
 
 

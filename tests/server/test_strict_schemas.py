@@ -1,6 +1,7 @@
 """OpenAI's `strict` on a tool or a json_schema response format: the schema's objects are closed
 to the keys they name, so a reply cannot carry keys of the model's own; without it the schema
-holds as written (extra keys are valid JSON Schema)."""
+holds as written (extra keys are valid JSON Schema). A format's `description`, which nothing
+would show the model, is refused rather than ignored."""
 
 import json
 
@@ -65,6 +66,15 @@ def test_strict_must_be_a_boolean():
         chat_request(_chat("yes"), "default")
     with pytest.raises(BadRequest, match=r"'response_format.json_schema.strict' must be true or false"):
         chat_request(_chat(format_strict=1), "default")
+
+
+def test_a_format_description_is_refused_not_ignored():
+    req = {"messages": [{"role": "user", "content": "Paris?"}], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "w", "schema": WEATHER, "description": "The weather"}}}
+    with pytest.raises(BadRequest, match=r"'response_format.json_schema.description' is not supported"):
+        chat_request(req, "default")
+    req["response_format"]["json_schema"]["description"] = ""
+    chat_request(req, "default")
 
 
 def test_closing_walks_the_schema_not_its_data():
