@@ -91,8 +91,8 @@ class Grammar:
 
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")  # name -> schema
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_ONES = ("items", "additionalItems", "contains", "not", "if", "then", "else", "additionalProperties",
-                "unevaluatedItems", "propertyNames")
+# Schemas a value must match (not `not` or `if`, where a closed object would widen what passes).
+_SCHEMA_ONES = ("items", "additionalItems", "contains", "then", "else", "additionalProperties", "unevaluatedItems")
 
 
 def closed_objects(schema):

@@ -88,6 +88,7 @@ def test_closing_walks_the_schema_not_its_data():
             "mapped": {"type": "object", "patternProperties": {"^x": {"type": "object", "properties": {}}}},
             "list": {"type": "array", "items": {"$ref": "#/$defs/item"}},
             "either": {"anyOf": [{"type": "object", "properties": {"b": {}}}, {"type": "string"}]},
+            "negated": {"not": {"type": "object", "properties": {"c": {}}}},  # closing it would let more through
         },
         "$defs": {"item": {"type": ["object", "null"], "properties": {"id": {"type": "integer"}}}},
     }
@@ -102,5 +103,6 @@ def test_closing_walks_the_schema_not_its_data():
     assert "additionalProperties" not in props["mapped"]  # patternProperties say what other keys may be
     assert props["mapped"]["patternProperties"]["^x"]["additionalProperties"] is False
     assert props["either"]["anyOf"][0]["additionalProperties"] is False and props["either"]["anyOf"][1] == {"type": "string"}
+    assert props["negated"] == schema["properties"]["negated"]
     assert closed["$defs"]["item"]["additionalProperties"] is False
     assert closed_objects(True) is True
