@@ -14,13 +14,15 @@ never gets slower.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from iree_glm.bundle.kv_layout import attended_keys
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.planner.profile import Profile
-from iree_glm.planner.scheduler import GB, PartitionPlan, _Problem, _Weights, model_parts, plan_partition, transfer_seconds
+from iree_glm.planner.scheduler import (GB, PartitionPlan, _Problem, _Weights, model_parts, part_seconds, plan_partition,
+                                        transfer_seconds, working_set)
 
 PROMPT_TOKENS = 512  # the prompt length phase plans optimise for
 # A split costs a second set of modules and a KV hand-off at run time: below this estimated
@@ -177,3 +179,21 @@ def plan_phases(cfg: ModelConfig, profile: Profile, weight_dtype: str | Mapping[
         reasons.append("KV hand-off free: the devices share memory")
     return PhasePlan(profile.name, tokens, decode_plan, prefill, True, t_prefill * 1e3, t_handoff * 1e3, handoff_bytes,
                      single * 1e3, {d: b / GB for d, b in memory.items()}, reasons, options)
+
+
+def ideal_prefill_ms(cfg: ModelConfig, profile: Profile, weight_dtype: str | Mapping[str, str] = "f32", capacity: int = 1024,
+                     prompt_tokens: int = PROMPT_TOKENS) -> float:
+    """A bound on the prompt's time that no placement of it can beat: the layers pipelined over
+    every device at once, each taking a share of them in proportion to its speed, with no
+    bubbles, chunk overheads or transfers, and the embeddings and head on their fastest device.
+    It says how much any prefill split (pipelined or not) could gain on a profile."""
+    parts = model_parts(cfg, weight_dtype, context=attended_keys(capacity - 1, capacity), capacity=capacity)
+    ws, tokens = working_set(parts), min(prompt_tokens, capacity)
+
+    def seconds(p, d) -> float:
+        return math.inf if d.supports(p.dtype, p.ops) else part_seconds(p, d, tokens=tokens, working_set_bytes=ws)
+
+    ends = sum(min(seconds(p, d) for d in profile.devices) for p in parts if p.layer is None)
+    # layer stacks per second with every device working; one lacking a layer's dtype adds nothing
+    rate = sum(1.0 / sum(seconds(p, d) for p in parts if p.layer is not None) for d in profile.devices)
+    return (ends + 1.0 / rate) * 1e3

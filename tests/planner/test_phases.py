@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iree_glm.planner.phases import plan_phases
+from iree_glm.planner.phases import ideal_prefill_ms, plan_phases
 from iree_glm.planner.profile import load_profile, parse_profile
 from iree_glm.planner.scheduler import plan_partition, quant_dtypes
 
@@ -55,30 +55,16 @@ def test_phase_plans_are_never_worse_by_the_cost_model(name, mode):
     single = plan_partition(CFG, profile, quant_dtypes(mode), capacity=1024)
     assert pp.decode.latency_ms == pytest.approx(single.latency_ms)  # decode keeps its plan
     assert pp.ttft_ms <= pp.single_prefill_ms + 1e-9
+    # no placement of the prompt beats the ideal pipeline over all devices
+    assert ideal_prefill_ms(CFG, profile, quant_dtypes(mode), capacity=1024) <= pp.prefill_ms + 1e-9
 
 
-def _pair(gpu_power: float, gpu_bw: float, **policy):
-    cpu = _device("cpu", "cpu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0)
-    gpu = _device("gpu", "gpu", "vulkan", "vulkan-spirv", 1000.0, gpu_bw, gpu_power)
-    link = dict(between=["cpu", "gpu"], bandwidth_gbs=20.0, latency_us=10.0, shared_memory=True)
-    return parse_profile({"format_version": 1, "name": "pair", "devices": [cpu, gpu], "links": [link], "policy": policy}, "p.toml")
-
-
-def test_a_frugal_gpu_is_a_power_saving_decode_option():
-    pp = plan_phases(CFG, _pair(gpu_power=2.0, gpu_bw=10.0), "f16")
-    assert {p.device for p in pp.decode.parts} == {"cpu"}
-    (option,) = pp.decode_options
-    assert option.device == "gpu" and option.decode_ms > pp.decode.latency_ms and "draws less" in option.why
-    assert option.power_w == pytest.approx(2.0 + 0.6)  # the gpu active, the cpu idle
-
-
-def test_a_faster_decode_device_the_budget_excluded_is_an_option():
-    pp = plan_phases(CFG, _pair(gpu_power=20.0, gpu_bw=60.0, power_budget_w=8.0), "f16")
-    assert {p.device for p in pp.decode.parts} == {"cpu"}  # the budget keeps decode on the cpu
-    (option,) = pp.decode_options
-    assert option.device == "gpu" and option.decode_ms < pp.decode.latency_ms and "decodes faster" in option.why
-
-
-def test_a_slower_hungrier_device_is_no_option():
-    assert plan_phases(CFG, _pair(gpu_power=20.0, gpu_bw=10.0), "f16").decode_options == []
-    assert plan_phases(CFG, _profile(), "f16").decode_options == []
+def test_the_ideal_prefill_shares_the_layers_by_speed():
+    alone = ideal_prefill_ms(CFG, _profile(), "f16", prompt_tokens=512)
+    assert alone == pytest.approx(plan_phases(CFG, _profile(), "f16", prompt_tokens=512).prefill_ms, rel=0.01)
+    # two equal devices halve the layers' time; the embeddings and head are not shared
+    two = ideal_prefill_ms(CFG, _profile(_device("npu", "npu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0)), "f16", prompt_tokens=512)
+    assert 0 <= 2 * two - alone < 0.05 * alone
+    # a device without the layers' dtype adds nothing
+    lacking = _profile(_device("npu", "npu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0, dtypes=["f32"]))
+    assert ideal_prefill_ms(CFG, lacking, "f16", prompt_tokens=512) == pytest.approx(alone)
