@@ -1,14 +1,28 @@
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 from iree_glm.compiler.build import BuildOptions, build_bundle
+from iree_glm.export import cache as export_cache
 from iree_glm.kernels import int4 as int4_kernel
 
 from .helpers import write_hf_checkpoint
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_export_cache(tmp_path_factory):
+    """One export cache for the whole run, every xdist worker and CLI subprocess included: the
+    tests build many bundles of a few tiny shapes, and exporting is most of a build's time.
+    tests/export checks that a cached export is the one a fresh export would give."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "export-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(export_cache.ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-activations", help="with --quant int8: which matmuls also quantize their activations per row and multiply i8 x i8 -> i32: none, prefill (multi-token calls) or all (default: the profile's device int8_activations)")
     p.add_argument("--sparse-attention", metavar="local=W,global=G,block=B", help="block-sparse attention: each query sees the first G tokens and the last W, computed in query blocks of B (opt-in: changes the outputs of a dense-trained model; default: the profile's policy.sparse_attention; 'none' turns it off)")
     p.add_argument("--fit-memory", action="store_true", help="choose --quant and --max-context to fit the profile's memory (device memory minus reserve): the most exact weights with a useful context; --quant or --max-context, if given, fix or cap the choice")
+    p.add_argument("--export-cache", type=Path, metavar="DIR", help="keep each export (torch -> MLIR, most of a build's time) in DIR by model shape, and reuse it for a model of the same shape and options, whatever its weights (default: $IREE_GLM_EXPORT_CACHE, else none)")
     p.add_argument("--min-context", type=option(int, "--min-context", min=2), default=None, help="with --fit-memory: the smallest context worth having (default 512, or --max-context if smaller)")
     return p.parse_args(argv)
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = BuildOptions(max_context=max_context, profile=args.profile, prune=prune, calibration=args.calibration, quant=quant,
                         decode_batch_sizes=args.batch_sizes, sparse_attention=sparse,
                         activation_dtype=args.activation_dtype, compute_dtype=args.compute_dtype, int8_activations=args.int8_activations,
-                        embeddings=not args.no_embeddings)
+                        embeddings=not args.no_embeddings, export_cache=args.export_cache)
     try:
         result = build_bundle(args.checkpoint, out, opts, progress)
     finally:

@@ -21,6 +21,7 @@ from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.bundle.writer import finish_manifest, writing_bundle
 from iree_glm.frontend.checkpoint import hf_config_dict, open_checkpoint, load_model
 from iree_glm.errors import UserError
+from iree_glm.export import cache as export_cache
 from iree_glm.export.program import PARAMETER_SCOPE, export_mlir, write_parameter_archive
 from iree_glm.transforms.prune import PruneSpec, calibration_ids, check_spec, prune_model
 from iree_glm.compiler.iree_compile import compile_mlir
@@ -61,6 +62,7 @@ class BuildOptions:
     int8_activations: str | None = None  # int8 matmuls run as i8 x i8 (none, prefill, all; passes/dequant_matmul.py); None: the profile's
     kernel_set: str | None = None  # our kernels' instruction-set level ("best" or a set's name, kernels/toolchain.py); None: the profile's
     embeddings: bool = True  # an `embed` entry point (final-norm hidden states, for /v1/embeddings)
+    export_cache: Path | None = None  # exported MLIR kept by model shape (export/cache.py); None: $IREE_GLM_EXPORT_CACHE, if set
 
 
 @dataclass
@@ -155,12 +157,12 @@ def _keys_in_place(model, on: bool) -> None:
             m.keys_in_place = on
 
 
-def _export_for_other_devices(model, entry_points: list[EntryPoint], dtype: str, work: Path) -> Path:
+def _export_for_other_devices(model, entry_points: list[EntryPoint], dtype: str, work: Path, cache: Path | None) -> Path:
     """The program as `mark_like_int8_kernel` has it, for the decode modules of other devices."""
     marked = mark_like_int8_kernel(model)
     try:
         (work / "other-devices").mkdir(exist_ok=True)
-        return _export_single(model, entry_points, dtype, False, work / "other-devices")
+        return _export_single(model, entry_points, dtype, False, work / "other-devices", cache)
     finally:
         for m, verify in marked.items():
             m.decode_like_kernel, m.verify_like_decode = False, verify
@@ -283,6 +285,7 @@ def build_bundle(
             # export of their own where the int8 kernel is ours (they quantize as it does), else
             # the main one; a prefill placement always has its own.
             as_mask = kernels.attention.ours
+            cache = export_cache.cache_folder(opts.export_cache)
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
             other_devices = not stages and not no_decode_modules and any(
                 profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options)
@@ -290,11 +293,12 @@ def build_bundle(
             if stages:
                 exported = export_stages(model, stages, entry_points, work)
             else:
-                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work)
+                mlir_path = _export_single(model, entry_points, dtype, opts.sparse_attention is not None and not as_mask, work,
+                                           cache, progress)
             _keys_in_place(model, False)
             # Other devices' decode modules compute what the CPU kernels compute (int8: x per block in the graph).
             decode_modules = not stages and not no_decode_modules and bool(phase_plan.decode_options)
-            other_mlir = _export_for_other_devices(model, entry_points, dtype, work) if decode_modules and kernels.int8.ours \
+            other_mlir = _export_for_other_devices(model, entry_points, dtype, work, cache) if decode_modules and kernels.int8.ours \
                 else None if stages else mlir_path
             prefill_entry = [ep for ep in entry_points if ep.name == "prefill"]
             if prefill_specs:
@@ -397,16 +401,24 @@ def _target_cpu_record(target: Target, extra_flags: tuple[str, ...]) -> TargetCp
     return TargetCpuRecord(cpu.arch, cpu.cpu, cpu.isa_features())
 
 
-def _export_single(model, entry_points: list[EntryPoint], dtype: str, sparse: bool, work: Path) -> Path:
-    """The model's one module as torch-dialect MLIR bytecode in `work` (block-sparse attention rewritten)."""
+def _export_single(model, entry_points: list[EntryPoint], dtype: str, sparse: bool, work: Path, cache: Path | None,
+                   progress: Callable[[str], None] = lambda stage: None) -> Path:
+    """The model's one module as torch-dialect MLIR bytecode in `work` (block-sparse attention
+    rewritten), from `cache` where it holds this model shape's export."""
+    path = work / "model.mlirbc"
+    key = export_cache.export_key(model, entry_points, dtype=dtype, sparse=sparse) if cache is not None else None
+    if key is not None and export_cache.fetch(cache, key, path):
+        progress(f"export to MLIR: cached ({cache / key[:12]}...)")
+        return path
     module, _ctx = export_mlir(model, entry_points, cache_dtype=activation_dtype.check(dtype))
     if sparse:
         from iree_glm.passes import sparse_attention as sparse_pass
 
         sparse_pass.run(module)
-    path = work / "model.mlirbc"
     with open(path, "wb") as f:
         module.operation.write_bytecode(f)
+    if key is not None:
+        export_cache.store(cache, key, path)
     return path
 
 
