@@ -68,3 +68,30 @@ def test_the_ideal_prefill_shares_the_layers_by_speed():
     # a device without the layers' dtype adds nothing
     lacking = _profile(_device("npu", "npu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0, dtypes=["f32"]))
     assert ideal_prefill_ms(CFG, lacking, "f16", prompt_tokens=512) == pytest.approx(alone)
+
+
+def _pair(gpu_power: float, gpu_bw: float, **policy):
+    cpu = _device("cpu", "cpu", "local-task", "llvm-cpu", 100.0, 20.0, 6.0)
+    gpu = _device("gpu", "gpu", "vulkan", "vulkan-spirv", 1000.0, gpu_bw, gpu_power)
+    link = dict(between=["cpu", "gpu"], bandwidth_gbs=20.0, latency_us=10.0, shared_memory=True)
+    return parse_profile({"format_version": 1, "name": "pair", "devices": [cpu, gpu], "links": [link], "policy": policy}, "p.toml")
+
+
+def test_a_frugal_gpu_is_a_power_saving_decode_option():
+    pp = plan_phases(CFG, _pair(gpu_power=2.0, gpu_bw=10.0), "f16")
+    assert {p.device for p in pp.decode.parts} == {"cpu"}
+    (option,) = pp.decode_options
+    assert option.device == "gpu" and option.decode_ms > pp.decode.latency_ms and "draws less" in option.why
+    assert option.power_w == pytest.approx(2.0 + 0.6)  # the gpu active, the cpu idle
+
+
+def test_a_faster_decode_device_the_budget_excluded_is_an_option():
+    pp = plan_phases(CFG, _pair(gpu_power=20.0, gpu_bw=60.0, power_budget_w=8.0), "f16")
+    assert {p.device for p in pp.decode.parts} == {"cpu"}  # the budget keeps decode on the cpu
+    (option,) = pp.decode_options
+    assert option.device == "gpu" and option.decode_ms < pp.decode.latency_ms and "decodes faster" in option.why
+
+
+def test_a_slower_hungrier_device_is_no_option():
+    assert plan_phases(CFG, _pair(gpu_power=20.0, gpu_bw=10.0), "f16").decode_options == []
+    assert plan_phases(CFG, _profile(), "f16").decode_options == []
