@@ -198,6 +198,7 @@ def build_bundle(
     """Compile a checkpoint folder (or, with None, the default model) into a bundle at `out`."""
     opts = opts or BuildOptions()
     profile = _check_options(opts)
+    cache = export_cache.cache_folder(opts.export_cache)  # a folder that cannot be one stops the build before it starts
     target = device_target(profile.host)
     compute = opts.compute_dtype or profile.host.compute_dtype
     dtype = opts.activation_dtype or profile.host.activation_dtype
@@ -285,7 +286,6 @@ def build_bundle(
             # export of their own where the int8 kernel is ours (they quantize as it does), else
             # the main one; a prefill placement always has its own.
             as_mask = kernels.attention.ours
-            cache = export_cache.cache_folder(opts.export_cache)
             sparse_attention.enable(model, opts.sparse_attention, as_mask=as_mask)
             other_devices = not stages and not no_decode_modules and any(
                 profile.device(o.device).name != profile.host.name for o in phase_plan.decode_options)

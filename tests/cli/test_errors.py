@@ -158,3 +158,11 @@ def test_real_process_exit_code(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_export_cache_that_cannot_be_a_folder_is_one_line(ckpt, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, lines = _compile([ckpt, "-o", tmp_path / "out", "--export-cache", blocker / "cache"], capsys)
+    _assert_one_line_error(code, lines, str(blocker / "cache"), "export cache")
+    assert not (tmp_path / "out").exists()
