@@ -62,7 +62,8 @@ def _describe(value: Any) -> str:
         return str(value)
     if isinstance(value, torch.Tensor):  # a plain tensor attribute: its values may be traced in
         data = value.detach().cpu().contiguous()
-        return f"tensor{tuple(data.shape)}{data.dtype}:{hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()}"
+        raw = data.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return f"tensor{tuple(data.shape)}{data.dtype}:{hashlib.sha256(raw).hexdigest()}"
     if isinstance(value, (list, tuple, frozenset, set)):
         items = [_describe(v) for v in value]
         return f"{type(value).__name__}[{','.join(sorted(items) if isinstance(value, (set, frozenset)) else items)}]"

@@ -58,6 +58,10 @@ def test_what_shapes_the_export_changes_the_key(checkpoints, tmp_path):
     rotary = next((m, n) for m in model.modules() for n in m._non_persistent_buffers_set)
     getattr(rotary[0], rotary[1]).mul_(2)  # a constant's values (not a named parameter) are traced in
     assert cache.export_key(model, ENTRY_POINTS) != key
+    model.scale = torch.tensor(1.0)  # a plain tensor attribute: its value counts
+    one = cache.export_key(model, ENTRY_POINTS)
+    model.scale = torch.tensor(2.0)
+    assert one is not None and cache.export_key(model, ENTRY_POINTS) not in (one, key)
     other = write_hf_checkpoint("glm4_gqa", tmp_path / "long", max_positions=1024)
     assert other is not None and cache.export_key(_ours(tmp_path / "long"), ENTRY_POINTS) != key  # another config
 
