@@ -21,8 +21,7 @@ from typing import Mapping
 from iree_glm.bundle.kv_layout import attended_keys
 from iree_glm.bundle.model_config import ModelConfig
 from iree_glm.planner.profile import Profile
-from iree_glm.planner.scheduler import (GB, PartitionPlan, _Problem, _Weights, model_parts, part_seconds, plan_partition,
-                                        transfer_seconds, working_set)
+from iree_glm.planner.scheduler import GB, PartitionPlan, _Problem, _Weights, model_parts, plan_partition, transfer_seconds
 
 PROMPT_TOKENS = 512  # the prompt length phase plans optimise for
 # A split costs a second set of modules and a KV hand-off at run time: below this estimated
@@ -188,10 +187,10 @@ def ideal_prefill_ms(cfg: ModelConfig, profile: Profile, weight_dtype: str | Map
     bubbles, chunk overheads or transfers, and the embeddings and head on their fastest device.
     It says how much any prefill split (pipelined or not) could gain on a profile."""
     parts = model_parts(cfg, weight_dtype, context=attended_keys(capacity - 1, capacity), capacity=capacity)
-    ws, tokens = working_set(parts), min(prompt_tokens, capacity)
+    pb, tokens = _Problem(profile, parts, cfg.hidden_size, cfg.vocab_size), min(prompt_tokens, capacity)
 
     def seconds(p, d) -> float:
-        return math.inf if d.supports(p.dtype, p.ops) else part_seconds(p, d, tokens=tokens, working_set_bytes=ws)
+        return pb.seconds(p, d, tokens=tokens) if pb.can_run(p, d) else math.inf
 
     ends = sum(min(seconds(p, d) for d in profile.devices) for p in parts if p.layer is None)
     # layer stacks per second with every device working; one lacking a layer's dtype adds nothing
