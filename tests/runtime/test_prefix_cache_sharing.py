@@ -4,7 +4,9 @@ warnings, and a corrupt meta.json does not disable the folder for good (issue #2
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from iree_glm.runtime.prefix_cache import PrefixCache
 
+ROOT = Path(__file__).resolve().parents[2]
 L, H, D, BS = 2, 2, 4, 4
 BUNDLE = "c" * 64
 BUDGET_BLOCKS = 12
@@ -28,21 +31,28 @@ def _kv(ids):
     return k, -k
 
 
-def _worker(folder: str, seed: int, rounds: int, errors) -> None:
+def _worker(folder: str, seed: int, rounds: int) -> None:
+    """One process's rounds: each opens the folder as a new process would, stores four prompts
+    that share a prefix, and closes (which waits for the background writer)."""
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning (a "corrupt" block) fails the worker
-        try:
-            for _ in range(rounds):
-                pc = _cache(Path(folder))  # a new process's view: loads what the other wrote
-                shared = [1, 2, 3, 4, 5, 6, 7, 8]  # both store this prefix
-                for _ in range(4):
-                    ids = shared + [int(t) for t in rng.integers(0, 50, int(rng.integers(4, 17)))]
-                    pc.insert(ids, *_kv(ids))
-                pc.close()
-                assert pc.folder is not None
-        except Exception as e:  # noqa: BLE001 (reported to the parent)
-            errors.put(f"{type(e).__name__}: {e}")
+        for _ in range(rounds):
+            pc = _cache(Path(folder))  # a new process's view: loads what the other wrote
+            shared = [1, 2, 3, 4, 5, 6, 7, 8]  # both store this prefix
+            for _ in range(4):
+                ids = shared + [int(t) for t in rng.integers(0, 50, int(rng.integers(4, 17)))]
+                pc.insert(ids, *_kv(ids))
+            pc.close()
+            assert pc.folder is not None
+
+
+def _start_worker(folder: Path, seed: int, rounds: int) -> subprocess.Popen:
+    """A fresh interpreter, not a fork: a fork of a test worker that has threads (IREE's task
+    pool, an earlier cache's writer) can inherit a held lock and hang."""
+    code = f"from tests.runtime.test_prefix_cache_sharing import _worker; _worker({str(folder)!r}, {seed}, {rounds})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _listed_and_present(folder: Path) -> tuple[set[str], set[str], set[str]]:
@@ -56,18 +66,9 @@ def _listed_and_present(folder: Path) -> tuple[set[str], set[str], set[str]]:
 
 
 def test_two_processes_share_a_folder_without_orphans_or_false_warnings(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    errors = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(tmp_path), seed, 15, errors)) for seed in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0
-    problems = []
-    while not errors.empty():
-        problems.append(errors.get())
-    assert not problems, problems
+    procs = [_start_worker(tmp_path, seed, 15) for seed in (1, 2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
     listed, named, present = _listed_and_present(tmp_path)
     assert present == named  # no orphaned or half-written file, none missing
     assert 0 < len(listed) <= BUDGET_BLOCKS
