@@ -33,6 +33,10 @@ HOST_CPU_FLAGS = (
     # became batch-like generics that data tiling skips (12% of prefill); now plain mmt4d
     # (~1.1x prefill, decode unchanged).
     "--iree-global-opt-propagate-transposes=false",
+    # No DWARF in the executables: it named the build's temporary folders, so two builds of one
+    # checkpoint differed, and it was a quarter of a small module. Symbols stay (profilers,
+    # the tests' kernel checks).
+    "--iree-llvmcpu-debug-symbols=false",
 )
 VULKAN_FLAGS = (ATTENTION_DECOMPOSITION,)
 
