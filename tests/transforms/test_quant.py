@@ -229,6 +229,20 @@ def test_int8_bundle_size_and_manifest(int8_bundle):
     assert 0.25 < o.compression_vs_fp32 < 0.32
 
 
+def test_a_second_int8_build_writes_the_same_module(int8_bundle, glm4_checkpoint, tmp_path):
+    """Builds are reproducible: nothing of a build's temporary folders (the configurations
+    compiler/exact_rows.py reads, the sources dump) is compiled into the module."""
+    result, _ = int8_bundle
+    verify = next(ep for ep in result.manifest.entry_points if ep.name == "verify")
+    assert verify.exact_rows  # the build dumped and read the configurations
+    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill",
+                        extra_flags=(f"--iree-hal-dump-executable-sources-to={tmp_path / 'sources'}",))
+    again = build_bundle(glm4_checkpoint[0], tmp_path / "bundle", opts)
+    module = (result.bundle / "model.vmfb").read_bytes()
+    assert b"/iree_glm-" not in module  # no temporary folder's path (their prefix)
+    assert (again.bundle / "model.vmfb").read_bytes() == module
+
+
 def test_embeddings_int8_by_default_none_keeps_fp32(fp32_model):
     from iree_glm.cli.compile import parse_args
     from iree_glm.transforms.quantize import QuantEmbedding
