@@ -85,13 +85,17 @@ def _eager_logits(model, ids: list[int], tokens: list[int]) -> np.ndarray:
     return logits[0, len(ids) - 1 :].numpy()
 
 
+def _int8_options(dump: Path) -> BuildOptions:
+    """The int8 bundle's options, its executables' sources dumped into `dump`."""
+    return BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill",
+                        extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
+
+
 @pytest.fixture(scope="module")
 def int8_bundle(glm4_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("quant8")
     dump = root / "sources"
-    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill",
-                        extra_flags=(f"--iree-hal-dump-executable-sources-to={dump}",))
-    result = build_bundle(glm4_checkpoint[0], root / "bundle", opts)
+    result = build_bundle(glm4_checkpoint[0], root / "bundle", _int8_options(dump))
     return result, dump
 
 
@@ -235,9 +239,7 @@ def test_a_second_int8_build_writes_the_same_module(int8_bundle, glm4_checkpoint
     result, _ = int8_bundle
     verify = next(ep for ep in result.manifest.entry_points if ep.name == "verify")
     assert verify.exact_rows  # the build dumped and read the configurations
-    opts = BuildOptions(max_context=64, quant=QuantSpec("int8"), int8_activations="prefill",
-                        extra_flags=(f"--iree-hal-dump-executable-sources-to={tmp_path / 'sources'}",))
-    again = build_bundle(glm4_checkpoint[0], tmp_path / "bundle", opts)
+    again = build_bundle(glm4_checkpoint[0], tmp_path / "bundle", _int8_options(tmp_path / "sources"))
     module = (result.bundle / "model.vmfb").read_bytes()
     assert b"/iree_glm-" not in module  # no temporary folder's path (their prefix)
     assert (again.bundle / "model.vmfb").read_bytes() == module
